@@ -1,0 +1,33 @@
+# Helpers shared by every module: one static library per folder, warnings per target.
+
+set(RAMPART_WARNINGS -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wimplicit-fallthrough)
+
+# rampart_module(<name> SOURCES ... [DEPS ...] [PRIVATE_DEPS ...])
+# Declares the static library rampart_<name>, rooted at the repository top so that
+# other modules include "<name>/header.hpp".
+function(rampart_module name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS;PRIVATE_DEPS" ${ARGN})
+  add_library(rampart_${name} STATIC ${ARG_SOURCES})
+  target_include_directories(rampart_${name} PUBLIC ${PROJECT_SOURCE_DIR})
+  target_link_libraries(rampart_${name} PUBLIC ${ARG_DEPS} PRIVATE ${ARG_PRIVATE_DEPS})
+  rampart_target_options(rampart_${name})
+endfunction()
+
+function(rampart_target_options target)
+  target_compile_options(${target} PRIVATE ${RAMPART_WARNINGS})
+  if(RAMPART_WERROR)
+    target_compile_options(${target} PRIVATE -Werror)
+  endif()
+  set_target_properties(${target} PROPERTIES CXX_EXTENSIONS OFF)
+endfunction()
+
+# rampart_add_unit_test(<name> SOURCES ... DEPS ...)
+# A Catch2 executable whose every TEST_CASE becomes its own ctest entry, label "unit".
+function(rampart_add_unit_test name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} Catch2::Catch2WithMain)
+  rampart_target_options(${name})
+  catch_discover_tests(${name} PROPERTIES LABELS unit
+    ENVIRONMENT "RAMPART_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
+endfunction()

@@ -1,0 +1,171 @@
+#pragma once
+// The deployment file as plain, immutable structs. Everything here is validated
+// by config::load(); code that receives a `snapshot` may trust every field.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace rampart::config {
+
+using duration = std::chrono::milliseconds;
+
+/// A position in the configuration file, 1-based, for error messages.
+struct location {
+    std::string file;
+    int line = 0;
+    int column = 0;
+};
+
+/// One validation failure: where it is and what was expected there.
+struct error {
+    location where;
+    std::string what;
+
+    /// "file:line:column: what"
+    std::string to_string() const;
+};
+
+/// A listening or upstream address. `host` is a literal IPv4 or IPv6 address
+/// (without brackets); the wildcard "::" listens on both families.
+struct endpoint {
+    std::string host;
+    std::uint16_t port = 0;
+
+    /// "1.2.3.4:80" or "[::1]:80"
+    std::string to_string() const;
+};
+
+enum class role { gateway, app, db_primary, db_replica };
+
+/// One host of the deployment (`servers:` section).
+struct server {
+    std::string name;
+    std::string address;              ///< literal IP address
+    role server_role = role::app;
+    std::optional<std::uint16_t> port; ///< service port (required for servers used in pools)
+    unsigned weight = 1;              ///< 1..256, used by weighted balancing
+};
+
+enum class balance { round_robin, weighted_round_robin, least_connections };
+
+/// One member of an upstream pool: a server reference resolved to its address.
+struct pool_member {
+    std::string name;     ///< the server's name in `servers:`
+    endpoint address;     ///< the server's address and port
+    unsigned weight = 1;  ///< pool-level weight (defaults to the server's weight)
+};
+
+struct pool {
+    std::string name;
+    balance algorithm = balance::round_robin;
+    std::vector<pool_member> members;
+};
+
+struct certificate {
+    std::string cert_file;  ///< PEM: leaf certificate first, then its chain
+    std::string key_file;   ///< PEM private key; must not be readable by group or others
+};
+
+struct hsts {
+    bool enabled = true;
+    std::chrono::seconds max_age{31536000};
+    bool include_subdomains = true;
+    bool preload = false;
+
+    /// The Strict-Transport-Security header value, e.g. "max-age=31536000; includeSubDomains".
+    std::string header_value() const;
+};
+
+struct tls {
+    /// Certificates in order; the first one is the default (served when SNI
+    /// matches nothing or is absent).
+    std::vector<certificate> certificates;
+    bool session_tickets = true;
+    /// How long one session-ticket key encrypts new tickets; tickets stay
+    /// valid for two rotation periods.
+    duration ticket_rotation{std::chrono::hours(12)};
+};
+
+struct listeners {
+    std::optional<endpoint> https;
+    std::optional<endpoint> http;   ///< plain HTTP: answers 301 to https
+    std::optional<endpoint> admin;  ///< admin listener (health, metrics)
+};
+
+struct timeouts {
+    duration handshake{std::chrono::seconds(10)};         ///< TLS handshake
+    duration header{std::chrono::seconds(10)};            ///< whole request line + headers
+    duration body{std::chrono::seconds(30)};              ///< inactivity while a body streams, either way
+    duration idle{std::chrono::seconds(60)};              ///< keep-alive wait for the next request
+    duration upstream_connect{std::chrono::seconds(3)};
+    duration upstream_response{std::chrono::seconds(30)}; ///< request sent -> response header
+    duration drain{std::chrono::seconds(30)};             ///< SIGTERM: time given to in-flight requests
+};
+
+struct limits {
+    std::uint64_t header_bytes = 16 * 1024;               ///< request line + headers
+    unsigned header_count = 100;
+    std::uint64_t body_bytes = 10 * 1024 * 1024;          ///< request body
+    unsigned upstream_idle_per_server = 64;               ///< idle keep-alive connections kept per worker
+};
+
+struct gateway {
+    listeners listen;
+    unsigned workers = 0;                  ///< 0 = auto (one per core)
+    std::string user = "nobody";           ///< workers drop to this user when started as root; "" keeps root
+    tls tls_settings;
+    hsts hsts_settings;
+    std::vector<pool> pools;
+    std::string default_pool;              ///< the pool requests go to
+    timeouts timeouts_settings;
+    limits limits_settings;
+};
+
+/// The whole validated deployment file.
+struct snapshot {
+    std::string source_file;
+    std::string site;                      ///< e.g. www.foobar.com
+    std::vector<server> servers;
+    gateway gw;
+
+    const pool* find_pool(const std::string& name) const;
+    const server* find_server(const std::string& name) const;
+    /// Workers actually started: `workers`, or the number of online CPUs for auto.
+    unsigned effective_workers() const;
+};
+
+using snapshot_ptr = std::shared_ptr<const snapshot>;
+
+/// Result of load(): the snapshot, or every error found (at least one).
+struct load_result {
+    snapshot_ptr config;
+    std::vector<error> errors;
+    explicit operator bool() const { return config != nullptr; }
+};
+
+/// Reads, parses and validates a deployment file. Never throws; every problem
+/// (unreadable file, YAML syntax, unknown key, bad value, dangling reference)
+/// becomes an error with file:line:column.
+load_result load(const std::string& path);
+
+/// Same as load(), from text; `name` is used as the file name in errors.
+load_result load_from_string(const std::string& text, const std::string& name);
+
+/// A one-screen human summary of a valid snapshot (for `rampart check`).
+std::string summary(const snapshot& s);
+
+const char* to_string(balance b);
+const char* to_string(role r);
+
+/// Parses "250ms", "10s", "5m", "1h", "7d" into milliseconds; nullopt if invalid.
+std::optional<duration> parse_duration(const std::string& text);
+/// Parses "512", "16KiB", "10MiB", "1GiB" (also KB/MB/GB as powers of 10); nullopt if invalid.
+std::optional<std::uint64_t> parse_size(const std::string& text);
+/// Parses "1.2.3.4:443", "[::]:443", "[::1]:9100"; nullopt if invalid. Port 0 is refused.
+std::optional<endpoint> parse_endpoint(const std::string& text);
+
+}  // namespace rampart::config

@@ -1,0 +1,598 @@
+#include "gateway/session.hpp"
+
+#include "gateway/http_rules.hpp"
+#include "gateway/log.hpp"
+#include "gateway/worker.hpp"
+
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/serializer.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include <openssl/ssl.h>
+
+#include <memory>
+#include <string>
+
+namespace rampart::gateway {
+
+using clock = std::chrono::steady_clock;
+
+// ---------------------------------------------------------------- session_base
+
+session_base::session_base(worker_context& w) : w_(w), timer_(w.io) {
+    timer_.expires_at(clock::time_point::max());
+    w_.sessions.insert(this);
+    w_.counters.connections_total.fetch_add(1, std::memory_order_relaxed);
+    w_.counters.connections_active.fetch_add(1, std::memory_order_relaxed);
+}
+
+session_base::~session_base() {
+    w_.sessions.erase(this);
+    w_.counters.connections_active.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void session_base::drain() {
+    if (idle_) {
+        closing_ = true;
+        cancel_io();
+    }
+}
+
+void session_base::terminate() {
+    closing_ = true;
+    cancel_io();
+}
+
+void session_base::set_deadline(clock::duration d, phase p) {
+    phase_ = p;
+    deadline_ = clock::now() + d;
+    if (deadline_ < timer_.expiry()) {
+        timer_.expires_at(deadline_);  // wakes the watchdog, which waits again
+    }
+}
+
+bool session_base::take_timeout() {
+    bool t = timed_out_;
+    timed_out_ = false;
+    return t;
+}
+
+void session_base::start_watchdog() {
+    net::co_spawn(w_.io, watchdog(shared_from_this()), net::detached);
+}
+
+void session_base::stop_watchdog() {
+    stopped_ = true;
+    timer_.cancel();
+}
+
+// One timer per session, armed for the earliest deadline it has seen. Moving
+// a deadline later (the common case: each phase gets a fresh budget) costs no
+// timer operation: when the timer fires early the watchdog just re-arms it.
+net::awaitable<void> session_base::watchdog(std::shared_ptr<session_base> self) {
+    while (!stopped_) {
+        co_await timer_.async_wait(use_tuple);
+        if (stopped_) {
+            break;
+        }
+        auto now = clock::now();
+        if (deadline_ <= now) {
+            timed_out_ = true;
+            timer_.expires_at(clock::time_point::max());
+            cancel_io();
+        } else if (timer_.expiry() <= now) {
+            timer_.expires_at(deadline_);
+        }
+    }
+    (void)self;  // keeps the session alive while the watchdog runs
+}
+
+namespace {
+
+/// Errors that only mean "the peer went away": not worth a log line.
+bool is_disconnect(const error_code& ec) {
+    return ec == net::error::eof || ec == net::error::connection_reset || ec == net::error::broken_pipe ||
+           ec == net::error::operation_aborted || ec == net::ssl::error::stream_truncated ||
+           ec == http::error::end_of_stream || ec == http::error::partial_message;
+}
+
+/// Maps a failed request-header read to the answer the client gets.
+/// nullopt: close without answering (the client left or timed out while idle).
+std::optional<http::status> header_error_status(const error_code& ec, bool timed_out) {
+    if (timed_out) {
+        return http::status::request_timeout;
+    }
+    if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
+        return http::status::request_header_fields_too_large;
+    }
+    if (ec == http::error::body_limit) {
+        return http::status::payload_too_large;
+    }
+    if (is_disconnect(ec)) {
+        return std::nullopt;
+    }
+    if (ec.category() == http::make_error_code(http::error::bad_target).category()) {
+        return http::status::bad_request;  // any other parse error: malformed request
+    }
+    return std::nullopt;
+}
+
+std::string client_address(const tcp_socket& s) {
+    error_code ec;
+    auto ep = s.remote_endpoint(ec);
+    if (ec) {
+        return "unknown";
+    }
+    auto a = ep.address();
+    if (a.is_v6() && a.to_v6().is_v4_mapped()) {
+        a = net::ip::make_address_v4(net::ip::v4_mapped, a.to_v6());
+    }
+    return a.to_string();
+}
+
+constexpr std::size_t relay_chunk = 64 * 1024;
+
+enum class relay_result { done, read_failed, write_failed };
+
+// ---------------------------------------------------------------- TLS session
+
+class tls_session final : public session_base {
+public:
+    tls_session(worker_context& w, tcp_socket socket)
+        : session_base(w), stream_(std::move(socket), *w.tls), client_{client_address(stream_.next_layer()), true} {
+        buffer_.max_size(w.cfg->gw.limits_settings.header_bytes + 8 * 1024);
+    }
+
+    void start() {
+        start_watchdog();
+        auto self = std::static_pointer_cast<tls_session>(shared_from_this());
+        net::co_spawn(w_.io, run(self), [](std::exception_ptr e) {
+            if (e) {
+                try {
+                    std::rethrow_exception(e);
+                } catch (const std::exception& ex) {
+                    log(log_level::error, std::string("session failed: ") + ex.what());
+                }
+            }
+        });
+    }
+
+private:
+    void cancel_io() override {
+        error_code ec;
+        stream_.next_layer().cancel(ec);
+        if (up_) {
+            up_->socket.cancel(ec);
+        }
+    }
+
+    const config::timeouts& timeouts() const { return w_.cfg->gw.timeouts_settings; }
+
+    clock::duration budget(phase p) const {
+        const auto& t = timeouts();
+        switch (p) {
+        case phase::handshake: return t.handshake;
+        case phase::idle: return t.idle;
+        case phase::header: return t.header;
+        case phase::upstream_connect: return t.upstream_connect;
+        case phase::upstream_response: return t.upstream_response;
+        case phase::request_body:
+        case phase::upstream_send:
+        case phase::response_body: return t.body;
+        case phase::closing: return std::chrono::seconds(2);
+        }
+        return t.body;
+    }
+
+    void arm(phase p) { set_deadline(budget(p), p); }
+
+    net::awaitable<void> run(std::shared_ptr<tls_session> self) {
+        arm(phase::handshake);
+        auto [ec] = co_await stream_.async_handshake(net::ssl::stream_base::server);
+        if (ec) {
+            w_.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+            log(log_level::debug, "handshake from " + client_.address + " failed: " + ec.message());
+            finish_abortive();
+            co_return;
+        }
+        if (SSL_session_reused(stream_.native_handle()) == 1) {
+            w_.counters.handshakes_resumed.fetch_add(1, std::memory_order_relaxed);
+        } else {
+            w_.counters.handshakes_full.fetch_add(1, std::memory_order_relaxed);
+        }
+        bool graceful = true;
+        while (!closing_) {
+            auto next = co_await serve_one();
+            if (next == outcome::keep_alive) {
+                continue;
+            }
+            graceful = next == outcome::close;
+            break;
+        }
+        if (graceful) {
+            co_await finish_graceful();
+        } else {
+            finish_abortive();
+        }
+        (void)self;
+    }
+
+    enum class outcome { keep_alive, close, abort };
+
+    // Reads one request, proxies it and writes the response. Returns whether
+    // the connection stays open for another request.
+    net::awaitable<outcome> serve_one() {
+        const auto& limits = w_.cfg->gw.limits_settings;
+        if (buffer_.size() == 0) {
+            if (w_.draining) {
+                co_return outcome::close;
+            }
+            // Wait for the first byte of the next request under the idle
+            // deadline; the header deadline starts only once it arrives.
+            idle_ = true;
+            arm(phase::idle);
+            auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(4096), use_tuple);
+            idle_ = false;
+            take_timeout();
+            if (ec) {
+                co_return ec == net::error::eof || ec == net::ssl::error::stream_truncated ? outcome::close
+                                                                                         : outcome::abort;
+            }
+            buffer_.commit(n);
+        }
+
+        request_parser p;
+        p.header_limit(static_cast<std::uint32_t>(limits.header_bytes));
+        p.body_limit(limits.body_bytes);
+        arm(phase::header);
+        {
+            auto [ec, n] = co_await http::async_read_header(stream_, buffer_, p, use_tuple);
+            if (ec) {
+                auto status = header_error_status(ec, take_timeout());
+                if (!status) {
+                    co_return outcome::abort;
+                }
+                co_return co_await reply_error(*status, 11, true);
+            }
+        }
+        auto& req = p.get();
+        const unsigned version = req.version();
+        w_.counters.requests_total.fetch_add(1, std::memory_order_relaxed);
+        if (auto r = validate_request(req.base(), limits.header_count)) {
+            co_return co_await reply_error(r->status, version, true);
+        }
+        bool keep_alive = req.keep_alive() && !w_.draining;
+        const bool head = req.method() == http::verb::head;
+        const bool expect_continue = beast::iequals(req[http::field::expect], "100-continue");
+        rewrite_request(req.base(), client_);
+
+        std::size_t pool = w_.default_pool;
+        auto member = w_.balancers[pool].pick(w_.shared.pools[pool].next, w_.members[pool]);
+        if (!member) {
+            co_return co_await reply_error(http::status::service_unavailable, version, !p.is_done());
+        }
+        std::size_t server = w_.member_servers[pool][*member];
+        server_state& state = *w_.members[pool][*member];
+
+        if (expect_continue && !p.is_done()) {
+            arm(phase::response_body);
+            static constexpr char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            auto [ec, n] = co_await net::async_write(stream_, net::buffer(continue_line, sizeof continue_line - 1),
+                                                     use_tuple);
+            if (ec) {
+                co_return outcome::abort;
+            }
+        }
+
+        state.active.fetch_add(1, std::memory_order_relaxed);
+        state.requests.fetch_add(1, std::memory_order_relaxed);
+        struct active_guard {
+            server_state& s;
+            ~active_guard() { s.active.fetch_sub(1, std::memory_order_relaxed); }
+        } guard{state};
+
+        // A request without a body can be sent again if a reused keep-alive
+        // connection turns out to have been closed by the backend: the
+        // request never reached it. With a body it cannot: the body has been
+        // read from the client.
+        const bool replayable = p.is_done();
+        std::optional<response_parser> rp;
+        for (int attempt = 0;; ++attempt) {
+            up_ = w_.upstreams.take(server);
+            const bool reused = up_ != nullptr;
+            if (!up_) {
+                up_ = std::make_unique<upstream_connection>(w_.io.get_executor());
+                up_->server = server;
+                arm(phase::upstream_connect);
+                error_code ec = co_await connect_upstream(up_->socket, w_.server_endpoints[server]);
+                if (ec) {
+                    bool timed_out = take_timeout();
+                    state.failures.fetch_add(1, std::memory_order_relaxed);
+                    log(log_level::warn, "upstream " + w_.cfg->servers[server].name + " connect failed: " +
+                                             (timed_out ? std::string("timeout") : ec.message()));
+                    up_.reset();
+                    co_return co_await reply_error(
+                        timed_out ? http::status::gateway_timeout : http::status::bad_gateway, version, true);
+                }
+            }
+            ++up_->requests;
+            http::request_serializer<http::buffer_body> sr{req};
+            auto [res, rec] = co_await relay(stream_, buffer_, p, sr, up_->socket, phase::request_body,
+                                             phase::upstream_send);
+            if (res == relay_result::write_failed) {
+                bool timed_out = take_timeout();
+                if (!timed_out && reused && attempt == 0 && replayable) {
+                    up_.reset();
+                    continue;
+                }
+                co_return co_await upstream_failed(state, server, rec, timed_out, version);
+            }
+            if (res == relay_result::read_failed) {
+                // The client's body failed: too large, malformed, too slow or gone.
+                bool timed_out = take_timeout();
+                up_.reset();
+                if (timed_out) {
+                    co_return co_await reply_error(http::status::request_timeout, version, true);
+                }
+                if (rec == http::error::body_limit) {
+                    co_return co_await reply_error(http::status::payload_too_large, version, true);
+                }
+                if (is_disconnect(rec)) {
+                    co_return outcome::abort;
+                }
+                co_return co_await reply_error(http::status::bad_request, version, true);
+            }
+
+            arm(phase::upstream_response);
+            error_code ec;
+            // Interim 1xx responses (100 Continue, 103 Early Hints) are
+            // consumed here: the gateway answered Expect itself.
+            for (int interim = 0; interim < 8; ++interim) {
+                rp.emplace();
+                rp->header_limit(64 * 1024);
+                rp->body_limit(boost::none);
+                if (head) {
+                    rp->skip(true);
+                }
+                auto [hec, hn] = co_await http::async_read_header(up_->socket, up_->buffer, *rp, use_tuple);
+                ec = hec;
+                if (ec || rp->get().result_int() / 100 != 1) {
+                    break;
+                }
+            }
+            if (ec) {
+                bool timed_out = take_timeout();
+                if (!timed_out && reused && attempt == 0 && replayable &&
+                    (ec == http::error::end_of_stream || ec == net::error::eof ||
+                     ec == net::error::connection_reset)) {
+                    up_.reset();
+                    rp.reset();
+                    continue;
+                }
+                co_return co_await upstream_failed(state, server, ec, timed_out, version);
+            }
+            if (rp->get().result_int() / 100 == 1) {
+                // 101 (protocol switch) or an endless run of interim responses.
+                co_return co_await upstream_failed(state, server, http::error::bad_status, false, version);
+            }
+            break;
+        }
+
+        auto& res = rp->get();
+        const bool upstream_reusable = rp->keep_alive() && p.is_done();
+        if (rp->need_eof() && !rp->is_done()) {
+            // The backend delimits the body by closing: re-frame it as chunked
+            // for an HTTP/1.1 client; an HTTP/1.0 client reads until close.
+            if (version == 11) {
+                res.chunked(true);
+            } else {
+                keep_alive = false;
+            }
+        }
+        keep_alive = keep_alive && !w_.draining;
+        rewrite_response(res.base(), w_.hsts_value, keep_alive, version);
+        count_status(res.result_int());
+
+        http::response_serializer<http::buffer_body> rs{res};
+        auto [result, ec] =
+            co_await relay(up_->socket, up_->buffer, *rp, rs, stream_, phase::response_body, phase::response_body);
+        if (result != relay_result::done) {
+            // Part of the response already reached the client: the only
+            // honest signal left is to cut the connection.
+            take_timeout();
+            if (result == relay_result::read_failed) {
+                state.failures.fetch_add(1, std::memory_order_relaxed);
+                log(log_level::warn, "upstream " + w_.cfg->servers[server].name + " failed mid-response: " +
+                                         ec.message());
+            }
+            up_.reset();
+            co_return outcome::abort;
+        }
+        if (upstream_reusable && rp->is_done()) {
+            w_.upstreams.give_back(std::move(up_));
+        } else {
+            up_.reset();
+        }
+        co_return keep_alive ? outcome::keep_alive : outcome::close;
+    }
+
+    // Writes the message in `p` (header and body) from `src` to `dst` through
+    // the serializer `sr`, holding at most one chunk in memory whatever the
+    // body size. The header goes out with the first body chunk: one TLS record
+    // and one syscall for small messages. The deadline is renewed for each
+    // read and each write: it bounds inactivity, not the whole transfer.
+    template <class Parser, class Serializer, class Source, class Sink>
+    net::awaitable<std::pair<relay_result, error_code>> relay(Source& src, beast::flat_buffer& src_buffer, Parser& p,
+                                                              Serializer& sr, Sink& dst, phase read_phase,
+                                                              phase write_phase) {
+        std::size_t size = relay_chunk;
+        if (auto len = p.content_length_remaining(); len && *len < size) {
+            size = static_cast<std::size_t>(*len) + 1;
+        }
+        std::unique_ptr<char[]> chunk;
+        auto& body = p.get().body();
+        do {
+            if (!p.is_done()) {
+                if (!chunk) {
+                    chunk.reset(new char[size]);
+                }
+                body.data = chunk.get();
+                body.size = size;
+                arm(read_phase);
+                auto [ec, n] = co_await http::async_read(src, src_buffer, p, use_tuple);
+                if (ec == http::error::need_buffer) {
+                    ec = {};
+                }
+                if (ec) {
+                    co_return std::pair{relay_result::read_failed, ec};
+                }
+                body.size = size - body.size;
+                body.data = chunk.get();
+                body.more = !p.is_done();
+            } else {
+                body.data = nullptr;
+                body.size = 0;
+                body.more = false;
+            }
+            arm(write_phase);
+            auto [ec, n] = co_await http::async_write(dst, sr, use_tuple);
+            if (ec == http::error::need_buffer) {
+                ec = {};
+            }
+            if (ec) {
+                co_return std::pair{relay_result::write_failed, ec};
+            }
+        } while (!p.is_done() || !sr.is_done());
+        co_return std::pair{relay_result::done, error_code{}};
+    }
+
+    void count_status(unsigned status) {
+        unsigned cls = status / 100;
+        if (cls >= 1 && cls <= 5) {
+            w_.counters.responses_by_class[cls].fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+
+    net::awaitable<outcome> upstream_failed(server_state& state, std::size_t server, const error_code& ec,
+                                            bool timed_out, unsigned version) {
+        state.failures.fetch_add(1, std::memory_order_relaxed);
+        log(log_level::warn, "upstream " + w_.cfg->servers[server].name + " failed: " +
+                                 (timed_out ? std::string("response timeout") : ec.message()));
+        up_.reset();
+        co_return co_await reply_error(timed_out ? http::status::gateway_timeout : http::status::bad_gateway, version,
+                                       true);
+    }
+
+    // Sends a short error response. `close`: the connection ends after it
+    // (always when the request could not be read completely).
+    net::awaitable<outcome> reply_error(http::status status, unsigned version, bool close) {
+        count_status(static_cast<unsigned>(status));
+        auto res = make_error_response(status, version, w_.hsts_value, close || w_.draining);
+        arm(phase::response_body);
+        auto [ec, n] = co_await http::async_write(stream_, res, use_tuple);
+        if (ec) {
+            take_timeout();
+            co_return outcome::abort;
+        }
+        co_return close ? outcome::close : outcome::keep_alive;
+    }
+
+    // close_notify, then a short wait for the client's, then close.
+    net::awaitable<void> finish_graceful() {
+        arm(phase::closing);
+        // Its result does not matter: the connection closes either way.
+        co_await stream_.async_shutdown();
+        take_timeout();
+        finish_abortive();
+    }
+
+    void finish_abortive() {
+        error_code ec;
+        stream_.next_layer().shutdown(tcp::socket::shutdown_both, ec);
+        stream_.next_layer().close(ec);
+        up_.reset();
+        stop_watchdog();
+    }
+
+    tls_stream stream_;
+    client_info client_;
+    beast::flat_buffer buffer_;
+    upstream_ptr up_;
+};
+
+// ---------------------------------------------------------------- redirect session
+
+class redirect_session final : public session_base {
+public:
+    redirect_session(worker_context& w, tcp_socket socket) : session_base(w), socket_(std::move(socket)) {
+        buffer_.max_size(w.cfg->gw.limits_settings.header_bytes + 8 * 1024);
+    }
+
+    void start() {
+        start_watchdog();
+        auto self = std::static_pointer_cast<redirect_session>(shared_from_this());
+        net::co_spawn(w_.io, run(self), net::detached);
+    }
+
+private:
+    void cancel_io() override {
+        error_code ec;
+        socket_.cancel(ec);
+    }
+
+    net::awaitable<void> run(std::shared_ptr<redirect_session> self) {
+        const auto& t = w_.cfg->gw.timeouts_settings;
+        http::request_parser<http::empty_body> p;
+        p.header_limit(static_cast<std::uint32_t>(w_.cfg->gw.limits_settings.header_bytes));
+        set_deadline(t.header, phase::header);
+        auto [ec, n] = co_await http::async_read_header(socket_, buffer_, p, use_tuple);
+        http::response<http::string_body> res;
+        if (ec) {
+            auto status = header_error_status(ec, take_timeout());
+            if (!status) {
+                close();
+                co_return;
+            }
+            res = make_error_response(*status, 11, "", true);
+        } else {
+            auto& req = p.get();
+            auto location = https_location(req[http::field::host], req.target(), w_.https_port, w_.cfg->site);
+            if (!location) {
+                res = make_error_response(http::status::bad_request, req.version(), "", true);
+            } else {
+                res = make_error_response(http::status::moved_permanently, req.version(), "", true);
+                res.set(http::field::location, *location);
+            }
+        }
+        set_deadline(t.body, phase::response_body);
+        co_await http::async_write(socket_, res, use_tuple);
+        take_timeout();
+        close();
+        (void)self;
+    }
+
+    void close() {
+        error_code ec;
+        socket_.shutdown(tcp::socket::shutdown_both, ec);
+        socket_.close(ec);
+        stop_watchdog();
+    }
+
+    tcp_socket socket_;
+    beast::flat_buffer buffer_;
+};
+
+}  // namespace
+
+void start_tls_session(worker_context& w, tcp_socket socket) {
+    std::make_shared<tls_session>(w, std::move(socket))->start();
+}
+
+void start_redirect_session(worker_context& w, tcp_socket socket) {
+    std::make_shared<redirect_session>(w, std::move(socket))->start();
+}
+
+}  // namespace rampart::gateway

@@ -1,0 +1,65 @@
+#pragma once
+// Client connections. A session is one accepted connection served by one
+// coroutine on its worker's io_context, with a watchdog that enforces the
+// deadline of whatever the session is currently waiting for.
+
+#include "gateway/net.hpp"
+
+#include <chrono>
+#include <memory>
+
+namespace rampart::gateway {
+
+struct worker_context;
+
+/// What the session is waiting for; decides the answer when its deadline passes.
+enum class phase { handshake, idle, header, request_body, upstream_connect, upstream_send, upstream_response,
+                   response_body, closing };
+
+/// Common part of every client session: deadline, watchdog, registration in
+/// the worker's session set (for drain).
+class session_base : public std::enable_shared_from_this<session_base> {
+public:
+    explicit session_base(worker_context& w);
+    virtual ~session_base();
+    session_base(const session_base&) = delete;
+    session_base& operator=(const session_base&) = delete;
+
+    /// Drain: an idle session closes now, a busy one after its current response.
+    void drain();
+    /// Drain deadline passed: abort whatever is in flight.
+    void terminate();
+
+protected:
+    /// Arms the deadline for what the session does next. Cheap: a later
+    /// deadline only updates a field; the timer is re-armed when it fires.
+    void set_deadline(std::chrono::steady_clock::duration d, phase p);
+    /// True once if the deadline passed since the last call (and clears it).
+    bool take_timeout();
+    /// Cancels every socket operation in flight (the watchdog's tool).
+    virtual void cancel_io() = 0;
+    /// Starts the watchdog; call once from the derived class's start().
+    void start_watchdog();
+    /// Stops the watchdog; call when the session ends.
+    void stop_watchdog();
+
+    worker_context& w_;
+    phase phase_ = phase::handshake;
+    bool idle_ = false;
+    bool closing_ = false;
+
+private:
+    net::awaitable<void> watchdog(std::shared_ptr<session_base> self);
+    net::steady_timer timer_;
+    std::chrono::steady_clock::time_point deadline_;
+    bool timed_out_ = false;
+    bool stopped_ = false;
+};
+
+/// Serves an HTTPS client connection: handshake, then requests proxied to the
+/// default pool, until the client closes, a deadline passes or the worker drains.
+void start_tls_session(worker_context& w, tcp_socket socket);
+/// Serves a plain HTTP client connection: every request gets 301 to https.
+void start_redirect_session(worker_context& w, tcp_socket socket);
+
+}  // namespace rampart::gateway

@@ -1,0 +1,53 @@
+#pragma once
+// Per-worker upstream connections: a keep-alive cache of idle connections per
+// server, and connecting new ones. Single-threaded: used only on its worker's
+// io_context, so no locks.
+
+#include "config/config.hpp"
+#include "gateway/net.hpp"
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+namespace rampart::gateway {
+
+/// One connection to an upstream server, with its read buffer.
+struct upstream_connection {
+    explicit upstream_connection(net::any_io_executor ex) : socket(ex) {}
+    tcp_socket socket;
+    beast::flat_buffer buffer;
+    std::size_t server = 0;   ///< index in snapshot::servers
+    std::size_t requests = 0; ///< requests sent on this connection
+    std::chrono::steady_clock::time_point idle_since{};
+};
+using upstream_ptr = std::unique_ptr<upstream_connection>;
+
+class upstream_cache {
+public:
+    /// `servers` is the number of entries in snapshot::servers; at most
+    /// `max_idle_per_server` idle connections are kept per server, each for
+    /// at most `max_idle_time`.
+    upstream_cache(std::size_t servers, std::size_t max_idle_per_server, std::chrono::milliseconds max_idle_time);
+
+    /// An idle connection to `server` still open as far as the kernel knows
+    /// (checked with a non-blocking peek), or null. Stale ones are closed.
+    upstream_ptr take(std::size_t server);
+    /// Returns a connection that finished a response cleanly and may be reused.
+    void give_back(upstream_ptr c);
+    /// Closes every idle connection (drain).
+    void clear();
+    std::size_t idle_count(std::size_t server) const { return idle_[server].size(); }
+
+private:
+    std::vector<std::vector<upstream_ptr>> idle_;
+    std::size_t max_idle_;
+    std::chrono::milliseconds max_idle_time_;
+};
+
+/// Connects a new socket to `to`. Runs on the caller's executor; the caller's
+/// deadline cancels it (socket.cancel()).
+net::awaitable<error_code> connect_upstream(tcp_socket& socket, const tcp::endpoint& to);
+
+}  // namespace rampart::gateway

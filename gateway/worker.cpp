@@ -1,0 +1,185 @@
+#include "gateway/worker.hpp"
+
+#include "gateway/log.hpp"
+#include "gateway/session.hpp"
+
+#include <boost/asio/signal_set.hpp>
+
+#include <csignal>
+#include <vector>
+
+namespace rampart::gateway {
+namespace {
+
+net::ssl::context adopt(SSL_CTX* ctx) {
+    // asio::ssl::context frees the handle it is given: take a reference of
+    // our own so the certs module keeps its copy.
+    SSL_CTX_up_ref(ctx);
+    return net::ssl::context(ctx);
+}
+
+/// How long an idle upstream keep-alive connection is kept. Below the usual
+/// backend keep-alive timeouts (nginx 75 s, Apache 5 s is the outlier the
+/// peek in upstream_cache::take covers).
+constexpr std::chrono::seconds upstream_idle_time{30};
+
+}  // namespace
+
+worker_context::worker_context(net::io_context& io_, config::snapshot_ptr cfg_, SSL_CTX* tls_ctx,
+                               shared_block& shared_, unsigned index)
+    : io(io_),
+      cfg(std::move(cfg_)),
+      shared(shared_),
+      counters(shared_.workers[index]),
+      upstreams(cfg->servers.size(), cfg->gw.limits_settings.upstream_idle_per_server, upstream_idle_time) {
+    if (tls_ctx != nullptr) {
+        tls.emplace(adopt(tls_ctx));
+    }
+    for (const auto& s : cfg->servers) {
+        error_code ec;
+        auto address = net::ip::make_address(s.address, ec);
+        server_endpoints.emplace_back(address, s.port.value_or(0));
+    }
+    for (std::size_t pi = 0; pi < cfg->gw.pools.size(); ++pi) {
+        const auto& p = cfg->gw.pools[pi];
+        balancers.emplace_back(p);
+        auto& states = members.emplace_back();
+        auto& indexes = member_servers.emplace_back();
+        for (const auto& m : p.members) {
+            std::size_t si = 0;
+            while (si < cfg->servers.size() && cfg->servers[si].name != m.name) {
+                ++si;
+            }
+            indexes.push_back(si);
+            states.push_back(&shared.servers[si]);
+            // The pool member's own address wins over the server entry's.
+            error_code ec;
+            server_endpoints[si] = tcp::endpoint(net::ip::make_address(m.address.host, ec), m.address.port);
+        }
+        if (p.name == cfg->gw.default_pool) {
+            default_pool = pi;
+        }
+    }
+    if (cfg->gw.hsts_settings.enabled) {
+        hsts_value = cfg->gw.hsts_settings.header_value();
+    }
+    if (cfg->gw.listen.https) {
+        https_port = cfg->gw.listen.https->port;
+    }
+}
+
+worker::worker(config::snapshot_ptr cfg, SSL_CTX* tls, shared_block& shared, unsigned index, worker_sockets sockets)
+    : ctx_(io_, std::move(cfg), tls, shared, index) {
+    auto adopt_socket = [this](int fd) {
+        tcp_acceptor a(io_);
+        sockaddr_storage ss{};
+        socklen_t len = sizeof ss;
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+        a.assign(ss.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), fd);
+        return a;
+    };
+    if (sockets.https >= 0) {
+        https_.emplace(adopt_socket(sockets.https));
+    }
+    if (sockets.http >= 0) {
+        http_.emplace(adopt_socket(sockets.http));
+    }
+}
+
+worker::~worker() = default;
+
+void worker::run(bool handle_signals) {
+    if (https_) {
+        net::co_spawn(io_, accept_loop(*https_, true), net::detached);
+    }
+    if (http_) {
+        net::co_spawn(io_, accept_loop(*http_, false), net::detached);
+    }
+    if (handle_signals) {
+        signals_.emplace(io_, SIGTERM, SIGINT);
+        signals_->async_wait([this](const error_code& ec, int) {
+            if (!ec) {
+                begin_drain();
+            }
+        });
+    }
+    io_.run();
+}
+
+void worker::stop() {
+    net::post(io_, [this] { begin_drain(); });
+}
+
+// Drain: stop accepting, close idle connections, let requests in flight
+// finish (their responses say Connection: close), and after the drain
+// deadline abort what is left. run() returns when the last session ends.
+void worker::begin_drain() {
+    if (ctx_.draining) {
+        return;
+    }
+    ctx_.draining = true;
+    error_code ec;
+    if (signals_) {
+        signals_->cancel(ec);
+    }
+    if (https_) {
+        https_->close(ec);
+    }
+    if (http_) {
+        http_->close(ec);
+    }
+    ctx_.upstreams.clear();
+    std::vector<session_base*> live(ctx_.sessions.begin(), ctx_.sessions.end());
+    for (auto* s : live) {
+        s->drain();
+    }
+    net::co_spawn(io_, drain_deadline(), net::detached);
+}
+
+net::awaitable<void> worker::drain_deadline() {
+    if (ctx_.sessions.empty()) {
+        co_return;
+    }
+    // Checked in short steps so the worker exits as soon as the last session
+    // is gone, instead of sleeping out the whole deadline.
+    net::steady_timer timer(io_);
+    const auto end = std::chrono::steady_clock::now() + ctx_.cfg->gw.timeouts_settings.drain;
+    while (!ctx_.sessions.empty() && std::chrono::steady_clock::now() < end) {
+        timer.expires_after(std::chrono::milliseconds(50));
+        co_await timer.async_wait(use_tuple);
+    }
+    std::vector<session_base*> live(ctx_.sessions.begin(), ctx_.sessions.end());
+    if (!live.empty()) {
+        log(log_level::warn, "drain deadline passed: closing " + std::to_string(live.size()) + " connections");
+    }
+    for (auto* s : live) {
+        s->terminate();
+    }
+    ctx_.upstreams.clear();
+}
+
+net::awaitable<void> worker::accept_loop(tcp_acceptor& acceptor, bool tls) {
+    net::steady_timer backoff(io_);
+    while (!ctx_.draining) {
+        auto [ec, socket] = co_await acceptor.async_accept();
+        if (ec) {
+            if (ctx_.draining || ec == net::error::operation_aborted) {
+                co_return;
+            }
+            // Out of descriptors or memory: back off instead of spinning.
+            log(log_level::warn, "accept failed: " + ec.message());
+            backoff.expires_after(std::chrono::milliseconds(100));
+            co_await backoff.async_wait(use_tuple);
+            continue;
+        }
+        error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);
+        if (tls) {
+            start_tls_session(ctx_, tcp_socket(std::move(socket)));
+        } else {
+            start_redirect_session(ctx_, tcp_socket(std::move(socket)));
+        }
+    }
+}
+
+}  // namespace rampart::gateway

@@ -1,0 +1,84 @@
+#pragma once
+// A worker: one single-threaded io_context that accepts on its own listening
+// sockets and serves connections until told to drain. DESIGN.md runs each
+// worker in its own process; this type does not care and also runs as a
+// thread in tests.
+
+#include "certs/certs.hpp"
+#include "config/config.hpp"
+#include "gateway/balancer.hpp"
+#include "gateway/net.hpp"
+#include "gateway/shared_state.hpp"
+#include "gateway/upstream.hpp"
+
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl/context.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+namespace rampart::gateway {
+
+class session_base;
+
+/// Listening sockets handed to a worker (already bound and listening).
+struct worker_sockets {
+    int https = -1;  ///< -1 when there is no https listener
+    int http = -1;   ///< -1 when there is no http listener
+};
+
+/// Everything a session needs from its worker. Lives as long as the worker;
+/// sessions hold a reference. Used only on the worker's io_context.
+struct worker_context {
+    worker_context(net::io_context& io, config::snapshot_ptr cfg, SSL_CTX* tls, shared_block& shared,
+                   unsigned index);
+
+    net::io_context& io;
+    config::snapshot_ptr cfg;
+    std::optional<net::ssl::context> tls;   ///< adopts the certs module's SSL_CTX
+    shared_block& shared;
+    worker_counters& counters;
+    upstream_cache upstreams;
+    std::vector<balancer> balancers;                          ///< per pool
+    std::vector<std::vector<server_state*>> members;          ///< per pool: shared state of each member
+    std::vector<std::vector<std::size_t>> member_servers;     ///< per pool: index in snapshot::servers
+    std::vector<tcp::endpoint> server_endpoints;              ///< per server
+    std::size_t default_pool = 0;
+    std::string hsts_value;                                   ///< "" when HSTS is off
+    std::uint16_t https_port = 443;
+    bool draining = false;
+    std::unordered_set<session_base*> sessions;
+};
+
+class worker {
+public:
+    /// `tls` may be null when there is no https listener. The worker takes
+    /// ownership of the socket descriptors.
+    worker(config::snapshot_ptr cfg, SSL_CTX* tls, shared_block& shared, unsigned index, worker_sockets sockets);
+    ~worker();
+    worker(const worker&) = delete;
+    worker& operator=(const worker&) = delete;
+
+    /// Serves until drained. SIGTERM/SIGINT start the drain when
+    /// `handle_signals` is true (the process model); tests call stop().
+    void run(bool handle_signals);
+    /// Thread-safe: asks the worker to drain (posts to its io_context).
+    void stop();
+
+private:
+    void begin_drain();
+    net::awaitable<void> accept_loop(tcp_acceptor& acceptor, bool tls);
+    net::awaitable<void> drain_deadline();
+
+    net::io_context io_{1};
+    worker_context ctx_;
+    std::optional<tcp_acceptor> https_;
+    std::optional<tcp_acceptor> http_;
+    std::optional<net::signal_set> signals_;
+};
+
+}  // namespace rampart::gateway
