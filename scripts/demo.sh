@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The demo: www.foobar.com served over HTTPS by Rampart, round robin across two
+# sample app servers, everything on loopback.
+#
+#   ./scripts/demo.sh                # keeps serving (one request a second) until Ctrl-C
+#   ./scripts/demo.sh --requests 6   # sends 6 requests, checks round robin, exits
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+requests=0
+while (($#)); do
+  case "$1" in
+    --requests) requests=${2:?--requests needs a number}; shift 2 ;;
+    *) echo "usage: $0 [--requests N]" >&2; exit 2 ;;
+  esac
+done
+
+./scripts/setup.sh
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$(nproc)" --target rampart
+bin=$root/build/cmd/rampart
+
+work=$(mktemp -d /tmp/rampart-demo.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$bin" certs dev --out "$work/certs" >/dev/null
+https_port=8443 http_port=8080 admin_port=9100
+cat >"$work/rampart.yaml" <<YAML
+site: www.foobar.com
+servers:
+  app1: { address: 127.0.0.1, role: app, port: 18081 }
+  app2: { address: 127.0.0.1, role: app, port: 18082 }
+gateway:
+  listen: { https: "127.0.0.1:$https_port", http: "127.0.0.1:$http_port", admin: "127.0.0.1:$admin_port" }
+  workers: auto
+  tls:
+    certificates:
+      - { cert: certs/ecdsa.pem, key: certs/ecdsa.key }
+      - { cert: certs/rsa.pem, key: certs/rsa.key }
+  pools:
+    app: { balance: round_robin, servers: [app1, app2] }
+YAML
+"$bin" check -c "$work/rampart.yaml"
+
+for n in 1 2; do
+  python3 "$root/tests/support/backend.py" --name "app$n" --port "1808$n" >"$work/app$n.log" 2>&1 &
+  pids+=($!)
+done
+"$bin" serve -c "$work/rampart.yaml" 2>"$work/rampart.log" &
+pids+=($!)
+
+# Ready when the HTTPS port answers (at most 10 s).
+for _ in $(seq 100); do
+  if curl -s -o /dev/null --resolve "www.foobar.com:$https_port:127.0.0.1" --cacert "$work/certs/ca.pem" \
+       "https://www.foobar.com:$https_port/health"; then break; fi
+  sleep 0.1
+done
+
+client=(curl -sS --max-time 5 --resolve "www.foobar.com:$https_port:127.0.0.1" --cacert "$work/certs/ca.pem")
+echo
+echo "Rampart serves https://www.foobar.com:$https_port/ (admin: http://127.0.0.1:$admin_port/metrics)"
+echo "try: ${client[*]} -i https://www.foobar.com:$https_port/"
+echo
+"${client[@]}" -o /dev/null -D - "http://www.foobar.com:$http_port/hello" --resolve "www.foobar.com:$http_port:127.0.0.1" |
+  grep -iE '^(HTTP|location)' | sed 's/^/http  -> /'
+
+i=0
+seen=""
+while ((requests == 0 || i < requests)); do
+  i=$((i + 1))
+  headers=$("${client[@]}" -o /dev/null -D - "https://www.foobar.com:$https_port/demo/$i")
+  status=$(head -1 <<<"$headers" | tr -d '\r')
+  backend=$(grep -i '^x-backend:' <<<"$headers" | awk '{print $2}' | tr -d '\r')
+  hsts=$(grep -ci '^strict-transport-security:' <<<"$headers" || true)
+  printf 'request %-3d %s  served by %s  hsts=%s\n' "$i" "$status" "$backend" "$([ "$hsts" = 1 ] && echo yes || echo no)"
+  seen+="$backend "
+  if ((requests == 0)); then sleep 1; fi
+done
+
+# With --requests the demo is a check: two backends, strictly alternating.
+read -ra order <<<"$seen"
+for ((k = 1; k < ${#order[@]}; k++)); do
+  if [ "${order[k]}" = "${order[k-1]}" ]; then
+    echo "demo: round robin broken at request $((k + 1))" >&2
+    exit 1
+  fi
+done
+echo "demo: ${#order[@]} requests, round robin across app1 and app2"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what building and testing Rampart needs on Debian 12. Idempotent:
+# apt-get runs only when a package is missing.
+set -euo pipefail
+
+packages=(
+  build-essential g++ cmake ninja-build ccache pkg-config
+  libssl-dev libboost1.81-dev libyaml-cpp-dev catch2
+  openssl curl python3 procps iproute2 ca-certificates
+)
+packages+=("$@")
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: run as root (or with sudo) to install packages" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
