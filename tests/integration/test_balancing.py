@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Load balancing over two named backends: round robin, weighted round robin,
+least connections, and upstream keep-alive reuse.
+
+Each balancing mode gets its own gateway (2 workers); the two backends are shared.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import harness as h  # noqa: E402
+
+S = {}
+
+
+def setup_module():
+    S["certs"] = h.make_certs()
+    S["app1"] = h.Backend("app1").start()
+    S["app2"] = h.Backend("app2").start()
+
+
+def _gateway(balance, members=None):
+    """The gateway for this balance mode; stops the previous one (one at a time)."""
+    current = S.get("gw")
+    if current is not None and current.config["gateway"]["pools"]["app"]["balance"] == balance:
+        return current
+    if current is not None:
+        S.pop("gw")
+        current.stop()
+    S["gw"] = h.Gateway(S["certs"], {"app1": S["app1"], "app2": S["app2"]}, balance=balance,
+                        members=members, workers=2).start()
+    return S["gw"]
+
+
+def _keepalive_get(conn, path):
+    """GET on an existing connection; fails if the gateway dropped the connection."""
+    before = conn.sock.getsockname() if conn.sock else None
+    r = h.request(conn, "GET", path, headers={"Host": h.SITE})
+    h.check(r.status == 200, f"GET {path}: {r}")
+    if before is not None:
+        h.check(conn.sock is not None and conn.sock.getsockname() == before,
+                f"GET {path}: the gateway closed the client connection")
+    return r.json()
+
+
+def test_round_robin_alternates():
+    gw = _gateway("round_robin")
+    # Separate connections, so requests land on both workers: exact alternation
+    # only holds if the round-robin position is shared between them.
+    order = [h.curl(gw, f"/rr?i={i}").json()["server"] for i in range(10)]
+    h.check(sorted(set(order)) == ["app1", "app2"], f"servers seen: {order}")
+    h.check(all(a != b for a, b in zip(order, order[1:])), f"not alternating: {order}")
+    h.check(order.count("app1") == 5, f"not 5/5: {order}")
+
+
+def test_keepalive_reuses_upstream_connection():
+    gw = _gateway("round_robin")
+    conn = h.https_connection(gw)
+    try:
+        seen = [_keepalive_get(conn, f"/ka?i={i}") for i in range(20)]
+    finally:
+        conn.close()
+    by_server = {}
+    for doc in seen:
+        by_server.setdefault(doc["server"], []).append((doc["peer_port"], doc["conn_requests"]))
+    h.check(sorted(by_server) == ["app1", "app2"], f"servers seen: {sorted(by_server)}")
+    for name, hits in by_server.items():
+        ports = {p for p, _ in hits}
+        h.check(len(ports) == 1, f"{name}: {len(ports)} upstream connections used {sorted(ports)}, expected 1")
+        counts = [c for _, c in hits]
+        h.check(all(a < b for a, b in zip(counts, counts[1:])),
+                f"{name}: per-connection request counts not increasing: {counts}")
+
+
+def test_weighted_round_robin_3_to_1():
+    gw = _gateway("weighted_round_robin",
+                  members=[{"server": "app1", "weight": 3}, {"server": "app2", "weight": 1}])
+    counts = {"app1": 0, "app2": 0}
+    conn = h.https_connection(gw)
+    try:
+        for i in range(1000):
+            r = h.request(conn, "GET", f"/wrr?i={i}", headers={"Host": h.SITE})
+            h.check(r.status == 200, f"request {i}: {r}")
+            counts[r.json()["server"]] += 1
+    finally:
+        conn.close()
+    h.check(counts == {"app1": 750, "app2": 250}, f"weights 3:1 over 1000 requests gave {counts}")
+
+
+def test_least_connections_avoids_busy_server():
+    gw = _gateway("least_connections")
+    tag = h.unique("busy")
+    slow = h.curl(gw, f"/slow?ms=3000&tag={tag}", background=True, max_time=20)
+    try:
+        busy = h.wait_until(lambda: next((n for n in ("app1", "app2") if S[n].saw(tag)), None), 5,
+                            what="the slow request to reach a backend")
+        other = "app2" if busy == "app1" else "app1"
+        quick = [h.curl(gw, f"/quick?i={i}").json()["server"] for i in range(5)]
+        h.check(not slow.done, "the slow request finished before the quick ones: test is void")
+        h.check(quick == [other] * 5, f"{busy} is busy, quick requests went to {quick}")
+    finally:
+        r = slow.wait()
+    h.check(r.status == 200 and r.json()["server"] == busy, f"slow request: {r}")
+
+
+if __name__ == "__main__":
+    h.main(globals())

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""``rampart check -c FILE``: a valid file exits 0 with a summary; each broken
+file exits 1 and names the exact FILE:LINE:COL of its one mistake on stderr.
+
+Every broken file is the valid file with one edit, so the expected position is
+computed from the edited text (1-based line and column of the offending token).
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import harness as h  # noqa: E402
+
+S = {}
+ERROR_LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): (?P<msg>.+)$")
+
+
+def setup_module():
+    certs = h.make_certs()
+    https, http, admin, p1, p2 = h.free_ports(5)
+    config = h.gateway_config(https_port=https, http_port=http, admin_port=admin,
+                              certificates=certs.certificates, servers={"app1": p1, "app2": p2})
+    S["good"] = h.to_yaml(config) + "\n"
+
+
+def _check(name, text):
+    path = h.temp_dir() / name
+    h.write_config(path, text)
+    r = subprocess.run([str(h.rampart_bin()), "check", "-c", str(path)], capture_output=True, text=True,
+                       timeout=30)
+    return path, r
+
+
+def _edit(old, new):
+    """The valid text with its only occurrence of the fragment old replaced by new."""
+    good = S["good"]
+    h.check(good.count(old) == 1, f"test bug: {old!r} is not exactly once in the valid config")
+    return good.replace(old, new, 1)
+
+
+def _position(text, needle):
+    """1-based (line, column) of the first occurrence of needle in text."""
+    index = text.index(needle)
+    line = text.count("\n", 0, index) + 1
+    column = index - (text.rfind("\n", 0, index) + 1) + 1
+    return line, column
+
+
+def _expect_error(name, text, needle, *message_words, offset=0):
+    path, r = _check(name, text)
+    line, col = _position(text, needle)
+    col += offset
+    errors = []
+    for raw in r.stderr.splitlines():
+        m = ERROR_LINE.match(raw)
+        if m and m.group("file") == str(path):
+            errors.append((int(m.group("line")), int(m.group("col")), m.group("msg")))
+    h.check(r.returncode == 1, f"{name}: exit {r.returncode}, expected 1; stderr: {r.stderr.strip()!r}")
+    h.check(errors, f"{name}: no '{path}:LINE:COL: message' line on stderr: {r.stderr.strip()!r}")
+    where = [(l, c) for l, c, _ in errors]
+    h.check(where == [(line, col)],
+            f"{name}: errors at {where}, expected exactly [{line}:{col}] ({needle!r}); stderr: {r.stderr.strip()!r}")
+    msg = errors[0][2].lower()
+    for word in message_words:
+        h.check(word.lower() in msg, f"{name}: message {errors[0][2]!r} does not mention {word!r}")
+
+
+def test_valid_file_exits_0():
+    path, r = _check("good.yaml", S["good"])
+    h.check(r.returncode == 0, f"valid file: exit {r.returncode}; stderr: {r.stderr.strip()!r}")
+    h.check(r.stdout.strip() != "", "valid file: no summary on stdout")
+    h.check(not any(ERROR_LINE.match(x) for x in r.stderr.splitlines()), f"valid file: errors {r.stderr!r}")
+
+
+def test_unknown_key():
+    text = _edit("\n  workers: 2\n", "\n  workers: 2\n  bogus_key: 1\n")
+    _expect_error("unknown-key.yaml", text, "bogus_key", "bogus_key")
+
+
+def test_bad_duration():
+    text = _edit("\n    header: 10s\n", "\n    header: 10parsecs\n")
+    _expect_error("bad-duration.yaml", text, "10parsecs", "10parsecs")
+
+
+def test_unknown_server_in_pool():
+    text = _edit("\n        - app2\n", "\n        - app9\n")
+    _expect_error("unknown-server.yaml", text, "app9", "app9")
+
+
+def test_yaml_syntax_error():
+    # A flow mapping closed twice: yaml-cpp reports "illegal flow end" at the second '}'.
+    listen = re.search(r"\n  listen:\n(    .*\n)+", S["good"]).group(0)
+    https = re.search(r'https: "([^"]+)"', listen).group(1)
+    text = S["good"].replace(listen, f'\n  listen: {{ https: "{https}" }}}}\n', 1)
+    _expect_error("syntax.yaml", text, "}}", offset=1)
+
+
+if __name__ == "__main__":
+    h.main(globals(), tools=())

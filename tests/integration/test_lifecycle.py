@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Graceful shutdown: SIGTERM while a slow request is in flight closes the
+listeners at once, lets the request finish with 200, then exits 0 within the
+drain deadline, leaving no worker behind.
+"""
+
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import harness as h  # noqa: E402
+
+DRAIN_S = 10
+SLOW_MS = 3000
+S = {}
+
+
+def setup_module():
+    S["certs"] = h.make_certs()
+    S["app1"] = h.Backend("app1").start()
+
+
+def test_sigterm_drains_in_flight_request():
+    gw = h.Gateway(S["certs"], {"app1": S["app1"]}, http=False, workers=2,
+                   timeouts={"drain": f"{DRAIN_S}s"}).start()
+    h.curl(gw, "/warmup")
+    tag = h.unique("drain")
+    slow = h.curl(gw, f"/slow?ms={SLOW_MS}&tag={tag}", background=True, max_time=20)
+    S["app1"].wait_for_request(tag, timeout=5)
+
+    t_term = time.monotonic()
+    gw.process.send_signal(signal.SIGTERM)
+    gw.process.stopping = True  # from here on an exit is expected
+
+    # New connections are refused while the old request is still being served.
+    h.wait_until(lambda: not h.port_open(gw.https_port, timeout=0.2), timeout=2,
+                 what="the https listener to close after SIGTERM")
+    h.check(not slow.done, "the slow request ended before the listener closed: test is void")
+    refused = h.curl(gw, "/after-term", check_rc=False, max_time=5)
+    h.check(refused.status == 0, f"a new request after SIGTERM got an answer: {refused}")
+
+    r = slow.wait(check_rc=False)
+    h.check(slow.returncode == 0 and r.status == 200,
+            f"in-flight request: curl exit {slow.returncode} ({slow.stderr}), {r}")
+    h.check(r.json()["server"] == "app1", f"in-flight request answered by {r}")
+
+    rc = gw.process.wait(timeout=max(0.5, t_term + DRAIN_S + 2 - time.monotonic()))
+    elapsed = time.monotonic() - t_term
+    h.check(rc is not None, f"still running {elapsed:.1f}s after SIGTERM (drain {DRAIN_S}s)")
+    h.check(rc == 0, f"exit code {rc} after SIGTERM, expected 0")
+    gw.stop()  # reaps, and fails if a worker outlived the master or stderr has a sanitizer report
+
+
+if __name__ == "__main__":
+    h.main(globals())
