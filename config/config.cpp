@@ -1,0 +1,1436 @@
+// Parsing and validation of the deployment file.
+//
+// Every key the file accepts, its type and its default ("required" when it has
+// none). Durations are an integer and a unit, ms|s|m|h|d ("250ms", "10s",
+// "7d"), and must be > 0. Sizes are an integer and an optional unit,
+// B|KiB|MiB|GiB (powers of 2) or KB|MB|GB (powers of 10), and must be > 0.
+// Booleans are true/false, yes/no or on/off. A section left empty (`limits:`)
+// means all its defaults. Unknown and duplicate keys are errors everywhere.
+//
+//   site                        DNS name                       required
+//   servers                     map name -> server             required, >= 1 entry; names use [A-Za-z0-9._-]
+//     <name>.address            literal IPv4 or IPv6 address   required
+//     <name>.role               gateway | app | db-primary | db-replica    required
+//     <name>.port               integer 1..65535               none (required to be a pool member)
+//     <name>.weight             integer 1..256                 1
+//   gateway                     map                            required
+//     listen                    map; https or http required
+//       https                   "ip:port", "[ipv6]:port"       none; needs >= 1 tls certificate
+//       http                    endpoint                       none
+//       admin                   endpoint                       none
+//                               no two listeners may share an address and port ("::" and
+//                               "0.0.0.0" cover every address of their families)
+//     workers                   auto | integer 1..256          auto (one per CPU)
+//     user                      string, "" keeps root          nobody
+//     tls                       map
+//       certificates            list of { cert, key }          empty; the first is the default
+//         cert                  non-empty path                 required; relative to the file's directory
+//         key                   non-empty path                 required; relative to the file's directory
+//       session_tickets         bool                           true
+//       ticket_rotation         duration >= 1m                 12h
+//     hsts                      map, or a bool (off = disabled, on = defaults)
+//       enabled                 bool                           true
+//       max_age                 duration, whole seconds        365d
+//       include_subdomains      bool                           true
+//       preload                 bool                           false
+//     pools                     map name -> pool               required, >= 1 entry; names use [A-Za-z0-9._-]
+//       <name>.balance          round_robin | weighted_round_robin | least_connections    round_robin
+//       <name>.servers          list, >= 1, no repeats         required
+//         - <server name>       or { server: <name>, weight: 1..256 }; weight defaults to the server's
+//     default_pool              pool name                      the only pool; required with several
+//     timeouts                  map of durations
+//       handshake 10s, header 10s, body 30s, idle 60s, upstream_connect 3s,
+//       upstream_response 30s, drain 30s
+//     limits                    map
+//       header_bytes            size 1KiB..1MiB                16KiB
+//       header_count            integer 1..1000                100
+//       body_bytes              size >= 1                      10MiB
+//       upstream_idle_per_server integer 0..10000              64
+
+#include "config/config.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cstddef>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <memory>
+#include <set>
+#include <span>
+#include <sstream>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+namespace rampart::config {
+
+namespace {
+
+using namespace std::string_view_literals;
+
+// Past this many errors the file is probably not a Rampart config at all; more
+// messages would only bury the first ones.
+constexpr std::size_t max_errors = 100;
+// A deployment file is a few kilobytes; the cap keeps `rampart check /dev/zero` finite.
+constexpr std::size_t max_file_bytes = 16 * 1024 * 1024;
+
+constexpr unsigned max_weight = 256;
+constexpr unsigned max_workers = 256;
+
+constexpr std::string_view duration_expected = "a duration like 250ms, 10s, 5m, 1h or 7d";
+constexpr std::string_view size_expected = "a size like 512, 16KiB, 10MiB or 1GB";
+constexpr std::string_view endpoint_expected = "an address:port like 127.0.0.1:8443 or [::]:443";
+constexpr std::string_view name_chars = "letters, digits, '.', '_' and '-'";
+
+template <class E> struct named {
+    std::string_view name;
+    E value;
+};
+
+constexpr std::array<named<role>, 4> role_names{{
+    {"gateway", role::gateway},
+    {"app", role::app},
+    {"db-primary", role::db_primary},
+    {"db-replica", role::db_replica},
+}};
+
+constexpr std::array<named<balance>, 3> balance_names{{
+    {"round_robin", balance::round_robin},
+    {"weighted_round_robin", balance::weighted_round_robin},
+    {"least_connections", balance::least_connections},
+}};
+
+constexpr std::array<named<duration timeouts::*>, 7> timeout_fields{{
+    {"handshake", &timeouts::handshake},
+    {"header", &timeouts::header},
+    {"body", &timeouts::body},
+    {"idle", &timeouts::idle},
+    {"upstream_connect", &timeouts::upstream_connect},
+    {"upstream_response", &timeouts::upstream_response},
+    {"drain", &timeouts::drain},
+}};
+
+constexpr std::array root_keys{"site"sv, "servers"sv, "gateway"sv};
+constexpr std::array server_keys{"address"sv, "role"sv, "port"sv, "weight"sv};
+constexpr std::array gateway_keys{"listen"sv, "workers"sv,      "user"sv,     "tls"sv,   "hsts"sv,
+                                  "pools"sv,  "default_pool"sv, "timeouts"sv, "limits"sv};
+constexpr std::array listen_keys{"https"sv, "http"sv, "admin"sv};
+constexpr std::array tls_keys{"certificates"sv, "session_tickets"sv, "ticket_rotation"sv};
+constexpr std::array certificate_keys{"cert"sv, "key"sv};
+constexpr std::array hsts_keys{"enabled"sv, "max_age"sv, "include_subdomains"sv, "preload"sv};
+constexpr std::array pool_keys{"balance"sv, "servers"sv};
+constexpr std::array member_keys{"server"sv, "weight"sv};
+constexpr std::array limit_keys{"header_bytes"sv, "header_count"sv, "body_bytes"sv, "upstream_idle_per_server"sv};
+
+template <class E, std::size_t N> std::vector<std::string_view> names_of(const std::array<named<E>, N>& table) {
+    std::vector<std::string_view> out;
+    for (const auto& entry : table) {
+        out.push_back(entry.name);
+    }
+    return out;
+}
+
+// ---- text helpers ----------------------------------------------------------
+
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+// A run of decimal digits only: no sign, no spaces, no 0x. nullopt when empty
+// or too large for 64 bits.
+std::optional<std::uint64_t> parse_decimal(std::string_view s) {
+    if (s.empty() || !std::all_of(s.begin(), s.end(), is_digit)) {
+        return std::nullopt;
+    }
+    std::uint64_t value = 0;
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+    if (ec != std::errc{} || end != s.data() + s.size()) {
+        return std::nullopt;
+    }
+    return value;
+}
+
+// Splits "10MiB" into "10" and "MiB".
+std::pair<std::string_view, std::string_view> split_number(std::string_view s) {
+    const auto digits = std::min(s.find_first_not_of("0123456789"), s.size());
+    return {s.substr(0, digits), s.substr(digits)};
+}
+
+std::string lower(std::string_view s) {
+    std::string out(s);
+    std::transform(out.begin(), out.end(), out.begin(),
+                   [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; });
+    return out;
+}
+
+// The text of a scalar as it should appear in a message: quoted, control
+// characters escaped, long values cut.
+std::string in_quotes(std::string_view s) {
+    constexpr std::size_t max_shown = 60;
+    std::string out = "\"";
+    for (std::size_t i = 0; i < s.size() && i < max_shown; ++i) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += static_cast<char>(c);
+        } else if (c < 0x20 || c == 0x7f) {
+            constexpr char hex[] = "0123456789abcdef";
+            out += "\\x";
+            out += hex[c >> 4];
+            out += hex[c & 0xf];
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    if (s.size() > max_shown) {
+        out += "...";
+    }
+    return out + "\"";
+}
+
+std::string describe(const YAML::Node& node) {
+    switch (node.Type()) {
+    case YAML::NodeType::Scalar:
+        return in_quotes(node.Scalar());
+    case YAML::NodeType::Sequence:
+        return "a list";
+    case YAML::NodeType::Map:
+        return "a map";
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined:
+        break;
+    }
+    return "nothing";
+}
+
+std::string join(std::span<const std::string_view> words, std::string_view last_sep = ", ") {
+    std::string out;
+    for (std::size_t i = 0; i < words.size(); ++i) {
+        if (i > 0) {
+            out += i + 1 == words.size() ? last_sep : ", "sv;
+        }
+        out += words[i];
+    }
+    return out;
+}
+
+// YAML 1.1's words, which yaml-cpp and most people still use; y/n are left
+// out because they are more often a name than a yes.
+std::optional<bool> parse_bool(std::string_view text) {
+    const std::string word = lower(text);
+    if (word == "true" || word == "yes" || word == "on") {
+        return true;
+    }
+    if (word == "false" || word == "no" || word == "off") {
+        return false;
+    }
+    return std::nullopt;
+}
+
+// Optimal string alignment distance: Levenshtein plus adjacent transpositions,
+// so "wokrers" is one edit from "workers".
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+    std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+    for (std::size_t i = 0; i <= a.size(); ++i) {
+        d[i][0] = i;
+    }
+    for (std::size_t j = 0; j <= b.size(); ++j) {
+        d[0][j] = j;
+    }
+    for (std::size_t i = 1; i <= a.size(); ++i) {
+        for (std::size_t j = 1; j <= b.size(); ++j) {
+            const std::size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+            d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+                d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    return d[a.size()][b.size()];
+}
+
+// "did you mean 'x'?" for the closest choice within two edits (ignoring
+// case), or "" when nothing is close. A choice is never suggested when the
+// edits would replace most of it ("key" is not a typo of "cert").
+std::string did_you_mean(std::string_view got, std::span<const std::string_view> choices) {
+    constexpr std::size_t max_edits = 2;
+    if (got.size() > 64) {
+        return {};
+    }
+    const std::string got_lower = lower(got);
+    std::optional<std::string_view> best;
+    std::size_t best_distance = max_edits + 1;
+    for (const auto choice : choices) {
+        const std::size_t d = edit_distance(got_lower, lower(choice));
+        if (d < best_distance && d < choice.size()) {
+            best = choice;
+            best_distance = d;
+        }
+    }
+    if (!best) {
+        return {};
+    }
+    return "did you mean '" + std::string(*best) + "'?";
+}
+
+// Canonical text of a literal IP address ("0:0::1" -> "::1"), nullopt for
+// anything else, host names included. `v6` tells the family.
+std::optional<std::string> canonical_ip(const std::string& text, bool* v6 = nullptr) {
+    char out[INET6_ADDRSTRLEN] = {};
+    in_addr a4{};
+    in6_addr a6{};
+    if (::inet_pton(AF_INET, text.c_str(), &a4) == 1) {
+        ::inet_ntop(AF_INET, &a4, out, sizeof out);
+        if (v6 != nullptr) {
+            *v6 = false;
+        }
+        return std::string(out);
+    }
+    if (::inet_pton(AF_INET6, text.c_str(), &a6) == 1) {
+        ::inet_ntop(AF_INET6, &a6, out, sizeof out);
+        if (v6 != nullptr) {
+            *v6 = true;
+        }
+        return std::string(out);
+    }
+    return std::nullopt;
+}
+
+bool valid_dns_name(std::string_view name) {
+    constexpr std::size_t max_name = 253;
+    constexpr std::size_t max_label = 63;
+    if (name.empty() || name.size() > max_name) {
+        return false;
+    }
+    std::size_t start = 0;
+    while (start <= name.size()) {
+        const std::size_t dot = std::min(name.find('.', start), name.size());
+        const std::string_view label = name.substr(start, dot - start);
+        if (label.empty() || label.size() > max_label || label.front() == '-' || label.back() == '-') {
+            return false;
+        }
+        const bool ok = std::all_of(label.begin(), label.end(), [](char c) {
+            return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-';
+        });
+        if (!ok) {
+            return false;
+        }
+        start = dot + 1;
+    }
+    return true;
+}
+
+// Server and pool names end up in metrics labels, log lines and the
+// keepalived configuration, so they stay plain.
+bool valid_name(std::string_view name) {
+    return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+        return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' || c == '_' || c == '-';
+    });
+}
+
+std::optional<endpoint> parse_endpoint_text(std::string_view text, std::string& why) {
+    std::string host;
+    std::string_view port_text;
+    if (text.starts_with('[')) {
+        const auto close = text.find("]:");
+        if (close == std::string_view::npos) {
+            why = "missing ]:port after the IPv6 address";
+            return std::nullopt;
+        }
+        host = text.substr(1, close - 1);
+        port_text = text.substr(close + 2);
+    } else {
+        const auto colon = text.rfind(':');
+        if (colon == std::string_view::npos) {
+            why = "missing :port";
+            return std::nullopt;
+        }
+        host = text.substr(0, colon);
+        port_text = text.substr(colon + 1);
+        if (host.find(':') != std::string::npos) {
+            why = "IPv6 addresses go in brackets, like [::1]:443";
+            return std::nullopt;
+        }
+    }
+    bool v6 = false;
+    const auto canonical = canonical_ip(host, &v6);
+    if (!canonical || v6 != text.starts_with('[')) {
+        why = "the host must be a literal IPv4 or bracketed IPv6 address";
+        return std::nullopt;
+    }
+    const auto port = parse_decimal(port_text);
+    if (!port || *port < 1 || *port > 65535) {
+        why = "the port must be a number from 1 to 65535";
+        return std::nullopt;
+    }
+    return endpoint{*canonical, static_cast<std::uint16_t>(*port)};
+}
+
+// Whether two listeners would fight over a port: the same address, or a
+// wildcard covering the other ("::" covers both families, as the gateway binds it).
+bool overlaps(const endpoint& a, const endpoint& b) {
+    if (a.port != b.port) {
+        return false;
+    }
+    const auto v4 = [](const endpoint& e) { return e.host.find(':') == std::string::npos; };
+    return a.host == b.host || a.host == "::" || b.host == "::" || (a.host == "0.0.0.0" && v4(b)) ||
+           (b.host == "0.0.0.0" && v4(a));
+}
+
+std::string format_duration(duration d) {
+    constexpr std::array<std::pair<std::int64_t, std::string_view>, 4> units{{
+        {86'400'000, "d"},
+        {3'600'000, "h"},
+        {60'000, "m"},
+        {1'000, "s"},
+    }};
+    const std::int64_t ms = d.count();
+    for (const auto& [scale, unit] : units) {
+        if (ms != 0 && ms % scale == 0) {
+            return std::to_string(ms / scale) + std::string(unit);
+        }
+    }
+    return std::to_string(ms) + "ms";
+}
+
+std::string format_size(std::uint64_t bytes) {
+    constexpr std::array<std::pair<std::uint64_t, std::string_view>, 6> units{{
+        {1ULL << 30, "GiB"},
+        {1ULL << 20, "MiB"},
+        {1ULL << 10, "KiB"},
+        {1'000'000'000, "GB"},
+        {1'000'000, "MB"},
+        {1'000, "KB"},
+    }};
+    for (const auto& [scale, unit] : units) {
+        if (bytes != 0 && bytes % scale == 0) {
+            return std::to_string(bytes / scale) + std::string(unit);
+        }
+    }
+    return std::to_string(bytes) + "B";
+}
+
+// ---- the checker -----------------------------------------------------------
+
+// A node to check: its dotted path for messages ("gateway.timeouts.idle") and
+// the position to report. An empty value (`idle:`) has no position of its own
+// (yaml-cpp marks it at the next token, often a later line), so it reports at its key.
+struct field {
+    YAML::Node node;
+    std::string path;
+    YAML::Mark at;
+    YAML::Mark key_at;
+};
+
+// The entries of one YAML map in file order, duplicates dropped.
+struct map_fields {
+    field self;
+    std::vector<std::pair<std::string, field>> entries;
+
+    std::optional<field> get(std::string_view key) const {
+        for (const auto& [name, f] : entries) {
+            if (name == key) {
+                return f;
+            }
+        }
+        return std::nullopt;
+    }
+};
+
+std::string child_path(const std::string& parent, std::string_view key) {
+    return parent.empty() ? std::string(key) : parent + "." + std::string(key);
+}
+
+// Walks one parsed document and fills a snapshot, collecting every problem.
+// Cross-references (pool members, default_pool) are checked against what the
+// walk has seen so far, and an entry that already failed is not blamed again
+// for its consequences.
+class checker {
+public:
+    checker(std::string file, std::filesystem::path base_dir)
+        : file_(std::move(file)), base_dir_(std::move(base_dir)) {}
+
+    /// The snapshot of `root`, or every error found in it.
+    load_result run(const YAML::Node& root);
+
+private:
+    void fail(const YAML::Mark& at, const std::string& path, std::string what) {
+        ++error_count_;
+        if (errors_.size() < max_errors) {
+            errors_.push_back(error{where(at), path.empty() ? std::move(what) : path + ": " + what});
+        }
+    }
+    void fail(const field& f, std::string what) { fail(f.at, f.path, std::move(what)); }
+    std::vector<error> take_errors();
+
+    location where(const YAML::Mark& m) const {
+        return location{file_, std::max(m.line, 0) + 1, std::max(m.column, 0) + 1};
+    }
+
+    std::optional<map_fields> read_map(const field& f, const std::span<const std::string_view>* known,
+                                       std::string_view expected = "a map");
+    std::optional<map_fields> read_map(const field& f, std::span<const std::string_view> known,
+                                       std::string_view expected = "a map") {
+        return read_map(f, &known, expected);
+    }
+    std::optional<std::vector<field>> read_list(const field& f, std::string_view expected);
+    std::optional<field> required(const map_fields& m, std::string_view key, std::string_view expected);
+
+    std::optional<std::string> scalar(const field& f, std::string_view expected);
+    std::optional<std::uint64_t> integer(const field& f, std::uint64_t min, std::uint64_t max,
+                                         std::string_view expected = "an integer");
+    std::optional<bool> boolean(const field& f);
+    std::optional<duration> duration_value(const field& f, duration min = duration(1));
+    std::optional<std::uint64_t> size_value(const field& f, std::uint64_t min, std::uint64_t max);
+    std::optional<endpoint> endpoint_value(const field& f);
+    std::optional<std::string> ip_address(const field& f);
+    std::optional<std::string> file_path(const field& f);
+    template <class E, std::size_t N> std::optional<E> one_of(const field& f, const std::array<named<E>, N>& table);
+
+    template <class T, class Read> void optional_value(const map_fields& m, std::string_view key, T& out, Read read) {
+        if (const auto f = m.get(key)) {
+            if (auto v = read(*f)) {
+                out = std::move(*v);
+            }
+        }
+    }
+
+    void check_site(const field& f, snapshot& s);
+    void check_servers(const field& f, snapshot& s);
+    void check_gateway(const field& f, snapshot& s);
+    void check_listen(const field& f, listeners& out, std::optional<field>& https);
+    void check_workers(const field& f, gateway& gw);
+    void check_tls(const field& f, tls& out);
+    void check_hsts(const field& f, hsts& out);
+    void check_pools(const field& f, snapshot& s, std::vector<std::string>& names);
+    void check_pool(const std::string& name, const field& f, const snapshot& s, pool& out);
+    void check_timeouts(const field& f, timeouts& out);
+    void check_limits(const field& f, limits& out);
+
+    std::string file_;
+    std::filesystem::path base_dir_;
+    std::vector<error> errors_;
+    std::size_t error_count_ = 0;
+    // Server name -> index in snapshot::servers, for every server seen.
+    std::map<std::string, std::size_t, std::less<>> server_index_;
+    // Servers whose own entry had an error: pools do not blame them again.
+    std::set<std::string, std::less<>> broken_servers_;
+    // No server could be read at all, so no pool member is blamed for naming one.
+    bool servers_unreadable_ = false;
+};
+
+std::vector<error> checker::take_errors() {
+    // Reported in file order, whatever order the sections were checked in.
+    std::stable_sort(errors_.begin(), errors_.end(), [](const error& a, const error& b) {
+        return std::pair(a.where.line, a.where.column) < std::pair(b.where.line, b.where.column);
+    });
+    if (error_count_ > errors_.size()) {
+        errors_.push_back(error{location{file_, 1, 1}, "stopped after " + std::to_string(max_errors) + " errors (" +
+                                                           std::to_string(error_count_) + " in all)"});
+    }
+    return std::move(errors_);
+}
+
+std::optional<map_fields> checker::read_map(const field& f, const std::span<const std::string_view>* known,
+                                            std::string_view expected) {
+    map_fields out{f, {}};
+    // An empty section (`limits:`) reads as "all defaults".
+    if (f.node.IsNull()) {
+        return out;
+    }
+    if (!f.node.IsMap()) {
+        fail(f, "expected " + std::string(expected) + ", got " + describe(f.node));
+        return std::nullopt;
+    }
+    std::map<std::string, int, std::less<>> first_line;
+    for (auto it = f.node.begin(); it != f.node.end(); ++it) {
+        const YAML::Node key = it->first;
+        const YAML::Node value = it->second;
+        if (!key.IsScalar()) {
+            fail(key.Mark(), f.path, "expected a plain key, got " + describe(key));
+            continue;
+        }
+        const std::string& name = key.Scalar();
+        const std::string path = child_path(f.path, name);
+        if (known != nullptr && std::find(known->begin(), known->end(), name) == known->end()) {
+            std::string hint = did_you_mean(name, *known);
+            fail(key.Mark(), path,
+                 "unknown key, " + (hint.empty() ? "expected one of " + join(*known, " or ") : std::move(hint)));
+            continue;
+        }
+        // yaml-cpp keeps every duplicate and node[key] returns the first; a
+        // silent pick would hide an edit that was meant to win.
+        if (const auto seen = first_line.find(name); seen != first_line.end()) {
+            fail(key.Mark(), path, "duplicate key, first given at line " + std::to_string(seen->second));
+            continue;
+        }
+        first_line.emplace(name, key.Mark().line + 1);
+        out.entries.emplace_back(name, field{value, path, value.IsNull() ? key.Mark() : value.Mark(), key.Mark()});
+    }
+    return out;
+}
+
+std::optional<std::vector<field>> checker::read_list(const field& f, std::string_view expected) {
+    std::vector<field> out;
+    if (f.node.IsNull()) {
+        return out;
+    }
+    if (!f.node.IsSequence()) {
+        fail(f, "expected " + std::string(expected) + ", got " + describe(f.node));
+        return std::nullopt;
+    }
+    std::size_t i = 0;
+    for (const auto& item : f.node) {
+        YAML::Mark at = item.Mark();
+        if (at.is_null()) {
+            at = f.at;
+        }
+        out.push_back(field{item, f.path + "[" + std::to_string(i++) + "]", at, at});
+    }
+    return out;
+}
+
+std::optional<field> checker::required(const map_fields& m, std::string_view key, std::string_view expected) {
+    if (auto f = m.get(key)) {
+        return f;
+    }
+    fail(m.self, "missing required key '" + std::string(key) + "' (" + std::string(expected) + ")");
+    return std::nullopt;
+}
+
+std::optional<std::string> checker::scalar(const field& f, std::string_view expected) {
+    if (!f.node.IsScalar()) {
+        fail(f, "expected " + std::string(expected) + ", got " + describe(f.node));
+        return std::nullopt;
+    }
+    return f.node.Scalar();
+}
+
+std::optional<std::uint64_t> checker::integer(const field& f, std::uint64_t min, std::uint64_t max,
+                                              std::string_view expected) {
+    const std::string what = std::string(expected) + " from " + std::to_string(min) + " to " + std::to_string(max);
+    const auto text = scalar(f, what);
+    if (!text) {
+        return std::nullopt;
+    }
+    const auto value = parse_decimal(*text);
+    if (!value || *value < min || *value > max) {
+        fail(f, "expected " + what + ", got " + in_quotes(*text));
+        return std::nullopt;
+    }
+    return value;
+}
+
+std::optional<bool> checker::boolean(const field& f) {
+    constexpr std::string_view expected = "true or false";
+    const auto text = scalar(f, expected);
+    if (!text) {
+        return std::nullopt;
+    }
+    const auto value = parse_bool(*text);
+    if (!value) {
+        fail(f, "expected " + std::string(expected) + ", got " + in_quotes(*text));
+    }
+    return value;
+}
+
+std::optional<duration> checker::duration_value(const field& f, duration min) {
+    const auto text = scalar(f, duration_expected);
+    if (!text) {
+        return std::nullopt;
+    }
+    const auto value = parse_duration(*text);
+    if (!value) {
+        fail(f, "expected " + std::string(duration_expected) + ", got " + in_quotes(*text));
+        return std::nullopt;
+    }
+    if (*value < min) {
+        fail(f, "expected at least " + format_duration(min) + ", got " + in_quotes(*text));
+        return std::nullopt;
+    }
+    return value;
+}
+
+std::optional<std::uint64_t> checker::size_value(const field& f, std::uint64_t min, std::uint64_t max) {
+    const auto text = scalar(f, size_expected);
+    if (!text) {
+        return std::nullopt;
+    }
+    const auto value = parse_size(*text);
+    if (!value) {
+        fail(f, "expected " + std::string(size_expected) + ", got " + in_quotes(*text));
+        return std::nullopt;
+    }
+    if (*value < min || *value > max) {
+        const std::string range = max == std::numeric_limits<std::uint64_t>::max()
+                                      ? "at least " + format_size(min)
+                                      : "from " + format_size(min) + " to " + format_size(max);
+        fail(f, "expected a size " + range + ", got " + in_quotes(*text));
+        return std::nullopt;
+    }
+    return value;
+}
+
+std::optional<endpoint> checker::endpoint_value(const field& f) {
+    const auto text = scalar(f, endpoint_expected);
+    if (!text) {
+        return std::nullopt;
+    }
+    std::string why;
+    auto value = parse_endpoint_text(*text, why);
+    if (!value) {
+        fail(f, "expected " + std::string(endpoint_expected) + ", got " + in_quotes(*text) + " (" + why + ")");
+    }
+    return value;
+}
+
+std::optional<std::string> checker::ip_address(const field& f) {
+    constexpr std::string_view expected = "a literal IPv4 or IPv6 address like 192.0.2.1 or 2001:db8::1";
+    const auto text = scalar(f, expected);
+    if (!text) {
+        return std::nullopt;
+    }
+    auto value = canonical_ip(*text);
+    if (!value) {
+        fail(f, "expected " + std::string(expected) + ", got " + in_quotes(*text));
+    }
+    return value;
+}
+
+// Relative paths are taken from the config file's directory, not from
+// wherever `rampart` happens to be started.
+std::optional<std::string> checker::file_path(const field& f) {
+    constexpr std::string_view expected = "a file path";
+    const auto text = scalar(f, expected);
+    if (!text) {
+        return std::nullopt;
+    }
+    if (text->empty()) {
+        fail(f, "expected " + std::string(expected) + ", got an empty string");
+        return std::nullopt;
+    }
+    const std::filesystem::path p(*text);
+    return (p.is_absolute() ? p : base_dir_ / p).lexically_normal().string();
+}
+
+template <class E, std::size_t N>
+std::optional<E> checker::one_of(const field& f, const std::array<named<E>, N>& table) {
+    const auto names = names_of(table);
+    const std::string expected = "one of " + join(names, " or ");
+    const auto text = scalar(f, expected);
+    if (!text) {
+        return std::nullopt;
+    }
+    for (const auto& entry : table) {
+        if (entry.name == *text) {
+            return entry.value;
+        }
+    }
+    const std::string hint = did_you_mean(*text, names);
+    fail(f, "expected " + expected + ", got " + in_quotes(*text) + (hint.empty() ? "" : "; " + hint));
+    return std::nullopt;
+}
+
+load_result checker::run(const YAML::Node& root) {
+    auto s = std::make_shared<snapshot>();
+    s->source_file = file_;
+    const YAML::Mark start = root.Mark().is_null() ? YAML::Mark() : root.Mark();
+    if (root.IsNull()) {
+        fail(start, "", "the file is empty; expected a map with site, servers and gateway");
+        return {nullptr, take_errors()};
+    }
+    const auto top = read_map(field{root, "", start, start}, root_keys, "a map with site, servers and gateway");
+    if (top) {
+        if (const auto f = required(*top, "site", "a DNS name like www.example.com")) {
+            check_site(*f, *s);
+        }
+        if (const auto f = required(*top, "servers", "a map of server name to address, role and port")) {
+            check_servers(*f, *s);
+        }
+        if (const auto f = required(*top, "gateway", "a map with listen and pools")) {
+            check_gateway(*f, *s);
+        }
+    }
+    if (error_count_ > 0) {
+        return {nullptr, take_errors()};
+    }
+    return {std::move(s), {}};
+}
+
+void checker::check_site(const field& f, snapshot& s) {
+    constexpr std::string_view expected = "a DNS name like www.example.com";
+    const auto text = scalar(f, expected);
+    if (!text) {
+        return;
+    }
+    if (!valid_dns_name(*text)) {
+        fail(f, "expected " + std::string(expected) + ", got " + in_quotes(*text));
+        return;
+    }
+    s.site = *text;
+}
+
+void checker::check_servers(const field& f, snapshot& s) {
+    const auto servers = read_map(f, nullptr, "a map of server name to address, role and port");
+    if (!servers) {
+        servers_unreadable_ = true;
+        return;
+    }
+    if (servers->entries.empty()) {
+        fail(f, "expected at least one server");
+    }
+    for (const auto& [name, sf] : servers->entries) {
+        const std::size_t errors_before = error_count_;
+        server srv;
+        srv.name = name;
+        if (!valid_name(name)) {
+            fail(sf.key_at, sf.path, "server names may only use " + std::string(name_chars));
+        }
+        if (const auto m = read_map(sf, server_keys)) {
+            if (const auto a = required(*m, "address", "a literal IP address")) {
+                if (auto addr = ip_address(*a)) {
+                    srv.address = std::move(*addr);
+                }
+            }
+            if (const auto r = required(*m, "role", "one of " + join(names_of(role_names), " or "))) {
+                if (const auto value = one_of(*r, role_names)) {
+                    srv.server_role = *value;
+                }
+            }
+            if (const auto p = m->get("port")) {
+                if (const auto port = integer(*p, 1, 65535, "a port number")) {
+                    srv.port = static_cast<std::uint16_t>(*port);
+                }
+            }
+            optional_value(*m, "weight", srv.weight,
+                           [&](const field& w) { return integer(w, 1, max_weight, "a weight"); });
+        }
+        if (error_count_ != errors_before) {
+            broken_servers_.insert(name);
+        }
+        server_index_.emplace(name, s.servers.size());
+        s.servers.push_back(std::move(srv));
+    }
+}
+
+void checker::check_gateway(const field& f, snapshot& s) {
+    const auto m = read_map(f, gateway_keys);
+    if (!m) {
+        return;
+    }
+    gateway& gw = s.gw;
+    std::optional<field> https;
+    if (const auto l = required(*m, "listen", "a map with https, http and admin endpoints")) {
+        check_listen(*l, gw.listen, https);
+    }
+    if (const auto w = m->get("workers")) {
+        check_workers(*w, gw);
+    }
+    optional_value(*m, "user", gw.user, [&](const field& u) { return scalar(u, "a user name"); });
+    bool tls_failed = false;
+    if (const auto t = m->get("tls")) {
+        const std::size_t errors_before = error_count_;
+        check_tls(*t, gw.tls_settings);
+        tls_failed = error_count_ != errors_before;
+    }
+    if (const auto h = m->get("hsts")) {
+        check_hsts(*h, gw.hsts_settings);
+    }
+    std::vector<std::string> pool_names;
+    const auto pools = required(*m, "pools", "a map of pool name to balance and servers");
+    if (pools) {
+        check_pools(*pools, s, pool_names);
+    }
+    if (const auto d = m->get("default_pool")) {
+        if (const auto name = scalar(*d, "a pool name")) {
+            gw.default_pool = *name;
+            const bool known = std::find(pool_names.begin(), pool_names.end(), *name) != pool_names.end();
+            // With no pool read at all, gateway.pools already has its error.
+            if (!known && !pool_names.empty()) {
+                const std::vector<std::string_view> choices(pool_names.begin(), pool_names.end());
+                const std::string hint = did_you_mean(*name, choices);
+                fail(*d, "no pool named " + in_quotes(*name) + " in gateway.pools" + (hint.empty() ? "" : "; " + hint));
+            }
+        }
+    } else if (pool_names.size() == 1) {
+        gw.default_pool = pool_names.front();
+    } else if (pool_names.size() > 1) {
+        const std::vector<std::string_view> choices(pool_names.begin(), pool_names.end());
+        fail(pools->at, "gateway.default_pool",
+             "required when there are several pools; expected one of " + join(choices, " or "));
+    }
+    if (const auto t = m->get("timeouts")) {
+        check_timeouts(*t, gw.timeouts_settings);
+    }
+    if (const auto l = m->get("limits")) {
+        check_limits(*l, gw.limits_settings);
+    }
+    if (https && gw.tls_settings.certificates.empty() && !tls_failed) {
+        fail(*https, "an https listener needs at least one certificate in gateway.tls.certificates");
+    }
+}
+
+void checker::check_listen(const field& f, listeners& out, std::optional<field>& https) {
+    const auto m = read_map(f, listen_keys, "a map with https, http and admin endpoints");
+    if (!m) {
+        return;
+    }
+    if (!m->get("https") && !m->get("http")) {
+        fail(f, "expected at least one of https and http");
+    }
+    struct bound {
+        field f;
+        endpoint ep;
+    };
+    std::vector<bound> seen;
+    for (const auto& [key, lf] : m->entries) {
+        auto ep = endpoint_value(lf);
+        if (!ep) {
+            continue;
+        }
+        for (const auto& other : seen) {
+            if (overlaps(*ep, other.ep)) {
+                fail(lf, ep->to_string() + " clashes with " + other.f.path + " (" + other.ep.to_string() +
+                             "); listeners need distinct addresses or ports");
+                break;
+            }
+        }
+        seen.push_back(bound{lf, *ep});
+        if (key == "https") {
+            out.https = *ep;
+            https = lf;
+        } else if (key == "http") {
+            out.http = *ep;
+        } else {
+            out.admin = *ep;
+        }
+    }
+}
+
+void checker::check_workers(const field& f, gateway& gw) {
+    const std::string expected = "auto or a number of workers from 1 to " + std::to_string(max_workers);
+    const auto text = scalar(f, expected);
+    if (!text) {
+        return;
+    }
+    if (*text == "auto") {
+        gw.workers = 0;
+        return;
+    }
+    const auto n = parse_decimal(*text);
+    if (!n || *n < 1 || *n > max_workers) {
+        fail(f, "expected " + expected + ", got " + in_quotes(*text));
+        return;
+    }
+    gw.workers = static_cast<unsigned>(*n);
+}
+
+void checker::check_tls(const field& f, tls& out) {
+    const auto m = read_map(f, tls_keys);
+    if (!m) {
+        return;
+    }
+    if (const auto c = m->get("certificates")) {
+        if (const auto list = read_list(*c, "a list of { cert, key } file pairs")) {
+            for (const auto& item : *list) {
+                const auto pair = read_map(item, certificate_keys, "a map with cert and key");
+                if (!pair) {
+                    continue;
+                }
+                certificate cert;
+                if (const auto p = required(*pair, "cert", "the certificate chain's PEM file")) {
+                    cert.cert_file = file_path(*p).value_or("");
+                }
+                if (const auto p = required(*pair, "key", "the private key's PEM file")) {
+                    cert.key_file = file_path(*p).value_or("");
+                }
+                out.certificates.push_back(std::move(cert));
+            }
+        }
+    }
+    optional_value(*m, "session_tickets", out.session_tickets, [&](const field& b) { return boolean(b); });
+    optional_value(*m, "ticket_rotation", out.ticket_rotation,
+                   [&](const field& d) { return duration_value(d, std::chrono::minutes(1)); });
+}
+
+void checker::check_hsts(const field& f, hsts& out) {
+    // `hsts: off` is the short form people reach for first.
+    constexpr std::string_view expected = "a map of hsts settings, or on/off";
+    if (f.node.IsScalar()) {
+        if (const auto on = parse_bool(f.node.Scalar())) {
+            out.enabled = *on;
+        } else {
+            fail(f, "expected " + std::string(expected) + ", got " + in_quotes(f.node.Scalar()));
+        }
+        return;
+    }
+    const auto m = read_map(f, hsts_keys, expected);
+    if (!m) {
+        return;
+    }
+    optional_value(*m, "enabled", out.enabled, [&](const field& b) { return boolean(b); });
+    if (const auto a = m->get("max_age")) {
+        if (const auto d = duration_value(*a, std::chrono::seconds(1))) {
+            // max-age is whole seconds on the wire; rounding would silently change it.
+            if (d->count() % 1000 != 0) {
+                fail(*a, "expected a whole number of seconds, got " + in_quotes(a->node.Scalar()));
+            } else {
+                out.max_age = std::chrono::duration_cast<std::chrono::seconds>(*d);
+            }
+        }
+    }
+    optional_value(*m, "include_subdomains", out.include_subdomains, [&](const field& b) { return boolean(b); });
+    optional_value(*m, "preload", out.preload, [&](const field& b) { return boolean(b); });
+}
+
+void checker::check_pools(const field& f, snapshot& s, std::vector<std::string>& names) {
+    const auto m = read_map(f, nullptr, "a map of pool name to balance and servers");
+    if (!m) {
+        return;
+    }
+    if (m->entries.empty()) {
+        fail(f, "expected at least one pool");
+    }
+    for (const auto& [name, pf] : m->entries) {
+        names.push_back(name);
+        if (!valid_name(name)) {
+            fail(pf.key_at, pf.path, "pool names may only use " + std::string(name_chars));
+        }
+        pool p;
+        p.name = name;
+        check_pool(name, pf, s, p);
+        s.gw.pools.push_back(std::move(p));
+    }
+}
+
+void checker::check_pool(const std::string& name, const field& f, const snapshot& s, pool& out) {
+    const auto m = read_map(f, pool_keys);
+    if (!m) {
+        return;
+    }
+    optional_value(*m, "balance", out.algorithm, [&](const field& b) { return one_of(b, balance_names); });
+    const auto sf = required(*m, "servers", "a list of server names");
+    if (!sf) {
+        return;
+    }
+    const auto members = read_list(*sf, "a list of server names");
+    if (!members) {
+        return;
+    }
+    if (members->empty()) {
+        fail(*sf, "a pool needs at least one server");
+        return;
+    }
+    std::vector<std::string_view> server_names;
+    for (const auto& srv : s.servers) {
+        server_names.push_back(srv.name);
+    }
+    std::map<std::string, std::string, std::less<>> seen;  // member name -> its path
+    for (const auto& item : *members) {
+        constexpr std::string_view expected = "a server name or { server: name, weight: N }";
+        std::optional<field> name_field;
+        std::optional<field> weight_field;
+        if (item.node.IsScalar()) {
+            name_field = item;
+        } else if (item.node.IsMap()) {
+            const auto mm = read_map(item, member_keys, expected);
+            if (!mm) {
+                continue;
+            }
+            name_field = required(*mm, "server", "a server name");
+            weight_field = mm->get("weight");
+        } else {
+            fail(item, "expected " + std::string(expected) + ", got " + describe(item.node));
+            continue;
+        }
+        std::optional<std::uint64_t> weight;
+        if (weight_field) {
+            weight = integer(*weight_field, 1, max_weight, "a weight");
+        }
+        if (!name_field) {
+            continue;
+        }
+        const auto server_name = scalar(*name_field, "a server name");
+        if (!server_name) {
+            continue;
+        }
+        const auto index = server_index_.find(*server_name);
+        if (index == server_index_.end() && servers_unreadable_) {
+            continue;
+        }
+        if (index == server_index_.end()) {
+            const std::string hint = did_you_mean(*server_name, server_names);
+            fail(*name_field, "unknown server " + in_quotes(*server_name) + ", expected a name from servers" +
+                                  (hint.empty() ? "" : "; " + hint));
+            continue;
+        }
+        if (const auto dup = seen.find(*server_name); dup != seen.end()) {
+            fail(*name_field, "server " + in_quotes(*server_name) + " is already a member of pool " + in_quotes(name) +
+                                  " (" + dup->second + ")");
+            continue;
+        }
+        seen.emplace(*server_name, name_field->path);
+        if (broken_servers_.contains(*server_name)) {
+            continue;
+        }
+        const server& srv = s.servers[index->second];
+        if (!srv.port) {
+            fail(*name_field, "server " + in_quotes(*server_name) + " has no port; pool members need servers." +
+                                  *server_name + ".port");
+            continue;
+        }
+        const unsigned w = weight ? static_cast<unsigned>(*weight) : srv.weight;
+        out.members.push_back(pool_member{srv.name, endpoint{srv.address, *srv.port}, w});
+    }
+}
+
+void checker::check_timeouts(const field& f, timeouts& out) {
+    const auto keys = names_of(timeout_fields);
+    const auto m = read_map(f, keys);
+    if (!m) {
+        return;
+    }
+    for (const auto& entry : timeout_fields) {
+        optional_value(*m, entry.name, out.*entry.value, [&](const field& d) { return duration_value(d); });
+    }
+}
+
+void checker::check_limits(const field& f, limits& out) {
+    const auto m = read_map(f, limit_keys);
+    if (!m) {
+        return;
+    }
+    optional_value(*m, "header_bytes", out.header_bytes,
+                   [&](const field& v) { return size_value(v, 1024, 1024 * 1024); });
+    if (const auto c = m->get("header_count")) {
+        if (const auto n = integer(*c, 1, 1000)) {
+            out.header_count = static_cast<unsigned>(*n);
+        }
+    }
+    optional_value(*m, "body_bytes", out.body_bytes,
+                   [&](const field& v) { return size_value(v, 1, std::numeric_limits<std::uint64_t>::max()); });
+    if (const auto c = m->get("upstream_idle_per_server")) {
+        if (const auto n = integer(*c, 0, 10000)) {
+            out.upstream_idle_per_server = static_cast<unsigned>(*n);
+        }
+    }
+}
+
+// Records where each document of a stream starts; the content is read later by YAML::Load().
+class document_starts final : public YAML::EventHandler {
+public:
+    std::vector<YAML::Mark> starts;
+
+    void OnDocumentStart(const YAML::Mark& mark) override { starts.push_back(mark); }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+};
+
+// Refuses a stream of several documents (only the first would be read), and
+// works around a yaml-cpp 0.7 hang: a stray ',' at document level is never
+// consumed, so the parser returns the same empty document forever and
+// YAML::LoadAll() loops, allocating without bound (jbeder/yaml-cpp#1040, fixed
+// after 0.7 by #1319). Documents are therefore walked here with the event
+// parser, three at most; one that starts where the previous one did is that
+// stuck token. Throws what the parser throws.
+std::optional<std::pair<YAML::Mark, std::string>> check_single_document(const std::string& text) {
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    document_starts documents;
+    while (documents.starts.size() < 3 && parser.HandleNextDocument(documents)) {
+    }
+    const auto& starts = documents.starts;
+    for (std::size_t i = 1; i < starts.size(); ++i) {
+        if (starts[i].pos == starts[i - 1].pos) {
+            const auto pos = static_cast<std::size_t>(std::max(starts[i].pos, 0));
+            const std::string token = pos < text.size() ? text.substr(pos, 1) : "";
+            return std::pair(starts[i], "YAML syntax error: unexpected " + in_quotes(token));
+        }
+    }
+    if (starts.size() > 1) {
+        return std::pair(starts[1], std::string("expected one YAML document, found a second one here"));
+    }
+    return std::nullopt;
+}
+
+// The directory relative certificate paths hang from: the config file's own,
+// made absolute so the snapshot does not depend on the working directory.
+std::filesystem::path base_directory(const std::string& file) {
+    std::error_code ec;
+    std::filesystem::path dir = std::filesystem::path(file).parent_path();
+    if (dir.empty()) {
+        dir = std::filesystem::current_path(ec);
+        return ec ? std::filesystem::path() : dir;
+    }
+    auto absolute = std::filesystem::absolute(dir, ec);
+    return ec ? dir : absolute.lexically_normal();
+}
+
+std::optional<std::string> read_whole_file(const std::string& path, std::string& why) {
+    struct file_descriptor {
+        int fd;
+        ~file_descriptor() {
+            if (fd >= 0) {
+                ::close(fd);
+            }
+        }
+    };
+    const file_descriptor file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+    if (file.fd < 0) {
+        why = std::generic_category().message(errno);
+        return std::nullopt;
+    }
+    std::string text;
+    std::array<char, 16384> buffer{};
+    for (;;) {
+        const ssize_t n = ::read(file.fd, buffer.data(), buffer.size());
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            why = std::generic_category().message(errno);
+            return std::nullopt;
+        }
+        if (n == 0) {
+            return text;
+        }
+        if (text.size() + static_cast<std::size_t>(n) > max_file_bytes) {
+            why = "larger than " + format_size(max_file_bytes);
+            return std::nullopt;
+        }
+        text.append(buffer.data(), static_cast<std::size_t>(n));
+    }
+}
+
+}  // namespace
+
+std::string error::to_string() const {
+    return where.file + ":" + std::to_string(where.line) + ":" + std::to_string(where.column) + ": " + what;
+}
+
+std::string endpoint::to_string() const {
+    const std::string p = std::to_string(port);
+    return host.find(':') != std::string::npos ? "[" + host + "]:" + p : host + ":" + p;
+}
+
+// Computed whether or not `enabled` is set: the caller decides to send it.
+std::string hsts::header_value() const {
+    std::string value = "max-age=" + std::to_string(max_age.count());
+    if (include_subdomains) {
+        value += "; includeSubDomains";
+    }
+    if (preload) {
+        value += "; preload";
+    }
+    return value;
+}
+
+const pool* snapshot::find_pool(const std::string& name) const {
+    const auto it = std::find_if(gw.pools.begin(), gw.pools.end(), [&](const pool& p) { return p.name == name; });
+    return it == gw.pools.end() ? nullptr : &*it;
+}
+
+const server* snapshot::find_server(const std::string& name) const {
+    const auto it = std::find_if(servers.begin(), servers.end(), [&](const server& s) { return s.name == name; });
+    return it == servers.end() ? nullptr : &*it;
+}
+
+unsigned snapshot::effective_workers() const {
+    if (gw.workers != 0) {
+        return gw.workers;
+    }
+    // hardware_concurrency() may return 0 when it cannot tell.
+    return std::max(1U, std::thread::hardware_concurrency());
+}
+
+const char* to_string(balance b) {
+    for (const auto& entry : balance_names) {
+        if (entry.value == b) {
+            return entry.name.data();
+        }
+    }
+    return "unknown";
+}
+
+const char* to_string(role r) {
+    for (const auto& entry : role_names) {
+        if (entry.value == r) {
+            return entry.name.data();
+        }
+    }
+    return "unknown";
+}
+
+std::optional<duration> parse_duration(const std::string& text) {
+    constexpr std::array<std::pair<std::string_view, std::int64_t>, 5> units{{
+        {"ms", 1},
+        {"s", 1'000},
+        {"m", 60'000},
+        {"h", 3'600'000},
+        {"d", 86'400'000},
+    }};
+    const auto [digits, unit] = split_number(text);
+    const auto n = parse_decimal(digits);
+    if (!n || *n == 0) {
+        return std::nullopt;
+    }
+    for (const auto& [name, scale] : units) {
+        if (unit == name) {
+            constexpr auto max = std::numeric_limits<duration::rep>::max();
+            if (*n > static_cast<std::uint64_t>(max / scale)) {
+                return std::nullopt;
+            }
+            return duration(static_cast<duration::rep>(*n) * scale);
+        }
+    }
+    return std::nullopt;
+}
+
+std::optional<std::uint64_t> parse_size(const std::string& text) {
+    constexpr std::array<std::pair<std::string_view, std::uint64_t>, 8> units{{
+        {"", 1},
+        {"B", 1},
+        {"KiB", 1ULL << 10},
+        {"MiB", 1ULL << 20},
+        {"GiB", 1ULL << 30},
+        {"KB", 1'000},
+        {"MB", 1'000'000},
+        {"GB", 1'000'000'000},
+    }};
+    const auto [digits, unit] = split_number(text);
+    const auto n = parse_decimal(digits);
+    if (!n || *n == 0) {
+        return std::nullopt;
+    }
+    for (const auto& [name, scale] : units) {
+        if (unit == name) {
+            if (*n > std::numeric_limits<std::uint64_t>::max() / scale) {
+                return std::nullopt;
+            }
+            return *n * scale;
+        }
+    }
+    return std::nullopt;
+}
+
+std::optional<endpoint> parse_endpoint(const std::string& text) {
+    std::string why;
+    return parse_endpoint_text(text, why);
+}
+
+// The parser is yaml-cpp, which reports by exception; nothing escapes from here.
+load_result load_from_string(const std::string& text, const std::string& name) {
+    const auto failure = [&](int line, int column, std::string what) {
+        return load_result{nullptr,
+                           {error{location{name, std::max(line, 0) + 1, std::max(column, 0) + 1}, std::move(what)}}};
+    };
+    try {
+        if (const auto problem = check_single_document(text)) {
+            return failure(problem->first.line, problem->first.column, std::move(problem->second));
+        }
+        checker c(name, base_directory(name));
+        return c.run(YAML::Load(text));
+    } catch (const YAML::DeepRecursion& e) {
+        // yaml-cpp's guard against stack exhaustion; its own message is just "bad file".
+        return failure(e.mark.line, e.mark.column, "YAML nested too deeply (" + std::to_string(e.depth()) + " levels)");
+    } catch (const YAML::Exception& e) {
+        return failure(e.mark.line, e.mark.column, "YAML syntax error: " + e.msg);
+    } catch (const std::exception& e) {
+        return failure(0, 0, std::string("cannot load: ") + e.what());
+    }
+}
+
+load_result load(const std::string& path) {
+    std::string why;
+    try {
+        if (const auto text = read_whole_file(path, why)) {
+            return load_from_string(*text, path);
+        }
+    } catch (const std::exception& e) {
+        why = e.what();
+    }
+    return load_result{nullptr, {error{location{path, 1, 1}, "cannot read file: " + why}}};
+}
+
+std::string summary(const snapshot& s) {
+    std::string out;
+    const auto line = [&](std::string_view label, const std::string& text) {
+        std::string padded(label);
+        padded.resize(std::max<std::size_t>(padded.size() + 1, 11), ' ');
+        out += padded + text + "\n";
+    };
+    line("site", s.site + " (" + s.source_file + ")");
+
+    std::string roles;
+    for (const auto& entry : role_names) {
+        const auto n = std::count_if(s.servers.begin(), s.servers.end(),
+                                     [&](const server& srv) { return srv.server_role == entry.value; });
+        if (n > 0) {
+            roles += (roles.empty() ? "" : ", ") + std::to_string(n) + " " + std::string(entry.name);
+        }
+    }
+    line("servers", std::to_string(s.servers.size()) + " (" + roles + ")");
+
+    const gateway& gw = s.gw;
+    std::string listen;
+    const auto add_listener = [&](std::string_view label, const std::optional<endpoint>& ep) {
+        if (ep) {
+            listen += (listen.empty() ? "" : ", ") + std::string(label) + " " + ep->to_string();
+        }
+    };
+    add_listener("https", gw.listen.https);
+    add_listener("http", gw.listen.http);
+    add_listener("admin", gw.listen.admin);
+    line("listen", listen);
+    line("workers", std::to_string(s.effective_workers()) + (gw.workers == 0 ? " (auto)" : "") + ", user " +
+                        (gw.user.empty() ? "(stays root)" : gw.user));
+
+    const tls& t = gw.tls_settings;
+    for (std::size_t i = 0; i < t.certificates.size(); ++i) {
+        line(i == 0 ? "tls" : "",
+             t.certificates[i].cert_file + " + " + t.certificates[i].key_file + (i == 0 ? " (default)" : ""));
+    }
+    line(t.certificates.empty() ? "tls" : "",
+         "session tickets " +
+             std::string(t.session_tickets ? "on, key rotation " + format_duration(t.ticket_rotation) : "off"));
+    line("hsts", gw.hsts_settings.enabled ? gw.hsts_settings.header_value() : "off");
+
+    for (const auto& p : gw.pools) {
+        line("pool", p.name + " (" + to_string(p.algorithm) + (p.name == gw.default_pool ? ", default)" : ")"));
+        for (const auto& m : p.members) {
+            line("", "  " + m.name + "  " + m.address.to_string() + "  weight " + std::to_string(m.weight));
+        }
+    }
+
+    const timeouts& to = gw.timeouts_settings;
+    std::string times;
+    for (const auto& entry : timeout_fields) {
+        times += (times.empty() ? "" : ", ") + std::string(entry.name) + " " + format_duration(to.*entry.value);
+    }
+    line("timeouts", times);
+
+    const limits& l = gw.limits_settings;
+    line("limits", "header_bytes " + format_size(l.header_bytes) + ", header_count " + std::to_string(l.header_count) +
+                       ", body_bytes " + format_size(l.body_bytes) + ", upstream_idle_per_server " +
+                       std::to_string(l.upstream_idle_per_server));
+    return out;
+}
+
+}  // namespace rampart::config

@@ -1,0 +1,749 @@
+// config::load: a full file lands field by field, and every class of mistake
+// is reported at its exact file:line:column with what was expected.
+
+#include "config/config.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace cfg = rampart::config;
+using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
+using namespace std::chrono_literals;
+
+namespace {
+
+// The errors of a file that must not load, as "file:line:column: what".
+std::vector<std::string> errors_of(const std::string& text) {
+    const auto result = cfg::load_from_string(text, "config.yaml");
+    REQUIRE_FALSE(result);
+    REQUIRE_FALSE(result.errors.empty());
+    std::vector<std::string> out;
+    for (const auto& e : result.errors) {
+        out.push_back(e.to_string());
+    }
+    return out;
+}
+
+// The one error of a file that has exactly one mistake.
+std::string only_error(const std::string& text) {
+    const auto errors = errors_of(text);
+    INFO(errors.front());
+    REQUIRE(errors.size() == 1);
+    return errors.front();
+}
+
+cfg::snapshot_ptr load_ok(const std::string& text, const std::string& name = "config.yaml") {
+    const auto result = cfg::load_from_string(text, name);
+    for (const auto& e : result.errors) {
+        UNSCOPED_INFO(e.to_string());
+    }
+    REQUIRE(result);
+    REQUIRE(result.errors.empty());
+    return result.config;
+}
+
+// The smallest valid file; tests that need one mistake start from a copy of
+// it, so its line numbers are the ones the expectations below count from.
+const std::string minimal = R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+gateway:
+  listen: { http: "127.0.0.1:8080" }
+  pools: { app: { servers: [app1] } }
+)";
+
+}  // namespace
+
+TEST_CASE("a full file lands in every field", "[unit][config]") {
+    const std::string text = R"(site: www.foobar.com
+servers:
+  gw1: { address: 192.0.2.11, role: gateway }
+  app1: { address: 192.0.2.21, role: app, port: 8081, weight: 2 }
+  app2: { address: "2001:db8:0:0::22", role: app, port: 8082 }
+  db1: { address: 192.0.2.31, role: db-primary, port: 5432 }
+  db2: { address: 192.0.2.32, role: db-replica }
+gateway:
+  listen: { https: "[::]:8443", http: "0.0.0.0:8080", admin: "[::1]:9100" }
+  workers: 8
+  user: ""
+  tls:
+    certificates:
+      - { cert: certs/ecdsa.pem, key: certs/ecdsa.key }
+      - { cert: /abs/rsa.pem, key: ../keys/rsa.key }
+    session_tickets: off
+    ticket_rotation: 90m
+  hsts: { enabled: yes, max_age: 7d, include_subdomains: false, preload: true }
+  pools:
+    app:
+      balance: weighted_round_robin
+      servers: [app1, { server: app2, weight: 5 }]
+    db:
+      balance: least_connections
+      servers:
+        - db1
+  default_pool: app
+  timeouts: { handshake: 1s, header: 2s, body: 3s, idle: 4s, upstream_connect: 500ms, upstream_response: 6m, drain: 1h }
+  limits: { header_bytes: 8KiB, header_count: 50, body_bytes: 1GB, upstream_idle_per_server: 0 }
+)";
+    const auto s = load_ok(text, "/etc/rampart/rampart.yaml");
+
+    CHECK(s->source_file == "/etc/rampart/rampart.yaml");
+    CHECK(s->site == "www.foobar.com");
+
+    REQUIRE(s->servers.size() == 5);
+    CHECK(s->servers[0].name == "gw1");
+    CHECK(s->servers[0].server_role == cfg::role::gateway);
+    CHECK_FALSE(s->servers[0].port);
+    CHECK(s->servers[0].weight == 1);
+    CHECK(s->servers[1].name == "app1");
+    CHECK(s->servers[1].address == "192.0.2.21");
+    CHECK(s->servers[1].port == 8081);
+    CHECK(s->servers[1].weight == 2);
+    CHECK(s->servers[2].address == "2001:db8::22");  // stored in canonical form
+    CHECK(s->servers[3].server_role == cfg::role::db_primary);
+    CHECK(s->servers[4].server_role == cfg::role::db_replica);
+
+    const cfg::gateway& gw = s->gw;
+    REQUIRE(gw.listen.https);
+    CHECK(gw.listen.https->host == "::");
+    CHECK(gw.listen.https->port == 8443);
+    REQUIRE(gw.listen.http);
+    CHECK(gw.listen.http->to_string() == "0.0.0.0:8080");
+    REQUIRE(gw.listen.admin);
+    CHECK(gw.listen.admin->to_string() == "[::1]:9100");
+    CHECK(gw.workers == 8);
+    CHECK(s->effective_workers() == 8);
+    CHECK(gw.user.empty());
+
+    REQUIRE(gw.tls_settings.certificates.size() == 2);
+    CHECK(gw.tls_settings.certificates[0].cert_file == "/etc/rampart/certs/ecdsa.pem");
+    CHECK(gw.tls_settings.certificates[0].key_file == "/etc/rampart/certs/ecdsa.key");
+    CHECK(gw.tls_settings.certificates[1].cert_file == "/abs/rsa.pem");
+    CHECK(gw.tls_settings.certificates[1].key_file == "/etc/keys/rsa.key");
+    CHECK_FALSE(gw.tls_settings.session_tickets);
+    CHECK(gw.tls_settings.ticket_rotation == 90min);
+
+    CHECK(gw.hsts_settings.enabled);
+    CHECK(gw.hsts_settings.max_age == std::chrono::seconds(7 * 86400));
+    CHECK_FALSE(gw.hsts_settings.include_subdomains);
+    CHECK(gw.hsts_settings.preload);
+    CHECK(gw.hsts_settings.header_value() == "max-age=604800; preload");
+
+    REQUIRE(gw.pools.size() == 2);
+    const cfg::pool* app = s->find_pool("app");
+    REQUIRE(app == &gw.pools[0]);
+    CHECK(app->algorithm == cfg::balance::weighted_round_robin);
+    REQUIRE(app->members.size() == 2);
+    CHECK(app->members[0].name == "app1");
+    CHECK(app->members[0].address.to_string() == "192.0.2.21:8081");
+    CHECK(app->members[0].weight == 2);  // the server's weight
+    CHECK(app->members[1].name == "app2");
+    CHECK(app->members[1].address.to_string() == "[2001:db8::22]:8082");
+    CHECK(app->members[1].weight == 5);  // the pool's weight wins
+    const cfg::pool* db = s->find_pool("db");
+    REQUIRE(db != nullptr);
+    CHECK(db->algorithm == cfg::balance::least_connections);
+    REQUIRE(db->members.size() == 1);
+    CHECK(db->members[0].address.to_string() == "192.0.2.31:5432");
+    CHECK(gw.default_pool == "app");
+    CHECK(s->find_pool("nope") == nullptr);
+    CHECK(s->find_server("db2") == &s->servers[4]);
+    CHECK(s->find_server("nope") == nullptr);
+
+    const cfg::timeouts& t = gw.timeouts_settings;
+    CHECK(t.handshake == 1s);
+    CHECK(t.header == 2s);
+    CHECK(t.body == 3s);
+    CHECK(t.idle == 4s);
+    CHECK(t.upstream_connect == 500ms);
+    CHECK(t.upstream_response == 6min);
+    CHECK(t.drain == 1h);
+
+    const cfg::limits& l = gw.limits_settings;
+    CHECK(l.header_bytes == 8192);
+    CHECK(l.header_count == 50);
+    CHECK(l.body_bytes == 1'000'000'000);
+    CHECK(l.upstream_idle_per_server == 0);
+}
+
+TEST_CASE("a minimal file gets every default", "[unit][config]") {
+    const auto s = load_ok(minimal);
+    const cfg::gateway& gw = s->gw;
+    const cfg::gateway defaults;
+    CHECK_FALSE(gw.listen.https);
+    CHECK_FALSE(gw.listen.admin);
+    CHECK(gw.workers == 0);
+    CHECK(s->effective_workers() == std::max(1U, std::thread::hardware_concurrency()));
+    CHECK(gw.user == "nobody");
+    CHECK(gw.tls_settings.certificates.empty());
+    CHECK(gw.tls_settings.session_tickets);
+    CHECK(gw.tls_settings.ticket_rotation == 12h);
+    CHECK(gw.hsts_settings.enabled);
+    CHECK(gw.hsts_settings.header_value() == "max-age=31536000; includeSubDomains");
+    CHECK(gw.default_pool == "app");  // the only pool
+    REQUIRE(gw.pools.size() == 1);
+    CHECK(gw.pools[0].algorithm == cfg::balance::round_robin);
+    CHECK(gw.pools[0].members[0].weight == 1);
+    CHECK(gw.timeouts_settings.handshake == defaults.timeouts_settings.handshake);
+    CHECK(gw.timeouts_settings.idle == 60s);
+    CHECK(gw.timeouts_settings.drain == 30s);
+    CHECK(gw.limits_settings.header_bytes == 16 * 1024);
+    CHECK(gw.limits_settings.header_count == 100);
+    CHECK(gw.limits_settings.body_bytes == 10 * 1024 * 1024);
+    CHECK(gw.limits_settings.upstream_idle_per_server == 64);
+}
+
+TEST_CASE("short forms: hsts off, empty sections, yes/no booleans", "[unit][config]") {
+    const auto off = load_ok(minimal + "  hsts: off\n  limits:\n  tls: { session_tickets: no }\n");
+    CHECK_FALSE(off->gw.hsts_settings.enabled);
+    CHECK(off->gw.limits_settings.header_count == 100);
+    CHECK_FALSE(off->gw.tls_settings.session_tickets);
+
+    const auto on = load_ok(minimal + "  hsts: true\n");
+    CHECK(on->gw.hsts_settings.enabled);
+    CHECK(on->gw.hsts_settings.max_age == std::chrono::seconds(31536000));
+}
+
+TEST_CASE("relative certificate paths follow the file, wherever it is", "[unit][config]") {
+    const auto dir = std::filesystem::temp_directory_path() / ("rampart-config-test-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const auto file = dir / "rampart.yaml";
+    {
+        std::ofstream out(file);
+        out << minimal << "  tls: { certificates: [ { cert: ecdsa.pem, key: ./sub/../ecdsa.key } ] }\n";
+    }
+    const auto result = cfg::load(file.string());
+    std::filesystem::remove_all(dir);
+    REQUIRE(result);
+    const auto& cert = result.config->gw.tls_settings.certificates.at(0);
+    CHECK(cert.cert_file == (dir / "ecdsa.pem").string());
+    CHECK(cert.key_file == (dir / "ecdsa.key").string());
+    CHECK(result.config->source_file == file.string());
+}
+
+TEST_CASE("unknown keys are named, with a hint when one is close", "[unit][config]") {
+    SECTION("a typo") {
+        CHECK(only_error(minimal + "  timeout: { idle: 5s }\n") ==
+              "config.yaml:7:3: gateway.timeout: unknown key, did you mean 'timeouts'?");
+    }
+    SECTION("a transposition") {
+        CHECK(only_error(minimal + "  wokrers: 4\n") ==
+              "config.yaml:7:3: gateway.wokrers: unknown key, did you mean 'workers'?");
+    }
+    SECTION("the wrong case") {
+        const auto errors = errors_of("Site: www.foobar.com\n" + minimal.substr(minimal.find('\n') + 1));
+        REQUIRE(errors.size() == 2);
+        CHECK(errors[0] == "config.yaml:1:1: Site: unknown key, did you mean 'site'?");
+        CHECK(errors[1] == "config.yaml:1:1: missing required key 'site' (a DNS name like www.example.com)");
+    }
+    SECTION("nothing close lists the keys") {
+        CHECK(only_error(minimal + "  limits: { bogus: 1 }\n") ==
+              "config.yaml:7:13: gateway.limits.bogus: unknown key, expected one of header_bytes, header_count, "
+              "body_bytes or upstream_idle_per_server");
+    }
+    SECTION("inside a server") {
+        CHECK(only_error(R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, prot: 8080 }
+gateway:
+  listen: { http: "127.0.0.1:8080" }
+  pools: { app: { servers: [app1] } }
+)") == "config.yaml:3:43: servers.app1.prot: unknown key, did you mean 'port'?");
+    }
+}
+
+TEST_CASE("duplicate keys are refused, not silently resolved", "[unit][config]") {
+    SECTION("a setting given twice") {
+        CHECK(only_error(minimal + "  listen: { http: \"127.0.0.1:8081\" }\n") ==
+              "config.yaml:7:3: gateway.listen: duplicate key, first given at line 5");
+    }
+    SECTION("a server given twice") {
+        CHECK(only_error(R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+  app1: { address: 192.0.2.22, role: app, port: 8080 }
+gateway:
+  listen: { http: "127.0.0.1:8080" }
+  pools: { app: { servers: [app1] } }
+)") == "config.yaml:4:3: servers.app1: duplicate key, first given at line 3");
+    }
+    SECTION("in a flow map") {
+        CHECK(only_error(minimal + "  timeouts: { idle: 5s, idle: 6s }\n") ==
+              "config.yaml:7:25: gateway.timeouts.idle: duplicate key, first given at line 7");
+    }
+}
+
+TEST_CASE("bad durations", "[unit][config]") {
+    SECTION("words instead of a unit") {
+        CHECK(only_error(minimal + "  timeouts:\n    idle: 10 sec\n") ==
+              "config.yaml:8:11: gateway.timeouts.idle: expected a duration like 250ms, 10s, 5m, 1h or 7d, "
+              "got \"10 sec\"");
+    }
+    SECTION("zero") {
+        CHECK_THAT(only_error(minimal + "  timeouts: { drain: 0s }\n"),
+                   StartsWith("config.yaml:7:22: gateway.timeouts.drain: expected a duration") &&
+                       Contains("got \"0s\""));
+    }
+    SECTION("no unit") {
+        CHECK_THAT(only_error(minimal + "  timeouts: { handshake: 10 }\n"),
+                   StartsWith("config.yaml:7:26: gateway.timeouts.handshake: expected a duration"));
+    }
+    SECTION("an empty value is reported at its key") {
+        CHECK(only_error(minimal + "  timeouts:\n    header:\n  workers: 2\n") ==
+              "config.yaml:8:5: gateway.timeouts.header: expected a duration like 250ms, 10s, 5m, 1h or 7d, "
+              "got nothing");
+    }
+    SECTION("below a minimum") {
+        CHECK(only_error(minimal + "  tls: { ticket_rotation: 30s }\n") ==
+              "config.yaml:7:27: gateway.tls.ticket_rotation: expected at least 1m, got \"30s\"");
+    }
+    SECTION("hsts max_age in whole seconds") {
+        CHECK(only_error(minimal + "  hsts: { max_age: 1500ms }\n") ==
+              "config.yaml:7:20: gateway.hsts.max_age: expected a whole number of seconds, got \"1500ms\"");
+    }
+}
+
+TEST_CASE("bad sizes and limits", "[unit][config]") {
+    SECTION("an unknown unit") {
+        CHECK(only_error(minimal + "  limits: { header_bytes: 16kb }\n") ==
+              "config.yaml:7:27: gateway.limits.header_bytes: expected a size like 512, 16KiB, 10MiB or 1GB, "
+              "got \"16kb\"");
+    }
+    SECTION("a number too large for 64 bits") {
+        CHECK_THAT(only_error(minimal + "  limits: { body_bytes: 99999999999999999999GiB }\n"),
+                   StartsWith("config.yaml:7:25: gateway.limits.body_bytes: expected a size like"));
+    }
+    SECTION("out of range") {
+        CHECK(only_error(minimal + "  limits: { header_bytes: 2MiB }\n") ==
+              "config.yaml:7:27: gateway.limits.header_bytes: expected a size from 1KiB to 1MiB, got \"2MiB\"");
+        CHECK(only_error(minimal + "  limits: { header_count: 0 }\n") ==
+              "config.yaml:7:27: gateway.limits.header_count: expected an integer from 1 to 1000, got \"0\"");
+    }
+}
+
+TEST_CASE("server addresses must be literal IPs", "[unit][config]") {
+    const auto text = [](const std::string& address) {
+        return "site: www.foobar.com\nservers:\n  app1: { address: " + address +
+               ", role: app, port: 8080 }\ngateway:\n  listen: { http: \"127.0.0.1:8080\" }\n"
+               "  pools: { app: { servers: [app1] } }\n";
+    };
+    CHECK(only_error(text("192.0.2.300")) ==
+          "config.yaml:3:20: servers.app1.address: expected a literal IPv4 or IPv6 address like 192.0.2.1 or "
+          "2001:db8::1, got \"192.0.2.300\"");
+    CHECK_THAT(only_error(text("app1.internal")),
+               StartsWith("config.yaml:3:20: servers.app1.address: expected a literal"));
+    CHECK_THAT(only_error(text("\"[::1]\"")), StartsWith("config.yaml:3:20: servers.app1.address: expected a literal"));
+    CHECK(load_ok(text("\"::1\""))->servers[0].address == "::1");
+}
+
+TEST_CASE("bad listener endpoints", "[unit][config]") {
+    const auto text = [](const std::string& listen) {
+        return "site: www.foobar.com\nservers:\n  app1: { address: 192.0.2.21, role: app, port: 8080 }\n"
+               "gateway:\n  listen: { http: \"" +
+               listen + "\" }\n  pools: { app: { servers: [app1] } }\n";
+    };
+    CHECK(only_error(text("127.0.0.1:70000")) ==
+          "config.yaml:5:19: gateway.listen.http: expected an address:port like 127.0.0.1:8443 or [::]:443, got "
+          "\"127.0.0.1:70000\" (the port must be a number from 1 to 65535)");
+    CHECK_THAT(only_error(text("127.0.0.1:0")), Contains("the port must be a number from 1 to 65535"));
+    CHECK_THAT(only_error(text("::1:80")),
+               StartsWith("config.yaml:5:19: gateway.listen.http: expected an address:port") &&
+                   Contains("IPv6 addresses go in brackets"));
+    CHECK_THAT(only_error(text("localhost:80")), Contains("literal IPv4 or bracketed IPv6"));
+    CHECK_THAT(only_error(text("127.0.0.1")), Contains("missing :port"));
+}
+
+TEST_CASE("listeners must not share an address and port", "[unit][config]") {
+    const std::string text = R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+gateway:
+  listen:
+    http: "[::]:8080"
+    admin: "127.0.0.1:8080"
+  pools: { app: { servers: [app1] } }
+)";
+    CHECK(only_error(text) == "config.yaml:7:12: gateway.listen.admin: 127.0.0.1:8080 clashes with gateway.listen.http "
+                              "([::]:8080); listeners need distinct addresses or ports");
+
+    // One message per listener, even when it clashes with both others; the
+    // IPv4 wildcard does not cover an IPv6 address.
+    const auto errors = errors_of(R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+gateway:
+  listen: { http: "0.0.0.0:80", https: "[::]:80", admin: "127.0.0.1:80" }
+  tls: { certificates: [ { cert: a.pem, key: a.key } ] }
+  pools: { app: { servers: [app1] } }
+)");
+    REQUIRE(errors.size() == 2);
+    CHECK_THAT(errors[0],
+               StartsWith("config.yaml:5:40: gateway.listen.https: [::]:80 clashes with gateway.listen.http"));
+    CHECK_THAT(errors[1],
+               StartsWith("config.yaml:5:58: gateway.listen.admin: 127.0.0.1:80 clashes with gateway.listen.http"));
+    CHECK(load_ok(R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+gateway:
+  listen: { http: "0.0.0.0:80", admin: "[::1]:80" }
+  pools: { app: { servers: [app1] } }
+)")
+              ->gw.listen.admin->port == 80);
+}
+
+TEST_CASE("pool members must name servers that exist", "[unit][config]") {
+    CHECK(only_error(R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+gateway:
+  listen: { http: "127.0.0.1:8080" }
+  pools: { app: { servers: [app1, app2] } }
+)") == "config.yaml:6:35: gateway.pools.app.servers[1]: unknown server \"app2\", expected a name from servers; "
+       "did you mean 'app1'?");
+}
+
+TEST_CASE("pool members need a port, once each", "[unit][config]") {
+    const std::string servers = R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+  db1: { address: 192.0.2.31, role: db-primary }
+gateway:
+  listen: { http: "127.0.0.1:8080" }
+)";
+    SECTION("no port") {
+        CHECK(only_error(servers + "  pools: { app: { servers: [app1, { server: db1, weight: 2 }] } }\n") ==
+              "config.yaml:7:45: gateway.pools.app.servers[1].server: server \"db1\" has no port; pool members need "
+              "servers.db1.port");
+    }
+    SECTION("twice in one pool") {
+        CHECK(only_error(servers + "  pools: { app: { servers: [app1, app1] } }\n") ==
+              "config.yaml:7:35: gateway.pools.app.servers[1]: server \"app1\" is already a member of pool \"app\" "
+              "(gateway.pools.app.servers[0])");
+    }
+    SECTION("no members") {
+        CHECK(only_error(servers + "  pools: { app: { servers: [] } }\n") ==
+              "config.yaml:7:28: gateway.pools.app.servers: a pool needs at least one server");
+    }
+    SECTION("a bad member weight") {
+        CHECK(only_error(servers + "  pools: { app: { servers: [{ server: app1, weight: 0 }] } }\n") ==
+              "config.yaml:7:53: gateway.pools.app.servers[0].weight: expected a weight from 1 to 256, got \"0\"");
+    }
+}
+
+TEST_CASE("several pools need a default_pool that exists", "[unit][config]") {
+    const std::string two_pools = R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+  app2: { address: 192.0.2.22, role: app, port: 8080 }
+gateway:
+  listen: { http: "127.0.0.1:8080" }
+  pools:
+    blue: { servers: [app1] }
+    green: { servers: [app2] }
+)";
+    SECTION("missing") {
+        CHECK(only_error(two_pools) ==
+              "config.yaml:8:5: gateway.default_pool: required when there are several pools; expected one of blue "
+              "or green");
+    }
+    SECTION("naming no pool") {
+        CHECK(only_error(two_pools + "  default_pool: gren\n") ==
+              "config.yaml:10:17: gateway.default_pool: no pool named \"gren\" in gateway.pools; did you mean "
+              "'green'?");
+    }
+    SECTION("present") { CHECK(load_ok(two_pools + "  default_pool: green\n")->gw.default_pool == "green"); }
+}
+
+TEST_CASE("an https listener needs a certificate", "[unit][config]") {
+    const std::string text = R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+gateway:
+  listen: { https: "[::]:8443" }
+  pools: { app: { servers: [app1] } }
+)";
+    CHECK(only_error(text) == "config.yaml:5:20: gateway.listen.https: an https listener needs at least one "
+                              "certificate in gateway.tls.certificates");
+    CHECK_THAT(
+        only_error(text + "  tls: { certificates: [ { cert: a.pem, key: \"\" } ] }\n"),
+        StartsWith("config.yaml:7:46: gateway.tls.certificates[0].key: expected a file path, got an empty string"));
+    // A certificate entry that is itself wrong does not also count as "no certificate".
+    CHECK(only_error(text + "  tls: { certificates: [ a.pem ] }\n") ==
+          "config.yaml:7:26: gateway.tls.certificates[0]: expected a map with cert and key, got \"a.pem\"");
+    CHECK_THAT(only_error(text + "  tls: { certificates: [ { cert: a.pem } ] }\n"),
+               StartsWith("config.yaml:7:26: gateway.tls.certificates[0]: missing required key 'key'"));
+}
+
+TEST_CASE("enumerations list their values", "[unit][config]") {
+    SECTION("a role") {
+        CHECK(only_error(R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: db_primary, port: 8080 }
+gateway:
+  listen: { http: "127.0.0.1:8080" }
+  pools: { app: { servers: [app1] } }
+)") == "config.yaml:3:38: servers.app1.role: expected one of gateway, app, db-primary or db-replica, got "
+       "\"db_primary\"; did you mean 'db-primary'?");
+    }
+    SECTION("a missing role") {
+        CHECK_THAT(only_error(R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, port: 8080 }
+gateway:
+  listen: { http: "127.0.0.1:8080" }
+  pools: { app: { servers: [app1] } }
+)"),
+                   StartsWith("config.yaml:3:9: servers.app1: missing required key 'role'"));
+    }
+    SECTION("a balance algorithm") {
+        const std::string text = R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+gateway:
+  listen: { http: "127.0.0.1:8080" }
+  pools: { app: { balance: random, servers: [app1] } }
+)";
+        CHECK(only_error(text) == "config.yaml:6:28: gateway.pools.app.balance: expected one of round_robin, "
+                                  "weighted_round_robin or least_connections, got \"random\"");
+    }
+}
+
+TEST_CASE("YAML syntax errors carry the parser's position", "[unit][config]") {
+    CHECK_THAT(only_error("site: www.foobar.com\nservers: [app1, app2\n"),
+               StartsWith("config.yaml:3:1: YAML syntax error: end of sequence flow not found"));
+    CHECK_THAT(only_error("site: a: b\n"), StartsWith("config.yaml:1:8: YAML syntax error: "));
+    CHECK_THAT(only_error("site: " + std::string(5000, '[') + std::string(5000, ']') + "\n"),
+               StartsWith("config.yaml:1:") && Contains(": YAML nested too deeply"));
+    CHECK(only_error(minimal + "---\nsite: other\n") ==
+          "config.yaml:7:1: expected one YAML document, found a second one here");
+    // yaml-cpp 0.7 alone would loop forever on these.
+    CHECK(only_error(",site: www.foobar.com\n") == "config.yaml:1:1: YAML syntax error: unexpected \",\"");
+    CHECK(only_error("--- &a\n  , x\n") == "config.yaml:2:3: YAML syntax error: unexpected \",\"");
+    CHECK(only_error(minimal + "---\n,\n") == "config.yaml:7:1: expected one YAML document, found a second one here");
+}
+
+TEST_CASE("a value of the wrong type is named", "[unit][config]") {
+    // The pool's reference to app1 is not blamed too: the servers section is what is wrong.
+    CHECK(only_error("site: www.foobar.com\nservers: app1\n" + minimal.substr(minimal.find("gateway:"))) ==
+          "config.yaml:2:10: servers: expected a map of server name to address, role and port, got \"app1\"");
+    CHECK(only_error(R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+gateway:
+  listen: [ "127.0.0.1:8080" ]
+  pools: { app: { servers: [app1] } }
+)") == "config.yaml:5:11: gateway.listen: expected a map with https, http and admin endpoints, got a list");
+    CHECK(only_error(minimal + "  workers: { count: 2 }\n") ==
+          "config.yaml:7:12: gateway.workers: expected auto or a number of workers from 1 to 256, got a map");
+    CHECK(only_error(minimal + "  workers: 300\n") ==
+          "config.yaml:7:12: gateway.workers: expected auto or a number of workers from 1 to 256, got \"300\"");
+    CHECK(only_error(minimal + "  hsts: { enabled: maybe }\n") ==
+          "config.yaml:7:20: gateway.hsts.enabled: expected true or false, got \"maybe\"");
+    CHECK(only_error(minimal + "  hsts: maybe\n") ==
+          "config.yaml:7:9: gateway.hsts: expected a map of hsts settings, or on/off, got \"maybe\"");
+    CHECK(only_error("- site\n") == "config.yaml:1:1: expected a map with site, servers and gateway, got a list");
+    CHECK(only_error("# nothing but a comment\n") ==
+          "config.yaml:1:1: the file is empty; expected a map with site, servers and gateway");
+}
+
+TEST_CASE("the site must be a DNS name", "[unit][config]") {
+    const auto with_site = [](const std::string& site) {
+        return "site: " + site + "\n" + minimal.substr(minimal.find('\n') + 1);
+    };
+    CHECK(only_error(with_site("www..foobar.com")) ==
+          "config.yaml:1:7: site: expected a DNS name like www.example.com, got \"www..foobar.com\"");
+    CHECK_THAT(only_error(with_site("-www.foobar.com")), StartsWith("config.yaml:1:7: site: expected a DNS name"));
+    CHECK_THAT(only_error(with_site("www_foo.com")), StartsWith("config.yaml:1:7: site: expected a DNS name"));
+    CHECK_THAT(only_error(with_site(std::string(64, 'a') + ".com")), StartsWith("config.yaml:1:7: site:"));
+    CHECK_THAT(only_error(minimal.substr(minimal.find('\n') + 1)),
+               StartsWith("config.yaml:1:1: missing required key 'site'"));
+    CHECK(load_ok(with_site("localhost"))->site == "localhost");
+    CHECK(load_ok(with_site(std::string(63, 'a') + ".example-1.com"))->site.size() == 77);
+}
+
+TEST_CASE("a file that cannot be read", "[unit][config]") {
+    const auto missing = cfg::load("/nonexistent/rampart/config.yaml");
+    REQUIRE_FALSE(missing);
+    REQUIRE(missing.errors.size() == 1);
+    CHECK(missing.errors[0].to_string() ==
+          "/nonexistent/rampart/config.yaml:1:1: cannot read file: No such file or directory");
+
+    const auto directory = cfg::load(std::filesystem::temp_directory_path().string());
+    REQUIRE_FALSE(directory);
+    CHECK_THAT(directory.errors.at(0).to_string(), Contains(":1:1: cannot read file: Is a directory"));
+}
+
+TEST_CASE("every error in the file is reported, in file order", "[unit][config]") {
+    const std::string text = R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.300, role: app, port: 8080 }
+  app2: { address: 192.0.2.22, role: ap, port: 8080 }
+gateway:
+  listen: { http: "127.0.0.1:8080" }
+  pools: { app: { servers: [app1, app2, app3] } }
+  limits: { header_count: 5000 }
+  timeouts: { idle: forever }
+)";
+    const auto errors = errors_of(text);
+    REQUIRE(errors.size() == 5);
+    CHECK_THAT(errors[0], StartsWith("config.yaml:3:20: servers.app1.address:"));
+    CHECK_THAT(errors[1], StartsWith("config.yaml:4:38: servers.app2.role:") && Contains("did you mean 'app'?"));
+    // app1 and app2 are not blamed again in the pool: only the unknown app3 is.
+    CHECK_THAT(errors[2], StartsWith("config.yaml:7:41: gateway.pools.app.servers[2]: unknown server \"app3\""));
+    CHECK_THAT(errors[3], StartsWith("config.yaml:8:27: gateway.limits.header_count:"));
+    CHECK_THAT(errors[4], StartsWith("config.yaml:9:21: gateway.timeouts.idle:"));
+}
+
+TEST_CASE("a file full of mistakes stops listing them at 100", "[unit][config]") {
+    std::string text = "site: www.foobar.com\nservers:\n";
+    for (int i = 0; i < 150; ++i) {
+        text += "  s" + std::to_string(i) + ": { address: nowhere, role: app }\n";
+    }
+    const auto errors = errors_of(text);
+    REQUIRE(errors.size() == 101);
+    CHECK_THAT(errors[0], StartsWith("config.yaml:3:18: servers.s0.address: expected a literal"));
+    CHECK(errors[100] ==
+          "config.yaml:1:1: stopped after 100 errors (151 in all)");  // 150 addresses and the missing gateway
+}
+
+TEST_CASE("parse_duration", "[unit][config]") {
+    CHECK(cfg::parse_duration("250ms") == 250ms);
+    CHECK(cfg::parse_duration("10s") == 10s);
+    CHECK(cfg::parse_duration("5m") == 5min);
+    CHECK(cfg::parse_duration("1h") == 1h);
+    CHECK(cfg::parse_duration("7d") == std::chrono::hours(7 * 24));
+    CHECK(cfg::parse_duration("007s") == 7s);
+    for (const char* bad : {"", "s", "0s", "0ms", "10", "10 s", " 10s", "10s ", "-1s", "+1s", "1.5s", "10S", "10sec",
+                            "1w", "0x10s", "99999999999999999999999d"}) {
+        INFO(bad);
+        CHECK_FALSE(cfg::parse_duration(bad));
+    }
+    // The largest count of days that fits in 64-bit milliseconds, and one more.
+    constexpr auto max_days = std::numeric_limits<cfg::duration::rep>::max() / 86'400'000;
+    CHECK(cfg::parse_duration(std::to_string(max_days) + "d") == std::chrono::hours(24) * max_days);
+    CHECK_FALSE(cfg::parse_duration(std::to_string(max_days + 1) + "d"));
+    CHECK(cfg::parse_duration(std::to_string(std::numeric_limits<cfg::duration::rep>::max()) + "ms"));
+}
+
+TEST_CASE("parse_size", "[unit][config]") {
+    CHECK(cfg::parse_size("512") == 512U);
+    CHECK(cfg::parse_size("512B") == 512U);
+    CHECK(cfg::parse_size("16KiB") == 16U * 1024);
+    CHECK(cfg::parse_size("10MiB") == 10U * 1024 * 1024);
+    CHECK(cfg::parse_size("1GiB") == 1ULL << 30);
+    CHECK(cfg::parse_size("2KB") == 2000U);
+    CHECK(cfg::parse_size("3MB") == 3'000'000U);
+    CHECK(cfg::parse_size("4GB") == 4'000'000'000ULL);
+    CHECK(cfg::parse_size("18446744073709551615") == std::numeric_limits<std::uint64_t>::max());
+    CHECK(cfg::parse_size("17179869183GiB") == 17179869183ULL << 30);
+    for (const char* bad : {"", "0", "0KiB", "KiB", "16 KiB", "16kib", "16K", "16TiB", "-1", "1.5MiB",
+                            "18446744073709551616", "17179869184GiB", "18446744073709552GB"}) {
+        INFO(bad);
+        CHECK_FALSE(cfg::parse_size(bad));
+    }
+}
+
+TEST_CASE("parse_endpoint and endpoint::to_string", "[unit][config]") {
+    const auto v4 = cfg::parse_endpoint("1.2.3.4:80");
+    REQUIRE(v4);
+    CHECK(v4->host == "1.2.3.4");
+    CHECK(v4->port == 80);
+    CHECK(v4->to_string() == "1.2.3.4:80");
+
+    const auto any6 = cfg::parse_endpoint("[::]:443");
+    REQUIRE(any6);
+    CHECK(any6->host == "::");
+    CHECK(any6->to_string() == "[::]:443");
+
+    const auto long6 = cfg::parse_endpoint("[2001:DB8:0:0:0:0:0:1]:65535");
+    REQUIRE(long6);
+    CHECK(long6->host == "2001:db8::1");
+    CHECK(long6->port == 65535);
+    CHECK(long6->to_string() == "[2001:db8::1]:65535");
+
+    for (const char* bad : {"",
+                            ":80",
+                            "1.2.3.4",
+                            "1.2.3.4:",
+                            "1.2.3.4:0",
+                            "1.2.3.4:65536",
+                            "1.2.3.4:-1",
+                            "1.2.3.4:+80",
+                            "1.2.3.4:8o",
+                            "1.2.3.4: 80",
+                            "::1:80",
+                            "[::1]",
+                            "[::1]80",
+                            "[1.2.3.4]:80",
+                            "[]:80",
+                            "localhost:80",
+                            "1.2.3:80",
+                            "01.2.3.4:80",
+                            "[fe80::1%eth0]:80",
+                            "1.2.3.4:99999999999999999999"}) {
+        INFO(bad);
+        CHECK_FALSE(cfg::parse_endpoint(bad));
+    }
+}
+
+TEST_CASE("names of enumerations and errors", "[unit][config]") {
+    CHECK(std::string(cfg::to_string(cfg::role::db_primary)) == "db-primary");
+    CHECK(std::string(cfg::to_string(cfg::role::gateway)) == "gateway");
+    CHECK(std::string(cfg::to_string(cfg::balance::least_connections)) == "least_connections");
+    CHECK(cfg::error{{"f.yaml", 3, 14}, "x: bad"}.to_string() == "f.yaml:3:14: x: bad");
+    cfg::hsts h;
+    h.max_age = std::chrono::seconds(60);
+    h.include_subdomains = false;
+    CHECK(h.header_value() == "max-age=60");
+}
+
+TEST_CASE("summary shows the whole deployment", "[unit][config]") {
+    const auto s = load_ok(minimal + "  workers: 3\n  tls: { certificates: [ { cert: /c.pem, key: /c.key } ] }\n");
+    const std::string text = cfg::summary(*s);
+    CHECK_THAT(text, Contains("www.foobar.com"));
+    CHECK_THAT(text, Contains("http 127.0.0.1:8080"));
+    CHECK_THAT(text, Contains("workers    3, user nobody"));
+    CHECK_THAT(text, Contains("/c.pem + /c.key (default)"));
+    CHECK_THAT(text, Contains("max-age=31536000; includeSubDomains"));
+    CHECK_THAT(text, Contains("app (round_robin, default)"));
+    CHECK_THAT(text, Contains("app1  192.0.2.21:8080  weight 1"));
+    CHECK_THAT(text, Contains("idle 1m"));
+    CHECK_THAT(text, Contains("header_bytes 16KiB"));
+    CHECK_THAT(text, Contains("body_bytes 10MiB"));
+}
+
+TEST_CASE("the foobar.com example loads", "[unit][config]") {
+    const char* source = std::getenv("RAMPART_SOURCE_DIR");
+    REQUIRE(source != nullptr);
+    const auto result = cfg::load(std::string(source) + "/config/examples/foobar.yaml");
+    for (const auto& e : result.errors) {
+        UNSCOPED_INFO(e.to_string());
+    }
+    REQUIRE(result);
+    const cfg::snapshot& s = *result.config;
+    CHECK(s.site == "www.foobar.com");
+    CHECK(s.servers.size() == 6);
+    CHECK(s.find_server("db2")->server_role == cfg::role::db_replica);
+    CHECK(s.gw.listen.https->to_string() == "[::]:443");
+    CHECK(s.gw.listen.http->to_string() == "[::]:80");
+    CHECK(s.gw.listen.admin->to_string() == "127.0.0.1:9100");
+    REQUIRE(s.gw.tls_settings.certificates.size() == 2);
+    CHECK(s.gw.tls_settings.certificates[1].key_file == "/etc/rampart/rsa.key");
+    const cfg::pool* app = s.find_pool("app");
+    REQUIRE(app != nullptr);
+    REQUIRE(app->members.size() == 2);
+    CHECK(app->members[1].address.to_string() == "192.0.2.22:8080");
+    CHECK_THAT(cfg::summary(s), Contains("servers    6 (2 gateway, 2 app, 1 db-primary, 1 db-replica)"));
+}
