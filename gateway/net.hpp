@@ -9,7 +9,6 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -33,7 +32,6 @@ using tuple_token = net::as_tuple_t<net::use_awaitable_t<>>;
 /// A TCP socket whose operations default to `use_tuple`.
 using tcp_socket = tuple_token::as_default_on_t<tcp::socket>;
 using tcp_acceptor = tuple_token::as_default_on_t<tcp::acceptor>;
-using tls_stream = net::ssl::stream<tcp_socket>;
 
 using request_parser = http::request_parser<http::buffer_body>;
 using response_parser = http::response_parser<http::buffer_body>;

@@ -2,6 +2,7 @@
 
 #include "gateway/http_rules.hpp"
 #include "gateway/log.hpp"
+#include "gateway/tls_socket.hpp"
 #include "gateway/worker.hpp"
 
 #include <boost/asio/ssl/error.hpp>
@@ -142,7 +143,7 @@ enum class relay_result { done, read_failed, write_failed };
 class tls_session final : public session_base {
 public:
     tls_session(worker_context& w, tcp_socket socket)
-        : session_base(w), stream_(std::move(socket), *w.tls), client_{client_address(stream_.next_layer()), true} {
+        : session_base(w), stream_(std::move(socket), w.tls_context), client_{client_address(stream_.next_layer()), true} {
         buffer_.max_size(w.cfg->gw.limits_settings.header_bytes + 8 * 1024);
     }
 
@@ -191,7 +192,7 @@ private:
 
     net::awaitable<void> run(std::shared_ptr<tls_session> self) {
         arm(phase::handshake);
-        auto [ec] = co_await stream_.async_handshake(net::ssl::stream_base::server);
+        error_code ec = co_await stream_.handshake();
         if (ec) {
             w_.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
             log(log_level::debug, "handshake from " + client_.address + " failed: " + ec.message());
@@ -230,18 +231,18 @@ private:
             if (w_.draining) {
                 co_return outcome::close;
             }
-            // Wait for the first byte of the next request under the idle
-            // deadline; the header deadline starts only once it arrives.
+            // Wait for the next request under the idle deadline without
+            // holding a read buffer (an idle connection keeps only OpenSSL's
+            // SSL object); the header deadline starts once bytes arrive.
+            buffer_.shrink_to_fit();
             idle_ = true;
             arm(phase::idle);
-            auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(4096), use_tuple);
+            error_code ec = co_await stream_.wait_readable();
             idle_ = false;
             take_timeout();
-            if (ec) {
-                co_return ec == net::error::eof || ec == net::ssl::error::stream_truncated ? outcome::close
-                                                                                         : outcome::abort;
+            if (ec || closing_) {
+                co_return outcome::abort;
             }
-            buffer_.commit(n);
         }
 
         request_parser p;
@@ -500,13 +501,14 @@ private:
         co_return close ? outcome::close : outcome::keep_alive;
     }
 
-    // close_notify, then a short wait for the client's, then close.
+    // close_notify, then close. Half-closing first (FIN after our last
+    // bytes) lets the client read the whole response before the socket goes.
     net::awaitable<void> finish_graceful() {
-        arm(phase::closing);
-        // Its result does not matter: the connection closes either way.
-        co_await stream_.async_shutdown();
-        take_timeout();
+        stream_.shutdown();
+        error_code ec;
+        stream_.next_layer().shutdown(tcp::socket::shutdown_send, ec);
         finish_abortive();
+        co_return;
     }
 
     void finish_abortive() {
@@ -517,7 +519,7 @@ private:
         stop_watchdog();
     }
 
-    tls_stream stream_;
+    tls_socket stream_;
     client_info client_;
     beast::flat_buffer buffer_;
     upstream_ptr up_;

@@ -11,13 +11,6 @@
 namespace rampart::gateway {
 namespace {
 
-net::ssl::context adopt(SSL_CTX* ctx) {
-    // asio::ssl::context frees the handle it is given: take a reference of
-    // our own so the certs module keeps its copy.
-    SSL_CTX_up_ref(ctx);
-    return net::ssl::context(ctx);
-}
-
 /// How long an idle upstream keep-alive connection is kept. Below the usual
 /// backend keep-alive timeouts (nginx 75 s, Apache 5 s is the outlier the
 /// peek in upstream_cache::take covers).
@@ -29,12 +22,10 @@ worker_context::worker_context(net::io_context& io_, config::snapshot_ptr cfg_, 
                                shared_block& shared_, unsigned index)
     : io(io_),
       cfg(std::move(cfg_)),
+      tls_context(tls_ctx),
       shared(shared_),
       counters(shared_.workers[index]),
       upstreams(cfg->servers.size(), cfg->gw.limits_settings.upstream_idle_per_server, upstream_idle_time) {
-    if (tls_ctx != nullptr) {
-        tls.emplace(adopt(tls_ctx));
-    }
     for (const auto& s : cfg->servers) {
         error_code ec;
         auto address = net::ip::make_address(s.address, ec);
@@ -174,10 +165,16 @@ net::awaitable<void> worker::accept_loop(tcp_acceptor& acceptor, bool tls) {
         }
         error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
-        if (tls) {
-            start_tls_session(ctx_, tcp_socket(std::move(socket)));
-        } else {
-            start_redirect_session(ctx_, tcp_socket(std::move(socket)));
+        // Setting up a session can fail only for want of memory or
+        // descriptors: that connection is dropped, the worker goes on.
+        try {
+            if (tls) {
+                start_tls_session(ctx_, tcp_socket(std::move(socket)));
+            } else {
+                start_redirect_session(ctx_, tcp_socket(std::move(socket)));
+            }
+        } catch (const std::exception& e) {
+            log(log_level::warn, std::string("cannot start a session: ") + e.what());
         }
     }
 }

@@ -12,7 +12,7 @@
 #include "gateway/upstream.hpp"
 
 #include <boost/asio/signal_set.hpp>
-#include <boost/asio/ssl/context.hpp>
+#include <openssl/ssl.h>
 
 #include <cstdint>
 #include <memory>
@@ -39,7 +39,7 @@ struct worker_context {
 
     net::io_context& io;
     config::snapshot_ptr cfg;
-    std::optional<net::ssl::context> tls;   ///< adopts the certs module's SSL_CTX
+    SSL_CTX* tls_context = nullptr;         ///< owned by certs::server_tls, which outlives the worker
     shared_block& shared;
     worker_counters& counters;
     upstream_cache upstreams;

@@ -1,0 +1,160 @@
+#pragma once
+// A TLS stream over a TCP socket that lets OpenSSL read and write the socket
+// itself (SSL_set_fd) and uses Asio only to wait for readiness.
+//
+// Why not asio::ssl::stream: it pipes every byte through a BIO pair and keeps
+// two 17 KiB staging buffers per connection for its whole life, and it turns a
+// buffer sequence into one TLS record per buffer. Here an idle connection
+// holds only OpenSSL's SSL object (SSL_MODE_RELEASE_BUFFERS frees its record
+// buffers between reads), small writes are gathered into one record and one
+// syscall, and read-ahead fetches a whole record per read() instead of two.
+//
+// Models Beast's AsyncReadStream/AsyncWriteStream, so http::async_read and
+// http::async_write work on it unchanged. Single-threaded: use it only on its
+// worker's io_context.
+
+#include "gateway/net.hpp"
+
+#include <boost/asio/compose.hpp>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+namespace rampart::gateway {
+
+/// Maps the result of an SSL_* call that failed with `ssl_error` (from
+/// SSL_get_error) to an error_code; eof for a clean close_notify,
+/// ssl::error::stream_truncated for a TCP close without one.
+error_code tls_error(int ssl_error);
+
+class tls_socket {
+public:
+    using executor_type = net::any_io_executor;
+    using next_layer_type = tcp_socket;
+    using lowest_layer_type = tcp_socket;
+
+    /// Takes the connected socket; the connection starts in server mode with
+    /// the given context (SNI may switch it during the handshake).
+    tls_socket(tcp_socket&& socket, SSL_CTX* ctx);
+    ~tls_socket();
+    tls_socket(const tls_socket&) = delete;
+    tls_socket& operator=(const tls_socket&) = delete;
+
+    executor_type get_executor() { return socket_.get_executor(); }
+    tcp_socket& next_layer() { return socket_; }
+    tcp_socket& lowest_layer() { return socket_; }
+    SSL* native_handle() { return ssl_; }
+
+    /// The server side of the handshake.
+    net::awaitable<error_code> handshake();
+    /// Sends close_notify if the socket can take it now; never waits for the
+    /// peer's (nginx does the same: waiting costs a round trip per close).
+    void shutdown();
+    /// Waits until the client sends something (or closes), without
+    /// allocating a buffer: keep-alive connections hold no read buffer.
+    net::awaitable<error_code> wait_readable();
+    /// True when OpenSSL holds decrypted bytes not yet read.
+    bool has_pending() const { return SSL_pending(ssl_) > 0; }
+
+    template <class MutableBufferSequence, class Token>
+    auto async_read_some(const MutableBufferSequence& buffers, Token&& token) {
+        return net::async_compose<Token, void(error_code, std::size_t)>(
+            read_op<MutableBufferSequence>{this, buffers}, token, socket_);
+    }
+
+    template <class ConstBufferSequence, class Token>
+    auto async_write_some(const ConstBufferSequence& buffers, Token&& token) {
+        return net::async_compose<Token, void(error_code, std::size_t)>(
+            write_op<ConstBufferSequence>{this, buffers}, token, socket_);
+    }
+
+    /// One SSL_read_ex attempt. Returns 0 and sets `want` (SSL_ERROR_WANT_*)
+    /// when the socket must become ready first.
+    std::size_t read_once(net::mutable_buffer b, error_code& ec, int& want);
+    /// One SSL_write_ex attempt over the front of `buffers` (gathered into
+    /// one record when small). Same contract as read_once.
+    std::size_t write_once(const net::const_buffer* buffers, std::size_t count, error_code& ec, int& want);
+
+private:
+    template <class Buffers>
+    struct read_op {
+        tls_socket* self_;
+        Buffers buffers_;
+
+        template <class Self>
+        void operator()(Self& self, error_code ec = {}) {
+            if (ec) {
+                self.complete(ec, 0);
+                return;
+            }
+            net::mutable_buffer b;
+            for (auto it = net::buffer_sequence_begin(buffers_); it != net::buffer_sequence_end(buffers_); ++it) {
+                if (net::buffer_size(*it) != 0) {
+                    b = *it;
+                    break;
+                }
+            }
+            if (b.size() == 0) {
+                self.complete({}, 0);
+                return;
+            }
+            int want = 0;
+            std::size_t n = self_->read_once(b, ec, want);
+            if (want != 0) {
+                self_->socket_.async_wait(want == SSL_ERROR_WANT_WRITE ? tcp::socket::wait_write
+                                                                       : tcp::socket::wait_read,
+                                          std::move(self));
+                return;
+            }
+            self.complete(ec, n);
+        }
+    };
+
+    template <class Buffers>
+    struct write_op {
+        tls_socket* self_;
+        Buffers buffers_;
+
+        template <class Self>
+        void operator()(Self& self, error_code ec = {}) {
+            if (ec) {
+                self.complete(ec, 0);
+                return;
+            }
+            net::const_buffer list[16];
+            std::size_t count = 0;
+            for (auto it = net::buffer_sequence_begin(buffers_);
+                 it != net::buffer_sequence_end(buffers_) && count < 16; ++it) {
+                if (net::buffer_size(*it) != 0) {
+                    list[count++] = *it;
+                }
+            }
+            if (count == 0) {
+                self.complete({}, 0);
+                return;
+            }
+            int want = 0;
+            std::size_t n = self_->write_once(list, count, ec, want);
+            if (want != 0) {
+                self_->socket_.async_wait(want == SSL_ERROR_WANT_READ ? tcp::socket::wait_read
+                                                                      : tcp::socket::wait_write,
+                                          std::move(self));
+                return;
+            }
+            self.complete(ec, n);
+        }
+    };
+
+    tcp_socket socket_;
+    SSL* ssl_;
+    /// A write OpenSSL asked to retry must be retried with the same bytes;
+    /// when they were gathered from several buffers they are kept here until
+    /// the retry succeeds (rare: only when the socket's send buffer is full).
+    std::vector<unsigned char> pending_write_;
+};
+
+}  // namespace rampart::gateway
