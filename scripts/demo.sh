@@ -32,12 +32,18 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 "$bin" certs dev --out "$work/certs" >/dev/null
-https_port=8443 http_port=8080 admin_port=9100
+https_port=8443 http_port=8080 admin_port=9100 app_ports=(8081 8082)
+for port in $https_port $http_port $admin_port "${app_ports[@]}"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "demo: port $port on 127.0.0.1 is already in use; stop what listens there first" >&2
+    exit 1
+  fi
+done
 cat >"$work/rampart.yaml" <<YAML
 site: www.foobar.com
 servers:
-  app1: { address: 127.0.0.1, role: app, port: 18081 }
-  app2: { address: 127.0.0.1, role: app, port: 18082 }
+  app1: { address: 127.0.0.1, role: app, port: ${app_ports[0]} }
+  app2: { address: 127.0.0.1, role: app, port: ${app_ports[1]} }
 gateway:
   listen: { https: "127.0.0.1:$https_port", http: "127.0.0.1:$http_port", admin: "127.0.0.1:$admin_port" }
   workers: auto
@@ -51,18 +57,25 @@ YAML
 "$bin" check -c "$work/rampart.yaml"
 
 for n in 1 2; do
-  python3 "$root/tests/support/backend.py" --name "app$n" --port "1808$n" >"$work/app$n.log" 2>&1 &
+  python3 "$root/tests/support/backend.py" --name "app$n" --port "${app_ports[n-1]}" >"$work/app$n.log" 2>&1 &
   pids+=($!)
 done
 "$bin" serve -c "$work/rampart.yaml" 2>"$work/rampart.log" &
 pids+=($!)
 
-# Ready when the HTTPS port answers (at most 10 s).
+# Ready when both app servers say so and the HTTPS port answers 200 (at most 10 s).
+ready=0
 for _ in $(seq 100); do
-  if curl -s -o /dev/null --resolve "www.foobar.com:$https_port:127.0.0.1" --cacert "$work/certs/ca.pem" \
-       "https://www.foobar.com:$https_port/health"; then break; fi
+  if grep -qs ready "$work/app1.log" && grep -qs ready "$work/app2.log" &&
+     curl -sf -o /dev/null --resolve "www.foobar.com:$https_port:127.0.0.1" --cacert "$work/certs/ca.pem" \
+       "https://www.foobar.com:$https_port/health"; then ready=1; break; fi
   sleep 0.1
 done
+if ((!ready)); then
+  echo "demo: Rampart or the app servers did not come up; logs:" >&2
+  tail -n 20 "$work"/*.log >&2
+  exit 1
+fi
 
 client=(curl -sS --max-time 5 --resolve "www.foobar.com:$https_port:127.0.0.1" --cacert "$work/certs/ca.pem")
 echo
