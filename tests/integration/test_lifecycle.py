@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Graceful shutdown: SIGTERM while a slow request is in flight closes the
+"""Process lifecycle: SIGTERM while a slow request is in flight closes the
 listeners at once, lets the request finish with 200, then exits 0 within the
-drain deadline, leaving no worker behind.
+drain deadline, leaving no worker behind; workers started as root run as the
+configured unprivileged user.
 """
 
 import os
+import pwd
 import signal
 import sys
 import time
@@ -51,6 +53,35 @@ def test_sigterm_drains_in_flight_request():
     h.check(rc is not None, f"still running {elapsed:.1f}s after SIGTERM (drain {DRAIN_S}s)")
     h.check(rc == 0, f"exit code {rc} after SIGTERM, expected 0")
     gw.stop()  # reaps, and fails if a worker outlived the master or stderr has a sanitizer report
+
+
+def _ids(pid: int) -> dict:
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("Uid", "Gid", "Groups"):
+                fields[key] = value.split()
+    return fields
+
+
+def test_workers_drop_privileges():
+    if os.geteuid() != 0:
+        raise h.Skip("needs root: checks that workers switch from root to 'nobody'")
+    gw = h.Gateway(S["certs"], {"app1": S["app1"]}, http=False, workers=2)
+    gw.config["gateway"]["user"] = "nobody"
+    gw.start()
+    r = h.curl(gw, "/unprivileged")
+    h.check(r.status == 200, f"request through unprivileged workers: {r}")
+    nobody = pwd.getpwnam("nobody")
+    h.check(len(gw.workers) == 2, f"expected 2 workers, found {sorted(gw.workers)}")
+    for pid in gw.workers:
+        ids = _ids(pid)
+        h.check(ids["Uid"] == [str(nobody.pw_uid)] * 4, f"worker {pid} uids {ids['Uid']}, expected nobody's")
+        h.check(ids["Gid"] == [str(nobody.pw_gid)] * 4, f"worker {pid} gids {ids['Gid']}, expected nobody's")
+        h.check(ids.get("Groups", []) == [], f"worker {pid} kept supplementary groups {ids.get('Groups')}")
+    h.check(_ids(gw.pid)["Uid"][0] == "0", "the master should keep root (it binds and supervises)")
+    h.check(gw.stop() == 0, "exit code after SIGTERM")
 
 
 if __name__ == "__main__":
