@@ -206,6 +206,15 @@ private:
         }
         bool graceful = true;
         while (!closing_) {
+            if (buffer_.size() == 0) {
+                if (w_.draining) {
+                    break;
+                }
+                if (!co_await wait_for_request()) {
+                    graceful = false;
+                    break;
+                }
+            }
             auto next = co_await serve_one();
             if (next == outcome::keep_alive) {
                 continue;
@@ -223,28 +232,25 @@ private:
 
     enum class outcome { keep_alive, close, abort };
 
+    // Waits for the next request under the idle deadline without holding a
+    // read buffer, in a coroutine frame of its own: an idle keep-alive
+    // connection keeps only OpenSSL's SSL object and this small frame, not
+    // serve_one's parsers and serializers. The header deadline starts once
+    // bytes arrive. False when the connection should close.
+    net::awaitable<bool> wait_for_request() {
+        buffer_.shrink_to_fit();
+        idle_ = true;
+        arm(phase::idle);
+        error_code ec = co_await stream_.wait_readable();
+        idle_ = false;
+        take_timeout();
+        co_return !ec && !closing_;
+    }
+
     // Reads one request, proxies it and writes the response. Returns whether
     // the connection stays open for another request.
     net::awaitable<outcome> serve_one() {
         const auto& limits = w_.cfg->gw.limits_settings;
-        if (buffer_.size() == 0) {
-            if (w_.draining) {
-                co_return outcome::close;
-            }
-            // Wait for the next request under the idle deadline without
-            // holding a read buffer (an idle connection keeps only OpenSSL's
-            // SSL object); the header deadline starts once bytes arrive.
-            buffer_.shrink_to_fit();
-            idle_ = true;
-            arm(phase::idle);
-            error_code ec = co_await stream_.wait_readable();
-            idle_ = false;
-            take_timeout();
-            if (ec || closing_) {
-                co_return outcome::abort;
-            }
-        }
-
         request_parser p;
         p.header_limit(static_cast<std::uint32_t>(limits.header_bytes));
         p.body_limit(limits.body_bytes);
