@@ -253,8 +253,8 @@ bool init_ticket_crypto(const ticket_key& key, unsigned char* iv, EVP_CIPHER_CTX
 
 // Session tickets (RFC 5077 format, OpenSSL's own layout): OpenSSL calls this
 // to encrypt a new ticket (enc = 1) or to find the key of a presented one
-// (enc = 0). Returns 1 = done, 2 = decrypted with an older key (OpenSSL then
-// issues a fresh ticket), 0 = unknown key (full handshake), -1 = error.
+// (enc = 0). Returns 1 = done (encrypting), 2 = decrypted, issue a fresh
+// ticket, 0 = unknown key (full handshake), -1 = error.
 // Runs on the handshake path: no exception may escape into OpenSSL's C code.
 int on_ticket_key(SSL* ssl, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* mac,
                   int enc) {
@@ -276,7 +276,10 @@ int on_ticket_key(SSL* ssl, unsigned char* key_name, unsigned char* iv, EVP_CIPH
         int result = 0;
         for (std::size_t i = 0; i < accepted.size(); ++i) {
             if (std::memcmp(key_name, accepted[i].name.data(), accepted[i].name.size()) == 0) {
-                result = !init_ticket_crypto(accepted[i], iv, cipher, mac, 0) ? -1 : (i == 0 ? 1 : 2);
+                // 2 = "renew": OpenSSL issues a fresh ticket on this resumed
+                // connection. TLS 1.3 clients use a ticket once, so without
+                // a fresh one every other connection would be a full handshake.
+                result = !init_ticket_crypto(accepted[i], iv, cipher, mac, 0) ? -1 : 2;
                 break;
             }
         }
@@ -530,6 +533,7 @@ derived_ticket_keys::derived_ticket_keys(std::chrono::milliseconds rotation,
 
 derived_ticket_keys::~derived_ticket_keys() {
     OPENSSL_cleanse(secret_.data(), secret_.size());
+    OPENSSL_cleanse(cached_.data(), sizeof cached_);
 }
 
 ticket_key derived_ticket_keys::key_for_epoch(std::uint64_t epoch) const {
@@ -569,19 +573,32 @@ ticket_key derived_ticket_keys::key_for_epoch(std::uint64_t epoch) const {
     return key;
 }
 
-ticket_key derived_ticket_keys::encrypting_key(std::chrono::system_clock::time_point now) const {
+std::uint64_t derived_ticket_keys::epoch_of(std::chrono::system_clock::time_point now) const {
     const auto since = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch());
-    return key_for_epoch(static_cast<std::uint64_t>(since / rotation_));
+    return static_cast<std::uint64_t>(since / rotation_);
+}
+
+std::array<ticket_key, 2> derived_ticket_keys::keys_at(std::uint64_t epoch) const {
+    std::lock_guard lock(cache_mutex_);
+    if (cached_epoch_ != epoch) {
+        cached_[0] = key_for_epoch(epoch);
+        cached_[1] = epoch > 0 ? key_for_epoch(epoch - 1) : cached_[0];
+        cached_epoch_ = epoch;
+    }
+    return cached_;
+}
+
+ticket_key derived_ticket_keys::encrypting_key(std::chrono::system_clock::time_point now) const {
+    return keys_at(epoch_of(now))[0];
 }
 
 std::vector<ticket_key> derived_ticket_keys::accepted_keys(std::chrono::system_clock::time_point now) const {
-    const auto since = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch());
-    const auto epoch = static_cast<std::uint64_t>(since / rotation_);
-    std::vector<ticket_key> keys{key_for_epoch(epoch)};
-    if (epoch > 0) {
-        keys.push_back(key_for_epoch(epoch - 1));
+    const auto epoch = epoch_of(now);
+    auto keys = keys_at(epoch);
+    if (epoch == 0) {
+        return {keys[0]};
     }
-    return keys;
+    return {keys[0], keys[1]};
 }
 
 // ---------------------------------------------------------------------------
@@ -727,7 +744,11 @@ void make_dev_certificates(const std::string& dir, const std::vector<std::string
 
     std::string san;
     for (const std::string& name : names) {
-        san += (san.empty() ? "" : ",") + std::string(is_ip_literal(name) ? "IP:" : "DNS:") + name;
+        if (!san.empty()) {
+            san += ',';
+        }
+        san += is_ip_literal(name) ? "IP:" : "DNS:";
+        san += name;
     }
 
     const std::string base = path.string() + "/";

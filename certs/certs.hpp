@@ -73,8 +73,17 @@ public:
     ticket_key key_for_epoch(std::uint64_t epoch) const;
 
 private:
+    /// The keys of `epoch` and `epoch - 1`, derived once per rotation period:
+    /// HKDF through OpenSSL 3 fetches its algorithm on every call, too slow
+    /// for every handshake.
+    std::array<ticket_key, 2> keys_at(std::uint64_t epoch) const;
+    std::uint64_t epoch_of(std::chrono::system_clock::time_point now) const;
+
     std::chrono::milliseconds rotation_;
     std::array<unsigned char, 32> secret_;
+    mutable std::mutex cache_mutex_;
+    mutable std::uint64_t cached_epoch_ = ~std::uint64_t{0};
+    mutable std::array<ticket_key, 2> cached_{};
 };
 
 /// One configured certificate after loading: its names (SAN DNS entries, or
