@@ -33,7 +33,7 @@ error_code tls_error(int ssl_error);
 
 class tls_socket {
 public:
-    using executor_type = net::any_io_executor;
+    using executor_type = tcp_socket::executor_type;
     using next_layer_type = tcp_socket;
     using lowest_layer_type = tcp_socket;
 

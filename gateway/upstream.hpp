@@ -15,7 +15,7 @@ namespace rampart::gateway {
 
 /// One connection to an upstream server, with its read buffer.
 struct upstream_connection {
-    explicit upstream_connection(net::any_io_executor ex) : socket(ex) {}
+    explicit upstream_connection(executor ex) : socket(ex) {}
     tcp_socket socket;
     beast::flat_buffer buffer;
     std::size_t server = 0;   ///< index in snapshot::servers
