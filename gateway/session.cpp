@@ -135,6 +135,8 @@ std::string client_address(const tcp_socket& s) {
 }
 
 constexpr std::size_t relay_chunk = 64 * 1024;
+/// Bodies larger than this (with a Content-Length) bypass the parser.
+constexpr std::uint64_t direct_threshold = 16 * 1024;
 
 enum class relay_result { done, read_failed, write_failed };
 
@@ -389,7 +391,8 @@ private:
         }
 
         auto& res = rp->get();
-        const bool upstream_reusable = rp->keep_alive() && p.is_done();
+        // Reaching here means the request went out whole (relay returned done).
+        const bool upstream_reusable = rp->keep_alive();
         if (rp->need_eof() && !rp->is_done()) {
             // The backend delimits the body by closing: re-frame it as chunked
             // for an HTTP/1.1 client; an HTTP/1.0 client reads until close.
@@ -418,7 +421,7 @@ private:
             up_.reset();
             co_return outcome::abort;
         }
-        if (upstream_reusable && rp->is_done()) {
+        if (upstream_reusable) {
             w_.upstreams.give_back(std::move(up_));
         } else {
             up_.reset();
@@ -435,6 +438,9 @@ private:
     net::awaitable<std::pair<relay_result, error_code>> relay(Source& src, beast::flat_buffer& src_buffer, Parser& p,
                                                               Serializer& sr, Sink& dst, phase read_phase,
                                                               phase write_phase) {
+        if (auto len = p.content_length_remaining(); len && *len > direct_threshold && !p.get().chunked()) {
+            co_return co_await relay_identity(src, src_buffer, sr, dst, *len, read_phase, write_phase);
+        }
         std::size_t size = relay_chunk;
         if (auto len = p.content_length_remaining(); len && *len < size) {
             size = static_cast<std::size_t>(*len) + 1;
@@ -480,6 +486,49 @@ private:
                 co_return std::pair{relay_result::write_failed, ec};
             }
         } while (!p.is_done() || !sr.is_done());
+        co_return std::pair{relay_result::done, error_code{}};
+    }
+
+    // A large body of known length needs no parsing: after the header it is
+    // moved socket to socket through one chunk, without passing through the
+    // parser's buffer and a second copy. Afterwards the parser and serializer
+    // do not know the body is complete; the caller relies on the result.
+    template <class Serializer, class Source, class Sink>
+    net::awaitable<std::pair<relay_result, error_code>> relay_identity(Source& src, beast::flat_buffer& src_buffer,
+                                                                       Serializer& sr, Sink& dst,
+                                                                       std::uint64_t remaining, phase read_phase,
+                                                                       phase write_phase) {
+        arm(write_phase);
+        auto [hec, hn] = co_await http::async_write_header(dst, sr, use_tuple);
+        if (hec) {
+            co_return std::pair{relay_result::write_failed, hec};
+        }
+        std::unique_ptr<char[]> chunk(new char[relay_chunk]);
+        while (remaining > 0) {
+            std::size_t n = 0;
+            const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(remaining, relay_chunk));
+            if (src_buffer.size() > 0) {
+                // Body bytes that arrived with the header. Never more than
+                // this body: what follows belongs to the next message.
+                n = std::min(want, src_buffer.size());
+                net::buffer_copy(net::buffer(chunk.get(), n), src_buffer.data());
+                src_buffer.consume(n);
+            } else {
+                arm(read_phase);
+                auto [ec, got] = co_await src.async_read_some(net::buffer(chunk.get(), want), use_tuple);
+                if (ec) {
+                    co_return std::pair{relay_result::read_failed,
+                                        ec == net::error::eof ? error_code(http::error::partial_message) : ec};
+                }
+                n = got;
+            }
+            arm(write_phase);
+            auto [wec, wn] = co_await net::async_write(dst, net::buffer(chunk.get(), n), use_tuple);
+            if (wec) {
+                co_return std::pair{relay_result::write_failed, wec};
+            }
+            remaining -= n;
+        }
         co_return std::pair{relay_result::done, error_code{}};
     }
 
