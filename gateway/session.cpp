@@ -16,6 +16,7 @@
 
 #include <memory>
 #include <string>
+#include <tuple>
 
 namespace rampart::gateway {
 
@@ -61,9 +62,7 @@ bool session_base::take_timeout() {
     return t;
 }
 
-void session_base::start_watchdog() {
-    net::co_spawn(w_.io, watchdog(shared_from_this()), net::detached);
-}
+void session_base::start_watchdog() { wait_timer(); }
 
 void session_base::stop_watchdog() {
     stopped_ = true;
@@ -73,22 +72,26 @@ void session_base::stop_watchdog() {
 // One timer per session, armed for the earliest deadline it has seen. Moving
 // a deadline later (the common case: each phase gets a fresh budget) costs no
 // timer operation: when the timer fires early the watchdog just re-arms it.
-net::awaitable<void> session_base::watchdog(std::shared_ptr<session_base> self) {
-    while (!stopped_) {
-        co_await timer_.async_wait(use_tuple);
-        if (stopped_) {
-            break;
-        }
-        auto now = clock::now();
-        if (deadline_ <= now) {
-            timed_out_ = true;
-            timer_.expires_at(clock::time_point::max());
-            cancel_io();
-        } else if (timer_.expiry() <= now) {
-            timer_.expires_at(deadline_);
-        }
+// A plain handler rather than a coroutine: an idle connection then holds one
+// small pending operation instead of a coroutine frame. The handler owns a
+// reference to the session, released when the watchdog stops.
+void session_base::wait_timer() {
+    timer_.async_wait([self = shared_from_this()](const error_code&) { self->on_timer(); });
+}
+
+void session_base::on_timer() {
+    if (stopped_) {
+        return;
     }
-    (void)self;  // keeps the session alive while the watchdog runs
+    auto now = clock::now();
+    if (deadline_ <= now) {
+        timed_out_ = true;
+        timer_.expires_at(clock::time_point::max());
+        cancel_io();
+    } else if (timer_.expiry() <= now) {
+        timer_.expires_at(deadline_);
+    }
+    wait_timer();
 }
 
 namespace {
@@ -212,7 +215,22 @@ private:
                 if (w_.draining) {
                     break;
                 }
-                if (!co_await wait_for_request()) {
+                // Wait for the next request under the idle deadline, here
+                // rather than in serve_one: a coroutine frame holds all of its
+                // function's locals, and an idle keep-alive connection should
+                // keep neither a read buffer nor serve_one's parsers and
+                // serializers, only OpenSSL's SSL object and this frame. The
+                // header deadline starts once bytes arrive.
+                buffer_.shrink_to_fit();
+                idle_ = true;
+                arm(phase::idle);
+                error_code wait_ec;
+                if (!stream_.has_buffered()) {
+                    std::tie(wait_ec) = co_await stream_.next_layer().async_wait(tcp::socket::wait_read);
+                }
+                idle_ = false;
+                take_timeout();
+                if (wait_ec || closing_) {
                     graceful = false;
                     break;
                 }
@@ -225,7 +243,7 @@ private:
             break;
         }
         if (graceful) {
-            co_await finish_graceful();
+            finish_graceful();
         } else {
             finish_abortive();
         }
@@ -233,21 +251,6 @@ private:
     }
 
     enum class outcome { keep_alive, close, abort };
-
-    // Waits for the next request under the idle deadline without holding a
-    // read buffer, in a coroutine frame of its own: an idle keep-alive
-    // connection keeps only OpenSSL's SSL object and this small frame, not
-    // serve_one's parsers and serializers. The header deadline starts once
-    // bytes arrive. False when the connection should close.
-    net::awaitable<bool> wait_for_request() {
-        buffer_.shrink_to_fit();
-        idle_ = true;
-        arm(phase::idle);
-        error_code ec = co_await stream_.wait_readable();
-        idle_ = false;
-        take_timeout();
-        co_return !ec && !closing_;
-    }
 
     // Reads one request, proxies it and writes the response. Returns whether
     // the connection stays open for another request.
@@ -565,12 +568,11 @@ private:
 
     // close_notify, then close. Half-closing first (FIN after our last
     // bytes) lets the client read the whole response before the socket goes.
-    net::awaitable<void> finish_graceful() {
+    void finish_graceful() {
         stream_.shutdown();
         error_code ec;
         stream_.next_layer().shutdown(tcp::socket::shutdown_send, ec);
         finish_abortive();
-        co_return;
     }
 
     void finish_abortive() {

@@ -49,7 +49,8 @@ protected:
     bool closing_ = false;
 
 private:
-    net::awaitable<void> watchdog(std::shared_ptr<session_base> self);
+    void wait_timer();
+    void on_timer();
     net::steady_timer timer_;
     std::chrono::steady_clock::time_point deadline_;
     bool timed_out_ = false;

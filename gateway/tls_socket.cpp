@@ -93,14 +93,6 @@ net::awaitable<error_code> tls_socket::handshake() {
     }
 }
 
-net::awaitable<error_code> tls_socket::wait_readable() {
-    if (SSL_has_pending(ssl_) == 1) {
-        co_return error_code{};
-    }
-    auto [ec] = co_await socket_.async_wait(tcp::socket::wait_read);
-    co_return ec;
-}
-
 void tls_socket::shutdown() {
     if (SSL_is_init_finished(ssl_) == 1) {
         SSL_shutdown(ssl_);

@@ -54,11 +54,9 @@ public:
     /// Sends close_notify if the socket can take it now; never waits for the
     /// peer's (nginx does the same: waiting costs a round trip per close).
     void shutdown();
-    /// Waits until the client sends something (or closes), without
-    /// allocating a buffer: keep-alive connections hold no read buffer.
-    net::awaitable<error_code> wait_readable();
-    /// True when OpenSSL holds decrypted bytes not yet read.
-    bool has_pending() const { return SSL_pending(ssl_) > 0; }
+    /// True when OpenSSL holds bytes read from the socket but not yet
+    /// returned (decrypted or not): waiting for readability would then hang.
+    bool has_buffered() const { return SSL_has_pending(ssl_) == 1; }
 
     template <class MutableBufferSequence, class Token>
     auto async_read_some(const MutableBufferSequence& buffers, Token&& token) {
