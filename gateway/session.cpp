@@ -313,7 +313,10 @@ private:
         const bool replayable = p.is_done();
         std::optional<response_parser> rp;
         for (int attempt = 0;; ++attempt) {
-            up_ = w_.upstreams.take(server);
+            // A replayable request skips the liveness peek: if the backend
+            // closed this connection, the failure comes before any response
+            // byte and the request is sent again on a new connection.
+            up_ = w_.upstreams.take(server, !replayable || attempt > 0);
             const bool reused = up_ != nullptr;
             if (!up_) {
                 up_ = std::make_unique<upstream_connection>(w_.io.get_executor());

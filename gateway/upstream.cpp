@@ -10,7 +10,7 @@ upstream_cache::upstream_cache(std::size_t servers, std::size_t max_idle_per_ser
                                std::chrono::milliseconds max_idle_time)
     : idle_(servers), max_idle_(max_idle_per_server), max_idle_time_(max_idle_time) {}
 
-upstream_ptr upstream_cache::take(std::size_t server) {
+upstream_ptr upstream_cache::take(std::size_t server, bool verify) {
     auto& list = idle_[server];
     const auto now = std::chrono::steady_clock::now();
     while (!list.empty()) {
@@ -18,6 +18,9 @@ upstream_ptr upstream_cache::take(std::size_t server) {
         list.pop_back();
         if (now - c->idle_since > max_idle_time_) {
             continue;  // destroyed: closes the socket
+        }
+        if (!verify) {
+            return c;
         }
         // A backend that closed an idle keep-alive connection shows as EOF (or
         // an error) on a peek; reusing it would fail the request's first write

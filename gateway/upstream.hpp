@@ -31,9 +31,11 @@ public:
     /// at most `max_idle_time`.
     upstream_cache(std::size_t servers, std::size_t max_idle_per_server, std::chrono::milliseconds max_idle_time);
 
-    /// An idle connection to `server` still open as far as the kernel knows
-    /// (checked with a non-blocking peek), or null. Stale ones are closed.
-    upstream_ptr take(std::size_t server);
+    /// An idle connection to `server`, or null. With `verify`, one the kernel
+    /// still holds open (a non-blocking peek, one syscall); without, the
+    /// caller must be able to replay the request on a new connection if the
+    /// backend had closed it. Stale ones are closed.
+    upstream_ptr take(std::size_t server, bool verify);
     /// Returns a connection that finished a response cleanly and may be reused.
     void give_back(upstream_ptr c);
     /// Closes every idle connection (drain).
