@@ -1,0 +1,340 @@
+#!/usr/bin/env python3
+"""Firewall benchmark: `rampart firewall apply` (libnftnl, one netlink batch) against `nft -f`
+of the same ruleset, whole process, in a network namespace of its own.
+
+    python3 bench/firewall_bench.py --rampart BIN [--runs N] [--quick] [--elements N] [--out FILE]
+
+Normally started by bench/firewall_bench.sh (root, installs nftables). For each real role policy
+(the deployment of tests/integration/test_firewall.py: gateway, app, db-primary, db-replica) and
+for the blocklist filled with N addresses (default 100,000, from 198.18.0.0/15, the benchmarking
+range), it times N runs of each side, interleaved (rampart, nft, rampart, nft, ...), after one
+warm-up run each, and prints the medians as a markdown table:
+
+* wall: from fork to exit of the one process (rampart, or nft), measured here;
+* CPU: user + system time of that process from wait4() (the kernel's work on the netlink batch
+  runs in the sender's system time, so it is included);
+* peak RSS of that process (VmHWM, sampled from /proc in one extra, untimed run per side).
+
+Both sides replace `table inet rampart` in one transaction every run: rampart does it by design;
+the nft file is `table inet rampart` + `delete table inet rampart` + the `rampart firewall plan`
+text (+ the blocklist elements), nft's own idiom for an atomic replace. Each child joins the
+namespace with setns() before exec, so no `ip netns exec` process or mount namespace is timed.
+After the runs, both sides must have left the same number of rules (checked).
+
+Stdlib only. A benchmark is not a test: nothing asserts a timing. Exit 77 (SKIP) when not root,
+without ip/nft, or when the binary has no firewall subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "support"))
+import netns  # noqa: E402
+
+ROLES = {"gw1": "gateway", "gw2": "gateway", "app1": "app", "app2": "app", "db1": "db-primary",
+         "db2": "db-replica"}
+ADDRESSES = {"gw1": "192.0.2.11", "gw2": "192.0.2.12", "app1": "192.0.2.21", "app2": "192.0.2.22",
+             "db1": "192.0.2.31", "db2": "192.0.2.32"}
+BENCH_HOSTS = ["gw1", "app1", "db1", "db2"]  # one host per role
+ELEMENT_NET = ipaddress.ip_network("198.18.0.0/15")
+BLOCKLIST_TIMEOUT = "1h"
+
+
+def die(msg: str, code: int = 1) -> None:
+    print(msg, file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def deployment_yaml(certs: Path) -> str:
+    lines = ["site: www.foobar.com", "servers:"]
+    for name, role in ROLES.items():
+        port = ", port: 8080" if role == "app" else ""
+        lines.append(f"  {name}: {{ address: {ADDRESSES[name]}, role: {role}{port} }}")
+    lines += [
+        "gateway:",
+        '  listen: { https: "[::]:443", http: "[::]:80", admin: "192.0.2.11:9100" }',
+        "  workers: 1",
+        '  user: ""',
+        "  tls:",
+        f"    certificates: [ {{ cert: {certs}/ecdsa.pem, key: {certs}/ecdsa.key }} ]",
+        "  pools:",
+        "    app: { servers: [app1, app2] }",
+        "firewall:",
+        "  admin_networks: [198.51.100.0/24, 192.0.2.248/29]",
+        "  ssh_port: 22",
+        "  db_port: 3306",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def element_addresses(n: int) -> list[str]:
+    if n > ELEMENT_NET.num_addresses - 2:
+        die(f"at most {ELEMENT_NET.num_addresses - 2} elements fit in {ELEMENT_NET}")
+    base = int(ELEMENT_NET.network_address) + 1
+    return [str(ipaddress.IPv4Address(base + i)) for i in range(n)]
+
+
+class Timed:
+    """One finished run: exit code, wall seconds, CPU seconds, output."""
+
+    def __init__(self, rc: int, wall: float, cpu: float, err: str) -> None:
+        self.rc, self.wall, self.cpu, self.err = rc, wall, cpu, err
+
+
+def run_timed(argv: list[str], ns: str, stdin_path: Path | None = None, timeout: float = 120.0) -> Timed:
+    """argv as a child that joins ns before exec; wall time fork..exit, CPU and RSS from wait4."""
+    err_file = tempfile.TemporaryFile()
+    stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
+    try:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=err_file,
+                             preexec_fn=netns.preexec_enter(ns))
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid == p.pid:
+                wall = time.perf_counter() - t0
+                break
+            if time.monotonic() > deadline:
+                os.kill(p.pid, 9)
+                pid, status, ru = os.wait4(p.pid, 0)
+                wall = time.perf_counter() - t0
+                break
+            time.sleep(0.0002)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        err_file.seek(0)
+        err = err_file.read().decode(errors="replace")
+        return Timed(p.returncode, wall, ru.ru_utime + ru.ru_stime, err)
+    finally:
+        err_file.close()
+        if stdin_path:
+            stdin.close()
+
+
+def sampled_peak_rss(argv: list[str], ns: str, stdin_path: Path | None = None, timeout: float = 120.0) -> int:
+    """Peak RSS (VmHWM) of one run of argv, sampled from /proc every ~0.2 ms until it exits.
+    wait4's ru_maxrss cannot be used: a child forked from Python keeps the high-water mark of
+    the Python image it was forked from across exec."""
+    stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
+    peak = 0
+    try:
+        p = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             preexec_fn=netns.preexec_enter(ns))
+        deadline = time.monotonic() + timeout
+        exe = os.path.basename(argv[0])
+        while p.poll() is None and time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{p.pid}/status") as f:
+                    status = f.read()
+            except OSError:
+                break
+            m = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+            if m and f"Name:\t{exe[:15]}" in status:  # after exec only
+                peak = max(peak, int(m.group(1)) * 1024)
+            time.sleep(0.0002)
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=10)
+    finally:
+        if stdin_path:
+            stdin.close()
+    return peak
+
+
+def run(argv: list[str], ns: str | None = None, timeout: float = 120.0, input: str | None = None):
+    full = ["ip", "netns", "exec", ns, *argv] if ns else argv
+    return subprocess.run(full, capture_output=True, text=True, timeout=timeout, input=input)
+
+
+def count_rules(ns: str) -> int:
+    r = run(["nft", "-a", "list", "table", "inet", "rampart"], ns)
+    # rules are the lines that end in "# handle N" and are not a table, chain or set header
+    return sum(1 for line in r.stdout.splitlines()
+               if re.search(r"# handle \d+$", line) and not re.match(r"\s*(table|chain|set|map|flowtable) ", line))
+
+
+def count_elements(ns: str, set_name: str) -> int:
+    r = run(["nft", "list", "set", "inet", "rampart", set_name], ns, timeout=300)
+    return len(re.findall(r"\b198\.1[89]\.\d+\.\d+\b", r.stdout))
+
+
+def blocklist_set_name(plan: str) -> str | None:
+    m = re.search(r"^\s*set (\S*block\S*) \{", plan, re.M)
+    return m.group(1) if m else None
+
+
+def element_text(addrs: list[str], timeout: str | None) -> str:
+    suffix = f" timeout {timeout}" if timeout else ""
+    return ", ".join(a + suffix for a in addrs)
+
+
+def replace_file(plan: str, extra: str = "") -> str:
+    head = "" if "delete table inet rampart" in plan else "table inet rampart\ndelete table inet rampart\n"
+    return head + plan + ("\n" + extra if extra else "")
+
+
+def median_ms(values: list[float]) -> float:
+    return statistics.median(values) * 1000.0
+
+
+def fmt_ms(v: float) -> str:
+    return f"{v:.1f}" if v < 100 else f"{v:.0f}"
+
+
+def measure(label: str, rampart_argv: list[str], nft_file: Path, ns: str, runs: int,
+            rampart_stdin: Path | None = None) -> dict:
+    results = {"rampart": [], "nft": []}
+    nft_argv = ["nft", "-f", str(nft_file)]
+    for i in range(runs + 1):  # run 0 is the warm-up
+        for side, argv, stdin in (("rampart", rampart_argv, rampart_stdin), ("nft", nft_argv, None)):
+            t = run_timed(argv, ns, stdin)
+            if t.rc != 0:
+                die(f"{label}: {side} failed (exit {t.rc}): {' '.join(argv)}\n{t.err[-2000:]}")
+            if i > 0:
+                results[side].append(t)
+    for side, argv, stdin in (("rampart", rampart_argv, rampart_stdin), ("nft", nft_argv, None)):
+        results[side + "_rss"] = sampled_peak_rss(argv, ns, stdin)
+    return results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rampart", required=True)
+    ap.add_argument("--runs", type=int, default=11)
+    ap.add_argument("--elements", type=int, default=100_000)
+    ap.add_argument("--quick", action="store_true", help="3 runs (smoke test)")
+    ap.add_argument("--out", default="/tmp/rampart-firewall-bench.md")
+    args = ap.parse_args()
+    runs = 3 if args.quick else max(1, min(args.runs, 1000))
+    rampart = str(Path(args.rampart).resolve())
+
+    reason = netns.skip_reason(("ip", "nft"))
+    if reason:
+        print(f"SKIP: {reason}", flush=True)
+        return 77
+    usage = run([rampart])
+    if "firewall" not in usage.stdout + usage.stderr:
+        print(f"SKIP: {rampart} has no firewall subcommand", flush=True)
+        return 77
+    netns.install_signal_handlers()
+
+    tmp = Path(tempfile.mkdtemp(prefix="rampart-fwbench-"))
+    lab = netns.Lab("rfwb")
+    try:
+        ns = lab.add_namespace("bench")
+        lab.up()
+        r = run([rampart, "certs", "dev", "--out", str(tmp / "certs")])
+        if r.returncode != 0:
+            die(f"rampart certs dev: {r.stderr}")
+        cfg = tmp / "deploy.yaml"
+        cfg.write_text(deployment_yaml(tmp / "certs"))
+        r = run([rampart, "check", "-c", str(cfg)])
+        if r.returncode != 0:
+            die(f"rampart check rejects the benchmark deployment:\n{r.stderr}")
+        state = tmp / "state"
+        state.mkdir()
+
+        rows = []
+        nft_version = run(["nft", "--version"]).stdout.strip()
+        for host in BENCH_HOSTS:
+            plan = run([rampart, "firewall", "plan", "-c", str(cfg), "--host", host])
+            if plan.returncode != 0:
+                die(f"plan --host {host}: {plan.stderr}")
+            nft_file = tmp / f"{host}.nft"
+            nft_file.write_text(replace_file(plan.stdout))
+            argv = [rampart, "firewall", "apply", "-c", str(cfg), "--host", host, "--state-dir", str(state)]
+            print(f"[fwbench] {ROLES[host]} ({host}): {runs} runs each", file=sys.stderr, flush=True)
+            res = measure(ROLES[host], argv, nft_file, ns, runs)
+            rules_nft = count_rules(ns)
+            run_timed(argv, ns)
+            rules_rampart = count_rules(ns)
+            if rules_nft != rules_rampart:
+                die(f"{host}: nft -f left {rules_nft} rules, rampart apply {rules_rampart}")
+            rows.append((f"{ROLES[host]} policy ({host})", rules_rampart, 0, res))
+
+        # The blocklist: the gateway's policy with N elements in its blocklist set.
+        host = "gw1"
+        plan = run([rampart, "firewall", "plan", "-c", str(cfg), "--host", host]).stdout
+        set_name = blocklist_set_name(plan)
+        if set_name is None:
+            die("no blocklist set in the gateway's plan")
+        addrs = element_addresses(args.elements)
+        elements_nft = tmp / "elements.nft"
+        elements_nft.write_text(replace_file(plan, f"add element inet rampart {set_name} "
+                                                   f"{{ {element_text(addrs, BLOCKLIST_TIMEOUT)} }}\n"))
+        bulk = bulk_block_argv(rampart, cfg, host, state, addrs, tmp)
+        if bulk is not None:
+            argv, stdin_path, how = bulk
+            print(f"[fwbench] blocklist of {len(addrs)}: {runs} runs each ({how})", file=sys.stderr, flush=True)
+            res = measure("blocklist", argv, elements_nft, ns, runs, stdin_path)
+            time.sleep(2.5)  # a dump right after a big load may repeat elements (FIREWALL-NOTES.md)
+            n = count_elements(ns, set_name)
+            if n != len(addrs):
+                die(f"blocklist: the set holds {n} of {len(addrs)} elements after rampart")
+            rows.append((f"gateway + blocklist of {len(addrs):,} ({how})", count_rules(ns), len(addrs), res))
+        else:
+            print("[fwbench] no bulk blocklist path in this rampart: nft -f only", file=sys.stderr, flush=True)
+
+        table = render(rows, runs, nft_version)
+        print(table, flush=True)
+        Path(args.out).write_text(table + "\n")
+        print(f"[fwbench] written to {args.out}", file=sys.stderr)
+        return 0
+    finally:
+        lab.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bulk_block_argv(rampart: str, cfg: Path, host: str, state: Path, addrs: list[str], tmp: Path):
+    """How this rampart loads many blocklist elements in one apply: (argv, stdin file, label), or None."""
+    help_text = run([rampart]).stdout + run([rampart]).stderr
+    block_lines = [line for line in help_text.splitlines() if "block" in line]
+    listing = tmp / "blocklist.txt"
+    listing.write_text("\n".join(addrs) + "\n")
+    text = " ".join(block_lines)
+    if "--from" in text or "--file" in text:
+        opt = "--from" if "--from" in text else "--file"
+        return ([rampart, "firewall", "block", opt, str(listing), "--timeout", BLOCKLIST_TIMEOUT],
+                None, f"block {opt} FILE")
+    if "-c FILE" in text and "--blocklist" in text:
+        return ([rampart, "firewall", "apply", "-c", str(cfg), "--host", host, "--state-dir", str(state),
+                 "--blocklist", str(listing)], None, "apply --blocklist FILE")
+    return None
+
+
+def render(rows, runs: int, nft_version: str) -> str:
+    out = [
+        f"### rampart firewall apply vs nft -f (medians of {runs} runs, whole process)",
+        "",
+        "| ruleset | rules | set elements | rampart wall ms | nft -f wall ms | wall ratio nft/rampart "
+        "| rampart CPU ms | nft -f CPU ms | CPU ratio nft/rampart | rampart peak RSS MiB | nft -f peak RSS MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label, rules, elements, res in rows:
+        rw = median_ms([t.wall for t in res["rampart"]])
+        nw = median_ms([t.wall for t in res["nft"]])
+        rc = median_ms([t.cpu for t in res["rampart"]])
+        nc = median_ms([t.cpu for t in res["nft"]])
+        rr = res["rampart_rss"] / 2**20
+        nr = res["nft_rss"] / 2**20
+        out.append(f"| {label} | {rules} | {elements:,} | {fmt_ms(rw)} | {fmt_ms(nw)} | {nw / rw:.2f}× "
+                   f"| {fmt_ms(rc)} | {fmt_ms(nc)} | {nc / rc if rc else float('inf'):.2f}× | {rr:.1f} | {nr:.1f} |")
+    out += ["", f"Ratios above 1 mean rampart is faster / cheaper. {nft_version}; kernel {os.uname().release}; "
+                f"{os.cpu_count()} CPUs."]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
