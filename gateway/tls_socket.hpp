@@ -22,6 +22,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 namespace rampart::gateway {
@@ -61,13 +62,13 @@ public:
     template <class MutableBufferSequence, class Token>
     auto async_read_some(const MutableBufferSequence& buffers, Token&& token) {
         return net::async_compose<Token, void(error_code, std::size_t)>(
-            read_op<MutableBufferSequence>{this, buffers}, token, socket_);
+            io_op<MutableBufferSequence, true>{this, buffers}, token, socket_);
     }
 
     template <class ConstBufferSequence, class Token>
     auto async_write_some(const ConstBufferSequence& buffers, Token&& token) {
         return net::async_compose<Token, void(error_code, std::size_t)>(
-            write_op<ConstBufferSequence>{this, buffers}, token, socket_);
+            io_op<ConstBufferSequence, false>{this, buffers}, token, socket_);
     }
 
     /// One SSL_read_ex attempt. Returns 0 and sets `want` (SSL_ERROR_WANT_*)
@@ -78,8 +79,11 @@ public:
     std::size_t write_once(const net::const_buffer* buffers, std::size_t count, error_code& ec, int& want);
 
 private:
-    template <class Buffers>
-    struct read_op {
+    // One read_some or write_some: try OpenSSL, and when it needs the socket
+    // to become readable or writable first, wait for that and try again.
+    // A read uses the first non-empty buffer; a write gathers up to 16.
+    template <class Buffers, bool IsRead>
+    struct io_op {
         tls_socket* self_;
         Buffers buffers_;
 
@@ -89,44 +93,12 @@ private:
                 self.complete(ec, 0);
                 return;
             }
-            net::mutable_buffer b;
-            for (auto it = net::buffer_sequence_begin(buffers_); it != net::buffer_sequence_end(buffers_); ++it) {
-                if (net::buffer_size(*it) != 0) {
-                    b = *it;
-                    break;
-                }
-            }
-            if (b.size() == 0) {
-                self.complete({}, 0);
-                return;
-            }
-            int want = 0;
-            std::size_t n = self_->read_once(b, ec, want);
-            if (want != 0) {
-                self_->socket_.async_wait(want == SSL_ERROR_WANT_WRITE ? tcp::socket::wait_write
-                                                                       : tcp::socket::wait_read,
-                                          std::move(self));
-                return;
-            }
-            self.complete(ec, n);
-        }
-    };
-
-    template <class Buffers>
-    struct write_op {
-        tls_socket* self_;
-        Buffers buffers_;
-
-        template <class Self>
-        void operator()(Self& self, error_code ec = {}) {
-            if (ec) {
-                self.complete(ec, 0);
-                return;
-            }
-            net::const_buffer list[16];
+            using buffer = std::conditional_t<IsRead, net::mutable_buffer, net::const_buffer>;
+            constexpr std::size_t max_buffers = IsRead ? 1 : 16;
+            buffer list[max_buffers];
             std::size_t count = 0;
             for (auto it = net::buffer_sequence_begin(buffers_);
-                 it != net::buffer_sequence_end(buffers_) && count < 16; ++it) {
+                 it != net::buffer_sequence_end(buffers_) && count < max_buffers; ++it) {
                 if (net::buffer_size(*it) != 0) {
                     list[count++] = *it;
                 }
@@ -136,10 +108,15 @@ private:
                 return;
             }
             int want = 0;
-            std::size_t n = self_->write_once(list, count, ec, want);
+            std::size_t n = 0;
+            if constexpr (IsRead) {
+                n = self_->read_once(list[0], ec, want);
+            } else {
+                n = self_->write_once(list, count, ec, want);
+            }
             if (want != 0) {
-                self_->socket_.async_wait(want == SSL_ERROR_WANT_READ ? tcp::socket::wait_read
-                                                                      : tcp::socket::wait_write,
+                self_->socket_.async_wait(want == SSL_ERROR_WANT_WRITE ? tcp::socket::wait_write
+                                                                       : tcp::socket::wait_read,
                                           std::move(self));
                 return;
             }
