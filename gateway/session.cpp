@@ -231,7 +231,8 @@ private:
                 idle_ = false;
                 take_timeout();
                 if (wait_ec || closing_) {
-                    graceful = false;
+                    // Closed by the drain: say goodbye properly (close_notify).
+                    graceful = closing_;
                     break;
                 }
             }
