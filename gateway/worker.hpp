@@ -74,7 +74,10 @@ private:
     net::awaitable<void> accept_loop(tcp_acceptor& acceptor, bool tls);
     net::awaitable<void> drain_deadline();
 
-    net::io_context io_{1};
+    // One thread runs this io_context and every socket and timer of the
+    // worker lives on it: the reactor needs no per-descriptor locking.
+    // (stop() only posts, which stays thread-safe.)
+    net::io_context io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
     worker_context ctx_;
     std::optional<tcp_acceptor> https_;
     std::optional<tcp_acceptor> http_;
