@@ -4,13 +4,17 @@
 
 #include "certs/certs.hpp"
 #include "config/config.hpp"
+#include "firewall/firewall.hpp"
+#include "firewall/policy.hpp"
 #include "gateway/log.hpp"
 #include "gateway/master.hpp"
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +28,18 @@ commands:
   certs dev --out DIR [--name NAME]...
                             write a development CA and ECDSA + RSA server certificates
                             (default names: www.foobar.com foobar.com)
+  firewall plan -c FILE (--host NAME | --role ROLE)
+                            print the host's or role's ruleset in nft syntax (lint errors: exit 1)
+  firewall apply -c FILE --host NAME [--confirm DURATION] [--state-dir DIR]
+                            replace table inet rampart atomically; print what changed;
+                            with --confirm, revert unless `firewall confirm` runs in time
+  firewall confirm [--state-dir DIR]    keep the ruleset of a pending apply --confirm
+  firewall rollback [--state-dir DIR]   restore the previously applied ruleset
+  firewall diff -c FILE --host NAME     compare the kernel with the plan (0 in sync, 1 drift, 2 error)
+  firewall status [--json] [--state-dir DIR]
+                            rules with packet/byte counters, set sizes
+  firewall block ADDR... [--timeout 10m]    drop these addresses until the timeout
+  firewall unblock ADDR...                  remove them from the blocklist
   version                   print the version
 )";
 
@@ -106,6 +122,145 @@ int cmd_certs(const std::vector<std::string>& args) {
     return 0;
 }
 
+// `rampart firewall ...`: options shared by every subcommand.
+struct firewall_args {
+    std::string config;
+    std::string host;
+    std::string role;
+    std::string state_dir = rampart::firewall::default_state_dir;
+    std::optional<std::chrono::milliseconds> confirm;
+    std::optional<std::chrono::milliseconds> timeout;
+    bool json = false;
+    std::vector<std::string> positional;
+};
+
+std::optional<firewall_args> parse_firewall_args(const std::string& sub, const std::vector<std::string>& args,
+                                                 std::string& why) {
+    firewall_args a;
+    for (std::size_t i = 1; i < args.size(); ++i) {
+        const std::string& k = args[i];
+        const bool has_value = i + 1 < args.size();
+        const auto duration = [&](std::optional<std::chrono::milliseconds>& out) {
+            const auto d = rampart::config::parse_duration(args[++i]);
+            if (!d) {
+                why = k + " expects a duration like 60s or 10m, got '" + args[i] + "'";
+                return false;
+            }
+            out = *d;
+            return true;
+        };
+        if ((k == "-c" || k == "--config") && has_value) {
+            a.config = args[++i];
+        } else if (k == "--host" && has_value) {
+            a.host = args[++i];
+        } else if (k == "--role" && has_value) {
+            a.role = args[++i];
+        } else if (k == "--state-dir" && has_value) {
+            a.state_dir = args[++i];
+        } else if (k == "--confirm" && has_value && sub == "apply") {
+            if (!duration(a.confirm)) {
+                return std::nullopt;
+            }
+        } else if (k == "--timeout" && has_value && sub == "block") {
+            if (!duration(a.timeout)) {
+                return std::nullopt;
+            }
+        } else if (k == "--json" && sub == "status") {
+            a.json = true;
+        } else if (!k.starts_with("-") && (sub == "block" || sub == "unblock")) {
+            a.positional.push_back(k);
+        } else {
+            why = "firewall " + sub + ": unexpected argument '" + k + "'";
+            return std::nullopt;
+        }
+    }
+    return a;
+}
+
+// Loads the file and builds the plan; every config or lint error goes to stderr.
+std::optional<rampart::firewall::ruleset> firewall_plan(const firewall_args& a) {
+    auto cfg = load_or_report(a.config);
+    if (!cfg) {
+        return std::nullopt;
+    }
+    rampart::firewall::target who;
+    who.host = a.host;
+    if (!a.role.empty()) {
+        who.role = rampart::config::parse_role(a.role);
+        if (!who.role) {
+            std::cerr << "rampart firewall: unknown role '" << a.role
+                      << "', expected one of gateway, app, db-primary or db-replica\n";
+            return std::nullopt;
+        }
+    }
+    auto result = rampart::firewall::build(*cfg, who);
+    for (const auto& e : result.errors) {
+        std::cerr << e.to_string() << '\n';
+    }
+    return std::move(result.rules);
+}
+
+int cmd_firewall(const std::vector<std::string>& args) {
+    namespace fw = rampart::firewall;
+    if (args.empty()) {
+        return fail_usage("firewall needs a subcommand: plan, apply, confirm, rollback, diff, status, block, unblock");
+    }
+    const std::string& sub = args[0];
+    std::string why;
+    const auto a = parse_firewall_args(sub, args, why);
+    if (!a) {
+        return fail_usage(why);
+    }
+    if (sub == "plan" || sub == "apply" || sub == "diff") {
+        if (a->config.empty()) {
+            return fail_usage("firewall " + sub + " needs -c FILE");
+        }
+        const bool host_only = sub != "plan";
+        if (host_only ? a->host.empty() || !a->role.empty() : a->host.empty() == a->role.empty()) {
+            return fail_usage(host_only ? "firewall " + sub + " needs --host NAME"
+                                        : "firewall plan needs either --host NAME or --role ROLE");
+        }
+        const auto plan = firewall_plan(*a);
+        if (!plan) {
+            return sub == "diff" ? 2 : 1;
+        }
+        if (sub == "plan") {
+            std::cout << fw::render_nft(*plan);
+            return 0;
+        }
+        if (sub == "diff") {
+            return fw::diff(*plan, std::cout, std::cerr);
+        }
+        fw::apply_options opt;
+        opt.state_dir = a->state_dir;
+        opt.confirm = a->confirm;
+        // Test hook, see fw::apply_options::reject_for_test.
+        const char* reject = std::getenv("RAMPART_FIREWALL_TEST_REJECT");
+        opt.reject_for_test = reject != nullptr && std::string(reject) == "1";
+        return fw::apply(*plan, opt, std::cout, std::cerr);
+    }
+    if (sub == "confirm") {
+        return fw::confirm(a->state_dir, std::cout, std::cerr);
+    }
+    if (sub == "rollback") {
+        return fw::rollback(a->state_dir, std::cout, std::cerr);
+    }
+    if (sub == "status") {
+        return fw::status(a->state_dir, a->json, std::cout, std::cerr);
+    }
+    if (sub == "block" || sub == "unblock") {
+        if (a->positional.empty()) {
+            return fail_usage("firewall " + sub + " needs at least one address");
+        }
+        return fw::block(a->positional, a->timeout.value_or(std::chrono::minutes(10)), sub == "unblock", std::cout,
+                         std::cerr);
+    }
+    if (sub == "revert-watch") {
+        return fw::revert_watch(a->state_dir);
+    }
+    return fail_usage("unknown firewall subcommand '" + sub + "'");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -124,6 +279,9 @@ int main(int argc, char** argv) {
         }
         if (command == "certs") {
             return cmd_certs(args);
+        }
+        if (command == "firewall") {
+            return cmd_firewall(args);
         }
         if (command == "version" || command == "--version") {
             std::cout << "rampart 0.1.0\n";

@@ -46,6 +46,20 @@
 //       header_count            integer 1..1000                100
 //       body_bytes              size >= 1                      10MiB
 //       upstream_idle_per_server integer 0..10000              64
+//   firewall                    map                            none (no host firewall)
+//     admin_networks            list of CIDR or address        required; may reach SSH and the admin
+//                               ("198.51.100.0/24", "2001:db8::/48", "192.0.2.5")  listener; the firewall
+//                               lint refuses an empty list. Host bits must be zero.
+//     ssh_port                  integer 1..65535               22
+//     db_port                   integer 1..65535               3306
+//     conn_rate                 map                            per source, new gateway connections
+//       rate                    "N/second|minute|hour", N >= 1 50/second
+//       burst                   integer 1..1000000             100
+//     extra_rules               list of maps                   empty
+//       - role                  a role name (checked by the firewall lint)   required
+//         proto                 tcp | udp                      tcp
+//         port                  integer 1..65535               required
+//         from                  list of CIDR, >= 1             required ("0.0.0.0/0" and "::/0" for anywhere)
 
 #include "config/config.hpp"
 
@@ -62,6 +76,7 @@
 #include <array>
 #include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <cstddef>
 #include <filesystem>
 #include <limits>
@@ -123,7 +138,7 @@ constexpr std::array<named<duration timeouts::*>, 7> timeout_fields{{
     {"drain", &timeouts::drain},
 }};
 
-constexpr std::array root_keys{"site"sv, "servers"sv, "gateway"sv};
+constexpr std::array root_keys{"site"sv, "servers"sv, "gateway"sv, "firewall"sv};
 constexpr std::array server_keys{"address"sv, "role"sv, "port"sv, "weight"sv};
 constexpr std::array gateway_keys{"listen"sv, "workers"sv,      "user"sv,     "tls"sv,   "hsts"sv,
                                   "pools"sv,  "default_pool"sv, "timeouts"sv, "limits"sv};
@@ -134,6 +149,17 @@ constexpr std::array hsts_keys{"enabled"sv, "max_age"sv, "include_subdomains"sv,
 constexpr std::array pool_keys{"balance"sv, "servers"sv};
 constexpr std::array member_keys{"server"sv, "weight"sv};
 constexpr std::array limit_keys{"header_bytes"sv, "header_count"sv, "body_bytes"sv, "upstream_idle_per_server"sv};
+constexpr std::array firewall_keys{"admin_networks"sv, "ssh_port"sv, "db_port"sv, "conn_rate"sv, "extra_rules"sv};
+constexpr std::array conn_rate_keys{"rate"sv, "burst"sv};
+constexpr std::array extra_rule_keys{"role"sv, "proto"sv, "port"sv, "from"sv};
+constexpr std::string_view network_expected = "a network like 198.51.100.0/24 or 2001:db8::/48, or one address";
+constexpr std::string_view rate_expected = "a rate like 50/second, 600/minute or 1000/hour";
+
+constexpr std::array<named<rate_unit>, 3> rate_unit_names{{
+    {"second", rate_unit::second},
+    {"minute", rate_unit::minute},
+    {"hour", rate_unit::hour},
+}};
 
 template <class E, std::size_t N> std::vector<std::string_view> names_of(const std::array<named<E>, N>& table) {
     std::vector<std::string_view> out;
@@ -517,6 +543,11 @@ private:
     void check_pool(const std::string& name, const field& f, const snapshot& s, pool& out);
     void check_timeouts(const field& f, timeouts& out);
     void check_limits(const field& f, limits& out);
+    void check_firewall(const field& f, snapshot& s);
+    std::optional<network> network_value(const field& f);
+    std::vector<network> network_list(const field& f);
+    void check_conn_rate(const field& f, rate& out);
+    void check_extra_rule(const field& f, firewall_rule& out);
 
     std::string file_;
     std::filesystem::path base_dir_;
@@ -761,6 +792,9 @@ load_result checker::run(const YAML::Node& root) {
         if (const auto f = required(*top, "gateway", "a map with listen and pools")) {
             check_gateway(*f, *s);
         }
+        if (const auto f = top->get("firewall")) {
+            check_firewall(*f, *s);
+        }
     }
     if (error_count_ > 0) {
         return {nullptr, take_errors()};
@@ -799,6 +833,7 @@ void checker::check_servers(const field& f, snapshot& s) {
         }
         if (const auto m = read_map(sf, server_keys)) {
             if (const auto a = required(*m, "address", "a literal IP address")) {
+                srv.address_at = where(a->at);
                 if (auto addr = ip_address(*a)) {
                     srv.address = std::move(*addr);
                 }
@@ -1127,6 +1162,144 @@ void checker::check_limits(const field& f, limits& out) {
     }
 }
 
+std::optional<network> checker::network_value(const field& f) {
+    const auto text = scalar(f, network_expected);
+    if (!text) {
+        return std::nullopt;
+    }
+    std::string why;
+    auto value = parse_network(*text, &why);
+    if (!value) {
+        fail(f, "expected " + std::string(network_expected) + ", got " + in_quotes(*text) + " (" + why + ")");
+        return std::nullopt;
+    }
+    value->where = where(f.at);
+    return value;
+}
+
+std::vector<network> checker::network_list(const field& f) {
+    std::vector<network> out;
+    if (const auto list = read_list(f, "a list of networks")) {
+        for (const auto& item : *list) {
+            if (auto n = network_value(item)) {
+                out.push_back(std::move(*n));
+            }
+        }
+    }
+    return out;
+}
+
+void checker::check_firewall(const field& f, snapshot& s) {
+    const auto m = read_map(f, firewall_keys, "a map with admin_networks and the firewall settings");
+    if (!m) {
+        return;
+    }
+    firewall fw;
+    fw.where = where(f.key_at);
+    // An empty list is read here and refused by the firewall lint, which
+    // knows why it matters (nobody could reach SSH).
+    if (const auto a = required(*m, "admin_networks", "a list of networks that may reach SSH")) {
+        fw.admin_networks_at = where(a->at);
+        fw.admin_networks = network_list(*a);
+    }
+    if (const auto p = m->get("ssh_port")) {
+        fw.ssh_port_at = where(p->at);
+        if (const auto port = integer(*p, 1, 65535, "a port number")) {
+            fw.ssh_port = static_cast<std::uint16_t>(*port);
+        }
+    } else {
+        fw.ssh_port_at = fw.where;
+    }
+    if (const auto p = m->get("db_port")) {
+        fw.db_port_at = where(p->at);
+        if (const auto port = integer(*p, 1, 65535, "a port number")) {
+            fw.db_port = static_cast<std::uint16_t>(*port);
+        }
+    } else {
+        fw.db_port_at = fw.where;
+    }
+    if (const auto c = m->get("conn_rate")) {
+        check_conn_rate(*c, fw.conn_rate);
+    }
+    if (const auto e = m->get("extra_rules")) {
+        if (const auto list = read_list(*e, "a list of { role, proto, port, from }")) {
+            for (const auto& item : *list) {
+                firewall_rule r;
+                check_extra_rule(item, r);
+                fw.extra_rules.push_back(std::move(r));
+            }
+        }
+    }
+    s.fw = std::move(fw);
+}
+
+void checker::check_conn_rate(const field& f, rate& out) {
+    const auto m = read_map(f, conn_rate_keys, "a map with rate and burst");
+    if (!m) {
+        return;
+    }
+    if (const auto r = m->get("rate")) {
+        if (const auto text = scalar(*r, rate_expected)) {
+            const auto slash = text->find('/');
+            const auto count = parse_decimal(std::string_view(*text).substr(0, std::min(slash, text->size())));
+            std::optional<rate_unit> unit;
+            if (slash != std::string::npos) {
+                const std::string_view name = std::string_view(*text).substr(slash + 1);
+                for (const auto& entry : rate_unit_names) {
+                    if (entry.name == name) {
+                        unit = entry.value;
+                    }
+                }
+            }
+            // The kernel's limit expression keeps the rate in 64 bits; a
+            // million per second is far beyond any real per-source limit.
+            if (!count || *count < 1 || *count > 1'000'000 || !unit) {
+                fail(*r, "expected " + std::string(rate_expected) + ", got " + in_quotes(*text));
+            } else {
+                out.count = *count;
+                out.unit = *unit;
+            }
+        }
+    }
+    if (const auto b = m->get("burst")) {
+        if (const auto n = integer(*b, 1, 1'000'000, "a burst")) {
+            out.burst = *n;
+        }
+    }
+}
+
+void checker::check_extra_rule(const field& f, firewall_rule& out) {
+    out.where = where(f.at);
+    const auto m = read_map(f, extra_rule_keys, "a map with role, proto, port and from");
+    if (!m) {
+        return;
+    }
+    if (const auto r = required(*m, "role", "the role whose hosts get the rule")) {
+        out.role_at = where(r->at);
+        out.role = scalar(*r, "a role name").value_or("");
+    }
+    if (const auto p = m->get("proto")) {
+        if (const auto text = scalar(*p, "tcp or udp")) {
+            if (*text == "tcp" || *text == "udp") {
+                out.proto = *text;
+            } else {
+                fail(*p, "expected tcp or udp, got " + in_quotes(*text));
+            }
+        }
+    }
+    if (const auto p = required(*m, "port", "a port number")) {
+        if (const auto port = integer(*p, 1, 65535, "a port number")) {
+            out.port = static_cast<std::uint16_t>(*port);
+        }
+    }
+    if (const auto from = required(*m, "from", "a list of networks allowed to connect")) {
+        out.from = network_list(*from);
+        if (from->node.IsNull() || (from->node.IsSequence() && from->node.size() == 0)) {
+            fail(*from, "expected at least one network (0.0.0.0/0 and ::/0 mean anywhere)");
+        }
+    }
+}
+
 // Records where each document of a stream starts; the content is read later by YAML::Load().
 class document_starts final : public YAML::EventHandler {
 public:
@@ -1278,6 +1451,71 @@ const char* to_string(role r) {
     return "unknown";
 }
 
+const char* to_string(rate_unit u) {
+    for (const auto& entry : rate_unit_names) {
+        if (entry.value == u) {
+            return entry.name.data();
+        }
+    }
+    return "unknown";
+}
+
+std::optional<role> parse_role(const std::string& text) {
+    for (const auto& entry : role_names) {
+        if (entry.name == text) {
+            return entry.value;
+        }
+    }
+    return std::nullopt;
+}
+
+std::string network::to_string() const { return address + "/" + std::to_string(prefix); }
+
+std::optional<network> parse_network(const std::string& text, std::string* why) {
+    const auto explain = [&](std::string reason) -> std::optional<network> {
+        if (why != nullptr) {
+            *why = std::move(reason);
+        }
+        return std::nullopt;
+    };
+    const auto slash = text.find('/');
+    const std::string host = text.substr(0, slash);
+    network out;
+    unsigned char bytes[16] = {};
+    if (::inet_pton(AF_INET, host.c_str(), bytes) == 1) {
+        out.v6 = false;
+    } else if (::inet_pton(AF_INET6, host.c_str(), bytes) == 1) {
+        out.v6 = true;
+    } else {
+        return explain("not a literal IPv4 or IPv6 address");
+    }
+    const unsigned max_prefix = out.v6 ? 128 : 32;
+    out.prefix = max_prefix;
+    if (slash != std::string::npos) {
+        const auto prefix = parse_decimal(std::string_view(text).substr(slash + 1));
+        if (!prefix || *prefix > max_prefix) {
+            return explain("the prefix length must be a number from 0 to " + std::to_string(max_prefix));
+        }
+        out.prefix = static_cast<unsigned>(*prefix);
+    }
+    const unsigned size = out.v6 ? 16 : 4;
+    unsigned char masked[16] = {};
+    for (unsigned i = 0; i < size; ++i) {
+        const unsigned bits = std::min(8U, out.prefix > i * 8 ? out.prefix - i * 8 : 0U);
+        const auto mask = static_cast<unsigned char>(bits == 0 ? 0 : 0xff << (8 - bits));
+        masked[i] = static_cast<unsigned char>(bytes[i] & mask);
+    }
+    char canonical[INET6_ADDRSTRLEN] = {};
+    ::inet_ntop(out.v6 ? AF_INET6 : AF_INET, masked, canonical, sizeof canonical);
+    out.address = canonical;
+    // A set host bit is almost always a typo for the network or a host
+    // address pasted with the wrong prefix; guessing would widen or narrow access.
+    if (std::memcmp(bytes, masked, size) != 0) {
+        return explain("host bits are set; the network is " + out.to_string());
+    }
+    return out;
+}
+
 std::optional<duration> parse_duration(const std::string& text) {
     constexpr std::array<std::pair<std::string_view, std::int64_t>, 5> units{{
         {"ms", 1},
@@ -1427,6 +1665,17 @@ std::string summary(const snapshot& s) {
     line("timeouts", times);
 
     const limits& l = gw.limits_settings;
+    if (s.fw) {
+        std::string admin;
+        for (const auto& n : s.fw->admin_networks) {
+            admin += (admin.empty() ? "" : ", ") + n.to_string();
+        }
+        line("firewall", "admin " + (admin.empty() ? std::string("(none)") : admin) + "; ssh " +
+                             std::to_string(s.fw->ssh_port) + ", db " + std::to_string(s.fw->db_port) +
+                             ", conn_rate " + std::to_string(s.fw->conn_rate.count) + "/" +
+                             to_string(s.fw->conn_rate.unit) + " burst " + std::to_string(s.fw->conn_rate.burst) +
+                             ", " + std::to_string(s.fw->extra_rules.size()) + " extra rules");
+    }
     line("limits", "header_bytes " + format_size(l.header_bytes) + ", header_count " + std::to_string(l.header_count) +
                        ", body_bytes " + format_size(l.body_bytes) + ", upstream_idle_per_server " +
                        std::to_string(l.upstream_idle_per_server));

@@ -48,6 +48,7 @@ struct server {
     role server_role = role::app;
     std::optional<std::uint16_t> port; ///< service port (required for servers used in pools)
     unsigned weight = 1;              ///< 1..256, used by weighted balancing
+    location address_at;              ///< where `address` is written (firewall lint points here)
 };
 
 enum class balance { round_robin, weighted_round_robin, least_connections };
@@ -125,12 +126,56 @@ struct gateway {
     limits limits_settings;
 };
 
+/// An IPv4 or IPv6 network in CIDR form; host bits are always zero.
+struct network {
+    std::string address;  ///< canonical text of the first address, e.g. "198.51.100.0"
+    unsigned prefix = 0;  ///< 0..32 (IPv4) or 0..128 (IPv6)
+    bool v6 = false;
+    location where;       ///< where it is written in the file
+
+    /// "198.51.100.0/24", "2001:db8::/32"
+    std::string to_string() const;
+};
+
+enum class rate_unit { second, minute, hour };
+
+/// A packet or connection rate such as 50/second with its burst.
+struct rate {
+    std::uint64_t count = 50;
+    rate_unit unit = rate_unit::second;
+    std::uint64_t burst = 100;
+};
+
+/// One `firewall.extra_rules` item: open `port` on hosts of `role` to `from`.
+struct firewall_rule {
+    std::string role;              ///< as written; the firewall lint checks that it names a role
+    location role_at;
+    std::string proto = "tcp";     ///< tcp or udp
+    std::uint16_t port = 0;
+    std::vector<network> from;     ///< at least one network
+    location where;                ///< the item itself
+};
+
+/// The `firewall:` section: what the host firewalls are derived from.
+struct firewall {
+    std::vector<network> admin_networks;  ///< SSH and the admin listener; the lint refuses an empty list
+    location admin_networks_at;
+    std::uint16_t ssh_port = 22;
+    location ssh_port_at;
+    std::uint16_t db_port = 3306;
+    location db_port_at;
+    rate conn_rate;                       ///< new gateway connections per source
+    std::vector<firewall_rule> extra_rules;
+    location where;                       ///< the `firewall` key
+};
+
 /// The whole validated deployment file.
 struct snapshot {
     std::string source_file;
     std::string site;                      ///< e.g. www.foobar.com
     std::vector<server> servers;
     gateway gw;
+    std::optional<firewall> fw;            ///< absent when the file has no `firewall:` section
 
     const pool* find_pool(const std::string& name) const;
     const server* find_server(const std::string& name) const;
@@ -160,6 +205,12 @@ std::string summary(const snapshot& s);
 
 const char* to_string(balance b);
 const char* to_string(role r);
+const char* to_string(rate_unit u);
+/// Parses a role name as written in the file ("db-primary"); nullopt if unknown.
+std::optional<role> parse_role(const std::string& text);
+/// Parses "192.0.2.0/24", "2001:db8::/32" or a single address (a /32 or /128); nullopt if
+/// invalid. `why` says what is wrong (host bits set, prefix out of range, ...).
+std::optional<network> parse_network(const std::string& text, std::string* why = nullptr);
 
 /// Parses "250ms", "10s", "5m", "1h", "7d" into milliseconds; nullopt if invalid.
 std::optional<duration> parse_duration(const std::string& text);
