@@ -15,11 +15,14 @@ warm-up run each, and prints the medians as a markdown table:
   runs in the sender's system time, so it is included);
 * peak RSS of that process (VmHWM, sampled from /proc in one extra, untimed run per side).
 
-Both sides replace `table inet rampart` in one transaction every run: rampart does it by design;
-the nft file is `table inet rampart` + `delete table inet rampart` + the `rampart firewall plan`
-text (+ the blocklist elements), nft's own idiom for an atomic replace. Each child joins the
-namespace with setns() before exec, so no `ip netns exec` process or mount namespace is timed.
-After the runs, both sides must have left the same number of rules (checked).
+Role policies: both sides replace `table inet rampart` in one transaction every run: rampart
+by design; the nft file is `table inet rampart` + `delete table inet rampart` + the `rampart
+firewall plan` text, nft's own idiom for an atomic replace. Both must leave the same number of
+rules (checked). Blocklist: `rampart firewall block ADDR... --timeout 1h` (the CLI's bulk path,
+one batch) against `nft -f` of `add element inet rampart blocklist4 { ADDR timeout 1h, ... }`,
+each into the emptied set of the applied gateway table; both must leave all N elements (checked).
+Each child joins the namespace with setns() before exec, so no `ip netns exec` process or mount
+namespace is timed.
 
 Stdlib only. A benchmark is not a test: nothing asserts a timing. Exit 77 (SKIP) when not root,
 without ip/nft, or when the binary has no firewall subcommand.
@@ -31,11 +34,14 @@ import argparse
 import ipaddress
 import os
 import re
+import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -86,6 +92,21 @@ def element_addresses(n: int) -> list[str]:
     return [str(ipaddress.IPv4Address(base + i)) for i in range(n)]
 
 
+def child_setup(ns: str):
+    """preexec_fn: join ns; a 256 MiB stack limit, so that execve's argument space (a quarter of
+    it) holds 100,000 addresses on the command line of `rampart firewall block`."""
+    enter = netns.preexec_enter(ns)
+
+    def setup() -> None:
+        enter()
+        soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+        want = 256 * 2**20
+        if hard == resource.RLIM_INFINITY or hard >= want:
+            resource.setrlimit(resource.RLIMIT_STACK, (want, hard))
+
+    return setup
+
+
 class Timed:
     """One finished run: exit code, wall seconds, CPU seconds, output."""
 
@@ -93,45 +114,37 @@ class Timed:
         self.rc, self.wall, self.cpu, self.err = rc, wall, cpu, err
 
 
-def run_timed(argv: list[str], ns: str, stdin_path: Path | None = None, timeout: float = 120.0) -> Timed:
+def run_timed(argv: list[str], ns: str, timeout: float = 120.0) -> Timed:
     """argv as a child that joins ns before exec; wall time fork..exit, CPU and RSS from wait4."""
     err_file = tempfile.TemporaryFile()
-    stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
     try:
         t0 = time.perf_counter()
-        p = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=err_file,
-                             preexec_fn=netns.preexec_enter(ns))
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-            if pid == p.pid:
-                wall = time.perf_counter() - t0
-                break
-            if time.monotonic() > deadline:
-                os.kill(p.pid, 9)
-                pid, status, ru = os.wait4(p.pid, 0)
-                wall = time.perf_counter() - t0
-                break
-            time.sleep(0.0002)
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_file,
+                             preexec_fn=child_setup(ns))
+        # A blocking wait4 (no polling loop competing for a CPU); a timer kills a hung child by PID.
+        guard = threading.Timer(timeout, lambda: os.kill(p.pid, signal.SIGKILL))
+        guard.start()
+        try:
+            _, status, ru = os.wait4(p.pid, 0)
+            wall = time.perf_counter() - t0
+        finally:
+            guard.cancel()
         p.returncode = os.waitstatus_to_exitcode(status)
         err_file.seek(0)
         err = err_file.read().decode(errors="replace")
         return Timed(p.returncode, wall, ru.ru_utime + ru.ru_stime, err)
     finally:
         err_file.close()
-        if stdin_path:
-            stdin.close()
 
 
-def sampled_peak_rss(argv: list[str], ns: str, stdin_path: Path | None = None, timeout: float = 120.0) -> int:
+def sampled_peak_rss(argv: list[str], ns: str, timeout: float = 120.0) -> int:
     """Peak RSS (VmHWM) of one run of argv, sampled from /proc every ~0.2 ms until it exits.
     wait4's ru_maxrss cannot be used: a child forked from Python keeps the high-water mark of
     the Python image it was forked from across exec."""
-    stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
     peak = 0
     try:
-        p = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             preexec_fn=netns.preexec_enter(ns))
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, preexec_fn=child_setup(ns))
         deadline = time.monotonic() + timeout
         exe = os.path.basename(argv[0])
         while p.poll() is None and time.monotonic() < deadline:
@@ -147,9 +160,8 @@ def sampled_peak_rss(argv: list[str], ns: str, stdin_path: Path | None = None, t
         if p.poll() is None:
             p.kill()
         p.wait(timeout=10)
-    finally:
-        if stdin_path:
-            stdin.close()
+    except subprocess.TimeoutExpired:
+        pass
     return peak
 
 
@@ -180,9 +192,9 @@ def element_text(addrs: list[str], timeout: str | None) -> str:
     return ", ".join(a + suffix for a in addrs)
 
 
-def replace_file(plan: str, extra: str = "") -> str:
+def replace_file(plan: str) -> str:
     head = "" if "delete table inet rampart" in plan else "table inet rampart\ndelete table inet rampart\n"
-    return head + plan + ("\n" + extra if extra else "")
+    return head + plan
 
 
 def median_ms(values: list[float]) -> float:
@@ -193,19 +205,25 @@ def fmt_ms(v: float) -> str:
     return f"{v:.1f}" if v < 100 else f"{v:.0f}"
 
 
-def measure(label: str, rampart_argv: list[str], nft_file: Path, ns: str, runs: int,
-            rampart_stdin: Path | None = None) -> dict:
-    results = {"rampart": [], "nft": []}
-    nft_argv = ["nft", "-f", str(nft_file)]
+def measure(label: str, rampart_argv: list[str], nft_argv: list[str], ns: str, runs: int,
+            before_each=None) -> dict:
+    """runs timed runs per side, interleaved, after one warm-up each; then one untimed run per
+    side for the peak RSS. before_each() runs (untimed) before every run of either side."""
+    results: dict = {"rampart": [], "nft": []}
+    sides = (("rampart", rampart_argv), ("nft", nft_argv))
     for i in range(runs + 1):  # run 0 is the warm-up
-        for side, argv, stdin in (("rampart", rampart_argv, rampart_stdin), ("nft", nft_argv, None)):
-            t = run_timed(argv, ns, stdin)
+        for side, argv in sides:
+            if before_each:
+                before_each()
+            t = run_timed(argv, ns)
             if t.rc != 0:
-                die(f"{label}: {side} failed (exit {t.rc}): {' '.join(argv)}\n{t.err[-2000:]}")
+                die(f"{label}: {side} failed (exit {t.rc}): {' '.join(argv[:8])} ...\n{t.err[-2000:]}")
             if i > 0:
                 results[side].append(t)
-    for side, argv, stdin in (("rampart", rampart_argv, rampart_stdin), ("nft", nft_argv, None)):
-        results[side + "_rss"] = sampled_peak_rss(argv, ns, stdin)
+    for side, argv in sides:
+        if before_each:
+            before_each()
+        results[side + "_rss"] = sampled_peak_rss(argv, ns)
     return results
 
 
@@ -256,7 +274,7 @@ def main() -> int:
             nft_file.write_text(replace_file(plan.stdout))
             argv = [rampart, "firewall", "apply", "-c", str(cfg), "--host", host, "--state-dir", str(state)]
             print(f"[fwbench] {ROLES[host]} ({host}): {runs} runs each", file=sys.stderr, flush=True)
-            res = measure(ROLES[host], argv, nft_file, ns, runs)
+            res = measure(ROLES[host], argv, ["nft", "-f", str(nft_file)], ns, runs)
             rules_nft = count_rules(ns)
             run_timed(argv, ns)
             rules_rampart = count_rules(ns)
@@ -264,28 +282,39 @@ def main() -> int:
                 die(f"{host}: nft -f left {rules_nft} rules, rampart apply {rules_rampart}")
             rows.append((f"{ROLES[host]} policy ({host})", rules_rampart, 0, res))
 
-        # The blocklist: the gateway's policy with N elements in its blocklist set.
+        # The blocklist: N addresses into the gateway's blocklist set, which `rampart firewall block
+        # ADDR...` fills in one batch (the CLI's bulk path); nft -f adds the same elements with the
+        # same timeout. The set is flushed (untimed) before every run, so each run adds all N.
         host = "gw1"
         plan = run([rampart, "firewall", "plan", "-c", str(cfg), "--host", host]).stdout
         set_name = blocklist_set_name(plan)
         if set_name is None:
             die("no blocklist set in the gateway's plan")
+        r = run([rampart, "firewall", "apply", "-c", str(cfg), "--host", host, "--state-dir", str(state)], ns)
+        if r.returncode != 0:
+            die(f"apply --host {host}: {r.stderr}")
         addrs = element_addresses(args.elements)
         elements_nft = tmp / "elements.nft"
-        elements_nft.write_text(replace_file(plan, f"add element inet rampart {set_name} "
-                                                   f"{{ {element_text(addrs, BLOCKLIST_TIMEOUT)} }}\n"))
-        bulk = bulk_block_argv(rampart, cfg, host, state, addrs, tmp)
-        if bulk is not None:
-            argv, stdin_path, how = bulk
-            print(f"[fwbench] blocklist of {len(addrs)}: {runs} runs each ({how})", file=sys.stderr, flush=True)
-            res = measure("blocklist", argv, elements_nft, ns, runs, stdin_path)
+        elements_nft.write_text(f"add element inet rampart {set_name} {{ {element_text(addrs, BLOCKLIST_TIMEOUT)} }}\n")
+        block_argv = [rampart, "firewall", "block", *addrs, "--timeout", BLOCKLIST_TIMEOUT]
+        nft_argv = ["nft", "-f", str(elements_nft)]
+
+        def flush() -> None:
+            f = run(["nft", "flush", "set", "inet", "rampart", set_name], ns)
+            if f.returncode != 0:
+                die(f"nft flush set {set_name}: {f.stderr}")
+
+        print(f"[fwbench] blocklist of {len(addrs):,}: {runs} runs each", file=sys.stderr, flush=True)
+        res = measure("blocklist", block_argv, nft_argv, ns, runs, before_each=flush)
+        for side, argv in (("rampart", block_argv), ("nft", nft_argv)):
+            flush()
+            t = run_timed(argv, ns)
             time.sleep(2.5)  # a dump right after a big load may repeat elements (FIREWALL-NOTES.md)
             n = count_elements(ns, set_name)
-            if n != len(addrs):
-                die(f"blocklist: the set holds {n} of {len(addrs)} elements after rampart")
-            rows.append((f"gateway + blocklist of {len(addrs):,} ({how})", count_rules(ns), len(addrs), res))
-        else:
-            print("[fwbench] no bulk blocklist path in this rampart: nft -f only", file=sys.stderr, flush=True)
+            if t.rc != 0 or n != len(addrs):
+                die(f"blocklist: after {side} (exit {t.rc}) the set holds {n} of {len(addrs)} elements")
+        rows.append((f"blocklist: {len(addrs):,} addresses into {set_name} (`firewall block ADDR...`)",
+                     None, len(addrs), res))
 
         table = render(rows, runs, nft_version)
         print(table, flush=True)
@@ -295,23 +324,6 @@ def main() -> int:
     finally:
         lab.close()
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def bulk_block_argv(rampart: str, cfg: Path, host: str, state: Path, addrs: list[str], tmp: Path):
-    """How this rampart loads many blocklist elements in one apply: (argv, stdin file, label), or None."""
-    help_text = run([rampart]).stdout + run([rampart]).stderr
-    block_lines = [line for line in help_text.splitlines() if "block" in line]
-    listing = tmp / "blocklist.txt"
-    listing.write_text("\n".join(addrs) + "\n")
-    text = " ".join(block_lines)
-    if "--from" in text or "--file" in text:
-        opt = "--from" if "--from" in text else "--file"
-        return ([rampart, "firewall", "block", opt, str(listing), "--timeout", BLOCKLIST_TIMEOUT],
-                None, f"block {opt} FILE")
-    if "-c FILE" in text and "--blocklist" in text:
-        return ([rampart, "firewall", "apply", "-c", str(cfg), "--host", host, "--state-dir", str(state),
-                 "--blocklist", str(listing)], None, "apply --blocklist FILE")
-    return None
 
 
 def render(rows, runs: int, nft_version: str) -> str:
@@ -329,7 +341,8 @@ def render(rows, runs: int, nft_version: str) -> str:
         nc = median_ms([t.cpu for t in res["nft"]])
         rr = res["rampart_rss"] / 2**20
         nr = res["nft_rss"] / 2**20
-        out.append(f"| {label} | {rules} | {elements:,} | {fmt_ms(rw)} | {fmt_ms(nw)} | {nw / rw:.2f}× "
+        shown_rules = "–" if rules is None else str(rules)
+        out.append(f"| {label} | {shown_rules} | {elements:,} | {fmt_ms(rw)} | {fmt_ms(nw)} | {nw / rw:.2f}× "
                    f"| {fmt_ms(rc)} | {fmt_ms(nc)} | {nc / rc if rc else float('inf'):.2f}× | {rr:.1f} | {nr:.1f} |")
     out += ["", f"Ratios above 1 mean rampart is faster / cheaper. {nft_version}; kernel {os.uname().release}; "
                 f"{os.cpu_count()} CPUs."]
@@ -337,4 +350,8 @@ def render(rows, runs: int, nft_version: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as e:  # SIGINT/SIGTERM/SIGHUP: the namespace is already removed
+        print(f"[fwbench] interrupted ({e})", file=sys.stderr)
+        sys.exit(130)

@@ -208,6 +208,45 @@ void revert_pending(const state& st, std::ostream& out) {
     }
 }
 
+// Starts `rampart firewall revert-watch` detached from this process and its
+// terminal. The child records its own PID before exec, so the record exists
+// even if this process dies right after the fork.
+pid_t start_watcher(const state& st, const apply_options& opt) {
+    const std::string pid_file = st.path("pending/watcher.pid").string();
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+        const int e = errno;
+        clear_pending(st);
+        throw std::runtime_error(std::string("cannot start the revert watcher: ") + std::strerror(e));
+    }
+    if (pid == 0) {
+        ::setsid();
+        ::signal(SIGHUP, SIG_IGN);
+        const int devnull = ::open("/dev/null", O_RDWR);
+        if (devnull >= 0) {
+            ::dup2(devnull, 0);
+            ::dup2(devnull, 1);
+            ::dup2(devnull, 2);
+        }
+        const std::string text = std::to_string(::getpid()) + "\n";
+        const int fd = ::open(pid_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0 || ::write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+            ::_exit(126);
+        }
+        ::close(fd);
+        const std::string dir = opt.state_dir;
+        ::execl(opt.self_exe.c_str(), "rampart", "firewall", "revert-watch", "--state-dir", dir.c_str(),
+                static_cast<char*>(nullptr));
+        ::_exit(127);
+    }
+    // Wait (bounded) until the child has recorded itself, so that a
+    // confirm or rollback right after apply finds the watcher to stop.
+    for (int i = 0; i < 200 && read_pid(st) != pid; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return pid;
+}
+
 std::string json_escape(const std::string& s) {
     std::string out;
     for (char c : s) {
@@ -252,7 +291,29 @@ int apply(const ruleset& rs, const apply_options& opt, std::ostream& out, std::o
         }
         const auto before = st.load("current.plan");
         const auto before_previous = st.load("previous.plan");
-        program(rs, opt.reject_for_test);
+        std::int64_t deadline = 0;
+        pid_t watcher = 0;
+        if (opt.confirm) {
+            // Confirm-or-revert: the watcher (its own session, so it survives
+            // the terminal) is started *before* the commit. Whenever this
+            // process dies from here on, even in the instant after the
+            // kernel took the new table, the watcher restores `before` at the
+            // deadline; if the commit never happens that restore is a no-op.
+            st.store("pending/current.plan", before);
+            st.store("pending/previous.plan", before_previous);
+            deadline = now_ms() + opt.confirm->count();
+            write_file(st.path("pending/deadline"), std::to_string(deadline) + "\n");
+            watcher = start_watcher(st, opt);
+        }
+        try {
+            program(rs, opt.reject_for_test);
+        } catch (...) {
+            if (opt.confirm) {
+                stop_watcher(st);
+                clear_pending(st);
+            }
+            throw;
+        }
         // The kernel holds the new table now; the state follows.
         st.store("previous.plan", before);
         st.store("current.plan", rs);
@@ -260,40 +321,10 @@ int apply(const ruleset& rs, const apply_options& opt, std::ostream& out, std::o
         out << "applied table inet " << table_name << " (" << rs.description << "): " << rs.sets.size() << " sets, "
             << rule_count(rs) << " rules\n";
         print_changes(before, rs, out);
-        if (!opt.confirm) {
-            return 0;
+        if (opt.confirm) {
+            out << "waiting for confirmation: run `rampart firewall confirm` before " << time_text(deadline)
+                << ", or this ruleset is reverted automatically (watcher pid " << watcher << ")\n";
         }
-        // Confirm-or-revert: what to restore, the deadline, then a detached
-        // watcher that survives the terminal (setsid, its own session).
-        st.store("pending/current.plan", before);
-        st.store("pending/previous.plan", before_previous);
-        const std::int64_t deadline = now_ms() + opt.confirm->count();
-        write_file(st.path("pending/deadline"), std::to_string(deadline) + "\n");
-        const pid_t pid = ::fork();
-        if (pid < 0) {
-            const int e = errno;
-            revert_pending(st, out);
-            clear_pending(st);
-            throw std::runtime_error(std::string("cannot start the revert watcher (") + std::strerror(e) +
-                                     "); reverted");
-        }
-        if (pid == 0) {
-            ::setsid();
-            ::signal(SIGHUP, SIG_IGN);
-            const int devnull = ::open("/dev/null", O_RDWR);
-            if (devnull >= 0) {
-                ::dup2(devnull, 0);
-                ::dup2(devnull, 1);
-                ::dup2(devnull, 2);
-            }
-            const std::string dir = opt.state_dir;
-            ::execl(opt.self_exe.c_str(), "rampart", "firewall", "revert-watch", "--state-dir", dir.c_str(),
-                    static_cast<char*>(nullptr));
-            ::_exit(127);
-        }
-        write_file(st.path("pending/watcher.pid"), std::to_string(pid) + "\n");
-        out << "waiting for confirmation: run `rampart firewall confirm` before " << time_text(deadline)
-            << ", or this ruleset is reverted automatically (watcher pid " << pid << ")\n";
         return 0;
     } catch (const std::exception& e) {
         err << "rampart firewall apply: " << e.what() << "\n";
