@@ -166,9 +166,31 @@ std::size_t rule_count(const ruleset& rs) {
 }
 
 // Puts `rs` (or no table at all) into the kernel in one batch.
+// Blocklist elements in the kernel are run-time state: they are carried into
+// the new table, in the same batch, with the time they have left.
 void program(const std::optional<ruleset>& rs, bool reject_for_test = false) {
     nft::session s;
-    s.commit(rs ? nft::replace_table(*rs, s.next_seq(), reject_for_test) : nft::delete_table(s.next_seq()));
+    if (!rs) {
+        s.commit(nft::delete_table(s.next_seq()));
+        return;
+    }
+    ruleset programmed = *rs;
+    const nft::kernel_table now = s.dump();
+    for (auto& set : programmed.sets) {
+        if (!set.timeout || set.dynamic) {
+            continue;
+        }
+        for (const auto& ks : now.sets) {
+            if (ks.name == set.name) {
+                for (const auto& [p, ms] : ks.timed) {
+                    if (p.fam == set.fam) {
+                        set.carried.emplace_back(p, ms);
+                    }
+                }
+            }
+        }
+    }
+    s.commit(nft::replace_table(programmed, s.next_seq(), reject_for_test));
 }
 
 pid_t read_pid(const state& st) {

@@ -56,6 +56,10 @@ struct set {
     std::uint32_t size = 0;        ///< size hint and cap, 0 = none
     std::vector<prefix> elements;  ///< sorted, no element inside another
     std::string comment;           ///< why the set exists; shown in the plan only
+    /// Run-time elements (the blocklist's) carried across a re-apply with
+    /// their remaining timeout in ms (0 = none). Never part of a plan: set
+    /// only on the copy that is programmed.
+    std::vector<std::pair<prefix, std::uint64_t>> carried;
 
     friend bool operator==(const set&, const set&) = default;
 };

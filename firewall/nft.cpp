@@ -478,6 +478,33 @@ std::string render_set(const nftnl_set* s) {
 // (the blocklist, the meters) are run-time state and never compared.
 bool content_is_policy(std::uint32_t set_flags) { return (set_flags & (NFT_SET_TIMEOUT | NFT_SET_EVAL)) == 0; }
 
+// The elements of a dumped set with their remaining lifetime (the kernel's
+// expiration, in ms), for carrying a blocklist across a re-apply.
+void collect_timed(nftnl_set* s, std::vector<std::pair<prefix, std::uint64_t>>& out) {
+    nftnl_set_elems_iter* it = nftnl_set_elems_iter_create(s);
+    if (it == nullptr) {
+        return;
+    }
+    for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it); e != nullptr; e = nftnl_set_elems_iter_next(it)) {
+        std::uint32_t len = 0;
+        const void* key = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len);
+        if (key == nullptr || (len != 4 && len != 16)) {
+            continue;
+        }
+        prefix p;
+        p.fam = len == 4 ? family::ipv4 : family::ipv6;
+        p.length = len * 8;
+        std::memcpy(p.bytes.data(), key, len);
+        std::uint64_t remaining = 0;
+        if (nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_EXPIRATION)) {
+            // At least 1 ms: 0 would make a timed element permanent.
+            remaining = std::max<std::uint64_t>(1, nftnl_set_elem_get_u64(e, NFTNL_SET_ELEM_EXPIRATION));
+        }
+        out.emplace_back(p, remaining);
+    }
+    nftnl_set_elems_iter_destroy(it);
+}
+
 void render_elements(const nftnl_set* s, const std::string& set_name, std::vector<std::string>& out,
                      std::size_t* count) {
     auto* iter = nftnl_set_elems_iter_create(s);
@@ -603,6 +630,16 @@ batch replace_table(const ruleset& rs, std::uint32_t first_seq, bool reject_for_
                 }
             }
             put_elements(w, es.get(), NFT_MSG_NEWSETELEM, NLM_F_CREATE, "elements of set " + s.name);
+        }
+        if (!s.carried.empty()) {
+            // In the same batch: a re-apply never opens a window in which a
+            // blocked source gets through.
+            auto es = make_set(s.name);
+            nftnl_set_set_u32(es.get(), NFTNL_SET_ID, id);
+            for (const auto& [e, remaining_ms] : s.carried) {
+                add_element(es.get(), e.bytes.data(), e.size(), 0, remaining_ms);
+            }
+            put_elements(w, es.get(), NFT_MSG_NEWSETELEM, NLM_F_CREATE, "carried elements of set " + s.name);
         }
     }
     for (const auto& c : rs.chains) {
@@ -985,12 +1022,15 @@ kernel_table session::dump() {
         nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, seq);
         auto s = make_set(name);
         nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
-        kernel_set ks{name, flags, 0};
+        kernel_set ks{name, flags, 0, {}};
         std::vector<std::string> lines;
         request(nl, impl_->portid, nlh, seq, [&](const nlmsghdr* m) {
             set_ptr part(checked(nftnl_set_alloc()));
             if (nftnl_set_elems_nlmsg_parse(m, part.get()) >= 0) {
                 render_elements(part.get(), name, lines, &ks.elements);
+                if ((flags & NFT_SET_TIMEOUT) != 0 && (flags & (NFT_SET_EVAL | NFT_SET_INTERVAL)) == 0) {
+                    collect_timed(part.get(), ks.timed);
+                }
             }
         });
         // The kernel dumps interval sets from the top down; order is not content.

@@ -63,6 +63,9 @@ struct kernel_set {
     std::string name;
     std::uint32_t flags = 0;
     std::size_t elements = 0;  ///< addresses or networks (interval end markers not counted)
+    /// For sets with timeouts that are not meters (the blocklist): each
+    /// element with its remaining timeout in ms (0 = none).
+    std::vector<std::pair<prefix, std::uint64_t>> timed;
 };
 
 /// What the kernel holds in table inet rampart.

@@ -482,6 +482,21 @@ def test_blocklist_drops_a_source_until_its_timeout():
     h.check(elapsed <= 6.0, f"the 3 s block lasted {elapsed:.1f}s")
 
 
+def test_blocklist_survives_a_reapply_with_its_remaining_time():
+    h.check(probe("client", "gw1", HTTPS, 0.9) == "open", "client->gw1:443 does not connect before the block")
+    t0 = time.monotonic()
+    r = fw("gw1", "block", HOSTS["client"], "--timeout", "4s")
+    h.check(r.returncode == 0, f"block --timeout 4s: {out(r)}")
+    r = apply("gw1")  # a deploy: the same plan again, a new table
+    h.check(r.returncode == 0, f"re-apply: {out(r)}")
+    h.check(probe("client", "gw1", HTTPS) == "timeout", "the re-apply emptied the blocklist: client connects")
+    _, took = wait_for(lambda: probe("client", "gw1", HTTPS, 0.3) == "open", timeout=9.0, interval=0.2)
+    elapsed = time.monotonic() - t0
+    h.check(took is not None, "client->gw1:443 still dropped 9 s after a 4 s block carried over a re-apply")
+    h.check(elapsed >= 3.0, f"the carried 4 s block ended after only {elapsed:.1f}s")
+    h.check(elapsed <= 7.0, f"the carried 4 s block lasted {elapsed:.1f}s: its timeout restarted")
+
+
 def test_unblock():
     r = fw("gw2", "block", HOSTS["client"], "--timeout", "10m")
     h.check(r.returncode == 0, f"block --timeout 10m: {out(r)}")
