@@ -744,7 +744,7 @@ def report(a, results, floor, notes, started) -> str:
              f"{fmt(ratio(medians['nginx']['idle_bytes'], fl_m), '{:.2f}×')} |")
     L.append("")
 
-    # The targets, against the better of HAProxy and nginx.
+    # The performance targets, against the better of HAProxy and nginx.
     L.append("**Targets** (Rampart against the better of HAProxy and nginx in this run; a report, not a test):")
     L.append("")
     L.append("| figure | Rampart / better | target | |")

@@ -10,7 +10,7 @@ survive every apply, revert and rollback byte for byte (handles included).
 
 Then ``rampart firewall apply --host NAME`` runs in each server namespace and real connects
 (0.5 s; a drop is a timeout, never a refusal) check every flow of the source x destination x
-port matrix against the policy of issue 5. Also: VRRP (raw IP protocol 112) only from the peer
+port matrix against the role policy. Also: VRRP (raw IP protocol 112) only from the peer
 gateway, ICMP echo, counters and ``status --json``, a re-apply under an open connection, the
 blocklist with a timeout, ``unblock``, a batch the kernel rejects (RAMPART_FIREWALL_TEST_REJECT),
 confirm-or-revert (also with the applier's terminal killed the instant its commit lands: the
@@ -73,7 +73,7 @@ S: dict = {}
 
 
 # ---------------------------------------------------------------------------
-# The expected policy (issue 5)
+# The expected policy
 # ---------------------------------------------------------------------------
 
 
