@@ -1202,22 +1202,18 @@ void checker::check_firewall(const field& f, snapshot& s) {
         fw.admin_networks_at = where(a->at);
         fw.admin_networks = network_list(*a);
     }
-    if (const auto p = m->get("ssh_port")) {
-        fw.ssh_port_at = where(p->at);
-        if (const auto port = integer(*p, 1, 65535, "a port number")) {
-            fw.ssh_port = static_cast<std::uint16_t>(*port);
+    // An optional port; its location is the section's when it is absent.
+    const auto read_port = [&](const char* key, std::uint16_t& port, location& at) {
+        const auto p = m->get(key);
+        at = p ? where(p->at) : fw.where;
+        if (p) {
+            if (const auto value = integer(*p, 1, 65535, "a port number")) {
+                port = static_cast<std::uint16_t>(*value);
+            }
         }
-    } else {
-        fw.ssh_port_at = fw.where;
-    }
-    if (const auto p = m->get("db_port")) {
-        fw.db_port_at = where(p->at);
-        if (const auto port = integer(*p, 1, 65535, "a port number")) {
-            fw.db_port = static_cast<std::uint16_t>(*port);
-        }
-    } else {
-        fw.db_port_at = fw.where;
-    }
+    };
+    read_port("ssh_port", fw.ssh_port, fw.ssh_port_at);
+    read_port("db_port", fw.db_port, fw.db_port_at);
     if (const auto c = m->get("conn_rate")) {
         check_conn_rate(*c, fw.conn_rate);
     }
