@@ -58,8 +58,11 @@ std::optional<std::string> read_file(const fs::path& p) {
     return s.str();
 }
 
-// Written to a temporary file, flushed to disk, then renamed over the old one:
-// a crash leaves the old file or the new one, never half of either.
+// Written to a temporary file, then renamed over the old one: a process that
+// dies mid-write leaves the old file or the new one, never half of either.
+// No fsync: the state describes the kernel's ruleset, which does not survive a
+// power loss either (after a reboot the next deploy applies afresh), and each
+// fsync cost ~1.5 ms of every apply.
 void write_file(const fs::path& p, const std::string& text) {
     const fs::path tmp = p.string() + ".tmp";
     const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -79,7 +82,6 @@ void write_file(const fs::path& p, const std::string& text) {
         }
         done += static_cast<std::size_t>(n);
     }
-    ::fsync(fd);
     ::close(fd);
     if (::rename(tmp.c_str(), p.c_str()) != 0) {
         throw std::runtime_error("cannot rename " + tmp.string() + ": " + std::strerror(errno));
