@@ -521,7 +521,18 @@ void render_elements(const nftnl_set* s, const std::string& set_name, std::vecto
         if ((flags & NFT_SET_ELEM_INTERVAL_END) == 0 && count != nullptr) {
             ++*count;
         }
-        lines.push_back("element " + set_name + " " + hex(key, len) +
+        // Addresses as addresses (diff prints these lines); anything else in hex.
+        std::string shown;
+        if (key != nullptr && (len == 4 || len == 16)) {
+            prefix p;
+            p.fam = len == 4 ? family::ipv4 : family::ipv6;
+            p.length = len * 8;
+            std::memcpy(p.bytes.data(), key, len);
+            shown = p.to_string();
+        } else {
+            shown = hex(key, len);
+        }
+        lines.push_back("element " + set_name + " " + shown +
                         ((flags & NFT_SET_ELEM_INTERVAL_END) != 0 ? " end" : ""));
     }
     out.insert(out.end(), lines.begin(), lines.end());
