@@ -177,18 +177,13 @@ void program(const std::optional<ruleset>& rs, bool reject_for_test = false) {
         return;
     }
     ruleset programmed = *rs;
-    const nft::kernel_table now = s.dump();
     for (auto& set : programmed.sets) {
-        if (!set.timeout || set.dynamic) {
+        if (!set.timeout || set.dynamic || set.interval) {
             continue;
         }
-        for (const auto& ks : now.sets) {
-            if (ks.name == set.name) {
-                for (const auto& [p, ms] : ks.timed) {
-                    if (p.fam == set.fam) {
-                        set.carried.emplace_back(p, ms);
-                    }
-                }
+        for (const auto& [p, ms] : s.timed_elements(set.name)) {
+            if (p.fam == set.fam) {
+                set.carried.emplace_back(p, ms);
             }
         }
     }

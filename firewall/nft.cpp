@@ -968,6 +968,28 @@ void session::commit(const batch& b) {
     }
 }
 
+std::vector<std::pair<prefix, std::uint64_t>> session::timed_elements(const std::string& set_name) {
+    std::vector<std::pair<prefix, std::uint64_t>> out;
+    char buf[8192];
+    const std::uint32_t seq = seq_++;
+    nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, seq);
+    auto s = make_set(set_name);
+    nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
+    try {
+        request(impl_->nl.get(), impl_->portid, nlh, seq, [&](const nlmsghdr* m) {
+            set_ptr part(checked(nftnl_set_alloc()));
+            if (nftnl_set_elems_nlmsg_parse(m, part.get()) >= 0) {
+                collect_timed(part.get(), out);
+            }
+        });
+    } catch (const std::system_error& e) {
+        if (e.code().value() != ENOENT) {  // no table or no such set: nothing to carry
+            throw;
+        }
+    }
+    return out;
+}
+
 kernel_table session::dump() {
     kernel_table out;
     char buf[8192];
@@ -1033,15 +1055,12 @@ kernel_table session::dump() {
         nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, seq);
         auto s = make_set(name);
         nftnl_set_elems_nlmsg_build_payload(nlh, s.get());
-        kernel_set ks{name, flags, 0, {}};
+        kernel_set ks{name, flags, 0};
         std::vector<std::string> lines;
         request(nl, impl_->portid, nlh, seq, [&](const nlmsghdr* m) {
             set_ptr part(checked(nftnl_set_alloc()));
             if (nftnl_set_elems_nlmsg_parse(m, part.get()) >= 0) {
                 render_elements(part.get(), name, lines, &ks.elements);
-                if ((flags & NFT_SET_TIMEOUT) != 0 && (flags & (NFT_SET_EVAL | NFT_SET_INTERVAL)) == 0) {
-                    collect_timed(part.get(), ks.timed);
-                }
             }
         });
         // The kernel dumps interval sets from the top down; order is not content.

@@ -63,9 +63,6 @@ struct kernel_set {
     std::string name;
     std::uint32_t flags = 0;
     std::size_t elements = 0;  ///< addresses or networks (interval end markers not counted)
-    /// For sets with timeouts that are not meters (the blocklist): each
-    /// element with its remaining timeout in ms (0 = none).
-    std::vector<std::pair<prefix, std::uint64_t>> timed;
 };
 
 /// What the kernel holds in table inet rampart.
@@ -94,6 +91,10 @@ public:
     void commit(const batch& b);
     /// Dumps table inet rampart (chains, sets, rules, and elements of every set).
     kernel_table dump();
+    /// The elements of one set of our table with their remaining timeouts
+    /// (empty when the table or the set does not exist). Cheaper than dump()
+    /// when only the blocklist must be carried across a re-apply.
+    std::vector<std::pair<prefix, std::uint64_t>> timed_elements(const std::string& set_name);
 
 private:
     struct impl;
