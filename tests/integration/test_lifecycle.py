@@ -37,7 +37,7 @@ def test_sigterm_drains_in_flight_request():
     gw.process.stopping = True  # from here on an exit is expected
 
     # New connections are refused while the old request is still being served.
-    h.wait_until(lambda: not h.port_open(gw.https_port, timeout=0.2), timeout=2,
+    h.wait_until(lambda: not h.port_open(gw.https_port, timeout=0.2), timeout=5,
                  what="the https listener to close after SIGTERM")
     h.check(not slow.done, "the slow request ended before the listener closed: test is void")
     refused = h.curl(gw, "/after-term", check_rc=False, max_time=5)
