@@ -277,7 +277,7 @@ private:
         drop_privileges(user_);
         try {
             worker w(cfg_, tls_ ? tls_->default_context() : nullptr, region_.block(), index, mine);
-            w.run(true);
+            w.run();
         } catch (const std::exception& e) {
             log(log_level::error, std::string("worker failed: ") + e.what());
             return 1;

@@ -188,7 +188,6 @@ private:
         case phase::request_body:
         case phase::upstream_send:
         case phase::response_body: return t.body;
-        case phase::closing: return std::chrono::seconds(2);
         }
         return t.body;
     }

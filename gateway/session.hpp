@@ -14,7 +14,7 @@ struct worker_context;
 
 /// What the session is waiting for; decides the answer when its deadline passes.
 enum class phase { handshake, idle, header, request_body, upstream_connect, upstream_send, upstream_response,
-                   response_body, closing };
+                   response_body };
 
 /// Common part of every client session: deadline, watchdog, registration in
 /// the worker's session set (for drain).

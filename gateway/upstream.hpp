@@ -40,7 +40,6 @@ public:
     void give_back(upstream_ptr c);
     /// Closes every idle connection (drain).
     void clear();
-    std::size_t idle_count(std::size_t server) const { return idle_[server].size(); }
 
 private:
     std::vector<std::vector<upstream_ptr>> idle_;

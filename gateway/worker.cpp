@@ -79,26 +79,20 @@ worker::worker(config::snapshot_ptr cfg, SSL_CTX* tls, shared_block& shared, uns
 
 worker::~worker() = default;
 
-void worker::run(bool handle_signals) {
+void worker::run() {
     if (https_) {
         net::co_spawn(io_, accept_loop(*https_, true), net::detached);
     }
     if (http_) {
         net::co_spawn(io_, accept_loop(*http_, false), net::detached);
     }
-    if (handle_signals) {
-        signals_.emplace(io_, SIGTERM, SIGINT);
-        signals_->async_wait([this](const error_code& ec, int) {
-            if (!ec) {
-                begin_drain();
-            }
-        });
-    }
+    signals_.emplace(io_, SIGTERM, SIGINT);
+    signals_->async_wait([this](const error_code& ec, int) {
+        if (!ec) {
+            begin_drain();
+        }
+    });
     io_.run();
-}
-
-void worker::stop() {
-    net::post(io_, [this] { begin_drain(); });
 }
 
 // Drain: stop accepting, close idle connections, let requests in flight

@@ -1,8 +1,7 @@
 #pragma once
 // A worker: one single-threaded io_context that accepts on its own listening
-// sockets and serves connections until told to drain. DESIGN.md runs each
-// worker in its own process; this type does not care and also runs as a
-// thread in tests.
+// sockets and serves connections until SIGTERM/SIGINT tells it to drain. The
+// master runs each worker in its own process (DESIGN.md).
 
 #include "certs/certs.hpp"
 #include "config/config.hpp"
@@ -63,11 +62,8 @@ public:
     worker(const worker&) = delete;
     worker& operator=(const worker&) = delete;
 
-    /// Serves until drained. SIGTERM/SIGINT start the drain when
-    /// `handle_signals` is true (the process model); tests call stop().
-    void run(bool handle_signals);
-    /// Thread-safe: asks the worker to drain (posts to its io_context).
-    void stop();
+    /// Serves until drained; SIGTERM/SIGINT start the drain.
+    void run();
 
 private:
     void begin_drain();
@@ -76,7 +72,6 @@ private:
 
     // One thread runs this io_context and every socket and timer of the
     // worker lives on it: the reactor needs no per-descriptor locking.
-    // (stop() only posts, which stays thread-safe.)
     net::io_context io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
     worker_context ctx_;
     std::optional<tcp_acceptor> https_;
