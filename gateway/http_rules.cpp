@@ -67,6 +67,21 @@ std::optional<rejection> validate_request(const http::request_header<>& h, unsig
     if (hosts == 1 && !valid_host_name(host_without_port(h[http::field::host]))) {
         return rejection{http::status::bad_request, "invalid Host"};
     }
+    // Message framing the gateway and the app server could read differently
+    // is refused outright (request smuggling): both Content-Length and
+    // Transfer-Encoding, Content-Length twice, or any transfer coding other
+    // than exactly "chunked".
+    const auto lengths = h.count(http::field::content_length);
+    const auto codings = h.count(http::field::transfer_encoding);
+    if (lengths > 0 && codings > 0) {
+        return rejection{http::status::bad_request, "both Content-Length and Transfer-Encoding"};
+    }
+    if (lengths > 1) {
+        return rejection{http::status::bad_request, "duplicate Content-Length"};
+    }
+    if (codings > 1 || (codings == 1 && !beast::iequals(h[http::field::transfer_encoding], "chunked"))) {
+        return rejection{http::status::bad_request, "Transfer-Encoding other than chunked"};
+    }
     if (h.method() == http::verb::connect) {
         return rejection{http::status::method_not_allowed, "CONNECT is not supported"};
     }

@@ -23,8 +23,10 @@ struct rejection {
 };
 
 /// Checks what Beast's parser does not: exactly one Host, a field count
-/// within `max_fields`, a target in origin form ("/...") or "*" for OPTIONS,
-/// no CONNECT. nullopt when the request may be forwarded.
+/// within `max_fields`, unambiguous framing (not both Content-Length and
+/// Transfer-Encoding, one Content-Length, no coding but "chunked"), a target
+/// in origin form ("/...") or "*" for OPTIONS, no CONNECT. nullopt when the
+/// request may be forwarded.
 std::optional<rejection> validate_request(const http::request_header<>& h, unsigned max_fields);
 
 /// Removes hop-by-hop fields: Connection and every field it names,

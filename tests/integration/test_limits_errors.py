@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Error answers: 400, 431, 413, 408, 504 and 502, each followed by a normal request.
+"""Error answers: 400 (also for ambiguous framing), 431, 413, 408, 504 and 502, each followed by a normal request.
 
 The main gateway has header timeout 2s, upstream_response 2s and body_bytes 1MiB.
 Every rejected request carries a unique tag; the backend's request log must not
@@ -50,6 +50,26 @@ def test_malformed_request_line_400():
     h.check(r is not None, f"no HTTP response to a malformed request line, got {c.received[:200]!r}")
     h.check(r.status == 400, f"malformed request line: status {r.status}, expected 400")
     _not_received("GARBAGE")
+    _still_serves()
+
+
+def test_ambiguous_framing_400():
+    """Request-smuggling shapes: the gateway answers 400, closes, and the backend sees nothing."""
+    cases = {
+        "cl-te": "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        "cl-cl": "Content-Length: 5\r\nContent-Length: 6\r\n",
+        "te-gzip": "Transfer-Encoding: gzip, chunked\r\n",
+    }
+    for name, framing in cases.items():
+        tag = h.unique(f"smuggle-{name}")
+        request = (f"POST /{tag} HTTP/1.1\r\nHost: {h.SITE}\r\n{framing}\r\n0\r\n\r\nhello").encode()
+        with _raw() as c:
+            c.send(request)
+            r = c.read_response(timeout=5)
+            c.read_until_close(timeout=3)
+        h.check(r is not None and r.status == 400, f"{name}: expected 400, got {c.received[:120]!r}")
+        h.check(c.closed, f"{name}: the connection stayed open after a 400")
+        _not_received(tag)
     _still_serves()
 
 

@@ -72,6 +72,22 @@ TEST_CASE("request validation", "[unit][gateway][http]") {
     CHECK(validate_request(request({{"Host", "bad host"}}), 100));
 }
 
+TEST_CASE("ambiguous message framing is refused", "[unit][gateway][http]") {
+    auto reason = [](std::initializer_list<std::pair<const char*, const char*>> fields) {
+        auto r = validate_request(request(fields), 100);
+        return r ? r->reason : std::string("accepted");
+    };
+    CHECK(reason({{"Host", "a"}, {"Content-Length", "5"}}) == "accepted");
+    CHECK(reason({{"Host", "a"}, {"Transfer-Encoding", "chunked"}}) == "accepted");
+    CHECK(reason({{"Host", "a"}, {"Transfer-Encoding", "Chunked"}}) == "accepted");
+    CHECK(reason({{"Host", "a"}, {"Content-Length", "5"}, {"Transfer-Encoding", "chunked"}}) ==
+          "both Content-Length and Transfer-Encoding");
+    CHECK(reason({{"Host", "a"}, {"Content-Length", "5"}, {"Content-Length", "5"}}) == "duplicate Content-Length");
+    CHECK(reason({{"Host", "a"}, {"Transfer-Encoding", "gzip, chunked"}}) == "Transfer-Encoding other than chunked");
+    CHECK(reason({{"Host", "a"}, {"Transfer-Encoding", "chunked"}, {"Transfer-Encoding", "chunked"}}) ==
+          "Transfer-Encoding other than chunked");
+}
+
 TEST_CASE("https redirect location", "[unit][gateway][http]") {
     CHECK(*https_location("www.foobar.com", "/a?b=1", 443, "site") == "https://www.foobar.com/a?b=1");
     CHECK(*https_location("www.foobar.com:8080", "/x", 8443, "site") == "https://www.foobar.com:8443/x");
