@@ -7,6 +7,7 @@ Each balancing mode gets its own gateway (2 workers); the two backends are share
 
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import harness as h  # noqa: E402
@@ -103,6 +104,28 @@ def test_least_connections_avoids_busy_server():
         r = slow.wait()
     h.check(r.status == 200 and r.json()["server"] == busy, f"slow request: {r}")
 
+
+
+def test_upstream_connection_closed_by_backend_is_replaced():
+    """A backend that closes idle keep-alive connections (0.3 s here) must not cost
+    a request: a GET is sent again on a new connection, a POST with a body gets a
+    connection checked before use."""
+    idle = h.Backend("idler", extra_args=("--idle-timeout", "0.3")).start()
+    gw = h.Gateway(S["certs"], {"idler": idle}, http=False, workers=1).start()
+    try:
+        for method, args in (("GET", ()), ("POST", ("--data-binary", "x" * 1000))):
+            first, second = h.unique(f"stale-{method}-1"), h.unique(f"stale-{method}-2")
+            r = h.curl(gw, f"/{first}", "-X", method, *args)
+            h.check(r.status == 200, f"{method} before the backend closed its side: {r}")
+            time.sleep(1.0)  # the backend closes the idle upstream connection meanwhile
+            r = h.curl(gw, f"/{second}", "-X", method, *args)
+            h.check(r.status == 200, f"{method} after the backend closed the pooled connection: {r}")
+            a, b = idle.wait_for_request(first), idle.wait_for_request(second)
+            h.check(a.peer_port != b.peer_port, f"{method}: the second request reused a closed connection")
+            h.check(idle.count(second) == 1, f"{method}: the backend saw the request {idle.count(second)} times")
+    finally:
+        gw.stop()
+        idle.stop()
 
 if __name__ == "__main__":
     h.main(globals())

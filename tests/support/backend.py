@@ -331,7 +331,11 @@ def main(argv=None) -> int:
     parser.add_argument("--name", required=True, help="name reported in X-Backend and JSON")
     parser.add_argument("--port", type=int, required=True, help="TCP port (0: any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--idle-timeout", type=float, default=None,
+                        help="close a keep-alive connection idle this many seconds (like a real app server)")
     args = parser.parse_args(argv)
+    if args.idle_timeout is not None:
+        Handler.timeout = args.idle_timeout
 
     server = Server(args.name, args.host, args.port)
 

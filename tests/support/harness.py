@@ -603,12 +603,12 @@ class LoggedRequest:
 class Backend:
     """tests/support/backend.py as a child process, with its request log."""
 
-    def __init__(self, name: str, port: int | None = None, host: str = LOOPBACK) -> None:
+    def __init__(self, name: str, port: int | None = None, host: str = LOOPBACK, extra_args: tuple = ()) -> None:
         self.name = name
         self.port = port or free_port()
         self.host = host
         self.process = Process([sys.executable, BACKEND_SCRIPT, "--name", name, "--port", self.port,
-                                "--host", host], f"backend-{name}")
+                                "--host", host, *extra_args], f"backend-{name}")
 
     def start(self) -> "Backend":
         self.process.start()
