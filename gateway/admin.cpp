@@ -104,12 +104,16 @@ std::string render_metrics(const config::snapshot& cfg, const shared_block& shar
 
 net::awaitable<void> serve_admin(tcp_acceptor& acceptor, config::snapshot_ptr cfg, shared_block& shared,
                                  unsigned workers) {
+    net::steady_timer backoff(acceptor.get_executor());
     for (;;) {
         auto [ec, socket] = co_await acceptor.async_accept();
         if (ec) {
             if (ec == net::error::operation_aborted || !acceptor.is_open()) {
                 co_return;
             }
+            // Out of descriptors or memory: back off instead of spinning.
+            backoff.expires_after(std::chrono::milliseconds(100));
+            co_await backoff.async_wait(use_tuple);
             continue;
         }
         net::co_spawn(acceptor.get_executor(), serve_admin_connection(tcp_socket(std::move(socket)), cfg, shared, workers),
