@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 
 namespace rampart::gateway {
@@ -42,6 +43,24 @@ void upstream_cache::give_back(upstream_ptr c) {
     c->idle_since = std::chrono::steady_clock::now();
     c->buffer.clear();
     list.push_back(std::move(c));
+}
+
+std::size_t upstream_cache::sweep() {
+    const auto now = std::chrono::steady_clock::now();
+    std::size_t closed = 0;
+    for (auto& list : idle_) {
+        const auto dead = std::remove_if(list.begin(), list.end(), [&](const upstream_ptr& c) {
+            if (now - c->idle_since > max_idle_time_) {
+                return true;
+            }
+            char byte;
+            ssize_t n = ::recv(c->socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+            return !(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+        });
+        closed += static_cast<std::size_t>(list.end() - dead);
+        list.erase(dead, list.end());
+    }
+    return closed;
 }
 
 void upstream_cache::clear() {

@@ -40,6 +40,10 @@ public:
     void give_back(upstream_ptr c);
     /// Closes every idle connection (drain).
     void clear();
+    /// Closes idle connections that expired or that the backend closed (a
+    /// non-blocking peek per connection), so none lingers in CLOSE_WAIT until
+    /// the next request to its server. Returns how many were closed.
+    std::size_t sweep();
 
 private:
     std::vector<std::vector<upstream_ptr>> idle_;

@@ -86,6 +86,7 @@ void worker::run() {
     if (http_) {
         net::co_spawn(io_, accept_loop(*http_, false), net::detached);
     }
+    net::co_spawn(io_, sweep_upstreams(), net::detached);
     signals_.emplace(io_, SIGTERM, SIGINT);
     signals_->async_wait([this](const error_code& ec, int) {
         if (!ec) {
@@ -106,6 +107,9 @@ void worker::begin_drain() {
     error_code ec;
     if (signals_) {
         signals_->cancel(ec);
+    }
+    if (sweep_timer_) {
+        sweep_timer_->cancel();
     }
     if (https_) {
         https_->close(ec);
@@ -141,6 +145,20 @@ net::awaitable<void> worker::drain_deadline() {
         s->terminate();
     }
     ctx_.upstreams.clear();
+}
+
+// Every few seconds, closes pooled upstream connections the backends have
+// closed or that expired. Ends with the drain (which closes the rest).
+net::awaitable<void> worker::sweep_upstreams() {
+    sweep_timer_.emplace(io_);
+    while (!ctx_.draining) {
+        sweep_timer_->expires_after(std::chrono::seconds(5));
+        auto [ec] = co_await sweep_timer_->async_wait(use_tuple);
+        if (ec || ctx_.draining) {
+            co_return;
+        }
+        ctx_.upstreams.sweep();
+    }
 }
 
 net::awaitable<void> worker::accept_loop(tcp_acceptor& acceptor, bool tls) {

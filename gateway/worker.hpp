@@ -69,6 +69,7 @@ private:
     void begin_drain();
     net::awaitable<void> accept_loop(tcp_acceptor& acceptor, bool tls);
     net::awaitable<void> drain_deadline();
+    net::awaitable<void> sweep_upstreams();
 
     // One thread runs this io_context and every socket and timer of the
     // worker lives on it: the reactor needs no per-descriptor locking.
@@ -77,6 +78,7 @@ private:
     std::optional<tcp_acceptor> https_;
     std::optional<tcp_acceptor> http_;
     std::optional<net::signal_set> signals_;
+    std::optional<net::steady_timer> sweep_timer_;
 };
 
 }  // namespace rampart::gateway

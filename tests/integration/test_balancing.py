@@ -6,6 +6,7 @@ Each balancing mode gets its own gateway (2 workers); the two backends are share
 """
 
 import os
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -125,6 +126,17 @@ def test_upstream_connection_closed_by_backend_is_replaced():
             a, b = idle.wait_for_request(first), idle.wait_for_request(second)
             h.check(a.peer_port != b.peer_port, f"{method}: the second request reused a closed connection")
             h.check(idle.count(second) == 1, f"{method}: the backend saw the request {idle.count(second)} times")
+        # Left alone, the pooled connection the backend closed must not linger
+        # in CLOSE_WAIT: the worker sweeps its pool every 5 s.
+        h.curl(gw, f"/{h.unique('linger')}")
+
+        def close_wait() -> int:
+            out = subprocess.run(["ss", "-Htan", "state", "close-wait", f"( dport = :{idle.port} )"],
+                                 capture_output=True, text=True, timeout=10).stdout
+            return len([line for line in out.splitlines() if line.strip()])
+
+        h.wait_until(lambda: close_wait() > 0, timeout=3, what="the backend to close the idle connection")
+        h.wait_until(lambda: close_wait() == 0, timeout=8, what="the gateway to close its CLOSE_WAIT socket")
     finally:
         gw.stop()
         idle.stop()
