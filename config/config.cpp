@@ -517,6 +517,20 @@ private:
     std::optional<std::uint64_t> integer(const field& f, std::uint64_t min, std::uint64_t max,
                                          std::string_view expected = "an integer");
     std::optional<bool> boolean(const field& f);
+    /// The scalar at `f` through `parse` (which returns an optional); fails
+    /// with "expected <expected>, got <text>" when it does not parse.
+    template <class Parse>
+    auto parsed(const field& f, std::string_view expected, Parse parse) -> decltype(parse(std::string{})) {
+        const auto text = scalar(f, expected);
+        if (!text) {
+            return std::nullopt;
+        }
+        auto value = parse(*text);
+        if (!value) {
+            fail(f, "expected " + std::string(expected) + ", got " + in_quotes(*text));
+        }
+        return value;
+    }
     std::optional<duration> duration_value(const field& f, duration min = duration(1));
     std::optional<std::uint64_t> size_value(const field& f, std::uint64_t min, std::uint64_t max);
     std::optional<endpoint> endpoint_value(const field& f);
@@ -664,50 +678,25 @@ std::optional<std::uint64_t> checker::integer(const field& f, std::uint64_t min,
 }
 
 std::optional<bool> checker::boolean(const field& f) {
-    constexpr std::string_view expected = "true or false";
-    const auto text = scalar(f, expected);
-    if (!text) {
-        return std::nullopt;
-    }
-    const auto value = parse_bool(*text);
-    if (!value) {
-        fail(f, "expected " + std::string(expected) + ", got " + in_quotes(*text));
-    }
-    return value;
+    return parsed(f, "true or false", [](const std::string& t) { return parse_bool(t); });
 }
 
 std::optional<duration> checker::duration_value(const field& f, duration min) {
-    const auto text = scalar(f, duration_expected);
-    if (!text) {
-        return std::nullopt;
-    }
-    const auto value = parse_duration(*text);
-    if (!value) {
-        fail(f, "expected " + std::string(duration_expected) + ", got " + in_quotes(*text));
-        return std::nullopt;
-    }
-    if (*value < min) {
-        fail(f, "expected at least " + format_duration(min) + ", got " + in_quotes(*text));
+    const auto value = parsed(f, duration_expected, [](const std::string& t) { return parse_duration(t); });
+    if (value && *value < min) {
+        fail(f, "expected at least " + format_duration(min) + ", got " + in_quotes(f.node.Scalar()));
         return std::nullopt;
     }
     return value;
 }
 
 std::optional<std::uint64_t> checker::size_value(const field& f, std::uint64_t min, std::uint64_t max) {
-    const auto text = scalar(f, size_expected);
-    if (!text) {
-        return std::nullopt;
-    }
-    const auto value = parse_size(*text);
-    if (!value) {
-        fail(f, "expected " + std::string(size_expected) + ", got " + in_quotes(*text));
-        return std::nullopt;
-    }
-    if (*value < min || *value > max) {
+    const auto value = parsed(f, size_expected, [](const std::string& t) { return parse_size(t); });
+    if (value && (*value < min || *value > max)) {
         const std::string range = max == std::numeric_limits<std::uint64_t>::max()
                                       ? "at least " + format_size(min)
                                       : "from " + format_size(min) + " to " + format_size(max);
-        fail(f, "expected a size " + range + ", got " + in_quotes(*text));
+        fail(f, "expected a size " + range + ", got " + in_quotes(f.node.Scalar()));
         return std::nullopt;
     }
     return value;
@@ -727,16 +716,8 @@ std::optional<endpoint> checker::endpoint_value(const field& f) {
 }
 
 std::optional<std::string> checker::ip_address(const field& f) {
-    constexpr std::string_view expected = "a literal IPv4 or IPv6 address like 192.0.2.1 or 2001:db8::1";
-    const auto text = scalar(f, expected);
-    if (!text) {
-        return std::nullopt;
-    }
-    auto value = canonical_ip(*text);
-    if (!value) {
-        fail(f, "expected " + std::string(expected) + ", got " + in_quotes(*text));
-    }
-    return value;
+    return parsed(f, "a literal IPv4 or IPv6 address like 192.0.2.1 or 2001:db8::1",
+                  [](const std::string& t) { return canonical_ip(t); });
 }
 
 // Relative paths are taken from the config file's directory, not from
@@ -1512,14 +1493,14 @@ std::optional<network> parse_network(const std::string& text, std::string* why) 
     return out;
 }
 
-std::optional<duration> parse_duration(const std::string& text) {
-    constexpr std::array<std::pair<std::string_view, std::int64_t>, 5> units{{
-        {"ms", 1},
-        {"s", 1'000},
-        {"m", 60'000},
-        {"h", 3'600'000},
-        {"d", 86'400'000},
-    }};
+namespace {
+
+/// "<digits><unit>" scaled by the unit's factor: nullopt for zero, an unknown
+/// unit, or a product above `max`.
+template <std::size_t N>
+std::optional<std::uint64_t> scaled_number(const std::string& text,
+                                           const std::array<std::pair<std::string_view, std::uint64_t>, N>& units,
+                                           std::uint64_t max) {
     const auto [digits, unit] = split_number(text);
     const auto n = parse_decimal(digits);
     if (!n || *n == 0) {
@@ -1527,14 +1508,30 @@ std::optional<duration> parse_duration(const std::string& text) {
     }
     for (const auto& [name, scale] : units) {
         if (unit == name) {
-            constexpr auto max = std::numeric_limits<duration::rep>::max();
-            if (*n > static_cast<std::uint64_t>(max / scale)) {
+            if (*n > max / scale) {
                 return std::nullopt;
             }
-            return duration(static_cast<duration::rep>(*n) * scale);
+            return *n * scale;
         }
     }
     return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<duration> parse_duration(const std::string& text) {
+    constexpr std::array<std::pair<std::string_view, std::uint64_t>, 5> units{{
+        {"ms", 1},
+        {"s", 1'000},
+        {"m", 60'000},
+        {"h", 3'600'000},
+        {"d", 86'400'000},
+    }};
+    const auto ms = scaled_number(text, units, static_cast<std::uint64_t>(std::numeric_limits<duration::rep>::max()));
+    if (!ms) {
+        return std::nullopt;
+    }
+    return duration(static_cast<duration::rep>(*ms));
 }
 
 std::optional<std::uint64_t> parse_size(const std::string& text) {
@@ -1548,20 +1545,7 @@ std::optional<std::uint64_t> parse_size(const std::string& text) {
         {"MB", 1'000'000},
         {"GB", 1'000'000'000},
     }};
-    const auto [digits, unit] = split_number(text);
-    const auto n = parse_decimal(digits);
-    if (!n || *n == 0) {
-        return std::nullopt;
-    }
-    for (const auto& [name, scale] : units) {
-        if (unit == name) {
-            if (*n > std::numeric_limits<std::uint64_t>::max() / scale) {
-                return std::nullopt;
-            }
-            return *n * scale;
-        }
-    }
-    return std::nullopt;
+    return scaled_number(text, units, std::numeric_limits<std::uint64_t>::max());
 }
 
 std::optional<endpoint> parse_endpoint(const std::string& text) {

@@ -103,28 +103,24 @@ config::error at(const config::location& where, std::string what) { return confi
 
 // Why SSH can never come from this network, or nullptr.
 const char* unreachable_reason(const config::network& n) {
+    // Networks SSH can never come from; `host_only`: only a single address
+    // inside them is (0.0.0.0/8 as a whole is a valid admin network).
+    struct unreachable {
+        const char* network;
+        bool host_only;
+        const char* reason;
+    };
+    static constexpr unreachable table[] = {
+        {"127.0.0.0/8", false, "loopback"},       {"224.0.0.0/4", false, "multicast"},
+        {"0.0.0.0/8", true, "the unspecified address"}, {"::1/128", true, "loopback"},
+        {"ff00::/8", false, "multicast"},         {"::/128", true, "the unspecified address"},
+    };
     const auto p = to_prefix(n);
-    const auto in = [&](const char* net) { return prefix::parse(net)->contains(p); };
-    if (p.fam == family::ipv4) {
-        if (in("127.0.0.0/8")) {
-            return "loopback";
+    for (const auto& u : table) {
+        const auto net = prefix::parse(u.network);
+        if ((!u.host_only || p.is_host()) && net->contains(p)) {
+            return u.reason;
         }
-        if (in("224.0.0.0/4")) {
-            return "multicast";
-        }
-        if (p.length == 32 && in("0.0.0.0/8")) {
-            return "the unspecified address";
-        }
-        return nullptr;
-    }
-    if (p.length == 128 && in("::1/128")) {
-        return "loopback";
-    }
-    if (in("ff00::/8")) {
-        return "multicast";
-    }
-    if (p.length == 128 && in("::/128")) {
-        return "the unspecified address";
     }
     return nullptr;
 }

@@ -333,7 +333,6 @@ private:
                         timed_out ? http::status::gateway_timeout : http::status::bad_gateway, version, true);
                 }
             }
-            ++up_->requests;
             http::request_serializer<http::buffer_body> sr{req};
             auto [res, rec] = co_await relay(stream_, buffer_, p, sr, up_->socket, phase::request_body,
                                              phase::upstream_send);

@@ -34,8 +34,6 @@ struct alignas(64) worker_counters {
     std::atomic<std::uint64_t> handshake_failures{0};
     std::atomic<std::uint64_t> requests_total{0};
     std::atomic<std::uint64_t> responses_by_class[6]{};  ///< index = status / 100 (0 unused)
-    std::atomic<std::uint64_t> bytes_in{0};
-    std::atomic<std::uint64_t> bytes_out{0};
 };
 
 constexpr std::size_t max_servers = 1024;

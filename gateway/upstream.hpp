@@ -19,7 +19,6 @@ struct upstream_connection {
     tcp_socket socket;
     beast::flat_buffer buffer;
     std::size_t server = 0;   ///< index in snapshot::servers
-    std::size_t requests = 0; ///< requests sent on this connection
     std::chrono::steady_clock::time_point idle_since{};
 };
 using upstream_ptr = std::unique_ptr<upstream_connection>;
