@@ -60,10 +60,61 @@ struct pool_member {
     unsigned weight = 1;  ///< pool-level weight (defaults to the server's weight)
 };
 
+enum class rate_unit { second, minute, hour };
+
+/// A packet, connection or request rate such as 50/second with its burst.
+struct rate {
+    std::uint64_t count = 50;
+    rate_unit unit = rate_unit::second;
+    std::uint64_t burst = 100;
+
+    /// Tokens per second.
+    double per_second() const;
+};
+
+/// Active health checks of a pool's servers, run by the master (HAProxy's
+/// `check inter rise fall`): an HTTP/1.1 GET of `path` over plain TCP.
+struct health_check {
+    std::string path = "/health";
+    unsigned expect_status = 200;   ///< the status that counts as healthy
+    duration interval{std::chrono::seconds(2)};
+    duration timeout{std::chrono::seconds(1)};
+    unsigned rise = 2;              ///< consecutive successes that bring a down server up
+    unsigned fall = 3;              ///< consecutive failures that take an up server down
+    std::string host;               ///< Host header; "" = the site name
+};
+
+/// Passive outlier detection in the workers: consecutive failures (connect
+/// errors, timeouts, 5xx) eject a server for base * 2^(ejections-1), at most max.
+struct outlier_detection {
+    unsigned consecutive_failures = 5;  ///< 0 disables ejection
+    duration base_ejection{std::chrono::seconds(10)};
+    duration max_ejection{std::chrono::minutes(5)};
+};
+
 struct pool {
     std::string name;
     balance algorithm = balance::round_robin;
     std::vector<pool_member> members;
+    std::optional<health_check> health;   ///< absent: no active checks, servers count as up
+    outlier_detection outlier;
+    unsigned retries = 1;                 ///< extra attempts on another server, 0..3
+    unsigned max_connections = 0;         ///< per server, requests in flight; 0 = unlimited
+    unsigned queue_size = 256;            ///< requests waiting for a slot when every server is full (per pool)
+    duration queue_timeout{std::chrono::seconds(5)};  ///< waiting longer than this: 503
+    duration slow_start{0};               ///< a server coming back ramps its share up over this; 0 = off
+    std::optional<rate> rate_limit;       ///< per client address, requests; absent = unlimited
+};
+
+/// An IPv4 or IPv6 network in CIDR form; host bits are always zero.
+struct network {
+    std::string address;  ///< canonical text of the first address, e.g. "198.51.100.0"
+    unsigned prefix = 0;  ///< 0..32 (IPv4) or 0..128 (IPv6)
+    bool v6 = false;
+    location where;       ///< where it is written in the file
+
+    /// "198.51.100.0/24", "2001:db8::/32"
+    std::string to_string() const;
 };
 
 struct certificate {
@@ -112,6 +163,19 @@ struct limits {
     unsigned header_count = 100;
     std::uint64_t body_bytes = 10 * 1024 * 1024;          ///< request body
     unsigned upstream_idle_per_server = 64;               ///< idle keep-alive connections kept per worker
+    unsigned max_connections = 50000;                     ///< client connections open, all workers; 0 = unlimited
+    unsigned max_connections_per_client = 1000;           ///< per client address; 0 = unlimited
+    std::uint64_t buffer_body_bytes = 64 * 1024;          ///< request bodies up to this are read whole before a
+                                                          ///< backend is chosen (then replayable); 0 = stream all
+};
+
+/// Pushing abusive clients into the firewall's blocklist (L7 -> L3).
+struct abuse {
+    bool block = true;                    ///< false: count violations, never block
+    unsigned threshold = 50;              ///< violations within `window` that get a client blocked
+    duration window{std::chrono::seconds(10)};
+    duration block_for{std::chrono::minutes(10)};
+    std::vector<network> allow;          ///< never blocked (firewall.admin_networks are added)
 };
 
 struct gateway {
@@ -124,27 +188,9 @@ struct gateway {
     std::string default_pool;              ///< the pool requests go to
     timeouts timeouts_settings;
     limits limits_settings;
+    abuse abuse_settings;
 };
 
-/// An IPv4 or IPv6 network in CIDR form; host bits are always zero.
-struct network {
-    std::string address;  ///< canonical text of the first address, e.g. "198.51.100.0"
-    unsigned prefix = 0;  ///< 0..32 (IPv4) or 0..128 (IPv6)
-    bool v6 = false;
-    location where;       ///< where it is written in the file
-
-    /// "198.51.100.0/24", "2001:db8::/32"
-    std::string to_string() const;
-};
-
-enum class rate_unit { second, minute, hour };
-
-/// A packet or connection rate such as 50/second with its burst.
-struct rate {
-    std::uint64_t count = 50;
-    rate_unit unit = rate_unit::second;
-    std::uint64_t burst = 100;
-};
 
 /// One `firewall.extra_rules` item: open `port` on hosts of `role` to `from`.
 struct firewall_rule {
