@@ -37,6 +37,26 @@
 //       <name>.balance          round_robin | weighted_round_robin | least_connections    round_robin
 //       <name>.servers          list, >= 1, no repeats         required
 //         - <server name>       or { server: <name>, weight: 1..256 }; weight defaults to the server's
+//       <name>.health           map                            none (no active checks; servers count as up)
+//         path                  "/..." without spaces          /health
+//         expect_status         integer 100..599               200
+//         interval              duration >= 100ms              2s
+//         timeout               duration >= 10ms, <= interval  1s
+//         rise                  integer 1..100                 2   (successes to come back up)
+//         fall                  integer 1..100                 3   (failures to go down)
+//         host                  host name for the Host header  the site
+//       <name>.outlier          map                            passive ejection by the workers
+//         consecutive_failures  integer 0..1000 (0 = off)      5   (connect errors, timeouts, 5xx)
+//         base_ejection         duration                       10s (doubles with each ejection)
+//         max_ejection          duration >= base_ejection      5m
+//       <name>.retries          integer 0..3                   1   (on another server, when safe)
+//       <name>.max_connections  integer 0..1000000 (0 = none)  0   (requests in flight per server)
+//       <name>.queue            map                            waiting when every server is full
+//         size                  integer 0..1000000             256
+//         timeout               duration                       5s  (then 503)
+//       <name>.slow_start       duration, or 0                 0   (weight ramp after coming back)
+//       <name>.rate_limit       map { rate, burst }            none (requests per client address;
+//                               rate as in firewall.conn_rate; burst defaults to one second's worth)
 //     default_pool              pool name                      the only pool; required with several
 //     timeouts                  map of durations
 //       handshake 10s, header 10s, body 30s, idle 60s, upstream_connect 3s,
@@ -46,6 +66,15 @@
 //       header_count            integer 1..1000                100
 //       body_bytes              size >= 1                      10MiB
 //       upstream_idle_per_server integer 0..10000              64
+//       max_connections         integer 0..10000000 (0 = none) 50000  (client connections, all workers)
+//       max_connections_per_client integer, 0 = none           1000   (per client address)
+//       buffer_body_bytes       size <= 16MiB, or 0            64KiB  (bodies read whole before proxying)
+//     abuse                     map                            L7 -> L3: violators into the firewall blocklist
+//       block                   bool                           true
+//       threshold               integer 1..1000000             50   (violations within window)
+//       window                  duration >= 1s                 10s
+//       block_for               duration >= 1s                 10m
+//       allow                   list of CIDR                   empty (firewall.admin_networks are added)
 //   firewall                    map                            none (no host firewall)
 //     admin_networks            list of CIDR or address        required; may reach SSH and the admin
 //                               ("198.51.100.0/24", "2001:db8::/48", "192.0.2.5")  listener; the firewall
@@ -140,15 +169,23 @@ constexpr std::array<named<duration timeouts::*>, 7> timeout_fields{{
 
 constexpr std::array root_keys{"site"sv, "servers"sv, "gateway"sv, "firewall"sv};
 constexpr std::array server_keys{"address"sv, "role"sv, "port"sv, "weight"sv};
-constexpr std::array gateway_keys{"listen"sv, "workers"sv,      "user"sv,     "tls"sv,   "hsts"sv,
-                                  "pools"sv,  "default_pool"sv, "timeouts"sv, "limits"sv};
+constexpr std::array gateway_keys{"listen"sv, "workers"sv,      "user"sv,     "tls"sv,    "hsts"sv,
+                                  "pools"sv,  "default_pool"sv, "timeouts"sv, "limits"sv, "abuse"sv};
 constexpr std::array listen_keys{"https"sv, "http"sv, "admin"sv};
 constexpr std::array tls_keys{"certificates"sv, "session_tickets"sv, "ticket_rotation"sv};
 constexpr std::array certificate_keys{"cert"sv, "key"sv};
 constexpr std::array hsts_keys{"enabled"sv, "max_age"sv, "include_subdomains"sv, "preload"sv};
-constexpr std::array pool_keys{"balance"sv, "servers"sv};
+constexpr std::array pool_keys{"balance"sv,         "servers"sv, "health"sv, "outlier"sv, "retries"sv,
+                               "max_connections"sv, "queue"sv,   "slow_start"sv, "rate_limit"sv};
+constexpr std::array health_keys{"path"sv, "expect_status"sv, "interval"sv, "timeout"sv, "rise"sv, "fall"sv, "host"sv};
+constexpr std::array outlier_keys{"consecutive_failures"sv, "base_ejection"sv, "max_ejection"sv};
+constexpr std::array queue_keys{"size"sv, "timeout"sv};
+constexpr std::array abuse_keys{"block"sv, "threshold"sv, "window"sv, "block_for"sv, "allow"sv};
 constexpr std::array member_keys{"server"sv, "weight"sv};
-constexpr std::array limit_keys{"header_bytes"sv, "header_count"sv, "body_bytes"sv, "upstream_idle_per_server"sv};
+constexpr std::array limit_keys{"header_bytes"sv,    "header_count"sv,
+                                "body_bytes"sv,      "upstream_idle_per_server"sv,
+                                "max_connections"sv, "max_connections_per_client"sv,
+                                "buffer_body_bytes"sv};
 constexpr std::array firewall_keys{"admin_networks"sv, "ssh_port"sv, "db_port"sv, "conn_rate"sv, "extra_rules"sv};
 constexpr std::array conn_rate_keys{"rate"sv, "burst"sv};
 constexpr std::array extra_rule_keys{"role"sv, "proto"sv, "port"sv, "from"sv};
@@ -561,6 +598,18 @@ private:
     std::optional<network> network_value(const field& f);
     std::vector<network> network_list(const field& f);
     void check_conn_rate(const field& f, rate& out);
+    void check_rate_text(const field& f, rate& out);
+    void check_health(const field& f, health_check& out);
+    void check_outlier(const field& f, outlier_detection& out);
+    void check_abuse(const field& f, abuse& out);
+    template <class T> void optional_count(const map_fields& m, std::string_view key, T& out, std::uint64_t min,
+                                           std::uint64_t max) {
+        if (const auto f = m.get(key)) {
+            if (const auto n = integer(*f, min, max)) {
+                out = static_cast<T>(*n);
+            }
+        }
+    }
     void check_extra_rule(const field& f, firewall_rule& out);
 
     std::string file_;
@@ -892,6 +941,9 @@ void checker::check_gateway(const field& f, snapshot& s) {
     if (const auto l = m->get("limits")) {
         check_limits(*l, gw.limits_settings);
     }
+    if (const auto a = m->get("abuse")) {
+        check_abuse(*a, gw.abuse_settings);
+    }
     if (https && gw.tls_settings.certificates.empty() && !tls_failed) {
         fail(*https, "an https listener needs at least one certificate in gateway.tls.certificates");
     }
@@ -1036,6 +1088,39 @@ void checker::check_pool(const std::string& name, const field& f, const snapshot
         return;
     }
     optional_value(*m, "balance", out.algorithm, [&](const field& b) { return one_of(b, balance_names); });
+    if (const auto h = m->get("health")) {
+        out.health.emplace();
+        check_health(*h, *out.health);
+    }
+    if (const auto o = m->get("outlier")) {
+        check_outlier(*o, out.outlier);
+    }
+    optional_count(*m, "retries", out.retries, 0, 3);
+    optional_count(*m, "max_connections", out.max_connections, 0, 1'000'000);
+    if (const auto q = m->get("queue")) {
+        if (const auto qm = read_map(*q, queue_keys, "a map with size and timeout")) {
+            optional_count(*qm, "size", out.queue_size, 0, 1'000'000);
+            optional_value(*qm, "timeout", out.queue_timeout, [&](const field& d) { return duration_value(d); });
+        }
+    }
+    if (const auto ss = m->get("slow_start")) {
+        if (const auto text = scalar(*ss, "a duration, or 0 to disable")) {
+            if (*text == "0") {
+                out.slow_start = duration{0};
+            } else if (const auto d = duration_value(*ss)) {
+                out.slow_start = *d;
+            }
+        }
+    }
+    if (const auto r = m->get("rate_limit")) {
+        out.rate_limit.emplace();
+        out.rate_limit->burst = 0;
+        check_conn_rate(*r, *out.rate_limit);
+        if (out.rate_limit->burst == 0) {
+            // Default burst: one second's worth, at least 1.
+            out.rate_limit->burst = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(out.rate_limit->per_second()));
+        }
+    }
     const auto sf = required(*m, "servers", "a list of server names");
     if (!sf) {
         return;
@@ -1140,6 +1225,83 @@ void checker::check_limits(const field& f, limits& out) {
         if (const auto n = integer(*c, 0, 10000)) {
             out.upstream_idle_per_server = static_cast<unsigned>(*n);
         }
+    }
+    optional_count(*m, "max_connections", out.max_connections, 0, 10'000'000);
+    optional_count(*m, "max_connections_per_client", out.max_connections_per_client, 0, 10'000'000);
+    if (const auto b = m->get("buffer_body_bytes")) {
+        if (const auto text = scalar(*b, size_expected); text && *text == "0") {
+            out.buffer_body_bytes = 0;
+        } else {
+            optional_value(*m, "buffer_body_bytes", out.buffer_body_bytes,
+                           [&](const field& v) { return size_value(v, 1, 16 * 1024 * 1024); });
+        }
+    }
+}
+
+void checker::check_health(const field& f, health_check& out) {
+    const auto m = read_map(f, health_keys, "a map with path, expect_status, interval, timeout, rise and fall");
+    if (!m) {
+        return;
+    }
+    if (const auto p = m->get("path")) {
+        if (const auto text = scalar(*p, "a path starting with /")) {
+            const bool printable = std::all_of(text->begin(), text->end(), [](char c) { return c > 0x20 && c < 0x7f; });
+            if (text->empty() || text->front() != '/' || !printable || text->size() > 1024) {
+                fail(*p, "expected a path starting with / without spaces or control characters, got " +
+                             in_quotes(*text));
+            } else {
+                out.path = *text;
+            }
+        }
+    }
+    optional_count(*m, "expect_status", out.expect_status, 100, 599);
+    optional_value(*m, "interval", out.interval, [&](const field& d) { return duration_value(d, duration{100}); });
+    optional_value(*m, "timeout", out.timeout, [&](const field& d) { return duration_value(d, duration{10}); });
+    optional_count(*m, "rise", out.rise, 1, 100);
+    optional_count(*m, "fall", out.fall, 1, 100);
+    if (const auto h = m->get("host")) {
+        if (const auto text = scalar(*h, "a host name")) {
+            const bool ok = !text->empty() && std::all_of(text->begin(), text->end(), [](char c) {
+                return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' || c == '-' || c == ':';
+            });
+            if (!ok) {
+                fail(*h, "expected a host name, got " + in_quotes(*text));
+            } else {
+                out.host = *text;
+            }
+        }
+    }
+    if (out.timeout > out.interval) {
+        fail(m->get("timeout") ? m->get("timeout")->at : f.at, f.path + ".timeout",
+             "must not be longer than the interval (" + format_duration(out.interval) + ")");
+    }
+}
+
+void checker::check_outlier(const field& f, outlier_detection& out) {
+    const auto m = read_map(f, outlier_keys, "a map with consecutive_failures, base_ejection and max_ejection");
+    if (!m) {
+        return;
+    }
+    optional_count(*m, "consecutive_failures", out.consecutive_failures, 0, 1000);
+    optional_value(*m, "base_ejection", out.base_ejection, [&](const field& d) { return duration_value(d); });
+    optional_value(*m, "max_ejection", out.max_ejection, [&](const field& d) { return duration_value(d); });
+    if (out.max_ejection < out.base_ejection) {
+        fail(m->get("max_ejection") ? m->get("max_ejection")->at : f.at, f.path + ".max_ejection",
+             "must not be shorter than base_ejection (" + format_duration(out.base_ejection) + ")");
+    }
+}
+
+void checker::check_abuse(const field& f, abuse& out) {
+    const auto m = read_map(f, abuse_keys, "a map with block, threshold, window, block_for and allow");
+    if (!m) {
+        return;
+    }
+    optional_value(*m, "block", out.block, [&](const field& b) { return boolean(b); });
+    optional_count(*m, "threshold", out.threshold, 1, 1'000'000);
+    optional_value(*m, "window", out.window, [&](const field& d) { return duration_value(d, duration{1000}); });
+    optional_value(*m, "block_for", out.block_for, [&](const field& d) { return duration_value(d, duration{1000}); });
+    if (const auto a = m->get("allow")) {
+        out.allow = network_list(*a);
     }
 }
 
@@ -1426,6 +1588,15 @@ const char* to_string(role r) {
         }
     }
     return "unknown";
+}
+
+double rate::per_second() const {
+    switch (unit) {
+    case rate_unit::second: return static_cast<double>(count);
+    case rate_unit::minute: return static_cast<double>(count) / 60.0;
+    case rate_unit::hour: return static_cast<double>(count) / 3600.0;
+    }
+    return static_cast<double>(count);
 }
 
 const char* to_string(rate_unit u) {

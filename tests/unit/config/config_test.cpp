@@ -251,7 +251,8 @@ TEST_CASE("unknown keys are named, with a hint when one is close", "[unit][confi
     SECTION("nothing close lists the keys") {
         CHECK(only_error(minimal + "  limits: { bogus: 1 }\n") ==
               "config.yaml:7:13: gateway.limits.bogus: unknown key, expected one of header_bytes, header_count, "
-              "body_bytes or upstream_idle_per_server");
+              "body_bytes, upstream_idle_per_server, max_connections, max_connections_per_client or "
+                                                                  "buffer_body_bytes");
     }
     SECTION("inside a server") {
         CHECK(only_error(R"(site: www.foobar.com
@@ -746,4 +747,94 @@ TEST_CASE("the foobar.com example loads", "[unit][config]") {
     REQUIRE(app->members.size() == 2);
     CHECK(app->members[1].address.to_string() == "192.0.2.22:8080");
     CHECK_THAT(cfg::summary(s), Contains("servers    6 (2 gateway, 2 app, 1 db-primary, 1 db-replica)"));
+}
+
+TEST_CASE("resilience settings: health, outlier, retries, queue, slow start, rate limit, abuse", "[unit][config]") {
+    const auto s = load_ok(R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+gateway:
+  listen: { http: "127.0.0.1:8080" }
+  pools:
+    app:
+      servers: [app1]
+      health: { path: /ready, expect_status: 204, interval: 500ms, timeout: 200ms, rise: 1, fall: 2, host: app.internal }
+      outlier: { consecutive_failures: 3, base_ejection: 2s, max_ejection: 1m }
+      retries: 2
+      max_connections: 100
+      queue: { size: 10, timeout: 1500ms }
+      slow_start: 30s
+      rate_limit: { rate: 600/minute }
+  limits: { max_connections: 1000, max_connections_per_client: 20, buffer_body_bytes: 0 }
+  abuse: { block: false, threshold: 5, window: 5s, block_for: 1m, allow: [198.51.100.0/24] }
+)");
+    const auto& p = s->gw.pools.at(0);
+    REQUIRE(p.health);
+    CHECK(p.health->path == "/ready");
+    CHECK(p.health->expect_status == 204);
+    CHECK(p.health->interval == 500ms);
+    CHECK(p.health->timeout == 200ms);
+    CHECK(p.health->rise == 1);
+    CHECK(p.health->fall == 2);
+    CHECK(p.health->host == "app.internal");
+    CHECK(p.outlier.consecutive_failures == 3);
+    CHECK(p.outlier.base_ejection == 2s);
+    CHECK(p.outlier.max_ejection == 1min);
+    CHECK(p.retries == 2);
+    CHECK(p.max_connections == 100);
+    CHECK(p.queue_size == 10);
+    CHECK(p.queue_timeout == 1500ms);
+    CHECK(p.slow_start == 30s);
+    REQUIRE(p.rate_limit);
+    CHECK(p.rate_limit->per_second() == 10.0);
+    CHECK(p.rate_limit->burst == 10);  // one second's worth by default
+    const auto& l = s->gw.limits_settings;
+    CHECK(l.max_connections == 1000);
+    CHECK(l.max_connections_per_client == 20);
+    CHECK(l.buffer_body_bytes == 0);
+    const auto& a = s->gw.abuse_settings;
+    CHECK_FALSE(a.block);
+    CHECK(a.threshold == 5);
+    CHECK(a.window == 5s);
+    CHECK(a.block_for == 1min);
+    REQUIRE(a.allow.size() == 1);
+    CHECK(a.allow[0].to_string() == "198.51.100.0/24");
+
+    const auto d = load_ok(minimal);
+    const auto& dp = d->gw.pools.at(0);
+    CHECK_FALSE(dp.health);
+    CHECK(dp.retries == 1);
+    CHECK(dp.outlier.consecutive_failures == 5);
+    CHECK(dp.max_connections == 0);
+    CHECK_FALSE(dp.rate_limit);
+    CHECK(d->gw.limits_settings.buffer_body_bytes == 64 * 1024);
+    CHECK(d->gw.abuse_settings.block);
+}
+
+TEST_CASE("resilience settings are checked with their positions", "[unit][config]") {
+    const std::string head = R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+gateway:
+  listen: { http: "127.0.0.1:8080" }
+  pools:
+    app:
+      servers: [app1]
+)";
+    CHECK(only_error(head + "      health: { interval: 1s, timeout: 2s }\n") ==
+          "config.yaml:9:40: gateway.pools.app.health.timeout: must not be longer than the interval (1s)");
+    CHECK(only_error(head + "      health: { rise: 0 }\n") ==
+          "config.yaml:9:23: gateway.pools.app.health.rise: expected an integer from 1 to 100, got \"0\"");
+    CHECK(only_error(head + "      health: { path: health }\n") ==
+          "config.yaml:9:23: gateway.pools.app.health.path: expected a path starting with / without spaces or "
+          "control characters, got \"health\"");
+    CHECK(only_error(head + "      outlier: { base_ejection: 1m, max_ejection: 10s }\n") ==
+          "config.yaml:9:51: gateway.pools.app.outlier.max_ejection: must not be shorter than base_ejection (1m)");
+    CHECK(only_error(head + "      retries: 4\n") ==
+          "config.yaml:9:16: gateway.pools.app.retries: expected an integer from 0 to 3, got \"4\"");
+    CHECK(only_error(head + "      rate_limit: { rate: 10/fortnight }\n") ==
+          "config.yaml:9:27: gateway.pools.app.rate_limit.rate: expected a rate like 50/second, 600/minute or "
+          "1000/hour, got \"10/fortnight\"");
+    CHECK(only_error(head + "  abuse: { blok: true }\n") ==
+          "config.yaml:9:12: gateway.abuse.blok: unknown key, did you mean 'block'?");
 }
