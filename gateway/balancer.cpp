@@ -38,44 +38,146 @@ std::vector<std::uint16_t> smooth_schedule(std::span<const unsigned> weights) {
     return order;
 }
 
-balancer::balancer(const config::pool& p) : algorithm_(p.algorithm) {
+balancer::balancer(const config::pool& p) : algorithm_(p.algorithm), slow_start_(to_ns(p.slow_start)) {
     for (const auto& m : p.members) {
         weights_.push_back(algorithm_ == config::balance::round_robin ? 1U : m.weight);
     }
     schedule_ = smooth_schedule(weights_);
 }
 
-std::optional<std::size_t> balancer::pick(std::atomic<std::uint64_t>& position,
-                                          std::span<server_state* const> members) const {
-    if (members.empty() || schedule_.empty()) {
+double balancer::slow_start_factor(mono_ns since_up, mono_ns ramp) {
+    if (ramp <= 0 || since_up >= ramp) {
+        return 1.0;
+    }
+    if (since_up <= 0) {
+        return 0.1;
+    }
+    return 0.1 + 0.9 * static_cast<double>(since_up) / static_cast<double>(ramp);
+}
+
+namespace {
+
+/// Takes a slot on `s` unless it already has `max_active` in flight.
+bool try_acquire(server_state& s, std::uint32_t max_active) {
+    if (max_active == 0) {
+        s.active.fetch_add(1, std::memory_order_relaxed);
+        return true;
+    }
+    std::uint32_t a = s.active.load(std::memory_order_relaxed);
+    while (a < max_active) {
+        if (s.active.compare_exchange_weak(a, a + 1, std::memory_order_relaxed)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+}  // namespace
+
+// A member in slow start takes a request with probability equal to its
+// factor. The draw is a hash of the pool position, so it needs no random
+// state and spreads over the schedule instead of clustering.
+bool balancer::admit_slow_start(const server_state& s, std::uint64_t start, mono_ns now) const {
+    if (slow_start_ == 0) {
+        return true;
+    }
+    const mono_ns up = s.up_since.load(std::memory_order_relaxed);
+    if (up == 0) {
+        return true;
+    }
+    const double f = slow_start_factor(now - up, slow_start_);
+    if (f >= 1.0) {
+        return true;
+    }
+    const std::uint64_t draw = (start * 0x9E3779B97F4A7C15ULL) >> 54;  // 0..1023
+    return static_cast<double>(draw) < f * 1024.0;
+}
+
+std::optional<std::size_t> balancer::scan(std::uint64_t start, std::span<server_state* const> members, mono_ns now,
+                                          std::uint64_t excluded, std::uint32_t max_active, bool ignore_ejection,
+                                          bool& full) const {
+    auto eligible = [&](std::size_t i) {
+        return (i >= 64 || (excluded >> i & 1U) == 0) && members[i]->available(now, ignore_ejection);
+    };
+    auto is_full = [&](std::size_t i) {
+        return max_active != 0 && members[i]->active.load(std::memory_order_relaxed) >= max_active;
+    };
+    if (algorithm_ == config::balance::least_connections) {
+        // Fewest active requests relative to (slow-start scaled) weight:
+        // a/wa < b/wb. Scanning from a rotating start makes ties rotate. A
+        // lost race for the last slot of a full member is retried a few times.
+        for (int round = 0; round < 4; ++round) {
+            std::optional<std::size_t> best;
+            double best_load = 0;
+            for (std::size_t k = 0; k < members.size(); ++k) {
+                std::size_t i = (start + k) % members.size();
+                if (!eligible(i)) {
+                    continue;
+                }
+                if (is_full(i)) {
+                    full = true;
+                    continue;
+                }
+                double w = static_cast<double>(weights_[i]);
+                if (slow_start_ != 0) {
+                    const mono_ns up = members[i]->up_since.load(std::memory_order_relaxed);
+                    w *= up == 0 ? 1.0 : slow_start_factor(now - up, slow_start_);
+                }
+                const double load = static_cast<double>(members[i]->active.load(std::memory_order_relaxed)) / w;
+                if (!best || load < best_load) {
+                    best = i;
+                    best_load = load;
+                }
+            }
+            if (!best) {
+                return std::nullopt;
+            }
+            if (try_acquire(*members[*best], max_active)) {
+                return best;
+            }
+            full = true;
+        }
         return std::nullopt;
     }
-    const std::uint64_t start = position.fetch_add(1, std::memory_order_relaxed);
-    if (algorithm_ == config::balance::least_connections) {
-        // Fewest active requests relative to weight: compare a/wa < b/wb as
-        // a*wb < b*wa. Scanning from a rotating start makes ties rotate.
-        std::optional<std::size_t> best;
-        std::uint64_t best_active = 0;
-        for (std::size_t k = 0; k < members.size(); ++k) {
-            std::size_t i = (start + k) % members.size();
-            if (members[i]->usable.load(std::memory_order_relaxed) == 0) {
-                continue;
-            }
-            std::uint64_t a = members[i]->active.load(std::memory_order_relaxed);
-            if (!best || a * weights_[*best] < best_active * weights_[i]) {
-                best = i;
-                best_active = a;
-            }
-        }
-        return best;
-    }
+    // Schedule order. A member in slow start that declines is remembered: if
+    // nothing else can take the request, it gets it anyway.
+    std::optional<std::size_t> declined;
     for (std::size_t k = 0; k < schedule_.size(); ++k) {
         std::size_t i = schedule_[(start + k) % schedule_.size()];
-        if (members[i]->usable.load(std::memory_order_relaxed) != 0) {
+        if (!eligible(i)) {
+            continue;
+        }
+        if (is_full(i)) {
+            full = true;
+            continue;
+        }
+        if (!admit_slow_start(*members[i], start + k, now)) {
+            declined = declined ? declined : std::optional<std::size_t>(i);
+            continue;
+        }
+        if (try_acquire(*members[i], max_active)) {
             return i;
         }
+        full = true;
+    }
+    if (declined && try_acquire(*members[*declined], max_active)) {
+        return declined;
     }
     return std::nullopt;
+}
+
+balancer::choice balancer::pick(std::atomic<std::uint64_t>& position, std::span<server_state* const> members,
+                                mono_ns now, std::uint64_t excluded, std::uint32_t max_active) const {
+    choice c;
+    if (members.empty() || schedule_.empty()) {
+        return c;
+    }
+    const std::uint64_t start = position.fetch_add(1, std::memory_order_relaxed);
+    c.member = scan(start, members, now, excluded, max_active, false, c.full);
+    if (!c.member && !c.full) {
+        c.member = scan(start, members, now, excluded, max_active, true, c.full);
+    }
+    return c;
 }
 
 }  // namespace rampart::gateway

@@ -25,10 +25,25 @@ public:
     /// member once per turn), as the site's original load balancer did.
     explicit balancer(const config::pool& p);
 
-    /// Picks a member for a new request: `position` is the pool's shared
-    /// counter, `members[i]` the shared state of member i. Skips members that
-    /// are not usable; nullopt when none is. Never blocks.
-    std::optional<std::size_t> pick(std::atomic<std::uint64_t>& position, std::span<server_state* const> members) const;
+    /// Picks a member for a new request and takes a slot on it (increments
+    /// its `active` count; the caller releases it): `position` is the pool's
+    /// shared counter, `members[i]` the shared state of member i. Skips
+    /// members that are unavailable, excluded (bit i of `excluded`, members
+    /// already tried) or full (`max_active` requests in flight; 0 = no
+    /// limit). If every member is ejected by outlier detection but otherwise
+    /// fine, ejection is ignored (panic routing: a guess beats a 503).
+    /// nullopt when nothing is left; `full` then says whether some member was
+    /// skipped only because it was full (the request may queue). Never blocks.
+    struct choice {
+        std::optional<std::size_t> member;
+        bool full = false;
+    };
+    choice pick(std::atomic<std::uint64_t>& position, std::span<server_state* const> members, mono_ns now,
+                std::uint64_t excluded = 0, std::uint32_t max_active = 0) const;
+
+    /// Share of its weight a member gets `since_up` after coming back, with
+    /// slow start over `ramp`: from 10% to 100%, linearly.
+    static double slow_start_factor(mono_ns since_up, mono_ns ramp);
 
     config::balance algorithm() const { return algorithm_; }
     const std::vector<std::uint16_t>& schedule() const { return schedule_; }
@@ -37,6 +52,12 @@ private:
     config::balance algorithm_;
     std::vector<unsigned> weights_;
     std::vector<std::uint16_t> schedule_;
+    mono_ns slow_start_ = 0;
+
+    std::optional<std::size_t> scan(std::uint64_t start, std::span<server_state* const> members, mono_ns now,
+                                    std::uint64_t excluded, std::uint32_t max_active, bool ignore_ejection,
+                                    bool& full) const;
+    bool admit_slow_start(const server_state& s, std::uint64_t start, mono_ns now) const;
 };
 
 }  // namespace rampart::gateway

@@ -14,6 +14,8 @@
 
 #include <openssl/ssl.h>
 
+#include <algorithm>
+#include <cmath>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -24,16 +26,31 @@ using clock = std::chrono::steady_clock;
 
 // ---------------------------------------------------------------- session_base
 
-session_base::session_base(worker_context& w) : w_(w), timer_(w.io) {
+session_base::session_base(worker_context& w, admission a) : w_(w), admission_(a), timer_(w.io) {
     timer_.expires_at(clock::time_point::max());
     w_.sessions.insert(this);
     w_.counters.connections_total.fetch_add(1, std::memory_order_relaxed);
     w_.counters.connections_active.fetch_add(1, std::memory_order_relaxed);
+    w_.shared.connections_open.fetch_add(1, std::memory_order_relaxed);
+    if (admission_.slot != nullptr) {
+        admission_.slot->connections.fetch_add(1, std::memory_order_relaxed);
+    }
 }
 
 session_base::~session_base() {
     w_.sessions.erase(this);
     w_.counters.connections_active.fetch_sub(1, std::memory_order_relaxed);
+    w_.shared.connections_open.fetch_sub(1, std::memory_order_relaxed);
+    if (admission_.slot != nullptr) {
+        admission_.slot->connections.fetch_sub(1, std::memory_order_relaxed);
+    }
+}
+
+void session_base::violation() {
+    w_.shared.abuse_violations.fetch_add(1, std::memory_order_relaxed);
+    if (admission_.slot != nullptr) {
+        admission_.slot->violations.fetch_add(1, std::memory_order_relaxed);
+    }
 }
 
 void session_base::drain() {
@@ -147,8 +164,8 @@ enum class relay_result { done, read_failed, write_failed };
 
 class tls_session final : public session_base {
 public:
-    tls_session(worker_context& w, tcp_socket socket)
-        : session_base(w), stream_(std::move(socket), w.tls_context), client_{client_address(stream_.next_layer()), true} {
+    tls_session(worker_context& w, tcp_socket socket, admission a)
+        : session_base(w, a), stream_(std::move(socket), w.tls_context), client_{client_address(stream_.next_layer()), true} {
         buffer_.max_size(w.cfg->gw.limits_settings.header_bytes + relay_chunk);
     }
 
@@ -184,6 +201,7 @@ private:
         case phase::idle: return t.idle;
         case phase::header: return t.header;
         case phase::upstream_connect: return t.upstream_connect;
+        case phase::queue: return w_.cfg->gw.pools[w_.default_pool].queue_timeout + std::chrono::seconds(1);
         case phase::upstream_response: return t.upstream_response;
         case phase::request_body:
         case phase::upstream_send:
@@ -199,6 +217,9 @@ private:
         error_code ec = co_await stream_.handshake();
         if (ec) {
             w_.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+            if (take_timeout() || !is_disconnect(ec)) {
+                violation();  // a stalled or broken handshake, not a client that left
+            }
             log(log_level::debug, "handshake from " + client_.address + " failed: " + ec.message());
             finish_abortive();
             co_return;
@@ -267,27 +288,27 @@ private:
                 if (!status) {
                     co_return outcome::abort;
                 }
-                co_return co_await reply_error(*status, 11, true);
+                co_return co_await reject(*status, 11);
             }
         }
         auto& req = p.get();
         const unsigned version = req.version();
         w_.counters.requests_total.fetch_add(1, std::memory_order_relaxed);
         if (auto r = validate_request(req.base(), limits.header_count)) {
-            co_return co_await reply_error(r->status, version, true);
+            co_return co_await reject(r->status, version);
         }
         bool keep_alive = req.keep_alive() && !w_.draining;
         const bool head = req.method() == http::verb::head;
         const bool expect_continue = beast::iequals(req[http::field::expect], "100-continue");
         rewrite_request(req.base(), client_);
 
-        std::size_t pool = w_.default_pool;
-        auto member = w_.balancers[pool].pick(w_.shared.pools[pool].next, w_.members[pool]);
-        if (!member) {
-            co_return co_await reply_error(http::status::service_unavailable, version, !p.is_done());
+        const std::size_t pool = w_.default_pool;
+        const config::pool& pool_cfg = w_.cfg->gw.pools[pool];
+        if (pool_cfg.rate_limit && !within_rate(pool, *pool_cfg.rate_limit)) {
+            violation();
+            co_return co_await reply_error(http::status::too_many_requests, version, !p.is_done(),
+                                           retry_after(*pool_cfg.rate_limit));
         }
-        std::size_t server = w_.member_servers[pool][*member];
-        server_state& state = *w_.members[pool][*member];
 
         if (expect_continue && !p.is_done()) {
             arm(phase::response_body);
@@ -299,104 +320,142 @@ private:
             }
         }
 
-        state.active.fetch_add(1, std::memory_order_relaxed);
-        state.requests.fetch_add(1, std::memory_order_relaxed);
-        struct active_guard {
-            server_state& s;
-            ~active_guard() { s.active.fetch_sub(1, std::memory_order_relaxed); }
-        } guard{state};
-
-        // A request without a body can be sent again if a reused keep-alive
-        // connection turns out to have been closed by the backend: the
-        // request never reached it. With a body it cannot: the body has been
-        // read from the client.
+        // Request buffering: a body up to buffer_body_bytes is read whole
+        // before any backend is chosen. A malformed or incomplete body then
+        // never reaches a backend, a slow client holds no backend connection,
+        // and the request can be sent again to another server. A larger body
+        // streams, starting with what was read here.
+        std::string body_prefix;
+        if (!p.is_done() && limits.buffer_body_bytes > 0) {
+            auto [result, rec] = co_await read_body_prefix(p, body_prefix, limits.buffer_body_bytes);
+            if (result != relay_result::done) {
+                co_return co_await client_body_failed(rec, version);
+            }
+        }
+        // What a retry may resend: the whole request is in memory.
         const bool replayable = p.is_done();
-        std::optional<response_parser> rp;
-        for (int attempt = 0;; ++attempt) {
-            // A replayable request skips the liveness peek: if the backend
-            // closed this connection, the failure comes before any response
-            // byte and the request is sent again on a new connection.
-            up_ = w_.upstreams.take(server, !replayable || attempt > 0);
-            const bool reused = up_ != nullptr;
-            if (!up_) {
-                up_ = std::make_unique<upstream_connection>(w_.io.get_executor());
-                up_->server = server;
-                arm(phase::upstream_connect);
-                error_code ec = co_await connect_upstream(up_->socket, w_.server_endpoints[server]);
-                if (ec) {
-                    bool timed_out = take_timeout();
-                    state.failures.fetch_add(1, std::memory_order_relaxed);
-                    log(log_level::warn, "upstream " + w_.cfg->servers[server].name + " connect failed: " +
-                                             (timed_out ? std::string("timeout") : ec.message()));
-                    up_.reset();
-                    co_return co_await reply_error(
-                        timed_out ? http::status::gateway_timeout : http::status::bad_gateway, version, true);
-                }
-            }
-            http::request_serializer<http::buffer_body> sr{req};
-            auto [res, rec] = co_await relay(stream_, buffer_, p, sr, up_->socket, phase::request_body,
-                                             phase::upstream_send);
-            if (res == relay_result::write_failed) {
-                bool timed_out = take_timeout();
-                if (!timed_out && reused && attempt == 0 && replayable) {
-                    up_.reset();
-                    continue;
-                }
-                co_return co_await upstream_failed(state, server, rec, timed_out, version);
-            }
-            if (res == relay_result::read_failed) {
-                // The client's body failed: too large, malformed, too slow or gone.
-                bool timed_out = take_timeout();
-                up_.reset();
-                if (timed_out) {
-                    co_return co_await reply_error(http::status::request_timeout, version, true);
-                }
-                if (rec == http::error::body_limit) {
-                    co_return co_await reply_error(http::status::payload_too_large, version, true);
-                }
-                if (is_disconnect(rec)) {
-                    co_return outcome::abort;
-                }
-                co_return co_await reply_error(http::status::bad_request, version, true);
-            }
+        const bool idempotent = is_idempotent(req.method());
 
-            arm(phase::upstream_response);
-            error_code ec;
-            // Interim 1xx responses (100 Continue, 103 Early Hints) are
-            // consumed here: the gateway answered Expect itself.
-            for (int interim = 0; interim < 8; ++interim) {
-                rp.emplace();
-                rp->header_limit(64 * 1024);
-                rp->body_limit(boost::none);
-                if (head) {
-                    rp->skip(true);
+        std::optional<response_parser> rp;
+        std::optional<slot> taken;
+        std::uint64_t tried = 0;
+        unsigned attempts_left = 1 + pool_cfg.retries;
+        std::optional<http::status> last_failure;
+        for (;;) {
+            taken.reset();  // a retry releases the server it leaves
+            auto member = co_await acquire(pool, tried);
+            if (!member) {
+                co_return co_await reply_error(last_failure.value_or(http::status::service_unavailable), version,
+                                               true);
+            }
+            taken.emplace(*this, pool, *member);
+            tried |= *member < 64 ? std::uint64_t{1} << *member : 0;
+            --attempts_left;
+            const std::size_t server = w_.member_servers[pool][*member];
+            server_state& state = *w_.members[pool][*member];
+            state.requests.fetch_add(1, std::memory_order_relaxed);
+
+            // What went wrong with this server; std::nullopt when the
+            // response header arrived.
+            std::optional<attempt_failure> failure;
+            for (int stale = 0; stale < 2; ++stale) {
+                // A request that may be resent skips the liveness peek: if
+                // the backend closed this keep-alive connection, the failure
+                // comes before any response byte and the request goes again
+                // on a new connection to the same server.
+                const bool resendable = replayable && idempotent;
+                up_ = w_.upstreams.take(server, !resendable || stale > 0);
+                const bool reused = up_ != nullptr;
+                if (!up_) {
+                    up_ = std::make_unique<upstream_connection>(w_.io.get_executor());
+                    up_->server = server;
+                    arm(phase::upstream_connect);
+                    error_code ec = co_await connect_upstream(up_->socket, w_.server_endpoints[server]);
+                    if (ec) {
+                        // Nothing was sent: any request may go to another server.
+                        failure = attempt_failure{ec, take_timeout(), true};
+                        break;
+                    }
                 }
-                auto [hec, hn] = co_await http::async_read_header(up_->socket, up_->buffer, *rp, use_tuple);
-                ec = hec;
-                if (ec || rp->get().result_int() / 100 != 1) {
+                http::request_serializer<http::buffer_body> sr{req};
+                auto [res, rec] = co_await relay(stream_, buffer_, p, sr, up_->socket, phase::request_body,
+                                                 phase::upstream_send, body_prefix);
+                if (res == relay_result::read_failed) {
+                    // The client's body failed: too large, malformed, too slow or gone.
+                    up_.reset();
+                    co_return co_await client_body_failed(rec, version);
+                }
+                if (res == relay_result::write_failed) {
+                    const bool timed_out = take_timeout();
+                    if (!timed_out && reused && stale == 0 && resendable) {
+                        up_.reset();
+                        continue;
+                    }
+                    failure = attempt_failure{rec, timed_out, false};
                     break;
                 }
-            }
-            if (ec) {
-                bool timed_out = take_timeout();
-                if (!timed_out && reused && attempt == 0 && replayable &&
-                    (ec == http::error::end_of_stream || ec == net::error::eof ||
-                     ec == net::error::connection_reset)) {
-                    up_.reset();
-                    rp.reset();
-                    continue;
+
+                arm(phase::upstream_response);
+                error_code ec;
+                // Interim 1xx responses (100 Continue, 103 Early Hints) are
+                // consumed here: the gateway answered Expect itself.
+                for (int interim = 0; interim < 8; ++interim) {
+                    rp.emplace();
+                    rp->header_limit(64 * 1024);
+                    rp->body_limit(boost::none);
+                    if (head) {
+                        rp->skip(true);
+                    }
+                    auto [hec, hn] = co_await http::async_read_header(up_->socket, up_->buffer, *rp, use_tuple);
+                    ec = hec;
+                    if (ec || rp->get().result_int() / 100 != 1) {
+                        break;
+                    }
                 }
-                co_return co_await upstream_failed(state, server, ec, timed_out, version);
+                if (ec) {
+                    const bool timed_out = take_timeout();
+                    if (!timed_out && reused && stale == 0 && resendable &&
+                        (ec == http::error::end_of_stream || ec == net::error::eof ||
+                         ec == net::error::connection_reset)) {
+                        up_.reset();
+                        rp.reset();
+                        continue;
+                    }
+                    failure = attempt_failure{ec, timed_out, false};
+                } else if (rp->get().result_int() / 100 == 1) {
+                    // 101 (protocol switch) or an endless run of interim responses.
+                    failure = attempt_failure{http::error::bad_status, false, false};
+                }
+                break;
             }
-            if (rp->get().result_int() / 100 == 1) {
-                // 101 (protocol switch) or an endless run of interim responses.
-                co_return co_await upstream_failed(state, server, http::error::bad_status, false, version);
+            if (!failure) {
+                if (rp->get().result_int() >= 500) {
+                    record_failure(state, server, pool_cfg);  // passed on, but counts against the server
+                } else {
+                    record_success(state, pool_cfg);
+                }
+                break;
             }
-            break;
+            up_.reset();
+            rp.reset();
+            record_failure(state, server, pool_cfg);
+            log(log_level::warn, "upstream " + w_.cfg->servers[server].name + " failed: " +
+                                     (failure->timed_out ? std::string("timeout") : failure->ec.message()));
+            last_failure = failure->timed_out ? http::status::gateway_timeout : http::status::bad_gateway;
+            // Retry on another server when it is safe: nothing was sent, or
+            // the method is idempotent and the whole request is in memory.
+            // Never a POST whose body went out.
+            const bool safe = failure->before_send || (idempotent && replayable);
+            if (attempts_left == 0 || !safe || w_.draining) {
+                co_return co_await reply_error(*last_failure, version, true);
+            }
+            state.retries.fetch_add(1, std::memory_order_relaxed);
         }
 
         auto& res = rp->get();
         // Reaching here means the request went out whole (relay returned done).
+        const std::size_t server = up_->server;
+        server_state& state = w_.shared.servers[server];
         const bool upstream_reusable = rp->keep_alive();
         if (rp->need_eof() && !rp->is_done()) {
             // The backend delimits the body by closing: re-frame it as chunked
@@ -439,13 +498,17 @@ private:
     // body size. The header goes out with the first body chunk: one TLS record
     // and one syscall for small messages. The deadline is renewed for each
     // read and each write: it bounds inactivity, not the whole transfer.
+    //
+    // `prefix`: body bytes already read from `src` (request buffering); they
+    // go out first.
     template <class Parser, class Serializer, class Source, class Sink>
     net::awaitable<std::pair<relay_result, error_code>> relay(Source& src, beast::flat_buffer& src_buffer, Parser& p,
                                                               Serializer& sr, Sink& dst, phase read_phase,
-                                                              phase write_phase) {
+                                                              phase write_phase, std::string_view prefix = {}) {
         if (auto len = p.content_length_remaining(); len && *len > direct_threshold && !p.get().chunked()) {
-            co_return co_await relay_identity(src, src_buffer, sr, dst, *len, read_phase, write_phase);
+            co_return co_await relay_identity(src, src_buffer, sr, dst, *len, read_phase, write_phase, prefix);
         }
+        bool pending_prefix = !prefix.empty();
         std::size_t size = relay_chunk;
         if (auto len = p.content_length_remaining(); len && *len < size) {
             size = static_cast<std::size_t>(*len) + 1;
@@ -460,7 +523,12 @@ private:
             src_buffer.reserve(std::min<std::size_t>(relay_chunk, src_buffer.max_size()));
         }
         do {
-            if (!p.is_done()) {
+            if (pending_prefix) {
+                pending_prefix = false;
+                body.data = const_cast<char*>(prefix.data());
+                body.size = prefix.size();
+                body.more = !p.is_done();
+            } else if (!p.is_done()) {
                 if (!chunk) {
                     chunk.reset(new char[size]);
                 }
@@ -502,11 +570,17 @@ private:
     net::awaitable<std::pair<relay_result, error_code>> relay_identity(Source& src, beast::flat_buffer& src_buffer,
                                                                        Serializer& sr, Sink& dst,
                                                                        std::uint64_t remaining, phase read_phase,
-                                                                       phase write_phase) {
+                                                                       phase write_phase, std::string_view prefix) {
         arm(write_phase);
         auto [hec, hn] = co_await http::async_write_header(dst, sr, use_tuple);
         if (hec) {
             co_return std::pair{relay_result::write_failed, hec};
+        }
+        if (!prefix.empty()) {
+            auto [pec, pn] = co_await net::async_write(dst, net::buffer(prefix), use_tuple);
+            if (pec) {
+                co_return std::pair{relay_result::write_failed, pec};
+            }
         }
         std::unique_ptr<char[]> chunk(new char[relay_chunk]);
         while (remaining > 0) {
@@ -537,6 +611,186 @@ private:
         co_return std::pair{relay_result::done, error_code{}};
     }
 
+    // Reads the request body into `out`, at most `limit` bytes. done: the
+    // whole body or the first `limit` bytes are in `out` (p.is_done() tells
+    // which); read_failed: the client's body failed (see client_body_failed).
+    net::awaitable<std::pair<relay_result, error_code>> read_body_prefix(request_parser& p, std::string& out,
+                                                                         std::uint64_t limit) {
+        std::size_t want = static_cast<std::size_t>(limit);
+        if (auto len = p.content_length_remaining(); len && *len < want) {
+            want = static_cast<std::size_t>(*len);
+        }
+        out.resize(want);
+        auto& body = p.get().body();
+        std::size_t filled = 0;
+        while (!p.is_done() && filled < want) {
+            body.data = out.data() + filled;
+            body.size = want - filled;
+            arm(phase::request_body);
+            auto [ec, n] = co_await http::async_read(stream_, buffer_, p, use_tuple);
+            filled = want - body.size;
+            if (ec == http::error::need_buffer) {
+                ec = {};
+            }
+            if (ec) {
+                out.clear();
+                co_return std::pair{relay_result::read_failed, ec};
+            }
+        }
+        out.resize(filled);
+        co_return std::pair{relay_result::done, error_code{}};
+    }
+
+    // The answer to a request body that could not be read.
+    net::awaitable<outcome> client_body_failed(const error_code& ec, unsigned version) {
+        if (take_timeout()) {
+            co_return co_await reject(http::status::request_timeout, version);
+        }
+        if (ec == http::error::body_limit) {
+            co_return co_await reply_error(http::status::payload_too_large, version, true);
+        }
+        if (is_disconnect(ec)) {
+            co_return outcome::abort;
+        }
+        co_return co_await reject(http::status::bad_request, version);
+    }
+
+    // A request refused before any backend: malformed, too slow. Counts as a
+    // violation of the client; the connection closes after the answer.
+    net::awaitable<outcome> reject(http::status status, unsigned version) {
+        w_.counters.requests_rejected.fetch_add(1, std::memory_order_relaxed);
+        violation();
+        co_return co_await reply_error(status, version, true);
+    }
+
+    static bool is_idempotent(http::verb v) {
+        return v == http::verb::get || v == http::verb::head || v == http::verb::options || v == http::verb::trace ||
+               v == http::verb::put || v == http::verb::delete_;
+    }
+
+    // The client's request token bucket for this pool (shared by all workers).
+    bool within_rate(std::size_t pool, const config::rate& r) {
+        const mono_ns now = mono_now();
+        client_slot* bucket = find_client(w_.shared, admission_.address, static_cast<std::uint32_t>(pool), now);
+        if (bucket == nullptr || take_token(*bucket, r.per_second(), r.burst, now)) {
+            return true;
+        }
+        w_.shared.pools[pool].rate_limited.fetch_add(1, std::memory_order_relaxed);
+        return false;
+    }
+
+    static std::string retry_after(const config::rate& r) {
+        const double seconds = 1.0 / r.per_second();
+        return std::to_string(std::max<long>(1, static_cast<long>(std::ceil(seconds))));
+    }
+
+    /// A request's hold on a server slot (its `active` count); released when
+    /// the request is done with the server, waking a queued request.
+    class slot {
+    public:
+        slot(tls_session& s, std::size_t pool, std::size_t member) : s_(s), pool_(pool), member_(member) {}
+        ~slot() {
+            s_.w_.members[pool_][member_]->active.fetch_sub(1, std::memory_order_relaxed);
+            auto& waiters = s_.w_.queue_waiters[pool_];
+            if (!waiters.empty()) {
+                waiters.front()->cancel();
+            }
+        }
+        slot(const slot&) = delete;
+        slot& operator=(const slot&) = delete;
+
+    private:
+        tls_session& s_;
+        std::size_t pool_;
+        std::size_t member_;
+    };
+
+    // A server of `pool` not in `tried`, with a slot taken on it. When every
+    // candidate is at max_connections the request waits in the pool's
+    // bounded queue, up to queue_timeout. nullopt: no server (503).
+    net::awaitable<std::optional<std::size_t>> acquire(std::size_t pool, std::uint64_t tried) {
+        const auto& pc = w_.cfg->gw.pools[pool];
+        auto& ps = w_.shared.pools[pool];
+        auto c = w_.balancers[pool].pick(ps.next, w_.members[pool], mono_now(), tried, pc.max_connections);
+        if (c.member || !c.full || pc.queue_size == 0 || w_.draining) {
+            co_return c.member;
+        }
+        if (ps.queued.fetch_add(1, std::memory_order_relaxed) >= pc.queue_size) {
+            ps.queued.fetch_sub(1, std::memory_order_relaxed);
+            co_return std::nullopt;
+        }
+        net::steady_timer wake(w_.io);
+        auto& waiters = w_.queue_waiters[pool];
+        waiters.push_back(&wake);
+        arm(phase::queue);
+        const auto end = clock::now() + pc.queue_timeout;
+        std::optional<std::size_t> got;
+        // Woken at once by a slot freed in this worker; slots freed by other
+        // workers are noticed by polling every few milliseconds.
+        while (!closing_ && clock::now() < end) {
+            wake.expires_after(std::min<clock::duration>(std::chrono::milliseconds(5), end - clock::now()));
+            co_await wake.async_wait(use_tuple);
+            c = w_.balancers[pool].pick(ps.next, w_.members[pool], mono_now(), tried, pc.max_connections);
+            if (c.member || !c.full) {
+                got = c.member;
+                break;
+            }
+        }
+        std::erase(waiters, &wake);
+        ps.queued.fetch_sub(1, std::memory_order_relaxed);
+        if (!got && clock::now() >= end) {
+            ps.queue_timeouts.fetch_add(1, std::memory_order_relaxed);
+        }
+        co_return got;
+    }
+
+    struct attempt_failure {
+        error_code ec;
+        bool timed_out = false;
+        bool before_send = false;  ///< the connection failed: nothing of the request was sent
+    };
+
+    // Passive outlier detection: `consecutive_failures` in a row eject the
+    // server for base_ejection * 2^(streak), at most max_ejection; all
+    // workers see it through shared memory.
+    void record_failure(server_state& s, std::size_t server, const config::pool& pc) {
+        s.failures.fetch_add(1, std::memory_order_relaxed);
+        const auto& o = pc.outlier;
+        const std::uint32_t n = s.consecutive_failures.fetch_add(1, std::memory_order_relaxed) + 1;
+        if (o.consecutive_failures == 0 || n < o.consecutive_failures) {
+            return;
+        }
+        const mono_ns now = mono_now();
+        mono_ns until = s.ejected_until.load(std::memory_order_relaxed);
+        if (until > now) {
+            return;
+        }
+        const std::uint32_t streak = std::min<std::uint32_t>(s.ejection_streak.load(std::memory_order_relaxed), 20);
+        const mono_ns length = std::min(to_ns(o.base_ejection) << streak, to_ns(o.max_ejection));
+        if (!s.ejected_until.compare_exchange_strong(until, now + length, std::memory_order_relaxed)) {
+            return;  // another request of any worker ejected it just now
+        }
+        s.ejection_streak.fetch_add(1, std::memory_order_relaxed);
+        s.up_since.store(now + length, std::memory_order_relaxed);
+        s.consecutive_failures.store(0, std::memory_order_relaxed);
+        s.ejections.fetch_add(1, std::memory_order_relaxed);
+        log(log_level::warn, "upstream " + w_.cfg->servers[server].name + " ejected for " +
+                                 std::to_string(length / 1'000'000) + " ms after " + std::to_string(n) +
+                                 " consecutive failures");
+    }
+
+    static void record_success(server_state& s, const config::pool& pc) {
+        if (s.consecutive_failures.load(std::memory_order_relaxed) != 0) {
+            s.consecutive_failures.store(0, std::memory_order_relaxed);
+        }
+        // A server that stayed clean for max_ejection after its last
+        // ejection starts its back-off from the base again.
+        if (s.ejection_streak.load(std::memory_order_relaxed) != 0 &&
+            mono_now() > s.ejected_until.load(std::memory_order_relaxed) + to_ns(pc.outlier.max_ejection)) {
+            s.ejection_streak.store(0, std::memory_order_relaxed);
+        }
+    }
+
     void count_status(unsigned status) {
         unsigned cls = status / 100;
         if (cls >= 1 && cls <= 5) {
@@ -544,21 +798,15 @@ private:
         }
     }
 
-    net::awaitable<outcome> upstream_failed(server_state& state, std::size_t server, const error_code& ec,
-                                            bool timed_out, unsigned version) {
-        state.failures.fetch_add(1, std::memory_order_relaxed);
-        log(log_level::warn, "upstream " + w_.cfg->servers[server].name + " failed: " +
-                                 (timed_out ? std::string("response timeout") : ec.message()));
-        up_.reset();
-        co_return co_await reply_error(timed_out ? http::status::gateway_timeout : http::status::bad_gateway, version,
-                                       true);
-    }
-
     // Sends a short error response. `close`: the connection ends after it
     // (always when the request could not be read completely).
-    net::awaitable<outcome> reply_error(http::status status, unsigned version, bool close) {
+    net::awaitable<outcome> reply_error(http::status status, unsigned version, bool close,
+                                        std::string_view retry_after = {}) {
         count_status(static_cast<unsigned>(status));
         auto res = make_error_response(status, version, w_.hsts_value, close || w_.draining);
+        if (!retry_after.empty()) {
+            res.set(http::field::retry_after, retry_after);
+        }
         arm(phase::response_body);
         auto [ec, n] = co_await http::async_write(stream_, res, use_tuple);
         if (ec) {
@@ -595,7 +843,7 @@ private:
 
 class redirect_session final : public session_base {
 public:
-    redirect_session(worker_context& w, tcp_socket socket) : session_base(w), socket_(std::move(socket)) {
+    redirect_session(worker_context& w, tcp_socket socket, admission a) : session_base(w, a), socket_(std::move(socket)) {
         buffer_.max_size(w.cfg->gw.limits_settings.header_bytes + 8 * 1024);
     }
 
@@ -655,12 +903,12 @@ private:
 
 }  // namespace
 
-void start_tls_session(worker_context& w, tcp_socket socket) {
-    std::make_shared<tls_session>(w, std::move(socket))->start();
+void start_tls_session(worker_context& w, tcp_socket socket, admission a) {
+    std::make_shared<tls_session>(w, std::move(socket), a)->start();
 }
 
-void start_redirect_session(worker_context& w, tcp_socket socket) {
-    std::make_shared<redirect_session>(w, std::move(socket))->start();
+void start_redirect_session(worker_context& w, tcp_socket socket, admission a) {
+    std::make_shared<redirect_session>(w, std::move(socket), a)->start();
 }
 
 }  // namespace rampart::gateway

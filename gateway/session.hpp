@@ -4,6 +4,7 @@
 // deadline of whatever the session is currently waiting for.
 
 #include "gateway/net.hpp"
+#include "gateway/shared_state.hpp"
 
 #include <chrono>
 #include <memory>
@@ -13,14 +14,22 @@ namespace rampart::gateway {
 struct worker_context;
 
 /// What the session is waiting for; decides the answer when its deadline passes.
-enum class phase { handshake, idle, header, request_body, upstream_connect, upstream_send, upstream_response,
-                   response_body };
+enum class phase { handshake, idle, header, request_body, queue, upstream_connect, upstream_send,
+                   upstream_response, response_body };
+
+/// A client connection let in by the accept loop: its address and the shared
+/// per-client slot its connection is counted in (null when the table had no
+/// room). The session releases the count when it ends.
+struct admission {
+    client_address address;
+    client_slot* slot = nullptr;
+};
 
 /// Common part of every client session: deadline, watchdog, registration in
 /// the worker's session set (for drain).
 class session_base : public std::enable_shared_from_this<session_base> {
 public:
-    explicit session_base(worker_context& w);
+    session_base(worker_context& w, admission a);
     virtual ~session_base();
     session_base(const session_base&) = delete;
     session_base& operator=(const session_base&) = delete;
@@ -43,7 +52,11 @@ protected:
     /// Stops the watchdog; call when the session ends.
     void stop_watchdog();
 
+    /// Counts a violation against this client (L7 -> L3 blocking).
+    void violation();
+
     worker_context& w_;
+    admission admission_;
     phase phase_ = phase::handshake;
     bool idle_ = false;
     bool closing_ = false;
@@ -59,8 +72,8 @@ private:
 
 /// Serves an HTTPS client connection: handshake, then requests proxied to the
 /// default pool, until the client closes, a deadline passes or the worker drains.
-void start_tls_session(worker_context& w, tcp_socket socket);
+void start_tls_session(worker_context& w, tcp_socket socket, admission a);
 /// Serves a plain HTTP client connection: every request gets 301 to https.
-void start_redirect_session(worker_context& w, tcp_socket socket);
+void start_redirect_session(worker_context& w, tcp_socket socket, admission a);
 
 }  // namespace rampart::gateway

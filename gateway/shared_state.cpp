@@ -1,6 +1,11 @@
 #include "gateway/shared_state.hpp"
 
+#include <arpa/inet.h>
 #include <sys/mman.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
 
 #include <cerrno>
 #include <new>
@@ -12,6 +17,154 @@ namespace rampart::gateway {
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "shared counters must be lock-free across processes");
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+
+mono_ns mono_now() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+namespace {
+
+std::uint64_t load_be64(const unsigned char* p) {
+    std::uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) {
+        v = v << 8 | p[i];
+    }
+    return v;
+}
+
+void store_be64(unsigned char* p, std::uint64_t v) {
+    for (int i = 7; i >= 0; --i) {
+        p[i] = static_cast<unsigned char>(v);
+        v >>= 8;
+    }
+}
+
+// splitmix64's finaliser: a cheap, well-mixed hash of 64 bits.
+std::uint64_t mix(std::uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+}  // namespace
+
+client_address client_address::parse(const std::string& text) {
+    unsigned char bytes[16] = {};
+    if (::inet_pton(AF_INET6, text.c_str(), bytes) != 1) {
+        unsigned char v4[4];
+        if (::inet_pton(AF_INET, text.c_str(), v4) != 1) {
+            return {};
+        }
+        bytes[10] = 0xff;
+        bytes[11] = 0xff;
+        std::memcpy(bytes + 12, v4, 4);
+    }
+    return from_bytes(bytes);
+}
+
+client_address client_address::from_bytes(const unsigned char (&bytes)[16]) {
+    client_address a;
+    a.hi = load_be64(bytes);
+    a.lo = load_be64(bytes + 8);
+    return a;
+}
+
+std::string client_address::to_string() const {
+    unsigned char bytes[16];
+    store_be64(bytes, hi);
+    store_be64(bytes + 8, lo);
+    char text[INET6_ADDRSTRLEN] = {};
+    if (hi == 0 && (lo >> 32) == 0xffff) {
+        ::inet_ntop(AF_INET, bytes + 12, text, sizeof text);
+    } else {
+        ::inet_ntop(AF_INET6, bytes, text, sizeof text);
+    }
+    return text;
+}
+
+bool client_address::is_loopback() const {
+    if (hi == 0 && (lo >> 32) == 0xffff) {
+        return ((lo >> 24) & 0xff) == 127;
+    }
+    return hi == 0 && lo == 1;
+}
+
+bool client_address::in(const config::network& n) const {
+    const client_address net = parse(n.address);
+    unsigned prefix = n.prefix;
+    if (!n.v6) {
+        if (!(hi == 0 && (lo >> 32) == 0xffff)) {
+            return false;
+        }
+        prefix += 96;
+    }
+    auto masked = [](std::uint64_t v, unsigned bits) {
+        return bits == 0 ? 0 : bits >= 64 ? v : v & ~(~0ULL >> bits);
+    };
+    const unsigned hi_bits = std::min(prefix, 64U);
+    const unsigned lo_bits = prefix > 64 ? prefix - 64 : 0;
+    return masked(hi, hi_bits) == masked(net.hi, hi_bits) && masked(lo, lo_bits) == masked(net.lo, lo_bits);
+}
+
+client_slot* find_client(shared_block& b, const client_address& a, std::uint32_t scope, mono_ns now) {
+    const std::uint64_t key = (mix(a.hi ^ mix(a.lo ^ scope)) | 1);
+    const std::size_t start = static_cast<std::size_t>(key >> 17) & (client_slots - 1);
+    for (std::size_t k = 0; k < client_probe; ++k) {
+        client_slot& s = b.clients[(start + k) & (client_slots - 1)];
+        std::uint64_t seen = s.key.load(std::memory_order_acquire);
+        if (seen == 0) {
+            // Claim: the address is written after the key, read only by the
+            // master well after (for a client with many violations).
+            if (s.key.compare_exchange_strong(seen, key, std::memory_order_acq_rel)) {
+                s.addr_hi.store(a.hi, std::memory_order_relaxed);
+                s.addr_lo.store(a.lo, std::memory_order_relaxed);
+                s.last_seen.store(now, std::memory_order_relaxed);
+                return &s;
+            }
+        }
+        if (seen == key) {
+            s.last_seen.store(now, std::memory_order_relaxed);
+            return &s;
+        }
+    }
+    b.client_table_full.fetch_add(1, std::memory_order_relaxed);
+    return nullptr;
+}
+
+bool take_token(client_slot& s, double rate, std::uint64_t burst, mono_ns now) {
+    constexpr std::uint64_t milli = 1000;
+    const std::uint64_t cap = burst * milli;
+    const auto now_ms = static_cast<std::uint32_t>(static_cast<std::uint64_t>(now) / 1'000'000);
+    std::uint64_t old = s.bucket.load(std::memory_order_relaxed);
+    for (int attempt = 0; attempt < 64; ++attempt) {
+        std::uint64_t tokens = cap;
+        if (old != 0) {
+            const auto stamp = static_cast<std::uint32_t>(old >> 32);
+            const std::uint32_t elapsed = now_ms - stamp;  // wraps correctly
+            const double refill = static_cast<double>(elapsed) * rate;  // milli-tokens: ms * tokens/s
+            tokens = std::min<std::uint64_t>(cap, (old & 0xffffffffULL) + static_cast<std::uint64_t>(refill));
+        }
+        if (tokens < milli) {
+            return false;
+        }
+        // Stamp 0 with bucket 0 would read as "full": keep the word non-zero.
+        const std::uint64_t next = (static_cast<std::uint64_t>(now_ms) << 32 | (tokens - milli)) | (now_ms == 0 ? 1ULL << 32 : 0);
+        if (s.bucket.compare_exchange_weak(old, next, std::memory_order_relaxed)) {
+            return true;
+        }
+    }
+    return true;  // heavy contention on one client's bucket: let it through rather than spin
+}
+
+void count_violation(shared_block& b, const client_address& a, mono_ns now) {
+    b.abuse_violations.fetch_add(1, std::memory_order_relaxed);
+    if (client_slot* s = find_client(b, a, scope_connections, now)) {
+        s->violations.fetch_add(1, std::memory_order_relaxed);
+    }
+}
 
 shared_region::shared_region() {
     void* p = ::mmap(nullptr, sizeof(shared_block), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);

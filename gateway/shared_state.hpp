@@ -2,49 +2,127 @@
 // State shared by the master and every worker process: one anonymous
 // MAP_SHARED mapping made by the master before it forks. Fixed-size structs of
 // plain atomics, no pointers inside (DESIGN.md). Workers write their own
-// counters and the per-server active counts; the master sums for /metrics.
+// counters, the per-server active counts and the passive outlier state; the
+// master writes the health-check results and sums for /metrics.
 
 #include "config/config.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace rampart::gateway {
+
+/// Nanoseconds of std::chrono::steady_clock: CLOCK_MONOTONIC, the same in
+/// every process of the machine, so one process may compare another's stamps.
+using mono_ns = std::int64_t;
+mono_ns mono_now();
+constexpr mono_ns to_ns(std::chrono::nanoseconds d) { return d.count(); }
 
 /// Per upstream server, indexed like snapshot::servers.
 struct alignas(64) server_state {
     std::atomic<std::uint32_t> active{0};     ///< requests in flight to this server, all workers
-    std::atomic<std::uint8_t> usable{1};      ///< 0 = take no new requests (health checks, drain)
+    std::atomic<std::uint8_t> healthy{1};     ///< active health checks (master): 0 = down
+    std::atomic<std::uint8_t> drained{0};     ///< admin API: 1 = no new requests, in-flight ones finish
+    std::atomic<mono_ns> ejected_until{0};    ///< passive outlier detection: no new requests before this
+    std::atomic<mono_ns> up_since{0};         ///< when it last came back (slow start); 0 = long ago
+    std::atomic<std::uint32_t> consecutive_failures{0};
+    std::atomic<std::uint32_t> ejection_streak{0};   ///< ejections without a clean period: the back-off exponent
     std::atomic<std::uint64_t> requests{0};   ///< requests sent
-    std::atomic<std::uint64_t> failures{0};   ///< connect/read/write failures
+    std::atomic<std::uint64_t> failures{0};   ///< connect/read/write failures, timeouts, 5xx
+    std::atomic<std::uint64_t> ejections{0};  ///< times ejected
+    std::atomic<std::uint64_t> retries{0};    ///< requests retried after failing on this server
+    std::atomic<std::uint64_t> checks_passed{0};
+    std::atomic<std::uint64_t> checks_failed{0};
+    std::atomic<std::int32_t> last_check{0};  ///< HTTP status of the last check; 0 none yet; -1 no response
+
+    /// Takes new requests: healthy, not drained, and (unless `ignore_ejection`) not ejected.
+    bool available(mono_ns now, bool ignore_ejection = false) const {
+        return healthy.load(std::memory_order_relaxed) != 0 && drained.load(std::memory_order_relaxed) == 0 &&
+               (ignore_ejection || ejected_until.load(std::memory_order_relaxed) <= now);
+    }
 };
 
 /// Per upstream pool, indexed like gateway::pools.
 struct alignas(64) pool_state {
-    std::atomic<std::uint64_t> next{0};  ///< position in the balancing schedule, shared so rotation is exact across workers
+    std::atomic<std::uint64_t> next{0};    ///< position in the balancing schedule, shared so rotation is exact
+    std::atomic<std::uint32_t> queued{0};  ///< requests waiting for a server slot, all workers
+    std::atomic<std::uint64_t> queue_timeouts{0};
+    std::atomic<std::uint64_t> rate_limited{0};
 };
 
 /// Per worker process; only that worker writes it.
 struct alignas(64) worker_counters {
     std::atomic<std::uint64_t> connections_total{0};
     std::atomic<std::uint64_t> connections_active{0};
+    std::atomic<std::uint64_t> connections_refused_client{0};   ///< over limits.max_connections_per_client
+    std::atomic<std::uint64_t> connections_refused_total{0};    ///< over limits.max_connections
     std::atomic<std::uint64_t> handshakes_full{0};
     std::atomic<std::uint64_t> handshakes_resumed{0};
     std::atomic<std::uint64_t> handshake_failures{0};
     std::atomic<std::uint64_t> requests_total{0};
+    std::atomic<std::uint64_t> requests_rejected{0};            ///< malformed or refused before any backend
     std::atomic<std::uint64_t> responses_by_class[6]{};  ///< index = status / 100 (0 unused)
+};
+
+/// One client address in the shared client table: open connections, a
+/// request token bucket per pool is a separate slot (keyed with the pool).
+struct client_slot {
+    std::atomic<std::uint64_t> key{0};          ///< hash of (address, scope) | 1; 0 = free
+    std::atomic<std::uint64_t> addr_hi{0};      ///< the address (IPv6 or v4-mapped), for the blocklist
+    std::atomic<std::uint64_t> addr_lo{0};
+    std::atomic<std::uint32_t> connections{0};
+    std::atomic<std::uint32_t> violations{0};   ///< since the master last looked
+    std::atomic<std::uint64_t> bucket{0};       ///< token bucket: ms stamp << 32 | milli-tokens; 0 = full
+    std::atomic<mono_ns> last_seen{0};
 };
 
 constexpr std::size_t max_servers = 1024;
 constexpr std::size_t max_pools = 64;
 constexpr std::size_t max_workers = 256;
+constexpr std::size_t client_slots = 1 << 16;  ///< power of two
+constexpr std::size_t client_probe = 16;       ///< slots tried per lookup
 
 struct shared_block {
     server_state servers[max_servers];
     pool_state pools[max_pools];
     worker_counters workers[max_workers];
+    std::atomic<std::uint32_t> connections_open{0};   ///< client connections, all workers
+    std::atomic<std::uint64_t> abuse_violations{0};
+    std::atomic<std::uint64_t> firewall_blocks{0};     ///< addresses pushed to the blocklist (master)
+    std::atomic<std::uint64_t> firewall_block_errors{0};
+    std::atomic<std::uint64_t> client_table_full{0};   ///< lookups that found no slot
+    client_slot clients[client_slots];
 };
+
+/// A client address as 16 bytes (IPv4 as v4-mapped IPv6).
+struct client_address {
+    std::uint64_t hi = 0;
+    std::uint64_t lo = 0;
+    /// Parses "192.0.2.7" or "2001:db8::1"; nullopt-like zero address on failure.
+    static client_address parse(const std::string& text);
+    static client_address from_bytes(const unsigned char (&bytes)[16]);
+    std::string to_string() const;
+    bool is_loopback() const;
+    bool in(const config::network& n) const;
+};
+
+/// Scope of a client slot: connections, or the rate limit of pool N.
+constexpr std::uint32_t scope_connections = 0xffffffffU;
+
+/// Finds or claims the slot of (address, scope); null when the probe range
+/// is full (the caller then applies no per-client limit and counts it).
+client_slot* find_client(shared_block& b, const client_address& a, std::uint32_t scope, mono_ns now);
+
+/// Token bucket (`rate` tokens per second, at most `burst`): takes one token.
+/// Lock-free across processes (one CAS loop). Returns false when empty.
+bool take_token(client_slot& s, double rate, std::uint64_t burst, mono_ns now);
+
+/// Records a violation (rate limit, malformed request, failed handshake,
+/// connection cap) against the client's connection slot.
+void count_violation(shared_block& b, const client_address& a, mono_ns now);
 
 /// Owns the mapping. Created by the master before fork; the children inherit
 /// the same physical pages.

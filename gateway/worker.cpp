@@ -47,6 +47,7 @@ worker_context::worker_context(net::io_context& io_, config::snapshot_ptr cfg_, 
             error_code ec;
             server_endpoints[si] = tcp::endpoint(net::ip::make_address(m.address.host, ec), m.address.port);
         }
+        queue_waiters.emplace_back();
         if (p.name == cfg->gw.default_pool) {
             default_pool = pi;
         }
@@ -161,6 +162,36 @@ net::awaitable<void> worker::sweep_upstreams() {
     }
 }
 
+// The connection caps: overall and per client address, checked before any
+// TLS work is paid for. A refused connection is closed at once; one over the
+// per-client cap also counts as a violation (a slowloris flood from one
+// source ends in the blocklist).
+std::optional<admission> worker::admit(const tcp::endpoint& peer) {
+    const auto& limits = ctx_.cfg->gw.limits_settings;
+    admission a;
+    const auto address = peer.address();
+    const auto v6 = address.is_v6() ? address.to_v6() : net::ip::make_address_v6(net::ip::v4_mapped, address.to_v4());
+    const auto bytes = v6.to_bytes();
+    unsigned char raw[16];
+    std::copy(bytes.begin(), bytes.end(), raw);
+    a.address = client_address::from_bytes(raw);
+    if (limits.max_connections != 0 &&
+        ctx_.shared.connections_open.load(std::memory_order_relaxed) >= limits.max_connections) {
+        ctx_.counters.connections_refused_total.fetch_add(1, std::memory_order_relaxed);
+        return std::nullopt;
+    }
+    const mono_ns now = mono_now();
+    a.slot = find_client(ctx_.shared, a.address, scope_connections, now);
+    if (a.slot != nullptr && limits.max_connections_per_client != 0 &&
+        a.slot->connections.load(std::memory_order_relaxed) >= limits.max_connections_per_client) {
+        ctx_.counters.connections_refused_client.fetch_add(1, std::memory_order_relaxed);
+        a.slot->violations.fetch_add(1, std::memory_order_relaxed);
+        ctx_.shared.abuse_violations.fetch_add(1, std::memory_order_relaxed);
+        return std::nullopt;
+    }
+    return a;
+}
+
 net::awaitable<void> worker::accept_loop(tcp_acceptor& acceptor, bool tls) {
     net::steady_timer backoff(io_);
     while (!ctx_.draining) {
@@ -175,15 +206,23 @@ net::awaitable<void> worker::accept_loop(tcp_acceptor& acceptor, bool tls) {
             co_await backoff.async_wait(use_tuple);
             continue;
         }
+        error_code peer_ec;
+        const auto peer = socket.remote_endpoint(peer_ec);
+        auto admitted = peer_ec ? std::nullopt : admit(peer);
+        if (!admitted) {
+            error_code ignored;
+            socket.close(ignored);
+            continue;
+        }
         error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
         // Setting up a session can fail only for want of memory or
         // descriptors: that connection is dropped, the worker goes on.
         try {
             if (tls) {
-                start_tls_session(ctx_, tcp_socket(std::move(socket)));
+                start_tls_session(ctx_, tcp_socket(std::move(socket)), *admitted);
             } else {
-                start_redirect_session(ctx_, tcp_socket(std::move(socket)));
+                start_redirect_session(ctx_, tcp_socket(std::move(socket)), *admitted);
             }
         } catch (const std::exception& e) {
             log(log_level::warn, std::string("cannot start a session: ") + e.what());

@@ -7,6 +7,7 @@
 #include "config/config.hpp"
 #include "gateway/balancer.hpp"
 #include "gateway/net.hpp"
+#include "gateway/session.hpp"
 #include "gateway/shared_state.hpp"
 #include "gateway/upstream.hpp"
 
@@ -14,6 +15,7 @@
 #include <openssl/ssl.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -47,6 +49,10 @@ struct worker_context {
     std::vector<std::vector<std::size_t>> member_servers;     ///< per pool: index in snapshot::servers
     std::vector<tcp::endpoint> server_endpoints;              ///< per server
     std::size_t default_pool = 0;
+    /// Per pool: timers of requests of this worker waiting in the queue; a
+    /// slot freed here wakes the first at once (other workers' frees are
+    /// seen by polling).
+    std::vector<std::deque<net::steady_timer*>> queue_waiters;
     std::string hsts_value;                                   ///< "" when HSTS is off
     std::uint16_t https_port = 443;
     bool draining = false;
@@ -68,6 +74,7 @@ public:
 private:
     void begin_drain();
     net::awaitable<void> accept_loop(tcp_acceptor& acceptor, bool tls);
+    std::optional<admission> admit(const tcp::endpoint& peer);
     net::awaitable<void> drain_deadline();
     net::awaitable<void> sweep_upstreams();
 

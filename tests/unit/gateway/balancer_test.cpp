@@ -36,6 +36,15 @@ struct fixture {
     std::vector<server_state> states;
     std::vector<server_state*> ptrs;
     gateway::pool_state pool;
+
+    /// Picks like a request that finishes at once: the slot is released.
+    std::optional<std::size_t> pick(const balancer& b, gateway::mono_ns now = 1, std::uint64_t excluded = 0) {
+        auto c = b.pick(pool.next, ptrs, now, excluded);
+        if (c.member) {
+            states[*c.member].active -= 1;
+        }
+        return c.member;
+    }
 };
 
 }  // namespace
@@ -45,21 +54,21 @@ TEST_CASE("round robin visits members in exact order", "[unit][gateway][balancer
     fixture f(3);
     std::vector<std::size_t> picks;
     for (int i = 0; i < 9; ++i) {
-        picks.push_back(*b.pick(f.pool.next, f.ptrs));
+        picks.push_back(*f.pick(b));
     }
     CHECK(picks == std::vector<std::size_t>{0, 1, 2, 0, 1, 2, 0, 1, 2});
 }
 
-TEST_CASE("round robin skips unusable members", "[unit][gateway][balancer]") {
+TEST_CASE("round robin skips unavailable members", "[unit][gateway][balancer]") {
     balancer b(make_pool(config::balance::round_robin, {1, 1, 1}));
     fixture f(3);
-    f.states[1].usable = 0;
+    f.states[1].healthy = 0;
     for (int i = 0; i < 6; ++i) {
-        CHECK(*b.pick(f.pool.next, f.ptrs) != 1);
+        CHECK(*f.pick(b) != 1);
     }
-    f.states[0].usable = 0;
-    f.states[2].usable = 0;
-    CHECK_FALSE(b.pick(f.pool.next, f.ptrs).has_value());
+    f.states[0].drained = 1;
+    f.states[2].healthy = 0;
+    CHECK_FALSE(f.pick(b).has_value());
 }
 
 TEST_CASE("weighted round robin gives exact shares, interleaved", "[unit][gateway][balancer]") {
@@ -67,7 +76,7 @@ TEST_CASE("weighted round robin gives exact shares, interleaved", "[unit][gatewa
     fixture f(2);
     std::map<std::size_t, int> counts;
     for (int i = 0; i < 1000; ++i) {
-        ++counts[*b.pick(f.pool.next, f.ptrs)];
+        ++counts[*f.pick(b)];
     }
     CHECK(counts[0] == 750);
     CHECK(counts[1] == 250);
@@ -88,16 +97,16 @@ TEST_CASE("least connections picks the least loaded, relative to weight", "[unit
     f.states[1].active = 1;
     f.states[2].active = 3;
     for (int i = 0; i < 5; ++i) {
-        CHECK(*b.pick(f.pool.next, f.ptrs) == 1);
+        CHECK(*f.pick(b) == 1);
     }
-    f.states[1].usable = 0;
-    CHECK(*b.pick(f.pool.next, f.ptrs) == 2);
+    f.states[1].drained = 1;
+    CHECK(*f.pick(b) == 2);
 
     balancer weighted(make_pool(config::balance::least_connections, {4, 1}));
     fixture g(2);
     g.states[0].active = 3;  // 3/4 per unit of weight
     g.states[1].active = 1;  // 1/1
-    CHECK(*weighted.pick(g.pool.next, g.ptrs) == 0);
+    CHECK(*g.pick(weighted) == 0);
 }
 
 TEST_CASE("least connections rotates among ties", "[unit][gateway][balancer]") {
@@ -105,8 +114,91 @@ TEST_CASE("least connections rotates among ties", "[unit][gateway][balancer]") {
     fixture f(2);
     std::map<std::size_t, int> counts;
     for (int i = 0; i < 10; ++i) {
-        ++counts[*b.pick(f.pool.next, f.ptrs)];
+        ++counts[*f.pick(b)];
     }
     CHECK(counts[0] == 5);
     CHECK(counts[1] == 5);
+}
+
+TEST_CASE("ejected members are skipped until their time, unless all are", "[unit][gateway][balancer]") {
+    balancer b(make_pool(config::balance::round_robin, {1, 1}));
+    fixture f(2);
+    f.states[0].ejected_until = 100;
+    for (int i = 0; i < 4; ++i) {
+        CHECK(*f.pick(b, 50) == 1);
+    }
+    CHECK(f.pick(b, 100).has_value());  // ejection over at t=100
+    std::map<std::size_t, int> after;
+    for (int i = 0; i < 4; ++i) {
+        ++after[*f.pick(b, 150)];
+    }
+    CHECK(after[0] == 2);
+    // Every member ejected: panic routing still serves (ejection is a guess).
+    f.states[1].ejected_until = 100;
+    CHECK(f.pick(b, 50).has_value());
+    // But health and drain are never overridden.
+    f.states[0].healthy = 0;
+    f.states[1].drained = 1;
+    CHECK_FALSE(f.pick(b, 50).has_value());
+}
+
+TEST_CASE("members already tried are excluded", "[unit][gateway][balancer]") {
+    balancer b(make_pool(config::balance::round_robin, {1, 1, 1}));
+    fixture f(3);
+    for (int i = 0; i < 6; ++i) {
+        CHECK(*f.pick(b, 1, 0b101) == 1);
+    }
+    CHECK_FALSE(f.pick(b, 1, 0b111).has_value());
+    balancer lc(make_pool(config::balance::least_connections, {1, 1}));
+    fixture g(2);
+    g.states[1].active = 9;
+    CHECK(*g.pick(lc, 1, 0b01) == 1);
+}
+
+TEST_CASE("max connections per server: full members are skipped, then the pool is full", "[unit][gateway][balancer]") {
+    for (auto algo : {config::balance::round_robin, config::balance::least_connections}) {
+        balancer b(make_pool(algo, {1, 1}));
+        fixture f(2);
+        std::vector<std::size_t> held;
+        for (int i = 0; i < 4; ++i) {
+            auto c = b.pick(f.pool.next, f.ptrs, 1, 0, 2);
+            REQUIRE(c.member);
+            held.push_back(*c.member);
+        }
+        CHECK(f.states[0].active == 2);
+        CHECK(f.states[1].active == 2);
+        auto c = b.pick(f.pool.next, f.ptrs, 1, 0, 2);
+        CHECK_FALSE(c.member);
+        CHECK(c.full);
+        f.states[1].active -= 1;  // one finishes
+        c = b.pick(f.pool.next, f.ptrs, 1, 0, 2);
+        REQUIRE(c.member);
+        CHECK(*c.member == 1);
+    }
+}
+
+TEST_CASE("slow start ramps a returning member's share up", "[unit][gateway][balancer]") {
+    auto p = make_pool(config::balance::round_robin, {1, 1});
+    p.slow_start = std::chrono::seconds(10);
+    balancer b(p);
+    fixture f(2);
+    const gateway::mono_ns s = 1'000'000'000;
+    f.states[0].up_since = 100 * s;  // member 0 just came back at t=100 s
+    auto share = [&](gateway::mono_ns now) {
+        int zero = 0;
+        for (int i = 0; i < 2000; ++i) {
+            zero += *f.pick(b, now) == 0 ? 1 : 0;
+        }
+        return zero / 2000.0;
+    };
+    const double at_start = share(100 * s);
+    const double halfway = share(105 * s);
+    const double done = share(111 * s);
+    CHECK(at_start < 0.12);       // ~10% of its 50%
+    CHECK(halfway > at_start);
+    CHECK(halfway < done);
+    CHECK(done == Approx(0.5).margin(0.01));
+    CHECK(balancer::slow_start_factor(0, 10 * s) == Approx(0.1));
+    CHECK(balancer::slow_start_factor(5 * s, 10 * s) == Approx(0.55));
+    CHECK(balancer::slow_start_factor(20 * s, 10 * s) == 1.0);
 }
