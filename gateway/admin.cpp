@@ -5,13 +5,138 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include "gateway/log.hpp"
+
+#include <algorithm>
+#include <cstdio>
 #include <sstream>
+#include <vector>
 
 namespace rampart::gateway {
 namespace {
 
 void metric(std::ostringstream& out, const char* name, const char* type, const char* help) {
     out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
+}
+
+/// One line per server of `name{server="..."} value`.
+template <class Value>
+void per_server(std::ostringstream& out, const config::snapshot& cfg, const char* name, Value value) {
+    for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
+        out << name << "{server=\"" << cfg.servers[i].name << "\"} " << value(i) << '\n';
+    }
+}
+
+/// Servers that are members of some pool (the others are not proxied to).
+std::vector<std::size_t> pooled_servers(const config::snapshot& cfg) {
+    std::vector<std::size_t> out;
+    for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
+        for (const auto& p : cfg.gw.pools) {
+            if (std::any_of(p.members.begin(), p.members.end(),
+                            [&](const config::pool_member& m) { return m.name == cfg.servers[i].name; })) {
+                out.push_back(i);
+                break;
+            }
+        }
+    }
+    return out;
+}
+
+std::string json_escape(std::string_view text) {
+    std::string out;
+    for (char c : text) {
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += c;
+        } else if (static_cast<unsigned char>(c) < 0x20) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
+            out += buf;
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+std::string servers_json(const config::snapshot& cfg, const shared_block& shared) {
+    const mono_ns now = mono_now();
+    std::ostringstream out;
+    out << "{\"servers\":[";
+    bool first = true;
+    for (std::size_t i : pooled_servers(cfg)) {
+        const auto& srv = cfg.servers[i];
+        const server_state& s = shared.servers[i];
+        const mono_ns until = s.ejected_until.load(std::memory_order_relaxed);
+        out << (first ? "" : ",") << "{\"name\":\"" << json_escape(srv.name) << "\",\"address\":\""
+            << json_escape(srv.address) << "\",\"port\":" << srv.port.value_or(0)
+            << ",\"healthy\":" << (s.healthy.load() != 0 ? "true" : "false")
+            << ",\"drained\":" << (s.drained.load() != 0 ? "true" : "false")
+            << ",\"ejected_ms\":" << (until > now ? (until - now) / 1'000'000 : 0)
+            << ",\"available\":" << (s.available(now) ? "true" : "false") << ",\"active\":" << s.active.load()
+            << ",\"requests\":" << s.requests.load() << ",\"failures\":" << s.failures.load()
+            << ",\"ejections\":" << s.ejections.load() << ",\"retries\":" << s.retries.load()
+            << ",\"checks_passed\":" << s.checks_passed.load() << ",\"checks_failed\":" << s.checks_failed.load()
+            << ",\"last_check\":" << s.last_check.load() << '}';
+        first = false;
+    }
+    out << "]}\n";
+    return out.str();
+}
+
+namespace {
+
+/// The runtime API: GET /api/servers, POST /api/servers/NAME/drain|enable.
+http::response<http::string_body> api(const http::request<http::empty_body>& req, const config::snapshot& cfg,
+                                      shared_block& shared) {
+    auto json = [&](http::status st, std::string body) {
+        http::response<http::string_body> res{st, req.version()};
+        res.set(http::field::content_type, "application/json");
+        res.body() = std::move(body);
+        return res;
+    };
+    std::string_view target = req.target();
+    if (target == "/api/servers") {
+        if (req.method() != http::verb::get) {
+            return json(http::status::method_not_allowed, "{\"error\":\"use GET\"}\n");
+        }
+        return json(http::status::ok, servers_json(cfg, shared));
+    }
+    constexpr std::string_view prefix = "/api/servers/";
+    if (target.starts_with(prefix)) {
+        std::string_view rest = target.substr(prefix.size());
+        const auto slash = rest.find('/');
+        const std::string_view name = rest.substr(0, slash);
+        const std::string_view action = slash == std::string_view::npos ? "" : rest.substr(slash + 1);
+        std::size_t index = cfg.servers.size();
+        for (std::size_t i : pooled_servers(cfg)) {
+            if (cfg.servers[i].name == name) {
+                index = i;
+            }
+        }
+        if (index == cfg.servers.size()) {
+            return json(http::status::not_found, "{\"error\":\"no pooled server named " + json_escape(name) + "\"}\n");
+        }
+        if (action != "drain" && action != "enable") {
+            return json(http::status::not_found, "{\"error\":\"actions are drain and enable\"}\n");
+        }
+        if (req.method() != http::verb::post) {
+            return json(http::status::method_not_allowed, "{\"error\":\"use POST\"}\n");
+        }
+        server_state& s = shared.servers[index];
+        const bool drain = action == "drain";
+        if (!drain && s.drained.load() != 0) {
+            s.up_since.store(mono_now(), std::memory_order_relaxed);  // slow start after maintenance
+        }
+        s.drained.store(drain ? 1 : 0, std::memory_order_relaxed);
+        log(log_level::info, "admin: upstream " + cfg.servers[index].name + (drain ? " drained" : " enabled"));
+        return json(http::status::ok, "{\"name\":\"" + json_escape(name) + "\",\"drained\":" +
+                                          (drain ? "true" : "false") + ",\"active\":" +
+                                          std::to_string(s.active.load()) + "}\n");
+    }
+    return make_error_response(http::status::not_found, req.version(), "", true);
 }
 
 net::awaitable<void> serve_admin_connection(tcp_socket socket, config::snapshot_ptr cfg, shared_block& shared,
@@ -43,6 +168,10 @@ net::awaitable<void> serve_admin_connection(tcp_socket socket, config::snapshot_
     } else if (req.target() == "/metrics") {
         res.set(http::field::content_type, "text/plain; version=0.0.4");
         res.body() = render_metrics(*cfg, shared, workers);
+    } else if (req.target().starts_with("/api/")) {
+        res = api(req, *cfg, shared);
+        res.set(http::field::server, "rampart");
+        res.set(http::field::cache_control, "no-store");
     } else {
         res = make_error_response(http::status::not_found, req.version(), "", true);
     }
@@ -94,11 +223,55 @@ std::string render_metrics(const config::snapshot& cfg, const shared_block& shar
         out << "rampart_upstream_active{server=\"" << cfg.servers[i].name << "\"} "
             << shared.servers[i].active.load(std::memory_order_relaxed) << '\n';
     }
-    metric(out, "rampart_upstream_failures_total", "counter", "Connect, read and write failures per upstream server.");
+    metric(out, "rampart_upstream_failures_total", "counter",
+           "Connect, read and write failures, timeouts and 5xx responses per upstream server.");
+    per_server(out, cfg, "rampart_upstream_failures_total", [&](std::size_t i) { return shared.servers[i].failures.load(); });
+    const mono_ns now = mono_now();
+    metric(out, "rampart_upstream_healthy", "gauge", "1 when the active health checks say the server is up.");
+    per_server(out, cfg, "rampart_upstream_healthy", [&](std::size_t i) { return int(shared.servers[i].healthy.load()); });
+    metric(out, "rampart_upstream_drained", "gauge", "1 when the server is drained through the admin API.");
+    per_server(out, cfg, "rampart_upstream_drained", [&](std::size_t i) { return int(shared.servers[i].drained.load()); });
+    metric(out, "rampart_upstream_ejected", "gauge", "1 while passive outlier detection keeps the server out.");
+    per_server(out, cfg, "rampart_upstream_ejected",
+               [&](std::size_t i) { return shared.servers[i].ejected_until.load() > now ? 1 : 0; });
+    metric(out, "rampart_upstream_ejections_total", "counter", "Times the server was ejected.");
+    per_server(out, cfg, "rampart_upstream_ejections_total", [&](std::size_t i) { return shared.servers[i].ejections.load(); });
+    metric(out, "rampart_upstream_retries_total", "counter", "Requests retried on another server after failing on this one.");
+    per_server(out, cfg, "rampart_upstream_retries_total", [&](std::size_t i) { return shared.servers[i].retries.load(); });
+    metric(out, "rampart_health_checks_total", "counter", "Active health checks, by result.");
     for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
-        out << "rampart_upstream_failures_total{server=\"" << cfg.servers[i].name << "\"} "
-            << shared.servers[i].failures.load(std::memory_order_relaxed) << '\n';
+        out << "rampart_health_checks_total{server=\"" << cfg.servers[i].name << "\",result=\"passed\"} "
+            << shared.servers[i].checks_passed.load() << '\n';
+        out << "rampart_health_checks_total{server=\"" << cfg.servers[i].name << "\",result=\"failed\"} "
+            << shared.servers[i].checks_failed.load() << '\n';
     }
+    metric(out, "rampart_pool_queue_length", "gauge", "Requests waiting for a server slot.");
+    for (std::size_t p = 0; p < cfg.gw.pools.size(); ++p) {
+        out << "rampart_pool_queue_length{pool=\"" << cfg.gw.pools[p].name << "\"} " << shared.pools[p].queued.load() << '\n';
+    }
+    metric(out, "rampart_pool_queue_timeouts_total", "counter", "Requests that waited queue.timeout and got 503.");
+    for (std::size_t p = 0; p < cfg.gw.pools.size(); ++p) {
+        out << "rampart_pool_queue_timeouts_total{pool=\"" << cfg.gw.pools[p].name << "\"} "
+            << shared.pools[p].queue_timeouts.load() << '\n';
+    }
+    metric(out, "rampart_rate_limited_total", "counter", "Requests answered 429 by the per-client rate limit.");
+    for (std::size_t p = 0; p < cfg.gw.pools.size(); ++p) {
+        out << "rampart_rate_limited_total{pool=\"" << cfg.gw.pools[p].name << "\"} "
+            << shared.pools[p].rate_limited.load() << '\n';
+    }
+    metric(out, "rampart_connections_refused_total", "counter", "Client connections closed at accept, by limit.");
+    out << "rampart_connections_refused_total{limit=\"per_client\"} " << sum(&worker_counters::connections_refused_client)
+        << '\n';
+    out << "rampart_connections_refused_total{limit=\"total\"} " << sum(&worker_counters::connections_refused_total)
+        << '\n';
+    metric(out, "rampart_requests_rejected_total", "counter", "Requests refused as malformed or too slow, before any backend.");
+    out << "rampart_requests_rejected_total " << sum(&worker_counters::requests_rejected) << '\n';
+    metric(out, "rampart_abuse_violations_total", "counter", "Violations counted against clients (L7 -> L3 blocking).");
+    out << "rampart_abuse_violations_total " << shared.abuse_violations.load() << '\n';
+    metric(out, "rampart_firewall_blocks_total", "counter", "Client addresses pushed into the firewall blocklist.");
+    out << "rampart_firewall_blocks_total " << shared.firewall_blocks.load() << '\n';
+    metric(out, "rampart_firewall_block_errors_total", "counter", "Blocklist updates the kernel refused.");
+    out << "rampart_firewall_block_errors_total " << shared.firewall_block_errors.load() << '\n';
     return out.str();
 }
 

@@ -13,6 +13,9 @@ namespace rampart::gateway {
 /// Prometheus text exposition of the shared counters.
 std::string render_metrics(const config::snapshot& cfg, const shared_block& shared, unsigned workers);
 
+/// The runtime API's server list: state and counters of every pooled server.
+std::string servers_json(const config::snapshot& cfg, const shared_block& shared);
+
 /// Accepts admin connections on `acceptor` until it is closed. Runs on the
 /// master's io_context.
 net::awaitable<void> serve_admin(tcp_acceptor& acceptor, config::snapshot_ptr cfg, shared_block& shared,

@@ -1,7 +1,9 @@
 #include "gateway/master.hpp"
 
 #include "certs/certs.hpp"
+#include "gateway/abuse.hpp"
 #include "gateway/admin.hpp"
+#include "gateway/health.hpp"
 #include "gateway/log.hpp"
 #include "gateway/net.hpp"
 #include "gateway/shared_state.hpp"
@@ -14,6 +16,7 @@
 #include <netinet/in.h>
 #include <pwd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -182,6 +185,10 @@ public:
             admin->assign(v6 ? tcp::v6() : tcp::v4(), fd);
             net::co_spawn(io_, serve_admin(*admin, cfg_, region_.block(), workers_), net::detached);
         }
+        health_checker health(io_, cfg_, region_.block());
+        health.start();
+        abuse_guard abuse(cfg_, region_.block());
+        net::co_spawn(io_, abuse.run(stopping_), net::detached);
         for (unsigned i = 0; i < workers_; ++i) {
             spawn(i);
         }
@@ -197,6 +204,7 @@ public:
             } else if (!stopping_) {
                 stopping_ = true;
                 log(log_level::info, "stopping: draining workers");
+                health.stop();
                 error_code ignored;
                 if (admin) {
                     admin->close(ignored);
@@ -372,6 +380,15 @@ private:
 
 int run_master(config::snapshot_ptr cfg) {
     ::signal(SIGPIPE, SIG_IGN);
+    // Every client connection is a descriptor, and a backend connection
+    // another: the soft limit (often 1024) would cap the gateway long before
+    // limits.max_connections does. Raised to the hard limit, inherited by
+    // the workers.
+    rlimit files{};
+    if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+        files.rlim_cur = files.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &files);
+    }
     master m(std::move(cfg));
     return m.run();
 }

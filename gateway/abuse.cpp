@@ -1,0 +1,130 @@
+#include "gateway/abuse.hpp"
+
+#include "firewall/blocklist.hpp"
+#include "gateway/log.hpp"
+
+#include <memory>
+
+namespace rampart::gateway {
+namespace {
+
+/// A slot untouched this long, with nothing open, goes back to the table.
+constexpr mono_ns slot_idle = 10LL * 60 * 1'000'000'000;
+/// Same, when the table is filling up.
+constexpr mono_ns slot_idle_crowded = 30LL * 1'000'000'000;
+
+}  // namespace
+
+abuse_guard::abuse_guard(config::snapshot_ptr cfg, shared_block& shared, block_function block)
+    : cfg_(std::move(cfg)), shared_(shared), block_(std::move(block)) {
+    allow_ = cfg_->gw.abuse_settings.allow;
+    if (cfg_->fw) {
+        allow_.insert(allow_.end(), cfg_->fw->admin_networks.begin(), cfg_->fw->admin_networks.end());
+    }
+    if (!block_) {
+        auto list = std::make_shared<std::unique_ptr<firewall::blocklist>>();
+        block_ = [list](const std::vector<std::string>& addresses, std::chrono::milliseconds timeout) {
+            if (!*list) {
+                *list = std::make_unique<firewall::blocklist>();
+            }
+            (*list)->add(addresses, timeout);
+        };
+    }
+}
+
+bool abuse_guard::allowed(const client_address& a) const {
+    if (a.is_loopback() || (a.hi == 0 && a.lo == 0)) {
+        return true;
+    }
+    for (const auto& n : allow_) {
+        if (a.in(n)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+std::vector<std::string> abuse_guard::sweep(mono_ns now) {
+    const auto& settings = cfg_->gw.abuse_settings;
+    const bool new_window = now - window_start_ >= to_ns(settings.window);
+    if (new_window) {
+        window_start_ = now;
+    }
+    std::size_t used = 0;
+    for (auto& s : shared_.clients) {
+        used += s.key.load(std::memory_order_relaxed) != 0 ? 1 : 0;
+    }
+    const mono_ns idle_limit = used > client_slots / 2 ? slot_idle_crowded : slot_idle;
+    std::vector<std::string> offenders;
+    for (auto& s : shared_.clients) {
+        std::uint64_t key = s.key.load(std::memory_order_acquire);
+        if (key == 0) {
+            continue;
+        }
+        const std::uint32_t v = s.violations.load(std::memory_order_relaxed);
+        if (v >= settings.threshold) {
+            s.violations.fetch_sub(v, std::memory_order_relaxed);
+            client_address a{s.addr_hi.load(std::memory_order_relaxed), s.addr_lo.load(std::memory_order_relaxed)};
+            if (!allowed(a)) {
+                offenders.push_back(a.to_string());
+            }
+        } else if (new_window && v != 0) {
+            s.violations.fetch_sub(v, std::memory_order_relaxed);
+        }
+        if (s.connections.load(std::memory_order_relaxed) == 0 && s.violations.load(std::memory_order_relaxed) == 0 &&
+            now - s.last_seen.load(std::memory_order_relaxed) > idle_limit) {
+            // Free the slot. A worker racing with this may count one
+            // connection or token into a slot just freed: the limits are
+            // approximate for that instant, never stuck.
+            s.bucket.store(0, std::memory_order_relaxed);
+            s.key.compare_exchange_strong(key, 0, std::memory_order_acq_rel);
+        }
+    }
+    if (!offenders.empty()) {
+        if (settings.block) {
+            block(offenders);
+        } else {
+            for (const auto& a : offenders) {
+                log(log_level::warn, "client " + a + " reached " + std::to_string(settings.threshold) +
+                                         " violations (blocking is off)");
+            }
+        }
+    }
+    return settings.block ? offenders : std::vector<std::string>{};
+}
+
+void abuse_guard::block(const std::vector<std::string>& addresses) {
+    const auto& settings = cfg_->gw.abuse_settings;
+    try {
+        block_(addresses, settings.block_for);
+        shared_.firewall_blocks.fetch_add(addresses.size(), std::memory_order_relaxed);
+        for (const auto& a : addresses) {
+            log(log_level::warn, "blocked client " + a + " in the firewall for " +
+                                     std::to_string(settings.block_for.count() / 1000) + " s (" +
+                                     std::to_string(settings.threshold) + "+ violations within " +
+                                     std::to_string(settings.window.count() / 1000) + " s)");
+        }
+    } catch (const std::exception& e) {
+        shared_.firewall_block_errors.fetch_add(1, std::memory_order_relaxed);
+        const mono_ns now = mono_now();
+        // Without the table (no firewall applied) or without CAP_NET_ADMIN
+        // every attempt fails the same way: say so once a minute.
+        if (now - last_error_log_ > 60LL * 1'000'000'000) {
+            last_error_log_ = now;
+            log(log_level::error, std::string("cannot block abusive clients in the firewall: ") + e.what());
+        }
+    }
+}
+
+net::awaitable<void> abuse_guard::run(const bool& stop) {
+    net::steady_timer tick(co_await net::this_coro::executor);
+    while (!stop) {
+        tick.expires_after(std::chrono::seconds(1));
+        co_await tick.async_wait(use_tuple);
+        if (!stop) {
+            sweep(mono_now());
+        }
+    }
+}
+
+}  // namespace rampart::gateway

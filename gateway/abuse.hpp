@@ -1,0 +1,52 @@
+#pragma once
+// L7 -> L3: the master reads the per-client violation counts the workers
+// keep in shared memory (rate-limit rejections, malformed or timed-out
+// requests, failed handshakes, connections over the per-client cap) and
+// pushes a client that reaches gateway.abuse.threshold within the window
+// into the firewall's blocklist set, so the kernel drops its packets before
+// a TLS handshake is paid for. Loopback and allow-listed networks (the
+// abuse allow list and firewall.admin_networks) are never blocked.
+
+#include "config/config.hpp"
+#include "gateway/net.hpp"
+#include "gateway/shared_state.hpp"
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace rampart::gateway {
+
+class abuse_guard {
+public:
+    /// Adds addresses to the blocklist for a time; throws std::exception on failure.
+    using block_function = std::function<void(const std::vector<std::string>&, std::chrono::milliseconds)>;
+
+    /// `block` null: the firewall blocklist (netlink; needs CAP_NET_ADMIN),
+    /// opened on first use.
+    abuse_guard(config::snapshot_ptr cfg, shared_block& shared, block_function block = {});
+
+    /// One pass over the client table at `now`: blocks the clients over the
+    /// threshold, starts a new window when the last one ended, frees slots
+    /// of clients gone quiet. Returns the addresses it blocked.
+    std::vector<std::string> sweep(mono_ns now);
+
+    /// Runs sweep() every second on the caller's io_context until `stop`.
+    net::awaitable<void> run(const bool& stop);
+
+    /// Never blocked: loopback and the allow lists.
+    bool allowed(const client_address& a) const;
+
+private:
+    void block(const std::vector<std::string>& addresses);
+
+    config::snapshot_ptr cfg_;
+    shared_block& shared_;
+    block_function block_;
+    std::vector<config::network> allow_;
+    mono_ns window_start_ = 0;
+    mono_ns last_error_log_ = 0;
+};
+
+}  // namespace rampart::gateway
