@@ -75,6 +75,9 @@
 //       window                  duration >= 1s                 10s
 //       block_for               duration >= 1s                 10m
 //       allow                   list of CIDR                   empty (firewall.admin_networks are added)
+//     security_headers          map name -> value, or off      X-Content-Type-Options: nosniff,
+//                               X-Frame-Options: SAMEORIGIN, Referrer-Policy: strict-origin-when-cross-origin;
+//                               added when the backend sent none of that name; "" drops a default
 //   firewall                    map                            none (no host firewall)
 //     admin_networks            list of CIDR or address        required; may reach SSH and the admin
 //                               ("198.51.100.0/24", "2001:db8::/48", "192.0.2.5")  listener; the firewall
@@ -170,7 +173,8 @@ constexpr std::array<named<duration timeouts::*>, 7> timeout_fields{{
 constexpr std::array root_keys{"site"sv, "servers"sv, "gateway"sv, "firewall"sv};
 constexpr std::array server_keys{"address"sv, "role"sv, "port"sv, "weight"sv};
 constexpr std::array gateway_keys{"listen"sv, "workers"sv,      "user"sv,     "tls"sv,    "hsts"sv,
-                                  "pools"sv,  "default_pool"sv, "timeouts"sv, "limits"sv, "abuse"sv};
+                                  "pools"sv,  "default_pool"sv, "timeouts"sv, "limits"sv, "abuse"sv,
+                                  "security_headers"sv};
 constexpr std::array listen_keys{"https"sv, "http"sv, "admin"sv};
 constexpr std::array tls_keys{"certificates"sv, "session_tickets"sv, "ticket_rotation"sv};
 constexpr std::array certificate_keys{"cert"sv, "key"sv};
@@ -602,6 +606,7 @@ private:
     void check_health(const field& f, health_check& out);
     void check_outlier(const field& f, outlier_detection& out);
     void check_abuse(const field& f, abuse& out);
+    void check_security_headers(const field& f, std::vector<std::pair<std::string, std::string>>& out);
     template <class T> void optional_count(const map_fields& m, std::string_view key, T& out, std::uint64_t min,
                                            std::uint64_t max) {
         if (const auto f = m.get(key)) {
@@ -943,6 +948,9 @@ void checker::check_gateway(const field& f, snapshot& s) {
     }
     if (const auto a = m->get("abuse")) {
         check_abuse(*a, gw.abuse_settings);
+    }
+    if (const auto h = m->get("security_headers")) {
+        check_security_headers(*h, gw.security_headers);
     }
     if (https && gw.tls_settings.certificates.empty() && !tls_failed) {
         fail(*https, "an https listener needs at least one certificate in gateway.tls.certificates");
@@ -1288,6 +1296,50 @@ void checker::check_outlier(const field& f, outlier_detection& out) {
     if (out.max_ejection < out.base_ejection) {
         fail(m->get("max_ejection") ? m->get("max_ejection")->at : f.at, f.path + ".max_ejection",
              "must not be shorter than base_ejection (" + format_duration(out.base_ejection) + ")");
+    }
+}
+
+// `off` drops every default; a map adds headers or replaces a default's
+// value, and "" as a value drops that one.
+void checker::check_security_headers(const field& f, std::vector<std::pair<std::string, std::string>>& out) {
+    if (f.node.IsScalar()) {
+        if (const auto b = boolean(f)) {
+            if (!*b) {
+                out.clear();
+            }
+        }
+        return;
+    }
+    const auto m = read_map(f, nullptr, "a map of header name to value, or off");
+    if (!m) {
+        return;
+    }
+    for (const auto& [name, value] : m->entries) {
+        const bool token = !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+            return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_';
+        });
+        if (!token) {
+            fail(value.key_at, value.path, "expected a header name of letters, digits and dashes");
+            continue;
+        }
+        const auto text = scalar(value, "a header value");
+        if (!text) {
+            continue;
+        }
+        if (std::any_of(text->begin(), text->end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+            fail(value, "control characters are not allowed in a header value");
+            continue;
+        }
+        auto same = [&](const auto& entry) {
+            return entry.first.size() == name.size() &&
+                   std::equal(name.begin(), name.end(), entry.first.begin(), [](char a, char b) {
+                       return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+                   });
+        };
+        std::erase_if(out, same);
+        if (!text->empty()) {
+            out.emplace_back(name, *text);
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace rampart::config {
@@ -189,6 +190,13 @@ struct gateway {
     timeouts timeouts_settings;
     limits limits_settings;
     abuse abuse_settings;
+    /// Response headers added when the backend sent none of that name (name,
+    /// value); HSTS is separate (hsts).
+    std::vector<std::pair<std::string, std::string>> security_headers{
+        {"X-Content-Type-Options", "nosniff"},
+        {"X-Frame-Options", "SAMEORIGIN"},
+        {"Referrer-Policy", "strict-origin-when-cross-origin"},
+    };
 };
 
 

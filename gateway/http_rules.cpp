@@ -194,4 +194,12 @@ http::response<http::string_body> make_error_response(http::status status, unsig
     return res;
 }
 
+void add_missing_headers(http::fields& f, const std::vector<std::pair<std::string, std::string>>& headers) {
+    for (const auto& [name, value] : headers) {
+        if (f.find(name) == f.end()) {
+            f.set(name, value);
+        }
+    }
+}
+
 }  // namespace rampart::gateway

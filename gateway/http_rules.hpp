@@ -7,6 +7,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace rampart::gateway {
 
@@ -60,5 +62,9 @@ std::optional<std::string> https_location(std::string_view host_header, std::str
 /// A small complete response with a text body; `close` adds Connection: close.
 http::response<http::string_body> make_error_response(http::status status, unsigned version,
                                                        std::string_view hsts_value, bool close);
+
+/// Adds each (name, value) the message does not already carry: security
+/// headers the application did not set itself (its own choice wins).
+void add_missing_headers(http::fields& f, const std::vector<std::pair<std::string, std::string>>& headers);
 
 }  // namespace rampart::gateway

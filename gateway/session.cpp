@@ -468,6 +468,7 @@ private:
         }
         keep_alive = keep_alive && !w_.draining;
         rewrite_response(res.base(), w_.hsts_value, keep_alive, version);
+        add_missing_headers(res.base(), w_.cfg->gw.security_headers);
         count_status(res.result_int());
 
         http::response_serializer<http::buffer_body> rs{res};
@@ -804,6 +805,7 @@ private:
                                         std::string_view retry_after = {}) {
         count_status(static_cast<unsigned>(status));
         auto res = make_error_response(status, version, w_.hsts_value, close || w_.draining);
+        add_missing_headers(res.base(), w_.cfg->gw.security_headers);
         if (!retry_after.empty()) {
             res.set(http::field::retry_after, retry_after);
         }
