@@ -3,7 +3,9 @@
 #include <boost/beast/http/rfc7230.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
+#include <cstdint>
 #include <vector>
 
 namespace rampart::gateway {
@@ -35,6 +37,138 @@ bool valid_host_name(std::string_view h) {
     return std::all_of(h.begin(), h.end(), valid_host_char);
 }
 
+/// The value of a port of at most 5 digits, or `default_port` when empty.
+unsigned port_number(std::string_view port, unsigned default_port) {
+    if (port.empty()) {
+        return default_port;
+    }
+    unsigned n = 0;
+    for (char c : port) {
+        n = n * 10 + static_cast<unsigned>(c - '0');
+    }
+    return n;
+}
+
+/// Splits an authority ("host", "host:port", "[v6]:port") into host and
+/// port; false unless the host is a valid name or bracketed IPv6 address
+/// and the port, when present, is 1 to 5 digits up to 65535.
+bool split_authority(std::string_view a, std::string_view& host, std::string_view& port) {
+    std::string_view rest;
+    if (!a.empty() && a.front() == '[') {
+        auto close = a.find(']');
+        if (close == std::string_view::npos) {
+            return false;
+        }
+        host = a.substr(0, close + 1);
+        rest = a.substr(close + 1);
+    } else {
+        auto colon = a.find(':');
+        host = a.substr(0, colon);
+        rest = colon == std::string_view::npos ? std::string_view{} : a.substr(colon);
+    }
+    port = {};
+    if (!rest.empty()) {
+        if (rest.front() != ':') {
+            return false;
+        }
+        port = rest.substr(1);
+        if (port.empty() || port.size() > 5 ||
+            !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+            return false;
+        }
+        if (port_number(port, 0) > 65535) {
+            return false;
+        }
+    }
+    return valid_host_name(host);
+}
+
+/// Character classes of the raw request head (RFC 9110 5.6.2, 5.5; RFC
+/// 9112 3.2): one table lookup per byte.
+enum char_class : std::uint8_t {
+    tchar = 1,        ///< method and field-name characters
+    target_char = 2,  ///< request-target: visible ASCII except '#'
+    value_char = 4,   ///< field value: HTAB, SP, visible ASCII, obs-text
+};
+
+constexpr std::array<std::uint8_t, 256> make_char_classes() {
+    std::array<std::uint8_t, 256> t{};
+    constexpr std::string_view token_marks = "!#$%&'*+-.^_`|~";
+    for (unsigned c = 0; c < 256; ++c) {
+        std::uint8_t v = 0;
+        const bool alnum = (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+        if (alnum || (c < 0x80 && token_marks.find(static_cast<char>(c)) != std::string_view::npos)) {
+            v |= tchar;
+        }
+        if (c > 0x20 && c < 0x7f && c != '#') {
+            v |= target_char;
+        }
+        if (c == '\t' || (c >= 0x20 && c != 0x7f)) {
+            v |= value_char;
+        }
+        t[c] = v;
+    }
+    return t;
+}
+
+constexpr auto char_classes = make_char_classes();
+
+bool in_class(char c, std::uint8_t cls) { return (char_classes[static_cast<unsigned char>(c)] & cls) != 0; }
+
+rejection bad_request(const char* why) { return rejection{http::status::bad_request, why}; }
+
+/// True for a field name that reads as Content-Length or Transfer-Encoding
+/// once '_' is taken for '-': servers behind CGI-style interfaces
+/// (CONTENT_LENGTH, HTTP_TRANSFER_ENCODING) cannot tell the spellings apart.
+bool framing_alias(std::string_view name) {
+    char mapped[32];
+    if (name.size() > sizeof mapped || name.find('_') == std::string_view::npos) {
+        return false;
+    }
+    std::transform(name.begin(), name.end(), mapped, [](char c) { return c == '_' ? '-' : c; });
+    auto f = http::string_to_field(std::string_view(mapped, name.size()));
+    return f == http::field::content_length || f == http::field::transfer_encoding;
+}
+
+/// Rewrites an absolute-form target ("http[s]://authority[/path][?query]")
+/// to origin form when its authority is the Host field: same host
+/// (case-insensitive) and same port, a missing port being the scheme's.
+std::optional<rejection> absolute_to_origin_form(http::request_header<>& h) {
+    std::string_view target = h.target();
+    auto sep = target.find("://");
+    if (sep == std::string_view::npos) {
+        return bad_request("request target must be in origin form");
+    }
+    std::string_view scheme = target.substr(0, sep);
+    unsigned default_port = 0;
+    if (beast::iequals(scheme, "http")) {
+        default_port = 80;
+    } else if (beast::iequals(scheme, "https")) {
+        default_port = 443;
+    } else {
+        return bad_request("absolute-form target with a scheme other than http or https");
+    }
+    std::string_view rest = target.substr(sep + 3);
+    auto path_at = rest.find_first_of("/?");
+    std::string_view authority = rest.substr(0, path_at);
+    std::string_view path = path_at == std::string_view::npos ? std::string_view{} : rest.substr(path_at);
+    std::string_view host;
+    std::string_view port;
+    if (authority.find('@') != std::string_view::npos || !split_authority(authority, host, port)) {
+        return bad_request("invalid authority in absolute-form target");
+    }
+    std::string_view field_host;
+    std::string_view field_port;
+    if (!split_authority(h[http::field::host], field_host, field_port) || !beast::iequals(host, field_host) ||
+        port_number(port, default_port) != port_number(field_port, default_port)) {
+        return bad_request("absolute-form target does not match Host");
+    }
+    std::string origin = path.empty() || path.front() == '?' ? "/" : "";
+    origin += path;
+    h.target(origin);
+    return std::nullopt;
+}
+
 /// Connection framing for a header whose Connection field was stripped.
 void set_keep_alive(http::fields& f, unsigned version, bool keep_alive) {
     if (version >= 11 && !keep_alive) {
@@ -46,52 +180,209 @@ void set_keep_alive(http::fields& f, unsigned version, bool keep_alive) {
 
 }  // namespace
 
-std::optional<rejection> validate_request(const http::request_header<>& h, unsigned max_fields) {
+// The request line is "method SP target SP HTTP/d.d CRLF", each field line
+// "name:value CRLF" with the value's surrounding whitespace allowed, and an
+// empty line ends the head. Beast already refuses most deviations; this scan
+// repeats them at the cost of one table lookup per byte so the rule set does
+// not depend on the parser's version, and adds what Beast lets through:
+// obs-fold (it joins the lines), a version other than 1.x as 505 rather
+// than a parse error, obs-text and '#' in the target.
+std::optional<rejection> check_raw_header(std::string_view in) {
+    const char* p = in.data();
+    const char* const end = p + in.size();
+    const auto scan = [&p, end](std::uint8_t cls) {
+        while (p != end && in_class(*p, cls)) {
+            ++p;
+        }
+    };
+    const auto incomplete = [] { return bad_request("incomplete request head"); };
+
+    const char* first = p;
+    scan(tchar);
+    if (p == end) {
+        return incomplete();
+    }
+    if (p == first || *p != ' ') {
+        return bad_request("invalid method");
+    }
+    first = ++p;
+    scan(target_char);
+    if (p == end) {
+        return incomplete();
+    }
+    if (p == first || *p != ' ') {
+        return bad_request("invalid request target");
+    }
+    ++p;
+    for (char c : std::string_view("HTTP/")) {
+        if (p == end) {
+            return incomplete();
+        }
+        if (*p++ != c) {
+            return bad_request("invalid HTTP version");
+        }
+    }
+    int version[2] = {0, 0};
+    for (int i = 0; i < 2; ++i) {
+        if (p == end) {
+            return incomplete();
+        }
+        if (*p < '0' || *p > '9') {
+            return bad_request("invalid HTTP version");
+        }
+        version[i] = *p++ - '0';
+        if (i == 0) {
+            if (p == end) {
+                return incomplete();
+            }
+            if (*p++ != '.') {
+                return bad_request("invalid HTTP version");
+            }
+        }
+    }
+    if (p != end && *p != '\r') {
+        return bad_request(*p == '\n' ? "bare LF" : "invalid HTTP version");
+    }
+    if (version[0] != 1 || version[1] > 1) {
+        return rejection{http::status::http_version_not_supported, "HTTP version not supported"};
+    }
+
+    // From here `p` is at the CR ending the previous line.
+    for (;;) {
+        if (end - p < 2) {
+            return incomplete();
+        }
+        if (p[1] != '\n') {
+            return bad_request("bare CR");
+        }
+        p += 2;
+        if (p == end) {
+            return incomplete();
+        }
+        if (*p == '\r') {
+            if (end - p < 2) {
+                return incomplete();
+            }
+            if (p[1] != '\n') {
+                return bad_request("bare CR");
+            }
+            return std::nullopt;  // the empty line: the head is complete
+        }
+        if (*p == ' ' || *p == '\t') {
+            return bad_request("obsolete line folding");
+        }
+        first = p;
+        scan(tchar);
+        if (p == end) {
+            return incomplete();
+        }
+        if (*p != ':') {
+            if (*p == '\n') {
+                return bad_request("bare LF");
+            }
+            if (*p == ' ' || *p == '\t') {
+                return bad_request("whitespace before colon");
+            }
+            return bad_request(*p == '\r' ? "field line without colon" : "invalid character in field name");
+        }
+        if (p == first) {
+            return bad_request("empty field name");
+        }
+        ++p;
+        scan(value_char);
+        if (p == end) {
+            return incomplete();
+        }
+        if (*p != '\r') {
+            return bad_request(*p == '\n' ? "bare LF" : "control character in field value");
+        }
+    }
+}
+
+bool valid_chunk_extensions(std::string_view extensions) {
+    return std::all_of(extensions.begin(), extensions.end(), [](char c) { return in_class(c, value_char); });
+}
+
+std::optional<rejection> validate_request(http::request_header<>& h, unsigned max_fields) {
+    if (h.version() != 10 && h.version() != 11) {
+        return rejection{http::status::http_version_not_supported, "HTTP version not supported"};
+    }
     unsigned fields = 0;
     unsigned hosts = 0;
     for (const auto& f : h) {
         ++fields;
         if (f.name() == http::field::host) {
             ++hosts;
+        } else if (f.name() == http::field::unknown && framing_alias(f.name_string())) {
+            return bad_request("field name spelling a framing field with '_'");
         }
     }
     if (fields > max_fields) {
         return rejection{http::status::request_header_fields_too_large, "too many header fields"};
     }
-    if (h.version() >= 11 && hosts != 1) {
-        return rejection{http::status::bad_request, hosts == 0 ? "missing Host" : "duplicate Host"};
-    }
-    if (hosts > 1) {
-        return rejection{http::status::bad_request, "duplicate Host"};
-    }
-    if (hosts == 1 && !valid_host_name(host_without_port(h[http::field::host]))) {
-        return rejection{http::status::bad_request, "invalid Host"};
-    }
-    // Message framing the gateway and the app server could read differently
-    // is refused outright (request smuggling): both Content-Length and
-    // Transfer-Encoding, Content-Length twice, or any transfer coding other
-    // than exactly "chunked".
-    const auto lengths = h.count(http::field::content_length);
-    const auto codings = h.count(http::field::transfer_encoding);
-    if (lengths > 0 && codings > 0) {
-        return rejection{http::status::bad_request, "both Content-Length and Transfer-Encoding"};
-    }
-    if (lengths > 1) {
-        return rejection{http::status::bad_request, "duplicate Content-Length"};
-    }
-    if (codings > 1 || (codings == 1 && !beast::iequals(h[http::field::transfer_encoding], "chunked"))) {
-        return rejection{http::status::bad_request, "Transfer-Encoding other than chunked"};
-    }
     if (h.method() == http::verb::connect) {
         return rejection{http::status::method_not_allowed, "CONNECT is not supported"};
     }
-    std::string_view target = h.target();
-    bool origin_form = !target.empty() && target.front() == '/';
-    bool asterisk = target == "*" && h.method() == http::verb::options;
-    if (!origin_form && !asterisk) {
-        return rejection{http::status::bad_request, "request target must be in origin form"};
+    if (h.method() == http::verb::unknown) {
+        return rejection{http::status::not_implemented, "unknown method"};
     }
-    return std::nullopt;
+    if (h.version() >= 11 && hosts != 1) {
+        return bad_request(hosts == 0 ? "missing Host" : "duplicate Host");
+    }
+    if (hosts > 1) {
+        return bad_request("duplicate Host");
+    }
+    std::string_view host_name;
+    std::string_view host_port;
+    if (hosts == 1 && !split_authority(h[http::field::host], host_name, host_port)) {
+        return bad_request("invalid Host");
+    }
+    // Message framing the gateway and the app server could read differently
+    // is refused outright (request smuggling): both Content-Length and
+    // Transfer-Encoding, Content-Length twice or as a list, or any transfer
+    // coding other than exactly "chunked". HTTP/1.0 has no chunked coding
+    // (RFC 9112 6.1: its framing is faulty).
+    const auto lengths = h.count(http::field::content_length);
+    const auto codings = h.count(http::field::transfer_encoding);
+    if (lengths > 0 && codings > 0) {
+        return bad_request("both Content-Length and Transfer-Encoding");
+    }
+    if (lengths > 1) {
+        return bad_request("duplicate Content-Length");
+    }
+    if (lengths == 1) {
+        std::string_view length = h[http::field::content_length];
+        if (length.empty() || !std::all_of(length.begin(), length.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+            return bad_request("invalid Content-Length");
+        }
+        if (length.size() > 1 && length.front() == '0') {
+            auto digits = length.find_first_not_of('0');
+            h.set(http::field::content_length,
+                  std::string(digits == std::string_view::npos ? std::string_view("0") : length.substr(digits)));
+        }
+    }
+    if (codings > 1 || (codings == 1 && !beast::iequals(h[http::field::transfer_encoding], "chunked"))) {
+        return bad_request("Transfer-Encoding other than chunked");
+    }
+    if (codings == 1) {
+        if (h.version() < 11) {
+            return bad_request("Transfer-Encoding in an HTTP/1.0 request");
+        }
+        if (h[http::field::transfer_encoding] != "chunked") {
+            h.set(http::field::transfer_encoding, "chunked");
+        }
+    }
+    std::string_view target = h.target();
+    if (!target.empty() && target.front() == '/') {
+        return std::nullopt;
+    }
+    if (target == "*") {
+        if (h.method() == http::verb::options) {
+            return std::nullopt;
+        }
+        return bad_request("asterisk-form target outside OPTIONS");
+    }
+    return absolute_to_origin_form(h);
 }
 
 void strip_hop_by_hop(http::fields& f) {

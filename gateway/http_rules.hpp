@@ -24,12 +24,45 @@ struct rejection {
     std::string reason;
 };
 
-/// Checks what Beast's parser does not: exactly one Host, a field count
-/// within `max_fields`, unambiguous framing (not both Content-Length and
-/// Transfer-Encoding, one Content-Length, no coding but "chunked"), a target
-/// in origin form ("/...") or "*" for OPTIONS, no CONNECT. nullopt when the
-/// request may be forwarded.
-std::optional<rejection> validate_request(const http::request_header<>& h, unsigned max_fields);
+/// Checks the raw request head (request line, header fields and the final
+/// empty line, exactly as received) for what Beast's parser accepts
+/// silently or normalises away, and for everything a parser behind the
+/// gateway could read differently: a method that is not a token, single SP
+/// separators, a target of visible ASCII without '#', "HTTP/" DIGIT "."
+/// DIGIT (another version than 1.0 or 1.1 → 505), lines ending in CRLF only
+/// (no bare CR, no bare LF), no obsolete line folding, field names made of
+/// token characters directly followed by ':', field values without control
+/// characters (HTAB and obs-text allowed). Bytes after the empty line are
+/// not looked at; a head that ends early is refused (400) unless an earlier
+/// byte already broke a rule, so a partial head that Beast refused can be
+/// checked too, for the better status. One linear pass, no allocation
+/// unless the request is refused.
+std::optional<rejection> check_raw_header(std::string_view header_bytes);
+
+/// True when the chunk extensions Beast hands to a parser's on_chunk_header
+/// callback (the raw text between the chunk size and its CRLF) hold no
+/// control character: Beast checks their syntax but lets a quoted string
+/// carry any byte, a bare LF included.
+bool valid_chunk_extensions(std::string_view extensions);
+
+/// Checks the parsed request head for what a raw scan cannot see, and
+/// normalises it for the upstream. Refused: a version other than 1.0 or 1.1
+/// (505), more fields than `max_fields` (431), CONNECT (405), a method
+/// Beast does not know (501: it could be a case variant such as "head" that
+/// the app server reads as a known one), a missing (HTTP/1.1) or repeated
+/// Host, a Host that is not host[:port]; a Content-Length that is not
+/// plain digits or appears twice, Content-Length together with
+/// Transfer-Encoding, a Transfer-Encoding other than exactly one final
+/// "chunked", any Transfer-Encoding in HTTP/1.0, a field named like a
+/// framing field with '_' for '-' (Content_Length, Transfer_Encoding); a
+/// target other than origin form ("/..."), "*" for OPTIONS, or absolute
+/// form ("http[s]://authority/...") whose authority is the Host field
+/// (case-insensitive, default port of the scheme when none is given), which
+/// is then rewritten to origin form. Transfer-Encoding is rewritten as
+/// "chunked" and Content-Length without leading zeros, so the upstream
+/// reads the framing the gateway read. nullopt when the request may be
+/// forwarded.
+std::optional<rejection> validate_request(http::request_header<>& h, unsigned max_fields);
 
 /// Removes hop-by-hop fields: Connection and every field it names,
 /// Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade, Proxy-Authorization,

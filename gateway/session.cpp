@@ -7,6 +7,7 @@
 
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/read_size.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/serializer.hpp>
@@ -139,6 +140,71 @@ std::optional<http::status> header_error_status(const error_code& ec, bool timed
         return http::status::bad_request;  // any other parse error: malformed request
     }
     return std::nullopt;
+}
+
+/// A request head read from a client. `ec`: reading failed (map it with
+/// header_error_status). `rejected`: the bytes arrived but break a rule of
+/// check_raw_header or of Beast's parser; answer its status and close.
+struct header_read {
+    error_code ec;
+    std::optional<rejection> rejected;
+};
+
+// Reads a request head through `p`, like http::async_read_header, but the
+// bytes stay in `buffer` until the head is complete, so that
+// check_raw_header sees exactly what arrived before anything acts on the
+// parsed header; then they are consumed. Beast may take the request line and
+// the fields in separate put() calls: `used` counts what it took. A head that
+// Beast refuses is checked as far as it arrived, for a better status (505 for
+// an unsupported version) and reason. Each pass reads at least one byte into
+// a buffer bounded by its max_size (full: buffer_overflow), and the caller's
+// header deadline bounds the time.
+template <class Stream, class Parser>
+net::awaitable<header_read> read_request_header(Stream& stream, beast::flat_buffer& buffer, Parser& p) {
+    std::size_t used = 0;
+    for (;;) {
+        if (buffer.size() > used) {
+            const char* data = static_cast<const char*>(buffer.data().data());
+            error_code ec;
+            used += p.put(net::const_buffer(data + used, buffer.size() - used), ec);
+            if (!ec && p.is_header_done()) {
+                auto rejected = check_raw_header(std::string_view(data, used));
+                buffer.consume(used);
+                co_return header_read{{}, std::move(rejected)};
+            }
+            if (ec && ec != http::error::need_more) {
+                if (ec == http::error::header_limit || ec == http::error::body_limit) {
+                    co_return header_read{ec, std::nullopt};  // 431, 413: not a malformed request
+                }
+                auto rejected = check_raw_header(std::string_view(data, buffer.size()));
+                if (!rejected) {
+                    rejected = rejection{http::status::bad_request, ec.message()};
+                }
+                co_return header_read{{}, std::move(rejected)};
+            }
+        }
+        const std::size_t room = beast::read_size(buffer, 65536);
+        if (room == 0) {
+            co_return header_read{http::error::buffer_overflow, std::nullopt};
+        }
+        auto [ec, n] = co_await stream.async_read_some(buffer.prepare(room), use_tuple);
+        if (ec) {
+            if (ec == net::error::eof) {
+                ec = buffer.size() > 0 ? http::error::partial_message : http::error::end_of_stream;
+            }
+            co_return header_read{ec, std::nullopt};
+        }
+        buffer.commit(n);
+    }
+}
+
+/// The reason a request was refused, at debug level (a client can cause
+/// any number of these: never above debug).
+void log_refused(const std::string& client, const rejection& r) {
+    if (log_enabled(log_level::debug)) {
+        log(log_level::debug, "request from " + client + " refused (" +
+                                  std::to_string(static_cast<unsigned>(r.status)) + "): " + r.reason);
+    }
 }
 
 std::string client_address(const tcp_socket& s) {
@@ -277,12 +343,20 @@ private:
     // the connection stays open for another request.
     net::awaitable<outcome> serve_one() {
         const auto& limits = w_.cfg->gw.limits_settings;
+        // Beast checks chunk-extension syntax but not the bytes inside a
+        // quoted string; declared before the parser, which keeps a reference.
+        auto check_chunk = [](std::uint64_t, std::string_view extensions, error_code& ec) {
+            if (!valid_chunk_extensions(extensions)) {
+                ec = http::error::bad_chunk_extension;
+            }
+        };
         request_parser p;
         p.header_limit(static_cast<std::uint32_t>(limits.header_bytes));
         p.body_limit(limits.body_bytes);
+        p.on_chunk_header(check_chunk);
         arm(phase::header);
         {
-            auto [ec, n] = co_await http::async_read_header(stream_, buffer_, p, use_tuple);
+            auto [ec, rejected] = co_await read_request_header(stream_, buffer_, p);
             if (ec) {
                 auto status = header_error_status(ec, take_timeout());
                 if (!status) {
@@ -290,11 +364,16 @@ private:
                 }
                 co_return co_await reject(*status, 11);
             }
+            if (rejected) {
+                log_refused(client_.address, *rejected);
+                co_return co_await reject(rejected->status, 11);
+            }
         }
         auto& req = p.get();
         const unsigned version = req.version();
         w_.counters.requests_total.fetch_add(1, std::memory_order_relaxed);
         if (auto r = validate_request(req.base(), limits.header_count)) {
+            log_refused(client_.address, *r);
             co_return co_await reject(r->status, version);
         }
         bool keep_alive = req.keep_alive() && !w_.draining;
@@ -866,7 +945,7 @@ private:
         http::request_parser<http::empty_body> p;
         p.header_limit(static_cast<std::uint32_t>(w_.cfg->gw.limits_settings.header_bytes));
         set_deadline(t.header, phase::header);
-        auto [ec, n] = co_await http::async_read_header(socket_, buffer_, p, use_tuple);
+        auto [ec, rejected] = co_await read_request_header(socket_, buffer_, p);
         http::response<http::string_body> res;
         if (ec) {
             auto status = header_error_status(ec, take_timeout());
@@ -875,6 +954,10 @@ private:
                 co_return;
             }
             res = make_error_response(*status, 11, "", true);
+        } else if (rejected) {
+            res = make_error_response(rejected->status, 11, "", true);
+        } else if (auto r = validate_request(p.get().base(), w_.cfg->gw.limits_settings.header_count)) {
+            res = make_error_response(r->status, p.get().version(), "", true);
         } else {
             auto& req = p.get();
             auto location = https_location(req[http::field::host], req.target(), w_.https_port, w_.cfg->site);
