@@ -79,6 +79,10 @@ net::awaitable<void> check_loop(std::shared_ptr<health_checker::state> st, net::
             ++successes;
             failures = 0;
             if (s.healthy.load(std::memory_order_relaxed) == 0 && successes >= hc.rise) {
+                // Checks that pass `rise` times in a row are stronger
+                // evidence than the failures that ejected it: a passive
+                // ejection ends too (slow start still applies).
+                s.ejected_until.store(0, std::memory_order_relaxed);
                 s.up_since.store(mono_now(), std::memory_order_relaxed);
                 s.ejection_streak.store(0, std::memory_order_relaxed);
                 s.consecutive_failures.store(0, std::memory_order_relaxed);

@@ -385,7 +385,7 @@ private:
         const config::pool& pool_cfg = w_.cfg->gw.pools[pool];
         if (pool_cfg.rate_limit && !within_rate(pool, *pool_cfg.rate_limit)) {
             violation();
-            co_return co_await reply_error(http::status::too_many_requests, version, !p.is_done(),
+            co_return co_await reply_error(http::status::too_many_requests, version, !p.is_done() || !keep_alive,
                                            retry_after(*pool_cfg.rate_limit));
         }
 

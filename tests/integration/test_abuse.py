@@ -37,6 +37,7 @@ time; only processes this script started are stopped, by PID.
 
 import ipaddress
 import os
+import pwd
 import re
 import socket
 import ssl
@@ -385,7 +386,6 @@ def setup_module():
         raise h.Skip(f"{h.rampart_bin()} has no firewall subcommand")
     netns.install_signal_handlers()
     try:
-        import pwd
         pwd.getpwnam("nobody")
         S["user"] = "nobody"  # workers unprivileged: only the master may block
     except KeyError:
