@@ -270,6 +270,9 @@ std::string render_metrics(const config::snapshot& cfg, const shared_block& shar
     out << "rampart_abuse_violations_total " << shared.abuse_violations.load() << '\n';
     metric(out, "rampart_firewall_blocks_total", "counter", "Client addresses pushed into the firewall blocklist.");
     out << "rampart_firewall_blocks_total " << shared.firewall_blocks.load() << '\n';
+    metric(out, "rampart_client_table_full_total", "counter",
+           "Per-client lookups that found no free slot (that client went unlimited for the moment).");
+    out << "rampart_client_table_full_total " << shared.client_table_full.load() << '\n';
     metric(out, "rampart_firewall_block_errors_total", "counter", "Blocklist updates the kernel refused.");
     out << "rampart_firewall_block_errors_total " << shared.firewall_block_errors.load() << '\n';
     return out.str();
