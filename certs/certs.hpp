@@ -71,6 +71,7 @@ public:
     std::vector<ticket_key> accepted_keys(std::chrono::system_clock::time_point now) const override;
     /// The key of rotation period `epoch` (milliseconds since 1970 / rotation).
     ticket_key key_for_epoch(std::uint64_t epoch) const;
+    std::chrono::milliseconds rotation() const { return rotation_; }
 
 private:
     /// The keys of `epoch` and `epoch - 1`, derived once per rotation period:

@@ -78,6 +78,8 @@
 //     security_headers          map name -> value, or off      X-Content-Type-Options: nosniff,
 //                               X-Frame-Options: SAMEORIGIN, Referrer-Policy: strict-origin-when-cross-origin;
 //                               added when the backend sent none of that name; "" drops a default
+//     admin_token_file          path, mode 0600                none: /metrics, /status and /api/* then need
+//                               "Authorization: Bearer <token>"; /healthz and /readyz never do
 //   firewall                    map                            none (no host firewall)
 //     admin_networks            list of CIDR or address        required; may reach SSH and the admin
 //                               ("198.51.100.0/24", "2001:db8::/48", "192.0.2.5")  listener; the firewall
@@ -97,6 +99,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -111,6 +114,8 @@
 #include <cstring>
 #include <cstddef>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <memory>
@@ -174,7 +179,7 @@ constexpr std::array root_keys{"site"sv, "servers"sv, "gateway"sv, "firewall"sv}
 constexpr std::array server_keys{"address"sv, "role"sv, "port"sv, "weight"sv};
 constexpr std::array gateway_keys{"listen"sv, "workers"sv,      "user"sv,     "tls"sv,    "hsts"sv,
                                   "pools"sv,  "default_pool"sv, "timeouts"sv, "limits"sv, "abuse"sv,
-                                  "security_headers"sv};
+                                  "security_headers"sv, "admin_token_file"sv};
 constexpr std::array listen_keys{"https"sv, "http"sv, "admin"sv};
 constexpr std::array tls_keys{"certificates"sv, "session_tickets"sv, "ticket_rotation"sv};
 constexpr std::array certificate_keys{"cert"sv, "key"sv};
@@ -606,6 +611,7 @@ private:
     void check_health(const field& f, health_check& out);
     void check_outlier(const field& f, outlier_detection& out);
     void check_abuse(const field& f, abuse& out);
+    void check_admin_token(const field& f, gateway& gw);
     void check_security_headers(const field& f, std::vector<std::pair<std::string, std::string>>& out);
     template <class T> void optional_count(const map_fields& m, std::string_view key, T& out, std::uint64_t min,
                                            std::uint64_t max) {
@@ -951,6 +957,9 @@ void checker::check_gateway(const field& f, snapshot& s) {
     }
     if (const auto h = m->get("security_headers")) {
         check_security_headers(*h, gw.security_headers);
+    }
+    if (const auto t = m->get("admin_token_file")) {
+        check_admin_token(*t, gw);
     }
     if (https && gw.tls_settings.certificates.empty() && !tls_failed) {
         fail(*https, "an https listener needs at least one certificate in gateway.tls.certificates");
@@ -1340,6 +1349,38 @@ void checker::check_security_headers(const field& f, std::vector<std::pair<std::
         if (!text->empty()) {
             out.emplace_back(name, *text);
         }
+    }
+}
+
+// The token is a secret: its file must be private like a key, and its
+// content never appears in an error message.
+void checker::check_admin_token(const field& f, gateway& gw) {
+    const auto path = file_path(f);
+    if (!path) {
+        return;
+    }
+    struct stat st {};
+    if (::stat(path->c_str(), &st) != 0) {
+        fail(f, "cannot read the admin token file " + *path + ": " + std::strerror(errno));
+        return;
+    }
+    if ((st.st_mode & 077) != 0) {
+        fail(f, "the admin token file " + *path + " is readable by group or others; run: chmod 600 " + *path);
+        return;
+    }
+    std::ifstream in(*path);
+    std::string token((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back())) != 0) {
+        token.pop_back();
+    }
+    const bool printable = std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+    if (!in.good() && !in.eof()) {
+        fail(f, "cannot read the admin token file " + *path);
+    } else if (token.size() < 16 || !printable) {
+        fail(f, "the admin token in " + *path + " must be at least 16 printable characters without spaces");
+    } else {
+        gw.admin_token_file = *path;
+        gw.admin_token = std::move(token);
     }
 }
 

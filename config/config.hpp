@@ -190,6 +190,8 @@ struct gateway {
     timeouts timeouts_settings;
     limits limits_settings;
     abuse abuse_settings;
+    std::string admin_token_file;          ///< "" = the admin listener needs no token
+    std::string admin_token;               ///< that file's content (never logged or printed)
     /// Response headers added when the backend sent none of that name (name,
     /// value); HSTS is separate (hsts).
     std::vector<std::pair<std::string, std::string>> security_headers{

@@ -16,11 +16,8 @@ constexpr mono_ns slot_idle_crowded = 30LL * 1'000'000'000;
 }  // namespace
 
 abuse_guard::abuse_guard(config::snapshot_ptr cfg, shared_block& shared, block_function block)
-    : cfg_(std::move(cfg)), shared_(shared), block_(std::move(block)) {
-    allow_ = cfg_->gw.abuse_settings.allow;
-    if (cfg_->fw) {
-        allow_.insert(allow_.end(), cfg_->fw->admin_networks.begin(), cfg_->fw->admin_networks.end());
-    }
+    : shared_(shared), block_(std::move(block)) {
+    set_config(std::move(cfg));
     if (!block_) {
         auto list = std::make_shared<std::unique_ptr<firewall::blocklist>>();
         block_ = [list](const std::vector<std::string>& addresses, std::chrono::milliseconds timeout) {
@@ -29,6 +26,14 @@ abuse_guard::abuse_guard(config::snapshot_ptr cfg, shared_block& shared, block_f
             }
             (*list)->add(addresses, timeout);
         };
+    }
+}
+
+void abuse_guard::set_config(config::snapshot_ptr cfg) {
+    cfg_ = std::move(cfg);
+    allow_ = cfg_->gw.abuse_settings.allow;
+    if (cfg_->fw) {
+        allow_.insert(allow_.end(), cfg_->fw->admin_networks.begin(), cfg_->fw->admin_networks.end());
     }
 }
 

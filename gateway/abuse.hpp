@@ -35,6 +35,9 @@ public:
     /// Runs sweep() every second on the caller's io_context until `stop`.
     net::awaitable<void> run(const bool& stop);
 
+    /// A reloaded configuration: new settings and allow lists from now on.
+    void set_config(config::snapshot_ptr cfg);
+
     /// Never blocked: loopback and the allow lists.
     bool allowed(const client_address& a) const;
 

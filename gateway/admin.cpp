@@ -61,14 +61,15 @@ std::string json_escape(std::string_view text) {
 
 }  // namespace
 
-std::string servers_json(const config::snapshot& cfg, const shared_block& shared) {
+std::string servers_json(const admin_state& a) {
+    const config::snapshot& cfg = *a.cfg;
     const mono_ns now = mono_now();
     std::ostringstream out;
     out << "{\"servers\":[";
     bool first = true;
     for (std::size_t i : pooled_servers(cfg)) {
         const auto& srv = cfg.servers[i];
-        const server_state& s = shared.servers[i];
+        const server_state& s = a.shared.servers[a.slots.servers[i]];
         const mono_ns until = s.ejected_until.load(std::memory_order_relaxed);
         out << (first ? "" : ",") << "{\"name\":\"" << json_escape(srv.name) << "\",\"address\":\""
             << json_escape(srv.address) << "\",\"port\":" << srv.port.value_or(0)
@@ -89,8 +90,8 @@ std::string servers_json(const config::snapshot& cfg, const shared_block& shared
 namespace {
 
 /// The runtime API: GET /api/servers, POST /api/servers/NAME/drain|enable.
-http::response<http::string_body> api(const http::request<http::empty_body>& req, const config::snapshot& cfg,
-                                      shared_block& shared) {
+http::response<http::string_body> api(const http::request<http::empty_body>& req, admin_state& a) {
+    const config::snapshot& cfg = *a.cfg;
     auto json = [&](http::status st, std::string body) {
         http::response<http::string_body> res{st, req.version()};
         res.set(http::field::content_type, "application/json");
@@ -102,7 +103,19 @@ http::response<http::string_body> api(const http::request<http::empty_body>& req
         if (req.method() != http::verb::get) {
             return json(http::status::method_not_allowed, "{\"error\":\"use GET\"}\n");
         }
-        return json(http::status::ok, servers_json(cfg, shared));
+        return json(http::status::ok, servers_json(a));
+    }
+    if (target == "/api/reload") {
+        if (req.method() != http::verb::post) {
+            return json(http::status::method_not_allowed, "{\"error\":\"use POST\"}\n");
+        }
+        if (!a.reload) {
+            return json(http::status::service_unavailable, "{\"error\":\"reload is not available\"}\n");
+        }
+        auto [ok, message] = a.reload();
+        return json(ok ? http::status::ok : http::status::unprocessable_entity,
+                    std::string("{\"reloaded\":") + (ok ? "true" : "false") + ",\"generation\":" +
+                        std::to_string(a.generation) + ",\"message\":\"" + json_escape(message) + "\"}\n");
     }
     constexpr std::string_view prefix = "/api/servers/";
     if (target.starts_with(prefix)) {
@@ -125,7 +138,7 @@ http::response<http::string_body> api(const http::request<http::empty_body>& req
         if (req.method() != http::verb::post) {
             return json(http::status::method_not_allowed, "{\"error\":\"use POST\"}\n");
         }
-        server_state& s = shared.servers[index];
+        server_state& s = a.shared.servers[a.slots.servers[index]];
         const bool drain = action == "drain";
         if (!drain && s.drained.load() != 0) {
             s.up_since.store(mono_now(), std::memory_order_relaxed);  // slow start after maintenance
@@ -139,8 +152,37 @@ http::response<http::string_body> api(const http::request<http::empty_body>& req
     return make_error_response(http::status::not_found, req.version(), "", true);
 }
 
-net::awaitable<void> serve_admin_connection(tcp_socket socket, config::snapshot_ptr cfg, shared_block& shared,
-                                            unsigned workers) {
+// True when the request carries the admin token (or none is configured).
+// Compared in constant time: the admin listener may face a network.
+bool authorized(const http::request<http::empty_body>& req, const std::string& token) {
+    if (token.empty()) {
+        return true;
+    }
+    std::string_view auth = req[http::field::authorization];
+    constexpr std::string_view scheme = "Bearer ";
+    if (auth.size() != scheme.size() + token.size() || !auth.starts_with(scheme)) {
+        return false;
+    }
+    unsigned char diff = 0;
+    for (std::size_t i = 0; i < token.size(); ++i) {
+        diff |= static_cast<unsigned char>(auth[scheme.size() + i] ^ token[i]);
+    }
+    return diff == 0;
+}
+
+/// Ready to serve: the listeners are up (this process runs) and some pool
+/// of the configuration has an available server.
+bool ready(const admin_state& a) {
+    const mono_ns now = mono_now();
+    for (std::size_t i : pooled_servers(*a.cfg)) {
+        if (a.shared.servers[a.slots.servers[i]].available(now, true)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+net::awaitable<void> serve_admin_connection(tcp_socket socket, admin_state& state) {
     beast::flat_buffer buffer;
     buffer.max_size(16 * 1024);
     http::request<http::empty_body> req;
@@ -162,14 +204,23 @@ net::awaitable<void> serve_admin_connection(tcp_socket socket, config::snapshot_
     http::response<http::string_body> res{http::status::ok, req.version()};
     res.set(http::field::server, "rampart");
     res.set(http::field::cache_control, "no-store");
-    if (req.target() == "/healthz") {
+    const std::string_view target = req.target();
+    if (target == "/healthz") {
         res.set(http::field::content_type, "text/plain");
         res.body() = "ok\n";
-    } else if (req.target() == "/metrics") {
+    } else if (target == "/readyz") {
+        const bool ok = ready(state);
+        res.result(ok ? http::status::ok : http::status::service_unavailable);
+        res.set(http::field::content_type, "text/plain");
+        res.body() = ok ? "ready\n" : "not ready: no available server\n";
+    } else if (!authorized(req, state.cfg->gw.admin_token)) {
+        res = make_error_response(http::status::unauthorized, req.version(), "", true);
+        res.set(http::field::www_authenticate, "Bearer realm=\"rampart\"");
+    } else if (target == "/metrics") {
         res.set(http::field::content_type, "text/plain; version=0.0.4");
-        res.body() = render_metrics(*cfg, shared, workers);
-    } else if (req.target().starts_with("/api/")) {
-        res = api(req, *cfg, shared);
+        res.body() = render_metrics(state);
+    } else if (target.starts_with("/api/")) {
+        res = api(req, state);
         res.set(http::field::server, "rampart");
         res.set(http::field::cache_control, "no-store");
     } else {
@@ -185,7 +236,12 @@ net::awaitable<void> serve_admin_connection(tcp_socket socket, config::snapshot_
 
 }  // namespace
 
-std::string render_metrics(const config::snapshot& cfg, const shared_block& shared, unsigned workers) {
+std::string render_metrics(const admin_state& a) {
+    const config::snapshot& cfg = *a.cfg;
+    const shared_block& shared = a.shared;
+    const unsigned workers = a.worker_slots;
+    auto server = [&](std::size_t i) -> const server_state& { return shared.servers[a.slots.servers[i]]; };
+    auto pool = [&](std::size_t p) -> const pool_state& { return shared.pools[a.slots.pools[p]]; };
     std::ostringstream out;
     auto sum = [&](auto member) {
         std::uint64_t total = 0;
@@ -216,48 +272,48 @@ std::string render_metrics(const config::snapshot& cfg, const shared_block& shar
     metric(out, "rampart_upstream_requests_total", "counter", "Requests sent to each upstream server.");
     for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
         out << "rampart_upstream_requests_total{server=\"" << cfg.servers[i].name << "\"} "
-            << shared.servers[i].requests.load(std::memory_order_relaxed) << '\n';
+            << server(i).requests.load(std::memory_order_relaxed) << '\n';
     }
     metric(out, "rampart_upstream_active", "gauge", "Requests in flight to each upstream server.");
     for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
         out << "rampart_upstream_active{server=\"" << cfg.servers[i].name << "\"} "
-            << shared.servers[i].active.load(std::memory_order_relaxed) << '\n';
+            << server(i).active.load(std::memory_order_relaxed) << '\n';
     }
     metric(out, "rampart_upstream_failures_total", "counter",
            "Connect, read and write failures, timeouts and 5xx responses per upstream server.");
-    per_server(out, cfg, "rampart_upstream_failures_total", [&](std::size_t i) { return shared.servers[i].failures.load(); });
+    per_server(out, cfg, "rampart_upstream_failures_total", [&](std::size_t i) { return server(i).failures.load(); });
     const mono_ns now = mono_now();
     metric(out, "rampart_upstream_healthy", "gauge", "1 when the active health checks say the server is up.");
-    per_server(out, cfg, "rampart_upstream_healthy", [&](std::size_t i) { return int(shared.servers[i].healthy.load()); });
+    per_server(out, cfg, "rampart_upstream_healthy", [&](std::size_t i) { return int(server(i).healthy.load()); });
     metric(out, "rampart_upstream_drained", "gauge", "1 when the server is drained through the admin API.");
-    per_server(out, cfg, "rampart_upstream_drained", [&](std::size_t i) { return int(shared.servers[i].drained.load()); });
+    per_server(out, cfg, "rampart_upstream_drained", [&](std::size_t i) { return int(server(i).drained.load()); });
     metric(out, "rampart_upstream_ejected", "gauge", "1 while passive outlier detection keeps the server out.");
     per_server(out, cfg, "rampart_upstream_ejected",
-               [&](std::size_t i) { return shared.servers[i].ejected_until.load() > now ? 1 : 0; });
+               [&](std::size_t i) { return server(i).ejected_until.load() > now ? 1 : 0; });
     metric(out, "rampart_upstream_ejections_total", "counter", "Times the server was ejected.");
-    per_server(out, cfg, "rampart_upstream_ejections_total", [&](std::size_t i) { return shared.servers[i].ejections.load(); });
+    per_server(out, cfg, "rampart_upstream_ejections_total", [&](std::size_t i) { return server(i).ejections.load(); });
     metric(out, "rampart_upstream_retries_total", "counter", "Requests retried on another server after failing on this one.");
-    per_server(out, cfg, "rampart_upstream_retries_total", [&](std::size_t i) { return shared.servers[i].retries.load(); });
+    per_server(out, cfg, "rampart_upstream_retries_total", [&](std::size_t i) { return server(i).retries.load(); });
     metric(out, "rampart_health_checks_total", "counter", "Active health checks, by result.");
     for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
         out << "rampart_health_checks_total{server=\"" << cfg.servers[i].name << "\",result=\"passed\"} "
-            << shared.servers[i].checks_passed.load() << '\n';
+            << server(i).checks_passed.load() << '\n';
         out << "rampart_health_checks_total{server=\"" << cfg.servers[i].name << "\",result=\"failed\"} "
-            << shared.servers[i].checks_failed.load() << '\n';
+            << server(i).checks_failed.load() << '\n';
     }
     metric(out, "rampart_pool_queue_length", "gauge", "Requests waiting for a server slot.");
     for (std::size_t p = 0; p < cfg.gw.pools.size(); ++p) {
-        out << "rampart_pool_queue_length{pool=\"" << cfg.gw.pools[p].name << "\"} " << shared.pools[p].queued.load() << '\n';
+        out << "rampart_pool_queue_length{pool=\"" << cfg.gw.pools[p].name << "\"} " << pool(p).queued.load() << '\n';
     }
     metric(out, "rampart_pool_queue_timeouts_total", "counter", "Requests that waited queue.timeout and got 503.");
     for (std::size_t p = 0; p < cfg.gw.pools.size(); ++p) {
         out << "rampart_pool_queue_timeouts_total{pool=\"" << cfg.gw.pools[p].name << "\"} "
-            << shared.pools[p].queue_timeouts.load() << '\n';
+            << pool(p).queue_timeouts.load() << '\n';
     }
     metric(out, "rampart_rate_limited_total", "counter", "Requests answered 429 by the per-client rate limit.");
     for (std::size_t p = 0; p < cfg.gw.pools.size(); ++p) {
         out << "rampart_rate_limited_total{pool=\"" << cfg.gw.pools[p].name << "\"} "
-            << shared.pools[p].rate_limited.load() << '\n';
+            << pool(p).rate_limited.load() << '\n';
     }
     metric(out, "rampart_connections_refused_total", "counter", "Client connections closed at accept, by limit.");
     out << "rampart_connections_refused_total{limit=\"per_client\"} " << sum(&worker_counters::connections_refused_client)
@@ -275,11 +331,19 @@ std::string render_metrics(const config::snapshot& cfg, const shared_block& shar
     out << "rampart_client_table_full_total " << shared.client_table_full.load() << '\n';
     metric(out, "rampart_firewall_block_errors_total", "counter", "Blocklist updates the kernel refused.");
     out << "rampart_firewall_block_errors_total " << shared.firewall_block_errors.load() << '\n';
+    metric(out, "rampart_config_generation", "gauge", "Configuration generation serving (1 at start, +1 per reload).");
+    out << "rampart_config_generation " << a.generation << '\n';
+    metric(out, "rampart_config_reloads_total", "counter", "Reloads, by result.");
+    out << "rampart_config_reloads_total{result=\"ok\"} " << a.reloads_ok << '\n';
+    out << "rampart_config_reloads_total{result=\"failed\"} " << a.reloads_failed << '\n';
+    metric(out, "rampart_config_last_reload_ok", "gauge", "1 when the last reload went live (also before any).");
+    out << "rampart_config_last_reload_ok " << (a.last_reload.starts_with("failed") ? 0 : 1) << '\n';
+    metric(out, "rampart_worker_restarts_total", "counter", "Workers that died and were replaced.");
+    out << "rampart_worker_restarts_total " << a.worker_restarts << '\n';
     return out.str();
 }
 
-net::awaitable<void> serve_admin(tcp_acceptor& acceptor, config::snapshot_ptr cfg, shared_block& shared,
-                                 unsigned workers) {
+net::awaitable<void> serve_admin(tcp_acceptor& acceptor, admin_state& state) {
     net::steady_timer backoff(acceptor.get_executor());
     for (;;) {
         auto [ec, socket] = co_await acceptor.async_accept();
@@ -292,7 +356,7 @@ net::awaitable<void> serve_admin(tcp_acceptor& acceptor, config::snapshot_ptr cf
             co_await backoff.async_wait(use_tuple);
             continue;
         }
-        net::co_spawn(acceptor.get_executor(), serve_admin_connection(tcp_socket(std::move(socket)), cfg, shared, workers),
+        net::co_spawn(acceptor.get_executor(), serve_admin_connection(tcp_socket(std::move(socket)), state),
                       net::detached);
     }
 }

@@ -6,19 +6,42 @@
 #include "gateway/net.hpp"
 #include "gateway/shared_state.hpp"
 
+#include <cstdint>
+#include <functional>
 #include <string>
+#include <utility>
 
 namespace rampart::gateway {
 
+/// What the admin listener serves from, owned by the master and updated by
+/// a reload (the master's io_context runs both, so no locking).
+struct admin_state {
+    explicit admin_state(shared_block& b) : shared(b) {}
+
+    config::snapshot_ptr cfg;
+    slot_map slots;
+    shared_block& shared;
+    /// Entries of shared_block::workers ever used: every one is summed, so
+    /// counters of workers that exited (reload, crash) stay in the totals.
+    unsigned worker_slots = 0;
+    std::uint64_t generation = 1;
+    std::string last_reload = "none";   ///< "ok", "failed: <reason>" or "none"
+    std::uint64_t reloads_ok = 0;
+    std::uint64_t reloads_failed = 0;
+    std::uint64_t worker_restarts = 0;
+    /// Runs a reload now (the runtime API's POST /api/reload). Returns
+    /// whether it went live, and a message (the errors when not).
+    std::function<std::pair<bool, std::string>()> reload;
+};
+
 /// Prometheus text exposition of the shared counters.
-std::string render_metrics(const config::snapshot& cfg, const shared_block& shared, unsigned workers);
+std::string render_metrics(const admin_state& a);
 
 /// The runtime API's server list: state and counters of every pooled server.
-std::string servers_json(const config::snapshot& cfg, const shared_block& shared);
+std::string servers_json(const admin_state& a);
 
 /// Accepts admin connections on `acceptor` until it is closed. Runs on the
 /// master's io_context.
-net::awaitable<void> serve_admin(tcp_acceptor& acceptor, config::snapshot_ptr cfg, shared_block& shared,
-                                 unsigned workers);
+net::awaitable<void> serve_admin(tcp_acceptor& acceptor, admin_state& state);
 
 }  // namespace rampart::gateway

@@ -13,6 +13,7 @@ struct health_checker::state {
     net::io_context& io;
     config::snapshot_ptr cfg;
     shared_block& shared;
+    slot_map slots;
     bool stopped = false;
     std::vector<std::unique_ptr<net::steady_timer>> timers;
 };
@@ -64,7 +65,7 @@ namespace {
 net::awaitable<void> check_loop(std::shared_ptr<health_checker::state> st, net::steady_timer& timer,
                                 std::size_t server, tcp::endpoint to, config::health_check hc) {
     const std::string& name = st->cfg->servers[server].name;
-    server_state& s = st->shared.servers[server];
+    server_state& s = st->shared.servers[st->slots.servers[server]];
     unsigned successes = 0;
     unsigned failures = 0;
     while (!st->stopped) {
@@ -110,8 +111,8 @@ net::awaitable<void> check_loop(std::shared_ptr<health_checker::state> st, net::
 
 }  // namespace
 
-health_checker::health_checker(net::io_context& io, config::snapshot_ptr cfg, shared_block& shared)
-    : state_(std::make_shared<state>(state{io, std::move(cfg), shared, false, {}})) {}
+health_checker::health_checker(net::io_context& io, config::snapshot_ptr cfg, shared_block& shared, slot_map slots)
+    : state_(std::make_shared<state>(state{io, std::move(cfg), shared, std::move(slots), false, {}})) {}
 
 health_checker::~health_checker() { stop(); }
 

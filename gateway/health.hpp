@@ -28,7 +28,7 @@ class health_checker {
 public:
     /// Checks every member of every pool that has `health`; a server in
     /// several such pools is checked once, with the first pool's settings.
-    health_checker(net::io_context& io, config::snapshot_ptr cfg, shared_block& shared);
+    health_checker(net::io_context& io, config::snapshot_ptr cfg, shared_block& shared, slot_map slots);
     ~health_checker();
     health_checker(const health_checker&) = delete;
     health_checker& operator=(const health_checker&) = delete;

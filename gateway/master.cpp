@@ -17,6 +17,7 @@
 #include <pwd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,6 +25,9 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <map>
+#include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -145,30 +149,47 @@ void drop_privileges(const unprivileged_user& u) {
     ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }
 
+/// The stat() identity of a file: a change means a new certificate or key.
+struct file_stamp {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    off_t size = 0;
+    std::int64_t mtime_ns = 0;
+    bool operator==(const file_stamp&) const = default;
+};
+
+file_stamp stamp_of(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+        return {};
+    }
+    return {st.st_dev, st.st_ino, st.st_size,
+            static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec};
+}
+
+/// One configuration and everything built from it: what a set of workers
+/// serves. A reload builds a new generation beside the running one.
+struct generation {
+    std::uint64_t id = 1;
+    config::snapshot_ptr cfg;
+    std::unique_ptr<certs::server_tls> tls;
+    slot_map slots;
+    unsigned workers = 1;
+    unprivileged_user user;
+    std::vector<std::pair<std::string, file_stamp>> watched;  ///< certificate and key files
+};
+
 class master {
 public:
-    explicit master(config::snapshot_ptr cfg) : cfg_(std::move(cfg)), workers_(cfg_->effective_workers()) {
-        check_fits(*cfg_);
-        const auto& gw = cfg_->gw;
+    explicit master(config::snapshot_ptr cfg) : admin_(region_.block()) {
+        const auto& gw = cfg->gw;
         if (gw.listen.https) {
             keys_ = std::make_shared<certs::derived_ticket_keys>(gw.tls_settings.ticket_rotation);
-            tls_ = std::make_unique<certs::server_tls>(gw.tls_settings, keys_);
-            for (const auto& c : tls_->certificates()) {
-                log(log_level::info, "certificate " + c.cert_file + " (" + c.key_type + ")");
-            }
         }
-        user_ = resolve_user(gw.user);
-        slots_.resize(workers_);
-        for (auto& slot : slots_) {
-            if (gw.listen.https) {
-                slot.https = bind_listener(*gw.listen.https, true);
-            }
-            if (gw.listen.http) {
-                slot.http = bind_listener(*gw.listen.http, true);
-            }
-        }
+        current_ = build(std::move(cfg), 1);
         if (gw.listen.admin) {
             admin_fd_ = bind_listener(*gw.listen.admin, false);
+            admin_endpoint_ = gw.listen.admin->to_string();
         }
     }
 
@@ -177,22 +198,26 @@ public:
         signals.add(SIGCHLD);
         signals.add(SIGHUP);
         std::optional<tcp_acceptor> admin;
+        publish_admin_state();
+        admin_.reload = [this] { return reload("admin API"); };
         if (admin_fd_.get() >= 0) {
             admin.emplace(io_);
             int fd = ::dup(admin_fd_.get());
             admin_fd_.reset();
-            bool v6 = cfg_->gw.listen.admin->host.find(':') != std::string::npos;
+            bool v6 = current_->cfg->gw.listen.admin->host.find(':') != std::string::npos;
             admin->assign(v6 ? tcp::v6() : tcp::v4(), fd);
-            net::co_spawn(io_, serve_admin(*admin, cfg_, region_.block(), workers_), net::detached);
+            net::co_spawn(io_, serve_admin(*admin, admin_), net::detached);
         }
-        health_checker health(io_, cfg_, region_.block());
-        health.start();
-        abuse_guard abuse(cfg_, region_.block());
-        net::co_spawn(io_, abuse.run(stopping_), net::detached);
-        for (unsigned i = 0; i < workers_; ++i) {
-            spawn(i);
+        health_ = std::make_unique<health_checker>(io_, current_->cfg, region_.block(), current_->slots);
+        health_->start();
+        abuse_ = std::make_unique<abuse_guard>(current_->cfg, region_.block());
+        net::co_spawn(io_, abuse_->run(stopping_), net::detached);
+        net::co_spawn(io_, watch_certificates(), net::detached);
+        for (unsigned i = 0; i < current_->workers; ++i) {
+            spawn(*current_, i);
         }
-        log(log_level::info, "serving " + cfg_->site + " with " + std::to_string(workers_) + " workers");
+        log(log_level::info, "serving " + current_->cfg->site + " with " + std::to_string(current_->workers) +
+                                 " workers");
         std::function<void(const error_code&, int)> on_signal = [&](const error_code& ec, int sig) {
             if (ec) {
                 return;
@@ -200,27 +225,24 @@ public:
             if (sig == SIGCHLD) {
                 reap();
             } else if (sig == SIGHUP) {
-                log(log_level::warn, "SIGHUP: configuration reload is not supported yet; ignoring");
+                if (!stopping_) {
+                    reload("SIGHUP");
+                }
             } else if (!stopping_) {
                 stopping_ = true;
                 log(log_level::info, "stopping: draining workers");
-                health.stop();
+                health_->stop();
                 error_code ignored;
                 if (admin) {
                     admin->close(ignored);
                 }
-                // Close the master's copies of the listening sockets so the
-                // kernel refuses new connections once the workers close theirs.
-                for (auto& slot : slots_) {
-                    slot.https.reset();
-                    slot.http.reset();
-                }
-                for (auto& slot : slots_) {
-                    if (slot.pid > 0) {
-                        ::kill(slot.pid, SIGTERM);
+                listeners_.clear();
+                for (auto& w : workers_) {
+                    if (w.pid > 0) {
+                        ::kill(w.pid, SIGTERM);
                     }
                 }
-                arm_kill_timer();
+                arm_kill_timer(0);
             }
             if (stopping_ && live_workers() == 0) {
                 io_.stop();
@@ -235,22 +257,203 @@ public:
 
 private:
     struct worker_slot {
-        listen_fd https;
-        listen_fd http;
         pid_t pid = -1;
+        std::uint64_t generation = 0;
+        unsigned index = 0;         ///< position within its generation (which sockets it serves)
+        unsigned counter_slot = 0;  ///< its entry in shared_block::workers
         std::chrono::steady_clock::time_point started;
         unsigned quick_deaths = 0;
     };
 
+    /// Validates and builds everything a configuration needs, without
+    /// touching what runs: certificates, slots, listening sockets (bound
+    /// beside the running ones). Throws with the reason.
+    std::unique_ptr<generation> build(config::snapshot_ptr cfg, std::uint64_t id) {
+        check_fits(*cfg);
+        auto g = std::make_unique<generation>();
+        g->id = id;
+        g->workers = cfg->effective_workers();
+        const auto& gw = cfg->gw;
+        if (gw.listen.https) {
+            if (!keys_ || keys_->rotation() != gw.tls_settings.ticket_rotation) {
+                // Same rotation: the same keys, so tickets issued before the
+                // reload still resume on the new workers.
+                keys_ = std::make_shared<certs::derived_ticket_keys>(gw.tls_settings.ticket_rotation);
+            }
+            g->tls = std::make_unique<certs::server_tls>(gw.tls_settings, keys_);
+            for (const auto& c : g->tls->certificates()) {
+                log(log_level::info, "certificate " + c.cert_file + " (" + c.key_type + ")");
+            }
+            for (const auto& c : gw.tls_settings.certificates) {
+                g->watched.emplace_back(c.cert_file, stamp_of(c.cert_file));
+                g->watched.emplace_back(c.key_file, stamp_of(c.key_file));
+            }
+        }
+        g->user = resolve_user(gw.user);
+        if (current_ && gw.listen.admin && gw.listen.admin->to_string() != admin_endpoint_) {
+            log(log_level::warn, "gateway.listen.admin changed: the admin listener moves only on restart");
+        }
+        // Listening sockets per endpoint: at least one per worker; existing
+        // ones are kept, so connections waiting in their accept queues are
+        // taken by the new workers instead of being reset.
+        for (const auto& ep : {gw.listen.https, gw.listen.http}) {
+            if (!ep) {
+                continue;
+            }
+            auto& fds = listeners_[ep->to_string()];
+            while (fds.size() < g->workers) {
+                fds.push_back(bind_listener(*ep, true));
+            }
+        }
+        g->slots = assign_slots(region_.block(), *cfg);
+        g->cfg = std::move(cfg);
+        return g;
+    }
+
+    // Reload: the new configuration and certificates are loaded and checked;
+    // if anything is wrong nothing changes. Otherwise new workers start on
+    // the same listening sockets, then the old ones drain: they stop
+    // accepting, finish what is in flight and exit.
+    std::pair<bool, std::string> reload(const std::string& why) {
+        const std::string path = current_->cfg->source_file;
+        notify_systemd_reloading();
+        auto fail = [&](const std::string& message) {
+            ++admin_.reloads_failed;
+            admin_.last_reload = "failed: " + message;
+            log(log_level::error, "reload (" + why + ") failed; still serving generation " +
+                                      std::to_string(current_->id) + ": " + message);
+            notify_systemd_ready();
+            return std::pair{false, message};
+        };
+        auto loaded = config::load(path);
+        if (!loaded) {
+            std::string errors;
+            for (const auto& e : loaded.errors) {
+                errors += (errors.empty() ? "" : "\n") + e.to_string();
+            }
+            return fail(errors);
+        }
+        std::unique_ptr<generation> next;
+        const auto listeners_before = listener_names();
+        try {
+            next = build(loaded.config, current_->id + 1);
+        } catch (const std::exception& e) {
+            prune_listeners(listeners_before);
+            return fail(e.what());
+        }
+        auto old = std::move(current_);
+        current_ = std::move(next);
+        for (unsigned i = 0; i < current_->workers; ++i) {
+            spawn(*current_, i);
+        }
+        for (auto& w : workers_) {
+            if (w.pid > 0 && w.generation == old->id) {
+                ::kill(w.pid, SIGTERM);
+            }
+        }
+        arm_kill_timer(old->id);
+        prune_listeners(listener_names_of(*current_->cfg));
+        health_->stop();
+        health_ = std::make_unique<health_checker>(io_, current_->cfg, region_.block(), current_->slots);
+        health_->start();
+        abuse_->set_config(current_->cfg);
+        ++admin_.reloads_ok;
+        admin_.last_reload = "ok";
+        publish_admin_state();
+        log(log_level::info, "reload (" + why + "): generation " + std::to_string(current_->id) + " serving with " +
+                                 std::to_string(current_->workers) + " workers; generation " +
+                                 std::to_string(old->id) + " draining");
+        notify_systemd_ready();
+        return {true, "generation " + std::to_string(current_->id)};
+    }
+
+    static std::set<std::string> listener_names_of(const config::snapshot& cfg) {
+        std::set<std::string> names;
+        for (const auto& ep : {cfg.gw.listen.https, cfg.gw.listen.http}) {
+            if (ep) {
+                names.insert(ep->to_string());
+            }
+        }
+        return names;
+    }
+
+    std::set<std::string> listener_names() const {
+        std::set<std::string> names;
+        for (const auto& [name, fds] : listeners_) {
+            names.insert(name);
+        }
+        return names;
+    }
+
+    /// Closes the master's copies of sockets for endpoints no longer
+    /// configured (workers still draining keep their own copies).
+    void prune_listeners(const std::set<std::string>& keep) {
+        std::erase_if(listeners_, [&](const auto& entry) { return !keep.contains(entry.first); });
+    }
+
+    void publish_admin_state() {
+        admin_.cfg = current_->cfg;
+        admin_.slots = current_->slots;
+        admin_.generation = current_->id;
+        admin_.worker_slots = std::max<unsigned>(admin_.worker_slots, counter_slots_used_);
+    }
+
+    // Certificates renewed on disk (certbot, an operator's copy) go live by
+    // themselves: a changed certificate or key file triggers a reload.
+    net::awaitable<void> watch_certificates() {
+        net::steady_timer timer(io_);
+        while (!stopping_) {
+            timer.expires_after(std::chrono::seconds(5));
+            co_await timer.async_wait(use_tuple);
+            if (stopping_) {
+                co_return;
+            }
+            for (auto& [path, seen] : current_->watched) {
+                const file_stamp now = stamp_of(path);
+                if (now != seen) {
+                    seen = now;  // a broken new file is reported once, not every 5 s
+                    reload("certificate file " + path + " changed");
+                    break;
+                }
+            }
+        }
+    }
+
     unsigned live_workers() const {
         unsigned n = 0;
-        for (const auto& s : slots_) {
-            n += s.pid > 0 ? 1 : 0;
+        for (const auto& w : workers_) {
+            n += w.pid > 0 ? 1 : 0;
         }
         return n;
     }
 
-    void spawn(unsigned index) {
+    /// A free entry of shared_block::workers: one whose worker has exited.
+    /// Its counters keep their values and the new worker adds to them, so
+    /// the sums /metrics shows never go down.
+    unsigned free_counter_slot() {
+        std::vector<bool> used(max_workers, false);
+        for (const auto& w : workers_) {
+            if (w.pid > 0) {
+                used[w.counter_slot] = true;
+            }
+        }
+        for (unsigned i = 0; i < max_workers; ++i) {
+            if (!used[i]) {
+                counter_slots_used_ = std::max(counter_slots_used_, i + 1);
+                admin_.worker_slots = counter_slots_used_;
+                return i;
+            }
+        }
+        throw std::runtime_error("no free worker counter slot");
+    }
+
+    void spawn(const generation& g, unsigned index, std::optional<unsigned> counter_slot = std::nullopt) {
+        worker_slot slot;
+        slot.generation = g.id;
+        slot.index = index;
+        slot.counter_slot = counter_slot ? *counter_slot : free_counter_slot();
+        // A worker that died left its in-flight gauge behind.
+        region_.block().workers[slot.counter_slot].connections_active.store(0, std::memory_order_relaxed);
         io_.notify_fork(net::execution_context::fork_prepare);
         pid_t pid = ::fork();
         if (pid < 0) {
@@ -260,31 +463,41 @@ private:
         }
         if (pid == 0) {
             io_.notify_fork(net::execution_context::fork_child);
-            ::_exit(worker_main(index));
+            ::_exit(worker_main(g, slot));
         }
         io_.notify_fork(net::execution_context::fork_parent);
-        slots_[index].pid = pid;
-        slots_[index].started = std::chrono::steady_clock::now();
+        slot.pid = pid;
+        slot.started = std::chrono::steady_clock::now();
+        auto it = std::find_if(workers_.begin(), workers_.end(), [](const worker_slot& w) { return w.pid <= 0; });
+        if (it != workers_.end()) {
+            *it = slot;
+        } else {
+            workers_.push_back(slot);
+        }
     }
 
-    // Runs in the child. Never returns into the master's code: the caller
-    // _exit()s with the result, so no master destructor runs twice.
-    int worker_main(unsigned index) {
+    int worker_main(const generation& g, const worker_slot& slot) {
         ::prctl(PR_SET_PDEATHSIG, SIGTERM);
         ::prctl(PR_SET_NAME, "rampart-worker", 0, 0, 0);
-        // Keep only this worker's sockets.
+        // This worker's share of each listener's sockets; every other
+        // descriptor of the master's is closed.
         worker_sockets mine;
-        for (unsigned i = 0; i < slots_.size(); ++i) {
-            if (i == index) {
-                mine.https = slots_[i].https.get() >= 0 ? ::dup(slots_[i].https.get()) : -1;
-                mine.http = slots_[i].http.get() >= 0 ? ::dup(slots_[i].http.get()) : -1;
+        auto take = [&](const std::optional<config::endpoint>& ep, std::vector<int>& out) {
+            if (!ep) {
+                return;
             }
-            ::close(slots_[i].https.get());
-            ::close(slots_[i].http.get());
-        }
-        drop_privileges(user_);
+            const auto& fds = listeners_.at(ep->to_string());
+            for (std::size_t j = slot.index; j < fds.size(); j += g.workers) {
+                out.push_back(::dup(fds[j].get()));
+            }
+        };
+        take(g.cfg->gw.listen.https, mine.https);
+        take(g.cfg->gw.listen.http, mine.http);
+        listeners_.clear();
+        drop_privileges(g.user);
         try {
-            worker w(cfg_, tls_ ? tls_->default_context() : nullptr, region_.block(), index, mine);
+            worker w(g.cfg, g.tls ? g.tls->default_context() : nullptr, region_.block(), g.slots, slot.counter_slot,
+                     mine);
             w.run();
         } catch (const std::exception& e) {
             log(log_level::error, std::string("worker failed: ") + e.what());
@@ -300,41 +513,54 @@ private:
             if (pid <= 0) {
                 return;
             }
-            for (unsigned i = 0; i < slots_.size(); ++i) {
-                if (slots_[i].pid != pid) {
+            for (auto& w : workers_) {
+                if (w.pid != pid) {
                     continue;
                 }
-                slots_[i].pid = -1;
+                w.pid = -1;
                 bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-                if (stopping_) {
+                if (w.generation != current_->id || stopping_) {
+                    // A drained worker of an old generation, or the shutdown.
                     if (!clean) {
-                        exit_code_ = 1;
+                        log(log_level::warn, "worker " + std::to_string(pid) + " of generation " +
+                                                 std::to_string(w.generation) + " ended with " + describe(status));
+                        if (stopping_) {
+                            exit_code_ = 1;
+                        }
                     }
                     break;
                 }
+                ++admin_.worker_restarts;
                 log(log_level::error, "worker " + std::to_string(pid) + " died (" + describe(status) +
                                           "); starting a replacement");
-                respawn(i);
+                respawn(w);
                 break;
             }
         }
     }
 
-    // A worker that keeps dying at start (bad environment, not bad traffic)
-    // must not turn the master into a fork loop: after 5 deaths within a
-    // second of starting, replacements wait a second.
-    void respawn(unsigned index) {
-        auto& s = slots_[index];
-        bool quick = std::chrono::steady_clock::now() - s.started < std::chrono::seconds(1);
-        s.quick_deaths = quick ? s.quick_deaths + 1 : 0;
-        if (s.quick_deaths < 5) {
-            spawn(index);
+    void respawn(worker_slot dead) {
+        bool quick = std::chrono::steady_clock::now() - dead.started < std::chrono::seconds(1);
+        unsigned deaths = quick ? dead.quick_deaths + 1 : 0;
+        auto start = [this, dead, deaths] {
+            if (stopping_ || dead.generation != current_->id) {
+                return;
+            }
+            spawn(*current_, dead.index, dead.counter_slot);
+            for (auto& w : workers_) {
+                if (w.pid > 0 && w.counter_slot == dead.counter_slot) {
+                    w.quick_deaths = deaths;
+                }
+            }
+        };
+        if (deaths < 5) {
+            start();
             return;
         }
         auto timer = std::make_shared<net::steady_timer>(io_, std::chrono::seconds(1));
-        timer->async_wait([this, index, timer](const error_code& ec) {
-            if (!ec && !stopping_) {
-                spawn(index);
+        timer->async_wait([start, timer](const error_code& ec) {
+            if (!ec) {
+                start();
             }
         });
     }
@@ -346,32 +572,42 @@ private:
         return "exit " + std::to_string(WEXITSTATUS(status));
     }
 
-    void arm_kill_timer() {
-        kill_timer_.expires_after(cfg_->gw.timeouts_settings.drain + std::chrono::seconds(5));
-        kill_timer_.async_wait([this](const error_code& ec) {
+    // After the drain deadline (and 5 s more), workers that still run are
+    // killed: all of them on shutdown (`gen` 0), those of `gen` after a reload.
+    void arm_kill_timer(std::uint64_t gen) {
+        auto timer = std::make_shared<net::steady_timer>(io_);
+        timer->expires_after(current_->cfg->gw.timeouts_settings.drain + std::chrono::seconds(5));
+        timer->async_wait([this, gen, timer](const error_code& ec) {
             if (ec) {
                 return;
             }
-            for (auto& s : slots_) {
-                if (s.pid > 0) {
-                    log(log_level::error, "worker " + std::to_string(s.pid) + " ignored the drain; killing it");
-                    ::kill(s.pid, SIGKILL);
-                    exit_code_ = 1;
+            for (auto& w : workers_) {
+                if (w.pid > 0 && (gen == 0 || w.generation == gen)) {
+                    log(log_level::error, "worker " + std::to_string(w.pid) + " ignored the drain; killing it");
+                    ::kill(w.pid, SIGKILL);
+                    if (gen == 0) {
+                        exit_code_ = 1;
+                    }
                 }
             }
         });
     }
 
-    config::snapshot_ptr cfg_;
-    unsigned workers_;
-    std::shared_ptr<certs::derived_ticket_keys> keys_;
-    std::unique_ptr<certs::server_tls> tls_;
-    unprivileged_user user_;
+    void notify_systemd_reloading() {}
+    void notify_systemd_ready() {}
+
     shared_region region_;
-    std::vector<worker_slot> slots_;
+    admin_state admin_;
+    std::shared_ptr<certs::derived_ticket_keys> keys_;
+    std::unique_ptr<generation> current_;
+    std::map<std::string, std::vector<listen_fd>> listeners_;  ///< endpoint -> its SO_REUSEPORT sockets
+    std::vector<worker_slot> workers_;
+    unsigned counter_slots_used_ = 0;
     listen_fd admin_fd_;
+    std::string admin_endpoint_;
     net::io_context io_{1};
-    net::steady_timer kill_timer_{io_};
+    std::unique_ptr<health_checker> health_;
+    std::unique_ptr<abuse_guard> abuse_;
     bool stopping_ = false;
     int exit_code_ = 0;
 };

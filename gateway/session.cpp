@@ -54,10 +54,13 @@ void session_base::violation() {
     }
 }
 
+// An idle keep-alive connection is not closed at once: a client may have a
+// request on the wire already, and closing under it would fail that
+// request. It gets a short grace to send one more, answered with
+// Connection: close; one that stays quiet is closed when the grace ends.
 void session_base::drain() {
     if (idle_) {
-        closing_ = true;
-        cancel_io();
+        set_deadline(drain_grace, phase::idle);
     }
 }
 
@@ -298,9 +301,6 @@ private:
         bool graceful = true;
         while (!closing_) {
             if (buffer_.size() == 0) {
-                if (w_.draining) {
-                    break;
-                }
                 // Wait for the next request under the idle deadline, here
                 // rather than in serve_one: a coroutine frame holds all of its
                 // function's locals, and an idle keep-alive connection should
@@ -309,16 +309,21 @@ private:
                 // header deadline starts once bytes arrive.
                 buffer_.shrink_to_fit();
                 idle_ = true;
-                arm(phase::idle);
+                if (w_.draining) {
+                    set_deadline(drain_grace, phase::idle);
+                } else {
+                    arm(phase::idle);
+                }
                 error_code wait_ec;
                 if (!stream_.has_buffered()) {
                     std::tie(wait_ec) = co_await stream_.next_layer().async_wait(tcp::socket::wait_read);
                 }
                 idle_ = false;
-                take_timeout();
+                const bool quiet = take_timeout();
                 if (wait_ec || closing_) {
-                    // Closed by the drain: say goodbye properly (close_notify).
-                    graceful = closing_;
+                    // Closed by the drain (its grace ended, or its deadline
+                    // passed): say goodbye properly (close_notify).
+                    graceful = closing_ || (quiet && w_.draining);
                     break;
                 }
             }
@@ -534,7 +539,7 @@ private:
         auto& res = rp->get();
         // Reaching here means the request went out whole (relay returned done).
         const std::size_t server = up_->server;
-        server_state& state = w_.shared.servers[server];
+        server_state& state = *w_.server_states[server];
         const bool upstream_reusable = rp->keep_alive();
         if (rp->need_eof() && !rp->is_done()) {
             // The backend delimits the body by closing: re-frame it as chunked
@@ -755,7 +760,7 @@ private:
         if (bucket == nullptr || take_token(*bucket, r.per_second(), r.burst, now)) {
             return true;
         }
-        w_.shared.pools[pool].rate_limited.fetch_add(1, std::memory_order_relaxed);
+        w_.pool_states[pool]->rate_limited.fetch_add(1, std::memory_order_relaxed);
         return false;
     }
 
@@ -790,7 +795,7 @@ private:
     // bounded queue, up to queue_timeout. nullopt: no server (503).
     net::awaitable<std::optional<std::size_t>> acquire(std::size_t pool, std::uint64_t tried) {
         const auto& pc = w_.cfg->gw.pools[pool];
-        auto& ps = w_.shared.pools[pool];
+        auto& ps = *w_.pool_states[pool];
         auto c = w_.balancers[pool].pick(ps.next, w_.members[pool], mono_now(), tried, pc.max_connections);
         if (c.member || !c.full || pc.queue_size == 0 || w_.draining) {
             co_return c.member;

@@ -34,7 +34,12 @@ public:
     session_base(const session_base&) = delete;
     session_base& operator=(const session_base&) = delete;
 
-    /// Drain: an idle session closes now, a busy one after its current response.
+    /// How long an idle keep-alive connection may still send one request
+    /// once the worker drains.
+    static constexpr std::chrono::milliseconds drain_grace{1000};
+
+    /// Drain: a busy session closes after its current response; an idle one
+    /// after one more request or `drain_grace` of silence.
     void drain();
     /// Drain deadline passed: abort whatever is in flight.
     void terminate();

@@ -178,6 +178,40 @@ shared_region::shared_region() {
 
 shared_region::~shared_region() { ::munmap(block_, sizeof(shared_block)); }
 
+namespace {
+
+template <std::size_t N>
+std::size_t claim(slot_name (&names)[N], const std::string& name, const char* what) {
+    std::size_t free_slot = N;
+    for (std::size_t i = 0; i < N; ++i) {
+        if (name == names[i].text) {
+            return i;
+        }
+        if (free_slot == N && names[i].text[0] == '\0') {
+            free_slot = i;
+        }
+    }
+    if (free_slot == N || name.size() >= sizeof names[0].text) {
+        throw std::invalid_argument(std::string("no free ") + what + " slot for " + name + " (at most " +
+                                    std::to_string(N) + " over the process's lifetime, names under 64 bytes)");
+    }
+    std::memcpy(names[free_slot].text, name.c_str(), name.size() + 1);
+    return free_slot;
+}
+
+}  // namespace
+
+slot_map assign_slots(shared_block& b, const config::snapshot& cfg) {
+    slot_map m;
+    for (const auto& srv : cfg.servers) {
+        m.servers.push_back(claim(b.server_names, srv.name, "server"));
+    }
+    for (const auto& p : cfg.gw.pools) {
+        m.pools.push_back(claim(b.pool_names, p.name, "pool"));
+    }
+    return m;
+}
+
 void check_fits(const config::snapshot& s) {
     if (s.servers.size() > max_servers) {
         throw std::invalid_argument("too many servers (at most " + std::to_string(max_servers) + ")");

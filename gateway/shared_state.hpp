@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace rampart::gateway {
 
@@ -85,8 +86,16 @@ constexpr std::size_t max_workers = 256;
 constexpr std::size_t client_slots = 1 << 16;  ///< power of two
 constexpr std::size_t client_probe = 16;       ///< slots tried per lookup
 
+/// A name owning a server or pool slot; written by the master only, before it
+/// forks the workers that use the slot.
+struct slot_name {
+    char text[64] = {};
+};
+
 struct shared_block {
     server_state servers[max_servers];
+    slot_name server_names[max_servers];
+    slot_name pool_names[max_pools];
     pool_state pools[max_pools];
     worker_counters workers[max_workers];
     std::atomic<std::uint32_t> connections_open{0};   ///< client connections, all workers
@@ -96,6 +105,20 @@ struct shared_block {
     std::atomic<std::uint64_t> client_table_full{0};   ///< lookups that found no slot
     client_slot clients[client_slots];
 };
+
+/// Where a configuration's servers and pools live in the shared block. Slots
+/// are owned by name and outlive configurations: after a reload a server
+/// keeps its health, drain and ejection state and its counters, while
+/// workers of the previous configuration, still draining, keep writing to
+/// the same slots.
+struct slot_map {
+    std::vector<std::size_t> servers;  ///< per snapshot::servers index
+    std::vector<std::size_t> pools;    ///< per gateway::pools index
+};
+
+/// Finds or claims the slots of `cfg`'s servers and pools, by name. Master
+/// only. Throws std::invalid_argument when the block has no free slot left.
+slot_map assign_slots(shared_block& b, const config::snapshot& cfg);
 
 /// A client address as 16 bytes (IPv4 as v4-mapped IPv6).
 struct client_address {

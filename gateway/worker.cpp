@@ -19,13 +19,19 @@ constexpr std::chrono::seconds upstream_idle_time{30};
 }  // namespace
 
 worker_context::worker_context(net::io_context& io_, config::snapshot_ptr cfg_, SSL_CTX* tls_ctx,
-                               shared_block& shared_, unsigned index)
+                               shared_block& shared_, const slot_map& slots, unsigned counter_slot)
     : io(io_),
       cfg(std::move(cfg_)),
       tls_context(tls_ctx),
       shared(shared_),
-      counters(shared_.workers[index]),
+      counters(shared_.workers[counter_slot]),
       upstreams(cfg->servers.size(), cfg->gw.limits_settings.upstream_idle_per_server, upstream_idle_time) {
+    for (std::size_t si : slots.servers) {
+        server_states.push_back(&shared.servers[si]);
+    }
+    for (std::size_t pi : slots.pools) {
+        pool_states.push_back(&shared.pools[pi]);
+    }
     for (const auto& s : cfg->servers) {
         error_code ec;
         auto address = net::ip::make_address(s.address, ec);
@@ -42,7 +48,7 @@ worker_context::worker_context(net::io_context& io_, config::snapshot_ptr cfg_, 
                 ++si;
             }
             indexes.push_back(si);
-            states.push_back(&shared.servers[si]);
+            states.push_back(server_states[si]);
             // The pool member's own address wins over the server entry's.
             error_code ec;
             server_endpoints[si] = tcp::endpoint(net::ip::make_address(m.address.host, ec), m.address.port);
@@ -60,32 +66,33 @@ worker_context::worker_context(net::io_context& io_, config::snapshot_ptr cfg_, 
     }
 }
 
-worker::worker(config::snapshot_ptr cfg, SSL_CTX* tls, shared_block& shared, unsigned index, worker_sockets sockets)
-    : ctx_(io_, std::move(cfg), tls, shared, index) {
+worker::worker(config::snapshot_ptr cfg, SSL_CTX* tls, shared_block& shared, const slot_map& slots,
+               unsigned counter_slot, worker_sockets sockets)
+    : ctx_(io_, std::move(cfg), tls, shared, slots, counter_slot) {
     auto adopt_socket = [this](int fd) {
-        tcp_acceptor a(io_);
+        auto a = std::make_unique<tcp_acceptor>(io_);
         sockaddr_storage ss{};
         socklen_t len = sizeof ss;
         ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-        a.assign(ss.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), fd);
+        a->assign(ss.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), fd);
         return a;
     };
-    if (sockets.https >= 0) {
-        https_.emplace(adopt_socket(sockets.https));
+    for (int fd : sockets.https) {
+        https_.push_back(adopt_socket(fd));
     }
-    if (sockets.http >= 0) {
-        http_.emplace(adopt_socket(sockets.http));
+    for (int fd : sockets.http) {
+        http_.push_back(adopt_socket(fd));
     }
 }
 
 worker::~worker() = default;
 
 void worker::run() {
-    if (https_) {
-        net::co_spawn(io_, accept_loop(*https_, true), net::detached);
+    for (auto& a : https_) {
+        net::co_spawn(io_, accept_loop(*a, true), net::detached);
     }
-    if (http_) {
-        net::co_spawn(io_, accept_loop(*http_, false), net::detached);
+    for (auto& a : http_) {
+        net::co_spawn(io_, accept_loop(*a, false), net::detached);
     }
     net::co_spawn(io_, sweep_upstreams(), net::detached);
     signals_.emplace(io_, SIGTERM, SIGINT);
@@ -112,11 +119,11 @@ void worker::begin_drain() {
     if (sweep_timer_) {
         sweep_timer_->cancel();
     }
-    if (https_) {
-        https_->close(ec);
+    for (auto& a : https_) {
+        a->close(ec);
     }
-    if (http_) {
-        http_->close(ec);
+    for (auto& a : http_) {
+        a->close(ec);
     }
     ctx_.upstreams.clear();
     std::vector<session_base*> live(ctx_.sessions.begin(), ctx_.sessions.end());

@@ -26,17 +26,21 @@ namespace rampart::gateway {
 
 class session_base;
 
-/// Listening sockets handed to a worker (already bound and listening).
+/// Listening sockets handed to a worker (already bound and listening). A
+/// worker may get several per listener: after a reload to fewer workers the
+/// new ones serve every socket the old ones did, so no accept queue is left
+/// without a reader.
 struct worker_sockets {
-    int https = -1;  ///< -1 when there is no https listener
-    int http = -1;   ///< -1 when there is no http listener
+    std::vector<int> https;
+    std::vector<int> http;
 };
 
 /// Everything a session needs from its worker. Lives as long as the worker;
 /// sessions hold a reference. Used only on the worker's io_context.
 struct worker_context {
+    /// `counter_slot`: this worker's entry in shared_block::workers.
     worker_context(net::io_context& io, config::snapshot_ptr cfg, SSL_CTX* tls, shared_block& shared,
-                   unsigned index);
+                   const slot_map& slots, unsigned counter_slot);
 
     net::io_context& io;
     config::snapshot_ptr cfg;
@@ -45,6 +49,8 @@ struct worker_context {
     worker_counters& counters;
     upstream_cache upstreams;
     std::vector<balancer> balancers;                          ///< per pool
+    std::vector<server_state*> server_states;                 ///< per server: its shared slot
+    std::vector<pool_state*> pool_states;                     ///< per pool: its shared slot
     std::vector<std::vector<server_state*>> members;          ///< per pool: shared state of each member
     std::vector<std::vector<std::size_t>> member_servers;     ///< per pool: index in snapshot::servers
     std::vector<tcp::endpoint> server_endpoints;              ///< per server
@@ -63,7 +69,8 @@ class worker {
 public:
     /// `tls` may be null when there is no https listener. The worker takes
     /// ownership of the socket descriptors.
-    worker(config::snapshot_ptr cfg, SSL_CTX* tls, shared_block& shared, unsigned index, worker_sockets sockets);
+    worker(config::snapshot_ptr cfg, SSL_CTX* tls, shared_block& shared, const slot_map& slots, unsigned counter_slot,
+           worker_sockets sockets);
     ~worker();
     worker(const worker&) = delete;
     worker& operator=(const worker&) = delete;
@@ -82,8 +89,8 @@ private:
     // worker lives on it: the reactor needs no per-descriptor locking.
     net::io_context io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
     worker_context ctx_;
-    std::optional<tcp_acceptor> https_;
-    std::optional<tcp_acceptor> http_;
+    std::vector<std::unique_ptr<tcp_acceptor>> https_;
+    std::vector<std::unique_ptr<tcp_acceptor>> http_;
     std::optional<net::signal_set> signals_;
     std::optional<net::steady_timer> sweep_timer_;
 };
