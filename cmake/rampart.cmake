@@ -31,3 +31,15 @@ function(rampart_add_unit_test name)
   catch_discover_tests(${name} PROPERTIES LABELS unit
     ENVIRONMENT "RAMPART_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
 endfunction()
+
+# rampart_add_fuzzer(<name> SOURCES ... [DEPS ...])
+# A libFuzzer executable (RAMPART_FUZZ builds only); scripts/fuzz.sh runs it.
+function(rampart_add_fuzzer name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS})
+  target_compile_options(${name} PRIVATE -fsanitize=fuzzer)
+  target_link_options(${name} PRIVATE -fsanitize=fuzzer)
+  rampart_target_options(${name})
+endfunction()

@@ -8,6 +8,9 @@ packages=(
   libssl-dev libboost1.81-dev libyaml-cpp-dev catch2 libnftnl-dev libmnl-dev
   openssl curl python3 procps iproute2 ca-certificates nftables
   testssl.sh
+  # scripts/fuzz.sh: libFuzzer and the sanitizer runtimes (only recommended
+  # by clang-14), llvm-symbolizer for readable stack traces
+  clang-14 libclang-rt-14-dev llvm-14
 )
 packages+=("$@")
 
