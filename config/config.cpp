@@ -1323,7 +1323,10 @@ void checker::check_security_headers(const field& f, std::vector<std::pair<std::
     if (!m) {
         return;
     }
-    for (const auto& [name, value] : m->entries) {
+    for (const auto& entry_field : m->entries) {
+        // Not a structured binding: clang 14 cannot capture one in a lambda.
+        const std::string& name = entry_field.first;
+        const field& value = entry_field.second;
         const bool token = !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
             return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_';
         });

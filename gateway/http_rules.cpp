@@ -329,6 +329,16 @@ std::optional<rejection> validate_request(http::request_header<>& h, unsigned ma
     if (h.version() >= 11 && hosts != 1) {
         return bad_request(hosts == 0 ? "missing Host" : "duplicate Host");
     }
+    // Connection naming a framing field or Host would have a hop-by-hop
+    // strip remove what delimits the message or routes it: refused.
+    for (auto it = h.find(http::field::connection); it != h.end() && it->name() == http::field::connection; ++it) {
+        for (auto token : http::token_list{it->value()}) {
+            if (beast::iequals(token, "content-length") || beast::iequals(token, "transfer-encoding") ||
+                beast::iequals(token, "host")) {
+                return bad_request("Connection names a framing field or Host");
+            }
+        }
+    }
     if (hosts > 1) {
         return bad_request("duplicate Host");
     }
@@ -394,7 +404,11 @@ void strip_hop_by_hop(http::fields& f) {
         }
     }
     for (const auto& n : named) {
-        f.erase(n);
+        // Framing and Host are never hop-by-hop, whatever Connection says.
+        if (!beast::iequals(n, "content-length") && !beast::iequals(n, "transfer-encoding") &&
+            !beast::iequals(n, "host")) {
+            f.erase(n);
+        }
     }
     for (auto name : {http::field::connection, http::field::keep_alive, http::field::proxy_connection, http::field::te,
                       http::field::trailer, http::field::upgrade, http::field::proxy_authorization,
@@ -420,8 +434,13 @@ std::string forwarded_value(const client_info& client, std::string_view host) {
     return v;
 }
 
-void rewrite_request(http::request_header<>& h, const client_info& client) {
+void rewrite_request(http::request_header<>& h, const client_info& client, std::string_view default_host) {
     strip_hop_by_hop(h);
+    // An HTTP/1.0 request may come without Host; it goes upstream as
+    // HTTP/1.1, which requires one.
+    if (h.count(http::field::host) == 0 && !default_host.empty()) {
+        h.set(http::field::host, default_host);
+    }
     h.erase(http::field::expect);
     // Client-supplied forwarding fields are replaced, never appended to: the
     // gateway is the edge, nothing before it is trusted.
@@ -491,6 +510,30 @@ void add_missing_headers(http::fields& f, const std::vector<std::pair<std::strin
             f.set(name, value);
         }
     }
+}
+
+field_snapshot snapshot_fields(const http::fields& f) {
+    field_snapshot out;
+    for (const auto& field : f) {
+        out.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    }
+    return out;
+}
+
+void drop_trailers(http::fields& f, const field_snapshot& saved) {
+    if (field_count(f) == saved.size()) {
+        return;
+    }
+    for (auto it = f.begin(); it != f.end();) {
+        it = f.erase(it);
+    }
+    for (const auto& [name, value] : saved) {
+        f.insert(name, value);
+    }
+}
+
+std::size_t field_count(const http::fields& f) {
+    return static_cast<std::size_t>(std::distance(f.begin(), f.end()));
 }
 
 }  // namespace rampart::gateway

@@ -74,7 +74,8 @@ void strip_hop_by_hop(http::fields& f);
 /// removed, client-supplied X-Forwarded-* / Forwarded / X-Real-IP dropped and
 /// set from what the gateway saw, Expect removed (the gateway answers 100
 /// itself), HTTP/1.1 with keep-alive towards the upstream.
-void rewrite_request(http::request_header<>& h, const client_info& client);
+/// An HTTP/1.0 request without Host gets `default_host` (the site).
+void rewrite_request(http::request_header<>& h, const client_info& client, std::string_view default_host = {});
 
 /// Prepares an upstream response for the client: hop-by-hop fields removed,
 /// Strict-Transport-Security set when `hsts_value` is non-empty, keep-alive
@@ -99,5 +100,14 @@ http::response<http::string_body> make_error_response(http::status status, unsig
 /// Adds each (name, value) the message does not already carry: security
 /// headers the application did not set itself (its own choice wins).
 void add_missing_headers(http::fields& f, const std::vector<std::pair<std::string, std::string>>& headers);
+
+/// The fields of a header in order, taken before a chunked body is read.
+using field_snapshot = std::vector<std::pair<std::string, std::string>>;
+field_snapshot snapshot_fields(const http::fields& f);
+/// Beast's parser adds a chunked message's trailer fields to its header (next
+/// to fields of the same name). Trailers are neither validated nor
+/// rewritten, so they are dropped: `f` goes back to `saved` when it grew.
+void drop_trailers(http::fields& f, const field_snapshot& saved);
+std::size_t field_count(const http::fields& f);
 
 }  // namespace rampart::gateway

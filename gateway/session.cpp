@@ -384,7 +384,9 @@ private:
         bool keep_alive = req.keep_alive() && !w_.draining;
         const bool head = req.method() == http::verb::head;
         const bool expect_continue = beast::iequals(req[http::field::expect], "100-continue");
-        rewrite_request(req.base(), client_);
+        rewrite_request(req.base(), client_, w_.cfg->site);
+        // Only a chunked body can bring trailers.
+        const field_snapshot header_fields = req.chunked() ? snapshot_fields(req.base()) : field_snapshot{};
 
         const std::size_t pool = w_.default_pool;
         const config::pool& pool_cfg = w_.cfg->gw.pools[pool];
@@ -414,6 +416,9 @@ private:
             auto [result, rec] = co_await read_body_prefix(p, body_prefix, limits.buffer_body_bytes);
             if (result != relay_result::done) {
                 co_return co_await client_body_failed(rec, version);
+            }
+            if (req.chunked()) {
+                drop_trailers(req.base(), header_fields);
             }
         }
         // What a retry may resend: the whole request is in memory.
@@ -594,6 +599,8 @@ private:
             co_return co_await relay_identity(src, src_buffer, sr, dst, *len, read_phase, write_phase, prefix);
         }
         bool pending_prefix = !prefix.empty();
+        const bool chunked = p.get().chunked();
+        const field_snapshot header_fields = chunked ? snapshot_fields(p.get().base()) : field_snapshot{};
         std::size_t size = relay_chunk;
         if (auto len = p.content_length_remaining(); len && *len < size) {
             size = static_cast<std::size_t>(*len) + 1;
@@ -628,8 +635,13 @@ private:
                     co_return std::pair{relay_result::read_failed, ec};
                 }
                 body.size = size - body.size;
-                body.data = chunk.get();
+                // No data must be null: Beast writes an empty piece of a
+                // chunked body as a zero-length chunk, which ends the body.
+                body.data = body.size != 0 ? chunk.get() : nullptr;
                 body.more = !p.is_done();
+                if (chunked && p.is_done()) {
+                    drop_trailers(p.get().base(), header_fields);
+                }
             } else {
                 body.data = nullptr;
                 body.size = 0;

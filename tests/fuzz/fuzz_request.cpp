@@ -271,10 +271,11 @@ bool forward_one(std::string_view in, std::size_t& pos) {
     const std::string_view raw_header = in.substr(pos, header_bytes);
     pos += header_bytes;
 
-    // check_raw_header(): the checks on the header bytes as received run
-    // here, before validate_request(), once http_rules.hpp provides them:
-    //     if (check_raw_header(raw_header)) { return false; }
-    static_cast<void>(raw_header);
+    // check_raw_header(): the checks on the header bytes as received, before
+    // validate_request() (session.cpp read_request_header()).
+    if (check_raw_header(raw_header)) {
+        return false;
+    }
 
     auto& req = p.get();
     http::request_header<>& h = req.base();
@@ -282,7 +283,8 @@ bool forward_one(std::string_view in, std::size_t& pos) {
         return false;  // the gateway answers 4xx and closes
     }
     const bool keep_alive = req.keep_alive();
-    rewrite_request(h, client);
+    rewrite_request(h, client, "www.foobar.com");
+    const field_snapshot header_fields = snapshot_fields(h);
     const http::request_header<> sent = h;
     const field_list sent_fields = fields_of(h);
 
@@ -304,8 +306,9 @@ bool forward_one(std::string_view in, std::size_t& pos) {
                 return false;  // body too large, malformed or cut short: 400/413 and close
             }
             piece.size = chunk.size() - piece.size;
-            piece.data = chunk.data();
+            piece.data = piece.size != 0 ? chunk.data() : nullptr;
             piece.more = !p.is_done();
+            drop_trailers(h, header_fields);
             body.append(chunk.data(), piece.size);
         } else {
             piece.data = nullptr;

@@ -356,3 +356,54 @@ TEST_CASE("responses get HSTS and lose hop-by-hop fields", "[unit][gateway][http
     CHECK(err.body() == "502 Bad Gateway\n");
     CHECK(err[http::field::connection] == "close");
 }
+
+TEST_CASE("Connection may not name framing fields or Host", "[unit][gateway][rules]") {
+    for (const char* named : {"Content-Length", "transfer-encoding", "Host", "keep-alive, HOST"}) {
+        http::request_header<> h;
+        h.method(http::verb::post);
+        h.target("/");
+        h.version(11);
+        h.set(http::field::host, "www.foobar.com");
+        h.set(http::field::content_length, "5");
+        h.set(http::field::connection, named);
+        auto r = validate_request(h, 100);
+        REQUIRE(r);
+        CHECK(r->status == http::status::bad_request);
+        // And a response that tries it keeps its framing.
+        http::response_header<> res;
+        res.set(http::field::content_length, "5");
+        res.set(http::field::connection, named);
+        strip_hop_by_hop(res);
+        CHECK(res[http::field::content_length] == "5");
+    }
+}
+
+TEST_CASE("an HTTP/1.0 request without Host goes upstream with the site as Host", "[unit][gateway][rules]") {
+    http::request_header<> h;
+    h.method(http::verb::get);
+    h.target("/");
+    h.version(10);
+    REQUIRE_FALSE(validate_request(h, 100));
+    rewrite_request(h, client_info{"192.0.2.7", true}, "www.foobar.com");
+    CHECK(h.version() == 11);
+    CHECK(h[http::field::host] == "www.foobar.com");
+}
+
+TEST_CASE("trailers added by the parser are dropped, the header restored", "[unit][gateway][rules]") {
+    http::fields f;
+    f.set(http::field::host, "www.foobar.com");
+    f.set("X-Forwarded-For", "203.0.113.7");
+    f.set(http::field::transfer_encoding, "chunked");
+    const auto saved = snapshot_fields(f);
+    drop_trailers(f, saved);  // nothing added: unchanged
+    CHECK(field_count(f) == 3);
+    f.insert(http::field::host, "evil.example");        // lands next to the first Host
+    f.insert("X-Forwarded-For", "6.6.6.6");
+    f.insert("X-Trailer", "1");
+    drop_trailers(f, saved);
+    CHECK(field_count(f) == 3);
+    CHECK(f.count(http::field::host) == 1);
+    CHECK(f[http::field::host] == "www.foobar.com");
+    CHECK(f["X-Forwarded-For"] == "203.0.113.7");
+    CHECK(f.count("X-Trailer") == 0);
+}
