@@ -9,6 +9,11 @@
 #include "gateway/log.hpp"
 #include "gateway/master.hpp"
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -24,6 +29,7 @@ constexpr const char* usage = R"(usage: rampart <command> [options]
 
 commands:
   serve -c FILE             run the gateway (master + workers) until SIGTERM
+  reload -c FILE            ask the running gateway (its admin listener) to reload FILE; exit 1 if it refused
   check -c FILE             validate FILE; print a summary (exit 0) or every error as file:line:column (exit 1)
   certs dev --out DIR [--name NAME]...
                             write a development CA and ECDSA + RSA server certificates
@@ -94,6 +100,76 @@ int cmd_serve(const std::vector<std::string>& args) {
         return 1;
     }
     return rampart::gateway::run_master(cfg);
+}
+
+// POSTs to the running master's admin listener (named in the file) and
+// prints its answer. A file that does not load is reported here, and the
+// master is not asked.
+int cmd_reload(const std::vector<std::string>& args) {
+    auto path = config_path(args);
+    if (path.empty()) {
+        return fail_usage("reload needs -c FILE");
+    }
+    auto cfg = load_or_report(path);
+    if (!cfg) {
+        std::cerr << "rampart reload: " << path << " is not valid; the running configuration is unchanged\n";
+        return 1;
+    }
+    if (!cfg->gw.listen.admin) {
+        std::cerr << "rampart reload: " << path
+                  << " has no gateway.listen.admin; send SIGHUP to the master instead\n";
+        return 1;
+    }
+    const auto& ep = *cfg->gw.listen.admin;
+    std::string host = ep.host == "::" ? "::1" : ep.host == "0.0.0.0" ? "127.0.0.1" : ep.host;
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    if (::getaddrinfo(host.c_str(), std::to_string(ep.port).c_str(), &hints, &res) != 0 || res == nullptr) {
+        std::cerr << "rampart reload: bad admin address " << ep.to_string() << '\n';
+        return 1;
+    }
+    const int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    // A reload loads certificates and forks workers: allow it some time.
+    timeval tv{30, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    const bool connected = fd >= 0 && ::connect(fd, res->ai_addr, res->ai_addrlen) == 0;
+    ::freeaddrinfo(res);
+    if (!connected) {
+        std::cerr << "rampart reload: cannot reach the admin listener at " << ep.to_string() << ": "
+                  << std::strerror(errno) << " (is rampart running?)\n";
+        if (fd >= 0) {
+            ::close(fd);
+        }
+        return 1;
+    }
+    std::string request = "POST /api/reload HTTP/1.1\r\nHost: rampart\r\nContent-Length: 0\r\nConnection: close\r\n";
+    if (!cfg->gw.admin_token.empty()) {
+        request += "Authorization: Bearer " + cfg->gw.admin_token + "\r\n";
+    }
+    request += "\r\n";
+    std::string response;
+    if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) {
+        char buf[4096];
+        for (int i = 0; i < 256; ++i) {
+            const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+            if (n <= 0) {
+                break;
+            }
+            response.append(buf, static_cast<std::size_t>(n));
+        }
+    }
+    ::close(fd);
+    const auto body_at = response.find("\r\n\r\n");
+    const bool ok = response.starts_with("HTTP/1.1 200");
+    if (body_at == std::string::npos) {
+        std::cerr << "rampart reload: no answer from the admin listener\n";
+        return 1;
+    }
+    (ok ? std::cout : std::cerr) << response.substr(body_at + 4);
+    return ok ? 0 : 1;
 }
 
 int cmd_certs(const std::vector<std::string>& args) {
@@ -276,6 +352,9 @@ int main(int argc, char** argv) {
         }
         if (command == "check") {
             return cmd_check(args);
+        }
+        if (command == "reload") {
+            return cmd_reload(args);
         }
         if (command == "certs") {
             return cmd_certs(args);
