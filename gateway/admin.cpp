@@ -140,7 +140,7 @@ http::response<http::string_body> api(const http::request<http::empty_body>& req
 }
 
 net::awaitable<void> serve_admin_connection(tcp_socket socket, config::snapshot_ptr cfg, shared_block& shared,
-                                            unsigned workers) {
+                                            unsigned workers, const status_extra& extra) {
     beast::flat_buffer buffer;
     buffer.max_size(16 * 1024);
     http::request<http::empty_body> req;
@@ -168,6 +168,14 @@ net::awaitable<void> serve_admin_connection(tcp_socket socket, config::snapshot_
     } else if (req.target() == "/metrics") {
         res.set(http::field::content_type, "text/plain; version=0.0.4");
         res.body() = render_metrics(*cfg, shared, workers);
+    } else if (req.target() == "/status") {
+        res.set(http::field::content_type, "text/html; charset=utf-8");
+        res.set("Content-Security-Policy", status_page_csp());
+        res.set("X-Content-Type-Options", "nosniff");
+        res.body() = status_page_html();
+    } else if (req.target() == "/api/status") {
+        res.set(http::field::content_type, "application/json");
+        res.body() = status_json(*cfg, shared, extra);
     } else if (req.target().starts_with("/api/")) {
         res = api(req, *cfg, shared);
         res.set(http::field::server, "rampart");
@@ -279,7 +287,7 @@ std::string render_metrics(const config::snapshot& cfg, const shared_block& shar
 }
 
 net::awaitable<void> serve_admin(tcp_acceptor& acceptor, config::snapshot_ptr cfg, shared_block& shared,
-                                 unsigned workers) {
+                                 unsigned workers, const status_extra& extra) {
     net::steady_timer backoff(acceptor.get_executor());
     for (;;) {
         auto [ec, socket] = co_await acceptor.async_accept();
@@ -292,7 +300,7 @@ net::awaitable<void> serve_admin(tcp_acceptor& acceptor, config::snapshot_ptr cf
             co_await backoff.async_wait(use_tuple);
             continue;
         }
-        net::co_spawn(acceptor.get_executor(), serve_admin_connection(tcp_socket(std::move(socket)), cfg, shared, workers),
+        net::co_spawn(acceptor.get_executor(), serve_admin_connection(tcp_socket(std::move(socket)), cfg, shared, workers, extra),
                       net::detached);
     }
 }

@@ -155,8 +155,15 @@ public:
             tls_ = std::make_unique<certs::server_tls>(gw.tls_settings, keys_);
             for (const auto& c : tls_->certificates()) {
                 log(log_level::info, "certificate " + c.cert_file + " (" + c.key_type + ")");
+                status_.certificates.push_back(cert_info{
+                    c.cert_file, c.key_type, c.names,
+                    std::chrono::duration_cast<std::chrono::seconds>(c.not_after.time_since_epoch()).count()});
             }
         }
+        status_.started_unix =
+            std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+                .count();
+        status_.workers = workers_;
         user_ = resolve_user(gw.user);
         slots_.resize(workers_);
         for (auto& slot : slots_) {
@@ -183,7 +190,7 @@ public:
             admin_fd_.reset();
             bool v6 = cfg_->gw.listen.admin->host.find(':') != std::string::npos;
             admin->assign(v6 ? tcp::v6() : tcp::v4(), fd);
-            net::co_spawn(io_, serve_admin(*admin, cfg_, region_.block(), workers_), net::detached);
+            net::co_spawn(io_, serve_admin(*admin, cfg_, region_.block(), workers_, status_), net::detached);
         }
         health_checker health(io_, cfg_, region_.block());
         health.start();
@@ -314,6 +321,7 @@ private:
                 }
                 log(log_level::error, "worker " + std::to_string(pid) + " died (" + describe(status) +
                                           "); starting a replacement");
+                ++status_.worker_restarts;
                 respawn(i);
                 break;
             }
@@ -370,6 +378,7 @@ private:
     shared_region region_;
     std::vector<worker_slot> slots_;
     listen_fd admin_fd_;
+    status_extra status_;  ///< what the status page knows only from here
     net::io_context io_{1};
     net::steady_timer kill_timer_{io_};
     bool stopping_ = false;
