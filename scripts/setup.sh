@@ -7,7 +7,7 @@ packages=(
   build-essential g++ cmake ninja-build ccache pkg-config
   libssl-dev libboost1.81-dev libyaml-cpp-dev catch2 libnftnl-dev libmnl-dev
   openssl curl python3 procps iproute2 ca-certificates nftables
-  testssl.sh
+  testssl.sh chromium
 )
 packages+=("$@")
 
