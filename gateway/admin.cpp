@@ -213,12 +213,25 @@ net::awaitable<void> serve_admin_connection(tcp_socket socket, admin_state& stat
         res.result(ok ? http::status::ok : http::status::service_unavailable);
         res.set(http::field::content_type, "text/plain");
         res.body() = ok ? "ready\n" : "not ready: no available server\n";
+    } else if (target == "/status") {
+        // The page holds no data and a browser cannot send a bearer token
+        // when it opens a URL: it is served without one; the page sends the
+        // token on its /api/ calls.
+        res.set(http::field::content_type, "text/html; charset=utf-8");
+        res.set("Content-Security-Policy", status_page_csp());
+        res.set("X-Content-Type-Options", "nosniff");
+        res.body() = status_page_html();
     } else if (!authorized(req, state.cfg->gw.admin_token)) {
         res = make_error_response(http::status::unauthorized, req.version(), "", true);
         res.set(http::field::www_authenticate, "Bearer realm=\"rampart\"");
     } else if (target == "/metrics") {
         res.set(http::field::content_type, "text/plain; version=0.0.4");
         res.body() = render_metrics(state);
+    } else if (target == "/api/status") {
+        res.set(http::field::content_type, "application/json");
+        state.status.worker_restarts = state.worker_restarts;
+        state.status.workers = state.worker_slots;
+        res.body() = status_json(*state.cfg, state.shared, state.slots, state.status);
     } else if (target.starts_with("/api/")) {
         res = api(req, state);
         res.set(http::field::server, "rampart");

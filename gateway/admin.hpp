@@ -5,6 +5,7 @@
 #include "config/config.hpp"
 #include "gateway/net.hpp"
 #include "gateway/shared_state.hpp"
+#include "gateway/status_page.hpp"
 
 #include <cstdint>
 #include <functional>
@@ -32,6 +33,8 @@ struct admin_state {
     /// Runs a reload now (the runtime API's POST /api/reload). Returns
     /// whether it went live, and a message (the errors when not).
     std::function<std::pair<bool, std::string>()> reload;
+    /// What the status page shows that only the master knows.
+    status_extra status;
 };
 
 /// Prometheus text exposition of the shared counters.

@@ -176,6 +176,7 @@ struct generation {
     slot_map slots;
     unsigned workers = 1;
     unprivileged_user user;
+    std::vector<cert_info> certificates;                      ///< for the status page
     std::vector<std::pair<std::string, file_stamp>> watched;  ///< certificate and key files
 };
 
@@ -283,6 +284,9 @@ private:
             g->tls = std::make_unique<certs::server_tls>(gw.tls_settings, keys_);
             for (const auto& c : g->tls->certificates()) {
                 log(log_level::info, "certificate " + c.cert_file + " (" + c.key_type + ")");
+                g->certificates.push_back(cert_info{
+                    c.cert_file, c.key_type, c.names,
+                    std::chrono::duration_cast<std::chrono::seconds>(c.not_after.time_since_epoch()).count()});
             }
             for (const auto& c : gw.tls_settings.certificates) {
                 g->watched.emplace_back(c.cert_file, stamp_of(c.cert_file));
@@ -396,6 +400,15 @@ private:
         admin_.slots = current_->slots;
         admin_.generation = current_->id;
         admin_.worker_slots = std::max<unsigned>(admin_.worker_slots, counter_slots_used_);
+        admin_.status.generation = current_->id;
+        admin_.status.last_reload = admin_.last_reload;
+        admin_.status.certificates = current_->certificates;
+        admin_.status.workers = current_->workers;
+        if (admin_.status.started_unix == 0) {
+            admin_.status.started_unix =
+                std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+        }
     }
 
     // Certificates renewed on disk (certbot, an operator's copy) go live by

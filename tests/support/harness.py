@@ -248,8 +248,9 @@ class Process:
     """
 
     def __init__(self, argv: list[str], name: str, *, expect_exit: int = 0, env: dict | None = None,
-                 cwd: Path | None = None) -> None:
+                 cwd: Path | None = None, pass_fds: tuple[int, ...] = ()) -> None:
         self.argv = [str(a) for a in argv]
+        self.pass_fds = tuple(pass_fds)
         self.name = name
         self.expect_exit = expect_exit
         self.env = env
@@ -270,7 +271,8 @@ class Process:
     def start(self) -> "Process":
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                          env=self.env, cwd=self.cwd, start_new_session=True)
+                                          env=self.env, cwd=self.cwd, start_new_session=True,
+                                          pass_fds=self.pass_fds)
         _PROCESSES.append(self)
         return self
 

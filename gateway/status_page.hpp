@@ -1,0 +1,62 @@
+#pragma once
+// The live status page of the admin listener (GET /status) and the JSON it
+// polls (GET /api/status): pools and servers with their state and counters,
+// the process, VRRP state and certificates. The page is one self-contained
+// HTML document (inline CSS and script, no external asset) so it works
+// offline and under a strict Content-Security-Policy.
+
+#include "config/config.hpp"
+#include "gateway/shared_state.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace rampart::gateway {
+
+/// One loaded certificate as the status page shows it.
+struct cert_info {
+    std::string file;
+    std::string key_type;  ///< "ECDSA" or "RSA"
+    std::vector<std::string> names;
+    std::int64_t not_after_unix = 0;  ///< seconds since 1970, UTC
+};
+
+/// What the status page shows besides the config and the shared counters:
+/// facts only the master knows. The master owns one and updates it (reload,
+/// VRRP notifications, worker restarts).
+struct status_extra {
+    std::uint64_t generation = 1;      ///< configuration generation, 1 = as started
+    std::string last_reload = "none";  ///< "ok" | "failed: <reason>" | "none"
+    std::int64_t started_unix = 0;     ///< when the master started, seconds since 1970
+    std::string vrrp_state = "unknown";
+    std::vector<cert_info> certificates;
+    unsigned workers = 1;              ///< worker processes whose counters are summed
+    std::uint64_t worker_restarts = 0;
+};
+
+/// The status page: one HTML document that fetches /api/status every 2 s.
+std::string_view status_page_html();
+
+/// The Content-Security-Policy to serve the page with: no source but the
+/// page's own inline script and style (allowed by their SHA-256 hashes), data:
+/// images, fetches to the same origin only, no framing.
+std::string_view status_page_csp();
+
+/// The JSON of GET /api/status at `now`.
+/// `slots`: where cfg's servers and pools live in `shared`; empty = at their
+/// own indexes.
+std::string status_json(const config::snapshot& cfg, const shared_block& shared, const slot_map& slots,
+                        const status_extra& extra, std::chrono::system_clock::time_point now);
+
+/// The JSON of GET /api/status, now.
+std::string status_json(const config::snapshot& cfg, const shared_block& shared, const slot_map& slots,
+                        const status_extra& extra);
+
+/// `text` as the inside of a JSON string: quotes, backslashes and control
+/// characters escaped, invalid UTF-8 replaced by U+FFFD.
+std::string json_string_body(std::string_view text);
+
+}  // namespace rampart::gateway

@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""The live status page (GET /status on the admin listener) in real headless
+Chromium, driven over the DevTools protocol (tests/support/browser.py):
+
+- /status is one self-contained page under a hash-based CSP; /api/status is
+  the JSON it polls;
+- the page shows both servers UP, the pool, the counters and the certificates,
+  and refreshes itself;
+- "Drain" on app1 (a click in the page) shows DRAINED and sends every later
+  request to app2; "Enable" brings back the rotation;
+- when /api/status answers 401 the token field is put forward, and the token
+  entered there is sent as a bearer token on every API call;
+- the page contacts nothing but the admin listener, and raises no script or
+  CSP error;
+- with the gateway gone, the page keeps its last data, greyed, under an
+  error banner;
+- a screenshot of the page is written to the temp dir (its path is printed;
+  RAMPART_KEEP_TMP=1 keeps it).
+"""
+
+import json
+import os
+import sys
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import browser as cdp  # noqa: E402
+import harness as h  # noqa: E402
+
+S = {}
+
+HEALTH = {"path": "/health", "interval": "300ms", "timeout": "250ms", "rise": 2, "fall": 2}
+
+
+def setup_module():
+    if cdp.chromium_path() is None:
+        h.skip_module("chromium not installed (Debian package `chromium`; scripts/setup.sh installs it)")
+    S["certs"] = h.make_certs()
+    S["app1"] = h.Backend("app1").start()
+    S["app2"] = h.Backend("app2").start()
+    gw = h.Gateway(S["certs"], {"app1": S["app1"], "app2": S["app2"]}, workers=2)
+    gw.config["gateway"]["pools"]["app"]["health"] = HEALTH
+    S["gw"] = gw.start()
+    S["base"] = f"http://127.0.0.1:{gw.admin_port}"
+    S["browser"] = cdp.Browser(window=(1280, 860)).start()
+    print(f"  {S['browser'].version}", flush=True)
+    S["page"] = S["browser"].new_page()
+
+
+def teardown_module():
+    if "browser" in S:
+        S["browser"].close()
+
+
+def _get(path):
+    with urllib.request.urlopen(S["base"] + path, timeout=5) as r:
+        return r.status, dict(r.getheaders()), r.read().decode()
+
+
+def _backends(n):
+    """Sends n HTTPS requests through the gateway; the X-Backend of each answer."""
+    out = []
+    for i in range(n):
+        r = h.curl(S["gw"], f"/status-page-test?i={i}")
+        h.check(r.status == 200, f"request {i}: {r}")
+        out.append(r.header("X-Backend"))
+    return out
+
+
+def _row_state(name):
+    page = S["page"]
+    return page.evaluate(f"""(() => {{
+        const tr = document.querySelector('#pools tr[data-server="{name}"]');
+        return tr ? tr.querySelector('.badge').textContent : null;
+    }})()""")
+
+
+def _updates():
+    return int(S["page"].evaluate("Number(document.body.dataset.updates || 0)"))
+
+
+def _wait_updates(more, timeout=10):
+    """Waits for `more` further successful refreshes of the page."""
+    start = _updates()
+    S["page"].wait_for(f"Number(document.body.dataset.updates || 0) >= {start + more}", timeout,
+                       what=f"{more} more page refreshes")
+
+
+def _click(name, action):
+    S["page"].evaluate(f"""(() => {{
+        const b = document.querySelector('button[data-server="{name}"][data-action="{action}"]');
+        if (!b) throw new Error('no {action} button for {name}');
+        if (b.disabled) throw new Error('{action} button for {name} is disabled');
+        b.click();
+        return true;
+    }})()""")
+
+
+def test_status_and_api_status_over_http():
+    status, headers, body = _get("/status")
+    h.check(status == 200, f"/status: {status}")
+    h.check(headers.get("Content-Type") == "text/html; charset=utf-8", f"content type {headers}")
+    csp = headers.get("Content-Security-Policy", "")
+    for part in ("default-src 'none'", "script-src 'sha256-", "style-src 'sha256-", "connect-src 'self'",
+                 "frame-ancestors 'none'"):
+        h.check(part in csp, f"CSP lacks {part!r}: {csp}")
+    h.check("unsafe" not in csp, f"CSP allows unsafe sources: {csp}")
+    h.check("<script>" in body and "/api/status" in body, "the page is not the status page")
+
+    status, headers, body = _get("/api/status")
+    h.check(status == 200 and headers.get("Content-Type") == "application/json", f"/api/status: {status} {headers}")
+    s = json.loads(body)
+    h.check(s["site"] == h.SITE and s["workers"] == 2 and s["generation"] == 1, f"header fields: {s}")
+    h.check([p["name"] for p in s["pools"]] == ["app"], f"pools: {s['pools']}")
+    servers = {sv["name"]: sv for sv in s["pools"][0]["servers"]}
+    h.check(set(servers) == {"app1", "app2"}, f"servers: {servers}")
+    h.wait_until(lambda: all(sv["last_check"] == 200 for sv in
+                             json.loads(_get("/api/status")[2])["pools"][0]["servers"]), 5,
+                 what="a passed health check on both servers")
+    h.check(all(sv["state"] == "up" for sv in servers.values()), f"states: {servers}")
+    certs = s["certificates"]
+    h.check([c["key_type"] for c in certs] == ["ECDSA", "RSA"], f"certificates: {certs}")
+    h.check(all(800 <= c["days_left"] <= 826 and h.SITE in c["names"] for c in certs),
+            f"dev certificates live 825 days: {certs}")
+
+
+def test_page_shows_both_servers_up():
+    page = S["page"]
+    page.navigate(S["base"] + "/status")
+    _backends(4)  # some traffic for the counters
+    page.wait_for("Number(document.body.dataset.updates || 0) >= 2", 10, what="two refreshes of the page")
+    for name in ("app1", "app2"):
+        h.wait_until(lambda: _row_state(name) == "UP", 5, what=f"{name} UP on the page")
+    text = page.evaluate("document.body.innerText")  # what is rendered (CSS may upper-case labels)
+    for needle in (h.SITE, "Pool app", "round robin", "app1", "app2", "ecdsa.pem", "rsa.pem", "ECDSA", "RSA",
+                   "Connections open", "Requests per second", "TLS handshakes", "HTTP 200", "Last update",
+                   "version 0.1.0", "VRRP"):
+        h.check(needle.lower() in text.lower(), f"{needle!r} not on the page:\n{text}")
+    banner = page.evaluate("document.getElementById('banner').textContent")
+    h.check(page.evaluate("document.getElementById('banner').hidden") is True, f"a banner is shown: {banner!r}")
+    h.check(page.evaluate("document.title").startswith("Rampart"), "title")
+
+
+def test_drain_from_the_page_stops_its_traffic():
+    page = S["page"]
+    _click("app1", "drain")
+    h.wait_until(lambda: _row_state("app1") == "DRAINED", 6, interval=0.1, what="app1 DRAINED on the page")
+    h.check(_row_state("app2") == "UP", "app2 is no longer UP")
+    banner = page.evaluate("document.getElementById('banner').textContent")
+    h.check("app1 drained" in banner, f"no confirmation shown: {banner!r}")
+    h.check(page.evaluate("""document.querySelector('button[data-server="app1"][data-action="drain"]').disabled
+                             && !document.querySelector('button[data-server="app1"][data-action="enable"]').disabled"""),
+            "after a drain only Enable is offered")
+    seen = _backends(8)
+    h.check(seen == ["app2"] * 8, f"requests after the drain went to {seen}")
+    servers = {sv["name"]: sv for sv in json.loads(_get("/api/status")[2])["pools"][0]["servers"]}
+    h.check(servers["app1"]["drained"] is True and servers["app1"]["state"] == "drained", f"API: {servers}")
+    # The page's per-server rate shows app2's traffic on a later refresh.
+    _wait_updates(2)
+
+
+def test_screenshot():
+    page = S["page"]
+    _backends(6)
+    _wait_updates(1)
+    path = page.screenshot(h.temp_dir() / "status-page.png")
+    h.check(path.stat().st_size > 10_000, f"screenshot too small: {path.stat().st_size} bytes")
+    keep = os.environ.get("RAMPART_SCREENSHOT_DIR")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        target = os.path.join(keep, "status-page.png")
+        with open(target, "wb") as f:
+            f.write(path.read_bytes())
+        path = target
+    print(f"  screenshot: {path}", flush=True)
+
+
+def test_enable_from_the_page_restores_rotation():
+    _click("app1", "enable")
+    h.wait_until(lambda: _row_state("app1") == "UP", 6, interval=0.1, what="app1 UP again on the page")
+    seen = _backends(8)
+    h.check(sorted(set(seen)) == ["app1", "app2"], f"requests after enable went to {seen}")
+    h.check(all(a != b for a, b in zip(seen, seen[1:])), f"round robin does not alternate: {seen}")
+
+
+def test_token_prompt_on_401_and_bearer_token_sent():
+    """The admin API's bearer token: a 401 from /api/status (answered by the
+    browser's Fetch interception) puts the token field forward; the token
+    entered there is sent on the following calls."""
+    browser, page = S["browser"], S["page"]
+    page.send("Fetch.enable", {"patterns": [{"urlPattern": "*/api/*", "requestStage": "Request"}]})
+    try:
+        start = browser.event_count()
+        event, start = browser.wait_event("Fetch.requestPaused", page.session, 10, start)
+        page.send("Fetch.fulfillRequest", {"requestId": event["params"]["requestId"], "responseCode": 401,
+                                           "responseHeaders": [{"name": "Content-Type",
+                                                                "value": "application/json"}],
+                                           "body": "eyJlcnJvciI6InRva2VuIn0="})
+        page.wait_for("document.getElementById('token-box').classList.contains('need')", 5,
+                      what="the token field put forward")
+        banner = page.evaluate("document.getElementById('banner').textContent")
+        h.check("token" in banner, f"banner does not ask for the token: {banner!r}")
+        page.evaluate("""(() => { const t = document.getElementById('token');
+                                 t.value = 'status-test-token'; document.getElementById('token-save').click();
+                                 return true; })()""")
+        # Every request after that carries the bearer token; let them through.
+        deadline = 10
+        authorized = 0
+        for _ in range(4):
+            event, start = browser.wait_event("Fetch.requestPaused", page.session, deadline, start)
+            req = event["params"]["request"]
+            auth = {k.lower(): v for k, v in req["headers"].items()}.get("authorization")
+            h.check(auth == "Bearer status-test-token", f"{req['url']} sent Authorization {auth!r}")
+            authorized += 1
+            page.send("Fetch.continueRequest", {"requestId": event["params"]["requestId"]})
+        h.check(authorized == 4, "fewer authorised requests than expected")
+        page.wait_for("!document.getElementById('token-box').classList.contains('need')", 5,
+                      what="the token prompt to go once the API answers")
+    finally:
+        page.send("Fetch.disable")
+    # Forget the token again (the gateway here has none configured).
+    page.evaluate("document.getElementById('token-clear').click(), true")
+
+
+def test_page_contacts_only_the_admin_listener_and_raises_no_error():
+    browser, page = S["browser"], S["page"]
+    urls = [e["params"]["request"]["url"] for e in browser.events("Network.requestWillBeSent", page.session)]
+    h.check(len(urls) > 5, f"too few requests recorded: {urls}")
+    origin = S["base"] + "/"
+    others = sorted({u for u in urls if not (u.startswith(origin) or u.startswith("data:"))})
+    h.check(not others, f"the page contacted more than the admin listener: {others}")
+    paths = {u[len(origin) - 1:] for u in urls if u.startswith(origin)}
+    for p in ("/status", "/api/status", "/api/servers/app1/drain", "/api/servers/app1/enable"):
+        h.check(p in paths, f"no request to {p}: {sorted(paths)}")
+    exceptions = browser.events("Runtime.exceptionThrown", page.session)
+    h.check(not exceptions, f"script exceptions: {exceptions}")
+    errors = [e["params"]["entry"] for e in browser.events("Log.entryAdded", page.session)
+              if e["params"]["entry"].get("level") == "error"
+              and "401" not in e["params"]["entry"].get("text", "")]  # the 401 of the token test
+    h.check(not errors, f"console errors (CSP?): {errors}")
+
+
+def test_error_banner_when_the_admin_listener_is_gone():
+    page = S["page"]
+    S["gw"].stop()
+    page.wait_for("document.body.classList.contains('stale')", 12, what="the page to mark its data stale")
+    banner = page.evaluate("document.getElementById('banner').textContent")
+    h.check(banner.startswith("Cannot fetch /api/status") and "Showing the data of" in banner,
+            f"error banner: {banner!r}")
+    h.check(_row_state("app2") == "UP", "the last data is no longer shown")
+
+
+if __name__ == "__main__":
+    h.main(globals())
