@@ -101,7 +101,7 @@ TEST_CASE("HTTP/1.0 may omit Host", "[unit][gateway][http]") {
 }
 
 TEST_CASE("versions other than 1.0 and 1.1 get 505", "[unit][gateway][http]") {
-    for (unsigned v : {9U, 12U, 20U, 0U}) {
+    for (unsigned v : {9U, 12U, 20U, 99U}) {  // Beast asserts 0 < version < 100
         INFO(v);
         CHECK(validate({{"Host", "a"}}, "/", http::verb::get, v) == "505 HTTP version not supported");
     }
