@@ -8,6 +8,7 @@
 #include "gateway/log.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <sstream>
 #include <vector>
@@ -37,6 +38,22 @@ std::vector<std::size_t> pooled_servers(const config::snapshot& cfg) {
                 out.push_back(i);
                 break;
             }
+        }
+    }
+    return out;
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+std::string label_value(std::string_view text) {
+    std::string out;
+    for (char c : text) {
+        if (c == '\\' || c == '"') {
+            out += '\\';
+            out += c;
+        } else if (c == '\n') {
+            out += "\\n";
+        } else {
+            out += c;
         }
     }
     return out;
@@ -271,7 +288,31 @@ std::string render_metrics(const admin_state& a) {
     out << "rampart_tls_handshakes_total{kind=\"full\"} " << sum(&worker_counters::handshakes_full) << '\n';
     out << "rampart_tls_handshakes_total{kind=\"resumed\"} " << sum(&worker_counters::handshakes_resumed) << '\n';
     metric(out, "rampart_tls_handshake_failures_total", "counter", "Failed TLS handshakes.");
-    out << "rampart_tls_handshake_failures_total " << sum(&worker_counters::handshake_failures) << '\n';
+    for (unsigned r = 0; r < 3; ++r) {
+        static constexpr const char* reasons[] = {"timeout", "client_closed", "tls_error"};
+        std::uint64_t total = 0;
+        for (unsigned w = 0; w < workers; ++w) {
+            total += shared.workers[w].handshake_failures_by[r].load(std::memory_order_relaxed);
+        }
+        out << "rampart_tls_handshake_failures_total{reason=\"" << reasons[r] << "\"} " << total << '\n';
+    }
+    metric(out, "rampart_tls_handshakes_by_version_total", "counter", "Completed TLS handshakes by protocol version.");
+    out << "rampart_tls_handshakes_by_version_total{version=\"TLSv1.2\"} " << sum(&worker_counters::handshakes_tls12)
+        << '\n';
+    out << "rampart_tls_handshakes_by_version_total{version=\"TLSv1.3\"} " << sum(&worker_counters::handshakes_tls13)
+        << '\n';
+    metric(out, "rampart_client_bytes_total", "counter", "Bytes on the wire with clients (TLS), counted when a connection ends.");
+    out << "rampart_client_bytes_total{direction=\"in\"} " << sum(&worker_counters::bytes_in) << '\n';
+    out << "rampart_client_bytes_total{direction=\"out\"} " << sum(&worker_counters::bytes_out) << '\n';
+    metric(out, "rampart_certificate_expiry_seconds", "gauge", "Seconds until each certificate expires.");
+    {
+        const auto now_unix =
+            std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+        for (const auto& c : a.status.certificates) {
+            out << "rampart_certificate_expiry_seconds{file=\"" << label_value(c.file) << "\",key=\"" << c.key_type << "\"} "
+                << (c.not_after_unix - now_unix) << '\n';
+        }
+    }
     metric(out, "rampart_requests_total", "counter", "Requests read from clients.");
     out << "rampart_requests_total " << sum(&worker_counters::requests_total) << '\n';
     metric(out, "rampart_responses_total", "counter", "Responses sent, by status class.");

@@ -286,7 +286,10 @@ private:
         error_code ec = co_await stream_.handshake();
         if (ec) {
             w_.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
-            if (take_timeout() || !is_disconnect(ec)) {
+            const bool timed_out = take_timeout();
+            const int reason = timed_out ? 0 : is_disconnect(ec) ? 1 : 2;
+            w_.counters.handshake_failures_by[reason].fetch_add(1, std::memory_order_relaxed);
+            if (reason != 1) {
                 violation();  // a stalled or broken handshake, not a client that left
             }
             log(log_level::debug, "handshake from " + client_.address + " failed: " + ec.message());
@@ -298,6 +301,9 @@ private:
         } else {
             w_.counters.handshakes_full.fetch_add(1, std::memory_order_relaxed);
         }
+        (SSL_version(stream_.native_handle()) == TLS1_3_VERSION ? w_.counters.handshakes_tls13
+                                                                 : w_.counters.handshakes_tls12)
+            .fetch_add(1, std::memory_order_relaxed);
         bool graceful = true;
         while (!closing_) {
             if (buffer_.size() == 0) {
@@ -924,6 +930,12 @@ private:
     }
 
     void finish_abortive() {
+        // Bytes on the wire, counted by OpenSSL's socket BIO once per
+        // connection rather than on every read and write.
+        if (SSL* ssl = stream_.native_handle()) {
+            w_.counters.bytes_in.fetch_add(BIO_number_read(SSL_get_rbio(ssl)), std::memory_order_relaxed);
+            w_.counters.bytes_out.fetch_add(BIO_number_written(SSL_get_wbio(ssl)), std::memory_order_relaxed);
+        }
         error_code ec;
         stream_.next_layer().shutdown(tcp::socket::shutdown_both, ec);
         stream_.next_layer().close(ec);

@@ -63,6 +63,11 @@ struct alignas(64) worker_counters {
     std::atomic<std::uint64_t> handshakes_full{0};
     std::atomic<std::uint64_t> handshakes_resumed{0};
     std::atomic<std::uint64_t> handshake_failures{0};
+    std::atomic<std::uint64_t> handshake_failures_by[3]{};      ///< timeout, closed by the client, TLS error
+    std::atomic<std::uint64_t> handshakes_tls12{0};
+    std::atomic<std::uint64_t> handshakes_tls13{0};
+    std::atomic<std::uint64_t> bytes_in{0};                     ///< from clients, on the wire (TLS records)
+    std::atomic<std::uint64_t> bytes_out{0};                    ///< to clients, on the wire
     std::atomic<std::uint64_t> requests_total{0};
     std::atomic<std::uint64_t> requests_rejected{0};            ///< malformed or refused before any backend
     std::atomic<std::uint64_t> responses_by_class[6]{};  ///< index = status / 100 (0 unused)
