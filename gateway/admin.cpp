@@ -313,7 +313,7 @@ std::string render_metrics(const admin_state& a) {
                 << (c.not_after_unix - now_unix) << '\n';
         }
     }
-    metric(out, "rampart_requests_total", "counter", "Requests read from clients.");
+    metric(out, "rampart_requests_total", "counter", "Requests from clients, refused ones included (a timed-out or malformed head counts as one).");
     out << "rampart_requests_total " << sum(&worker_counters::requests_total) << '\n';
     metric(out, "rampart_responses_total", "counter", "Responses sent, by status class.");
     for (unsigned c = 1; c <= 5; ++c) {

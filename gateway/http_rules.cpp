@@ -141,9 +141,9 @@ std::optional<rejection> absolute_to_origin_form(http::request_header<>& h) {
     }
     std::string_view scheme = target.substr(0, sep);
     unsigned default_port = 0;
-    if (beast::iequals(scheme, "http")) {
+    if (iequals(scheme, "http")) {
         default_port = 80;
-    } else if (beast::iequals(scheme, "https")) {
+    } else if (iequals(scheme, "https")) {
         default_port = 443;
     } else {
         return bad_request("absolute-form target with a scheme other than http or https");
@@ -159,7 +159,7 @@ std::optional<rejection> absolute_to_origin_form(http::request_header<>& h) {
     }
     std::string_view field_host;
     std::string_view field_port;
-    if (!split_authority(h[http::field::host], field_host, field_port) || !beast::iequals(host, field_host) ||
+    if (!split_authority(h[http::field::host], field_host, field_port) || !iequals(host, field_host) ||
         port_number(port, default_port) != port_number(field_port, default_port)) {
         return bad_request("absolute-form target does not match Host");
     }
@@ -333,8 +333,8 @@ std::optional<rejection> validate_request(http::request_header<>& h, unsigned ma
     // strip remove what delimits the message or routes it: refused.
     for (auto it = h.find(http::field::connection); it != h.end() && it->name() == http::field::connection; ++it) {
         for (auto token : http::token_list{it->value()}) {
-            if (beast::iequals(token, "content-length") || beast::iequals(token, "transfer-encoding") ||
-                beast::iequals(token, "host")) {
+            if (iequals(token, "content-length") || iequals(token, "transfer-encoding") ||
+                iequals(token, "host")) {
                 return bad_request("Connection names a framing field or Host");
             }
         }
@@ -371,7 +371,7 @@ std::optional<rejection> validate_request(http::request_header<>& h, unsigned ma
                   std::string(digits == std::string_view::npos ? std::string_view("0") : length.substr(digits)));
         }
     }
-    if (codings > 1 || (codings == 1 && !beast::iequals(h[http::field::transfer_encoding], "chunked"))) {
+    if (codings > 1 || (codings == 1 && !iequals(h[http::field::transfer_encoding], "chunked"))) {
         return bad_request("Transfer-Encoding other than chunked");
     }
     if (codings == 1) {
@@ -405,8 +405,8 @@ void strip_hop_by_hop(http::fields& f) {
     }
     for (const auto& n : named) {
         // Framing and Host are never hop-by-hop, whatever Connection says.
-        if (!beast::iequals(n, "content-length") && !beast::iequals(n, "transfer-encoding") &&
-            !beast::iequals(n, "host")) {
+        if (!iequals(n, "content-length") && !iequals(n, "transfer-encoding") &&
+            !iequals(n, "host")) {
             f.erase(n);
         }
     }
@@ -534,6 +534,19 @@ void drop_trailers(http::fields& f, const field_snapshot& saved) {
 
 std::size_t field_count(const http::fields& f) {
     return static_cast<std::size_t>(std::distance(f.begin(), f.end()));
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + ('a' - 'A')) : c; };
+        if (lower(a[i]) != lower(b[i])) {
+            return false;
+        }
+    }
+    return true;
 }
 
 }  // namespace rampart::gateway

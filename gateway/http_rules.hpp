@@ -110,4 +110,9 @@ field_snapshot snapshot_fields(const http::fields& f);
 void drop_trailers(http::fields& f, const field_snapshot& saved);
 std::size_t field_count(const http::fields& f);
 
+/// ASCII case-insensitive equality. Used instead of beast::iequals, which in
+/// Boost 1.81 reads one byte past the end of its arguments when they differ
+/// only in case (AddressSanitizer reports it).
+bool iequals(std::string_view a, std::string_view b);
+
 }  // namespace rampart::gateway

@@ -373,9 +373,11 @@ private:
                 if (!status) {
                     co_return outcome::abort;
                 }
+                w_.counters.requests_total.fetch_add(1, std::memory_order_relaxed);
                 co_return co_await reject(*status, 11);
             }
             if (rejected) {
+                w_.counters.requests_total.fetch_add(1, std::memory_order_relaxed);
                 log_refused(client_.address, *rejected);
                 co_return co_await reject(rejected->status, 11);
             }
@@ -389,7 +391,7 @@ private:
         }
         bool keep_alive = req.keep_alive() && !w_.draining;
         const bool head = req.method() == http::verb::head;
-        const bool expect_continue = beast::iequals(req[http::field::expect], "100-continue");
+        const bool expect_continue = iequals(req[http::field::expect], "100-continue");
         rewrite_request(req.base(), client_, w_.cfg->site);
         // Only a chunked body can bring trailers.
         const field_snapshot header_fields = req.chunked() ? snapshot_fields(req.base()) : field_snapshot{};

@@ -244,7 +244,7 @@ void check_forwarded(std::string_view out, const http::request_header<>& sent, c
     require(pairs.has_value(), "Forwarded is not one well-formed element", out);
     unsigned fors = 0;
     for (const auto& [name, value] : *pairs) {
-        if (beast::iequals(name, "for")) {
+        if (iequals(name, "for")) {
             ++fors;
             require(value == client.address, "Forwarded names another client", out);
         }

@@ -86,5 +86,53 @@ def test_token_file_readable_by_others_is_refused():
     h.check(TOKEN not in r.stderr + r.stdout, "the token was printed")
 
 
+def _metrics(gw):
+    status, text = _get(gw, "/metrics")
+    h.check(status == 200, "metrics")
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def test_metrics_count_known_traffic_exactly():
+    app1 = h.Backend("app1").start()
+    app2 = h.Backend("app2").start()
+    gw = h.Gateway(S["certs"], {"app1": app1, "app2": app2}, workers=2).start()
+    before = _metrics(gw)
+    for i in range(20):
+        h.check(h.curl(gw, f"/m?i={i}").status == 200, "request failed")
+    for i in range(3):
+        r = h.curl(gw, "/bad", "-H", "Content-Length: 1", "-H", "Transfer-Encoding: chunked", "-X", "POST")
+        h.check(r.status == 400, f"ambiguous framing: {r}")
+    after = _metrics(gw)
+
+    def delta(name):
+        return after.get(name, 0) - before.get(name, 0)
+
+    h.check(delta("rampart_requests_total") == 23, f"requests_total moved by {delta('rampart_requests_total')}")
+    h.check(delta('rampart_responses_total{class="2xx"}') == 20, "2xx not exact")
+    h.check(delta('rampart_responses_total{class="4xx"}') == 3, "4xx not exact")
+    h.check(delta("rampart_requests_rejected_total") == 3, "rejected not exact")
+    h.check(delta('rampart_upstream_requests_total{server="app1"}') == 10 and
+            delta('rampart_upstream_requests_total{server="app2"}') == 10, "per-server requests not 10/10")
+    handshakes = delta('rampart_tls_handshakes_total{kind="full"}') + delta('rampart_tls_handshakes_total{kind="resumed"}')
+    h.check(handshakes == 23, f"{handshakes} handshakes for 23 connections")
+    by_version = (delta('rampart_tls_handshakes_by_version_total{version="TLSv1.3"}') +
+                  delta('rampart_tls_handshakes_by_version_total{version="TLSv1.2"}'))
+    h.check(by_version == 23, "handshakes by version do not add up")
+    h.check(delta("rampart_connections_total") == 23, "connections not exact")
+    h.wait_until(lambda: _metrics(gw)['rampart_client_bytes_total{direction="out"}'] > 20 * 300, 5,
+                 what="bytes out counted once the connections closed")
+    expiry = [v for k, v in after.items() if k.startswith("rampart_certificate_expiry_seconds")]
+    h.check(len(expiry) == 2 and all(826 * 86400 > v > 823 * 86400 for v in expiry),
+            f"certificate expiry {expiry} (dev certificates last 825 days)")
+    gw.stop()
+    app1.stop()
+    app2.stop()
+
+
 if __name__ == "__main__":
     h.main(globals())
