@@ -2,6 +2,7 @@
 
 #include "certs/certs.hpp"
 #include "gateway/abuse.hpp"
+#include "gateway/access_log.hpp"
 #include "gateway/admin.hpp"
 #include "gateway/health.hpp"
 #include "gateway/log.hpp"
@@ -158,6 +159,8 @@ public:
             }
         }
         user_ = resolve_user(gw.user);
+        // Opened here, with the master's privileges, before any worker forks.
+        access_log_ = listen_fd(open_access_log(gw.access_log_settings));
         slots_.resize(workers_);
         for (auto& slot : slots_) {
             if (gw.listen.https) {
@@ -282,6 +285,7 @@ private:
             ::close(slots_[i].https.get());
             ::close(slots_[i].http.get());
         }
+        mine.access_log = access_log_.get() >= 0 ? ::dup(access_log_.get()) : -1;
         drop_privileges(user_);
         try {
             worker w(cfg_, tls_ ? tls_->default_context() : nullptr, region_.block(), index, mine);
@@ -370,6 +374,7 @@ private:
     shared_region region_;
     std::vector<worker_slot> slots_;
     listen_fd admin_fd_;
+    listen_fd access_log_;  ///< the access log's descriptor (-1 when off); each worker gets a copy
     net::io_context io_{1};
     net::steady_timer kill_timer_{io_};
     bool stopping_ = false;
