@@ -21,6 +21,7 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -92,13 +93,31 @@ int cmd_serve(const std::vector<std::string>& args) {
     if (path.empty()) {
         return fail_usage("serve needs -c FILE");
     }
-    if (const char* level = std::getenv("RAMPART_LOG"); level != nullptr && std::strcmp(level, "debug") == 0) {
-        rampart::gateway::set_log_level(rampart::gateway::log_level::debug);
-    }
     auto cfg = load_or_report(path);
     if (!cfg) {
         return 1;
     }
+    // gateway.log_level, unless RAMPART_LOG names a level (debug, info, warn, error).
+    using rampart::gateway::log_level;
+    constexpr std::pair<rampart::config::log_level, log_level> levels[] = {
+        {rampart::config::log_level::debug, log_level::debug},
+        {rampart::config::log_level::info, log_level::info},
+        {rampart::config::log_level::warn, log_level::warn},
+        {rampart::config::log_level::error, log_level::error},
+    };
+    auto level = log_level::info;
+    const char* env = std::getenv("RAMPART_LOG");
+    for (const auto& [configured, runtime] : levels) {
+        if (configured == cfg->gw.error_log_level) {
+            level = runtime;
+        }
+    }
+    for (const auto& [configured, runtime] : levels) {
+        if (env != nullptr && std::strcmp(env, rampart::config::to_string(configured)) == 0) {
+            level = runtime;
+        }
+    }
+    rampart::gateway::set_log_level(level);
     return rampart::gateway::run_master(cfg);
 }
 

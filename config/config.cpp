@@ -80,6 +80,13 @@
 //                               added when the backend sent none of that name; "" drops a default
 //     admin_token_file          path, mode 0600                none: /metrics, /status and /api/* then need
 //                               "Authorization: Bearer <token>"; /healthz and /readyz never do
+//     access_log                map, or off / on / stdout      off (no access log)
+//                               / a file path (short forms of { path: ... })
+//       path                    stdout, or a file path         stdout; relative to the file's directory;
+//                               opened by the master (O_APPEND, created 0640) before the workers start
+//       buffer                  size 4KiB..64MiB               256KiB (per worker; a line that does not
+//                               fit is dropped and counted)
+//     log_level                 debug | info | warn | error    info (the stderr log; RAMPART_LOG overrides)
 //   firewall                    map                            none (no host firewall)
 //     admin_networks            list of CIDR or address        required; may reach SSH and the admin
 //                               ("198.51.100.0/24", "2001:db8::/48", "192.0.2.5")  listener; the firewall
@@ -165,6 +172,13 @@ constexpr std::array<named<balance>, 3> balance_names{{
     {"least_connections", balance::least_connections},
 }};
 
+constexpr std::array<named<log_level>, 4> log_level_names{{
+    {"debug", log_level::debug},
+    {"info", log_level::info},
+    {"warn", log_level::warn},
+    {"error", log_level::error},
+}};
+
 constexpr std::array<named<duration timeouts::*>, 7> timeout_fields{{
     {"handshake", &timeouts::handshake},
     {"header", &timeouts::header},
@@ -179,7 +193,7 @@ constexpr std::array root_keys{"site"sv, "servers"sv, "gateway"sv, "firewall"sv}
 constexpr std::array server_keys{"address"sv, "role"sv, "port"sv, "weight"sv};
 constexpr std::array gateway_keys{"listen"sv, "workers"sv,      "user"sv,     "tls"sv,    "hsts"sv,
                                   "pools"sv,  "default_pool"sv, "timeouts"sv, "limits"sv, "abuse"sv,
-                                  "security_headers"sv, "admin_token_file"sv};
+                                  "security_headers"sv, "admin_token_file"sv, "access_log"sv, "log_level"sv};
 constexpr std::array listen_keys{"https"sv, "http"sv, "admin"sv};
 constexpr std::array tls_keys{"certificates"sv, "session_tickets"sv, "ticket_rotation"sv};
 constexpr std::array certificate_keys{"cert"sv, "key"sv};
@@ -190,6 +204,7 @@ constexpr std::array health_keys{"path"sv, "expect_status"sv, "interval"sv, "tim
 constexpr std::array outlier_keys{"consecutive_failures"sv, "base_ejection"sv, "max_ejection"sv};
 constexpr std::array queue_keys{"size"sv, "timeout"sv};
 constexpr std::array abuse_keys{"block"sv, "threshold"sv, "window"sv, "block_for"sv, "allow"sv};
+constexpr std::array access_log_keys{"path"sv, "buffer"sv};
 constexpr std::array member_keys{"server"sv, "weight"sv};
 constexpr std::array limit_keys{"header_bytes"sv,    "header_count"sv,
                                 "body_bytes"sv,      "upstream_idle_per_server"sv,
@@ -613,6 +628,7 @@ private:
     void check_abuse(const field& f, abuse& out);
     void check_admin_token(const field& f, gateway& gw);
     void check_security_headers(const field& f, std::vector<std::pair<std::string, std::string>>& out);
+    void check_access_log(const field& f, access_log& out);
     template <class T> void optional_count(const map_fields& m, std::string_view key, T& out, std::uint64_t min,
                                            std::uint64_t max) {
         if (const auto f = m.get(key)) {
@@ -961,6 +977,10 @@ void checker::check_gateway(const field& f, snapshot& s) {
     if (const auto t = m->get("admin_token_file")) {
         check_admin_token(*t, gw);
     }
+    if (const auto a = m->get("access_log")) {
+        check_access_log(*a, gw.access_log_settings);
+    }
+    optional_value(*m, "log_level", gw.error_log_level, [&](const field& l) { return one_of(l, log_level_names); });
     if (https && gw.tls_settings.certificates.empty() && !tls_failed) {
         fail(*https, "an https listener needs at least one certificate in gateway.tls.certificates");
     }
@@ -1387,6 +1407,34 @@ void checker::check_admin_token(const field& f, gateway& gw) {
     }
 }
 
+// `access_log: off` and `access_log: /var/log/rampart/access.log` are the
+// short forms; the map form adds the buffer size.
+void checker::check_access_log(const field& f, access_log& out) {
+    constexpr std::string_view expected = "a map with path and buffer, or off, on, stdout or a file path";
+    const auto target = [&](const field& p) -> std::optional<std::string> {
+        if (p.node.IsScalar() && p.node.Scalar() == "stdout") {
+            return std::string("stdout");
+        }
+        return file_path(p);
+    };
+    if (f.node.IsScalar()) {
+        if (const auto on = parse_bool(f.node.Scalar())) {
+            out.enabled = *on;
+        } else if (auto path = target(f)) {
+            out.enabled = true;
+            out.path = std::move(*path);
+        }
+        return;
+    }
+    const auto m = read_map(f, access_log_keys, expected);
+    if (!m) {
+        return;
+    }
+    out.enabled = true;
+    optional_value(*m, "path", out.path, target);
+    optional_value(*m, "buffer", out.buffer_bytes, [&](const field& b) { return size_value(b, 4096, 64ULL << 20); });
+}
+
 void checker::check_abuse(const field& f, abuse& out) {
     const auto m = read_map(f, abuse_keys, "a map with block, threshold, window, block_for and allow");
     if (!m) {
@@ -1695,6 +1743,15 @@ double rate::per_second() const {
     return static_cast<double>(count);
 }
 
+const char* to_string(log_level l) {
+    for (const auto& entry : log_level_names) {
+        if (entry.value == l) {
+            return entry.name.data();
+        }
+    }
+    return "unknown";
+}
+
 const char* to_string(rate_unit u) {
     for (const auto& entry : rate_unit_names) {
         if (entry.value == u) {
@@ -1926,6 +1983,10 @@ std::string summary(const snapshot& s) {
     line("limits", "header_bytes " + format_size(l.header_bytes) + ", header_count " + std::to_string(l.header_count) +
                        ", body_bytes " + format_size(l.body_bytes) + ", upstream_idle_per_server " +
                        std::to_string(l.upstream_idle_per_server));
+    const access_log& al = gw.access_log_settings;
+    const std::string access =
+        al.enabled ? al.path + " (buffer " + format_size(al.buffer_bytes) + ")" : std::string("off");
+    line("logs", "access " + access + ", level " + to_string(gw.error_log_level));
     return out;
 }
 

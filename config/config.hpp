@@ -179,6 +179,17 @@ struct abuse {
     std::vector<network> allow;          ///< never blocked (firewall.admin_networks are added)
 };
 
+/// The access log: one JSON line per request, written by each worker's own
+/// writer thread to a descriptor the master opened.
+struct access_log {
+    bool enabled = false;                    ///< off unless configured
+    std::string path = "stdout";             ///< "stdout", or an absolute file path (opened O_APPEND)
+    std::uint64_t buffer_bytes = 256 * 1024;  ///< per worker; a line that does not fit is dropped and counted
+};
+
+/// Severity threshold of the error log (stderr).
+enum class log_level { debug, info, warn, error };
+
 struct gateway {
     listeners listen;
     unsigned workers = 0;                  ///< 0 = auto (one per core)
@@ -199,6 +210,8 @@ struct gateway {
         {"X-Frame-Options", "SAMEORIGIN"},
         {"Referrer-Policy", "strict-origin-when-cross-origin"},
     };
+    access_log access_log_settings;
+    log_level error_log_level = log_level::info;  ///< RAMPART_LOG overrides it
 };
 
 
@@ -262,6 +275,7 @@ std::string summary(const snapshot& s);
 const char* to_string(balance b);
 const char* to_string(role r);
 const char* to_string(rate_unit u);
+const char* to_string(log_level l);
 /// Parses a role name as written in the file ("db-primary"); nullopt if unknown.
 std::optional<role> parse_role(const std::string& text);
 /// Parses "192.0.2.0/24", "2001:db8::/32" or a single address (a /32 or /128); nullopt if

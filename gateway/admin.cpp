@@ -376,6 +376,8 @@ std::string render_metrics(const admin_state& a) {
         << '\n';
     metric(out, "rampart_requests_rejected_total", "counter", "Requests refused as malformed or too slow, before any backend.");
     out << "rampart_requests_rejected_total " << sum(&worker_counters::requests_rejected) << '\n';
+    metric(out, "rampart_access_log_dropped_total", "counter", "Access log lines dropped: buffer full or write failed.");
+    out << "rampart_access_log_dropped_total " << sum(&worker_counters::access_log_dropped) << '\n';
     metric(out, "rampart_abuse_violations_total", "counter", "Violations counted against clients (L7 -> L3 blocking).");
     out << "rampart_abuse_violations_total " << shared.abuse_violations.load() << '\n';
     metric(out, "rampart_firewall_blocks_total", "counter", "Client addresses pushed into the firewall blocklist.");

@@ -1,5 +1,8 @@
 #include "gateway/http_rules.hpp"
 
+#include <chrono>
+#include <cstring>
+#include <sys/random.h>
 #include <boost/beast/http/rfc7230.hpp>
 
 #include <algorithm>
@@ -547,6 +550,95 @@ bool iequals(std::string_view a, std::string_view b) {
         }
     }
     return true;
+}
+
+// ---- request ids
+
+bool valid_request_id(std::string_view id) {
+    return !id.empty() && id.size() <= 128 && std::all_of(id.begin(), id.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+               c == ':' || c == '-' || c == '+' || c == '/' || c == '=';
+    });
+}
+
+// The seed is folded into one splitmix64 stream that fills the state, as
+// xoshiro's authors recommend: every state word depends on every seed word,
+// so seeds that differ a little still give unrelated ids.
+request_id_source::request_id_source(const std::array<std::uint64_t, 4>& seed) {
+    const auto mix = [](std::uint64_t z) {
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        return z ^ (z >> 31);
+    };
+    std::uint64_t x = 0;
+    for (const std::uint64_t word : seed) {
+        x = mix(x ^ word) + 0x9e3779b97f4a7c15ULL;
+    }
+    for (auto& word : s_) {
+        x += 0x9e3779b97f4a7c15ULL;
+        word = mix(x);
+    }
+    if ((s_[0] | s_[1] | s_[2] | s_[3]) == 0) {
+        s_ = {0x9e3779b97f4a7c15ULL, 0xbf58476d1ce4e5b9ULL, 0x94d049bb133111ebULL, 0x2545f4914f6cdd1dULL};
+    }
+}
+
+// xoshiro256** (Blackman and Vigna): four words of state, a few shifts and
+// multiplies per 64 bits, and no short cycles for any non-zero seed.
+std::uint64_t request_id_source::next64() {
+    const auto rotl = [](std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); };
+    const std::uint64_t result = rotl(s_[1] * 5, 7) * 9;
+    const std::uint64_t t = s_[1] << 17;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = rotl(s_[3], 45);
+    return result;
+}
+
+std::string request_id_source::next() {
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out(32, '0');
+    for (int half = 0; half < 2; ++half) {
+        std::uint64_t v = next64();
+        for (int i = 15; i >= 0; --i) {
+            out[static_cast<std::size_t>(half * 16 + i)] = hex[v & 0xf];
+            v >>= 4;
+        }
+    }
+    return out;
+}
+
+std::array<std::uint64_t, 4> random_seed() {
+    std::array<std::uint64_t, 4> seed{};
+    unsigned char bytes[sizeof seed];
+    std::size_t got = 0;
+    // The kernel's pool is ready long before a gateway starts; a failure
+    // (seccomp, a very old kernel) leaves part of the seed to the clock,
+    // which still tells workers apart: ids need uniqueness, not secrecy.
+    for (int attempt = 0; attempt < 8 && got < sizeof bytes; ++attempt) {
+        const ssize_t n = ::getrandom(bytes + got, sizeof bytes - got, 0);
+        if (n > 0) {
+            got += static_cast<std::size_t>(n);
+        }
+    }
+    std::memcpy(seed.data(), bytes, got);
+    if (got < sizeof bytes) {
+        seed[3] ^= static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+        seed[2] ^= static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+    }
+    return seed;
+}
+
+std::string pick_request_id(const http::fields& f, request_id_source& ids) {
+    const auto range = f.equal_range("X-Request-Id");
+    if (range.first != range.second && std::next(range.first) == range.second &&
+        valid_request_id(range.first->value())) {
+        return std::string(range.first->value());
+    }
+    return ids.next();
 }
 
 }  // namespace rampart::gateway

@@ -4,6 +4,8 @@
 
 #include "gateway/net.hpp"
 
+#include <array>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -114,5 +116,34 @@ std::size_t field_count(const http::fields& f);
 /// Boost 1.81 reads one byte past the end of its arguments when they differ
 /// only in case (AddressSanitizer reports it).
 bool iequals(std::string_view a, std::string_view b);
+// ---- request ids
+
+/// True for a request id worth keeping from a client: 1 to 128 characters of
+/// letters, digits and . _ : - + / = (UUIDs, hex, ULIDs, base64 all fit).
+/// Anything else could smuggle spaces, quotes or control bytes into logs.
+bool valid_request_id(std::string_view id);
+
+/// Request ids that are unique in practice, not secret: xoshiro256** over a
+/// per-worker seed, 128 bits per id. Not for anything security-related.
+/// Single-threaded, like its worker.
+class request_id_source {
+public:
+    /// Any seed works; each word is mixed (splitmix64) into the state.
+    explicit request_id_source(const std::array<std::uint64_t, 4>& seed);
+    /// 16 pseudo-random bytes as 32 lowercase hex characters.
+    std::string next();
+
+private:
+    std::uint64_t next64();
+    std::array<std::uint64_t, 4> s_;
+};
+
+/// 32 bytes from getrandom(2), for a request_id_source; the one function in
+/// this file that asks the kernel for anything.
+std::array<std::uint64_t, 4> random_seed();
+
+/// The id of a request: the client's X-Request-Id when it sent exactly one
+/// and it is valid, else a fresh one from `ids`.
+std::string pick_request_id(const http::fields& f, request_id_source& ids);
 
 }  // namespace rampart::gateway

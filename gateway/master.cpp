@@ -2,6 +2,7 @@
 
 #include "certs/certs.hpp"
 #include "gateway/abuse.hpp"
+#include "gateway/access_log.hpp"
 #include "gateway/admin.hpp"
 #include "gateway/health.hpp"
 #include "gateway/log.hpp"
@@ -176,6 +177,7 @@ struct generation {
     slot_map slots;
     unsigned workers = 1;
     unprivileged_user user;
+    listen_fd access_log;  ///< the access log's descriptor (-1 when off); each worker gets a copy
     std::vector<cert_info> certificates;                      ///< for the status page
     std::vector<std::pair<std::string, file_stamp>> watched;  ///< certificate and key files
 };
@@ -294,6 +296,8 @@ private:
             }
         }
         g->user = resolve_user(gw.user);
+        // Opened here, with the master's privileges, before any worker forks.
+        g->access_log = listen_fd(open_access_log(gw.access_log_settings));
         if (current_ && gw.listen.admin && gw.listen.admin->to_string() != admin_endpoint_) {
             log(log_level::warn, "gateway.listen.admin changed: the admin listener moves only on restart");
         }
@@ -506,6 +510,7 @@ private:
         };
         take(g.cfg->gw.listen.https, mine.https);
         take(g.cfg->gw.listen.http, mine.http);
+        mine.access_log = g.access_log.get() >= 0 ? ::dup(g.access_log.get()) : -1;
         listeners_.clear();
         drop_privileges(g.user);
         try {

@@ -1,5 +1,6 @@
 #include "gateway/session.hpp"
 
+#include "gateway/access_log.hpp"
 #include "gateway/http_rules.hpp"
 #include "gateway/log.hpp"
 #include "gateway/tls_socket.hpp"
@@ -296,7 +297,11 @@ private:
             finish_abortive();
             co_return;
         }
-        if (SSL_session_reused(stream_.native_handle()) == 1) {
+        SSL* ssl = stream_.native_handle();
+        resumed_ = SSL_session_reused(ssl) == 1;
+        tls_version_ = SSL_get_version(ssl);  // static strings, valid for the process's life
+        cipher_ = SSL_get_cipher_name(ssl);
+        if (resumed_) {
             w_.counters.handshakes_resumed.fetch_add(1, std::memory_order_relaxed);
         } else {
             w_.counters.handshakes_full.fetch_add(1, std::memory_order_relaxed);
@@ -350,8 +355,9 @@ private:
 
     enum class outcome { keep_alive, close, abort };
 
-    // Reads one request, proxies it and writes the response. Returns whether
-    // the connection stays open for another request.
+    // Serves one request (serve_request), then writes its access log line
+    // while the parsed request head still exists. Returns whether the
+    // connection stays open for another request.
     net::awaitable<outcome> serve_one() {
         const auto& limits = w_.cfg->gw.limits_settings;
         // Beast checks chunk-extension syntax but not the bytes inside a
@@ -365,6 +371,17 @@ private:
         p.header_limit(static_cast<std::uint32_t>(limits.header_bytes));
         p.body_limit(limits.body_bytes);
         p.on_chunk_header(check_chunk);
+        rec_ = request_log{};
+        const outcome result = co_await serve_request(p);
+        log_request(p.get());
+        std::string().swap(rec_.request_id);  // an idle connection keeps no heap memory for it
+        co_return result;
+    }
+
+    // Reads one request through `p`, proxies it and writes the response.
+    // Returns whether the connection stays open for another request.
+    net::awaitable<outcome> serve_request(request_parser& p) {
+        const auto& limits = w_.cfg->gw.limits_settings;
         arm(phase::header);
         {
             auto [ec, rejected] = co_await read_request_header(stream_, buffer_, p);
@@ -376,6 +393,8 @@ private:
                 w_.counters.requests_total.fetch_add(1, std::memory_order_relaxed);
                 co_return co_await reject(*status, 11);
             }
+            rec_.head_read = true;
+            rec_.request_id = pick_request_id(p.get(), w_.request_ids);
             if (rejected) {
                 w_.counters.requests_total.fetch_add(1, std::memory_order_relaxed);
                 log_refused(client_.address, *rejected);
@@ -393,6 +412,7 @@ private:
         const bool head = req.method() == http::verb::head;
         const bool expect_continue = iequals(req[http::field::expect], "100-continue");
         rewrite_request(req.base(), client_, w_.cfg->site);
+        req.set("X-Request-Id", rec_.request_id);
         // Only a chunked body can bring trailers.
         const field_snapshot header_fields = req.chunked() ? snapshot_fields(req.base()) : field_snapshot{};
 
@@ -429,6 +449,7 @@ private:
                 drop_trailers(req.base(), header_fields);
             }
         }
+        rec_.bytes_received = body_prefix.size();
         // What a retry may resend: the whole request is in memory.
         const bool replayable = p.is_done();
         const bool idempotent = is_idempotent(req.method());
@@ -451,6 +472,8 @@ private:
             const std::size_t server = w_.member_servers[pool][*member];
             server_state& state = *w_.members[pool][*member];
             state.requests.fetch_add(1, std::memory_order_relaxed);
+            rec_.upstream = server;
+            const auto attempt_start = clock::now();
 
             // What went wrong with this server; std::nullopt when the
             // response header arrived.
@@ -475,8 +498,10 @@ private:
                     }
                 }
                 http::request_serializer<http::buffer_body> sr{req};
+                std::uint64_t sent_up = 0;
                 auto [res, rec] = co_await relay(stream_, buffer_, p, sr, up_->socket, phase::request_body,
-                                                 phase::upstream_send, body_prefix);
+                                                 phase::upstream_send, sent_up, body_prefix);
+                rec_.bytes_received = std::max(rec_.bytes_received, sent_up);
                 if (res == relay_result::read_failed) {
                     // The client's body failed: too large, malformed, too slow or gone.
                     up_.reset();
@@ -526,6 +551,7 @@ private:
                 break;
             }
             if (!failure) {
+                rec_.upstream_time = clock::now() - attempt_start;
                 if (rp->get().result_int() >= 500) {
                     record_failure(state, server, pool_cfg);  // passed on, but counts against the server
                 } else {
@@ -547,6 +573,7 @@ private:
                 co_return co_await reply_error(*last_failure, version, true);
             }
             state.retries.fetch_add(1, std::memory_order_relaxed);
+            ++rec_.retries;
         }
 
         auto& res = rp->get();
@@ -566,11 +593,12 @@ private:
         keep_alive = keep_alive && !w_.draining;
         rewrite_response(res.base(), w_.hsts_value, keep_alive, version);
         add_missing_headers(res.base(), w_.cfg->gw.security_headers);
+        res.set("X-Request-Id", rec_.request_id);
         count_status(res.result_int());
 
         http::response_serializer<http::buffer_body> rs{res};
-        auto [result, ec] =
-            co_await relay(up_->socket, up_->buffer, *rp, rs, stream_, phase::response_body, phase::response_body);
+        auto [result, ec] = co_await relay(up_->socket, up_->buffer, *rp, rs, stream_, phase::response_body,
+                                           phase::response_body, rec_.bytes_sent);
         if (result != relay_result::done) {
             // Part of the response already reached the client: the only
             // honest signal left is to cut the connection.
@@ -598,13 +626,15 @@ private:
     // read and each write: it bounds inactivity, not the whole transfer.
     //
     // `prefix`: body bytes already read from `src` (request buffering); they
-    // go out first.
+    // go out first. `body_bytes` grows by each body byte written to `dst`.
     template <class Parser, class Serializer, class Source, class Sink>
     net::awaitable<std::pair<relay_result, error_code>> relay(Source& src, beast::flat_buffer& src_buffer, Parser& p,
                                                               Serializer& sr, Sink& dst, phase read_phase,
-                                                              phase write_phase, std::string_view prefix = {}) {
+                                                              phase write_phase, std::uint64_t& body_bytes,
+                                                              std::string_view prefix = {}) {
         if (auto len = p.content_length_remaining(); len && *len > direct_threshold && !p.get().chunked()) {
-            co_return co_await relay_identity(src, src_buffer, sr, dst, *len, read_phase, write_phase, prefix);
+            co_return co_await relay_identity(src, src_buffer, sr, dst, *len, read_phase, write_phase, body_bytes,
+                                              prefix);
         }
         bool pending_prefix = !prefix.empty();
         const bool chunked = p.get().chunked();
@@ -656,6 +686,7 @@ private:
                 body.more = false;
             }
             arm(write_phase);
+            const std::size_t chunk_bytes = body.data != nullptr ? body.size : 0;
             auto [ec, n] = co_await http::async_write(dst, sr, use_tuple);
             if (ec == http::error::need_buffer) {
                 ec = {};
@@ -663,6 +694,7 @@ private:
             if (ec) {
                 co_return std::pair{relay_result::write_failed, ec};
             }
+            body_bytes += chunk_bytes;
         } while (!p.is_done() || !sr.is_done());
         co_return std::pair{relay_result::done, error_code{}};
     }
@@ -675,7 +707,8 @@ private:
     net::awaitable<std::pair<relay_result, error_code>> relay_identity(Source& src, beast::flat_buffer& src_buffer,
                                                                        Serializer& sr, Sink& dst,
                                                                        std::uint64_t remaining, phase read_phase,
-                                                                       phase write_phase, std::string_view prefix) {
+                                                                       phase write_phase, std::uint64_t& body_bytes,
+                                                                       std::string_view prefix) {
         arm(write_phase);
         auto [hec, hn] = co_await http::async_write_header(dst, sr, use_tuple);
         if (hec) {
@@ -686,6 +719,7 @@ private:
             if (pec) {
                 co_return std::pair{relay_result::write_failed, pec};
             }
+            body_bytes += prefix.size();
         }
         std::unique_ptr<char[]> chunk(new char[relay_chunk]);
         while (remaining > 0) {
@@ -711,6 +745,7 @@ private:
             if (wec) {
                 co_return std::pair{relay_result::write_failed, wec};
             }
+            body_bytes += n;
             remaining -= n;
         }
         co_return std::pair{relay_result::done, error_code{}};
@@ -897,6 +932,7 @@ private:
     }
 
     void count_status(unsigned status) {
+        rec_.status = status;
         unsigned cls = status / 100;
         if (cls >= 1 && cls <= 5) {
             w_.counters.responses_by_class[cls].fetch_add(1, std::memory_order_relaxed);
@@ -913,12 +949,14 @@ private:
         if (!retry_after.empty()) {
             res.set(http::field::retry_after, retry_after);
         }
+        res.set("X-Request-Id", request_id());
         arm(phase::response_body);
         auto [ec, n] = co_await http::async_write(stream_, res, use_tuple);
         if (ec) {
             take_timeout();
             co_return outcome::abort;
         }
+        rec_.bytes_sent = res.body().size();
         co_return close ? outcome::close : outcome::keep_alive;
     }
 
@@ -945,10 +983,63 @@ private:
         stop_watchdog();
     }
 
+    // The request being served, as the access log will record it.
+    struct request_log {
+        clock::time_point start = clock::now();
+        std::chrono::system_clock::time_point wall = std::chrono::system_clock::now();
+        bool head_read = false;  ///< a complete request head arrived
+        unsigned status = 0;     ///< of the response started; 0: none
+        std::uint64_t bytes_sent = 0;
+        std::uint64_t bytes_received = 0;
+        std::optional<std::size_t> upstream;  ///< index in snapshot::servers of the last server tried
+        std::optional<clock::duration> upstream_time;
+        unsigned retries = 0;
+        std::string request_id;
+    };
+
+    /// The request's id; one is made up for a request whose head could not be read.
+    const std::string& request_id() {
+        if (rec_.request_id.empty()) {
+            rec_.request_id = w_.request_ids.next();
+        }
+        return rec_.request_id;
+    }
+
+    // One access log line per request that got an answer or whose head was
+    // read (499 when the client left before any answer, as nginx logs it).
+    // Nothing for a connection that closed or timed out between requests.
+    void log_request(const http::request_header<>& h) {
+        if (w_.requests_log == nullptr || (rec_.status == 0 && !rec_.head_read)) {
+            return;
+        }
+        access_record r;
+        r.time = rec_.wall;
+        r.client = client_.address;
+        r.method = h.method_string();
+        r.host = h[http::field::host];
+        r.path = h.target();
+        r.status = rec_.status != 0 ? rec_.status : 499;
+        r.bytes_sent = rec_.bytes_sent;
+        r.bytes_received = rec_.bytes_received;
+        r.request_time = clock::now() - rec_.start;
+        r.upstream = rec_.upstream ? std::string_view(w_.cfg->servers[*rec_.upstream].name) : std::string_view();
+        r.upstream_time = rec_.upstream_time;
+        r.tls_version = tls_version_;
+        r.cipher = cipher_;
+        r.resumed = resumed_;
+        r.request_id = request_id();
+        r.retries = rec_.retries;
+        w_.requests_log->write(r);
+    }
+
     tls_socket stream_;
     client_info client_;
     beast::flat_buffer buffer_;
     upstream_ptr up_;
+    request_log rec_;
+    const char* tls_version_ = nullptr;
+    const char* cipher_ = nullptr;
+    bool resumed_ = false;
 };
 
 // ---------------------------------------------------------------- redirect session
@@ -972,6 +1063,9 @@ private:
     }
 
     net::awaitable<void> run(std::shared_ptr<redirect_session> self) {
+        const auto start = clock::now();
+        const auto wall = std::chrono::system_clock::now();
+        const std::string client = w_.requests_log != nullptr ? client_address(socket_) : std::string();
         const auto& t = w_.cfg->gw.timeouts_settings;
         http::request_parser<http::empty_body> p;
         p.header_limit(static_cast<std::uint32_t>(w_.cfg->gw.limits_settings.header_bytes));
@@ -999,9 +1093,25 @@ private:
                 res.set(http::field::location, *location);
             }
         }
+        const std::string id = ec ? w_.request_ids.next() : pick_request_id(p.get(), w_.request_ids);
+        res.set("X-Request-Id", id);
         set_deadline(t.body, phase::response_body);
-        co_await http::async_write(socket_, res, use_tuple);
+        auto [wec, wn] = co_await http::async_write(socket_, res, use_tuple);
         take_timeout();
+        if (w_.requests_log != nullptr) {
+            const auto& req = p.get();
+            access_record r;
+            r.time = wall;
+            r.client = client;
+            r.method = req.method_string();
+            r.host = req[http::field::host];
+            r.path = req.target();
+            r.status = res.result_int();
+            r.bytes_sent = wec ? 0 : res.body().size();
+            r.request_time = clock::now() - start;
+            r.request_id = id;
+            w_.requests_log->write(r);
+        }
         close();
         (void)self;
     }

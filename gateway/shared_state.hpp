@@ -71,6 +71,7 @@ struct alignas(64) worker_counters {
     std::atomic<std::uint64_t> requests_total{0};
     std::atomic<std::uint64_t> requests_rejected{0};            ///< malformed or refused before any backend
     std::atomic<std::uint64_t> responses_by_class[6]{};  ///< index = status / 100 (0 unused)
+    std::atomic<std::uint64_t> access_log_dropped{0};   ///< access log lines dropped (ring full, write failed)
 };
 
 /// One client address in the shared client table: open connections, a

@@ -25,7 +25,8 @@ worker_context::worker_context(net::io_context& io_, config::snapshot_ptr cfg_, 
       tls_context(tls_ctx),
       shared(shared_),
       counters(shared_.workers[counter_slot]),
-      upstreams(cfg->servers.size(), cfg->gw.limits_settings.upstream_idle_per_server, upstream_idle_time) {
+      upstreams(cfg->servers.size(), cfg->gw.limits_settings.upstream_idle_per_server, upstream_idle_time),
+      request_ids(random_seed()) {
     for (std::size_t si : slots.servers) {
         server_states.push_back(&shared.servers[si]);
     }
@@ -69,6 +70,11 @@ worker_context::worker_context(net::io_context& io_, config::snapshot_ptr cfg_, 
 worker::worker(config::snapshot_ptr cfg, SSL_CTX* tls, shared_block& shared, const slot_map& slots,
                unsigned counter_slot, worker_sockets sockets)
     : ctx_(io_, std::move(cfg), tls, shared, slots, counter_slot) {
+    if (sockets.access_log >= 0) {
+        access_log_ = std::make_unique<access_log>(sockets.access_log, ctx_.cfg->gw.access_log_settings.buffer_bytes,
+                                                   ctx_.counters.access_log_dropped);
+        ctx_.requests_log = access_log_.get();
+    }
     auto adopt_socket = [this](int fd) {
         auto a = std::make_unique<tcp_acceptor>(io_);
         sockaddr_storage ss{};
@@ -101,7 +107,13 @@ void worker::run() {
             begin_drain();
         }
     });
+    if (access_log_) {
+        access_log_->start();  // in the worker process, after the fork
+    }
     io_.run();
+    if (access_log_) {
+        access_log_->stop();  // every session has ended: write out the last lines
+    }
 }
 
 // Drain: stop accepting, close idle connections, let requests in flight

@@ -5,7 +5,9 @@
 
 #include "certs/certs.hpp"
 #include "config/config.hpp"
+#include "gateway/access_log.hpp"
 #include "gateway/balancer.hpp"
+#include "gateway/http_rules.hpp"
 #include "gateway/net.hpp"
 #include "gateway/session.hpp"
 #include "gateway/shared_state.hpp"
@@ -33,6 +35,7 @@ class session_base;
 struct worker_sockets {
     std::vector<int> https;
     std::vector<int> http;
+    int access_log = -1;  ///< where access log lines go (opened by the master); -1 when off
 };
 
 /// Everything a session needs from its worker. Lives as long as the worker;
@@ -63,6 +66,8 @@ struct worker_context {
     std::uint16_t https_port = 443;
     bool draining = false;
     std::unordered_set<session_base*> sessions;
+    access_log* requests_log = nullptr;                       ///< null when the access log is off
+    request_id_source request_ids;                            ///< X-Request-Id for requests without one
 };
 
 class worker {
@@ -85,6 +90,9 @@ private:
     net::awaitable<void> drain_deadline();
     net::awaitable<void> sweep_upstreams();
 
+    // Declared first, destroyed last: sessions hold a pointer to it until
+    // the io_context is gone.
+    std::unique_ptr<access_log> access_log_;
     // One thread runs this io_context and every socket and timer of the
     // worker lives on it: the reactor needs no per-descriptor locking.
     net::io_context io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};

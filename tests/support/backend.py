@@ -28,6 +28,9 @@ is chunked, and the header ``X-Backend: NAME``):
     then closes it.
 ``/health``
     200 ``ok``.
+``/status/NNN``
+    Answers status NNN with the body ``status NNN`` and a newline; NNN from 200
+    to 599 except 204 and 304 (which carry no body), anything else 400.
 
 Request log: for every request line received, one stdout line
 ``REQ <peer_port> <conn_requests> <METHOD> <target>``; a request line that does
@@ -167,6 +170,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             elif route == "/health":
                 self._drain_body()
                 self._send(200, b"ok\n", "text/plain")
+            elif route.startswith("/status/"):
+                self._drain_body()
+                code = _int_text(route[len("/status/"):], 400)
+                code = code if 200 <= code <= 599 and code not in (204, 304) else 400
+                self._send(code, f"status {code}\n".encode(), "text/plain")
             elif route == "/stall":
                 self._drain_body()
                 self._stall()
@@ -297,6 +305,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if line in (b"\r\n", b"\n", b""):
                 return
         raise BodyError("too many trailer lines")
+
+
+def _int_text(text: str, default: int) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return default
 
 
 def _int_arg(query: dict, name: str, default: int) -> int:

@@ -747,6 +747,9 @@ TEST_CASE("the foobar.com example loads", "[unit][config]") {
     REQUIRE(app->members.size() == 2);
     CHECK(app->members[1].address.to_string() == "192.0.2.22:8080");
     CHECK_THAT(cfg::summary(s), Contains("servers    6 (2 gateway, 2 app, 1 db-primary, 1 db-replica)"));
+    CHECK(s.gw.access_log_settings.enabled);
+    CHECK(s.gw.access_log_settings.path == "/var/log/rampart/access.log");
+    CHECK(s.gw.error_log_level == cfg::log_level::info);
 }
 
 TEST_CASE("resilience settings: health, outlier, retries, queue, slow start, rate limit, abuse", "[unit][config]") {
@@ -837,4 +840,84 @@ gateway:
           "1000/hour, got \"10/fortnight\"");
     CHECK(only_error(head + "  abuse: { blok: true }\n") ==
           "config.yaml:9:12: gateway.abuse.blok: unknown key, did you mean 'block'?");
+}
+
+TEST_CASE("access log and log level: defaults, short forms and the map", "[unit][config]") {
+    const auto d = load_ok(minimal);
+    CHECK_FALSE(d->gw.access_log_settings.enabled);
+    CHECK(d->gw.access_log_settings.path == "stdout");
+    CHECK(d->gw.access_log_settings.buffer_bytes == 256 * 1024);
+    CHECK(d->gw.error_log_level == cfg::log_level::info);
+    CHECK_THAT(cfg::summary(*d), Contains("logs       access off, level info"));
+
+    const auto on = load_ok(minimal + "  access_log: on\n  log_level: warn\n");
+    CHECK(on->gw.access_log_settings.enabled);
+    CHECK(on->gw.access_log_settings.path == "stdout");
+    CHECK(on->gw.error_log_level == cfg::log_level::warn);
+
+    const auto out = load_ok(minimal + "  access_log: stdout\n");
+    CHECK(out->gw.access_log_settings.enabled);
+    CHECK(out->gw.access_log_settings.path == "stdout");
+
+    const auto off = load_ok(minimal + "  access_log: off\n  log_level: debug\n");
+    CHECK_FALSE(off->gw.access_log_settings.enabled);
+    CHECK(off->gw.error_log_level == cfg::log_level::debug);
+
+    const auto file = load_ok(minimal + "  access_log: /var/log/rampart/access.log\n");
+    CHECK(file->gw.access_log_settings.enabled);
+    CHECK(file->gw.access_log_settings.path == "/var/log/rampart/access.log");
+
+    const auto map = load_ok(minimal + "  access_log: { path: /var/log/rampart/a.log, buffer: 1MiB }\n"
+                                       "  log_level: error\n");
+    CHECK(map->gw.access_log_settings.enabled);
+    CHECK(map->gw.access_log_settings.path == "/var/log/rampart/a.log");
+    CHECK(map->gw.access_log_settings.buffer_bytes == 1024 * 1024);
+    CHECK(map->gw.error_log_level == cfg::log_level::error);
+    CHECK_THAT(cfg::summary(*map), Contains("logs       access /var/log/rampart/a.log (buffer 1MiB), level error"));
+
+    const auto buffer_only = load_ok(minimal + "  access_log: { buffer: 8KiB }\n");
+    CHECK(buffer_only->gw.access_log_settings.enabled);
+    CHECK(buffer_only->gw.access_log_settings.path == "stdout");
+    CHECK(buffer_only->gw.access_log_settings.buffer_bytes == 8 * 1024);
+
+    const auto empty = load_ok(minimal + "  access_log:\n");
+    CHECK(empty->gw.access_log_settings.enabled);
+    CHECK(empty->gw.access_log_settings.path == "stdout");
+}
+
+TEST_CASE("a relative access log path follows the file", "[unit][config]") {
+    const auto dir = std::filesystem::temp_directory_path() / ("rampart-config-alog-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const auto file = dir / "rampart.yaml";
+    {
+        std::ofstream out(file);
+        out << minimal << "  access_log: { path: logs/../access.log }\n";
+    }
+    const auto result = cfg::load(file.string());
+    std::filesystem::remove_all(dir);
+    REQUIRE(result);
+    CHECK(result.config->gw.access_log_settings.path == (dir / "access.log").string());
+}
+
+TEST_CASE("access log and log level mistakes are named with their positions", "[unit][config]") {
+    CHECK(only_error(minimal + "  log_level: verbose\n") ==
+          "config.yaml:7:14: gateway.log_level: expected one of debug, info, warn or error, got \"verbose\"");
+    CHECK(only_error(minimal + "  log_level: eror\n") ==
+          "config.yaml:7:14: gateway.log_level: expected one of debug, info, warn or error, got \"eror\"; "
+          "did you mean 'error'?");
+    CHECK(only_error(minimal + "  access_log: { path: /a.log, buffer: 1KiB }\n") ==
+          "config.yaml:7:39: gateway.access_log.buffer: expected a size from 4KiB to 64MiB, got \"1KiB\"");
+    CHECK(only_error(minimal + "  access_log: { path: /a.log, buffer: lots }\n") ==
+          "config.yaml:7:39: gateway.access_log.buffer: expected a size like 512, 16KiB, 10MiB or 1GB, got \"lots\"");
+    CHECK(only_error(minimal + "  access_log: { file: /a.log }\n") ==
+          "config.yaml:7:17: gateway.access_log.file: unknown key, expected one of path or buffer");
+    CHECK(only_error(minimal + "  access_log: { path: \"\" }\n") ==
+          "config.yaml:7:23: gateway.access_log.path: expected a file path, got an empty string");
+    CHECK(only_error(minimal + "  access_log: { path: [a, b] }\n") ==
+          "config.yaml:7:23: gateway.access_log.path: expected a file path, got a list");
+    CHECK(only_error(minimal + "  access_log: [stdout]\n") ==
+          "config.yaml:7:15: gateway.access_log: expected a map with path and buffer, or off, on, stdout or a file "
+          "path, got a list");
+    CHECK(only_error(minimal + "  acces_log: off\n") ==
+          "config.yaml:7:3: gateway.acces_log: unknown key, did you mean 'access_log'?");
 }

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <set>
 #include <string>
 
 using namespace rampart::gateway;
@@ -406,4 +407,70 @@ TEST_CASE("trailers added by the parser are dropped, the header restored", "[uni
     CHECK(f[http::field::host] == "www.foobar.com");
     CHECK(f["X-Forwarded-For"] == "203.0.113.7");
     CHECK(f.count("X-Trailer") == 0);
+}
+
+TEST_CASE("request ids: what a client may bring", "[unit][gateway][http]") {
+    CHECK(valid_request_id("f81d4fae-7dec-11d0-a765-00a0c91e6bf6"));
+    CHECK(valid_request_id("01ARZ3NDEKTSV4RRFFQ69G5FAV"));
+    CHECK(valid_request_id("abc.def_ghi:jkl"));
+    CHECK(valid_request_id("dGVzdA+/=="));
+    CHECK(valid_request_id("x"));
+    CHECK(valid_request_id(std::string(128, 'a')));
+    CHECK_FALSE(valid_request_id(""));
+    CHECK_FALSE(valid_request_id(std::string(129, 'a')));
+    CHECK_FALSE(valid_request_id("has space"));
+    CHECK_FALSE(valid_request_id("quote\""));
+    CHECK_FALSE(valid_request_id("back\\slash"));
+    CHECK_FALSE(valid_request_id("semi;colon"));
+    CHECK_FALSE(valid_request_id("comma,separated"));
+    CHECK_FALSE(valid_request_id("tab\there"));
+    CHECK_FALSE(valid_request_id("caf\xc3\xa9"));
+}
+
+TEST_CASE("request ids: generated ones are 32 hex characters, distinct, reproducible from a seed",
+          "[unit][gateway][http]") {
+    request_id_source a({1, 2, 3, 4});
+    request_id_source b({1, 2, 3, 4});
+    request_id_source c({1, 2, 3, 5});
+    std::set<std::string> seen;
+    for (int i = 0; i < 10000; ++i) {
+        const std::string id = a.next();
+        REQUIRE(id.size() == 32);
+        REQUIRE(id.find_first_not_of("0123456789abcdef") == std::string::npos);
+        REQUIRE(valid_request_id(id));
+        REQUIRE(id == b.next());
+        seen.insert(id);
+    }
+    CHECK(seen.size() == 10000);
+    CHECK(c.next() != request_id_source({1, 2, 3, 4}).next());
+    // An all-zero seed (a stuck xoshiro state) is replaced, not used.
+    request_id_source zero({0, 0, 0, 0});
+    CHECK(zero.next() != zero.next());
+    CHECK(random_seed() != random_seed());
+}
+
+TEST_CASE("request ids: the client's is kept when valid and single, replaced otherwise", "[unit][gateway][http]") {
+    request_id_source ids({7, 7, 7, 7});
+    const std::string next = request_id_source({7, 7, 7, 7}).next();
+
+    auto kept = request({{"Host", "a"}, {"X-Request-Id", "client-id-1"}});
+    CHECK(pick_request_id(kept, ids) == "client-id-1");
+
+    auto lower = request({{"Host", "a"}, {"x-request-id", "client-id-2"}});
+    CHECK(pick_request_id(lower, ids) == "client-id-2");
+
+    auto none = request({{"Host", "a"}});
+    CHECK(pick_request_id(none, ids) == next);
+
+    auto invalid = request({{"Host", "a"}, {"X-Request-Id", "bad id"}});
+    CHECK(pick_request_id(invalid, ids).size() == 32);
+
+    auto twice = request({{"Host", "a"}, {"X-Request-Id", "one"}, {"X-Request-Id", "two"}});
+    const std::string picked = pick_request_id(twice, ids);
+    CHECK(picked != "one");
+    CHECK(picked != "two");
+    CHECK(picked.size() == 32);
+
+    auto empty = request({{"Host", "a"}, {"X-Request-Id", ""}});
+    CHECK(pick_request_id(empty, ids).size() == 32);
 }
