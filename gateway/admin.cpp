@@ -387,6 +387,32 @@ std::string render_metrics(const admin_state& a) {
     out << "rampart_client_table_full_total " << shared.client_table_full.load() << '\n';
     metric(out, "rampart_firewall_block_errors_total", "counter", "Blocklist updates the kernel refused.");
     out << "rampart_firewall_block_errors_total " << shared.firewall_block_errors.load() << '\n';
+    auto histogram = [&](const char* name, const char* help, latency_histogram worker_counters::*member) {
+        metric(out, name, "histogram", help);
+        std::uint64_t cumulative = 0;
+        std::uint64_t sum_us = 0;
+        for (std::size_t b = 0; b <= latency_buckets; ++b) {
+            for (unsigned w = 0; w < workers; ++w) {
+                cumulative += (shared.workers[w].*member).buckets[b].load(std::memory_order_relaxed);
+            }
+            out << name << "_bucket{le=\"";
+            if (b < latency_buckets) {
+                out << static_cast<double>(latency_bounds_us[b]) / 1e6;
+            } else {
+                out << "+Inf";
+            }
+            out << "\"} " << cumulative << '\n';
+        }
+        for (unsigned w = 0; w < workers; ++w) {
+            sum_us += (shared.workers[w].*member).sum_us.load(std::memory_order_relaxed);
+        }
+        out << name << "_sum " << static_cast<double>(sum_us) / 1e6 << '\n';
+        out << name << "_count " << cumulative << '\n';
+    };
+    histogram("rampart_request_duration_seconds", "Time from a request's first byte to its last response byte.",
+              &worker_counters::request_latency);
+    histogram("rampart_upstream_duration_seconds", "Time from choosing a server to its response header (retries included).",
+              &worker_counters::upstream_latency);
     metric(out, "rampart_config_generation", "gauge", "Configuration generation serving (1 at start, +1 per reload).");
     out << "rampart_config_generation " << a.generation << '\n';
     metric(out, "rampart_config_reloads_total", "counter", "Reloads, by result.");

@@ -372,6 +372,7 @@ private:
         p.body_limit(limits.body_bytes);
         p.on_chunk_header(check_chunk);
         rec_ = request_log{};
+        head_request_ = false;
         const outcome result = co_await serve_request(p);
         log_request(p.get());
         std::string().swap(rec_.request_id);  // an idle connection keeps no heap memory for it
@@ -410,6 +411,7 @@ private:
         }
         bool keep_alive = req.keep_alive() && !w_.draining;
         const bool head = req.method() == http::verb::head;
+        head_request_ = head;
         const bool expect_continue = iequals(req[http::field::expect], "100-continue");
         rewrite_request(req.base(), client_, w_.cfg->site);
         req.set("X-Request-Id", rec_.request_id);
@@ -459,6 +461,9 @@ private:
         std::uint64_t tried = 0;
         unsigned attempts_left = 1 + pool_cfg.retries;
         std::optional<http::status> last_failure;
+        // The outer loop comes round again only when a response's body fails
+        // before any byte of it reached the client (see below).
+        for (;;) {
         for (;;) {
             taken.reset();  // a retry releases the server it leaves
             auto member = co_await acquire(pool, tried);
@@ -594,20 +599,34 @@ private:
         rewrite_response(res.base(), w_.hsts_value, keep_alive, version);
         add_missing_headers(res.base(), w_.cfg->gw.security_headers);
         res.set("X-Request-Id", rec_.request_id);
-        count_status(res.result_int());
 
         http::response_serializer<http::buffer_body> rs{res};
         auto [result, ec] = co_await relay(up_->socket, up_->buffer, *rp, rs, stream_, phase::response_body,
                                            phase::response_body, rec_.bytes_sent);
+        if (rs.is_header_done() || result == relay_result::done) {
+            count_status(res.result_int());
+        }
         if (result != relay_result::done) {
+            const bool timed_out = take_timeout();
+            if (result == relay_result::read_failed) {
+                log(log_level::warn, "upstream " + w_.cfg->servers[server].name + " failed mid-response: " +
+                                         (timed_out ? std::string("timeout") : ec.message()));
+                // The header goes out with the first body piece: if that
+                // piece never came, nothing reached the client yet and a
+                // request that is safe to resend goes to another server.
+                if (!rs.is_header_done() && idempotent && replayable && attempts_left > 0 && !w_.draining) {
+                    record_failure(state, server, pool_cfg);
+                    state.retries.fetch_add(1, std::memory_order_relaxed);
+                    ++rec_.retries;
+                    last_failure = http::status::bad_gateway;
+                    up_.reset();
+                    rp.reset();
+                    continue;
+                }
+                record_failure(state, server, pool_cfg);
+            }
             // Part of the response already reached the client: the only
             // honest signal left is to cut the connection.
-            take_timeout();
-            if (result == relay_result::read_failed) {
-                state.failures.fetch_add(1, std::memory_order_relaxed);
-                log(log_level::warn, "upstream " + w_.cfg->servers[server].name + " failed mid-response: " +
-                                         ec.message());
-            }
             up_.reset();
             co_return outcome::abort;
         }
@@ -617,6 +636,7 @@ private:
             up_.reset();
         }
         co_return keep_alive ? outcome::keep_alive : outcome::close;
+        }
     }
 
     // Writes the message in `p` (header and body) from `src` to `dst` through
@@ -949,6 +969,13 @@ private:
         if (!retry_after.empty()) {
             res.set(http::field::retry_after, retry_after);
         }
+        if (head_request_) {
+            // HEAD: the length the body would have, and no body (bytes
+            // after the head would be read as the next response).
+            const auto length = res.body().size();
+            res.body().clear();
+            res.content_length(length);
+        }
         res.set("X-Request-Id", request_id());
         arm(phase::response_body);
         auto [ec, n] = co_await http::async_write(stream_, res, use_tuple);
@@ -1009,7 +1036,14 @@ private:
     // read (499 when the client left before any answer, as nginx logs it).
     // Nothing for a connection that closed or timed out between requests.
     void log_request(const http::request_header<>& h) {
-        if (w_.requests_log == nullptr || (rec_.status == 0 && !rec_.head_read)) {
+        if (rec_.status == 0 && !rec_.head_read) {
+            return;
+        }
+        w_.counters.request_latency.observe(clock::now() - rec_.start);
+        if (rec_.upstream_time) {
+            w_.counters.upstream_latency.observe(*rec_.upstream_time);
+        }
+        if (w_.requests_log == nullptr) {
             return;
         }
         access_record r;
@@ -1037,6 +1071,7 @@ private:
     beast::flat_buffer buffer_;
     upstream_ptr up_;
     request_log rec_;
+    bool head_request_ = false;
     const char* tls_version_ = nullptr;
     const char* cipher_ = nullptr;
     bool resumed_ = false;

@@ -7,7 +7,9 @@
 
 #include "config/config.hpp"
 
+#include <algorithm>
 #include <atomic>
+#include <iterator>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -54,8 +56,33 @@ struct alignas(64) pool_state {
     std::atomic<std::uint64_t> rate_limited{0};
 };
 
+/// Upper bounds of the latency histograms' buckets, in microseconds (1 ms to
+/// 10 s; a last bucket takes the rest).
+constexpr std::uint64_t latency_bounds_us[] = {1'000,   2'500,   5'000,     10'000,    25'000,    50'000,
+                                               100'000, 250'000, 500'000, 1'000'000, 2'500'000, 10'000'000};
+constexpr std::size_t latency_buckets = std::size(latency_bounds_us);
+
+/// A Prometheus histogram kept by one worker: per-bucket counts (not
+/// cumulative; the renderer sums), the sum in microseconds.
+struct latency_histogram {
+    std::atomic<std::uint64_t> buckets[latency_buckets + 1]{};
+    std::atomic<std::uint64_t> sum_us{0};
+
+    void observe(std::chrono::nanoseconds d) {
+        const auto us = static_cast<std::uint64_t>(std::max<std::int64_t>(0, d.count() / 1000));
+        std::size_t i = 0;
+        while (i < latency_buckets && us > latency_bounds_us[i]) {
+            ++i;
+        }
+        buckets[i].fetch_add(1, std::memory_order_relaxed);
+        sum_us.fetch_add(us, std::memory_order_relaxed);
+    }
+};
+
 /// Per worker process; only that worker writes it.
 struct alignas(64) worker_counters {
+    latency_histogram request_latency;    ///< first request byte to last response byte
+    latency_histogram upstream_latency;   ///< connect (or reuse) to the upstream response header
     std::atomic<std::uint64_t> connections_total{0};
     std::atomic<std::uint64_t> connections_active{0};
     std::atomic<std::uint64_t> connections_refused_client{0};   ///< over limits.max_connections_per_client

@@ -124,6 +124,9 @@ def test_metrics_count_known_traffic_exactly():
                   delta('rampart_tls_handshakes_by_version_total{version="TLSv1.2"}'))
     h.check(by_version == 23, "handshakes by version do not add up")
     h.check(delta("rampart_connections_total") == 23, "connections not exact")
+    h.check(delta("rampart_request_duration_seconds_count") == 23, "request histogram count not exact")
+    h.check(delta('rampart_request_duration_seconds_bucket{le="+Inf"}') == 23, "+Inf bucket not the count")
+    h.check(delta("rampart_upstream_duration_seconds_count") == 20, "upstream histogram: one per proxied request")
     h.wait_until(lambda: _metrics(gw)['rampart_client_bytes_total{direction="out"}'] > 20 * 300, 5,
                  what="bytes out counted once the connections closed")
     expiry = [v for k, v in after.items() if k.startswith("rampart_certificate_expiry_seconds")]

@@ -271,6 +271,13 @@ def test_rate_limit_answers_429_across_workers():
     h.check(len(limited) >= 3, f"no rate limit across workers: {statuses}")
     h.check(all(r.header("Retry-After") == "2" for r in limited), f"429 without Retry-After: {limited[0]}")
     h.check(_metric(gw, "rampart_rate_limited_total") >= len(limited), "429s not counted")
+    # A 429 to HEAD has no body: the next response on the connection parses.
+    conn = h.https_connection(gw)
+    first = h.request(conn, "HEAD", "/rl-head", headers={"Host": h.SITE})
+    second = h.request(conn, "GET", "/rl-next", headers={"Host": h.SITE})
+    h.check(first.status == 429 and first.body == b"" and second.status == 429,
+            f"HEAD then GET on one connection: {first}, {second}")
+    conn.close()
     time.sleep(2.2)
     h.check(h.curl(gw, "/rl-again").status == 200, "the bucket did not refill")
     # Refused requests never reached the backend.
