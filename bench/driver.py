@@ -271,7 +271,7 @@ gateway:
   tls: {{ certificates: [ {{ cert: {a.certs}/ecdsa.pem, key: {a.certs}/ecdsa.key }} ], session_tickets: true }}
   pools: {{ app: {{ balance: round_robin, servers: [app1, app2] }} }}
   timeouts: {{ idle: 120s, drain: 2s }}
-  limits: {{ body_bytes: 16MiB, upstream_idle_per_server: 64 }}
+  limits: {{ body_bytes: 16MiB, upstream_idle_per_server: 64, max_connections_per_client: 0 }}
 """)
         return [a.rampart, "serve", "-c", path]
 
