@@ -6,6 +6,7 @@
 #include "gateway/health.hpp"
 #include "gateway/log.hpp"
 #include "gateway/net.hpp"
+#include "gateway/privileges.hpp"
 #include "gateway/shared_state.hpp"
 #include "gateway/worker.hpp"
 
@@ -170,6 +171,9 @@ public:
         if (gw.listen.admin) {
             admin_fd_ = bind_listener(*gw.listen.admin, false);
         }
+        // Sockets bound: from here on the master keeps only the capabilities
+        // it uses (privileges.hpp).
+        restrict_master_capabilities(*cfg_);
     }
 
     int run() {
@@ -193,6 +197,9 @@ public:
             spawn(i);
         }
         log(log_level::info, "serving " + cfg_->site + " with " + std::to_string(workers_) + " workers");
+        // Type=notify: the unit is started. (A configuration reload sends
+        // reloading_state() when it begins and READY=1 again when it is done.)
+        notify_systemd("READY=1");
         std::function<void(const error_code&, int)> on_signal = [&](const error_code& ec, int sig) {
             if (ec) {
                 return;
@@ -204,6 +211,7 @@ public:
             } else if (!stopping_) {
                 stopping_ = true;
                 log(log_level::info, "stopping: draining workers");
+                notify_systemd("STOPPING=1");
                 health.stop();
                 error_code ignored;
                 if (admin) {
@@ -282,7 +290,9 @@ private:
             ::close(slots_[i].https.get());
             ::close(slots_[i].http.get());
         }
+        clear_bounding_set();  // privileges.hpp: before setuid, which takes CAP_SETPCAP away
         drop_privileges(user_);
+        sandbox_worker(cfg_->gw.seccomp);  // no capabilities, seccomp: before any connection
         try {
             worker w(cfg_, tls_ ? tls_->default_context() : nullptr, region_.block(), index, mine);
             w.run();
