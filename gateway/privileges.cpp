@@ -86,14 +86,13 @@ bool drop_bounding(std::uint64_t keep) {
 }
 
 std::string capability_names(std::uint64_t mask) {
-    static constexpr std::array<std::pair<int, const char*>, 7> names{{
+    static constexpr std::array<std::pair<int, const char*>, 6> names{{
         {CAP_KILL, "kill"},
         {CAP_SETGID, "setgid"},
         {CAP_SETUID, "setuid"},
         {CAP_SETPCAP, "setpcap"},
         {CAP_NET_BIND_SERVICE, "net_bind_service"},
         {CAP_NET_ADMIN, "net_admin"},
-        {CAP_DAC_READ_SEARCH, "dac_read_search"},
     }};
     std::string out;
     for (const auto& [cap, name] : names) {
@@ -128,13 +127,12 @@ void warn_unreadable_files(const config::snapshot& cfg) {
         files.push_back(c.key_file);
     }
     for (const auto& f : files) {
-        if (!readable_without_override(f)) {
-            log(log_level::warn, f +
-                                     " is not readable by its permission bits for uid 0 (owned by another user?); "
-                                     "the master keeps no CAP_DAC_READ_SEARCH, so a reload could not read it again: "
-                                     "chown root " +
-                                     f);
+        if (readable_without_override(f)) {
+            continue;
         }
+        std::string message = f + " is not readable by its permission bits for uid 0 (owned by another user?)";
+        message += "; without CAP_DAC_READ_SEARCH a reload could not read it again: chown root " + f;
+        log(log_level::warn, message);
     }
 }
 
