@@ -22,6 +22,8 @@
 //                               "0.0.0.0" cover every address of their families)
 //     workers                   auto | integer 1..256          auto (one per CPU)
 //     user                      string, "" keeps root          nobody
+//     seccomp                   enforce | log | off            enforce (workers' system-call filter: a call
+//                               outside the list kills the worker; log = allowed and logged by the kernel)
 //     tls                       map
 //       certificates            list of { cert, key }          empty; the first is the default
 //         cert                  non-empty path                 required; relative to the file's directory
@@ -179,6 +181,12 @@ constexpr std::array<named<log_level>, 4> log_level_names{{
     {"error", log_level::error},
 }};
 
+constexpr std::array<named<seccomp_mode>, 3> seccomp_names{{
+    {"enforce", seccomp_mode::enforce},
+    {"log", seccomp_mode::log},
+    {"off", seccomp_mode::off},
+}};
+
 constexpr std::array<named<duration timeouts::*>, 7> timeout_fields{{
     {"handshake", &timeouts::handshake},
     {"header", &timeouts::header},
@@ -191,9 +199,10 @@ constexpr std::array<named<duration timeouts::*>, 7> timeout_fields{{
 
 constexpr std::array root_keys{"site"sv, "servers"sv, "gateway"sv, "firewall"sv};
 constexpr std::array server_keys{"address"sv, "role"sv, "port"sv, "weight"sv};
-constexpr std::array gateway_keys{"listen"sv, "workers"sv,      "user"sv,     "tls"sv,    "hsts"sv,
-                                  "pools"sv,  "default_pool"sv, "timeouts"sv, "limits"sv, "abuse"sv,
-                                  "security_headers"sv, "admin_token_file"sv, "access_log"sv, "log_level"sv};
+constexpr std::array gateway_keys{"listen"sv,           "workers"sv,          "user"sv,       "seccomp"sv,
+                                  "tls"sv,              "hsts"sv,             "pools"sv,      "default_pool"sv,
+                                  "timeouts"sv,         "limits"sv,           "abuse"sv,      "security_headers"sv,
+                                  "admin_token_file"sv, "access_log"sv,       "log_level"sv};
 constexpr std::array listen_keys{"https"sv, "http"sv, "admin"sv};
 constexpr std::array tls_keys{"certificates"sv, "session_tickets"sv, "ticket_rotation"sv};
 constexpr std::array certificate_keys{"cert"sv, "key"sv};
@@ -930,6 +939,7 @@ void checker::check_gateway(const field& f, snapshot& s) {
         check_workers(*w, gw);
     }
     optional_value(*m, "user", gw.user, [&](const field& u) { return scalar(u, "a user name"); });
+    optional_value(*m, "seccomp", gw.seccomp, [&](const field& c) { return one_of(c, seccomp_names); });
     bool tls_failed = false;
     if (const auto t = m->get("tls")) {
         const std::size_t errors_before = error_count_;
@@ -1725,6 +1735,15 @@ const char* to_string(balance b) {
     return "unknown";
 }
 
+const char* to_string(seccomp_mode m) {
+    for (const auto& entry : seccomp_names) {
+        if (entry.value == m) {
+            return entry.name.data();
+        }
+    }
+    return "unknown";
+}
+
 const char* to_string(role r) {
     for (const auto& entry : role_names) {
         if (entry.value == r) {
@@ -1942,7 +1961,7 @@ std::string summary(const snapshot& s) {
     add_listener("admin", gw.listen.admin);
     line("listen", listen);
     line("workers", std::to_string(s.effective_workers()) + (gw.workers == 0 ? " (auto)" : "") + ", user " +
-                        (gw.user.empty() ? "(stays root)" : gw.user));
+                        (gw.user.empty() ? "(stays root)" : gw.user) + ", seccomp " + to_string(gw.seccomp));
 
     const tls& t = gw.tls_settings;
     for (std::size_t i = 0; i < t.certificates.size(); ++i) {

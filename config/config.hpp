@@ -63,6 +63,13 @@ struct pool_member {
 
 enum class rate_unit { second, minute, hour };
 
+/// What a worker's seccomp filter does with a system call outside its list.
+enum class seccomp_mode {
+    enforce, ///< kill the worker (SCMP_ACT_KILL_PROCESS)
+    log,     ///< allow it and have the kernel log it (SCMP_ACT_LOG): for finding a missing call
+    off,     ///< no filter
+};
+
 /// A packet, connection or request rate such as 50/second with its burst.
 struct rate {
     std::uint64_t count = 50;
@@ -194,6 +201,7 @@ struct gateway {
     listeners listen;
     unsigned workers = 0;                  ///< 0 = auto (one per core)
     std::string user = "nobody";           ///< workers drop to this user when started as root; "" keeps root
+    seccomp_mode seccomp = seccomp_mode::enforce; ///< the workers' system-call filter
     tls tls_settings;
     hsts hsts_settings;
     std::vector<pool> pools;
@@ -276,6 +284,7 @@ const char* to_string(balance b);
 const char* to_string(role r);
 const char* to_string(rate_unit u);
 const char* to_string(log_level l);
+const char* to_string(seccomp_mode m);
 /// Parses a role name as written in the file ("db-primary"); nullopt if unknown.
 std::optional<role> parse_role(const std::string& text);
 /// Parses "192.0.2.0/24", "2001:db8::/32" or a single address (a /32 or /128); nullopt if

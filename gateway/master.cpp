@@ -7,6 +7,7 @@
 #include "gateway/health.hpp"
 #include "gateway/log.hpp"
 #include "gateway/net.hpp"
+#include "gateway/privileges.hpp"
 #include "gateway/shared_state.hpp"
 #include "gateway/worker.hpp"
 
@@ -194,6 +195,9 @@ public:
             admin_fd_ = bind_listener(*gw.listen.admin, false);
             admin_endpoint_ = gw.listen.admin->to_string();
         }
+        // Sockets bound: from here on the master keeps only the capabilities
+        // it uses (privileges.hpp).
+        restrict_master_capabilities(*current_->cfg);
     }
 
     int run() {
@@ -221,6 +225,9 @@ public:
         }
         log(log_level::info, "serving " + current_->cfg->site + " with " + std::to_string(current_->workers) +
                                  " workers");
+        // Type=notify: the unit is started. A reload sends RELOADING=1 when
+        // it begins and READY=1 again when it is done.
+        notify_systemd("READY=1");
         std::function<void(const error_code&, int)> on_signal = [&](const error_code& ec, int sig) {
             if (ec) {
                 return;
@@ -234,6 +241,7 @@ public:
             } else if (!stopping_) {
                 stopping_ = true;
                 log(log_level::info, "stopping: draining workers");
+                notify_systemd("STOPPING=1");
                 health_->stop();
                 error_code ignored;
                 if (admin) {
@@ -255,6 +263,16 @@ public:
         };
         signals.async_wait(on_signal);
         io_.run();
+        // Done. Tearing down the signal_set restores the default action, so
+        // a second SIGTERM (a supervisor insisting) would kill the master
+        // with a signal status between here and exit: blocked, it stays
+        // pending and the exit code stands.
+        sigset_t late;
+        sigemptyset(&late);
+        sigaddset(&late, SIGTERM);
+        sigaddset(&late, SIGINT);
+        sigaddset(&late, SIGHUP);
+        ::sigprocmask(SIG_BLOCK, &late, nullptr);
         return exit_code_;
     }
 
@@ -512,7 +530,9 @@ private:
         take(g.cfg->gw.listen.http, mine.http);
         mine.access_log = g.access_log.get() >= 0 ? ::dup(g.access_log.get()) : -1;
         listeners_.clear();
+        clear_bounding_set();  // privileges.hpp: before setuid, which takes CAP_SETPCAP away
         drop_privileges(g.user);
+        sandbox_worker(g.cfg->gw.seccomp);  // no capabilities, seccomp: before any connection
         try {
             worker w(g.cfg, g.tls ? g.tls->default_context() : nullptr, region_.block(), g.slots, slot.counter_slot,
                      mine);
@@ -611,8 +631,8 @@ private:
         });
     }
 
-    void notify_systemd_reloading() {}
-    void notify_systemd_ready() {}
+    static void notify_systemd_reloading() { notify_systemd(reloading_state()); }
+    static void notify_systemd_ready() { notify_systemd("READY=1"); }
 
     shared_region region_;
     admin_state admin_;

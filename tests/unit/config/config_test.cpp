@@ -187,6 +187,7 @@ TEST_CASE("a minimal file gets every default", "[unit][config]") {
     CHECK(gw.workers == 0);
     CHECK(s->effective_workers() == std::max(1U, std::thread::hardware_concurrency()));
     CHECK(gw.user == "nobody");
+    CHECK(gw.seccomp == cfg::seccomp_mode::enforce);
     CHECK(gw.tls_settings.certificates.empty());
     CHECK(gw.tls_settings.session_tickets);
     CHECK(gw.tls_settings.ticket_rotation == 12h);
@@ -521,6 +522,20 @@ gateway:
     }
 }
 
+TEST_CASE("gateway.seccomp: enforce, log or off", "[unit][config]") {
+    CHECK(load_ok(minimal + "  seccomp: enforce\n")->gw.seccomp == cfg::seccomp_mode::enforce);
+    CHECK(load_ok(minimal + "  seccomp: log\n")->gw.seccomp == cfg::seccomp_mode::log);
+    // "off" is a YAML boolean word; here it is the mode's name.
+    CHECK(load_ok(minimal + "  seccomp: off\n")->gw.seccomp == cfg::seccomp_mode::off);
+    CHECK(only_error(minimal + "  seccomp: kill\n") ==
+          "config.yaml:7:12: gateway.seccomp: expected one of enforce, log or off, got \"kill\"");
+    CHECK(only_error(minimal + "  seccomp: logs\n") ==
+          "config.yaml:7:12: gateway.seccomp: expected one of enforce, log or off, got \"logs\"; "
+          "did you mean 'log'?");
+    CHECK_THAT(only_error(minimal + "  seccomp: [log]\n"), StartsWith("config.yaml:7:12: gateway.seccomp: expected"));
+    CHECK_THAT(only_error(minimal + "  secomp: log\n"), Contains("did you mean 'seccomp'?"));
+}
+
 TEST_CASE("YAML syntax errors carry the parser's position", "[unit][config]") {
     CHECK_THAT(only_error("site: www.foobar.com\nservers: [app1, app2\n"),
                StartsWith("config.yaml:3:1: YAML syntax error: end of sequence flow not found"));
@@ -703,6 +718,7 @@ TEST_CASE("names of enumerations and errors", "[unit][config]") {
     CHECK(std::string(cfg::to_string(cfg::role::db_primary)) == "db-primary");
     CHECK(std::string(cfg::to_string(cfg::role::gateway)) == "gateway");
     CHECK(std::string(cfg::to_string(cfg::balance::least_connections)) == "least_connections");
+    CHECK(std::string(cfg::to_string(cfg::seccomp_mode::log)) == "log");
     CHECK(cfg::error{{"f.yaml", 3, 14}, "x: bad"}.to_string() == "f.yaml:3:14: x: bad");
     cfg::hsts h;
     h.max_age = std::chrono::seconds(60);
@@ -715,7 +731,7 @@ TEST_CASE("summary shows the whole deployment", "[unit][config]") {
     const std::string text = cfg::summary(*s);
     CHECK_THAT(text, Contains("www.foobar.com"));
     CHECK_THAT(text, Contains("http 127.0.0.1:8080"));
-    CHECK_THAT(text, Contains("workers    3, user nobody"));
+    CHECK_THAT(text, Contains("workers    3, user nobody, seccomp enforce"));
     CHECK_THAT(text, Contains("/c.pem + /c.key (default)"));
     CHECK_THAT(text, Contains("max-age=31536000; includeSubDomains"));
     CHECK_THAT(text, Contains("app (round_robin, default)"));
