@@ -1948,6 +1948,15 @@ const ha_node* ha::peer_of(const std::string& name) const {
     return find_node(name) == nullptr || it == nodes.end() ? nullptr : &*it;
 }
 
+const ha_node* ha::node_with_address(const std::vector<std::string>& local_addresses) const {
+    for (const auto& n : nodes) {
+        if (std::find(local_addresses.begin(), local_addresses.end(), n.address) != local_addresses.end()) {
+            return &n;
+        }
+    }
+    return nullptr;
+}
+
 const server* snapshot::find_server(const std::string& name) const {
     const auto it = std::find_if(servers.begin(), servers.end(), [&](const server& s) { return s.name == name; });
     return it == servers.end() ? nullptr : &*it;

@@ -258,6 +258,20 @@ struct ha {
     const ha_node* find_node(const std::string& name) const;
     /// The other node of the pair.
     const ha_node* peer_of(const std::string& name) const;
+    /// The node whose address is one of `local_addresses` (canonical text), or null.
+    const ha_node* node_with_address(const std::vector<std::string>& local_addresses) const;
+
+    // Files shared by keepalived and Rampart on one node, named after the node
+    // so that two nodes may share a directory (tests, one host running both).
+    /// Written by the master: "0" healthy, "1" not (keepalived's track_file).
+    std::string track_file(const std::string& node) const { return state_dir + "/" + node + ".health"; }
+    /// keepalived's vrrp_notify_fifo, read by the master.
+    std::string notify_fifo(const std::string& node) const { return state_dir + "/" + node + ".fifo"; }
+    /// The last VRRP state the master learned, for `rampart ha status`.
+    std::string state_file(const std::string& node) const { return state_dir + "/" + node + ".state"; }
+    /// The master's process name (/proc/PID/comm, at most 15 bytes) that
+    /// keepalived's track_process follows: "rampart-gw1".
+    std::string process_name(const std::string& node) const { return ("rampart-" + node).substr(0, 15); }
 };
 
 /// The whole validated deployment file.
