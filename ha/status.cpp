@@ -36,6 +36,47 @@ std::vector<std::string> local_addresses() {
     return out;
 }
 
+std::optional<notify_event> parse_notify_line(std::string_view line) {
+    while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) {
+        line.remove_suffix(1);
+    }
+    notify_event e;
+    const auto first_space = line.find(' ');
+    if (first_space == std::string_view::npos) {
+        return std::nullopt;
+    }
+    e.kind = line.substr(0, first_space);
+    if (e.kind != "INSTANCE" && e.kind != "GROUP") {
+        return std::nullopt;
+    }
+    std::string_view rest = line.substr(first_space + 1);
+    if (!rest.starts_with('"')) {
+        return std::nullopt;
+    }
+    const auto close = rest.find('"', 1);
+    if (close == std::string_view::npos || close + 1 >= rest.size() || rest[close + 1] != ' ') {
+        return std::nullopt;
+    }
+    e.name = rest.substr(1, close - 1);
+    rest = rest.substr(close + 2);
+    const auto space = rest.find(' ');
+    const std::string_view state = rest.substr(0, space);
+    if (space != std::string_view::npos) {
+        const std::string_view priority = rest.substr(space + 1);
+        const auto [end, ec] = std::from_chars(priority.data(), priority.data() + priority.size(), e.priority);
+        if (ec != std::errc{} || end != priority.data() + priority.size() || e.priority > 255) {
+            return std::nullopt;
+        }
+    }
+    static constexpr std::string_view states[] = {"MASTER", "BACKUP", "FAULT", "STOP", "DELETED"};
+    if (std::find(std::begin(states), std::end(states), state) != std::end(states)) {
+        e.state = state;
+    } else if (state != "MASTER_PRIORITY" && state != "BACKUP_PRIORITY" && state != "MASTER_RX_LOWER_PRI") {
+        return std::nullopt;
+    }
+    return e;
+}
+
 std::optional<std::pair<std::string, unsigned>> parse_state_line(const std::string& line) {
     std::istringstream in(line);
     std::string state;

@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace rampart::ha {
@@ -23,6 +24,19 @@ struct node_status {
     bool vip_held = false;
     std::optional<bool> vip6_held;  ///< only with ha.vip6
 };
+
+/// One line of keepalived's vrrp_notify_fifo: `INSTANCE "rampart_vrid51" MASTER 150`.
+/// MASTER_PRIORITY / BACKUP_PRIORITY (notify_priority_changes) change the
+/// priority only; MASTER_RX_LOWER_PRI is informational.
+struct notify_event {
+    std::string kind;       ///< INSTANCE or GROUP
+    std::string name;       ///< without the quotes
+    std::string state;      ///< MASTER, BACKUP, FAULT, STOP, DELETED; "" for a priority change
+    unsigned priority = 0;
+};
+
+/// nullopt for a line that is not a keepalived VRRP notification.
+std::optional<notify_event> parse_notify_line(std::string_view line);
 
 /// Canonical text of every address on this host's interfaces (getifaddrs).
 std::vector<std::string> local_addresses();

@@ -126,6 +126,22 @@ TEST_CASE("status: the state line, the node by local address, the printout", "[u
     CHECK_FALSE(ha::parse_state_line("LEADER 100"));
     CHECK_FALSE(ha::parse_state_line("MASTER 1000"));
 
+    const auto master = ha::parse_notify_line("INSTANCE \"rampart_vrid51\" MASTER 150\n");
+    REQUIRE(master);
+    CHECK(master->kind == "INSTANCE");
+    CHECK(master->name == "rampart_vrid51");
+    CHECK(master->state == "MASTER");
+    CHECK(master->priority == 150);
+    const auto lowered = ha::parse_notify_line("INSTANCE \"rampart_vrid51\" BACKUP_PRIORITY 90");
+    REQUIRE(lowered);
+    CHECK(lowered->state.empty());
+    CHECK(lowered->priority == 90);
+    CHECK(ha::parse_notify_line("INSTANCE \"x\" STOP")->state == "STOP");
+    CHECK_FALSE(ha::parse_notify_line("VS [192.0.2.1]:tcp:80 UP"));
+    CHECK_FALSE(ha::parse_notify_line("INSTANCE rampart MASTER 100"));
+    CHECK_FALSE(ha::parse_notify_line("INSTANCE \"x\" LEADER 100"));
+    CHECK_FALSE(ha::parse_notify_line("INSTANCE \"x\" MASTER 100x"));
+
     const auto s = deployment();
     const cfg::ha& h = *s->ha_pair;
     CHECK(h.node_with_address({"127.0.0.1", "192.0.2.12"})->name == "gw2");
