@@ -111,6 +111,8 @@
 //       require_backend         bool                           true  (no available server = unhealthy)
 //       weight                  integer -253..0                0     (0 = unhealthy FAULTs the node; < 0 lowers
 //                               its priority instead, only with preempt and more than the priority gap)
+//       track_process           bool                           true  (keepalived follows the master process too;
+//                               needs the initial network namespace: false in containers)
 //     state_dir                 absolute path                  /run/rampart/ha (track file, notify FIFO, state)
 //     ticket_secret_file        path, mode 0600, 32 bytes      none: both gateways derive TLS session-ticket keys
 //                               (raw or 64 hex digits)         from it (gateway.tls.ticket_rotation)
@@ -200,7 +202,7 @@ constexpr std::array ha_keys{"vip"sv,        "vip6"sv,    "interface"sv, "virtua
                              "advert_int"sv, "unicast"sv, "preempt"sv,   "health"sv,            "state_dir"sv,
                              "ticket_secret_file"sv};
 constexpr std::array ha_node_keys{"priority"sv, "interface"sv};
-constexpr std::array ha_health_keys{"interval"sv, "require_backend"sv, "weight"sv};
+constexpr std::array ha_health_keys{"interval"sv, "require_backend"sv, "weight"sv, "track_process"sv};
 constexpr std::array server_keys{"address"sv, "role"sv, "port"sv, "weight"sv};
 constexpr std::array gateway_keys{"listen"sv, "workers"sv,      "user"sv,     "tls"sv,    "hsts"sv,
                                   "pools"sv,  "default_pool"sv, "timeouts"sv, "limits"sv, "abuse"sv,
@@ -1657,6 +1659,7 @@ void checker::check_ha(const field& f, snapshot& s) {
         out.virtual_router_id = static_cast<unsigned>(integer(*r, 1, 255, "a virtual router id").value_or(0));
     }
     std::optional<field> priority_at;
+    unsigned valid_priorities = 0;
     if (const auto nf = required(*m, "nodes", "a map of the two gateways' server names to their priority")) {
         if (const auto nodes = read_map(*nf, nullptr, "a map of the two gateways' server names to their priority")) {
             if (nodes->entries.size() != 2) {
@@ -1689,6 +1692,7 @@ void checker::check_ha(const field& f, snapshot& s) {
                         } else if (const auto v = integer(*p, 1, 254, "a priority")) {
                             node.priority = static_cast<unsigned>(*v);
                             priority_at = p;
+                            ++valid_priorities;
                         }
                     }
                     if (const auto i = nm->get("interface")) {
@@ -1724,6 +1728,8 @@ void checker::check_ha(const field& f, snapshot& s) {
                 }
             }
             optional_value(*hm, "require_backend", out.health.require_backend,
+                           [&](const field& b) { return boolean(b); });
+            optional_value(*hm, "track_process", out.health.track_process,
                            [&](const field& b) { return boolean(b); });
             if (const auto w = hm->get("weight")) {
                 constexpr std::string_view expected = "0 or a negative integer down to -253";
@@ -1772,7 +1778,7 @@ void checker::check_ha(const field& f, snapshot& s) {
     if (out.nodes.size() == 2) {
         const ha_node& a = out.nodes[0];
         const ha_node& b = out.nodes[1];
-        if (a.priority == b.priority && priority_at) {
+        if (a.priority == b.priority && priority_at && valid_priorities == 2) {
             fail(*priority_at, "both nodes have priority " + std::to_string(a.priority) +
                                    "; give them different priorities so the first MASTER is predictable");
         }
@@ -1791,18 +1797,19 @@ void checker::check_ha(const field& f, snapshot& s) {
             }
         }
         if (!out.vip.address.empty()) {
+            std::string outside;
             for (const ha_node& n : out.nodes) {
                 if (n.address == out.vip.address) {
                     fail(m->get("vip")->at, "ha.vip",
                          "the VIP " + out.vip.address + " is server " + n.name + "'s own address; pick a free one");
-                } else if (!n.address.empty() && n.address.find(':') == std::string::npos) {
-                    network net = out.vip;
-                    if (!in_network(n.address, net)) {
-                        fail(m->get("vip")->at, "ha.vip",
-                             "server " + n.name + " (" + n.address + ") is outside " + net.to_string() +
-                                 "; the VIP must be on the nodes' link");
-                    }
+                } else if (!n.address.empty() && n.address.find(':') == std::string::npos &&
+                           !in_network(n.address, out.vip)) {
+                    outside += (outside.empty() ? "" : " and ") + n.name + " (" + n.address + ")";
                 }
+            }
+            if (!outside.empty()) {
+                fail(m->get("vip")->at, "ha.vip",
+                     outside + " outside " + out.vip.to_string() + "; the VIP must be on the nodes' link");
             }
         }
         if (out.unicast) {

@@ -238,6 +238,9 @@ struct ha_health {
     duration interval{100};        ///< how often the master rewrites the track file
     bool require_backend = true;   ///< no available server in any pool counts as a failure
     int weight = 0;                ///< 0: a failure FAULTs the node; < 0: lowers its priority (needs preempt)
+    /// keepalived's track_process on the master too (the kernel's process
+    /// connector: only in the initial network namespace, not in containers).
+    bool track_process = true;
 };
 
 /// The `ha:` section: two gateways sharing a VRRP virtual address through keepalived.

@@ -7,11 +7,14 @@
 #include <boost/asio/streambuf.hpp>
 
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <istream>
@@ -47,6 +50,51 @@ ha_link::~ha_link() {
     fifo_.reset();
 }
 
+// The sentinel: a child of the master that does nothing until the master
+// dies (PR_SET_PDEATHSIG), then reports the node unhealthy through the track
+// file, so that keepalived faults within milliseconds of a SIGKILL of the
+// master, with no check forked on a timer. keepalived's track_process does
+// the same from the kernel's process events, but only in the initial network
+// namespace; the sentinel works in any. It never touches the io_context.
+void ha_link::start_sentinel(const std::string& track_file) {
+    stop_sentinel();
+    const pid_t parent = ::getpid();
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+        log(log_level::error, std::string("ha: cannot start the sentinel: ") + std::strerror(errno));
+        return;
+    }
+    if (pid == 0) {
+        sigset_t all;
+        ::sigfillset(&all);
+        ::sigprocmask(SIG_BLOCK, &all, nullptr);
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+        ::prctl(PR_SET_NAME, "rampart-ha-sent", 0, 0, 0);
+        ::close_range(3, ~0U, 0);
+        sigset_t term;
+        ::sigemptyset(&term);
+        ::sigaddset(&term, SIGTERM);
+        int sig = 0;
+        // The master may have died before PDEATHSIG was armed.
+        if (::getppid() == parent) {
+            ::sigwait(&term, &sig);
+        }
+        write_file_atomically(track_file, "1\n", 0644);
+        ::_exit(0);
+    }
+    sentinel_ = pid;
+}
+
+// Reaped here, at once: it dies from SIGKILL within microseconds, and the
+// master must not exit leaving it behind (ECHILD when reap() was first).
+void ha_link::stop_sentinel() {
+    if (sentinel_ > 0) {
+        ::kill(sentinel_, SIGKILL);
+        ::waitpid(sentinel_, nullptr, 0);
+        sentinel_ = -1;
+    }
+}
+
 void ha_link::configure(config::snapshot_ptr cfg) {
     const config::ha_node* self = nullptr;
     if (cfg->ha_pair) {
@@ -62,6 +110,7 @@ void ha_link::configure(config::snapshot_ptr cfg) {
     cfg_ = self != nullptr ? std::move(cfg) : nullptr;
     if (self == nullptr) {
         info_.enabled = false;
+        stop_sentinel();
         return;
     }
     const config::ha& h = *cfg_->ha_pair;
@@ -89,6 +138,9 @@ void ha_link::configure(config::snapshot_ptr cfg) {
                              ", VRRP state from " + h.notify_fifo(self->name) + "; process name " + name);
     open_fifo();
     write_state_file();
+    if (!same_node || sentinel_ < 0) {
+        start_sentinel(h.track_file(self->name));
+    }
     net::co_spawn(io_, write_health(epoch_), net::detached);
     net::co_spawn(io_, read_notifications(epoch_), net::detached);
 }
@@ -98,6 +150,7 @@ void ha_link::stop() {
         write_track_file(false);
         log(log_level::info, "ha: reported unhealthy so that the peer takes the VIP before the drain");
     }
+    stop_sentinel();
     ++epoch_;
     fifo_.reset();
     cfg_ = nullptr;

@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+
+#include <sys/types.h>
 #include <string>
 
 namespace rampart::gateway {
@@ -55,6 +57,8 @@ private:
     void write_track_file(bool healthy);
     void write_state_file();
     void on_line(const std::string& line);
+    void start_sentinel(const std::string& track_file);
+    void stop_sentinel();
 
     net::io_context& io_;
     std::function<bool(const config::snapshot&)> healthy_;
@@ -64,6 +68,7 @@ private:
     std::unique_ptr<net::posix::stream_descriptor> fifo_;
     std::uint64_t fifo_inode_ = 0;
     int last_written_ = -1;
+    pid_t sentinel_ = -1;  ///< writes "1" to the track file when the master dies
 };
 
 }  // namespace rampart::gateway

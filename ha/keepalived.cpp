@@ -59,17 +59,20 @@ std::string render_keepalived_conf(const config::snapshot& cfg, const std::strin
         << "    vrrp_garp_master_refresh_repeat 1\n"
         << "    vrrp_higher_prio_send_advert true\n"
         << "}\n"
-        << "\n"
-        << "# The Rampart master of this node, by process name (no fork per check: the\n"
-        << "# kernel's process events). Not running: FAULT, and the peer takes over.\n"
-        << "vrrp_track_process " << process << " {\n"
-        << "    process " << h.process_name(node) << "\n"
-        << "    quorum 1\n"
-        << "    weight 0\n"
-        << "}\n"
-        << "\n"
-        << "# Written by the Rampart master every " << decimal_seconds(h.health.interval) << " s: 0 = able to serve\n"
-        << "# (listeners up" << (h.health.require_backend ? ", an available backend" : "") << "), 1 = not. "
+        << "\n";
+    if (h.health.track_process) {
+        out << "# The Rampart master of this node, by process name (no fork per check: the\n"
+            << "# kernel's process events). Not running: FAULT, and the peer takes over.\n"
+            << "vrrp_track_process " << process << " {\n"
+            << "    process " << h.process_name(node) << "\n"
+            << "    quorum 1\n"
+            << "    weight 0\n"
+            << "}\n"
+            << "\n";
+    }
+    out << "# Written by the Rampart master every " << decimal_seconds(h.health.interval) << " s, and by its\n"
+        << "# sentinel process the moment the master dies: 0 = able to serve\n"
+        << "# (workers up" << (h.health.require_backend ? ", an available backend" : "") << "), 1 = not. "
         << "Until the first write: 1.\n"
         << "track_file " << health << " {\n"
         << "    file \"" << h.track_file(node) << "\"\n"
@@ -105,10 +108,12 @@ std::string render_keepalived_conf(const config::snapshot& cfg, const std::strin
             << "        " << h.vip6->to_string() << " dev " << ifname << "\n"
             << "    }\n";
     }
-    out << "    track_process {\n"
-        << "        " << process << "\n"
-        << "    }\n"
-        << "    track_file {\n"
+    if (h.health.track_process) {
+        out << "    track_process {\n"
+            << "        " << process << "\n"
+            << "    }\n";
+    }
+    out << "    track_file {\n"
         << "        " << health << " weight " << h.health.weight << "\n"
         << "    }\n"
         << "    notify_priority_changes true\n"

@@ -897,7 +897,7 @@ TEST_CASE("ha: the pair with its defaults and every setting", "[unit][config]") 
   advert_int: 1s
   unicast: false
   preempt: true
-  health: { interval: 250ms, require_backend: false, weight: -150 }
+  health: { interval: 250ms, require_backend: false, weight: -150, track_process: false }
   state_dir: /var/run/rampart-ha/
 )");
     const cfg::ha& a = *all->ha_pair;
@@ -911,6 +911,8 @@ TEST_CASE("ha: the pair with its defaults and every setting", "[unit][config]") 
     CHECK(a.health.interval == 250ms);
     CHECK_FALSE(a.health.require_backend);
     CHECK(a.health.weight == -150);
+    CHECK_FALSE(a.health.track_process);
+    CHECK(h.health.track_process);
     CHECK(a.state_dir == "/var/run/rampart-ha");
 }
 
@@ -921,23 +923,23 @@ TEST_CASE("ha: values and the traps that block failover are refused at their pos
           "config.yaml:10:8: ha.vip: expected an IPv4 address with prefix like 192.0.2.10/24, got \"192.0.2.10\"");
     CHECK(only_error(ha_head + "  vip: 198.51.100.10/24\n  interface: eth0\n  virtual_router_id: 51\n"
                                "  nodes: { gw1: { priority: 150 }, gw2: { priority: 100 } }\n") ==
-          "config.yaml:10:8: ha.vip: server gw1 (192.0.2.11) is outside 198.51.100.10/24; the VIP must be on the "
-          "nodes' link");
+          "config.yaml:10:8: ha.vip: gw1 (192.0.2.11) and gw2 (192.0.2.12) outside 198.51.100.10/24; the VIP must "
+          "be on the nodes' link");
     CHECK(only_error(ha_head + ha_basics + "  vip6: 192.0.2.10/24\n") ==
           "config.yaml:14:9: ha.vip6: expected an IPv6 address with prefix like 2001:db8::10/64, got "
           "\"192.0.2.10/24\"");
     CHECK(only_error(ha_head + nodes + "  nodes: { gw1: { priority: 150 }, gw2: { priority: 150 } }\n") ==
-          "config.yaml:13:54: ha.nodes.gw2.priority: both nodes have priority 150; give them different priorities "
+          "config.yaml:13:53: ha.nodes.gw2.priority: both nodes have priority 150; give them different priorities "
           "so the first MASTER is predictable");
     CHECK(only_error(ha_head + nodes + "  nodes: { gw1: { priority: 255 }, gw2: { priority: 100 } }\n") ==
-          "config.yaml:13:27: ha.nodes.gw1.priority: 255 makes keepalived treat the node as the address owner, "
+          "config.yaml:13:29: ha.nodes.gw1.priority: 255 makes keepalived treat the node as the address owner, "
           "which never gives the VIP up for a failed health check; use 1 to 254");
     CHECK(only_error(ha_head + nodes + "  nodes: { gw1: { priority: 150 }, app1: { priority: 100 } }\n") ==
-          "config.yaml:13:37: ha.nodes.app1: server \"app1\" has role app; HA nodes must be gateways");
+          "config.yaml:13:36: ha.nodes.app1: server \"app1\" has role app; HA nodes must be gateways");
     CHECK(only_error(ha_head + nodes + "  nodes: { gw1: { priority: 150 } }\n") ==
           "config.yaml:13:10: ha.nodes: expected exactly two nodes (the gateways of the pair), got 1");
     CHECK(only_error(ha_head + nodes + "  nodes: { gw1: { priority: 150 }, gw3: { priority: 100 } }\n") ==
-          "config.yaml:13:37: ha.nodes.gw3: unknown server \"gw3\", expected a gateway from servers");
+          "config.yaml:13:36: ha.nodes.gw3: unknown server \"gw3\", expected a gateway from servers");
     CHECK(only_error(ha_head + ha_basics + "  advert_int: 15ms\n") ==
           "config.yaml:14:15: ha.advert_int: expected a multiple of 10ms up to 40s (VRRPv3 counts in centiseconds), "
           "got \"15ms\"");
@@ -960,7 +962,7 @@ TEST_CASE("ha: values and the traps that block failover are refused at their pos
           "\"run/ha\"");
     CHECK(only_error(ha_head + "  interface: eth0\n  virtual_router_id: 51\n"
                                "  nodes: { gw1: { priority: 150 }, gw2: { priority: 100 } }\n") ==
-          "config.yaml:9:1: ha: missing required key 'vip' (an IPv4 address with prefix like 192.0.2.10/24)");
+          "config.yaml:10:3: ha: missing required key 'vip' (an IPv4 address with prefix like 192.0.2.10/24)");
 }
 
 TEST_CASE("ha: the ticket secret file must be private", "[unit][config]") {

@@ -101,7 +101,8 @@ TEST_CASE("keepalived.conf follows the settings", "[unit][ha]") {
 
     const auto tuned = ha::render_keepalived_conf(
         *load_text(with_ha(base + "  preempt: true\n  unicast: false\n  advert_int: 1s\n"
-                                  "  health: { weight: -100 }\n  state_dir: /var/lib/rampart\n")),
+                                  "  health: { weight: -100, track_process: false }\n"
+                                  "  state_dir: /var/lib/rampart\n")),
         "gw1");
     CHECK(tuned.find("    nopreempt\n") == std::string::npos);
     CHECK(tuned.find("unicast_peer") == std::string::npos);
@@ -109,6 +110,9 @@ TEST_CASE("keepalived.conf follows the settings", "[unit][ha]") {
     CHECK_THAT(tuned, Contains("    advert_int 1\n"));
     CHECK_THAT(tuned, Contains("        rampart_gw1_health weight -100\n"));
     CHECK_THAT(tuned, Contains("    file \"/var/lib/rampart/gw1.health\"\n"));
+    CHECK(tuned.find("vrrp_track_process") == std::string::npos);
+    CHECK(tuned.find("    track_process {") == std::string::npos);
+    CHECK_THAT(defaults, Contains("    track_process {\n        rampart_gw2_process\n    }\n"));
 
     CHECK(ha::decimal_seconds(250ms) == "0.25");
     CHECK(ha::decimal_seconds(1010ms) == "1.01");
@@ -204,7 +208,7 @@ TEST_CASE("keepalived --config-test accepts every rendered file", "[unit][ha][ke
         s,
         load_text(with_ha(base)),
         load_text(with_ha(base + "  preempt: true\n  unicast: false\n  advert_int: 1s\n  health: { weight: -100 }\n")),
-        load_text(with_ha(base + "  advert_int: 10ms\n  health: { require_backend: false }\n")),
+        load_text(with_ha(base + "  advert_int: 10ms\n  health: { require_backend: false, track_process: false }\n")),
     };
     int n = 0;
     for (const auto& variant : variants) {
