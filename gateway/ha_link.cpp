@@ -40,7 +40,7 @@ std::uint64_t inode_of(const std::string& path) {
     return ::stat(path.c_str(), &st) == 0 && S_ISFIFO(st.st_mode) ? static_cast<std::uint64_t>(st.st_ino) : 0;
 }
 
-}  // namespace
+} // namespace
 
 ha_link::ha_link(net::io_context& io, std::function<bool(const config::snapshot&)> healthy, vrrp_info& info)
     : io_(io), healthy_(std::move(healthy)), info_(info) {}
@@ -204,9 +204,9 @@ net::awaitable<void> ha_link::write_health(std::uint64_t epoch) {
         const auto now = std::chrono::steady_clock::now();
         if (ok != info_.healthy || last_written_ != (ok ? 0 : 1) || now - last_full >= std::chrono::seconds(1)) {
             if (ok != info_.healthy && last_written_ != -1) {
-                log(ok ? log_level::info : log_level::warn,
-                    std::string("ha: ") + (ok ? "able to serve again" : "not able to serve") +
-                        "; keepalived told through the track file");
+                log(ok ? log_level::info : log_level::warn, std::string("ha: ") +
+                                                                (ok ? "able to serve again" : "not able to serve") +
+                                                                "; keepalived told through the track file");
             }
             info_.healthy = ok;
             write_track_file(ok);
@@ -256,12 +256,11 @@ void ha_link::on_line(const std::string& line) {
     info_.priority = event->priority;
     if (!event->state.empty() && event->state != info_.state) {
         log(event->state == "FAULT" ? log_level::warn : log_level::info,
-            "ha: VRRP " + info_.state + " -> " + event->state + " (priority " + std::to_string(event->priority) +
-                ")");
+            "ha: VRRP " + info_.state + " -> " + event->state + " (priority " + std::to_string(event->priority) + ")");
         info_.state = event->state;
         ++info_.transitions;
     }
     write_state_file();
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -13,19 +13,19 @@
 #include <functional>
 #include <memory>
 
-#include <sys/types.h>
 #include <string>
+#include <sys/types.h>
 
 namespace rampart::gateway {
 
 /// What the master knows of the pair; owned by the master, read by the admin listener.
 struct vrrp_info {
-    bool enabled = false;        ///< the file has `ha:` and one of its nodes is this host
+    bool enabled = false; ///< the file has `ha:` and one of its nodes is this host
     std::string node;
-    std::string state = "unknown";  ///< MASTER, BACKUP, FAULT, STOP or unknown
-    unsigned priority = 0;       ///< as keepalived last reported it (configured until then)
+    std::string state = "unknown"; ///< MASTER, BACKUP, FAULT, STOP or unknown
+    unsigned priority = 0;         ///< as keepalived last reported it (configured until then)
     std::uint64_t transitions = 0;
-    bool healthy = false;        ///< what the track file says now
+    bool healthy = false; ///< what the track file says now
 };
 
 /// Runs on the master's io_context; never blocks (the FIFO is non-blocking,
@@ -64,11 +64,11 @@ private:
     std::function<bool(const config::snapshot&)> healthy_;
     vrrp_info& info_;
     config::snapshot_ptr cfg_;
-    std::uint64_t epoch_ = 0;  ///< bumped by configure/stop: older loops end
+    std::uint64_t epoch_ = 0; ///< bumped by configure/stop: older loops end
     std::unique_ptr<net::posix::stream_descriptor> fifo_;
     std::uint64_t fifo_inode_ = 0;
     int last_written_ = -1;
-    pid_t sentinel_ = -1;  ///< writes "1" to the track file when the master dies
+    pid_t sentinel_ = -1; ///< writes "1" to the track file when the master dies
 };
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -125,4 +125,4 @@ std::vector<rendered_file> render(const config::snapshot& cfg, const std::string
     return {rendered_file{"keepalived.conf", render_keepalived_conf(cfg, node)}};
 }
 
-}  // namespace rampart::ha
+} // namespace rampart::ha

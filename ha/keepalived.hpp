@@ -38,4 +38,4 @@ std::vector<rendered_file> render(const config::snapshot& cfg, const std::string
 /// "0.1" for 100ms, "1" for 1s: keepalived's decimal seconds.
 std::string decimal_seconds(config::duration d);
 
-}  // namespace rampart::ha
+} // namespace rampart::ha

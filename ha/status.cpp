@@ -152,4 +152,4 @@ std::string format_status(const node_status& s) {
     return out.str();
 }
 
-}  // namespace rampart::ha
+} // namespace rampart::ha

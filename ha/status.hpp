@@ -14,24 +14,24 @@ namespace rampart::ha {
 /// What `rampart ha status` prints.
 struct node_status {
     std::string node;
-    std::string state = "unknown";  ///< MASTER, BACKUP, FAULT, STOP, or unknown (no state file)
-    unsigned priority = 0;          ///< configured
-    std::optional<unsigned> effective_priority;  ///< as keepalived last reported it
-    std::string health = "unknown"; ///< the track file: "ok", "not ready" or unknown
+    std::string state = "unknown";              ///< MASTER, BACKUP, FAULT, STOP, or unknown (no state file)
+    unsigned priority = 0;                      ///< configured
+    std::optional<unsigned> effective_priority; ///< as keepalived last reported it
+    std::string health = "unknown";             ///< the track file: "ok", "not ready" or unknown
     std::string peer;
     std::string peer_address;
     std::string vip;
     bool vip_held = false;
-    std::optional<bool> vip6_held;  ///< only with ha.vip6
+    std::optional<bool> vip6_held; ///< only with ha.vip6
 };
 
 /// One line of keepalived's vrrp_notify_fifo: `INSTANCE "rampart_vrid51" MASTER 150`.
 /// MASTER_PRIORITY / BACKUP_PRIORITY (notify_priority_changes) change the
 /// priority only; MASTER_RX_LOWER_PRI is informational.
 struct notify_event {
-    std::string kind;       ///< INSTANCE or GROUP
-    std::string name;       ///< without the quotes
-    std::string state;      ///< MASTER, BACKUP, FAULT, STOP, DELETED; "" for a priority change
+    std::string kind;  ///< INSTANCE or GROUP
+    std::string name;  ///< without the quotes
+    std::string state; ///< MASTER, BACKUP, FAULT, STOP, DELETED; "" for a priority change
     unsigned priority = 0;
 };
 
@@ -50,4 +50,4 @@ node_status read_status(const config::snapshot& cfg, const std::string& node, co
 /// A few aligned lines, one fact each.
 std::string format_status(const node_status& s);
 
-}  // namespace rampart::ha
+} // namespace rampart::ha

@@ -31,7 +31,9 @@ std::string source_dir() {
     return s;
 }
 
-std::string golden_dir() { return source_dir() + "/tests/golden/ha"; }
+std::string golden_dir() {
+    return source_dir() + "/tests/golden/ha";
+}
 
 std::string read(const std::string& path) {
     std::ifstream in(path);
@@ -64,7 +66,7 @@ std::string with_ha(const std::string& ha_text) {
     return text.substr(0, text.find("ha:\n")) + ha_text;
 }
 
-}  // namespace
+} // namespace
 
 TEST_CASE("keepalived.conf of each node matches its golden file", "[unit][ha][golden]") {
     const auto s = deployment();
@@ -99,11 +101,11 @@ TEST_CASE("keepalived.conf follows the settings", "[unit][ha]") {
     CHECK_THAT(defaults, Contains("        rampart_gw2_health weight 0\n"));
     CHECK(defaults.find("virtual_ipaddress_excluded") == std::string::npos);
 
-    const auto tuned = ha::render_keepalived_conf(
-        *load_text(with_ha(base + "  preempt: true\n  unicast: false\n  advert_int: 1s\n"
-                                  "  health: { weight: -100, track_process: false }\n"
-                                  "  state_dir: /var/lib/rampart\n")),
-        "gw1");
+    const auto tuned =
+        ha::render_keepalived_conf(*load_text(with_ha(base + "  preempt: true\n  unicast: false\n  advert_int: 1s\n"
+                                                             "  health: { weight: -100, track_process: false }\n"
+                                                             "  state_dir: /var/lib/rampart\n")),
+                                   "gw1");
     CHECK(tuned.find("    nopreempt\n") == std::string::npos);
     CHECK(tuned.find("unicast_peer") == std::string::npos);
     CHECK_THAT(tuned, Contains("    state BACKUP\n"));
@@ -157,7 +159,8 @@ TEST_CASE("status: the state line, the node by local address, the printout", "[u
     std::filesystem::create_directories(dir);
     const auto cfg = load_text(with_ha("ha:\n  vip: 192.0.2.10/24\n  interface: eth0\n  virtual_router_id: 9\n"
                                        "  nodes: { gw1: { priority: 150 }, gw2: { priority: 100 } }\n"
-                                       "  state_dir: " + dir.string() + "\n"));
+                                       "  state_dir: " +
+                                       dir.string() + "\n"));
     std::ofstream(dir / "gw1.state") << "MASTER 150\n";
     std::ofstream(dir / "gw1.health") << "0\n";
     const auto st = ha::read_status(*cfg, "gw1", {"192.0.2.11", "192.0.2.10"});
@@ -229,6 +232,7 @@ TEST_CASE("keepalived --config-test accepts every rendered file", "[unit][ha][ke
     const auto broken = dir / "broken.conf";
     std::ofstream(broken) << ha::render_keepalived_conf(*s, "gw1") << "vrrp_instance x {\n    interface nosuchif0\n}\n";
     CHECK(std::system(("ip netns exec " + ns + " keepalived --config-test=" + broken.string() + ".log -f " +
-                       broken.string() + " >/dev/null 2>&1").c_str()) != 0);
+                       broken.string() + " >/dev/null 2>&1")
+                          .c_str()) != 0);
     std::filesystem::remove_all(dir);
 }
