@@ -23,6 +23,8 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string_view>
 
 namespace rampart::certs {
@@ -578,11 +580,12 @@ std::uint64_t derived_ticket_keys::epoch_of(std::chrono::system_clock::time_poin
     return static_cast<std::uint64_t>(since / rotation_);
 }
 
-std::array<ticket_key, 2> derived_ticket_keys::keys_at(std::uint64_t epoch) const {
+std::array<ticket_key, 3> derived_ticket_keys::keys_at(std::uint64_t epoch) const {
     std::lock_guard lock(cache_mutex_);
     if (cached_epoch_ != epoch) {
         cached_[0] = key_for_epoch(epoch);
         cached_[1] = epoch > 0 ? key_for_epoch(epoch - 1) : cached_[0];
+        cached_[2] = key_for_epoch(epoch + 1);
         cached_epoch_ = epoch;
     }
     return cached_;
@@ -592,13 +595,48 @@ ticket_key derived_ticket_keys::encrypting_key(std::chrono::system_clock::time_p
     return keys_at(epoch_of(now))[0];
 }
 
+// The next period's key decrypts already: a gateway whose clock is a little
+// behind its peer's resumes tickets the peer issued under the new key.
 std::vector<ticket_key> derived_ticket_keys::accepted_keys(std::chrono::system_clock::time_point now) const {
     const auto epoch = epoch_of(now);
     auto keys = keys_at(epoch);
     if (epoch == 0) {
-        return {keys[0]};
+        return {keys[0], keys[2]};
     }
-    return {keys[0], keys[1]};
+    return {keys[0], keys[1], keys[2]};
+}
+
+std::array<unsigned char, 32> load_ticket_secret(const std::string& path) {
+    check_key_permissions(path);
+    std::ifstream in(path, std::ios::binary);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!in.good() && !in.eof()) {
+        throw cert_error("cannot read the ticket secret file " + path);
+    }
+    std::array<unsigned char, 32> secret{};
+    const auto is_hex = [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; };
+    std::string trimmed = text;
+    while (!trimmed.empty() && (trimmed.back() == '\n' || trimmed.back() == '\r')) {
+        trimmed.pop_back();
+    }
+    if (trimmed.size() == 64 && std::all_of(trimmed.begin(), trimmed.end(), is_hex)) {
+        for (std::size_t i = 0; i < secret.size(); ++i) {
+            secret[i] = static_cast<unsigned char>(std::stoul(trimmed.substr(2 * i, 2), nullptr, 16));
+        }
+    } else if (text.size() == secret.size()) {
+        std::memcpy(secret.data(), text.data(), secret.size());
+    } else {
+        OPENSSL_cleanse(text.data(), text.size());
+        OPENSSL_cleanse(trimmed.data(), trimmed.size());
+        throw cert_error("the ticket secret file " + path +
+                         " must hold 32 random bytes or 64 hex digits (make one with: openssl rand -hex 32)");
+    }
+    OPENSSL_cleanse(text.data(), text.size());
+    OPENSSL_cleanse(trimmed.data(), trimmed.size());
+    if (std::all_of(secret.begin(), secret.end(), [&](unsigned char b) { return b == secret[0]; })) {
+        throw cert_error("the ticket secret in " + path + " is one repeated byte; make one with: openssl rand -hex 32");
+    }
+    return secret;
 }
 
 // ---------------------------------------------------------------------------

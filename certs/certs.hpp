@@ -57,7 +57,8 @@ public:
 
 /// Keys derived from a 32-byte secret and the rotation epoch:
 /// key(epoch) = HKDF-SHA256(secret, "rampart ticket key" || epoch). A key
-/// encrypts for one period and is accepted for one more. Processes holding the
+/// decrypts one period before it encrypts (clock skew between the gateways
+/// of a pair), encrypts for one period and is accepted for one more. Processes holding the
 /// same secret derive the same keys; the secret lives in memory only.
 class derived_ticket_keys final : public ticket_key_source {
 public:
@@ -77,14 +78,14 @@ private:
     /// The keys of `epoch` and `epoch - 1`, derived once per rotation period:
     /// HKDF through OpenSSL 3 fetches its algorithm on every call, too slow
     /// for every handshake.
-    std::array<ticket_key, 2> keys_at(std::uint64_t epoch) const;
+    std::array<ticket_key, 3> keys_at(std::uint64_t epoch) const;
     std::uint64_t epoch_of(std::chrono::system_clock::time_point now) const;
 
     std::chrono::milliseconds rotation_;
     std::array<unsigned char, 32> secret_;
     mutable std::mutex cache_mutex_;
     mutable std::uint64_t cached_epoch_ = ~std::uint64_t{0};
-    mutable std::array<ticket_key, 2> cached_{};
+    mutable std::array<ticket_key, 3> cached_{};  ///< epoch, epoch - 1, epoch + 1
 };
 
 /// One configured certificate after loading: its names (SAN DNS entries, or
@@ -137,6 +138,11 @@ private:
     /// "example.com" for a certificate name "*.example.com".
     std::unordered_map<std::string, SSL_CTX*> wildcard_;
 };
+
+/// Reads the shared session-ticket secret of an HA pair (ha.ticket_secret_file):
+/// 32 raw bytes or 64 hex digits, in a file not readable by group or others.
+/// Throws cert_error naming the file (never its content).
+std::array<unsigned char, 32> load_ticket_secret(const std::string& path);
 
 /// Checks that `key_file` exists and is not readable or writable by group or
 /// others. Throws cert_error naming the file and its mode otherwise.

@@ -8,6 +8,8 @@
 #include "firewall/policy.hpp"
 #include "gateway/log.hpp"
 #include "gateway/master.hpp"
+#include "ha/keepalived.hpp"
+#include "ha/status.hpp"
 
 #include <netdb.h>
 #include <sys/socket.h>
@@ -18,6 +20,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -47,6 +51,11 @@ commands:
                             rules with packet/byte counters, set sizes
   firewall block ADDR... [--timeout 10m]    drop these addresses until the timeout
   firewall unblock ADDR...                  remove them from the blocklist
+  ha render -c FILE --node NAME --out DIR
+                            write keepalived.conf for that gateway of the ha pair
+  ha status -c FILE [--node NAME]
+                            this node's VRRP state, priority, peer, and whether it holds the VIP
+                            (the node is the one whose address is local, unless --node says)
   version                   print the version
 )";
 
@@ -356,6 +365,73 @@ int cmd_firewall(const std::vector<std::string>& args) {
     return fail_usage("unknown firewall subcommand '" + sub + "'");
 }
 
+// `rampart ha render|status`: keepalived's configuration for one node, and
+// what that node knows of the pair.
+int cmd_ha(const std::vector<std::string>& args) {
+    if (args.empty() || (args[0] != "render" && args[0] != "status")) {
+        return fail_usage("ha needs a subcommand: render, status");
+    }
+    const std::string sub = args[0];
+    std::string path;
+    std::string node;
+    std::string out;
+    for (std::size_t i = 1; i < args.size(); ++i) {
+        const bool has_value = i + 1 < args.size();
+        if ((args[i] == "-c" || args[i] == "--config") && has_value) {
+            path = args[++i];
+        } else if (args[i] == "--node" && has_value) {
+            node = args[++i];
+        } else if (sub == "render" && args[i] == "--out" && has_value) {
+            out = args[++i];
+        } else {
+            return fail_usage("ha " + sub + ": unexpected argument '" + args[i] + "'");
+        }
+    }
+    if (path.empty()) {
+        return fail_usage("ha " + sub + " needs -c FILE");
+    }
+    auto cfg = load_or_report(path);
+    if (!cfg) {
+        return 1;
+    }
+    if (!cfg->ha_pair) {
+        std::cerr << "rampart ha: " << path << " has no ha section\n";
+        return 1;
+    }
+    if (sub == "render") {
+        if (node.empty() || out.empty()) {
+            return fail_usage("ha render needs --node NAME and --out DIR");
+        }
+        const auto files = rampart::ha::render(*cfg, node);
+        std::filesystem::create_directories(out);
+        for (const auto& f : files) {
+            const auto target = std::filesystem::path(out) / f.name;
+            std::ofstream file(target, std::ios::trunc);
+            file << f.content;
+            file.close();
+            if (!file) {
+                throw std::runtime_error("cannot write " + target.string());
+            }
+            std::cout << "wrote " << target.string() << '\n';
+        }
+        return 0;
+    }
+    const auto local = rampart::ha::local_addresses();
+    if (node.empty()) {
+        const auto* self = cfg->ha_pair->node_with_address(local);
+        if (self == nullptr) {
+            std::cerr << "rampart ha status: no address of ha.nodes is on this host; name the node with --node\n";
+            return 1;
+        }
+        node = self->name;
+    } else if (cfg->ha_pair->find_node(node) == nullptr) {
+        std::cerr << "rampart ha status: no node " << node << " in ha.nodes\n";
+        return 1;
+    }
+    std::cout << rampart::ha::format_status(rampart::ha::read_status(*cfg, node, local));
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -380,6 +456,9 @@ int main(int argc, char** argv) {
         }
         if (command == "firewall") {
             return cmd_firewall(args);
+        }
+        if (command == "ha") {
+            return cmd_ha(args);
         }
         if (command == "version" || command == "--version") {
             std::cout << "rampart 0.1.0\n";

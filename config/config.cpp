@@ -103,6 +103,28 @@
 //         proto                 tcp | udp                      tcp
 //         port                  integer 1..65535               required
 //         from                  list of CIDR, >= 1             required ("0.0.0.0/0" and "::/0" for anywhere)
+//   ha                          map                            none (a single gateway); keepalived's VRRP pair
+//     vip                       "address/prefix", IPv4         required; the address clients reach ("192.0.2.10/24");
+//                               its network must hold both nodes' addresses
+//     vip6                      "address/prefix", IPv6         none
+//     interface                 interface name                 required; where the VIPs and VRRP live
+//     virtual_router_id         integer 1..255                 required; unique on the link
+//     nodes                     map name -> node               required, exactly 2 servers of role gateway
+//       <name>.priority         integer 1..254                 required; the two must differ
+//       <name>.interface        interface name                 ha.interface
+//     advert_int                duration 10ms..40s, 10ms steps 100ms (VRRPv3; the peer takes over ~3.5x later)
+//     unicast                   bool                           true  (adverts to the peer's address)
+//     preempt                   bool                           false (a recovered node does not take the VIP back)
+//     health                    map                            what keepalived tracks
+//       interval                duration 10ms..10s             100ms (the master rewrites the track file)
+//       require_backend         bool                           true  (no available server = unhealthy)
+//       weight                  integer -253..0                0     (0 = unhealthy FAULTs the node; < 0 lowers
+//                               its priority instead, only with preempt and more than the priority gap)
+//       track_process           bool                           true  (keepalived follows the master process too;
+//                               needs the initial network namespace: false in containers)
+//     state_dir                 absolute path                  /run/rampart/ha (track file, notify FIFO, state)
+//     ticket_secret_file        path, mode 0600, 32 bytes      none: both gateways derive TLS session-ticket keys
+//                               (raw or 64 hex digits)         from it (gateway.tls.ticket_rotation)
 
 #include "config/config.hpp"
 
@@ -197,7 +219,12 @@ constexpr std::array<named<duration timeouts::*>, 7> timeout_fields{{
     {"drain", &timeouts::drain},
 }};
 
-constexpr std::array root_keys{"site"sv, "servers"sv, "gateway"sv, "firewall"sv};
+constexpr std::array root_keys{"site"sv, "servers"sv, "gateway"sv, "firewall"sv, "ha"sv};
+constexpr std::array ha_keys{"vip"sv,        "vip6"sv,    "interface"sv, "virtual_router_id"sv, "nodes"sv,
+                             "advert_int"sv, "unicast"sv, "preempt"sv,   "health"sv,            "state_dir"sv,
+                             "ticket_secret_file"sv};
+constexpr std::array ha_node_keys{"priority"sv, "interface"sv};
+constexpr std::array ha_health_keys{"interval"sv, "require_backend"sv, "weight"sv, "track_process"sv};
 constexpr std::array server_keys{"address"sv, "role"sv, "port"sv, "weight"sv};
 constexpr std::array gateway_keys{"listen"sv,           "workers"sv,          "user"sv,       "seccomp"sv,
                                   "tls"sv,              "hsts"sv,             "pools"sv,      "default_pool"sv,
@@ -647,6 +674,9 @@ private:
         }
     }
     void check_extra_rule(const field& f, firewall_rule& out);
+    void check_ha(const field& f, snapshot& s);
+    std::optional<network> interface_address(const field& f, bool v6);
+    std::optional<std::string> interface_name(const field& f);
 
     std::string file_;
     std::filesystem::path base_dir_;
@@ -860,6 +890,9 @@ load_result checker::run(const YAML::Node& root) {
         }
         if (const auto f = top->get("firewall")) {
             check_firewall(*f, *s);
+        }
+        if (const auto f = top->get("ha")) {
+            check_ha(*f, *s);
         }
     }
     if (error_count_ > 0) {
@@ -1593,6 +1626,263 @@ void checker::check_extra_rule(const field& f, firewall_rule& out) {
     }
 }
 
+// "192.0.2.10/24": an address on an interface, so host bits are the point
+// (unlike parse_network). `v6` is the family required.
+std::optional<network> checker::interface_address(const field& f, bool v6) {
+    const std::string expected = v6 ? "an IPv6 address with prefix like 2001:db8::10/64"
+                                    : "an IPv4 address with prefix like 192.0.2.10/24";
+    const auto text = scalar(f, expected);
+    if (!text) {
+        return std::nullopt;
+    }
+    const auto slash = text->find('/');
+    bool is_v6 = false;
+    const auto addr = slash == std::string::npos ? std::nullopt : canonical_ip(text->substr(0, slash), &is_v6);
+    const unsigned max_prefix = v6 ? 128 : 32;
+    const auto prefix = slash == std::string::npos ? std::nullopt
+                                                   : parse_decimal(std::string_view(*text).substr(slash + 1));
+    if (!addr || is_v6 != v6 || !prefix || *prefix < 1 || *prefix > max_prefix) {
+        fail(f, "expected " + expected + ", got " + in_quotes(*text));
+        return std::nullopt;
+    }
+    network out;
+    out.address = *addr;
+    out.prefix = static_cast<unsigned>(*prefix);
+    out.v6 = v6;
+    out.where = where(f.at);
+    return out;
+}
+
+// Interface names go into keepalived.conf unquoted: the kernel's rules
+// (at most 15 bytes, no '/', no spaces) narrowed to plain characters.
+std::optional<std::string> checker::interface_name(const field& f) {
+    constexpr std::string_view expected = "an interface name like eth0 (at most 15 letters, digits, '.', '_', '-')";
+    const auto text = scalar(f, expected);
+    if (!text) {
+        return std::nullopt;
+    }
+    if (text->size() > 15 || !valid_name(*text)) {
+        fail(f, "expected " + std::string(expected) + ", got " + in_quotes(*text));
+        return std::nullopt;
+    }
+    return text;
+}
+
+namespace {
+
+// Whether `address` lies in `net` (same family; prefix bits equal).
+bool in_network(const std::string& address, const network& net) {
+    unsigned char a[16] = {};
+    unsigned char n[16] = {};
+    const int family = net.v6 ? AF_INET6 : AF_INET;
+    if (::inet_pton(family, address.c_str(), a) != 1 || ::inet_pton(family, net.address.c_str(), n) != 1) {
+        return false;
+    }
+    for (unsigned bit = 0; bit < net.prefix; ++bit) {
+        const unsigned mask = 0x80U >> (bit % 8);
+        if ((a[bit / 8] & mask) != (n[bit / 8] & mask)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+// The pair keepalived runs. Beside the values, the lint refuses the setups
+// that look fine and silently never fail over: a priority weight with
+// preemption off (a backup never takes over from a live master, however low
+// its priority), a weight smaller than the priority gap, equal priorities,
+// the address owner's 255 (which ignores tracking), an advert interval
+// VRRPv3 cannot carry (centiseconds), nodes that are not gateways.
+void checker::check_ha(const field& f, snapshot& s) {
+    const auto m = read_map(f, ha_keys, "a map with vip, interface, virtual_router_id and nodes");
+    if (!m) {
+        return;
+    }
+    ha out;
+    out.where = where(f.key_at);
+    if (const auto v = required(*m, "vip", "an IPv4 address with prefix like 192.0.2.10/24")) {
+        if (auto n = interface_address(*v, false)) {
+            out.vip = std::move(*n);
+        }
+    }
+    if (const auto v = m->get("vip6")) {
+        out.vip6 = interface_address(*v, true);
+    }
+    if (const auto i = required(*m, "interface", "an interface name like eth0")) {
+        out.interface = interface_name(*i).value_or("");
+    }
+    if (const auto r = required(*m, "virtual_router_id", "an integer from 1 to 255")) {
+        out.virtual_router_id = static_cast<unsigned>(integer(*r, 1, 255, "a virtual router id").value_or(0));
+    }
+    std::optional<field> priority_at;
+    unsigned valid_priorities = 0;
+    if (const auto nf = required(*m, "nodes", "a map of the two gateways' server names to their priority")) {
+        if (const auto nodes = read_map(*nf, nullptr, "a map of the two gateways' server names to their priority")) {
+            if (nodes->entries.size() != 2) {
+                fail(*nf, "expected exactly two nodes (the gateways of the pair), got " +
+                              std::to_string(nodes->entries.size()));
+            }
+            for (const auto& [name, node_field] : nodes->entries) {
+                ha_node node;
+                node.name = name;
+                const auto index = server_index_.find(name);
+                if (index == server_index_.end()) {
+                    if (!servers_unreadable_) {
+                        fail(node_field.key_at, node_field.path,
+                             "unknown server " + in_quotes(name) + ", expected a gateway from servers");
+                    }
+                } else if (!broken_servers_.contains(name)) {
+                    const server& srv = s.servers[index->second];
+                    if (srv.server_role != role::gateway) {
+                        fail(node_field.key_at, node_field.path,
+                             "server " + in_quotes(name) + " has role " + to_string(srv.server_role) +
+                                 "; HA nodes must be gateways");
+                    }
+                    node.address = srv.address;
+                }
+                if (const auto nm = read_map(node_field, ha_node_keys, "a map with priority")) {
+                    if (const auto p = required(*nm, "priority", "an integer from 1 to 254")) {
+                        if (p->node.IsScalar() && p->node.Scalar() == "255") {
+                            fail(*p, "255 makes keepalived treat the node as the address owner, which never gives "
+                                     "the VIP up for a failed health check; use 1 to 254");
+                        } else if (const auto v = integer(*p, 1, 254, "a priority")) {
+                            node.priority = static_cast<unsigned>(*v);
+                            priority_at = p;
+                            ++valid_priorities;
+                        }
+                    }
+                    if (const auto i = nm->get("interface")) {
+                        node.interface = interface_name(*i).value_or("");
+                    }
+                }
+                out.nodes.push_back(std::move(node));
+            }
+        }
+    }
+    if (const auto a = m->get("advert_int")) {
+        if (const auto d = duration_value(*a, duration{10})) {
+            if (d->count() % 10 != 0 || *d > std::chrono::seconds(40)) {
+                fail(*a, "expected a multiple of 10ms up to 40s (VRRPv3 counts in centiseconds), got " +
+                             in_quotes(a->node.Scalar()));
+            } else {
+                out.advert_int = *d;
+            }
+        }
+    }
+    optional_value(*m, "unicast", out.unicast, [&](const field& b) { return boolean(b); });
+    optional_value(*m, "preempt", out.preempt, [&](const field& b) { return boolean(b); });
+    std::optional<field> weight_at;
+    if (const auto h = m->get("health")) {
+        if (const auto hm = read_map(*h, ha_health_keys, "a map with interval, require_backend and weight")) {
+            if (const auto i = hm->get("interval")) {
+                if (const auto d = duration_value(*i, duration{10})) {
+                    if (*d > std::chrono::seconds(10)) {
+                        fail(*i, "expected at most 10s, got " + in_quotes(i->node.Scalar()));
+                    } else {
+                        out.health.interval = *d;
+                    }
+                }
+            }
+            optional_value(*hm, "require_backend", out.health.require_backend,
+                           [&](const field& b) { return boolean(b); });
+            optional_value(*hm, "track_process", out.health.track_process,
+                           [&](const field& b) { return boolean(b); });
+            if (const auto w = hm->get("weight")) {
+                constexpr std::string_view expected = "0 or a negative integer down to -253";
+                if (const auto text = scalar(*w, expected)) {
+                    const bool negative = text->starts_with('-');
+                    const auto magnitude = parse_decimal(std::string_view(*text).substr(negative ? 1 : 0));
+                    if (magnitude && (*magnitude == 0 || (negative && *magnitude <= 253))) {
+                        out.health.weight = -static_cast<int>(*magnitude);
+                        weight_at = w;
+                    } else {
+                        fail(*w, "expected " + std::string(expected) + ", got " + in_quotes(*text));
+                    }
+                }
+            }
+        }
+    }
+    if (const auto d = m->get("state_dir")) {
+        if (const auto text = scalar(*d, "an absolute directory path")) {
+            const bool plain = std::all_of(text->begin(), text->end(), [](char c) {
+                return c > 0x20 && c < 0x7f && c != '"' && c != '\\';
+            });
+            if (!std::filesystem::path(*text).is_absolute() || !plain) {
+                fail(*d, "expected an absolute directory path without spaces or quotes, got " + in_quotes(*text));
+            } else {
+                out.state_dir = std::filesystem::path(*text).lexically_normal().string();
+                while (out.state_dir.size() > 1 && out.state_dir.back() == '/') {
+                    out.state_dir.pop_back();
+                }
+            }
+        }
+    }
+    if (const auto t = m->get("ticket_secret_file")) {
+        if (const auto path = file_path(*t)) {
+            struct stat st {};
+            if (::stat(path->c_str(), &st) != 0) {
+                fail(*t, "cannot read the ticket secret file " + *path + ": " + std::strerror(errno));
+            } else if ((st.st_mode & 077) != 0) {
+                fail(*t, "the ticket secret file " + *path + " is readable by group or others; run: chmod 600 " +
+                             *path);
+            } else {
+                out.ticket_secret_file = *path;
+            }
+        }
+    }
+    // Cross-checks, once every value is known.
+    if (out.nodes.size() == 2) {
+        const ha_node& a = out.nodes[0];
+        const ha_node& b = out.nodes[1];
+        if (a.priority == b.priority && priority_at && valid_priorities == 2) {
+            fail(*priority_at, "both nodes have priority " + std::to_string(a.priority) +
+                                   "; give them different priorities so the first MASTER is predictable");
+        }
+        const unsigned gap = a.priority > b.priority ? a.priority - b.priority : b.priority - a.priority;
+        if (out.health.weight != 0 && weight_at) {
+            if (!out.preempt) {
+                fail(*weight_at, "a priority weight never fails over with preempt off (the backup keeps "
+                                 "deferring to a live master, however low its priority); use weight 0 (fault) "
+                                 "or preempt: true");
+            } else if (static_cast<unsigned>(-out.health.weight) <= gap) {
+                fail(*weight_at, "weight " + std::to_string(out.health.weight) + " does not bring priority " +
+                                     std::to_string(std::max(a.priority, b.priority)) + " below " +
+                                     std::to_string(std::min(a.priority, b.priority)) +
+                                     ", so an unhealthy MASTER keeps the VIP; use a weight below -" +
+                                     std::to_string(gap) + ", or 0 (fault)");
+            }
+        }
+        if (!out.vip.address.empty()) {
+            std::string outside;
+            for (const ha_node& n : out.nodes) {
+                if (n.address == out.vip.address) {
+                    fail(m->get("vip")->at, "ha.vip",
+                         "the VIP " + out.vip.address + " is server " + n.name + "'s own address; pick a free one");
+                } else if (!n.address.empty() && n.address.find(':') == std::string::npos &&
+                           !in_network(n.address, out.vip)) {
+                    outside += (outside.empty() ? "" : " and ") + n.name + " (" + n.address + ")";
+                }
+            }
+            if (!outside.empty()) {
+                fail(m->get("vip")->at, "ha.vip",
+                     outside + " outside " + out.vip.to_string() + "; the VIP must be on the nodes' link");
+            }
+        }
+        if (out.unicast) {
+            for (const ha_node& n : out.nodes) {
+                if (!n.address.empty() && n.address.find(':') != std::string::npos) {
+                    fail(m->get("nodes")->at, "ha.nodes",
+                         "server " + n.name + " has an IPv6 address; unicast VRRP for an IPv4 VIP needs IPv4 "
+                         "node addresses");
+                }
+            }
+        }
+    }
+    s.ha_pair = std::move(out);
+}
+
 // Records where each document of a stream starts; the content is read later by YAML::Load().
 class document_starts final : public YAML::EventHandler {
 public:
@@ -1711,6 +2001,25 @@ std::string hsts::header_value() const {
 const pool* snapshot::find_pool(const std::string& name) const {
     const auto it = std::find_if(gw.pools.begin(), gw.pools.end(), [&](const pool& p) { return p.name == name; });
     return it == gw.pools.end() ? nullptr : &*it;
+}
+
+const ha_node* ha::find_node(const std::string& name) const {
+    const auto it = std::find_if(nodes.begin(), nodes.end(), [&](const ha_node& n) { return n.name == name; });
+    return it == nodes.end() ? nullptr : &*it;
+}
+
+const ha_node* ha::peer_of(const std::string& name) const {
+    const auto it = std::find_if(nodes.begin(), nodes.end(), [&](const ha_node& n) { return n.name != name; });
+    return find_node(name) == nullptr || it == nodes.end() ? nullptr : &*it;
+}
+
+const ha_node* ha::node_with_address(const std::vector<std::string>& local_addresses) const {
+    for (const auto& n : nodes) {
+        if (std::find(local_addresses.begin(), local_addresses.end(), n.address) != local_addresses.end()) {
+            return &n;
+        }
+    }
+    return nullptr;
 }
 
 const server* snapshot::find_server(const std::string& name) const {
@@ -1998,6 +2307,17 @@ std::string summary(const snapshot& s) {
                              ", conn_rate " + std::to_string(s.fw->conn_rate.count) + "/" +
                              to_string(s.fw->conn_rate.unit) + " burst " + std::to_string(s.fw->conn_rate.burst) +
                              ", " + std::to_string(s.fw->extra_rules.size()) + " extra rules");
+    }
+    if (s.ha_pair) {
+        const ha& h = *s.ha_pair;
+        std::string nodes;
+        for (const auto& n : h.nodes) {
+            nodes += (nodes.empty() ? "" : ", ") + n.name + " priority " + std::to_string(n.priority);
+        }
+        line("ha", "vip " + h.vip.to_string() + (h.vip6 ? " + " + h.vip6->to_string() : "") + " on " + h.interface +
+                       ", vrid " + std::to_string(h.virtual_router_id) + ", " + nodes + "; advert " +
+                       format_duration(h.advert_int) + (h.unicast ? ", unicast" : ", multicast") +
+                       (h.preempt ? ", preempt" : ", no preempt"));
     }
     line("limits", "header_bytes " + format_size(l.header_bytes) + ", header_count " + std::to_string(l.header_count) +
                        ", body_bytes " + format_size(l.body_bytes) + ", upstream_idle_per_server " +

@@ -246,6 +246,58 @@ struct firewall {
     location where;                       ///< the `firewall` key
 };
 
+/// One gateway of the HA pair (`ha.nodes`): a server of role gateway.
+struct ha_node {
+    std::string name;       ///< its name in `servers:`
+    std::string address;    ///< that server's address (VRRP unicast source / peer)
+    unsigned priority = 100;  ///< 1..254; 255 (address owner) is refused
+    std::string interface;  ///< where the VIP lives on this node ("" = ha.interface)
+};
+
+/// How keepalived learns whether the local Rampart can serve.
+struct ha_health {
+    duration interval{100};        ///< how often the master rewrites the track file
+    bool require_backend = true;   ///< no available server in any pool counts as a failure
+    int weight = 0;                ///< 0: a failure FAULTs the node; < 0: lowers its priority (needs preempt)
+    /// keepalived's track_process on the master too (the kernel's process
+    /// connector: only in the initial network namespace, not in containers).
+    bool track_process = true;
+};
+
+/// The `ha:` section: two gateways sharing a VRRP virtual address through keepalived.
+struct ha {
+    network vip;                   ///< IPv4 address and prefix, e.g. 192.0.2.10/24 (host bits allowed)
+    std::optional<network> vip6;   ///< optional IPv6 VIP
+    std::string interface;         ///< default interface for the VIPs and VRRP
+    unsigned virtual_router_id = 0;  ///< 1..255, the same on both nodes
+    std::vector<ha_node> nodes;    ///< exactly two, in file order
+    duration advert_int{100};      ///< VRRPv3 advertisement interval, 10ms steps
+    bool unicast = true;           ///< adverts to the peer's address, not multicast
+    bool preempt = false;          ///< a recovered higher-priority node takes the VIP back
+    ha_health health;
+    std::string state_dir = "/run/rampart/ha";  ///< track file, notify FIFO, state file
+    std::string ticket_secret_file;  ///< "" = per-process ticket keys; else shared, mode 0600
+    location where;                ///< the `ha` key
+
+    const ha_node* find_node(const std::string& name) const;
+    /// The other node of the pair.
+    const ha_node* peer_of(const std::string& name) const;
+    /// The node whose address is one of `local_addresses` (canonical text), or null.
+    const ha_node* node_with_address(const std::vector<std::string>& local_addresses) const;
+
+    // Files shared by keepalived and Rampart on one node, named after the node
+    // so that two nodes may share a directory (tests, one host running both).
+    /// Written by the master: "0" healthy, "1" not (keepalived's track_file).
+    std::string track_file(const std::string& node) const { return state_dir + "/" + node + ".health"; }
+    /// keepalived's vrrp_notify_fifo, read by the master.
+    std::string notify_fifo(const std::string& node) const { return state_dir + "/" + node + ".fifo"; }
+    /// The last VRRP state the master learned, for `rampart ha status`.
+    std::string state_file(const std::string& node) const { return state_dir + "/" + node + ".state"; }
+    /// The master's process name (/proc/PID/comm, at most 15 bytes) that
+    /// keepalived's track_process follows: "rampart-gw1".
+    std::string process_name(const std::string& node) const { return ("rampart-" + node).substr(0, 15); }
+};
+
 /// The whole validated deployment file.
 struct snapshot {
     std::string source_file;
@@ -253,6 +305,7 @@ struct snapshot {
     std::vector<server> servers;
     gateway gw;
     std::optional<firewall> fw;            ///< absent when the file has no `firewall:` section
+    std::optional<ha> ha_pair;             ///< absent when the file has no `ha:` section
 
     const pool* find_pool(const std::string& name) const;
     const server* find_server(const std::string& name) const;

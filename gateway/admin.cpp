@@ -187,18 +187,6 @@ bool authorized(const http::request<http::empty_body>& req, const std::string& t
     return diff == 0;
 }
 
-/// Ready to serve: the listeners are up (this process runs) and some pool
-/// of the configuration has an available server.
-bool ready(const admin_state& a) {
-    const mono_ns now = mono_now();
-    for (std::size_t i : pooled_servers(*a.cfg)) {
-        if (a.shared.servers[a.slots.servers[i]].available(now, true)) {
-            return true;
-        }
-    }
-    return false;
-}
-
 net::awaitable<void> serve_admin_connection(tcp_socket socket, admin_state& state) {
     beast::flat_buffer buffer;
     buffer.max_size(16 * 1024);
@@ -247,6 +235,7 @@ net::awaitable<void> serve_admin_connection(tcp_socket socket, admin_state& stat
     } else if (target == "/api/status") {
         res.set(http::field::content_type, "application/json");
         state.status.worker_restarts = state.worker_restarts;
+        state.status.vrrp_state = state.vrrp.enabled ? state.vrrp.state : "unknown";
         state.status.workers = state.worker_slots;
         res.body() = status_json(*state.cfg, state.shared, state.slots, state.status);
     } else if (target.starts_with("/api/")) {
@@ -265,6 +254,18 @@ net::awaitable<void> serve_admin_connection(tcp_socket socket, admin_state& stat
 }
 
 }  // namespace
+
+// Some pool of the configuration has an available server (the listeners
+// are up: this process runs).
+bool ready(const admin_state& a) {
+    const mono_ns now = mono_now();
+    for (std::size_t i : pooled_servers(*a.cfg)) {
+        if (a.shared.servers[a.slots.servers[i]].available(now, true)) {
+            return true;
+        }
+    }
+    return false;
+}
 
 std::string render_metrics(const admin_state& a) {
     const config::snapshot& cfg = *a.cfg;
@@ -422,6 +423,19 @@ std::string render_metrics(const admin_state& a) {
     out << "rampart_config_last_reload_ok " << (a.last_reload.starts_with("failed") ? 0 : 1) << '\n';
     metric(out, "rampart_worker_restarts_total", "counter", "Workers that died and were replaced.");
     out << "rampart_worker_restarts_total " << a.worker_restarts << '\n';
+    if (a.vrrp.enabled) {
+        metric(out, "rampart_vrrp_state", "gauge", "This node's VRRP state as keepalived reported it (1 = current).");
+        for (const char* state : {"MASTER", "BACKUP", "FAULT", "STOP", "unknown"}) {
+            out << "rampart_vrrp_state{node=\"" << a.vrrp.node << "\",state=\"" << state << "\"} "
+                << (a.vrrp.state == state ? 1 : 0) << '\n';
+        }
+        metric(out, "rampart_vrrp_transitions_total", "counter", "VRRP state changes since the master started.");
+        out << "rampart_vrrp_transitions_total " << a.vrrp.transitions << '\n';
+        metric(out, "rampart_vrrp_priority", "gauge", "This node's VRRP priority as keepalived last reported it.");
+        out << "rampart_vrrp_priority " << a.vrrp.priority << '\n';
+        metric(out, "rampart_ha_healthy", "gauge", "1 when the track file tells keepalived this gateway can serve.");
+        out << "rampart_ha_healthy " << (a.vrrp.healthy ? 1 : 0) << '\n';
+    }
     return out.str();
 }
 

@@ -3,6 +3,7 @@
 // the workers' shared counters). It never touches a client request.
 
 #include "config/config.hpp"
+#include "gateway/ha_link.hpp"
 #include "gateway/net.hpp"
 #include "gateway/shared_state.hpp"
 #include "gateway/status_page.hpp"
@@ -35,7 +36,13 @@ struct admin_state {
     std::function<std::pair<bool, std::string>()> reload;
     /// What the status page shows that only the master knows.
     status_extra status;
+    /// The HA pair as the master's ha_link knows it.
+    vrrp_info vrrp;
 };
+
+/// Ready to serve (/readyz, and the HA health): some pool of the
+/// configuration has an available server.
+bool ready(const admin_state& a);
 
 /// Prometheus text exposition of the shared counters.
 std::string render_metrics(const admin_state& a);

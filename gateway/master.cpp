@@ -13,6 +13,8 @@
 
 #include <boost/asio/signal_set.hpp>
 
+#include <openssl/crypto.h>
+
 #include <arpa/inet.h>
 #include <grp.h>
 #include <netinet/in.h>
@@ -187,9 +189,6 @@ class master {
 public:
     explicit master(config::snapshot_ptr cfg) : admin_(region_.block()) {
         const auto& gw = cfg->gw;
-        if (gw.listen.https) {
-            keys_ = std::make_shared<certs::derived_ticket_keys>(gw.tls_settings.ticket_rotation);
-        }
         current_ = build(std::move(cfg), 1);
         if (gw.listen.admin) {
             admin_fd_ = bind_listener(*gw.listen.admin, false);
@@ -217,6 +216,9 @@ public:
         }
         health_ = std::make_unique<health_checker>(io_, current_->cfg, region_.block(), current_->slots);
         health_->start();
+        ha_ = std::make_unique<ha_link>(io_, [this](const config::snapshot& cfg) { return able_to_serve(cfg); },
+                                        admin_.vrrp);
+        ha_->configure(current_->cfg);
         abuse_ = std::make_unique<abuse_guard>(current_->cfg, region_.block());
         net::co_spawn(io_, abuse_->run(stopping_), net::detached);
         net::co_spawn(io_, watch_certificates(), net::detached);
@@ -242,6 +244,7 @@ public:
                 stopping_ = true;
                 log(log_level::info, "stopping: draining workers");
                 notify_systemd("STOPPING=1");
+                ha_->stop();
                 health_->stop();
                 error_code ignored;
                 if (admin) {
@@ -296,10 +299,21 @@ private:
         g->workers = cfg->effective_workers();
         const auto& gw = cfg->gw;
         if (gw.listen.https) {
-            if (!keys_ || keys_->rotation() != gw.tls_settings.ticket_rotation) {
-                // Same rotation: the same keys, so tickets issued before the
-                // reload still resume on the new workers.
-                keys_ = std::make_shared<certs::derived_ticket_keys>(gw.tls_settings.ticket_rotation);
+            const std::string secret_file = cfg->ha_pair ? cfg->ha_pair->ticket_secret_file : "";
+            if (!keys_ || keys_->rotation() != gw.tls_settings.ticket_rotation || secret_file != keys_secret_file_) {
+                // Same rotation and secret: the same keys, so tickets issued
+                // before the reload still resume on the new workers. With
+                // ha.ticket_secret_file both gateways of the pair derive the
+                // same keys, so a ticket from one resumes on the other.
+                if (secret_file.empty()) {
+                    keys_ = std::make_shared<certs::derived_ticket_keys>(gw.tls_settings.ticket_rotation);
+                } else {
+                    auto secret = certs::load_ticket_secret(secret_file);
+                    keys_ = std::make_shared<certs::derived_ticket_keys>(gw.tls_settings.ticket_rotation, secret);
+                    OPENSSL_cleanse(secret.data(), secret.size());
+                    log(log_level::info, "session-ticket keys derived from " + secret_file);
+                }
+                keys_secret_file_ = secret_file;
             }
             g->tls = std::make_unique<certs::server_tls>(gw.tls_settings, keys_);
             for (const auto& c : g->tls->certificates()) {
@@ -386,6 +400,7 @@ private:
         ++admin_.reloads_ok;
         admin_.last_reload = "ok";
         publish_admin_state();
+        ha_->configure(current_->cfg);
         log(log_level::info, "reload (" + why + "): generation " + std::to_string(current_->id) + " serving with " +
                                  std::to_string(current_->workers) + " workers; generation " +
                                  std::to_string(old->id) + " draining");
@@ -631,12 +646,22 @@ private:
         });
     }
 
+    /// What the HA track file says: workers run and, unless the policy
+    /// says otherwise, some pool has an available server.
+    bool able_to_serve(const config::snapshot& cfg) const {
+        if (stopping_ || live_workers() == 0) {
+            return false;
+        }
+        return !cfg.ha_pair || !cfg.ha_pair->health.require_backend || ready(admin_);
+    }
+
     static void notify_systemd_reloading() { notify_systemd(reloading_state()); }
     static void notify_systemd_ready() { notify_systemd("READY=1"); }
 
     shared_region region_;
     admin_state admin_;
     std::shared_ptr<certs::derived_ticket_keys> keys_;
+    std::string keys_secret_file_;  ///< where keys_'s secret came from; "" = random
     std::unique_ptr<generation> current_;
     std::map<std::string, std::vector<listen_fd>> listeners_;  ///< endpoint -> its SO_REUSEPORT sockets
     std::vector<worker_slot> workers_;
@@ -646,6 +671,7 @@ private:
     net::io_context io_{1};
     std::unique_ptr<health_checker> health_;
     std::unique_ptr<abuse_guard> abuse_;
+    std::unique_ptr<ha_link> ha_;  ///< kept across reloads: the VRRP state outlives generations
     bool stopping_ = false;
     int exit_code_ = 0;
 };

@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential g++ cmake ninja-build ccache pkg-config
   libssl-dev libboost1.81-dev libyaml-cpp-dev catch2 libnftnl-dev libmnl-dev libseccomp-dev
-  openssl curl python3 procps iproute2 ca-certificates nftables
+  openssl curl python3 procps iproute2 ca-certificates nftables keepalived
   testssl.sh chromium
   # scripts/fuzz.sh: libFuzzer and the sanitizer runtimes (only recommended
   # by clang-14), llvm-symbolizer for readable stack traces

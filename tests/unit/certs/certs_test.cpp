@@ -12,10 +12,12 @@
 #include <openssl/x509v3.h>
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -460,9 +462,11 @@ TEST_CASE("derived_ticket_keys are a deterministic function of secret and epoch"
     const auto now = start_of_epoch + hours(3);
     CHECK(same(a.encrypting_key(now), a.key_for_epoch(40000)));
     const auto accepted = a.accepted_keys(now);
-    REQUIRE(accepted.size() == 2);
+    REQUIRE(accepted.size() == 3);
     CHECK(same(accepted[0], a.key_for_epoch(40000)));
     CHECK(same(accepted[1], a.key_for_epoch(39999)));
+    // The next period's key decrypts before anyone encrypts with it (a peer's clock ahead).
+    CHECK(same(accepted[2], a.key_for_epoch(40001)));
 
     // The last millisecond of an epoch still encrypts with it.
     CHECK(same(a.encrypting_key(start_of_epoch + rotation - milliseconds(1)), a.key_for_epoch(40000)));
@@ -721,4 +725,67 @@ TEST_CASE("handshake: without a key source, one server_tls resumes its own ticke
     INFO(again.error);
     REQUIRE(again.ok);
     CHECK(SSL_session_reused(again.server.get()) == 1);
+}
+
+TEST_CASE("ha: two gateways loading one ticket secret file share keys and resume each other's sessions",
+          "[unit][certs][ha]") {
+    using namespace std::chrono;
+    const auto dir = std::filesystem::temp_directory_path() / ("rampart-ticket-secret-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const auto hex_file = (dir / "ticket.secret").string();
+    std::ofstream(hex_file) << "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n";
+    std::filesystem::permissions(hex_file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+
+    const auto secret = certs::load_ticket_secret(hex_file);
+    CHECK(secret[0] == 0x00);
+    CHECK(secret[1] == 0x11);
+    CHECK(secret[31] == 0xff);
+    // Two gateways, each constructing its own source from the same file.
+    auto gw1 = std::make_shared<certs::derived_ticket_keys>(hours(12), certs::load_ticket_secret(hex_file));
+    auto gw2 = std::make_shared<certs::derived_ticket_keys>(hours(12), certs::load_ticket_secret(hex_file));
+    const auto now = system_clock::now();
+    const auto same = [](const certs::ticket_key& x, const certs::ticket_key& y) {
+        return x.name == y.name && x.aes_key == y.aes_key && x.hmac_key == y.hmac_key;
+    };
+    CHECK(same(gw1->encrypting_key(now), gw2->encrypting_key(now)));
+    const auto a = gw1->accepted_keys(now);
+    const auto b = gw2->accepted_keys(now);
+    REQUIRE(a.size() == b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        CHECK(same(a[i], b[i]));
+    }
+    // A peer whose clock already entered the next period: its new key is accepted here.
+    CHECK(same(gw2->encrypting_key(now + hours(12)), a.back()));
+
+    const certs::server_tls first(standard_settings(), gw1);
+    const certs::server_tls second(standard_settings(), gw2);
+    connection initial = handshake(first.default_context());
+    INFO(initial.error);
+    REQUIRE(initial.ok);
+    session_ptr session = resumable_session(initial.client.get());
+    client_options options;
+    options.session = session.get();
+    connection again = handshake(second.default_context(), options);
+    INFO(again.error);
+    REQUIRE(again.ok);
+    CHECK(SSL_session_reused(again.server.get()) == 1);
+
+    // 32 raw bytes work too; anything else, or a file open to others, does not.
+    const auto raw_file = (dir / "raw.secret").string();
+    {
+        std::ofstream raw(raw_file, std::ios::binary);
+        for (int i = 0; i < 32; ++i) {
+            raw.put(static_cast<char>(i * 7 + 1));
+        }
+    }
+    std::filesystem::permissions(raw_file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    CHECK(certs::load_ticket_secret(raw_file)[1] == 8);
+    const auto short_file = (dir / "short.secret").string();
+    std::ofstream(short_file) << "abcdef\n";
+    std::filesystem::permissions(short_file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    CHECK_THROWS_WITH(certs::load_ticket_secret(short_file),
+                      Catch::Contains("must hold 32 random bytes or 64 hex digits"));
+    std::filesystem::permissions(hex_file, std::filesystem::perms::group_read, std::filesystem::perm_options::add);
+    CHECK_THROWS_AS(certs::load_ticket_secret(hex_file), certs::cert_error);
+    std::filesystem::remove_all(dir);
 }

@@ -937,3 +937,147 @@ TEST_CASE("access log and log level mistakes are named with their positions", "[
     CHECK(only_error(minimal + "  acces_log: off\n") ==
           "config.yaml:7:3: gateway.acces_log: unknown key, did you mean 'access_log'?");
 }
+
+namespace {
+
+// Two gateways and an app, the pair on 192.0.2.0/24; `ha_tail` adds lines
+// under `ha:` (indented two spaces). Line 9 is `ha:`.
+const std::string ha_head = R"(site: www.foobar.com
+servers:
+  gw1: { address: 192.0.2.11, role: gateway }
+  gw2: { address: 192.0.2.12, role: gateway }
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+gateway:
+  listen: { http: "127.0.0.1:8080" }
+  pools: { app: { servers: [app1] } }
+ha:
+)";
+const std::string ha_basics = R"(  vip: 192.0.2.10/24
+  interface: eth0
+  virtual_router_id: 51
+  nodes: { gw1: { priority: 150 }, gw2: { priority: 100 } }
+)";
+
+}  // namespace
+
+TEST_CASE("ha: the pair with its defaults and every setting", "[unit][config]") {
+    const auto defaults = load_ok(ha_head + ha_basics);
+    REQUIRE(defaults->ha_pair);
+    const cfg::ha& h = *defaults->ha_pair;
+    CHECK(h.vip.to_string() == "192.0.2.10/24");
+    CHECK_FALSE(h.vip6);
+    CHECK(h.interface == "eth0");
+    CHECK(h.virtual_router_id == 51);
+    REQUIRE(h.nodes.size() == 2);
+    CHECK(h.nodes[0].name == "gw1");
+    CHECK(h.nodes[0].address == "192.0.2.11");
+    CHECK(h.nodes[0].priority == 150);
+    CHECK(h.nodes[1].name == "gw2");
+    CHECK(h.nodes[1].priority == 100);
+    CHECK(h.peer_of("gw1")->name == "gw2");
+    CHECK(h.peer_of("gw2")->name == "gw1");
+    CHECK(h.peer_of("app1") == nullptr);
+    CHECK(h.advert_int == 100ms);
+    CHECK(h.unicast);
+    CHECK_FALSE(h.preempt);
+    CHECK(h.health.interval == 100ms);
+    CHECK(h.health.require_backend);
+    CHECK(h.health.weight == 0);
+    CHECK(h.state_dir == "/run/rampart/ha");
+    CHECK(h.ticket_secret_file.empty());
+    CHECK_THAT(cfg::summary(*defaults), Contains("vip 192.0.2.10/24 on eth0, vrid 51, gw1 priority 150, gw2 priority "
+                                                 "100; advert 100ms, unicast, no preempt"));
+
+    const auto all = load_ok(ha_head + R"(  vip: 192.0.2.10/24
+  vip6: 2001:db8::10/64
+  interface: eth0
+  virtual_router_id: 7
+  nodes: { gw1: { priority: 200, interface: veth1 }, gw2: { priority: 100 } }
+  advert_int: 1s
+  unicast: false
+  preempt: true
+  health: { interval: 250ms, require_backend: false, weight: -150, track_process: false }
+  state_dir: /var/run/rampart-ha/
+)");
+    const cfg::ha& a = *all->ha_pair;
+    REQUIRE(a.vip6);
+    CHECK(a.vip6->to_string() == "2001:db8::10/64");
+    CHECK(a.nodes[0].interface == "veth1");
+    CHECK(a.nodes[1].interface.empty());
+    CHECK(a.advert_int == 1s);
+    CHECK_FALSE(a.unicast);
+    CHECK(a.preempt);
+    CHECK(a.health.interval == 250ms);
+    CHECK_FALSE(a.health.require_backend);
+    CHECK(a.health.weight == -150);
+    CHECK_FALSE(a.health.track_process);
+    CHECK(h.health.track_process);
+    CHECK(a.state_dir == "/var/run/rampart-ha");
+}
+
+TEST_CASE("ha: values and the traps that block failover are refused at their position", "[unit][config]") {
+    const std::string nodes = "  vip: 192.0.2.10/24\n  interface: eth0\n  virtual_router_id: 51\n";
+    CHECK(only_error(ha_head + "  vip: 192.0.2.10\n  interface: eth0\n  virtual_router_id: 51\n"
+                               "  nodes: { gw1: { priority: 150 }, gw2: { priority: 100 } }\n") ==
+          "config.yaml:10:8: ha.vip: expected an IPv4 address with prefix like 192.0.2.10/24, got \"192.0.2.10\"");
+    CHECK(only_error(ha_head + "  vip: 198.51.100.10/24\n  interface: eth0\n  virtual_router_id: 51\n"
+                               "  nodes: { gw1: { priority: 150 }, gw2: { priority: 100 } }\n") ==
+          "config.yaml:10:8: ha.vip: gw1 (192.0.2.11) and gw2 (192.0.2.12) outside 198.51.100.10/24; the VIP must "
+          "be on the nodes' link");
+    CHECK(only_error(ha_head + ha_basics + "  vip6: 192.0.2.10/24\n") ==
+          "config.yaml:14:9: ha.vip6: expected an IPv6 address with prefix like 2001:db8::10/64, got "
+          "\"192.0.2.10/24\"");
+    CHECK(only_error(ha_head + nodes + "  nodes: { gw1: { priority: 150 }, gw2: { priority: 150 } }\n") ==
+          "config.yaml:13:53: ha.nodes.gw2.priority: both nodes have priority 150; give them different priorities "
+          "so the first MASTER is predictable");
+    CHECK(only_error(ha_head + nodes + "  nodes: { gw1: { priority: 255 }, gw2: { priority: 100 } }\n") ==
+          "config.yaml:13:29: ha.nodes.gw1.priority: 255 makes keepalived treat the node as the address owner, "
+          "which never gives the VIP up for a failed health check; use 1 to 254");
+    CHECK(only_error(ha_head + nodes + "  nodes: { gw1: { priority: 150 }, app1: { priority: 100 } }\n") ==
+          "config.yaml:13:36: ha.nodes.app1: server \"app1\" has role app; HA nodes must be gateways");
+    CHECK(only_error(ha_head + nodes + "  nodes: { gw1: { priority: 150 } }\n") ==
+          "config.yaml:13:10: ha.nodes: expected exactly two nodes (the gateways of the pair), got 1");
+    CHECK(only_error(ha_head + nodes + "  nodes: { gw1: { priority: 150 }, gw3: { priority: 100 } }\n") ==
+          "config.yaml:13:36: ha.nodes.gw3: unknown server \"gw3\", expected a gateway from servers");
+    CHECK(only_error(ha_head + ha_basics + "  advert_int: 15ms\n") ==
+          "config.yaml:14:15: ha.advert_int: expected a multiple of 10ms up to 40s (VRRPv3 counts in centiseconds), "
+          "got \"15ms\"");
+    CHECK(only_error(ha_head + ha_basics + "  health: { weight: -60 }\n") ==
+          "config.yaml:14:21: ha.health.weight: a priority weight never fails over with preempt off (the backup "
+          "keeps deferring to a live master, however low its priority); use weight 0 (fault) or preempt: true");
+    CHECK(only_error(ha_head + ha_basics + "  preempt: true\n  health: { weight: -50 }\n") ==
+          "config.yaml:15:21: ha.health.weight: weight -50 does not bring priority 150 below 100, so an unhealthy "
+          "MASTER keeps the VIP; use a weight below -50, or 0 (fault)");
+    CHECK(only_error(ha_head + ha_basics + "  health: { weight: 5 }\n") ==
+          "config.yaml:14:21: ha.health.weight: expected 0 or a negative integer down to -253, got \"5\"");
+    CHECK(only_error(ha_head + ha_basics + "  interface2: eth1\n") ==
+          "config.yaml:14:3: ha.interface2: unknown key, did you mean 'interface'?");
+    CHECK(only_error(ha_head + "  vip: 192.0.2.10/24\n  interface: eth0 lo\n  virtual_router_id: 51\n"
+                               "  nodes: { gw1: { priority: 150 }, gw2: { priority: 100 } }\n") ==
+          "config.yaml:11:14: ha.interface: expected an interface name like eth0 (at most 15 letters, digits, '.', "
+          "'_', '-'), got \"eth0 lo\"");
+    CHECK(only_error(ha_head + ha_basics + "  state_dir: run/ha\n") ==
+          "config.yaml:14:14: ha.state_dir: expected an absolute directory path without spaces or quotes, got "
+          "\"run/ha\"");
+    CHECK(only_error(ha_head + "  interface: eth0\n  virtual_router_id: 51\n"
+                               "  nodes: { gw1: { priority: 150 }, gw2: { priority: 100 } }\n") ==
+          "config.yaml:10:3: ha: missing required key 'vip' (an IPv4 address with prefix like 192.0.2.10/24)");
+}
+
+TEST_CASE("ha: the ticket secret file must be private", "[unit][config]") {
+    const auto dir = std::filesystem::temp_directory_path() / ("rampart-ha-secret-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const auto secret = (dir / "ticket.secret").string();
+    {
+        std::ofstream out(secret);
+        out << std::string(64, 'a') << "\n";
+    }
+    std::filesystem::permissions(secret, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    const auto ok = load_ok(ha_head + ha_basics + "  ticket_secret_file: " + secret + "\n");
+    CHECK(ok->ha_pair->ticket_secret_file == secret);
+    std::filesystem::permissions(secret, std::filesystem::perms::group_read, std::filesystem::perm_options::add);
+    CHECK(only_error(ha_head + ha_basics + "  ticket_secret_file: " + secret + "\n") ==
+          "config.yaml:14:23: ha.ticket_secret_file: the ticket secret file " + secret +
+              " is readable by group or others; run: chmod 600 " + secret);
+    std::filesystem::remove_all(dir);
+}

@@ -1,0 +1,266 @@
+#include "gateway/ha_link.hpp"
+
+#include "gateway/log.hpp"
+#include "ha/status.hpp"
+
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/streambuf.hpp>
+
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <istream>
+
+namespace rampart::gateway {
+namespace {
+
+// Written whole under a temporary name, then renamed over the old file, so
+// keepalived (which re-reads it on every inotify event) never sees half a value.
+bool write_file_atomically(const std::string& path, const std::string& content, mode_t mode) {
+    const std::string tmp = path + ".tmp";
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) {
+        return false;
+    }
+    const bool written = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
+    ::close(fd);
+    return written && ::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+std::uint64_t inode_of(const std::string& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 && S_ISFIFO(st.st_mode) ? static_cast<std::uint64_t>(st.st_ino) : 0;
+}
+
+} // namespace
+
+ha_link::ha_link(net::io_context& io, std::function<bool(const config::snapshot&)> healthy, vrrp_info& info)
+    : io_(io), healthy_(std::move(healthy)), info_(info) {}
+
+ha_link::~ha_link() {
+    ++epoch_;
+    fifo_.reset();
+}
+
+// The sentinel: a child of the master that does nothing until the master
+// dies (PR_SET_PDEATHSIG), then reports the node unhealthy through the track
+// file, so that keepalived faults within milliseconds of a SIGKILL of the
+// master, with no check forked on a timer. keepalived's track_process does
+// the same from the kernel's process events, but only in the initial network
+// namespace; the sentinel works in any. It never touches the io_context.
+void ha_link::start_sentinel(const std::string& track_file) {
+    stop_sentinel();
+    const pid_t parent = ::getpid();
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+        log(log_level::error, std::string("ha: cannot start the sentinel: ") + std::strerror(errno));
+        return;
+    }
+    if (pid == 0) {
+        sigset_t all;
+        ::sigfillset(&all);
+        ::sigprocmask(SIG_BLOCK, &all, nullptr);
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+        ::prctl(PR_SET_NAME, "rampart-ha-sent", 0, 0, 0);
+        ::close_range(3, ~0U, 0);
+        sigset_t term;
+        ::sigemptyset(&term);
+        ::sigaddset(&term, SIGTERM);
+        int sig = 0;
+        // The master may have died before PDEATHSIG was armed.
+        if (::getppid() == parent) {
+            ::sigwait(&term, &sig);
+        }
+        write_file_atomically(track_file, "1\n", 0644);
+        ::_exit(0);
+    }
+    sentinel_ = pid;
+}
+
+// Reaped here, at once: it dies from SIGKILL within microseconds, and the
+// master must not exit leaving it behind (ECHILD when reap() was first).
+void ha_link::stop_sentinel() {
+    if (sentinel_ > 0) {
+        ::kill(sentinel_, SIGKILL);
+        ::waitpid(sentinel_, nullptr, 0);
+        sentinel_ = -1;
+    }
+}
+
+void ha_link::configure(config::snapshot_ptr cfg) {
+    const config::ha_node* self = nullptr;
+    if (cfg->ha_pair) {
+        self = cfg->ha_pair->node_with_address(ha::local_addresses());
+        if (self == nullptr) {
+            log(log_level::warn, "ha: none of the addresses of ha.nodes is on this host; not part of the pair");
+        }
+    }
+    const bool same_node = info_.enabled && self != nullptr && self->name == info_.node && cfg_ &&
+                           cfg_->ha_pair->state_dir == cfg->ha_pair->state_dir;
+    ++epoch_;
+    fifo_.reset();
+    cfg_ = self != nullptr ? std::move(cfg) : nullptr;
+    if (self == nullptr) {
+        info_.enabled = false;
+        stop_sentinel();
+        return;
+    }
+    const config::ha& h = *cfg_->ha_pair;
+    if (!same_node) {
+        info_ = vrrp_info{};
+        info_.node = self->name;
+        info_.priority = self->priority;
+        last_written_ = -1;
+        // Until keepalived says otherwise: holding the VIP means MASTER.
+        const auto local = ha::local_addresses();
+        if (std::find(local.begin(), local.end(), h.vip.address) != local.end()) {
+            info_.state = "MASTER";
+        }
+    }
+    info_.enabled = true;
+    std::error_code ec;
+    std::filesystem::create_directories(h.state_dir, ec);
+    if (ec) {
+        log(log_level::error, "ha: cannot create " + h.state_dir + ": " + ec.message());
+    }
+    const std::string name = h.process_name(self->name);
+    ::prctl(PR_SET_NAME, name.c_str(), 0, 0, 0);
+    log(log_level::info, "ha: node " + self->name + " (priority " + std::to_string(self->priority) + ", peer " +
+                             h.peer_of(self->name)->name + "); health in " + h.track_file(self->name) +
+                             ", VRRP state from " + h.notify_fifo(self->name) + "; process name " + name);
+    open_fifo();
+    write_state_file();
+    if (!same_node || sentinel_ < 0) {
+        start_sentinel(h.track_file(self->name));
+    }
+    net::co_spawn(io_, write_health(epoch_), net::detached);
+    net::co_spawn(io_, read_notifications(epoch_), net::detached);
+}
+
+void ha_link::stop() {
+    if (cfg_ && info_.enabled) {
+        write_track_file(false);
+        log(log_level::info, "ha: reported unhealthy so that the peer takes the VIP before the drain");
+    }
+    stop_sentinel();
+    ++epoch_;
+    fifo_.reset();
+    cfg_ = nullptr;
+}
+
+// keepalived may create the FIFO itself (and remove it when it stops): it is
+// made here when missing and reopened when the path stops naming the one
+// this process holds. Opened read-write, so it never reads end-of-file while
+// keepalived restarts.
+void ha_link::open_fifo() {
+    const std::string path = cfg_->ha_pair->notify_fifo(info_.node);
+    if (inode_of(path) == 0) {
+        ::unlink(path.c_str());
+        if (::mkfifo(path.c_str(), 0600) != 0 && errno != EEXIST) {
+            log(log_level::error, "ha: cannot create the notify FIFO " + path + ": " + std::strerror(errno));
+            return;
+        }
+    }
+    const int fd = ::open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        log(log_level::error, "ha: cannot open the notify FIFO " + path + ": " + std::strerror(errno));
+        return;
+    }
+    fifo_ = std::make_unique<net::posix::stream_descriptor>(io_, fd);
+    fifo_inode_ = inode_of(path);
+}
+
+void ha_link::write_track_file(bool healthy) {
+    const std::string path = cfg_->ha_pair->track_file(info_.node);
+    if (!write_file_atomically(path, healthy ? "0\n" : "1\n", 0644)) {
+        log(log_level::error, "ha: cannot write " + path + ": " + std::strerror(errno));
+        return;
+    }
+    last_written_ = healthy ? 0 : 1;
+}
+
+void ha_link::write_state_file() {
+    const std::string path = cfg_->ha_pair->state_file(info_.node);
+    if (!write_file_atomically(path, info_.state + " " + std::to_string(info_.priority) + "\n", 0644)) {
+        log(log_level::warn, "ha: cannot write " + path + ": " + std::strerror(errno));
+    }
+}
+
+// The track file is rewritten when the health changes, and once a second
+// anyway (keepalived's init_file or an operator may have replaced it).
+net::awaitable<void> ha_link::write_health(std::uint64_t epoch) {
+    net::steady_timer timer(io_);
+    auto last_full = std::chrono::steady_clock::time_point{};
+    while (epoch == epoch_) {
+        const bool ok = healthy_(*cfg_);
+        const auto now = std::chrono::steady_clock::now();
+        if (ok != info_.healthy || last_written_ != (ok ? 0 : 1) || now - last_full >= std::chrono::seconds(1)) {
+            if (ok != info_.healthy && last_written_ != -1) {
+                log(ok ? log_level::info : log_level::warn, std::string("ha: ") +
+                                                                (ok ? "able to serve again" : "not able to serve") +
+                                                                "; keepalived told through the track file");
+            }
+            info_.healthy = ok;
+            write_track_file(ok);
+            last_full = now;
+            if (fifo_ && inode_of(cfg_->ha_pair->notify_fifo(info_.node)) != fifo_inode_) {
+                log(log_level::info, "ha: the notify FIFO was replaced; reopening it");
+                fifo_.reset();
+                open_fifo();
+                if (fifo_) {
+                    net::co_spawn(io_, read_notifications(epoch_), net::detached);
+                }
+            }
+        }
+        timer.expires_after(cfg_->ha_pair->health.interval);
+        co_await timer.async_wait(use_tuple);
+    }
+}
+
+net::awaitable<void> ha_link::read_notifications(std::uint64_t epoch) {
+    if (!fifo_) {
+        co_return;
+    }
+    net::posix::stream_descriptor* fifo = fifo_.get();
+    net::streambuf buffer(4096);
+    while (epoch == epoch_ && fifo == fifo_.get()) {
+        auto [ec, n] = co_await net::async_read_until(*fifo, buffer, '\n', use_tuple);
+        if (ec || epoch != epoch_ || fifo != fifo_.get()) {
+            // Closed by configure/stop, or a line longer than the buffer (not keepalived's).
+            if (ec == net::error::not_found) {
+                buffer.consume(buffer.size());
+                continue;
+            }
+            co_return;
+        }
+        std::istream in(&buffer);
+        std::string line;
+        std::getline(in, line);
+        on_line(line);
+    }
+}
+
+void ha_link::on_line(const std::string& line) {
+    const auto event = ha::parse_notify_line(line);
+    if (!event || event->kind != "INSTANCE") {
+        return;
+    }
+    info_.priority = event->priority;
+    if (!event->state.empty() && event->state != info_.state) {
+        log(event->state == "FAULT" ? log_level::warn : log_level::info,
+            "ha: VRRP " + info_.state + " -> " + event->state + " (priority " + std::to_string(event->priority) + ")");
+        info_.state = event->state;
+        ++info_.transitions;
+    }
+    write_state_file();
+}
+
+} // namespace rampart::gateway

@@ -1,0 +1,74 @@
+#pragma once
+// The master's side of the HA pair: tells keepalived whether this gateway can
+// serve (the track file, rewritten on a timer) and learns the VRRP state from
+// keepalived's notify FIFO (logged in order, exposed in /metrics and the
+// status page). keepalived.conf itself comes from `rampart ha render`.
+
+#include "config/config.hpp"
+#include "gateway/net.hpp"
+
+#include <boost/asio/posix/stream_descriptor.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include <string>
+#include <sys/types.h>
+
+namespace rampart::gateway {
+
+/// What the master knows of the pair; owned by the master, read by the admin listener.
+struct vrrp_info {
+    bool enabled = false; ///< the file has `ha:` and one of its nodes is this host
+    std::string node;
+    std::string state = "unknown"; ///< MASTER, BACKUP, FAULT, STOP or unknown
+    unsigned priority = 0;         ///< as keepalived last reported it (configured until then)
+    std::uint64_t transitions = 0;
+    bool healthy = false; ///< what the track file says now
+};
+
+/// Runs on the master's io_context; never blocks (the FIFO is non-blocking,
+/// the track file a few bytes written with rename).
+class ha_link {
+public:
+    /// `healthy` is asked every ha.health.interval; `info` is where the
+    /// state goes (it outlives this object).
+    ha_link(net::io_context& io, std::function<bool(const config::snapshot&)> healthy, vrrp_info& info);
+    ~ha_link();
+    ha_link(const ha_link&) = delete;
+    ha_link& operator=(const ha_link&) = delete;
+
+    /// Starts or follows a (re)loaded configuration. The node is the one
+    /// whose address is on this host; a reload that keeps the node keeps the
+    /// VRRP state and its counters. Sets the master's process name to the
+    /// one keepalived's track_process follows. Without `ha:` (or no local
+    /// node) it stops.
+    void configure(config::snapshot_ptr cfg);
+
+    /// Reports unhealthy at once (so the peer takes the VIP before this
+    /// gateway drains its connections) and stops reading.
+    void stop();
+
+private:
+    net::awaitable<void> write_health(std::uint64_t epoch);
+    net::awaitable<void> read_notifications(std::uint64_t epoch);
+    void open_fifo();
+    void write_track_file(bool healthy);
+    void write_state_file();
+    void on_line(const std::string& line);
+    void start_sentinel(const std::string& track_file);
+    void stop_sentinel();
+
+    net::io_context& io_;
+    std::function<bool(const config::snapshot&)> healthy_;
+    vrrp_info& info_;
+    config::snapshot_ptr cfg_;
+    std::uint64_t epoch_ = 0; ///< bumped by configure/stop: older loops end
+    std::unique_ptr<net::posix::stream_descriptor> fifo_;
+    std::uint64_t fifo_inode_ = 0;
+    int last_written_ = -1;
+    pid_t sentinel_ = -1; ///< writes "1" to the track file when the master dies
+};
+
+} // namespace rampart::gateway

@@ -1,0 +1,155 @@
+#include "ha/status.hpp"
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+
+#include <algorithm>
+#include <charconv>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+namespace rampart::ha {
+
+std::vector<std::string> local_addresses() {
+    std::vector<std::string> out;
+    ifaddrs* list = nullptr;
+    if (::getifaddrs(&list) != 0) {
+        return out;
+    }
+    const std::unique_ptr<ifaddrs, decltype(&::freeifaddrs)> guard(list, &::freeifaddrs);
+    for (const ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
+        if (a->ifa_addr == nullptr) {
+            continue;
+        }
+        char text[INET6_ADDRSTRLEN] = {};
+        if (a->ifa_addr->sa_family == AF_INET) {
+            ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(a->ifa_addr)->sin_addr, text, sizeof text);
+        } else if (a->ifa_addr->sa_family == AF_INET6) {
+            ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(a->ifa_addr)->sin6_addr, text, sizeof text);
+        } else {
+            continue;
+        }
+        out.emplace_back(text);
+    }
+    return out;
+}
+
+std::optional<notify_event> parse_notify_line(std::string_view line) {
+    while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) {
+        line.remove_suffix(1);
+    }
+    notify_event e;
+    const auto first_space = line.find(' ');
+    if (first_space == std::string_view::npos) {
+        return std::nullopt;
+    }
+    e.kind = line.substr(0, first_space);
+    if (e.kind != "INSTANCE" && e.kind != "GROUP") {
+        return std::nullopt;
+    }
+    std::string_view rest = line.substr(first_space + 1);
+    if (!rest.starts_with('"')) {
+        return std::nullopt;
+    }
+    const auto close = rest.find('"', 1);
+    if (close == std::string_view::npos || close + 1 >= rest.size() || rest[close + 1] != ' ') {
+        return std::nullopt;
+    }
+    e.name = rest.substr(1, close - 1);
+    rest = rest.substr(close + 2);
+    const auto space = rest.find(' ');
+    const std::string_view state = rest.substr(0, space);
+    if (space != std::string_view::npos) {
+        const std::string_view priority = rest.substr(space + 1);
+        const auto [end, ec] = std::from_chars(priority.data(), priority.data() + priority.size(), e.priority);
+        if (ec != std::errc{} || end != priority.data() + priority.size() || e.priority > 255) {
+            return std::nullopt;
+        }
+    }
+    static constexpr std::string_view states[] = {"MASTER", "BACKUP", "FAULT", "STOP", "DELETED"};
+    if (std::find(std::begin(states), std::end(states), state) != std::end(states)) {
+        e.state = state;
+    } else if (state != "MASTER_PRIORITY" && state != "BACKUP_PRIORITY" && state != "MASTER_RX_LOWER_PRI") {
+        return std::nullopt;
+    }
+    return e;
+}
+
+std::optional<std::pair<std::string, unsigned>> parse_state_line(const std::string& line) {
+    std::istringstream in(line);
+    std::string state;
+    std::string priority;
+    if (!(in >> state >> priority)) {
+        return std::nullopt;
+    }
+    static constexpr std::string_view known[] = {"MASTER", "BACKUP", "FAULT", "STOP", "DELETED", "UNKNOWN"};
+    if (std::find(std::begin(known), std::end(known), state) == std::end(known)) {
+        return std::nullopt;
+    }
+    unsigned value = 0;
+    const auto [end, ec] = std::from_chars(priority.data(), priority.data() + priority.size(), value);
+    if (ec != std::errc{} || end != priority.data() + priority.size() || value > 255) {
+        return std::nullopt;
+    }
+    return std::pair{state, value};
+}
+
+node_status read_status(const config::snapshot& cfg, const std::string& node, const std::vector<std::string>& local) {
+    node_status s;
+    s.node = node;
+    if (!cfg.ha_pair) {
+        return s;
+    }
+    const config::ha& h = *cfg.ha_pair;
+    if (const auto* self = h.find_node(node)) {
+        s.priority = self->priority;
+    }
+    if (const auto* peer = h.peer_of(node)) {
+        s.peer = peer->name;
+        s.peer_address = peer->address;
+    }
+    s.vip = h.vip.to_string();
+    const auto held = [&](const std::string& address) {
+        return std::find(local.begin(), local.end(), address) != local.end();
+    };
+    s.vip_held = held(h.vip.address);
+    if (h.vip6) {
+        s.vip6_held = held(h.vip6->address);
+    }
+    std::ifstream state(h.state_file(node));
+    std::string line;
+    if (std::getline(state, line)) {
+        if (const auto parsed = parse_state_line(line)) {
+            s.state = parsed->first;
+            s.effective_priority = parsed->second;
+        }
+    }
+    std::ifstream track(h.track_file(node));
+    std::string value;
+    if (track >> value) {
+        s.health = value == "0" ? "ok" : "not ready (" + value + ")";
+    }
+    return s;
+}
+
+std::string format_status(const node_status& s) {
+    std::ostringstream out;
+    out << "node       " << s.node << "\n"
+        << "state      " << s.state << (s.state == "unknown" ? " (no state from the master yet)" : "") << "\n"
+        << "priority   " << s.priority;
+    if (s.effective_priority && *s.effective_priority != s.priority) {
+        out << " (effective " << *s.effective_priority << ")";
+    }
+    out << "\n"
+        << "health     " << s.health << "\n"
+        << "peer       " << s.peer << " (" << s.peer_address << ")\n"
+        << "vip        " << s.vip << (s.vip_held ? " held here" : " not held here") << "\n";
+    if (s.vip6_held) {
+        out << "vip6       " << (*s.vip6_held ? "held here" : "not held here") << "\n";
+    }
+    return out.str();
+}
+
+} // namespace rampart::ha

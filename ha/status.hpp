@@ -1,0 +1,53 @@
+#pragma once
+// `rampart ha status`: this node's VRRP state (as the master last learned it
+// from keepalived), its priority, its peer, and whether it holds the VIP.
+
+#include "config/config.hpp"
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace rampart::ha {
+
+/// What `rampart ha status` prints.
+struct node_status {
+    std::string node;
+    std::string state = "unknown";              ///< MASTER, BACKUP, FAULT, STOP, or unknown (no state file)
+    unsigned priority = 0;                      ///< configured
+    std::optional<unsigned> effective_priority; ///< as keepalived last reported it
+    std::string health = "unknown";             ///< the track file: "ok", "not ready" or unknown
+    std::string peer;
+    std::string peer_address;
+    std::string vip;
+    bool vip_held = false;
+    std::optional<bool> vip6_held; ///< only with ha.vip6
+};
+
+/// One line of keepalived's vrrp_notify_fifo: `INSTANCE "rampart_vrid51" MASTER 150`.
+/// MASTER_PRIORITY / BACKUP_PRIORITY (notify_priority_changes) change the
+/// priority only; MASTER_RX_LOWER_PRI is informational.
+struct notify_event {
+    std::string kind;  ///< INSTANCE or GROUP
+    std::string name;  ///< without the quotes
+    std::string state; ///< MASTER, BACKUP, FAULT, STOP, DELETED; "" for a priority change
+    unsigned priority = 0;
+};
+
+/// nullopt for a line that is not a keepalived VRRP notification.
+std::optional<notify_event> parse_notify_line(std::string_view line);
+
+/// Canonical text of every address on this host's interfaces (getifaddrs).
+std::vector<std::string> local_addresses();
+
+/// The content of a state file: "MASTER 150". nullopt when malformed.
+std::optional<std::pair<std::string, unsigned>> parse_state_line(const std::string& line);
+
+/// `node`'s status from its state and track files and `local` addresses.
+node_status read_status(const config::snapshot& cfg, const std::string& node, const std::vector<std::string>& local);
+
+/// A few aligned lines, one fact each.
+std::string format_status(const node_status& s);
+
+} // namespace rampart::ha
