@@ -8,6 +8,7 @@
 #include "gateway/log.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <sstream>
@@ -92,6 +93,7 @@ std::string servers_json(const admin_state& a) {
             << json_escape(srv.address) << "\",\"port\":" << srv.port.value_or(0)
             << ",\"healthy\":" << (s.healthy.load() != 0 ? "true" : "false")
             << ",\"drained\":" << (s.drained.load() != 0 ? "true" : "false")
+            << ",\"weight\":" << (s.weight.load() != 0 ? s.weight.load() : srv.weight)
             << ",\"ejected_ms\":" << (until > now ? (until - now) / 1'000'000 : 0)
             << ",\"available\":" << (s.available(now) ? "true" : "false") << ",\"active\":" << s.active.load()
             << ",\"requests\":" << s.requests.load() << ",\"failures\":" << s.failures.load()
@@ -149,8 +151,31 @@ http::response<http::string_body> api(const http::request<http::empty_body>& req
         if (index == cfg.servers.size()) {
             return json(http::status::not_found, "{\"error\":\"no pooled server named " + json_escape(name) + "\"}\n");
         }
+        if (action.starts_with("weight")) {
+            // POST /api/servers/NAME/weight?value=N (1..256), or value=default.
+            if (req.method() != http::verb::post) {
+                return json(http::status::method_not_allowed, "{\"error\":\"use POST\"}\n");
+            }
+            constexpr std::string_view query = "weight?value=";
+            const std::string_view value = action.starts_with(query) ? action.substr(query.size()) : "";
+            unsigned w = 0;
+            if (value != "default") {
+                const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), w);
+                if (ec != std::errc{} || end != value.data() + value.size() || w < 1 || w > 256) {
+                    return json(http::status::bad_request,
+                                "{\"error\":\"expected weight?value=N with N from 1 to 256, or value=default\"}\n");
+                }
+            }
+            server_state& s = a.shared.servers[a.slots.servers[index]];
+            s.weight.store(static_cast<std::uint16_t>(w), std::memory_order_relaxed);
+            a.shared.weights_version.fetch_add(1, std::memory_order_relaxed);
+            log(log_level::info, "admin: upstream " + cfg.servers[index].name + " weight " +
+                                     (w == 0 ? std::string("back to the configured one") : std::to_string(w)));
+            return json(http::status::ok, "{\"name\":\"" + json_escape(name) + "\",\"weight\":" +
+                                              (w == 0 ? std::string("null") : std::to_string(w)) + "}\n");
+        }
         if (action != "drain" && action != "enable") {
-            return json(http::status::not_found, "{\"error\":\"actions are drain and enable\"}\n");
+            return json(http::status::not_found, "{\"error\":\"actions are drain, enable and weight\"}\n");
         }
         if (req.method() != http::verb::post) {
             return json(http::status::method_not_allowed, "{\"error\":\"use POST\"}\n");
@@ -328,6 +353,13 @@ std::string render_metrics(const admin_state& a) {
     for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
         out << "rampart_upstream_requests_total{server=\"" << cfg.servers[i].name << "\"} "
             << server(i).requests.load(std::memory_order_relaxed) << '\n';
+    }
+    metric(out, "rampart_upstream_responses_total", "counter", "Responses from each upstream server, by status class.");
+    for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
+        for (unsigned c = 1; c <= 5; ++c) {
+            out << "rampart_upstream_responses_total{server=\"" << cfg.servers[i].name << "\",class=\"" << c << "xx\"} "
+                << server(i).responses_by_class[c].load(std::memory_order_relaxed) << '\n';
+        }
     }
     metric(out, "rampart_upstream_active", "gauge", "Requests in flight to each upstream server.");
     for (std::size_t i = 0; i < cfg.servers.size(); ++i) {

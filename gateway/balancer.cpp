@@ -42,6 +42,19 @@ balancer::balancer(const config::pool& p) : algorithm_(p.algorithm), slow_start_
     for (const auto& m : p.members) {
         weights_.push_back(algorithm_ == config::balance::round_robin ? 1U : m.weight);
     }
+    base_weights_ = weights_;
+    schedule_ = smooth_schedule(weights_);
+}
+
+void balancer::refresh_weights(std::uint64_t version, std::span<server_state* const> members) {
+    if (version == weights_version_ || algorithm_ == config::balance::round_robin) {
+        return;
+    }
+    weights_version_ = version;
+    for (std::size_t i = 0; i < members.size() && i < weights_.size(); ++i) {
+        const unsigned w = members[i]->weight.load(std::memory_order_relaxed);
+        weights_[i] = w != 0 ? w : base_weights_[i];
+    }
     schedule_ = smooth_schedule(weights_);
 }
 

@@ -41,6 +41,11 @@ public:
     choice pick(std::atomic<std::uint64_t>& position, std::span<server_state* const> members, mono_ns now,
                 std::uint64_t excluded = 0, std::uint32_t max_active = 0) const;
 
+    /// Takes runtime weights (server_state::weight, set through the admin
+    /// API) into account when `version` moved since the last call: the
+    /// schedule is rebuilt then, in this worker only. Cheap otherwise.
+    void refresh_weights(std::uint64_t version, std::span<server_state* const> members);
+
     /// Share of its weight a member gets `since_up` after coming back, with
     /// slow start over `ramp`: from 10% to 100%, linearly.
     static double slow_start_factor(mono_ns since_up, mono_ns ramp);
@@ -50,7 +55,9 @@ public:
 
 private:
     config::balance algorithm_;
-    std::vector<unsigned> weights_;
+    std::vector<unsigned> base_weights_;  ///< from the configuration
+    std::vector<unsigned> weights_;       ///< in force
+    std::uint64_t weights_version_ = 0;
     std::vector<std::uint16_t> schedule_;
     mono_ns slow_start_ = 0;
 

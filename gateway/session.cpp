@@ -605,6 +605,9 @@ private:
                                            phase::response_body, rec_.bytes_sent);
         if (rs.is_header_done() || result == relay_result::done) {
             count_status(res.result_int());
+            if (const unsigned cls = res.result_int() / 100; cls >= 1 && cls <= 5) {
+                state.responses_by_class[cls].fetch_add(1, std::memory_order_relaxed);
+            }
         }
         if (result != relay_result::done) {
             const bool timed_out = take_timeout();
@@ -871,6 +874,7 @@ private:
     net::awaitable<std::optional<std::size_t>> acquire(std::size_t pool, std::uint64_t tried) {
         const auto& pc = w_.cfg->gw.pools[pool];
         auto& ps = *w_.pool_states[pool];
+        w_.balancers[pool].refresh_weights(w_.shared.weights_version.load(std::memory_order_relaxed), w_.members[pool]);
         auto c = w_.balancers[pool].pick(ps.next, w_.members[pool], mono_now(), tried, pc.max_connections);
         if (c.member || !c.full || pc.queue_size == 0 || w_.draining) {
             co_return c.member;

@@ -29,6 +29,8 @@ struct alignas(64) server_state {
     std::atomic<std::uint32_t> active{0};     ///< requests in flight to this server, all workers
     std::atomic<std::uint8_t> healthy{1};     ///< active health checks (master): 0 = down
     std::atomic<std::uint8_t> drained{0};     ///< admin API: 1 = no new requests, in-flight ones finish
+    std::atomic<std::uint16_t> weight{0};     ///< admin API: weight in every pool; 0 = the configured one
+    std::atomic<std::uint64_t> responses_by_class[6]{};  ///< responses from it, index = status / 100
     std::atomic<mono_ns> ejected_until{0};    ///< passive outlier detection: no new requests before this
     std::atomic<mono_ns> up_since{0};         ///< when it last came back (slow start); 0 = long ago
     std::atomic<std::uint32_t> consecutive_failures{0};
@@ -132,6 +134,7 @@ struct shared_block {
     pool_state pools[max_pools];
     worker_counters workers[max_workers];
     std::atomic<std::uint32_t> connections_open{0};   ///< client connections, all workers
+    std::atomic<std::uint64_t> weights_version{0};    ///< bumped by each runtime weight change
     std::atomic<std::uint64_t> abuse_violations{0};
     std::atomic<std::uint64_t> firewall_blocks{0};     ///< addresses pushed to the blocklist (master)
     std::atomic<std::uint64_t> firewall_block_errors{0};

@@ -796,7 +796,10 @@ std::string status_json(const config::snapshot& cfg, const shared_block& shared,
             j.field("name", srv->name);
             j.field("address", m.address.host);
             j.field("port", static_cast<unsigned>(m.address.port));
-            j.field("weight", m.weight);
+            // A weight set through the runtime API wins over the configured one.
+            j.field("weight", s.weight.load(std::memory_order_relaxed) != 0
+                                  ? static_cast<unsigned>(s.weight.load(std::memory_order_relaxed))
+                                  : m.weight);
             j.field("state", server_state_name(s, mono));
             j.field("healthy", s.healthy.load(std::memory_order_relaxed) != 0);
             j.field("drained", s.drained.load(std::memory_order_relaxed) != 0);

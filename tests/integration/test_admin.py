@@ -124,6 +124,8 @@ def test_metrics_count_known_traffic_exactly():
                   delta('rampart_tls_handshakes_by_version_total{version="TLSv1.2"}'))
     h.check(by_version == 23, "handshakes by version do not add up")
     h.check(delta("rampart_connections_total") == 23, "connections not exact")
+    h.check(delta('rampart_upstream_responses_total{server="app1",class="2xx"}') == 10,
+            "per-server responses by class not exact")
     h.check(delta("rampart_request_duration_seconds_count") == 23, "request histogram count not exact")
     h.check(delta('rampart_request_duration_seconds_bucket{le="+Inf"}') == 23, "+Inf bucket not the count")
     h.check(delta("rampart_upstream_duration_seconds_count") == 20, "upstream histogram: one per proxied request")
@@ -132,6 +134,22 @@ def test_metrics_count_known_traffic_exactly():
     expiry = [v for k, v in after.items() if k.startswith("rampart_certificate_expiry_seconds")]
     h.check(len(expiry) == 2 and all(826 * 86400 > v > 823 * 86400 for v in expiry),
             f"certificate expiry {expiry} (dev certificates last 825 days)")
+    gw.stop()
+    app1.stop()
+    app2.stop()
+
+
+def test_runtime_weight_changes_the_shares():
+    app1 = h.Backend("app1").start()
+    app2 = h.Backend("app2").start()
+    gw = h.Gateway(S["certs"], {"app1": app1, "app2": app2}, balance="weighted_round_robin", workers=2).start()
+    status, body = _get(gw, "/api/servers/app1/weight?value=3", method="POST")
+    h.check(status == 200, f"weight: {status} {body}")
+    seen = [h.curl(gw, f"/w?i={i}").header("X-Backend") for i in range(16)]
+    h.check(seen.count("app1") == 12, f"weight 3:1 gave {seen.count('app1')} of 16 to app1: {seen}")
+    _get(gw, "/api/servers/app1/weight?value=default", method="POST")
+    seen = [h.curl(gw, f"/d?i={i}").header("X-Backend") for i in range(8)]
+    h.check(seen.count("app1") == 4, f"back to 1:1 gave {seen.count('app1')} of 8: {seen}")
     gw.stop()
     app1.stop()
     app2.stop()

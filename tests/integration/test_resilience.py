@@ -251,6 +251,12 @@ def test_drain_and_enable_through_the_admin_api():
     h.check(status == 200, "enable failed")
     seen = {h.curl(gw, f"/after?i={i}").header("X-Backend") for i in range(4)}
     h.check(seen == {"app1", "app2"}, f"after enable: {seen}")
+    # Runtime weight (weighted round robin needs a pool that uses weights).
+    h.check(_admin(gw, "/api/servers/app1/weight?value=0", "POST")[0] == 400, "weight 0 accepted")
+    h.check(_admin(gw, "/api/servers/app1/weight?value=3", "POST")[0] == 200, "weight refused")
+    h.check(_servers(gw)["app1"]["weight"] == 3, "weight not shown")
+    h.check(_admin(gw, "/api/servers/app1/weight?value=default", "POST")[0] == 200, "weight reset refused")
+    h.check(_servers(gw)["app1"]["weight"] == 1, "weight not reset")
     h.check(_admin(gw, "/api/servers/nope/drain", "POST")[0] == 404, "unknown server not 404")
     h.check(_admin(gw, "/api/servers/app1/drain", "GET")[0] == 405, "GET on an action not 405")
     gw.stop()

@@ -202,3 +202,35 @@ TEST_CASE("slow start ramps a returning member's share up", "[unit][gateway][bal
     CHECK(balancer::slow_start_factor(5 * s, 10 * s) == Approx(0.55));
     CHECK(balancer::slow_start_factor(20 * s, 10 * s) == 1.0);
 }
+
+TEST_CASE("runtime weights rebuild the schedule when their version moves", "[unit][gateway][balancer]") {
+    balancer b(make_pool(config::balance::weighted_round_robin, {1, 1}));
+    fixture f(2);
+    auto shares = [&] {
+        std::map<std::size_t, int> counts;
+        for (int i = 0; i < 400; ++i) {
+            ++counts[*f.pick(b)];
+        }
+        return counts;
+    };
+    auto even = shares();
+    CHECK(even[0] == 200);
+    f.states[0].weight = 3;
+    auto unchanged = shares();  // same version: the schedule stays
+    CHECK(unchanged[0] == 200);
+    b.refresh_weights(1, f.ptrs);
+    auto weighted = shares();
+    CHECK(weighted[0] == 300);
+    f.states[0].weight = 0;  // back to the configured weight
+    b.refresh_weights(2, f.ptrs);
+    CHECK(shares()[0] == 200);
+    // Round robin ignores weights, as configured ones.
+    balancer rr(make_pool(config::balance::round_robin, {1, 1}));
+    f.states[0].weight = 5;
+    rr.refresh_weights(3, f.ptrs);
+    std::map<std::size_t, int> counts;
+    for (int i = 0; i < 10; ++i) {
+        ++counts[*f.pick(rr)];
+    }
+    CHECK(counts[0] == 5);
+}
