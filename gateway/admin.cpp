@@ -136,6 +136,15 @@ http::response<http::string_body> api(const http::request<http::empty_body>& req
                     std::string("{\"reloaded\":") + (ok ? "true" : "false") + ",\"generation\":" +
                         std::to_string(a.generation) + ",\"message\":\"" + json_escape(message) + "\"}\n");
     }
+    if (target == "/api/ha/release" || target == "/api/ha/resume") {
+        if (req.method() != http::verb::post) {
+            return json(http::status::method_not_allowed, "{\"error\":\"use POST\"}\n");
+        }
+        a.ha_released = target == "/api/ha/release";
+        log(log_level::info, a.ha_released ? "admin: giving up the VIP (reported unhealthy to keepalived)"
+                                           : "admin: taking part in VRRP again");
+        return json(http::status::ok, std::string("{\"released\":") + (a.ha_released ? "true" : "false") + "}\n");
+    }
     constexpr std::string_view prefix = "/api/servers/";
     if (target.starts_with(prefix)) {
         std::string_view rest = target.substr(prefix.size());

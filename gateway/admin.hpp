@@ -34,6 +34,9 @@ struct admin_state {
     /// Runs a reload now (the runtime API's POST /api/reload). Returns
     /// whether it went live, and a message (the errors when not).
     std::function<std::pair<bool, std::string>()> reload;
+    /// POST /api/ha/release: report unhealthy to keepalived (the peer takes
+    /// the VIP) while still serving; /api/ha/resume ends it.
+    bool ha_released = false;
     /// What the status page shows that only the master knows.
     status_extra status;
     /// The HA pair as the master's ha_link knows it.

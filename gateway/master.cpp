@@ -652,6 +652,9 @@ private:
         if (stopping_ || live_workers() == 0) {
             return false;
         }
+        if (admin_.ha_released) {
+            return false;  // maintenance: let the peer hold the VIP
+        }
         return !cfg.ha_pair || !cfg.ha_pair->health.require_backend || ready(admin_);
     }
 

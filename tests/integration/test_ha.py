@@ -135,13 +135,13 @@ def _connects(host: str, address: str, port: int, timeout: float = 0.5) -> bool:
         s.close()
 
 
-def admin_get(host: str, path: str) -> str:
+def admin_get(host: str, path: str, method: str = "GET") -> str:
     s = lab().socket(host)
     s.settimeout(5)
     data = b""
     try:
         s.connect(("127.0.0.1", ADMIN_PORT))
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
         for _ in range(10000):
             chunk = s.recv(65536)
             if not chunk:
@@ -542,6 +542,18 @@ def test_d_master_loses_every_backend():
             lab().exec(gw, ["ip", "route", action, "blackhole", f"{HOSTS[app]}/32"], check=True)
 
     failover("d: all backends lost", lambda gw: routes(gw, "add"), lambda gw: routes(gw, "del"))
+
+
+def test_e_admin_release_hands_the_vip_over_first():
+    # Maintenance: the master is asked to give up the VIP before anything is
+    # drained; its track file reports unhealthy and the peer takes over.
+    def inject(gw):
+        h.check('"released":true' in admin_get(gw, "/api/ha/release", "POST").replace(" ", ""), "release refused")
+
+    def repair(gw):
+        h.check('"released":false' in admin_get(gw, "/api/ha/resume", "POST").replace(" ", ""), "resume refused")
+
+    failover("e: admin release", inject, repair)
 
 
 def test_processes_still_healthy():
