@@ -1,25 +1,49 @@
 #!/usr/bin/env bash
-# The demo: www.foobar.com served over HTTPS by Rampart, round robin across two
-# sample app servers, everything on loopback.
+# The demo: www.foobar.com served over HTTPS by Rampart.
 #
-#   ./scripts/demo.sh                # keeps serving (one request a second) until Ctrl-C
-#   ./scripts/demo.sh --requests 6   # sends 6 requests, checks round robin, exits
+# As root: the whole deployment (scripts/deployment_demo.py): network namespaces for a
+# client, gw1 and gw2 (Rampart + keepalived on a VRRP VIP), app1 and app2 (the sample app),
+# db1 and db2 (listeners on 3306), every server's firewall applied from the one deployment
+# file; the client fetches https://www.foobar.com through the VIP while the MASTER goes down
+# and the backup takes over. Without root (or where namespaces are unavailable): Rampart
+# on loopback, round robin across two sample app servers.
+#
+#   ./scripts/demo.sh                # keeps fetching (one request a second) until Ctrl-C
+#   ./scripts/demo.sh --requests 6   # sends 6 requests, checks them (and, as root, the failover), exits
+#   ./scripts/demo.sh --loopback     # the loopback demo, also as root
+#
+# RAMPART_BIN=/path/to/rampart uses that binary instead of building build/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 requests=0
+loopback=0
 while (($#)); do
   case "$1" in
     --requests) requests=${2:?--requests needs a number}; shift 2 ;;
-    *) echo "usage: $0 [--requests N]" >&2; exit 2 ;;
+    --loopback) loopback=1; shift ;;
+    *) echo "usage: $0 [--requests N] [--loopback]" >&2; exit 2 ;;
   esac
 done
 
 ./scripts/setup.sh
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$(nproc)" --target rampart
-bin=$root/build/cmd/rampart
+if [ -n "${RAMPART_BIN:-}" ]; then
+  bin=$RAMPART_BIN
+else
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build build -j"$(nproc)" --target rampart
+  bin=$root/build/cmd/rampart
+fi
+
+if ((!loopback)) && [ "$(id -u)" -eq 0 ]; then
+  args=(--rampart "$bin")
+  ((requests)) && args+=(--requests "$requests")
+  rc=0
+  python3 "$root/scripts/deployment_demo.py" "${args[@]}" || rc=$?
+  if ((rc != 77)); then exit "$rc"; fi
+  echo "demo: the deployment demo cannot run here (see SKIP above); running the loopback demo" >&2
+fi
 
 work=$(mktemp -d /tmp/rampart-demo.XXXXXX)
 pids=()
