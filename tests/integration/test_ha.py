@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import harness as h  # noqa: E402
 import netns  # noqa: E402
+import ha_lab  # noqa: E402
 
 HOSTS = {
     "client": "192.0.2.100",
@@ -198,24 +199,11 @@ def vrrp_pid(host: str) -> int | None:
         return None
 
 
-def kill_hard(p: h.Process, extra: list[int] = ()) -> None:
-    """SIGKILL by PID (p and the given PIDs); p is then marked stopped so cleanup does not call it a crash."""
-    p.remember_tree()
-    for pid in [p.pid, *extra]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    p.stopping = True
-    p.wait(5)
-
-
-def reap_tree(p: h.Process, timeout: float = 5.0) -> None:
-    """Waits (bounded) for the recorded descendants of a killed process, then SIGKILLs any left, by PID."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(h._identity(pid) == ident for pid, ident in p._tree.items()):
-        time.sleep(0.05)
-    p._kill_leftovers()
+# Shared with bench/ha and the deployment demo: stop every PID before killing
+# any (keepalived's VRRP child would otherwise shut down cleanly on its
+# parent's death, which is not the crash meant), then reap what is left.
+kill_hard = ha_lab.kill_hard
+reap_tree = ha_lab.reap_tree
 
 
 # ---------------------------------------------------------------------------
