@@ -466,7 +466,12 @@ private:
         for (;;) {
         for (;;) {
             taken.reset();  // a retry releases the server it leaves
-            auto member = co_await acquire(pool, tried);
+            // The common case needs no coroutine frame: a server has a slot.
+            auto now_choice = pick_now(pool, tried);
+            std::optional<std::size_t> member = now_choice.member;
+            if (!member && now_choice.full) {
+                member = co_await wait_in_queue(pool, tried);
+            }
             if (!member) {
                 co_return co_await reply_error(last_failure.value_or(http::status::service_unavailable), version,
                                                true);
@@ -871,13 +876,20 @@ private:
     // A server of `pool` not in `tried`, with a slot taken on it. When every
     // candidate is at max_connections the request waits in the pool's
     // bounded queue, up to queue_timeout. nullopt: no server (503).
-    net::awaitable<std::optional<std::size_t>> acquire(std::size_t pool, std::uint64_t tried) {
+    balancer::choice pick_now(std::size_t pool, std::uint64_t tried) {
+        const auto& pc = w_.cfg->gw.pools[pool];
+        w_.balancers[pool].refresh_weights(w_.shared.weights_version.load(std::memory_order_relaxed), w_.members[pool]);
+        return w_.balancers[pool].pick(w_.pool_states[pool]->next, w_.members[pool], mono_now(), tried,
+                                       pc.max_connections);
+    }
+
+    // Every candidate was full: wait in the pool's bounded queue.
+    net::awaitable<std::optional<std::size_t>> wait_in_queue(std::size_t pool, std::uint64_t tried) {
         const auto& pc = w_.cfg->gw.pools[pool];
         auto& ps = *w_.pool_states[pool];
-        w_.balancers[pool].refresh_weights(w_.shared.weights_version.load(std::memory_order_relaxed), w_.members[pool]);
-        auto c = w_.balancers[pool].pick(ps.next, w_.members[pool], mono_now(), tried, pc.max_connections);
-        if (c.member || !c.full || pc.queue_size == 0 || w_.draining) {
-            co_return c.member;
+        balancer::choice c;
+        if (pc.queue_size == 0 || w_.draining) {
+            co_return std::nullopt;
         }
         if (ps.queued.fetch_add(1, std::memory_order_relaxed) >= pc.queue_size) {
             ps.queued.fetch_sub(1, std::memory_order_relaxed);
