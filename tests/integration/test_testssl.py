@@ -174,8 +174,40 @@ def setup_module():
             print(f"  {describe(f)}{note}", flush=True)
 
 
+def _s_client(gw, *args: str) -> subprocess.CompletedProcess:
+    """openssl s_client whose stdin stays open 0.5 s: with TLS 1.3 the session
+    ticket comes after the handshake, and a client that closes at once (stdin
+    at EOF, as testssl.sh's probe does) may leave before it arrives, with no
+    session to save. That race is testssl.sh's "connect problem"."""
+    argv = ["openssl", "s_client", "-connect", f"{h.LOOPBACK}:{gw.https_port}", "-servername", h.SITE, *args]
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    out, err = p.communicate(input="", timeout=20)
+    return subprocess.CompletedProcess(argv, p.returncode, out, err)
+
+
+def _resumes(gw) -> bool:
+    """Our own check of what sessionresumption_* tests: a second connection
+    with the first one's session is resumed ("Reused")."""
+    sess = h.temp_dir() / "resume.sess"
+    first = _s_client(gw, "-sess_out", str(sess))
+    second = _s_client(gw, "-sess_in", str(sess))
+    return first.returncode == 0 and second.returncode == 0 and "\nReused," in second.stdout
+
+
 def test_no_finding_medium_or_above():
     bad = [f for f in S["items"] if f["severity"] in FAILING + SCAN_ERRORS and base_id(f["id"]) not in EXCLUDED]
+    # testssl.sh's session-resumption probe now and then reports "check failed
+    # because of connect problem": its first s_client closes before the TLS
+    # 1.3 ticket arrives (see _s_client), a race of the scanner, not a server
+    # finding. That one WARN is re-checked here with the same two s_client
+    # calls, three times; it is excused only if every one resumes. Every
+    # other WARN still fails the test.
+    flaky = [f for f in bad if f["severity"] == "WARN" and base_id(f["id"]).startswith("sessionresumption")
+             and "connect problem" in f.get("finding", "")]
+    if flaky and all(_resumes(S["gw"]) for _ in range(3)):
+        print("    re-checked " + ", ".join(f["id"] for f in flaky) + ": sessions resume", flush=True)
+        bad = [f for f in bad if f not in flaky]
     h.check(not bad, "testssl.sh findings:\n  " + "\n  ".join(describe(f) for f in bad))
 
 
