@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc)
 
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DRAMPART_SANITIZE=address,undefined >/dev/null
-cmake --build build-asan -j"$jobs" --target unit_config unit_certs unit_gateway unit_firewall
+cmake --build build-asan -j"$jobs" --target unit_config unit_certs unit_gateway unit_firewall unit_ha
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest -L unit --output-on-failure -j"$jobs")
 

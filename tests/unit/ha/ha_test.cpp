@@ -6,6 +6,8 @@
 #include "ha/keepalived.hpp"
 #include "ha/status.hpp"
 
+#include "tests/unit/support.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
@@ -25,40 +27,14 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::string source_dir() {
-    const char* s = std::getenv("RAMPART_SOURCE_DIR");
-    REQUIRE(s != nullptr);
-    return s;
-}
+using rampart::test::load_text;
+using rampart::test::source_dir;
 
-std::string golden_dir() {
-    return source_dir() + "/tests/golden/ha";
-}
+std::string golden_dir() { return source_dir() + "/tests/golden/ha"; }
 
-std::string read(const std::string& path) {
-    std::ifstream in(path);
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
+std::string read(const std::string& path) { return rampart::test::read_file(path); }
 
-cfg::snapshot_ptr load_text(const std::string& text) {
-    const auto r = cfg::load_from_string(text, "deploy.yaml");
-    for (const auto& e : r.errors) {
-        UNSCOPED_INFO(e.to_string());
-    }
-    REQUIRE(r);
-    return r.config;
-}
-
-cfg::snapshot_ptr deployment() {
-    const auto r = cfg::load(golden_dir() + "/deployment.yaml");
-    for (const auto& e : r.errors) {
-        UNSCOPED_INFO(e.to_string());
-    }
-    REQUIRE(r);
-    return r.config;
-}
+cfg::snapshot_ptr deployment() { return rampart::test::load_file(golden_dir() + "/deployment.yaml"); }
 
 // The golden deployment with `ha:` replaced by `ha_text`.
 std::string with_ha(const std::string& ha_text) {

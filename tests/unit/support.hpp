@@ -1,0 +1,45 @@
+#pragma once
+// Helpers shared by the unit tests: the source tree, reading a file, loading
+// a configuration that must be valid (its errors shown when it is not).
+
+#include "config/config.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace rampart::test {
+
+/// The repository, from RAMPART_SOURCE_DIR (set by ctest).
+inline std::string source_dir() {
+    const char* s = std::getenv("RAMPART_SOURCE_DIR");
+    REQUIRE(s != nullptr);
+    return s;
+}
+
+inline std::string read_file(const std::string& path) {
+    std::ifstream in(path);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+/// A configuration that must load; otherwise its errors are shown and the test fails.
+inline config::snapshot_ptr must_load(const config::load_result& r) {
+    for (const auto& e : r.errors) {
+        UNSCOPED_INFO(e.to_string());
+    }
+    REQUIRE(r);
+    return r.config;
+}
+
+inline config::snapshot_ptr load_text(const std::string& text, const std::string& name = "deploy.yaml") {
+    return must_load(config::load_from_string(text, name));
+}
+
+inline config::snapshot_ptr load_file(const std::string& path) { return must_load(config::load(path)); }
+
+}  // namespace rampart::test
