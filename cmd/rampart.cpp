@@ -1,13 +1,18 @@
-// The `rampart` command: parses argv, loads the configuration, calls one
-// module entry point. Exceptions end here as one line on stderr and a
-// non-zero exit.
+// The command line of `rampart` and `rampart-gateway`: parses argv, loads the
+// configuration, calls one module entry point. Exceptions end here as one line
+// on stderr and a non-zero exit.
+//
+// Two executables share this file. `rampart-gateway` links every module and
+// runs every command. `rampart`, the one operators type, links neither
+// OpenSSL nor Asio: `serve` and `certs` replace it with rampart-gateway
+// (exec_gateway.cpp); check, reload, firewall and ha run in it directly, so a
+// firewall apply starts without loading libssl/libcrypto (see
+// cmd/CMakeLists.txt).
 
-#include "certs/certs.hpp"
+#include "cmd/commands.hpp"
 #include "config/config.hpp"
 #include "firewall/firewall.hpp"
 #include "firewall/policy.hpp"
-#include "gateway/log.hpp"
-#include "gateway/master.hpp"
 #include "ha/keepalived.hpp"
 #include "ha/status.hpp"
 
@@ -59,22 +64,14 @@ commands:
   version                   print the version
 )";
 
-int fail_usage(const std::string& why) {
+}  // namespace
+
+int rampart::cmd::fail_usage(const std::string& why) {
     std::cerr << "rampart: " << why << "\n\n" << usage;
     return 2;
 }
 
-/// Finds "-c FILE" / "--config FILE" in args.
-std::string config_path(const std::vector<std::string>& args) {
-    for (std::size_t i = 0; i + 1 < args.size(); ++i) {
-        if (args[i] == "-c" || args[i] == "--config") {
-            return args[i + 1];
-        }
-    }
-    return {};
-}
-
-rampart::config::snapshot_ptr load_or_report(const std::string& path) {
+rampart::config::snapshot_ptr rampart::cmd::load_or_report(const std::string& path) {
     auto result = rampart::config::load(path);
     if (!result) {
         for (const auto& e : result.errors) {
@@ -83,6 +80,21 @@ rampart::config::snapshot_ptr load_or_report(const std::string& path) {
     }
     return result.config;
 }
+
+std::string rampart::cmd::config_path(const std::vector<std::string>& args) {
+    for (std::size_t i = 0; i + 1 < args.size(); ++i) {
+        if (args[i] == "-c" || args[i] == "--config") {
+            return args[i + 1];
+        }
+    }
+    return {};
+}
+
+namespace {
+
+using rampart::cmd::config_path;
+using rampart::cmd::fail_usage;
+using rampart::cmd::load_or_report;
 
 int cmd_check(const std::vector<std::string>& args) {
     auto path = config_path(args);
@@ -95,39 +107,6 @@ int cmd_check(const std::vector<std::string>& args) {
     }
     std::cout << rampart::config::summary(*cfg);
     return 0;
-}
-
-int cmd_serve(const std::vector<std::string>& args) {
-    auto path = config_path(args);
-    if (path.empty()) {
-        return fail_usage("serve needs -c FILE");
-    }
-    auto cfg = load_or_report(path);
-    if (!cfg) {
-        return 1;
-    }
-    // gateway.log_level, unless RAMPART_LOG names a level (debug, info, warn, error).
-    using rampart::gateway::log_level;
-    constexpr std::pair<rampart::config::log_level, log_level> levels[] = {
-        {rampart::config::log_level::debug, log_level::debug},
-        {rampart::config::log_level::info, log_level::info},
-        {rampart::config::log_level::warn, log_level::warn},
-        {rampart::config::log_level::error, log_level::error},
-    };
-    auto level = log_level::info;
-    const char* env = std::getenv("RAMPART_LOG");
-    for (const auto& [configured, runtime] : levels) {
-        if (configured == cfg->gw.error_log_level) {
-            level = runtime;
-        }
-    }
-    for (const auto& [configured, runtime] : levels) {
-        if (env != nullptr && std::strcmp(env, rampart::config::to_string(configured)) == 0) {
-            level = runtime;
-        }
-    }
-    rampart::gateway::set_log_level(level);
-    return rampart::gateway::run_master(cfg);
 }
 
 // POSTs to the running master's admin listener (named in the file) and
@@ -198,32 +177,6 @@ int cmd_reload(const std::vector<std::string>& args) {
     }
     (ok ? std::cout : std::cerr) << response.substr(body_at + 4);
     return ok ? 0 : 1;
-}
-
-int cmd_certs(const std::vector<std::string>& args) {
-    if (args.empty() || args[0] != "dev") {
-        return fail_usage("certs needs a subcommand: dev");
-    }
-    std::string out;
-    std::vector<std::string> names;
-    for (std::size_t i = 1; i < args.size(); ++i) {
-        if ((args[i] == "--out" || args[i] == "-o") && i + 1 < args.size()) {
-            out = args[++i];
-        } else if (args[i] == "--name" && i + 1 < args.size()) {
-            names.push_back(args[++i]);
-        } else {
-            return fail_usage("certs dev: unexpected argument '" + args[i] + "'");
-        }
-    }
-    if (out.empty()) {
-        return fail_usage("certs dev needs --out DIR");
-    }
-    if (names.empty()) {
-        names = {"www.foobar.com", "foobar.com"};
-    }
-    rampart::certs::make_dev_certificates(out, names);
-    std::cout << "wrote ca.pem, ecdsa.pem, ecdsa.key, rsa.pem, rsa.key to " << out << '\n';
-    return 0;
 }
 
 // `rampart firewall ...`: options shared by every subcommand.
@@ -442,17 +395,14 @@ int main(int argc, char** argv) {
     std::string command = args.front();
     args.erase(args.begin());
     try {
-        if (command == "serve") {
-            return cmd_serve(args);
+        if (command == "serve" || command == "certs") {
+            return rampart::cmd::gateway_command(command, args, argv);
         }
         if (command == "check") {
             return cmd_check(args);
         }
         if (command == "reload") {
             return cmd_reload(args);
-        }
-        if (command == "certs") {
-            return cmd_certs(args);
         }
         if (command == "firewall") {
             return cmd_firewall(args);

@@ -1,0 +1,87 @@
+// `serve` and `certs`, the commands that need the gateway (OpenSSL, Asio,
+// Beast), run in-process: this is rampart-gateway's half of
+// rampart::cmd::gateway_command.
+
+#include "certs/certs.hpp"
+#include "cmd/commands.hpp"
+#include "gateway/log.hpp"
+#include "gateway/master.hpp"
+
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using rampart::cmd::config_path;
+using rampart::cmd::fail_usage;
+using rampart::cmd::load_or_report;
+
+int cmd_serve(const std::vector<std::string>& args) {
+    auto path = config_path(args);
+    if (path.empty()) {
+        return fail_usage("serve needs -c FILE");
+    }
+    auto cfg = load_or_report(path);
+    if (!cfg) {
+        return 1;
+    }
+    // gateway.log_level, unless RAMPART_LOG names a level (debug, info, warn, error).
+    using rampart::gateway::log_level;
+    constexpr std::pair<rampart::config::log_level, log_level> levels[] = {
+        {rampart::config::log_level::debug, log_level::debug},
+        {rampart::config::log_level::info, log_level::info},
+        {rampart::config::log_level::warn, log_level::warn},
+        {rampart::config::log_level::error, log_level::error},
+    };
+    auto level = log_level::info;
+    const char* env = std::getenv("RAMPART_LOG");
+    for (const auto& [configured, runtime] : levels) {
+        if (configured == cfg->gw.error_log_level) {
+            level = runtime;
+        }
+    }
+    for (const auto& [configured, runtime] : levels) {
+        if (env != nullptr && std::strcmp(env, rampart::config::to_string(configured)) == 0) {
+            level = runtime;
+        }
+    }
+    rampart::gateway::set_log_level(level);
+    return rampart::gateway::run_master(cfg);
+}
+
+
+int cmd_certs(const std::vector<std::string>& args) {
+    if (args.empty() || args[0] != "dev") {
+        return fail_usage("certs needs a subcommand: dev");
+    }
+    std::string out;
+    std::vector<std::string> names;
+    for (std::size_t i = 1; i < args.size(); ++i) {
+        if ((args[i] == "--out" || args[i] == "-o") && i + 1 < args.size()) {
+            out = args[++i];
+        } else if (args[i] == "--name" && i + 1 < args.size()) {
+            names.push_back(args[++i]);
+        } else {
+            return fail_usage("certs dev: unexpected argument '" + args[i] + "'");
+        }
+    }
+    if (out.empty()) {
+        return fail_usage("certs dev needs --out DIR");
+    }
+    if (names.empty()) {
+        names = {"www.foobar.com", "foobar.com"};
+    }
+    rampart::certs::make_dev_certificates(out, names);
+    std::cout << "wrote ca.pem, ecdsa.pem, ecdsa.key, rsa.pem, rsa.key to " << out << '\n';
+    return 0;
+}
+
+}  // namespace
+
+int rampart::cmd::gateway_command(const std::string& command, const std::vector<std::string>& args, char** /*argv*/) {
+    return command == "serve" ? cmd_serve(args) : cmd_certs(args);
+}
