@@ -13,7 +13,15 @@ warm-up run each, and prints the medians as a markdown table:
 * wall: from fork to exit of the one process (rampart, or nft), measured here;
 * CPU: user + system time of that process from wait4() (the kernel's work on the netlink batch
   runs in the sender's system time, so it is included);
-* peak RSS of that process (VmHWM, sampled from /proc in one extra, untimed run per side).
+* peak RSS of that process (VmHWM, sampled from /proc in one extra, untimed run per side);
+* in force (role policies): from fork to the kernel's announcement of the new generation, the
+  moment the new policy applies to packets. A second series of runs, with a netlink socket in the
+  namespace subscribed to nftables events (NFNLGRP_NFTABLES), times the NFT_MSG_NEWGEN of each
+  commit. The whole-process wall time above also holds the close of the process's netfilter
+  socket, which waits for the kernel to free the replaced table one RCU grace period after the
+  commit (both sides pay it; it is 5-15 ms here and moves in scheduler ticks), so "in force" is
+  the figure that shows the tool's own speed. Listening makes the kernel build event messages in
+  the committing process, for both sides alike, so CPU is taken from the first series only.
 
 Role policies: both sides replace `table inet rampart` in one transaction every run: rampart
 by design; the nft file is `table inet rampart` + `delete table inet rampart` + the `rampart
@@ -37,7 +45,9 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -108,14 +118,80 @@ def child_setup(ns: str):
 
 
 class Timed:
-    """One finished run: exit code, wall seconds, CPU seconds, output."""
+    """One finished run: exit code, wall seconds, CPU seconds, output; with a CommitClock, the
+    seconds from fork until the kernel announced the run's commit (None when it did not)."""
 
-    def __init__(self, rc: int, wall: float, cpu: float, err: str) -> None:
-        self.rc, self.wall, self.cpu, self.err = rc, wall, cpu, err
+    def __init__(self, rc: int, wall: float, cpu: float, err: str, in_force: float | None = None) -> None:
+        self.rc, self.wall, self.cpu, self.err, self.in_force = rc, wall, cpu, err, in_force
 
 
-def run_timed(argv: list[str], ns: str, timeout: float = 120.0) -> Timed:
-    """argv as a child that joins ns before exec; wall time fork..exit, CPU and RSS from wait4."""
+NFNLGRP_NFTABLES = 7
+NFT_MSG_NEWGEN_TYPE = (10 << 8) | 15  # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN
+SO_RCVBUFFORCE = 33
+
+
+class CommitClock:
+    """Times nftables commits in a namespace: a netlink socket there joins NFNLGRP_NFTABLES and a
+    thread stamps every NFT_MSG_NEWGEN (one per committed batch) with time.perf_counter()."""
+
+    def __init__(self, ns: str) -> None:
+        self.sock = netns.socket_in_ns(ns, socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 * 2**20)
+        self.sock.bind((0, 1 << (NFNLGRP_NFTABLES - 1)))
+        self.sock.settimeout(0.2)
+        self.stamps: list[float] = []
+        self.overruns = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while not self.stop.is_set():
+            try:
+                data = self.sock.recv(1 << 20)
+            except socket.timeout:
+                continue
+            except OSError:  # ENOBUFS: events were lost; the affected run is left out
+                with self.lock:
+                    self.overruns += 1
+                continue
+            now = time.perf_counter()
+            off = 0
+            while off + 16 <= len(data):
+                length, kind = struct.unpack_from("=IH", data, off)
+                if kind == NFT_MSG_NEWGEN_TYPE:
+                    with self.lock:
+                        self.stamps.append(now)
+                if length < 16:
+                    break
+                off += (length + 3) & ~3
+
+    def commit_after(self, t0: float, t1: float) -> float | None:
+        """Seconds from t0 to the one commit announced between t0 and t1 (None: none, several,
+        or events lost)."""
+        deadline = time.monotonic() + 1.0  # the reader may still hold the last datagram
+        while time.monotonic() < deadline:
+            with self.lock:
+                seen = [t for t in self.stamps if t0 <= t <= t1 + 0.05]
+                lost = self.overruns
+            if seen:
+                break
+            time.sleep(0.001)
+        with self.lock:
+            self.stamps = [t for t in self.stamps if t > t1 + 0.05]
+            self.overruns = 0
+        return seen[0] - t0 if len(seen) == 1 and not lost else None
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=2)
+        self.sock.close()
+
+
+def run_timed(argv: list[str], ns: str, timeout: float = 120.0, clock: CommitClock | None = None) -> Timed:
+    """argv as a child that joins ns before exec; wall time fork..exit, CPU from wait4; with a
+    clock, also the time until its commit was announced."""
     err_file = tempfile.TemporaryFile()
     try:
         t0 = time.perf_counter()
@@ -132,7 +208,8 @@ def run_timed(argv: list[str], ns: str, timeout: float = 120.0) -> Timed:
         p.returncode = os.waitstatus_to_exitcode(status)
         err_file.seek(0)
         err = err_file.read().decode(errors="replace")
-        return Timed(p.returncode, wall, ru.ru_utime + ru.ru_stime, err)
+        in_force = clock.commit_after(t0, t0 + wall) if clock else None
+        return Timed(p.returncode, wall, ru.ru_utime + ru.ru_stime, err, in_force)
     finally:
         err_file.close()
 
@@ -206,20 +283,31 @@ def fmt_ms(v: float) -> str:
 
 
 def measure(label: str, rampart_argv: list[str], nft_argv: list[str], ns: str, runs: int,
-            before_each=None) -> dict:
+            before_each=None, in_force: bool = False) -> dict:
     """runs timed runs per side, interleaved, after one warm-up each; then one untimed run per
-    side for the peak RSS. before_each() runs (untimed) before every run of either side."""
-    results: dict = {"rampart": [], "nft": []}
+    side for the peak RSS. before_each() runs (untimed) before every run of either side. With
+    in_force, a second series of as many runs with a CommitClock gives "<side>_in_force"."""
+    results: dict = {"rampart": [], "nft": [], "rampart_in_force": [], "nft_in_force": []}
     sides = (("rampart", rampart_argv), ("nft", nft_argv))
-    for i in range(runs + 1):  # run 0 is the warm-up
-        for side, argv in sides:
-            if before_each:
-                before_each()
-            t = run_timed(argv, ns)
-            if t.rc != 0:
-                die(f"{label}: {side} failed (exit {t.rc}): {' '.join(argv[:8])} ...\n{t.err[-2000:]}")
-            if i > 0:
-                results[side].append(t)
+    for clocked in ((False, True) if in_force else (False,)):
+        clock = CommitClock(ns) if clocked else None
+        try:
+            for i in range(runs + 1):  # run 0 is the warm-up
+                for side, argv in sides:
+                    if before_each:
+                        before_each()
+                    t = run_timed(argv, ns, clock=clock)
+                    if t.rc != 0:
+                        die(f"{label}: {side} failed (exit {t.rc}): {' '.join(argv[:8])} ...\n{t.err[-2000:]}")
+                    if i == 0:
+                        continue
+                    if not clocked:
+                        results[side].append(t)
+                    elif t.in_force is not None:
+                        results[side + "_in_force"].append(t.in_force)
+        finally:
+            if clock:
+                clock.close()
     for side, argv in sides:
         if before_each:
             before_each()
@@ -274,7 +362,7 @@ def main() -> int:
             nft_file.write_text(replace_file(plan.stdout))
             argv = [rampart, "firewall", "apply", "-c", str(cfg), "--host", host, "--state-dir", str(state)]
             print(f"[fwbench] {ROLES[host]} ({host}): {runs} runs each", file=sys.stderr, flush=True)
-            res = measure(ROLES[host], argv, ["nft", "-f", str(nft_file)], ns, runs)
+            res = measure(ROLES[host], argv, ["nft", "-f", str(nft_file)], ns, runs, in_force=True)
             rules_nft = count_rules(ns)
             run_timed(argv, ns)
             rules_rampart = count_rules(ns)
@@ -330,9 +418,10 @@ def render(rows, runs: int, nft_version: str) -> str:
     out = [
         f"### rampart firewall apply vs nft -f (medians of {runs} runs, whole process)",
         "",
-        "| ruleset | rules | set elements | rampart wall ms | nft -f wall ms | wall ratio nft/rampart "
+        "| ruleset | rules | set elements | rampart in force ms | nft -f in force ms | in-force ratio nft/rampart "
+        "| rampart wall ms | nft -f wall ms | wall ratio nft/rampart "
         "| rampart CPU ms | nft -f CPU ms | CPU ratio nft/rampart | rampart peak RSS MiB | nft -f peak RSS MiB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for label, rules, elements, res in rows:
         rw = median_ms([t.wall for t in res["rampart"]])
@@ -342,10 +431,18 @@ def render(rows, runs: int, nft_version: str) -> str:
         rr = res["rampart_rss"] / 2**20
         nr = res["nft_rss"] / 2**20
         shown_rules = "–" if rules is None else str(rules)
-        out.append(f"| {label} | {shown_rules} | {elements:,} | {fmt_ms(rw)} | {fmt_ms(nw)} | {nw / rw:.2f}× "
+        if res["rampart_in_force"] and res["nft_in_force"]:
+            rf = median_ms(res["rampart_in_force"])
+            nf = median_ms(res["nft_in_force"])
+            forced = f"{fmt_ms(rf)} | {fmt_ms(nf)} | {nf / rf:.2f}×"
+        else:
+            forced = "– | – | –"
+        out.append(f"| {label} | {shown_rules} | {elements:,} | {forced} | {fmt_ms(rw)} | {fmt_ms(nw)} | {nw / rw:.2f}× "
                    f"| {fmt_ms(rc)} | {fmt_ms(nc)} | {nc / rc if rc else float('inf'):.2f}× | {rr:.1f} | {nr:.1f} |")
-    out += ["", f"Ratios above 1 mean rampart is faster / cheaper. {nft_version}; kernel {os.uname().release}; "
-                f"{os.cpu_count()} CPUs."]
+    out += ["", f"Ratios above 1 mean rampart is faster / cheaper. In force: fork until the kernel announced "
+                f"the commit (second series of runs, listening to nftables events). Wall: fork until exit, "
+                f"including the kernel's RCU grace period at socket close. {nft_version}; kernel "
+                f"{os.uname().release}; {os.cpu_count()} CPUs."]
     return "\n".join(out)
 
 

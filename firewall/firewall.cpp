@@ -167,11 +167,15 @@ std::size_t rule_count(const ruleset& rs) {
     return n;
 }
 
-// Puts `rs` (or no table at all) into the kernel in one batch.
+// Puts `rs` (or no table at all) into the kernel in one batch, through `s`.
 // Blocklist elements in the kernel are run-time state: they are carried into
 // the new table, in the same batch, with the time they have left.
-void program(const std::optional<ruleset>& rs, bool reject_for_test = false) {
-    nft::session s;
+//
+// Callers keep `s` open until their state files are written and their
+// output printed: closing a netfilter socket waits for the kernel to free the
+// replaced table, one RCU grace period after the commit (5-15 ms here, longer
+// than the whole apply), and that wait is better spent doing the rest.
+void program(nft::session& s, const std::optional<ruleset>& rs, bool reject_for_test = false) {
     if (!rs) {
         s.commit(nft::delete_table(s.next_seq()));
         return;
@@ -219,7 +223,8 @@ void revert_pending(const state& st, std::ostream& out) {
     const auto restore = st.load("pending/current.plan");
     const auto restore_previous = st.load("pending/previous.plan");
     const auto unconfirmed = st.load("current.plan");
-    program(restore);
+    nft::session s;
+    program(s, restore);
     st.store("current.plan", restore);
     st.store("previous.plan", restore_previous);
     if (unconfirmed) {
@@ -324,8 +329,9 @@ int apply(const ruleset& rs, const apply_options& opt, std::ostream& out, std::o
             write_file(st.path("pending/deadline"), std::to_string(deadline) + "\n");
             watcher = start_watcher(st, opt);
         }
+        nft::session s;  // closed last, see program()
         try {
-            program(rs, opt.reject_for_test);
+            program(s, rs, opt.reject_for_test);
         } catch (...) {
             if (opt.confirm) {
                 stop_watcher(st);
@@ -367,7 +373,8 @@ int rollback(const std::string& state_dir, std::ostream& out, std::ostream& err)
         }
         const auto current = st.load("current.plan");
         const auto previous = st.load("previous.plan");
-        program(previous);
+        nft::session s;  // closed last, see program()
+        program(s, previous);
         st.store("current.plan", previous);
         st.store("previous.plan", current);
         if (previous) {
