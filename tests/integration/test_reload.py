@@ -21,7 +21,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
@@ -89,60 +88,6 @@ def _connection(gw):
     return _Conn(gw.https_port, h.SITE, _context(), 10)
 
 
-class Load:
-    """Keep-alive clients (one connection each, reopened after Connection:
-    close) and new-connection clients, for `seconds`. A request fails when it
-    gets no response or a non-200."""
-
-    def __init__(self, gw, keepalive=3, fresh=2, seconds=12.0):
-        self.gw, self.seconds = gw, seconds
-        self.ok = 0
-        self.failures = []
-        self.servers = set()
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(True, i), daemon=True) for i in range(keepalive)]
-        self.threads += [threading.Thread(target=self._run, args=(False, i), daemon=True) for i in range(fresh)]
-
-    def start(self):
-        self.end = time.monotonic() + self.seconds
-        for t in self.threads:
-            t.start()
-        return self
-
-    def _run(self, keepalive, index):
-        conn = None
-        n = 0
-        while time.monotonic() < self.end and n < 50000:
-            n += 1
-            try:
-                if conn is None:
-                    conn = _connection(self.gw)
-                r = h.request(conn, "GET", f"/r?k={int(keepalive)}&i={index}&n={n}", headers={"Host": h.SITE})
-                with self.lock:
-                    if r.status == 200:
-                        self.ok += 1
-                        self.servers.add(r.header("X-Backend"))
-                    else:
-                        self.failures.append(f"status {r.status}")
-                if not keepalive or r.header("Connection") == "close":
-                    conn.close()
-                    conn = None
-            except Exception as e:  # noqa: BLE001 (every failure counts)
-                with self.lock:
-                    self.failures.append(f"{'keep-alive' if keepalive else 'new'} #{n}: {type(e).__name__}: {e}")
-                if conn is not None:
-                    conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
-
-    def join(self):
-        for t in self.threads:
-            t.join(self.seconds + 30)
-        print(f"    load: {self.ok} ok, {len(self.failures)} failed", flush=True)
-        return self
-
-
 def _served_issuer(gw):
     raw = socket.create_connection(("127.0.0.1", gw.https_port), timeout=5)
     with _context().wrap_socket(raw, server_hostname=h.SITE) as s:
@@ -162,7 +107,7 @@ def _children(gw):
 
 def test_twenty_reloads_under_load_lose_nothing():
     gw = _gateway(["app1", "app2"], S["a"], workers=2).start()
-    load = Load(gw, seconds=14).start()
+    load = h.Load(gw, keepalive=3, fresh=2, seconds=14, path="/r", connect=_connection).start()
     time.sleep(1)
     times = []
     for i in range(20):

@@ -21,7 +21,6 @@ import resource
 import signal
 import socket
 import sys
-import threading
 import time
 import urllib.request
 
@@ -77,74 +76,11 @@ def _kill_backend(backend, sig=signal.SIGKILL):
     os.kill(backend.process.pid, sig)
 
 
-class Load:
-    """A bounded keep-alive HTTPS load: `threads` clients, each with its own
-    connection, GET in a loop for `seconds`. Any non-200 or exception is a
-    failure (a dropped connection is re-opened and counted)."""
-
-    def __init__(self, gw, threads=6, seconds=8.0, path="/load"):
-        self.gw, self.threads, self.seconds, self.path = gw, threads, seconds, path
-        self.ok = 0
-        self.failures = []
-        self.latencies = []
-        self.servers = {}
-        self.lock = threading.Lock()
-        self.workers = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-
-    def start(self):
-        self.started = time.monotonic()
-        for t in self.workers:
-            t.start()
-        return self
-
-    def _run(self, index):
-        end = self.started + self.seconds
-        conn = None
-        n = 0
-        while time.monotonic() < end and n < 100000:
-            n += 1
-            t0 = time.monotonic()
-            try:
-                if conn is None:
-                    conn = h.https_connection(self.gw, timeout=10)
-                r = h.request(conn, "GET", f"{self.path}?t={index}&n={n}", headers={"Host": h.SITE})
-                dt = time.monotonic() - t0
-                with self.lock:
-                    self.latencies.append(dt)
-                    if r.status == 200:
-                        self.ok += 1
-                        server = r.header("X-Backend")
-                        self.servers.setdefault(server, []).append(time.monotonic())
-                    else:
-                        self.failures.append(f"{r.status} after {dt:.2f}s")
-                if r.header("Connection") == "close":
-                    conn.close()
-                    conn = None
-            except Exception as e:  # noqa: BLE001 (any failure is what is counted)
-                with self.lock:
-                    self.failures.append(f"{type(e).__name__}: {e}")
-                if conn is not None:
-                    conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
-
-    def join(self):
-        for t in self.workers:
-            t.join(self.seconds + 30)
-        total = self.ok + len(self.failures)
-        rate = total / self.seconds
-        lat = sorted(self.latencies) or [0]
-        print(f"    load: {total} requests in {self.seconds:.0f}s ({rate:.0f}/s), {len(self.failures)} failed, "
-              f"p50 {lat[len(lat) // 2] * 1000:.1f} ms, max {lat[-1] * 1000:.0f} ms", flush=True)
-        return self
-
-
 def test_killed_backend_costs_no_request_and_comes_back_after_rise():
     app1 = h.Backend("app1").start()
     app2 = h.Backend("app2").start()
     gw = _gateway({"app1": app1, "app2": app2}, {"health": HEALTH})
-    load = Load(gw, seconds=8).start()
+    load = h.Load(gw, seconds=8).start()
     time.sleep(3)
     killed_at = time.monotonic()
     _kill_backend(app2)
@@ -182,7 +118,7 @@ def test_hanging_backend_is_ejected_with_bounded_latency():
     h.curl(gw, "/warm")
     _kill_backend(app2, signal.SIGSTOP)  # accepts connections (the kernel does), never answers
     try:
-        load = Load(gw, threads=4, seconds=6).start().join()
+        load = h.Load(gw, keepalive=4, seconds=6).start().join()
         h.check(not load.failures, f"{len(load.failures)} failed requests: {load.failures[:5]}")
         worst = max(load.latencies)
         h.check(worst < 1.0 + 1.5, f"a request took {worst:.2f} s (upstream_response is 1 s)")

@@ -44,6 +44,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -874,6 +875,78 @@ def request(conn: http.client.HTTPConnection, method: str, path: str, body=None,
     r = conn.getresponse()
     data = r.read()
     return Response(r.status, list(r.getheaders()), data)
+
+
+class Load:
+    """A bounded HTTPS load on a gateway: `keepalive` clients, each on its own
+    connection (reopened after `Connection: close` or an error), and `fresh`
+    clients that open a new connection per request, each sending GET `path`
+    in a loop for `seconds` (and at most 100,000 requests). A request fails
+    when it gets no response or a non-200; every failure is recorded.
+
+    `connect(gw)` makes a connection (default: https_connection). After
+    join(): `ok`, `failures`, `latencies` (seconds, every request) and
+    `servers` (X-Backend value -> monotonic times of its 200s)."""
+
+    def __init__(self, gw: Gateway, *, keepalive: int = 6, fresh: int = 0, seconds: float = 8.0,
+                 path: str = "/load", connect: Callable[[Gateway], http.client.HTTPConnection] | None = None) -> None:
+        self.gw, self.seconds, self.path = gw, seconds, path
+        self.connect = connect or (lambda g: https_connection(g, timeout=10))
+        self.ok = 0
+        self.failures: list[str] = []
+        self.latencies: list[float] = []
+        self.servers: dict[str, list[float]] = {}
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(True, i), daemon=True) for i in range(keepalive)]
+        self.threads += [threading.Thread(target=self._run, args=(False, i), daemon=True) for i in range(fresh)]
+
+    def start(self) -> "Load":
+        self.started = time.monotonic()
+        for t in self.threads:
+            t.start()
+        return self
+
+    def _run(self, keepalive: bool, index: int) -> None:
+        end = self.started + self.seconds
+        kind = "keep-alive" if keepalive else "new"
+        conn = None
+        n = 0
+        while time.monotonic() < end and n < 100_000:
+            n += 1
+            t0 = time.monotonic()
+            try:
+                if conn is None:
+                    conn = self.connect(self.gw)
+                r = request(conn, "GET", f"{self.path}?k={int(keepalive)}&t={index}&n={n}", headers={"Host": SITE})
+                dt = time.monotonic() - t0
+                with self.lock:
+                    self.latencies.append(dt)
+                    if r.status == 200:
+                        self.ok += 1
+                        self.servers.setdefault(r.header("X-Backend") or "", []).append(time.monotonic())
+                    else:
+                        self.failures.append(f"{kind} #{n}: status {r.status} after {dt:.2f}s")
+                if not keepalive or r.header("Connection") == "close":
+                    conn.close()
+                    conn = None
+            except Exception as e:  # noqa: BLE001 (every failure counts)
+                with self.lock:
+                    self.failures.append(f"{kind} #{n}: {type(e).__name__}: {e}")
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    def join(self) -> "Load":
+        for t in self.threads:
+            t.join(self.seconds + 30)
+        total = self.ok + len(self.failures)
+        lat = sorted(self.latencies) or [0.0]
+        print(f"    load: {total} requests in {self.seconds:.0f}s ({total / self.seconds:.0f}/s), "
+              f"{len(self.failures)} failed, p50 {lat[len(lat) // 2] * 1000:.1f} ms, max {lat[-1] * 1000:.0f} ms",
+              flush=True)
+        return self
 
 
 class RawTLS:
