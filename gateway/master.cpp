@@ -203,6 +203,7 @@ public:
         net::signal_set signals(io_, SIGTERM, SIGINT);
         signals.add(SIGCHLD);
         signals.add(SIGHUP);
+        signals.add(SIGUSR1);
         std::optional<tcp_acceptor> admin;
         publish_admin_state();
         admin_.reload = [this] { return reload("admin API"); };
@@ -240,6 +241,10 @@ public:
                 if (!stopping_) {
                     reload("SIGHUP");
                 }
+            } else if (sig == SIGUSR1) {
+                if (!stopping_) {
+                    reopen_logs();
+                }
             } else if (!stopping_) {
                 stopping_ = true;
                 log(log_level::info, "stopping: draining workers");
@@ -275,6 +280,7 @@ public:
         sigaddset(&late, SIGTERM);
         sigaddset(&late, SIGINT);
         sigaddset(&late, SIGHUP);
+        sigaddset(&late, SIGUSR1);
         ::sigprocmask(SIG_BLOCK, &late, nullptr);
         return exit_code_;
     }
@@ -354,7 +360,25 @@ private:
     // if anything is wrong nothing changes. Otherwise new workers start on
     // the same listening sockets, then the old ones drain: they stop
     // accepting, finish what is in flight and exit.
-    std::pair<bool, std::string> reload(const std::string& why) {
+    /// SIGUSR1, after logrotate moved the access log away: a new generation
+    /// of workers from the running configuration (the file is not read
+    /// again) writing to the file opened anew at its path, while the old
+    /// generation finishes its lines in the moved file and drains, as on a
+    /// reload. Workers are sandboxed and cannot open files, so the new file
+    /// comes with new workers.
+    void reopen_logs() {
+        const auto& settings = current_->cfg->gw.access_log_settings;
+        if (!settings.enabled || settings.path == "stdout") {
+            log(log_level::info, "SIGUSR1: no access log file to reopen");
+            return;
+        }
+        reload("SIGUSR1, reopening " + settings.path, current_->cfg);
+    }
+
+    /// Starts a new generation from the configuration file (or from `same`,
+    /// the running configuration, when given) and drains the old one; on any
+    /// error nothing changes.
+    std::pair<bool, std::string> reload(const std::string& why, config::snapshot_ptr same = nullptr) {
         const std::string path = current_->cfg->source_file;
         notify_systemd_reloading();
         auto fail = [&](const std::string& message) {
@@ -365,18 +389,22 @@ private:
             notify_systemd_ready();
             return std::pair{false, message};
         };
-        auto loaded = config::load(path);
-        if (!loaded) {
-            std::string errors;
-            for (const auto& e : loaded.errors) {
-                errors += (errors.empty() ? "" : "\n") + e.to_string();
+        config::snapshot_ptr cfg = std::move(same);
+        if (!cfg) {
+            auto loaded = config::load(path);
+            if (!loaded) {
+                std::string errors;
+                for (const auto& e : loaded.errors) {
+                    errors += (errors.empty() ? "" : "\n") + e.to_string();
+                }
+                return fail(errors);
             }
-            return fail(errors);
+            cfg = loaded.config;
         }
         std::unique_ptr<generation> next;
         const auto listeners_before = listener_names();
         try {
-            next = build(loaded.config, current_->id + 1);
+            next = build(cfg, current_->id + 1);
         } catch (const std::exception& e) {
             prune_listeners(listeners_before);
             return fail(e.what());

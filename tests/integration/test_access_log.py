@@ -19,6 +19,7 @@ the destination, the log level setting and a log file that cannot be opened.
 import json
 import os
 import re
+import signal
 import socket
 import ssl
 import sys
@@ -435,6 +436,58 @@ def test_unprivileged_workers_append_to_a_root_file():
     h.check(st.st_uid == 0 and st.st_mode & 0o027 == 0, f"log file uid {st.st_uid} mode {st.st_mode & 0o777:o}")
     paths = sorted(json.loads(line)["path"] for line in log.read_text().splitlines())
     h.check(paths == [f"/unprivileged/{i}" for i in range(4)], f"logged {paths}")
+
+
+def test_sigusr1_reopens_the_file_after_rotation():
+    """logrotate's way: move the file away, then SIGUSR1. New lines go to a new
+    file at the path, the last lines of the old workers to the moved one, no
+    request fails and no line is lost or split. The configuration file is not
+    read again (it is broken on disk by then); a SIGUSR1 with nothing to
+    reopen changes nothing."""
+    log = h.temp_dir() / "rotate.log"
+    rotated = h.temp_dir() / "rotate.log.1"
+    gw = h.Gateway(S["certs"], {"app1": S["app1"], "app2": S["app2"]}, workers=2, http=False)
+    gw.config["gateway"]["access_log"] = {"path": str(log)}
+    gw.start()
+    load = h.Load(gw, keepalive=3, fresh=1, seconds=6, path="/rotate").start()
+    h.wait_until(lambda: log.exists() and log.stat().st_size > 0, timeout=5, what="first lines in the log")
+    time.sleep(1.5)
+    os.rename(log, rotated)
+    text = gw.config_path.read_text()
+    gw.config_path.write_text(text + "not_a_key: [\n")  # a reload would refuse this file
+    gw.process.send_signal(signal.SIGUSR1)
+    h.wait_until(lambda: log.exists() and log.stat().st_size > 0, timeout=5, what="lines in the reopened log")
+    load.join()
+    h.check(not load.failures, f"{len(load.failures)} failed requests: {load.failures[:5]}")
+    stderr = gw.process.read_stderr()
+    h.check("reload (SIGUSR1, reopening" in stderr, f"no reopen in the error log: {stderr[-800:]}")
+    refused = [line for line in stderr.splitlines() if "not_a_key" in line or ("reload" in line and "failed" in line)]
+    h.check(not refused, f"SIGUSR1 read the file again: {refused}")
+    h.check(gw.stop() == 0, "the gateway did not exit 0")
+
+    def paths(f):
+        out = []
+        for line in f.read_text().splitlines():
+            doc = json.loads(line)  # every line whole
+            out.append((doc["path"], doc["status"]))
+        return out
+
+    old, new = paths(rotated), paths(log)
+    logged = [p for p, _ in old + new if p.startswith("/rotate?")]
+    h.check(len(old) > 50 and len(new) > 50, f"lines before / after the rotation: {len(old)} / {len(new)}")
+    h.check(len(logged) == len(set(logged)) == load.ok,
+            f"{load.ok} requests, {len(logged)} lines ({len(set(logged))} distinct) in the two files")
+    h.check(all(status == 200 for _, status in old + new), "a logged status is not 200")
+    print(f"    {load.ok} requests: {len(old)} lines in the moved file, {len(new)} in the new one", flush=True)
+
+    quiet = h.Gateway(S["certs"], {"app1": S["app1"]}, workers=1, http=False).start()  # access log off
+    before = set(quiet.workers)
+    quiet.process.send_signal(signal.SIGUSR1)
+    h.wait_until(lambda: "no access log file to reopen" in quiet.process.read_stderr(), timeout=5,
+                 what="the master's answer to SIGUSR1")
+    h.check(set(h.children_of(quiet.pid)) >= before, "SIGUSR1 without an access log file replaced the workers")
+    h.check(h.curl(quiet, "/after-usr1").status == 200, "serving after SIGUSR1")
+    h.check(quiet.stop() == 0, "the gateway did not exit 0")
 
 
 def test_unopenable_log_file_stops_the_start():
