@@ -1,9 +1,11 @@
-"""A VRRP gateway pair in network namespaces, for the HA benchmark and the deployment demo.
+"""A VRRP gateway pair in network namespaces, for the HA integration test, the HA benchmark and
+the deployment demo.
 
-The same lab as tests/integration/test_ha.py (which keeps its own copy, written as assertions),
-as a reusable object: one namespace per host on one bridge (tests/support/netns.py), TEST-NET
-addresses only, the real ``rampart serve`` and the real keepalived on each gateway with the
-keepalived.conf that ``rampart ha render`` writes from the one deployment file, the sample app
+The lab of tests/integration/test_ha.py (which builds it from here and keeps only its
+assertions), bench/ha/failover_bench.py and scripts/deployment_demo.py, as a reusable object:
+one namespace per host on one bridge (tests/support/netns.py), TEST-NET addresses only, the
+real ``rampart serve`` and the real keepalived on each gateway with the keepalived.conf that
+``rampart ha render`` writes from the one deployment file, the sample app
 (tests/support/backend.py) on the app servers, and optionally database stand-ins (TCP listeners
 on 3306) and every server's firewall (``rampart firewall apply --host NAME``).
 
@@ -12,6 +14,12 @@ on 3306) and every server's firewall (``rampart firewall apply --host NAME``).
     master = lab.wait_master()
     result = lab.failover("link")          # fault the MASTER, measure, repair
     lab.close()                            # also at exit, SIGINT, SIGTERM (netns / harness)
+
+A test that asserts on the figures before the repair splits the last step:
+
+    result = lab.failover("link", repair=False)   # fault the MASTER and measure
+    ...                                           # check result.first_ok_s, result.via_backup_s
+    lab.rejoin(result)                            # repair, no preemption, one VIP holder
 
 Fault kinds (``FAULTS``), each applied to the current MASTER and repaired after the takeover:
 rampart SIGKILL, keepalived SIGKILL, link down, all backends lost (blackhole routes to the app
@@ -84,6 +92,8 @@ class Failover:
     master: str
     backup: str
     vip_s: float | None = None          # the backup holds the VIP
+    first_ok_s: float | None = None     # first success that started after the fault (the old MASTER
+                                        # may still serve some, as when only its keepalived died)
     back_s: float | None = None         # end of the client's outage (0: no request failed)
     via_backup_s: float | None = None   # first success that started once the backup held the VIP
     failed: int = 0                     # failed requests that ended after the fault
@@ -416,15 +426,18 @@ class HaLab:
             return ""
         return r.body.decode(errors="replace")
 
-    def wait_master(self, timeout: float = 15.0) -> str:
-        """Waits until exactly one gateway holds the VIP and says it is MASTER; returns its name."""
+    def wait_master(self, timeout: float = 15.0, expected: str | None = None) -> str:
+        """Waits until exactly one gateway (`expected`, when given) holds the VIP and says it is
+        MASTER; returns its name."""
         deadline = time.monotonic() + timeout
         while True:
             now = self.holders()
-            if len(now) == 1 and self.ha_status(now[0])["state"].startswith("MASTER"):
+            if (len(now) == 1 and (expected is None or now == [expected])
+                    and self.ha_status(now[0])["state"].startswith("MASTER")):
                 return now[0]
             if time.monotonic() > deadline:
-                raise LabError(f"no single MASTER after {timeout:.0f} s (VIP held by {now})")
+                who = f"{expected} as the only" if expected else "a single"
+                raise LabError(f"no {who} MASTER after {timeout:.0f} s (VIP held by {now})")
             time.sleep(0.05)
 
     def fetch_ok(self) -> bool:
@@ -433,12 +446,29 @@ class HaLab:
 
     def fetch(self, path: str = "/") -> tuple[int, str]:
         """(status or 0, X-Backend) of one HTTPS GET through the VIP, new connection, short timeouts."""
+        try:
+            r, _, _ = self._get(path, CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S)
+        except (OSError, ssl.SSLError):
+            return 0, ""
+        return (r.status, r.header("X-Backend") or "") if r else (0, "")
+
+    def tls_get(self, session: ssl.SSLSession | None = None,
+                timeout: float = 5.0) -> tuple[int, ssl.SSLSession | None, bool]:
+        """One HTTPS GET / through the VIP from the client namespace on a new connection that offers
+        `session` for resumption: (status or 0, the connection's session, read after the response so
+        that it holds the ticket TLS 1.3 sends after the handshake, whether it was resumed).
+        A connection or TLS error raises."""
+        r, session, reused = self._get("/", timeout, timeout, session)
+        return (r.status if r else 0), session, reused
+
+    def _get(self, path: str, connect_timeout: float, timeout: float,
+             session: ssl.SSLSession | None = None) -> tuple[h.Response | None, ssl.SSLSession | None, bool]:
         s = self.lab.socket("client")
-        s.settimeout(CONNECT_TIMEOUT_S)
+        s.settimeout(connect_timeout)
         try:
             s.connect((self.vip, self.https_port))
-            s.settimeout(REQUEST_TIMEOUT_S)
-            tls = self.tls.wrap_socket(s, server_hostname=h.SITE)
+            s.settimeout(timeout)
+            tls = self.tls.wrap_socket(s, server_hostname=h.SITE, session=session)
             s = tls
             tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {h.SITE}\r\nConnection: close\r\n\r\n".encode())
             data = b""
@@ -447,10 +477,7 @@ class HaLab:
                 if not chunk:
                     break
                 data += chunk
-            r = h.parse_head(data)
-            return (r.status, r.header("X-Backend") or "") if r else (0, "")
-        except (OSError, ssl.SSLError):
-            return 0, ""
+            return h.parse_head(data), tls.session, tls.session_reused
         finally:
             s.close()
 
@@ -524,21 +551,24 @@ class HaLab:
                 raise LabError(f"{gw} not back as a healthy BACKUP after {timeout:.0f} s: {st}")
             time.sleep(0.1)
 
-    def sample_single_holder(self, expected: str, duration: float = 1.0) -> None:
-        """At every sample (~every 50 ms) exactly `expected` holds the VIP (no split brain)."""
+    def sample_single_holder(self, expected: str, duration: float = 1.0) -> int:
+        """At every sample (~every 50 ms, at most 200) exactly `expected` holds the VIP (no split
+        brain). Returns the number of samples taken."""
         deadline = time.monotonic() + duration
         for n in range(200):
             if time.monotonic() > deadline:
-                return
+                return n
             now = self.holders()
             if now != [expected]:
                 raise LabError(f"sample {n}: VIP held by {now}, expected only {expected}")
             time.sleep(0.05)
+        return 200
 
-    def failover(self, kind: str, *, repair: bool = True) -> Failover:
+    def failover(self, kind: str, *, repair: bool = True, takeover_limit_s: float = TAKEOVER_LIMIT_S) -> Failover:
         """Faults the current MASTER with `kind` while a client loop runs, measures the takeover and
         the client's outage, then (repair=True) repairs the old MASTER, which must rejoin as BACKUP
-        while the VIP stays where it is. Raises LabError when the pair misbehaves."""
+        while the VIP stays where it is (``rejoin``). Raises LabError when the pair misbehaves: no
+        takeover within `takeover_limit_s`, no success through the backup within 5 s of it."""
         before = self.holders()
         if len(before) != 1:
             raise LabError(f"{kind}: VIP held by {before} before the fault")
@@ -555,15 +585,15 @@ class HaLab:
             t_fault = time.monotonic()
             self.inject(kind, master)
             t_vip = None
-            for _ in range(int(TAKEOVER_LIMIT_S / 0.02)):
+            for _ in range(int(takeover_limit_s / 0.02)):
                 if self.holds_vip(backup):
                     t_vip = time.monotonic()
                     break
-                if time.monotonic() - t_fault > TAKEOVER_LIMIT_S:
+                if time.monotonic() - t_fault > takeover_limit_s:
                     break
                 time.sleep(0.02)
             if t_vip is None:
-                raise LabError(f"{kind}: {backup} did not take the VIP within {TAKEOVER_LIMIT_S:.0f} s")
+                raise LabError(f"{kind}: {backup} did not take the VIP within {takeover_limit_s:.0f} s")
             deadline = time.monotonic() + 5
             while loop.first_success_after(t_vip) is None:
                 if time.monotonic() > deadline or not loop.thread.is_alive():
@@ -575,6 +605,7 @@ class HaLab:
         results = list(loop.results)
         res.total = len(results)
         res.vip_s = t_vip - t_fault
+        res.first_ok_s = loop.first_success_after(t_fault) - t_fault
         res.via_backup_s = loop.first_success_after(t_vip) - t_fault
         failures = [(start, end) for start, end, ok in results if not ok and end >= t_fault]
         res.failed = len(failures)
@@ -585,12 +616,18 @@ class HaLab:
             back = next((end for start, end, ok in results if ok and start >= last_end), None)
             res.back_s = None if back is None else back - t_fault
         if repair:
-            self.repair(kind, master)
-            self.wait_rejoined(master)
-            self.sample_single_holder(backup)
-            if not self.ha_status(backup)["state"].startswith("MASTER"):
-                raise LabError(f"{kind}: {backup} no longer MASTER after {master} came back")
+            self.rejoin(res)
         return res
+
+    def rejoin(self, res: Failover, *, timeout: float = 20.0, sample_s: float = 1.0) -> None:
+        """After ``failover``: repairs the old MASTER, which must be back as a healthy BACKUP within
+        `timeout` while the new MASTER keeps the VIP alone at every sample for `sample_s` (no
+        preemption, no split brain) and still says MASTER. Raises LabError otherwise."""
+        self.repair(res.kind, res.master)
+        self.wait_rejoined(res.master, timeout)
+        self.sample_single_holder(res.backup, sample_s)
+        if not self.ha_status(res.backup)["state"].startswith("MASTER"):
+            raise LabError(f"{res.kind}: {res.backup} no longer MASTER after {res.master} came back")
 
     # -- teardown -------------------------------------------------------------------
 
@@ -645,8 +682,9 @@ def reap_tree(p: h.Process, timeout: float = 5.0) -> None:
     p._kill_leftovers()
 
 
-def skip_reason(need_nft: bool = False) -> str | None:
-    """Why this machine cannot run the lab (root, ip netns, keepalived, nft), or None.
+def skip_reason(need_nft: bool = False, rampart_bin: str | Path | None = None) -> str | None:
+    """Why this machine cannot run the lab (root, ip netns, keepalived, nft; with `rampart_bin`,
+    a rampart without ``ha render``), or None.
     Installs iproute2 / keepalived / nftables with apt-get first when root and missing."""
     tools = {"ip": "iproute2", "keepalived": "keepalived"}
     if need_nft:
@@ -657,6 +695,10 @@ def skip_reason(need_nft: bool = False) -> str | None:
         return reason
     if shutil.which("keepalived") is None:
         return "keepalived is not installed"
+    if rampart_bin is not None:
+        r = subprocess.run([str(rampart_bin), "ha"], capture_output=True, text=True, timeout=30)
+        if "render" not in r.stdout + r.stderr:
+            return f"{rampart_bin} has no ha subcommand"
     return None
 
 
