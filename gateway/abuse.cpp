@@ -3,6 +3,8 @@
 #include "firewall/blocklist.hpp"
 #include "gateway/log.hpp"
 
+#include <algorithm>
+#include <cstdint>
 #include <memory>
 
 namespace rampart::gateway {
@@ -51,9 +53,23 @@ bool abuse_guard::allowed(const client_address& a) const {
 
 std::vector<std::string> abuse_guard::sweep(mono_ns now) {
     const auto& settings = cfg_->gw.abuse_settings;
-    const bool new_window = now - window_start_ >= to_ns(settings.window);
-    if (new_window) {
-        window_start_ = now;
+    if (history_.empty()) {
+        history_.resize(client_slots);
+    }
+    // Advance to the tenth `now` falls in, emptying every tenth passed.
+    const mono_ns tenth = std::max<mono_ns>(to_ns(settings.window) / 10, 1);
+    if (tenth_start_ == 0) {
+        tenth_start_ = now;
+    }
+    if (const mono_ns passed = (now - tenth_start_) / tenth; passed > 0) {
+        const auto steps = static_cast<unsigned>(std::min<mono_ns>(passed, tenths));
+        for (unsigned k = 0; k < steps; ++k) {
+            current_ = (current_ + 1) % tenths;
+            for (auto& h : history_) {
+                h[current_] = 0;
+            }
+        }
+        tenth_start_ += passed * tenth;
     }
     std::size_t used = 0;
     for (auto& s : shared_.clients) {
@@ -61,22 +77,32 @@ std::vector<std::string> abuse_guard::sweep(mono_ns now) {
     }
     const mono_ns idle_limit = used > client_slots / 2 ? slot_idle_crowded : slot_idle;
     std::vector<std::string> offenders;
-    for (auto& s : shared_.clients) {
+    for (std::size_t i = 0; i < client_slots; ++i) {
+        client_slot& s = shared_.clients[i];
+        history& h = history_[i];
         std::uint64_t key = s.key.load(std::memory_order_acquire);
         if (key == 0) {
             continue;
         }
-        const std::uint32_t v = s.violations.load(std::memory_order_relaxed);
-        if (v >= settings.threshold) {
+        // fetch_sub, not a store of 0: a worker may be counting right now.
+        if (const std::uint32_t v = s.violations.load(std::memory_order_relaxed); v != 0) {
             s.violations.fetch_sub(v, std::memory_order_relaxed);
+            h[current_] = static_cast<std::uint16_t>(std::min<std::uint32_t>(h[current_] + v, UINT16_MAX));
+        }
+        std::uint32_t in_window = 0;
+        for (const auto n : h) {
+            in_window += n;
+        }
+        if (in_window != 0 && in_window >= settings.threshold) {
+            h.fill(0);  // counted afresh once the block ends
+            in_window = 0;
             client_address a{s.addr_hi.load(std::memory_order_relaxed), s.addr_lo.load(std::memory_order_relaxed)};
             if (!allowed(a)) {
                 offenders.push_back(a.to_string());
             }
-        } else if (new_window && v != 0) {
-            s.violations.fetch_sub(v, std::memory_order_relaxed);
         }
-        if (s.connections.load(std::memory_order_relaxed) == 0 && s.violations.load(std::memory_order_relaxed) == 0 &&
+        if (in_window == 0 && s.connections.load(std::memory_order_relaxed) == 0 &&
+            s.violations.load(std::memory_order_relaxed) == 0 &&
             now - s.last_seen.load(std::memory_order_relaxed) > idle_limit) {
             // Free the slot. A worker racing with this may count one
             // connection or token into a slot just freed: the limits are

@@ -11,6 +11,7 @@
 #include "gateway/net.hpp"
 #include "gateway/shared_state.hpp"
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <string>
@@ -27,9 +28,10 @@ public:
     /// opened on first use.
     abuse_guard(config::snapshot_ptr cfg, shared_block& shared, block_function block = {});
 
-    /// One pass over the client table at `now`: blocks the clients over the
-    /// threshold, starts a new window when the last one ended, frees slots
-    /// of clients gone quiet. Returns the addresses it blocked.
+    /// One pass over the client table at `now`: moves each client's new
+    /// violations into its history, blocks the clients with `threshold` or
+    /// more in the last window, frees slots of clients gone quiet. Returns
+    /// the addresses it blocked.
     std::vector<std::string> sweep(mono_ns now);
 
     /// Runs sweep() every second on the caller's io_context until `stop`.
@@ -48,8 +50,18 @@ private:
     shared_block& shared_;
     block_function block_;
     std::vector<config::network> allow_;
-    mono_ns window_start_ = 0;
     mono_ns last_error_log_ = 0;
+
+    // A sliding window, in tenths: per client slot, the violations the
+    // sweeps found in each of the last ten tenths of `window` plus the
+    // current one, so the sum covers at least the whole window (at most 10 %
+    // more) wherever a burst falls. Master-private; the shared counter holds
+    // only what workers added since the last sweep.
+    static constexpr unsigned tenths = 11;
+    using history = std::array<std::uint16_t, tenths>;
+    std::vector<history> history_;  ///< one per client slot
+    mono_ns tenth_start_ = 0;       ///< when the current tenth began; 0 before the first sweep
+    unsigned current_ = 0;          ///< index of the current tenth in every history
 };
 
 }  // namespace rampart::gateway

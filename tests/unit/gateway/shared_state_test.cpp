@@ -99,7 +99,7 @@ TEST_CASE("token bucket: burst, refill at the rate, never above the burst", "[un
     CHECK(gateway::take_token(slow, 1.0 / 60, 1, t0 + 61 * sec));
 }
 
-TEST_CASE("abuse guard blocks over the threshold, never the allow lists, and forgets old windows", "[unit][gateway][abuse]") {
+TEST_CASE("abuse guard blocks over the threshold, never the allow lists, and forgets what left the window", "[unit][gateway][abuse]") {
     auto block = std::make_unique<gateway::shared_block>();
     std::vector<std::string> blocked;
     std::chrono::milliseconds blocked_for{0};
@@ -131,6 +131,51 @@ TEST_CASE("abuse guard blocks over the threshold, never the allow lists, and for
     CHECK(guard.sweep(t0 + 12 * sec).empty());
     violate("203.0.113.8", 1, t0 + 12 * sec);
     CHECK(guard.sweep(t0 + 13 * sec) == std::vector<std::string>{"203.0.113.8"});
+}
+
+TEST_CASE("abuse guard: the window slides, so a burst across a boundary is caught and old ones expire", "[unit][gateway][abuse]") {
+    auto block = std::make_unique<gateway::shared_block>();
+    std::vector<std::string> blocked;
+    gateway::abuse_guard guard(abuse_config(5, {}), *block,  // 5 violations within 10 s
+                               [&](const std::vector<std::string>& a, std::chrono::milliseconds) {
+                                   blocked.insert(blocked.end(), a.begin(), a.end());
+                               });
+    const mono_ns t0 = 100 * sec;
+    const mono_ns ms = sec / 1000;
+    auto violate = [&](const char* addr, int n, mono_ns at) {
+        for (int i = 0; i < n; ++i) {
+            gateway::count_violation(*block, client_address::parse(addr), at);
+        }
+    };
+    // The master sweeps once a second. Three violations late in one 10 s
+    // span and three early in the next: six within 1.5 s, blocked once.
+    std::vector<std::string> found;
+    for (mono_ns t = t0; t <= t0 + 14 * sec; t += sec) {
+        if (t == t0 + 9 * sec) {
+            violate("203.0.113.7", 3, t + 500 * ms);
+        }
+        if (t == t0 + 10 * sec) {
+            violate("203.0.113.7", 3, t + 500 * ms);
+        }
+        const auto now = guard.sweep(t);
+        found.insert(found.end(), now.begin(), now.end());
+    }
+    CHECK(found == std::vector<std::string>{"203.0.113.7"});
+    // Four violations every 11 s never make five within 10 s: never blocked,
+    // however long it goes on.
+    blocked.clear();
+    for (mono_ns t = t0 + 20 * sec; t <= t0 + 120 * sec; t += sec) {
+        if ((t - t0) % (11 * sec) == 0) {
+            violate("203.0.113.8", 4, t);
+        }
+        guard.sweep(t);
+    }
+    CHECK(blocked.empty());
+    // The history is emptied by a block: the blocked client starts from zero.
+    violate("203.0.113.9", 5, t0 + 130 * sec);
+    CHECK(guard.sweep(t0 + 131 * sec) == std::vector<std::string>{"203.0.113.9"});
+    violate("203.0.113.9", 4, t0 + 131 * sec);
+    CHECK(guard.sweep(t0 + 132 * sec).empty());
 }
 
 TEST_CASE("abuse guard counts a refused block and keeps going", "[unit][gateway][abuse]") {
