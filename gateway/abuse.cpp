@@ -18,7 +18,12 @@ constexpr mono_ns slot_idle_crowded = 30LL * 1'000'000'000;
 }  // namespace
 
 abuse_guard::abuse_guard(config::snapshot_ptr cfg, shared_block& shared, block_function block)
-    : shared_(shared), block_(std::move(block)) {
+    : shared_(shared),
+      block_(std::move(block)),
+      windows_(static_cast<window_entry*>(std::calloc(client_slots, sizeof(window_entry)))) {
+    if (!windows_) {
+        throw std::bad_alloc();
+    }
     set_config(std::move(cfg));
     if (!block_) {
         auto list = std::make_shared<std::unique_ptr<firewall::blocklist>>();
@@ -53,24 +58,11 @@ bool abuse_guard::allowed(const client_address& a) const {
 
 std::vector<std::string> abuse_guard::sweep(mono_ns now) {
     const auto& settings = cfg_->gw.abuse_settings;
-    if (history_.empty()) {
-        history_.resize(client_slots);
-    }
-    // Advance to the tenth `now` falls in, emptying every tenth passed.
     const mono_ns tenth = std::max<mono_ns>(to_ns(settings.window) / 10, 1);
-    if (tenth_start_ == 0) {
-        tenth_start_ = now;
+    if (first_sweep_ == 0) {
+        first_sweep_ = now;
     }
-    if (const mono_ns passed = (now - tenth_start_) / tenth; passed > 0) {
-        const auto steps = static_cast<unsigned>(std::min<mono_ns>(passed, tenths));
-        for (unsigned k = 0; k < steps; ++k) {
-            current_ = (current_ + 1) % tenths;
-            for (auto& h : history_) {
-                h[current_] = 0;
-            }
-        }
-        tenth_start_ += passed * tenth;
-    }
+    const auto current = static_cast<std::uint64_t>((now - first_sweep_) / tenth);
     std::size_t used = 0;
     for (auto& s : shared_.clients) {
         used += s.key.load(std::memory_order_relaxed) != 0 ? 1 : 0;
@@ -79,22 +71,39 @@ std::vector<std::string> abuse_guard::sweep(mono_ns now) {
     std::vector<std::string> offenders;
     for (std::size_t i = 0; i < client_slots; ++i) {
         client_slot& s = shared_.clients[i];
-        history& h = history_[i];
+        window_entry& w = windows_[i];
         std::uint64_t key = s.key.load(std::memory_order_acquire);
         if (key == 0) {
             continue;
         }
-        // fetch_sub, not a store of 0: a worker may be counting right now.
-        if (const std::uint32_t v = s.violations.load(std::memory_order_relaxed); v != 0) {
-            s.violations.fetch_sub(v, std::memory_order_relaxed);
-            h[current_] = static_cast<std::uint16_t>(std::min<std::uint32_t>(h[current_] + v, UINT16_MAX));
-        }
+        const std::uint32_t v = s.violations.load(std::memory_order_relaxed);
         std::uint32_t in_window = 0;
-        for (const auto n : h) {
+        for (const auto n : w.counts) {
             in_window += n;
         }
+        if (v != 0 || in_window != 0) {
+            // Bring the entry up to the current tenth: the tenths passed since
+            // its last update are empty. (After a reload that changed the
+            // window the numbering changes scale; the entry then starts over.)
+            if (w.tenth > current || current - w.tenth >= tenths) {
+                w.counts.fill(0);
+            } else {
+                for (std::uint64_t t = w.tenth + 1; t <= current; ++t) {
+                    w.counts[t % tenths] = 0;
+                }
+            }
+            w.tenth = current;
+            // fetch_sub, not a store of 0: a worker may be counting right now.
+            s.violations.fetch_sub(v, std::memory_order_relaxed);
+            auto& slot_now = w.counts[current % tenths];
+            slot_now = static_cast<std::uint16_t>(std::min<std::uint32_t>(slot_now + v, UINT16_MAX));
+            in_window = 0;
+            for (const auto n : w.counts) {
+                in_window += n;
+            }
+        }
         if (in_window != 0 && in_window >= settings.threshold) {
-            h.fill(0);  // counted afresh once the block ends
+            w.counts.fill(0);  // counted afresh once the block ends
             in_window = 0;
             client_address a{s.addr_hi.load(std::memory_order_relaxed), s.addr_lo.load(std::memory_order_relaxed)};
             if (!allowed(a)) {

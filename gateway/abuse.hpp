@@ -13,7 +13,10 @@
 
 #include <array>
 #include <chrono>
+#include <cstdint>
+#include <cstdlib>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -56,12 +59,20 @@ private:
     // sweeps found in each of the last ten tenths of `window` plus the
     // current one, so the sum covers at least the whole window (at most 10 %
     // more) wherever a burst falls. Master-private; the shared counter holds
-    // only what workers added since the last sweep.
+    // only what workers added since the last sweep. Tenths are numbered from
+    // the first sweep; an entry is brought up to date only when its client
+    // has something to count, and the table comes from calloc (untouched
+    // pages cost no memory), so only clients with violations take RSS.
     static constexpr unsigned tenths = 11;
-    using history = std::array<std::uint16_t, tenths>;
-    std::vector<history> history_;  ///< one per client slot
-    mono_ns tenth_start_ = 0;       ///< when the current tenth began; 0 before the first sweep
-    unsigned current_ = 0;          ///< index of the current tenth in every history
+    struct window_entry {
+        std::uint64_t tenth;  ///< the tenth `counts` was last brought up to
+        std::array<std::uint16_t, tenths> counts;
+    };
+    struct free_deleter {
+        void operator()(window_entry* p) const { std::free(p); }
+    };
+    std::unique_ptr<window_entry[], free_deleter> windows_;  ///< client_slots entries, zeroed
+    mono_ns first_sweep_ = 0;
 };
 
 }  // namespace rampart::gateway
