@@ -173,7 +173,7 @@ std::size_t rule_count(const ruleset& rs) {
 //
 // Callers keep `s` open until their state files are written and their
 // output printed: closing a netfilter socket waits for the kernel to free the
-// replaced table, one RCU grace period after the commit (5-15 ms here, longer
+// replaced table, one RCU grace period after the commit (5-20 ms here, longer
 // than the whole apply), and that wait is better spent doing the rest.
 void program(nft::session& s, const std::optional<ruleset>& rs, bool reject_for_test = false) {
     if (!rs) {
@@ -329,9 +329,13 @@ int apply(const ruleset& rs, const apply_options& opt, std::ostream& out, std::o
             write_file(st.path("pending/deadline"), std::to_string(deadline) + "\n");
             watcher = start_watcher(st, opt);
         }
-        nft::session s;  // closed last, see program()
+        // Opened inside the try (a failed open must also take the watcher
+        // down) and after start_watcher (libmnl's socket is not CLOEXEC);
+        // closed last, see program().
+        std::optional<nft::session> s;
         try {
-            program(s, rs, opt.reject_for_test);
+            s.emplace();
+            program(*s, rs, opt.reject_for_test);
         } catch (...) {
             if (opt.confirm) {
                 stop_watcher(st);
