@@ -2,13 +2,16 @@
 // OpenSSL and Asio, which `rampart` does not link, so it replaces itself with
 // rampart-gateway, same PID, same arguments and environment. The binary is
 // found from /proc/self/exe (never from PATH or argv[0]): next to `rampart`
-// (the build tree), else in ../libexec/rampart/ (the installed layout).
+// (the build tree), else in RAMPART_GATEWAY_RELDIR from its directory (the
+// installed layout: libexecdir/rampart relative to bindir, set by
+// cmd/CMakeLists.txt; ../libexec/rampart with the default directories).
 
 #include "cmd/commands.hpp"
 
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -16,8 +19,14 @@
 #include <system_error>
 #include <vector>
 
-int rampart::cmd::gateway_command(const std::string& /*command*/, const std::vector<std::string>& /*args*/,
+int rampart::cmd::gateway_command(const std::string& command, const std::vector<std::string>& /*args*/,
                                   char** argv) {
+    if (command == "serve") {
+        // The signal mask survives execv: a reload (SIGHUP) or a logrotate
+        // reopen (SIGUSR1) sent while the gateway starts waits for the master
+        // to handle it instead of ending the process.
+        block_reload_signals();
+    }
     namespace fs = std::filesystem;
     std::error_code ec;
     const fs::path self = fs::read_symlink("/proc/self/exe", ec);
@@ -26,7 +35,8 @@ int rampart::cmd::gateway_command(const std::string& /*command*/, const std::vec
         return 1;
     }
     const fs::path dir = self.parent_path();
-    const fs::path candidates[] = {dir / "rampart-gateway", dir.parent_path() / "libexec" / "rampart" / "rampart-gateway"};
+    const fs::path candidates[] = {dir / "rampart-gateway",
+                                   (dir / RAMPART_GATEWAY_RELDIR / "rampart-gateway").lexically_normal()};
     for (const auto& path : candidates) {
         if (::access(path.c_str(), X_OK) == 0) {
             ::execv(path.c_str(), argv);

@@ -21,6 +21,7 @@ using rampart::cmd::fail_usage;
 using rampart::cmd::load_or_report;
 
 int cmd_serve(const std::vector<std::string>& args) {
+    rampart::cmd::block_reload_signals();  // before the configuration and certificates load
     auto path = config_path(args);
     if (path.empty()) {
         return fail_usage("serve needs -c FILE");

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -79,6 +80,14 @@ rampart::config::snapshot_ptr rampart::cmd::load_or_report(const std::string& pa
         }
     }
     return result.config;
+}
+
+void rampart::cmd::block_reload_signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    ::sigprocmask(SIG_BLOCK, &set, nullptr);
 }
 
 std::string rampart::cmd::config_path(const std::vector<std::string>& args) {

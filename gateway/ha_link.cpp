@@ -1,6 +1,7 @@
 #include "gateway/ha_link.hpp"
 
 #include "gateway/log.hpp"
+#include "gateway/signals.hpp"
 #include "ha/status.hpp"
 
 #include <boost/asio/read_until.hpp>
@@ -59,15 +60,13 @@ ha_link::~ha_link() {
 void ha_link::start_sentinel(const std::string& track_file) {
     stop_sentinel();
     const pid_t parent = ::getpid();
+    signals_blocked blocked;  // the child keeps every signal blocked; see signals.hpp
     const pid_t pid = ::fork();
     if (pid < 0) {
         log(log_level::error, std::string("ha: cannot start the sentinel: ") + std::strerror(errno));
         return;
     }
     if (pid == 0) {
-        sigset_t all;
-        ::sigfillset(&all);
-        ::sigprocmask(SIG_BLOCK, &all, nullptr);
         ::prctl(PR_SET_PDEATHSIG, SIGTERM);
         ::prctl(PR_SET_NAME, "rampart-ha-sent", 0, 0, 0);
         ::close_range(3, ~0U, 0);

@@ -9,6 +9,7 @@
 #include "gateway/net.hpp"
 #include "gateway/privileges.hpp"
 #include "gateway/shared_state.hpp"
+#include "gateway/signals.hpp"
 #include "gateway/worker.hpp"
 
 #include <boost/asio/signal_set.hpp>
@@ -38,6 +39,19 @@
 
 namespace rampart::gateway {
 namespace {
+
+/// The signals that ask a running master for work (SIGHUP reload, SIGUSR1
+/// reopen): blocked while the gateway starts, handled once run() listens.
+const sigset_t& reload_signals() {
+    static const sigset_t set = [] {
+        sigset_t s;
+        sigemptyset(&s);
+        sigaddset(&s, SIGHUP);
+        sigaddset(&s, SIGUSR1);
+        return s;
+    }();
+    return set;
+}
 
 /// A bound, listening socket, closed by the destructor.
 class listen_fd {
@@ -204,6 +218,9 @@ public:
         signals.add(SIGCHLD);
         signals.add(SIGHUP);
         signals.add(SIGUSR1);
+        // Handled from here on: a SIGHUP or SIGUSR1 that came while the
+        // gateway started (blocked in run_master, so not fatal) is delivered now.
+        ::sigprocmask(SIG_UNBLOCK, &reload_signals(), nullptr);
         std::optional<tcp_acceptor> admin;
         publish_admin_state();
         admin_.reload = [this] { return reload("admin API"); };
@@ -401,6 +418,12 @@ private:
             }
             cfg = loaded.config;
         }
+        // Draining generations still hold their workers' counter slots: a
+        // burst of reloads or reopens must be refused, not run out of them.
+        if (live_workers() + cfg->effective_workers() > max_workers) {
+            return fail("too many workers still draining from earlier reloads (" + std::to_string(live_workers()) +
+                        " running); try again when they have finished");
+        }
         std::unique_ptr<generation> next;
         const auto listeners_before = listener_names();
         try {
@@ -532,6 +555,7 @@ private:
         slot.counter_slot = counter_slot ? *counter_slot : free_counter_slot();
         // A worker that died left its in-flight gauge behind.
         region_.block().workers[slot.counter_slot].connections_active.store(0, std::memory_order_relaxed);
+        signals_blocked blocked;  // until the child has its own signal pipe (signals.hpp)
         io_.notify_fork(net::execution_context::fork_prepare);
         pid_t pid = ::fork();
         if (pid < 0) {
@@ -541,9 +565,11 @@ private:
         }
         if (pid == 0) {
             io_.notify_fork(net::execution_context::fork_child);
+            blocked.restore();
             ::_exit(worker_main(g, slot));
         }
         io_.notify_fork(net::execution_context::fork_parent);
+        blocked.restore();
         slot.pid = pid;
         slot.started = std::chrono::steady_clock::now();
         auto it = std::find_if(workers_.begin(), workers_.end(), [](const worker_slot& w) { return w.pid <= 0; });
@@ -710,6 +736,10 @@ private:
 }  // namespace
 
 int run_master(config::snapshot_ptr cfg) {
+    // SIGHUP and SIGUSR1 end a process by default: a reload or a logrotate
+    // reopen sent while the gateway starts must wait instead (run()
+    // unblocks them once it handles them).
+    ::sigprocmask(SIG_BLOCK, &reload_signals(), nullptr);
     ::signal(SIGPIPE, SIG_IGN);
     // Every client connection is a descriptor, and a backend connection
     // another: the soft limit (often 1024) would cap the gateway long before

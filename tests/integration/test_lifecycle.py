@@ -84,5 +84,27 @@ def test_workers_drop_privileges():
     h.check(gw.stop() == 0, "exit code after SIGTERM")
 
 
+def test_reload_and_reopen_signals_during_start_are_not_fatal():
+    """SIGHUP and SIGUSR1 end a process by default. Sent while the gateway is
+    still starting (a reload, or logrotate's reopen, during a restart), they
+    must wait for the master, which then handles them, and must never reach
+    the master through a worker it has just forked."""
+    log = h.temp_dir() / "early-signals.log"
+    gw = h.Gateway(S["certs"], {"app1": S["app1"]}, http=False, workers=2)
+    gw.config["gateway"]["access_log"] = {"path": str(log)}
+    h.write_config(gw.config_path, gw.config)
+    for i, (sig, delay) in enumerate((s, d / 1000) for d in (2, 4, 6, 8, 10, 15, 20, 30)
+                                     for s in (signal.SIGUSR1, signal.SIGHUP)):
+        proc = h.Process([h.rampart_bin(), "serve", "-c", gw.config_path], f"rampart-early-{i}").start()
+        time.sleep(delay)
+        proc.send_signal(sig)
+        proc.wait_port(gw.https_port, timeout=10)
+        h.wait_until(lambda: "reload (" in proc.read_stderr(), timeout=5,
+                     what=f"the master handling {sig.name} sent {delay * 1000:.0f} ms after the start")
+        r = h.curl(gw, f"/early/{i}")
+        h.check(r.status == 200, f"after {sig.name} at {delay * 1000:.0f} ms: {r}")
+        h.check(proc.stop() == 0, f"exit code after {sig.name} at {delay * 1000:.0f} ms and SIGTERM")
+
+
 if __name__ == "__main__":
     h.main(globals())
