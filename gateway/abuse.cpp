@@ -77,7 +77,7 @@ std::vector<std::string> abuse_guard::sweep(mono_ns now) {
             continue;
         }
         const std::uint32_t v = s.violations.load(std::memory_order_relaxed);
-        std::uint32_t in_window = 0;
+        std::uint64_t in_window = 0;
         for (const auto n : w.counts) {
             in_window += n;
         }
@@ -96,7 +96,7 @@ std::vector<std::string> abuse_guard::sweep(mono_ns now) {
             // fetch_sub, not a store of 0: a worker may be counting right now.
             s.violations.fetch_sub(v, std::memory_order_relaxed);
             auto& slot_now = w.counts[current % tenths];
-            slot_now = static_cast<std::uint16_t>(std::min<std::uint32_t>(slot_now + v, UINT16_MAX));
+            slot_now = v > UINT32_MAX - slot_now ? UINT32_MAX : slot_now + v;
             in_window = 0;
             for (const auto n : w.counts) {
                 in_window += n;

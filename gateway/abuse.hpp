@@ -66,7 +66,7 @@ private:
     static constexpr unsigned tenths = 11;
     struct window_entry {
         std::uint64_t tenth;  ///< the tenth `counts` was last brought up to
-        std::array<std::uint16_t, tenths> counts;
+        std::array<std::uint32_t, tenths> counts;
     };
     struct free_deleter {
         void operator()(window_entry* p) const { std::free(p); }
