@@ -38,17 +38,40 @@ def _run(argv, timeout=30, **kwargs):
     return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+def _cache() -> dict:
+    """The CMake cache of the build tree the binary comes from (empty when it has none)."""
+    path = h.rampart_bin().parent.parent / "CMakeCache.txt"
+    values = {}
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            name, sep, value = line.partition("=")
+            if sep and not line.startswith(("#", "//")):
+                values[name.split(":", 1)[0]] = value
+    return values
+
+
+def _gateway_binary(rampart: Path) -> Path | None:
+    for place in (rampart.parent / "rampart-gateway", rampart.parent.parent / "libexec" / "rampart" / "rampart-gateway"):
+        if place.is_file():
+            return place
+    return None
+
+
 def test_rampart_links_only_what_the_firewall_needs():
     rampart = h.rampart_bin()
-    gateway = rampart.parent / "rampart-gateway"
-    h.check(gateway.is_file(), f"rampart-gateway is not next to {rampart}")
+    gateway = _gateway_binary(rampart)
+    h.check(gateway is not None, f"no rampart-gateway next to {rampart} or in ../libexec/rampart/")
     needed = _needed(rampart)
-    heavy = [lib for lib in needed if lib.startswith(("libssl", "libcrypto", "libboost", "libyaml-cpp"))]
+    heavy = [lib for lib in needed if lib.startswith(("libssl", "libcrypto", "libboost"))]
     h.check(not heavy, f"rampart loads {heavy} at every start: {needed}")
-    sanitized = any("asan" in lib or "ubsan" in lib for lib in needed)
-    if not sanitized:  # sanitizer builds keep the shared C++ runtime
-        h.check(not any(lib.startswith(("libstdc++", "libnftnl")) for lib in needed),
-                f"rampart should link libstdc++ and libnftnl in: {needed}")
+    # Linked in when the build says so (RAMPART_STATIC_DEPS and the archive found).
+    cache = _cache()
+    static = cache.get("RAMPART_STATIC_DEPS", "ON").upper() in ("ON", "1", "TRUE", "YES")
+    for prefix, archive in (("libyaml-cpp", "RAMPART_YAML_CPP_ARCHIVE"), ("libnftnl", "RAMPART_NFTNL_ARCHIVE")):
+        if static and not cache.get(archive, "").endswith("NOTFOUND"):
+            h.check(not any(lib.startswith(prefix) for lib in needed), f"rampart should link {prefix} in: {needed}")
+    if not cache.get("RAMPART_SANITIZE"):  # sanitizer builds keep the shared C++ runtime
+        h.check(not any(lib.startswith("libstdc++") for lib in needed), f"rampart should link libstdc++ in: {needed}")
     gateway_needed = _needed(gateway)
     h.check(any(lib.startswith("libssl") for lib in gateway_needed),
             f"rampart-gateway should link OpenSSL: {gateway_needed}")
@@ -67,16 +90,17 @@ def test_without_rampart_gateway_only_serve_and_certs_fail():
     alone = h.temp_dir() / "alone"
     alone.mkdir()
     shutil.copy2(h.rampart_bin(), alone / "rampart")
-    r = _run([alone / "rampart", "certs", "dev", "--out", alone / "certs"])
-    h.check(r.returncode == 1, f"certs without rampart-gateway: exit {r.returncode}, {r.stderr}")
-    for place in (alone / "rampart-gateway", alone.parent / "libexec" / "rampart" / "rampart-gateway"):
-        h.check(str(place) in r.stderr, f"the error should name {place}: {r.stderr!r}")
-    h.check(not (alone / "certs").exists(), "certs dev wrote something although it could not run")
-    r = _run([alone / "rampart", "version"])
-    h.check(r.returncode == 0 and r.stdout.startswith("rampart "), f"version without rampart-gateway: {r}")
     config = h.gateway_config(https_port=h.free_port(), certificates=S["certs"].certificates,
                               servers={"app1": S["app1"].port})
     path = h.write_config(alone / "rampart.yaml", config)
+    for argv in (["certs", "dev", "--out", alone / "certs"], ["serve", "-c", path]):
+        r = _run([alone / "rampart", *argv])
+        h.check(r.returncode == 1, f"{argv[0]} without rampart-gateway: exit {r.returncode}, {r.stderr}")
+        for place in (alone / "rampart-gateway", alone.parent / "libexec" / "rampart" / "rampart-gateway"):
+            h.check(str(place) in r.stderr, f"the error of {argv[0]} should name {place}: {r.stderr!r}")
+    h.check(not (alone / "certs").exists(), "certs dev wrote something although it could not run")
+    r = _run([alone / "rampart", "version"])
+    h.check(r.returncode == 0 and r.stdout.startswith("rampart "), f"version without rampart-gateway: {r}")
     r = _run([alone / "rampart", "check", "-c", path])
     h.check(r.returncode == 0, f"check without rampart-gateway: exit {r.returncode}, {r.stderr}")
 

@@ -696,8 +696,13 @@ def skip_reason(need_nft: bool = False, rampart_bin: str | Path | None = None) -
     if shutil.which("keepalived") is None:
         return "keepalived is not installed"
     if rampart_bin is not None:
-        r = subprocess.run([str(rampart_bin), "ha"], capture_output=True, text=True, timeout=30)
-        if "render" not in r.stdout + r.stderr:
+        # A rampart with the ha command answers a bare `rampart ha` with its own
+        # usage error; one without it calls `ha` an unknown command.
+        try:
+            r = subprocess.run([str(rampart_bin), "ha"], capture_output=True, text=True, timeout=30)
+        except OSError as e:
+            return f"cannot run {rampart_bin}: {e}"
+        if "ha needs a subcommand" not in r.stderr:
             return f"{rampart_bin} has no ha subcommand"
     return None
 

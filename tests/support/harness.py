@@ -941,6 +941,10 @@ class Load:
     def join(self) -> "Load":
         for t in self.threads:
             t.join(self.seconds + 30)
+        stuck = sum(1 for t in self.threads if t.is_alive())
+        if stuck:
+            with self.lock:
+                self.failures.append(f"{stuck} client thread(s) still waiting {self.seconds + 30:.0f}s after the end")
         total = self.ok + len(self.failures)
         lat = sorted(self.latencies) or [0.0]
         print(f"    load: {total} requests in {self.seconds:.0f}s ({total / self.seconds:.0f}/s), "
