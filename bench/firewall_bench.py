@@ -19,7 +19,7 @@ warm-up run each, and prints the medians as a markdown table:
   namespace subscribed to nftables events (NFNLGRP_NFTABLES), times the NFT_MSG_NEWGEN of each
   commit. The whole-process wall time above also holds the close of the process's netfilter
   socket, which waits for the kernel to free the replaced table one RCU grace period after the
-  commit (both sides pay it; it is 5-15 ms here and moves in scheduler ticks), so "in force" is
+  commit (both sides pay it; it is 5-20 ms here and moves in scheduler ticks), so "in force" is
   the figure that shows the tool's own speed. Listening makes the kernel build event messages in
   the committing process, for both sides alike, so CPU is taken from the first series only.
 
