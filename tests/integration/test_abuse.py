@@ -39,7 +39,6 @@ import ipaddress
 import os
 import pwd
 import re
-import socket
 import ssl
 import subprocess
 import sys
@@ -138,7 +137,7 @@ class NsGateway:
             if not self.process.running:
                 raise h.ProcessError(f"{self.process.name} exited with {self.process.poll()} before listening"
                                      + self.process.stderr_excerpt())
-            if _connects(self.host, "127.0.0.1", ADMIN_PORT) and _connects(self.host, HOSTS[self.host], HTTPS):
+            if lab().connects(self.host, "127.0.0.1", ADMIN_PORT) and lab().connects(self.host, HOSTS[self.host], HTTPS):
                 break
             h.check(time.monotonic() < deadline, f"{self.process.name} not listening after 15 s"
                     + self.process.stderr_excerpt())
@@ -163,18 +162,6 @@ class NsGateway:
 
     def metrics(self) -> dict[str, float]:
         return metrics(self.host)
-
-
-def _connects(host: str, address: str, port: int, timeout: float = 0.5) -> bool:
-    s = lab().socket(host)
-    s.settimeout(timeout)
-    try:
-        s.connect((address, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 def metrics(host: str) -> dict[str, float]:

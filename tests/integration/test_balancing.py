@@ -8,8 +8,6 @@ Each balancing mode gets its own gateway (2 workers); the two backends are share
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
@@ -142,14 +140,6 @@ def test_upstream_connection_closed_by_backend_is_replaced():
         idle.stop()
 
 
-def _admin(gw, path):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{gw.admin_port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
 def _metric(text, name):
     for line in text.splitlines():
         if line.startswith(name + " "):
@@ -159,19 +149,19 @@ def _metric(text, name):
 
 def test_admin_health_and_metrics_count_what_was_served():
     gw = _gateway("round_robin")
-    status, body = _admin(gw, "/healthz")
+    status, body = h.admin(gw, "/healthz")
     h.check(status == 200 and body == "ok\n", f"/healthz: {status} {body!r}")
-    _, before = _admin(gw, "/metrics")
+    _, before = h.admin(gw, "/metrics")
     for i in range(6):
         h.curl(gw, f"/counted?i={i}")
-    _, after = _admin(gw, "/metrics")
+    _, after = h.admin(gw, "/metrics")
     for name in ('rampart_requests_total', 'rampart_responses_total{class="2xx"}',
                  'rampart_upstream_requests_total{server="app1"}', 'rampart_upstream_requests_total{server="app2"}'):
         delta = _metric(after, name) - _metric(before, name)
         want = 6 if name.startswith(("rampart_requests", "rampart_responses")) else 3
         h.check(delta == want, f"{name} grew by {delta} over 6 requests, expected {want}")
     h.check(_metric(after, 'rampart_tls_handshakes_total{kind="full"}') >= 6, "handshakes not counted")
-    status, _ = _admin(gw, "/nope")
+    status, _ = h.admin(gw, "/nope")
     h.check(status == 404, f"/nope on the admin listener: {status}")
 
 if __name__ == "__main__":

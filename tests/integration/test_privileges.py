@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
@@ -84,11 +83,6 @@ def _check_worker_sandboxed(pid: int, seccomp_mode: int = 2) -> None:
     h.check(st["Seccomp"] == str(seccomp_mode), f"worker {pid} Seccomp = {st['Seccomp']}, expected {seccomp_mode}")
 
 
-def _admin(gw, path):
-    with urllib.request.urlopen(f"http://127.0.0.1:{gw.admin_port}{path}", timeout=5) as r:
-        return r.status, r.read().decode()
-
-
 def test_workers_run_as_user_with_no_capabilities_and_seccomp():
     _require_root()
     gw = S["gw"] = _gateway()
@@ -149,7 +143,7 @@ def test_master_still_supervises_checks_and_drains():
     # Health checks from the restricted master (outgoing TCP), seen through
     # the admin listener it serves.
     def passed():
-        status, body = _admin(gw, "/api/servers")
+        status, body = h.admin(gw, "/api/servers")
         servers = json.loads(body)["servers"] if status == 200 else []
         return len(servers) == 2 and all(s["checks_passed"] >= 2 for s in servers)
     h.wait_until(passed, 5, what="health checks passing for app1 and app2")

@@ -22,7 +22,6 @@ import ssl
 import subprocess
 import sys
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import harness as h  # noqa: E402
@@ -39,17 +38,8 @@ def setup_module():
     S["apps"] = {n: h.Backend(n).start() for n in ("app1", "app2", "app3")}
 
 
-def _admin(gw, path, method="GET"):
-    req = urllib.request.Request(f"http://127.0.0.1:{gw.admin_port}{path}", method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
 def _metric(gw, name):
-    _, text = _admin(gw, "/metrics")
+    _, text = h.admin(gw, "/metrics")
     for line in text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
@@ -115,7 +105,7 @@ def test_twenty_reloads_under_load_lose_nothing():
         certs = S["b"] if i % 2 == 0 else S["a"]
         _rewrite(gw, members, certs)
         t0 = time.monotonic()
-        status, body = _admin(gw, "/api/reload", "POST")
+        status, body = h.admin(gw, "/api/reload", "POST")
         times.append(time.monotonic() - t0)
         h.check(status == 200 and json.loads(body)["reloaded"], f"reload {i + 1}: {status} {body}")
         time.sleep(0.5)
@@ -143,7 +133,7 @@ def test_streaming_download_survives_a_reload():
                     ca=S["bundle"], max_time=60, output=out, background=True)
     h.wait_until(lambda: out.exists() and out.stat().st_size > 4 * 1024 * 1024, 20, what="the download under way")
     _rewrite(gw, ["app2"])
-    status, body = _admin(gw, "/api/reload", "POST")
+    status, body = h.admin(gw, "/api/reload", "POST")
     h.check(status == 200, f"reload: {status} {body}")
     r = job.wait()
     h.check(r.status == 200 and out.stat().st_size == size, f"download cut: {r.status}, {out.stat().st_size} bytes")
@@ -179,7 +169,7 @@ def test_invalid_configuration_changes_nothing():
     gw.config_path.write_text(good)
     _rewrite(gw, ["app2"], mutate=lambda c: c["gateway"]["tls"]["certificates"].__setitem__(
         0, {"cert": str(h.temp_dir() / "missing.pem"), "key": str(h.temp_dir() / "missing.key")}))
-    status, body = _admin(gw, "/api/reload", "POST")
+    status, body = h.admin(gw, "/api/reload", "POST")
     h.check(status == 422 and "missing." in json.loads(body)["message"], f"bad certificate reload: {status} {body}")
     h.check(_metric(gw, 'rampart_config_reloads_total{result="failed"}') == 2, "second failure not counted")
     # The old configuration still serves, from the same workers.

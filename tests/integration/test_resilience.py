@@ -22,7 +22,6 @@ import signal
 import socket
 import sys
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import harness as h  # noqa: E402
@@ -42,23 +41,14 @@ def _gateway(backends, pool_extra=None, limits=None, timeouts=None, workers=2):
     return gw.start()
 
 
-def _admin(gw, path, method="GET"):
-    req = urllib.request.Request(f"http://127.0.0.1:{gw.admin_port}{path}", method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
 def _servers(gw):
-    status, body = _admin(gw, "/api/servers")
+    status, body = h.admin(gw, "/api/servers")
     h.check(status == 200, f"/api/servers: {status} {body}")
     return {s["name"]: s for s in json.loads(body)["servers"]}
 
 
 def _metric(gw, name):
-    _, text = _admin(gw, "/metrics")
+    _, text = h.admin(gw, "/metrics")
     total = 0.0
     found = False
     for line in text.splitlines():
@@ -174,7 +164,7 @@ def test_drain_and_enable_through_the_admin_api():
     slow = [h.curl(gw, f"/slow?ms=1500&i={i}", background=True) for i in range(2)]
     h.wait_until(lambda: app1.saw("/slow?ms=1500") and app2.saw("/slow?ms=1500"), 5,
                  what="a slow request on each server")
-    status, body = _admin(gw, "/api/servers/app1/drain", "POST")
+    status, body = h.admin(gw, "/api/servers/app1/drain", "POST")
     h.check(status == 200 and json.loads(body)["drained"] is True, f"drain: {status} {body}")
     seen = [h.curl(gw, f"/during?i={i}").header("X-Backend") for i in range(6)]
     h.check(seen == ["app2"] * 6, f"requests during the drain went to {seen}")
@@ -183,18 +173,18 @@ def test_drain_and_enable_through_the_admin_api():
         h.check(r.status == 200, f"an in-flight request did not finish: {r}")
     h.check(_servers(gw)["app1"]["drained"] is True, "the API does not show app1 drained")
     h.check(_metric(gw, 'rampart_upstream_drained{server="app1"}') == 1, "drain not in /metrics")
-    status, _ = _admin(gw, "/api/servers/app1/enable", "POST")
+    status, _ = h.admin(gw, "/api/servers/app1/enable", "POST")
     h.check(status == 200, "enable failed")
     seen = {h.curl(gw, f"/after?i={i}").header("X-Backend") for i in range(4)}
     h.check(seen == {"app1", "app2"}, f"after enable: {seen}")
     # Runtime weight (weighted round robin needs a pool that uses weights).
-    h.check(_admin(gw, "/api/servers/app1/weight?value=0", "POST")[0] == 400, "weight 0 accepted")
-    h.check(_admin(gw, "/api/servers/app1/weight?value=3", "POST")[0] == 200, "weight refused")
+    h.check(h.admin(gw, "/api/servers/app1/weight?value=0", "POST")[0] == 400, "weight 0 accepted")
+    h.check(h.admin(gw, "/api/servers/app1/weight?value=3", "POST")[0] == 200, "weight refused")
     h.check(_servers(gw)["app1"]["weight"] == 3, "weight not shown")
-    h.check(_admin(gw, "/api/servers/app1/weight?value=default", "POST")[0] == 200, "weight reset refused")
+    h.check(h.admin(gw, "/api/servers/app1/weight?value=default", "POST")[0] == 200, "weight reset refused")
     h.check(_servers(gw)["app1"]["weight"] == 1, "weight not reset")
-    h.check(_admin(gw, "/api/servers/nope/drain", "POST")[0] == 404, "unknown server not 404")
-    h.check(_admin(gw, "/api/servers/app1/drain", "GET")[0] == 405, "GET on an action not 405")
+    h.check(h.admin(gw, "/api/servers/nope/drain", "POST")[0] == 404, "unknown server not 404")
+    h.check(h.admin(gw, "/api/servers/app1/drain", "GET")[0] == 405, "GET on an action not 405")
     gw.stop()
     app1.stop()
     app2.stop()

@@ -289,23 +289,12 @@ class HaLab:
             self.db_listeners.listen(self.lab, db, self.db_port)
         self.db_listeners.start()
 
-    def _connects(self, host: str, address: str, port: int, timeout: float = 0.5) -> bool:
-        s = self.lab.socket(host)
-        s.settimeout(timeout)
-        try:
-            s.connect((address, port))
-            return True
-        except OSError:
-            return False
-        finally:
-            s.close()
-
     def start_rampart(self, gw: str) -> h.Process:
         p = h.Process(self.lab.argv(gw, [self.bin, "serve", "-c", self.config]), f"rampart-{gw}")
         p.start()  # ip netns exec execs rampart: the PID is the master's
         deadline = time.monotonic() + 15
-        while not (self._connects(gw, "127.0.0.1", self.admin_port)
-                   and self._connects(gw, self.hosts[gw], self.https_port)):
+        while not (self.lab.connects(gw, "127.0.0.1", self.admin_port)
+                   and self.lab.connects(gw, self.hosts[gw], self.https_port)):
             if not p.running:
                 raise LabError(f"{p.name} exited with {p.poll()} before listening" + p.stderr_excerpt())
             if time.monotonic() > deadline:

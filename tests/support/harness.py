@@ -47,6 +47,8 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -875,6 +877,16 @@ def request(conn: http.client.HTTPConnection, method: str, path: str, body=None,
     r = conn.getresponse()
     data = r.read()
     return Response(r.status, list(r.getheaders()), data)
+
+
+def admin(gw: "Gateway", path: str, method: str = "GET", timeout: float = 30.0) -> tuple[int, str]:
+    """One request to the gateway's admin listener: (status, body), also for an error status."""
+    req = urllib.request.Request(f"http://{LOOPBACK}:{gw.admin_port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 class Load:

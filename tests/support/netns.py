@@ -303,6 +303,18 @@ class Lab:
                proto: int = 0) -> socket.socket:
         return socket_in_ns(self.ns(host), family, type_, proto)
 
+    def connects(self, host: str, address: str, port: int, timeout: float = 0.5) -> bool:
+        """Whether a TCP connection from `host` to address:port is accepted within `timeout`."""
+        s = self.socket(host)
+        s.settimeout(timeout)
+        try:
+            s.connect((address, port))
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
     def pids(self) -> list[int]:
         """Processes that run inside the lab's namespaces."""
         out: set[int] = set()
