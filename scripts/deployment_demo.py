@@ -345,12 +345,9 @@ def main() -> int:
     if args.requests == 1 or args.requests < 0:
         print("deployment_demo: --requests needs at least 2 (before and after the failover)", file=sys.stderr)
         return 2
-    reason = ha_lab.skip_reason(need_nft=True)
+    reason = ha_lab.skip_reason(need_nft=True, rampart_bin=args.rampart)
     if reason:
         print(f"SKIP: {reason}", flush=True)
-        return 77
-    if not (os.path.isfile(args.rampart) and os.access(args.rampart, os.X_OK)):
-        print(f"SKIP: no rampart binary at {args.rampart}", flush=True)
         return 77
     if shutil.which("curl") is None:
         print("SKIP: curl not found", flush=True)

@@ -164,16 +164,9 @@ def main() -> int:
         print(f"failover_bench: unknown fault kind(s) {unknown}; known: {KINDS}", file=sys.stderr)
         return 2
 
-    reason = ha_lab.skip_reason()
+    reason = ha_lab.skip_reason(rampart_bin=args.rampart)
     if reason:
         print(f"SKIP: {reason}", flush=True)
-        return 77
-    if not (os.path.isfile(args.rampart) and os.access(args.rampart, os.X_OK)):
-        print(f"SKIP: no rampart binary at {args.rampart}", flush=True)
-        return 77
-    r = subprocess.run([args.rampart, "ha"], capture_output=True, text=True, timeout=30)
-    if "render" not in r.stdout + r.stderr:
-        print(f"SKIP: {args.rampart} has no ha subcommand", flush=True)
         return 77
 
     def log(msg: str) -> None:

@@ -673,7 +673,7 @@ def reap_tree(p: h.Process, timeout: float = 5.0) -> None:
 
 def skip_reason(need_nft: bool = False, rampart_bin: str | Path | None = None) -> str | None:
     """Why this machine cannot run the lab (root, ip netns, keepalived, nft; with `rampart_bin`,
-    a rampart without ``ha render``), or None.
+    no executable there, or a rampart without the ``ha`` command), or None.
     Installs iproute2 / keepalived / nftables with apt-get first when root and missing."""
     tools = {"ip": "iproute2", "keepalived": "keepalived"}
     if need_nft:
@@ -685,6 +685,8 @@ def skip_reason(need_nft: bool = False, rampart_bin: str | Path | None = None) -
     if shutil.which("keepalived") is None:
         return "keepalived is not installed"
     if rampart_bin is not None:
+        if not (os.path.isfile(rampart_bin) and os.access(rampart_bin, os.X_OK)):
+            return f"no rampart binary at {rampart_bin}"
         # A rampart with the ha command answers a bare `rampart ha` with its own
         # usage error; one without it calls `ha` an unknown command.
         try:
