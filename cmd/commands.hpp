@@ -18,11 +18,6 @@ std::string config_path(const std::vector<std::string>& args);
 /// Loads the file; every error goes to stderr as file:line:column, and the result is null.
 config::snapshot_ptr load_or_report(const std::string& path);
 
-/// Blocks SIGHUP and SIGUSR1, whose default action ends a process, until the
-/// master handles them (gateway/master.cpp unblocks them): `serve` calls it
-/// first thing, and the mask is inherited across the exec to rampart-gateway.
-void block_reload_signals();
-
 /// Runs `serve` or `certs` (command, then its arguments; argv is main's, for an exec).
 int gateway_command(const std::string& command, const std::vector<std::string>& args, char** argv);
 

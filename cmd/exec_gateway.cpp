@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -19,14 +18,10 @@
 #include <system_error>
 #include <vector>
 
-int rampart::cmd::gateway_command(const std::string& command, const std::vector<std::string>& /*args*/,
+int rampart::cmd::gateway_command(const std::string& /*command*/, const std::vector<std::string>& /*args*/,
                                   char** argv) {
-    if (command == "serve") {
-        // The signal mask survives execv: a reload (SIGHUP) or a logrotate
-        // reopen (SIGUSR1) sent while the gateway starts waits for the master
-        // to handle it instead of ending the process.
-        block_reload_signals();
-    }
+    // For `serve`, SIGHUP and SIGUSR1 are blocked since the program's first
+    // instruction (rampart.cpp); the mask survives execv.
     namespace fs = std::filesystem;
     std::error_code ec;
     const fs::path self = fs::read_symlink("/proc/self/exe", ec);

@@ -21,7 +21,7 @@ using rampart::cmd::fail_usage;
 using rampart::cmd::load_or_report;
 
 int cmd_serve(const std::vector<std::string>& args) {
-    rampart::cmd::block_reload_signals();  // before the configuration and certificates load
+    // SIGHUP and SIGUSR1 are blocked already (rampart.cpp, .preinit_array).
     auto path = config_path(args);
     if (path.empty()) {
         return fail_usage("serve needs -c FILE");

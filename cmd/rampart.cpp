@@ -36,6 +36,30 @@
 
 namespace {
 
+// SIGHUP (reload) and SIGUSR1 (reopen the access log) end a process by
+// default. A reload or a logrotate reopen that reaches `serve` while the
+// gateway starts must wait for the master to handle it (gateway/master.cpp
+// unblocks them once its handlers are installed) instead of ending it. The
+// mask is set from .preinit_array: the first code of the program that runs,
+// before any library's or our own static constructors and before main; it
+// survives the exec to rampart-gateway. What runs before it (the kernel's
+// exec and the dynamic loader, well under a millisecond warm) cannot be
+// covered by the program itself: only a parent that blocks the signals
+// before the exec can.
+void block_reload_signals_at_start(int argc, char** argv, char** /*envp*/) {
+    if (argc < 2 || argv == nullptr || argv[1] == nullptr || std::strcmp(argv[1], "serve") != 0) {
+        return;
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    ::sigprocmask(SIG_BLOCK, &set, nullptr);
+}
+
+__attribute__((section(".preinit_array"), used)) void (*const block_reload_signals_entry)(int, char**, char**) =
+    block_reload_signals_at_start;
+
 constexpr const char* usage = R"(usage: rampart <command> [options]
 
 commands:
@@ -82,13 +106,6 @@ rampart::config::snapshot_ptr rampart::cmd::load_or_report(const std::string& pa
     return result.config;
 }
 
-void rampart::cmd::block_reload_signals() {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR1);
-    ::sigprocmask(SIG_BLOCK, &set, nullptr);
-}
 
 std::string rampart::cmd::config_path(const std::vector<std::string>& args) {
     for (std::size_t i = 0; i + 1 < args.size(); ++i) {
