@@ -14,6 +14,11 @@ namespace {
 constexpr mono_ns slot_idle = 10LL * 60 * 1'000'000'000;
 /// Same, when the table is filling up.
 constexpr mono_ns slot_idle_crowded = 30LL * 1'000'000'000;
+/// How often the master looks for new violations: the most a client past
+/// the threshold waits for its sweep.
+constexpr auto poll_interval = std::chrono::milliseconds(100);
+/// A sweep with no new violation (to free idle slots) runs this often.
+constexpr mono_ns idle_sweep_interval = 1'000'000'000;
 
 }  // namespace
 
@@ -157,12 +162,27 @@ void abuse_guard::block(const std::vector<std::string>& addresses) {
 }
 
 net::awaitable<void> abuse_guard::run(const bool& stop) {
+    // Every violation also bumps shared_.abuse_violations: a change there
+    // since the last sweep means some client may have reached the threshold,
+    // and the table is swept at once (within one poll). Quiet, it is swept
+    // once a second for the idle slots. A sweep reads every client slot
+    // (~1 ms for the whole table), so the poll costs the master one load of
+    // a counter per tick when nothing happens.
     net::steady_timer tick(co_await net::this_coro::executor);
+    std::uint64_t seen = shared_.abuse_violations.load(std::memory_order_relaxed);
+    mono_ns last_sweep = mono_now();
     while (!stop) {
-        tick.expires_after(std::chrono::seconds(1));
+        tick.expires_after(poll_interval);
         co_await tick.async_wait(use_tuple);
-        if (!stop) {
-            sweep(mono_now());
+        if (stop) {
+            break;
+        }
+        const std::uint64_t total = shared_.abuse_violations.load(std::memory_order_relaxed);
+        const mono_ns now = mono_now();
+        if (total != seen || now - last_sweep >= idle_sweep_interval) {
+            seen = total;
+            last_sweep = now;
+            sweep(now);
         }
     }
 }

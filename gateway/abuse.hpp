@@ -37,7 +37,8 @@ public:
     /// the addresses it blocked.
     std::vector<std::string> sweep(mono_ns now);
 
-    /// Runs sweep() every second on the caller's io_context until `stop`.
+    /// Runs sweep() on the caller's io_context until `stop`: within 100 ms
+    /// of a new violation, and every second otherwise.
     net::awaitable<void> run(const bool& stop);
 
     /// A reloaded configuration: new settings and allow lists from now on.

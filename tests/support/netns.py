@@ -17,7 +17,8 @@ is created in the root namespace. What it gives:
   so clients, listeners and raw packets need no helper process;
 * ``TcpListeners``: listening sockets in namespaces served by one bounded thread (accept, echo);
 * ``probe_tcp()``: many connects at once, each classified ``open`` / ``refused`` / ``timeout``
-  (a dropped SYN) / ``unreachable``; ``ping()``; raw VRRP packets (``send_vrrp``,
+  (a dropped SYN) / ``unreachable``; ``ping()``; ``EchoProbe`` (when packets start being
+  dropped, to within one interval); raw VRRP packets (``send_vrrp``,
   ``RawReceiver``);
 * nftables helpers: ``nft()``, ``nft_genid()`` (NFT_MSG_GETGEN over netlink: the generation id
   changes with every committed transaction and only then), ``normalize_ruleset()``.
@@ -571,31 +572,98 @@ def inet_checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
+def _echo_request(ident: int, seq: int) -> bytes:
+    payload = b"rampart-netns-ping"
+    header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+    return struct.pack("!BBHHH", 8, 0, inet_checksum(header + payload), ident, seq) + payload
+
+
+def _echo_reply(data: bytes, peer: tuple, dst: str, ident: int) -> int | None:
+    """The sequence number of an echo reply from dst for ident in a raw IPv4 datagram, or None."""
+    ihl = (data[0] & 0x0F) * 4
+    icmp = data[ihl:ihl + 8]
+    if len(icmp) == 8 and peer[0] == dst:
+        typ, _, _, rid, rseq = struct.unpack("!BBHHH", icmp)
+        if typ == 0 and rid == ident:
+            return rseq
+    return None
+
+
 def ping(lab: Lab, src: str, dst: str, timeout: float = 1.0, ident: int | None = None) -> bool:
     """One ICMP echo request from src to dst; True if the matching reply arrives in time."""
     ident = (ident if ident is not None else os.getpid()) & 0xFFFF
     seq = int(time.monotonic() * 1000) & 0xFFFF
-    payload = b"rampart-netns-ping"
-    header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-    packet = struct.pack("!BBHHH", 8, 0, inet_checksum(header + payload), ident, seq) + payload
     s = lab.socket(src, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     try:
-        s.sendto(packet, (dst, 0))
+        s.sendto(_echo_request(ident, seq), (dst, 0))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             r, _, _ = select.select([s], [], [], max(deadline - time.monotonic(), 0))
             if not r:
                 break
             data, peer = s.recvfrom(4096)
-            ihl = (data[0] & 0x0F) * 4
-            icmp = data[ihl:ihl + 8]
-            if len(icmp) == 8 and peer[0] == dst:
-                typ, _, _, rid, rseq = struct.unpack("!BBHHH", icmp)
-                if typ == 0 and rid == ident and rseq == seq:
-                    return True
+            if _echo_reply(data, peer, dst, ident) == seq:
+                return True
         return False
     finally:
         s.close()
+
+
+class EchoProbe:
+    """ICMP echo requests from src to dst every `interval` seconds on a thread of its own, each
+    with its send time and whether its reply came: when packets from src start being dropped
+    (a blocklist), to within one interval, without opening connections. Bounded: stops by
+    itself after max_s. Use as a context manager."""
+
+    def __init__(self, lab: Lab, src: str, dst: str, interval: float = 0.125, max_s: float = 60.0) -> None:
+        self.lab, self.src, self.dst = lab, src, dst
+        self.interval, self.max_s = interval, max_s
+        self.ident = (os.getpid() ^ 0x5A5A ^ id(self)) & 0xFFFF
+        self.sent: list[float] = []           # send time of seq i (monotonic)
+        self.answered: set[int] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "EchoProbe":
+        self._sock = self.lab.socket(self.src, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        self._thread = threading.Thread(target=self._run, name=f"echo-{self.src}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        self._sock.close()
+
+    def _run(self) -> None:
+        end = time.monotonic() + self.max_s
+        next_send = time.monotonic()
+        while not self._stop.is_set() and time.monotonic() < end and len(self.sent) < 0x10000:
+            now = time.monotonic()
+            if now >= next_send:
+                seq = len(self.sent)
+                self.sent.append(now)
+                self._sock.sendto(_echo_request(self.ident, seq), (self.dst, 0))
+                next_send = now + self.interval
+            r, _, _ = select.select([self._sock], [], [], max(next_send - time.monotonic(), 0))
+            if r:
+                data, peer = self._sock.recvfrom(4096)
+                seq = _echo_reply(data, peer, self.dst, self.ident)
+                if seq is not None:
+                    self.answered.add(seq)
+
+    def first_dropped(self, after: float, grace: float = 0.5, run: int = 3) -> float | None:
+        """Send time of the first echo sent at or after `after` that went unanswered, with the
+        `run - 1` next ones unanswered too and all of them older than `grace` (time for a
+        reply to come); None if there is none."""
+        horizon = time.monotonic() - grace
+        seqs = [i for i, t in enumerate(self.sent) if t >= after and t <= horizon]
+        for k, i in enumerate(seqs):
+            window = seqs[k:k + run]
+            if len(window) == run and not any(j in self.answered for j in window):
+                return self.sent[i]
+        return None
 
 
 IPPROTO_VRRP = 112
