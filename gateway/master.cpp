@@ -17,11 +17,13 @@
 #include <openssl/crypto.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <netinet/in.h>
 #include <pwd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -30,6 +32,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <set>
@@ -53,7 +56,7 @@ const sigset_t& reload_signals() {
     return set;
 }
 
-/// A bound, listening socket, closed by the destructor.
+/// A descriptor (a listening socket, a pipe end), closed by the destructor.
 class listen_fd {
 public:
     listen_fd() = default;
@@ -79,6 +82,22 @@ private:
 
 [[noreturn]] void fail_errno(const std::string& what) {
     throw std::runtime_error(what + ": " + std::strerror(errno));
+}
+
+/// Closes every descriptor of the process except those in `keep`.
+void close_all_but(std::vector<int> keep) {
+    std::sort(keep.begin(), keep.end());
+    unsigned next = 0;
+    for (const int fd : keep) {
+        if (fd < 0 || static_cast<unsigned>(fd) < next) {
+            continue;
+        }
+        if (static_cast<unsigned>(fd) > next) {
+            ::close_range(next, static_cast<unsigned>(fd) - 1, 0);
+        }
+        next = static_cast<unsigned>(fd) + 1;
+    }
+    ::close_range(next, ~0U, 0);
 }
 
 // Each worker gets its own SO_REUSEPORT socket on the same address: the kernel
@@ -202,6 +221,15 @@ struct generation {
 class master {
 public:
     explicit master(config::snapshot_ptr cfg) : admin_(region_.block()) {
+        // The master's life line to its workers: it holds the write end and
+        // never writes; each worker watches the read end, which reads EOF the
+        // moment the master is gone, however it ended (worker_main).
+        int life[2];
+        if (::pipe2(life, O_CLOEXEC) != 0) {
+            fail_errno("pipe");
+        }
+        life_read_ = listen_fd(life[0]);
+        life_write_ = listen_fd(life[1]);
         const auto& gw = cfg->gw;
         current_ = build(std::move(cfg), 1);
         if (gw.listen.admin) {
@@ -555,7 +583,8 @@ private:
         slot.counter_slot = counter_slot ? *counter_slot : free_counter_slot();
         // A worker that died left its in-flight gauge behind.
         region_.block().workers[slot.counter_slot].connections_active.store(0, std::memory_order_relaxed);
-        signals_blocked blocked;  // until the child has its own signal pipe (signals.hpp)
+        const pid_t master_pid = ::getpid();
+        signals_blocked blocked;  // until the child has its own signal handling (signals.hpp)
         io_.notify_fork(net::execution_context::fork_prepare);
         pid_t pid = ::fork();
         if (pid < 0) {
@@ -564,9 +593,10 @@ private:
             return;
         }
         if (pid == 0) {
-            io_.notify_fork(net::execution_context::fork_child);
-            blocked.restore();
-            ::_exit(worker_main(g, slot));
+            // The child never runs the master's io_context (no fork_child:
+            // worker_main closes its descriptors) and keeps every signal
+            // blocked until worker_main has set up its own.
+            ::_exit(worker_main(g, slot, master_pid));
         }
         io_.notify_fork(net::execution_context::fork_parent);
         blocked.restore();
@@ -580,27 +610,64 @@ private:
         }
     }
 
-    int worker_main(const generation& g, const worker_slot& slot) {
-        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    int worker_main(const generation& g, const worker_slot& slot, pid_t master_pid) {
         ::prctl(PR_SET_NAME, "rampart-worker", 0, 0, 0);
-        // This worker's share of each listener's sockets; every other
-        // descriptor of the master's is closed.
+        // Signals, all still blocked (spawn): the master's Asio handlers are
+        // installed in this copy and write into the master's signal pipe, so
+        // none may run here. SIGTERM and SIGINT (drain) stay blocked and are
+        // read from a signalfd; a reload or reopen signal sent to a worker is
+        // ignored; the rest get their default action back and are unblocked.
+        for (const int sig : {SIGHUP, SIGUSR1}) {
+            ::signal(sig, SIG_IGN);
+        }
+        for (const int sig : {SIGTERM, SIGINT, SIGCHLD}) {
+            ::signal(sig, SIG_DFL);
+        }
+        sigset_t drain;
+        sigemptyset(&drain);
+        sigaddset(&drain, SIGTERM);
+        sigaddset(&drain, SIGINT);
         worker_sockets mine;
+        mine.signals = ::signalfd(-1, &drain, SFD_NONBLOCK | SFD_CLOEXEC);
+        if (mine.signals < 0) {
+            log(log_level::error, std::string("worker: signalfd: ") + std::strerror(errno));
+            return 1;
+        }
+        ::sigprocmask(SIG_SETMASK, &drain, nullptr);
+        // This worker's share of each listener's sockets, its access log,
+        // the read end of the master's life line, the standard descriptors:
+        // every other descriptor of the master's (the admin listener, the
+        // HA notify FIFO, health-check and netlink sockets, the life line's
+        // write end, the master's reactor) is closed.
         auto take = [&](const std::optional<config::endpoint>& ep, std::vector<int>& out) {
             if (!ep) {
                 return;
             }
             const auto& fds = listeners_.at(ep->to_string());
             for (std::size_t j = slot.index; j < fds.size(); j += g.workers) {
-                out.push_back(::dup(fds[j].get()));
+                out.push_back(fds[j].get());
             }
         };
         take(g.cfg->gw.listen.https, mine.https);
         take(g.cfg->gw.listen.http, mine.http);
-        mine.access_log = g.access_log.get() >= 0 ? ::dup(g.access_log.get()) : -1;
-        listeners_.clear();
+        mine.access_log = g.access_log.get();
+        mine.master_alive = life_read_.get();
+        std::vector<int> keep{0, 1, 2, mine.signals, mine.master_alive};
+        keep.insert(keep.end(), mine.https.begin(), mine.https.end());
+        keep.insert(keep.end(), mine.http.begin(), mine.http.end());
+        if (mine.access_log >= 0) {
+            keep.push_back(mine.access_log);
+        }
+        close_all_but(keep);
         clear_bounding_set();  // privileges.hpp: before setuid, which takes CAP_SETPCAP away
         drop_privileges(g.user);
+        // setuid and setgid clear the parent-death signal: armed after the
+        // last credential change, then checked against a master that died
+        // before it was armed. The life line covers every case this misses.
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (::getppid() != master_pid) {
+            return 0;
+        }
         sandbox_worker(g.cfg->gw.seccomp);  // no capabilities, seccomp: before any connection
         try {
             worker w(g.cfg, g.tls ? g.tls->default_context() : nullptr, region_.block(), g.slots, slot.counter_slot,
@@ -724,6 +791,8 @@ private:
     std::vector<worker_slot> workers_;
     unsigned counter_slots_used_ = 0;
     listen_fd admin_fd_;
+    listen_fd life_read_;   ///< the life line's read end, for the workers
+    listen_fd life_write_;  ///< held open, never written, until the master exits
     std::string admin_endpoint_;
     net::io_context io_{1};
     std::unique_ptr<health_checker> health_;

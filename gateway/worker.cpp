@@ -3,7 +3,7 @@
 #include "gateway/log.hpp"
 #include "gateway/session.hpp"
 
-#include <boost/asio/signal_set.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 
 #include <csignal>
 #include <vector>
@@ -89,6 +89,12 @@ worker::worker(config::snapshot_ptr cfg, SSL_CTX* tls, shared_block& shared, con
     for (int fd : sockets.http) {
         http_.push_back(adopt_socket(fd));
     }
+    if (sockets.signals >= 0) {
+        signals_.emplace(io_, sockets.signals);
+    }
+    if (sockets.master_alive >= 0) {
+        master_alive_.emplace(io_, sockets.master_alive);
+    }
 }
 
 worker::~worker() = default;
@@ -101,12 +107,24 @@ void worker::run() {
         net::co_spawn(io_, accept_loop(*a, false), net::detached);
     }
     net::co_spawn(io_, sweep_upstreams(), net::detached);
-    signals_.emplace(io_, SIGTERM, SIGINT);
-    signals_->async_wait([this](const error_code& ec, int) {
-        if (!ec) {
-            begin_drain();
-        }
-    });
+    if (signals_) {
+        signals_->async_wait(net::posix::stream_descriptor::wait_read, [this](const error_code& ec) {
+            if (!ec) {
+                begin_drain();
+            }
+        });
+    }
+    if (master_alive_) {
+        // Nothing is ever written: readable means EOF, the master is gone
+        // (killed, crashed). Its workers must not outlive it holding the
+        // listening sockets: they drain as on SIGTERM.
+        master_alive_->async_wait(net::posix::stream_descriptor::wait_read, [this](const error_code& ec) {
+            if (!ec) {
+                log(log_level::warn, "worker: the master is gone; draining");
+                begin_drain();
+            }
+        });
+    }
     if (access_log_) {
         access_log_->start();  // in the worker process, after the fork
     }
@@ -127,6 +145,9 @@ void worker::begin_drain() {
     error_code ec;
     if (signals_) {
         signals_->cancel(ec);
+    }
+    if (master_alive_) {
+        master_alive_->cancel(ec);
     }
     if (sweep_timer_) {
         sweep_timer_->cancel();

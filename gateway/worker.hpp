@@ -13,7 +13,7 @@
 #include "gateway/shared_state.hpp"
 #include "gateway/upstream.hpp"
 
-#include <boost/asio/signal_set.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <openssl/ssl.h>
 
 #include <cstdint>
@@ -36,6 +36,8 @@ struct worker_sockets {
     std::vector<int> https;
     std::vector<int> http;
     int access_log = -1;  ///< where access log lines go (opened by the master); -1 when off
+    int signals = -1;       ///< a signalfd for SIGTERM/SIGINT (the drain); -1: none
+    int master_alive = -1;  ///< the master's life line: reads EOF once the master is gone; -1: none
 };
 
 /// Everything a session needs from its worker. Lives as long as the worker;
@@ -80,7 +82,8 @@ public:
     worker(const worker&) = delete;
     worker& operator=(const worker&) = delete;
 
-    /// Serves until drained; SIGTERM/SIGINT start the drain.
+    /// Serves until drained; SIGTERM/SIGINT (read from sockets.signals) or
+    /// the master's end (sockets.master_alive) start the drain.
     void run();
 
 private:
@@ -99,7 +102,8 @@ private:
     worker_context ctx_;
     std::vector<std::unique_ptr<tcp_acceptor>> https_;
     std::vector<std::unique_ptr<tcp_acceptor>> http_;
-    std::optional<net::signal_set> signals_;
+    std::optional<net::posix::stream_descriptor> signals_;
+    std::optional<net::posix::stream_descriptor> master_alive_;
     std::optional<net::steady_timer> sweep_timer_;
 };
 

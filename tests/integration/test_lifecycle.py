@@ -138,5 +138,86 @@ def test_reload_and_reopen_signals_during_start_are_not_fatal():
         h.check(proc.stop() == 0, f"exit code after {sig.name} at {delay * 1000:.0f} ms and SIGTERM")
 
 
+def _alive(pid: int) -> bool:
+    """pid runs (exists and is not a zombie waiting for its new parent to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _descriptors(pid: int) -> dict[int, tuple[str, int]]:
+    """fd -> (what it points to, its open flags) for every descriptor of pid."""
+    out = {}
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        fd = int(name)
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                flags = next(int(line.split()[1], 8) for line in f if line.startswith("flags:"))
+        except (FileNotFoundError, StopIteration):
+            continue
+        out[fd] = (target, flags)
+    return out
+
+
+def _listening_inodes(pid: int, port: int) -> set[str]:
+    """Socket inodes listening on port, from pid's view of /proc/net/tcp{,6}."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as f:
+            for line in list(f)[1:]:
+                cols = line.split()
+                if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == "0A":
+                    inodes.add(cols[9])
+    return inodes
+
+
+def test_workers_end_with_a_killed_master_and_hold_only_their_own_descriptors():
+    """A SIGKILLed master (no supervisor around it) takes its workers with it: they stop
+    listening and exit at once, also when they run as another user (setuid clears the
+    parent-death signal, so it is armed after it, and the master's life line covers the rest),
+    and a new gateway binds the same ports right away. While they run, workers hold neither
+    the admin listener nor the write end of any pipe of the master's."""
+    gw = h.Gateway(S["certs"], {"app1": S["app1"]}, http=False, workers=2)
+    if os.geteuid() == 0:
+        gw.config["gateway"]["user"] = "nobody"
+    gw.start()
+    h.check(h.curl(gw, "/before-kill").status == 200, "no answer before the kill")
+    workers = sorted(gw.workers)
+    h.check(len(workers) == 2, f"expected 2 workers, found {workers}")
+    admin = _listening_inodes(gw.pid, gw.admin_port)
+    h.check(admin, f"the master has no socket listening on the admin port {gw.admin_port}")
+    master_fds = _descriptors(gw.pid)
+    master_pipes = {t for t, _ in master_fds.values() if t.startswith("pipe:")}
+    for pid in workers:
+        for fd, (target, flags) in _descriptors(pid).items():
+            h.check(target.removeprefix("socket:[").rstrip("]") not in admin,
+                    f"worker {pid} holds the admin listener (fd {fd})")
+            h.check(not (target in master_pipes and flags & 0o3 == os.O_WRONLY),
+                    f"worker {pid} holds the write end of the master's {target} (fd {fd})")
+
+    gw.process.send_signal(signal.SIGKILL)
+    gw.process.stopping = True
+    gw.process.killed = True
+    t0 = time.monotonic()
+    h.check(gw.process.wait(5) == -signal.SIGKILL, "the master did not die of SIGKILL")
+    left = workers
+    for _ in range(300):  # 3 s at most; the bound checked is 1 s
+        left = [p for p in workers if _alive(p)]
+        if not left or time.monotonic() - t0 > 3:
+            break
+        time.sleep(0.01)
+    gone_after = time.monotonic() - t0
+    print(f"    workers gone {gone_after * 1000:.0f} ms after the master's SIGKILL", flush=True)
+    h.check(not left, f"workers {left} outlived their master by {gone_after:.1f}s")
+    h.check(gone_after <= 1.0, f"the workers took {gone_after:.2f}s to end after their master")
+    gw.stop()  # reaps the killed master; fails if a descendant it had is still alive
+    gw.start()  # the same ports
+    h.check(h.curl(gw, "/after-kill").status == 200, "a new gateway on the same ports does not answer")
+    h.check(gw.stop() == 0, "exit code of the new gateway after SIGTERM")
+
+
 if __name__ == "__main__":
     h.main(globals())
