@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
@@ -71,7 +72,17 @@ def _gateway(seccomp=None, workers=2):
 
 
 def _check_worker_sandboxed(pid: int, seccomp_mode: int = 2) -> None:
-    st = _status(pid)
+    """A worker's sandbox, once it has finished starting: a worker that was just forked (the
+    master's port is open before its workers have run their first lines) goes through the
+    credential change, NO_NEW_PRIVS and the filter in that order before it accepts anything,
+    so the fields are read again (bounded, 5 s) until its filter mode shows; a worker that
+    never gets there fails the checks below with what it had."""
+    deadline = time.monotonic() + 5
+    for _ in range(500):
+        st = _status(pid)
+        if st["Seccomp"] == str(seccomp_mode) and st["NoNewPrivs"] == "1" or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
     nobody = S["nobody"]
     h.check(st["Name"] == "rampart-worker", f"pid {pid} is not a worker: {st['Name']}")
     h.check(st["Uid"].split() == [str(nobody.pw_uid)] * 4, f"worker {pid} uids {st['Uid']}, expected nobody's")
