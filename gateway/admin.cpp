@@ -416,6 +416,8 @@ std::string render_metrics(const admin_state& a) {
         << '\n';
     out << "rampart_connections_refused_total{limit=\"total\"} " << sum(&worker_counters::connections_refused_total)
         << '\n';
+    out << "rampart_connections_refused_total{limit=\"descriptors\"} "
+        << sum(&worker_counters::connections_refused_descriptors) << '\n';
     metric(out, "rampart_requests_rejected_total", "counter", "Requests refused as malformed or too slow, before any backend.");
     out << "rampart_requests_rejected_total " << sum(&worker_counters::requests_rejected) << '\n';
     metric(out, "rampart_access_log_dropped_total", "counter", "Access log lines dropped: buffer full or write failed.");

@@ -89,6 +89,7 @@ struct alignas(64) worker_counters {
     std::atomic<std::uint64_t> connections_active{0};
     std::atomic<std::uint64_t> connections_refused_client{0};   ///< over limits.max_connections_per_client
     std::atomic<std::uint64_t> connections_refused_total{0};    ///< over limits.max_connections
+    std::atomic<std::uint64_t> connections_refused_descriptors{0};  ///< the worker was out of descriptors
     std::atomic<std::uint64_t> handshakes_full{0};
     std::atomic<std::uint64_t> handshakes_resumed{0};
     std::atomic<std::uint64_t> handshake_failures{0};
@@ -139,6 +140,7 @@ struct shared_block {
     std::atomic<std::uint64_t> firewall_blocks{0};     ///< addresses pushed to the blocklist (master)
     std::atomic<std::uint64_t> firewall_block_errors{0};
     std::atomic<std::uint64_t> client_table_full{0};   ///< lookups that found no slot
+    std::atomic<std::uint32_t> access_log_mid_line{0}; ///< the access log file ends inside a line (access_log.hpp)
     client_slot clients[client_slots];
 };
 

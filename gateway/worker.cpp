@@ -5,6 +5,9 @@
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <vector>
 
@@ -72,7 +75,7 @@ worker::worker(config::snapshot_ptr cfg, SSL_CTX* tls, shared_block& shared, con
     : ctx_(io_, std::move(cfg), tls, shared, slots, counter_slot) {
     if (sockets.access_log >= 0) {
         access_log_ = std::make_unique<access_log>(sockets.access_log, ctx_.cfg->gw.access_log_settings.buffer_bytes,
-                                                   ctx_.counters.access_log_dropped);
+                                                   ctx_.counters.access_log_dropped, &ctx_.shared.access_log_mid_line);
         ctx_.requests_log = access_log_.get();
     }
     auto adopt_socket = [this](int fd) {
@@ -95,9 +98,14 @@ worker::worker(config::snapshot_ptr cfg, SSL_CTX* tls, shared_block& shared, con
     if (sockets.master_alive >= 0) {
         master_alive_.emplace(io_, sockets.master_alive);
     }
+    reserve_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 }
 
-worker::~worker() = default;
+worker::~worker() {
+    if (reserve_fd_ >= 0) {
+        ::close(reserve_fd_);
+    }
+}
 
 void worker::run() {
     for (auto& a : https_) {
@@ -232,6 +240,34 @@ std::optional<admission> worker::admit(const tcp::endpoint& peer) {
     return a;
 }
 
+// Out of descriptors, a connection stays in the listen queue: its client
+// waits for a handshake that never comes and the listener stays readable, so
+// the loop would spin. The reserve descriptor is closed for a moment to take
+// that connection and close it at once (the client sees the refusal now and
+// may go elsewhere), then taken back. Logged once per 10 s with the count.
+bool worker::refuse_one(tcp_acceptor& acceptor) {
+    if (reserve_fd_ < 0) {
+        reserve_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        return false;
+    }
+    ::close(reserve_fd_);
+    const int fd = ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd >= 0) {
+        ::close(fd);
+        ctx_.counters.connections_refused_descriptors.fetch_add(1, std::memory_order_relaxed);
+        ++refused_unlogged_;
+    }
+    reserve_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const mono_ns now = mono_now();
+    if (refused_unlogged_ != 0 && now - refused_logged_ >= 10'000'000'000LL) {
+        log(log_level::warn, "out of descriptors: refused " + std::to_string(refused_unlogged_) +
+                                 " connection(s) at accept (see RLIMIT_NOFILE)");
+        refused_logged_ = now;
+        refused_unlogged_ = 0;
+    }
+    return fd >= 0;
+}
+
 net::awaitable<void> worker::accept_loop(tcp_acceptor& acceptor, bool tls) {
     net::steady_timer backoff(io_);
     while (!ctx_.draining) {
@@ -240,7 +276,11 @@ net::awaitable<void> worker::accept_loop(tcp_acceptor& acceptor, bool tls) {
             if (ctx_.draining || ec == net::error::operation_aborted) {
                 co_return;
             }
-            // Out of descriptors or memory: back off instead of spinning.
+            if ((ec == net::error::no_descriptors || ec == std::errc::too_many_files_open_in_system) &&
+                refuse_one(acceptor)) {
+                continue;
+            }
+            // Out of memory, or the reserve is gone: back off instead of spinning.
             log(log_level::warn, "accept failed: " + ec.message());
             backoff.expires_after(std::chrono::milliseconds(100));
             co_await backoff.async_wait(use_tuple);

@@ -90,6 +90,7 @@ private:
     void begin_drain();
     net::awaitable<void> accept_loop(tcp_acceptor& acceptor, bool tls);
     std::optional<admission> admit(const tcp::endpoint& peer);
+    bool refuse_one(tcp_acceptor& acceptor);
     net::awaitable<void> drain_deadline();
     net::awaitable<void> sweep_upstreams();
 
@@ -105,6 +106,11 @@ private:
     std::optional<net::posix::stream_descriptor> signals_;
     std::optional<net::posix::stream_descriptor> master_alive_;
     std::optional<net::steady_timer> sweep_timer_;
+    /// A descriptor held in reserve: out of descriptors, the worker gives it
+    /// up for a moment to take a waiting connection and close it (refuse_one).
+    int reserve_fd_ = -1;
+    mono_ns refused_logged_ = 0;        ///< when "out of descriptors" was last logged
+    std::uint64_t refused_unlogged_ = 0;  ///< refusals since then
 };
 
 }  // namespace rampart::gateway
