@@ -262,8 +262,13 @@ timespec to_timespec(std::chrono::nanoseconds d) {
 // writes tail (release) after the bytes reached the kernel. Each side reads
 // the other's position with acquire, so the bytes between them are settled.
 struct access_log::ring {
-    ring(int fd_, std::size_t capacity, std::atomic<std::uint64_t>& dropped_)
-        : fd(fd_), size(capacity), mask(capacity - 1), data(new char[capacity]), dropped(&dropped_) {}
+    ring(int fd_, std::size_t capacity, std::atomic<std::uint64_t>& dropped_, std::atomic<std::uint32_t>* mid_line_)
+        : fd(fd_),
+          size(capacity),
+          mask(capacity - 1),
+          data(new char[capacity]),
+          dropped(&dropped_),
+          mid_line(mid_line_ != nullptr ? mid_line_ : &own_mid_line) {}
     ~ring() {
         if (fd >= 0) {
             ::close(fd);
@@ -275,6 +280,8 @@ struct access_log::ring {
     const std::size_t mask;
     const std::unique_ptr<char[]> data;
     std::atomic<std::uint64_t>* const dropped;
+    std::atomic<std::uint32_t> own_mid_line{0};
+    std::atomic<std::uint32_t>* const mid_line;  ///< 1: the file ends inside a line (see the constructor)
 
     alignas(64) std::atomic<std::uint64_t> head{0};   ///< written by the worker
     alignas(64) std::atomic<std::uint64_t> tail{0};   ///< written by the writer thread
@@ -284,6 +291,7 @@ struct access_log::ring {
     std::atomic<std::uint32_t> done{0};               ///< futex word: 1 once the writer returned
 
     bool failing = false;  ///< writer thread only: the last write failed (reported once)
+    bool ended_mid_line = false;  ///< writer thread only: its last write stopped inside a line (short)
 
     void wake_writer() {
         wake.fetch_add(1, std::memory_order_seq_cst);
@@ -343,6 +351,12 @@ struct access_log::ring {
             const std::size_t at = static_cast<std::size_t>(t) & mask;
             const std::size_t first = std::min(n, size - at);
             iovec iov[2] = {{data.get() + at, first}, {data.get(), n - first}};
+            if (mid_line->load(std::memory_order_acquire) != 0 && ::write(fd, "\n", 1) == 1) {
+                // The file ends inside a line a full disk cut short (this
+                // writer's or another worker's): end it, so the lines written
+                // from now on each stand alone.
+                mid_line->store(0, std::memory_order_release);
+            }
             const ssize_t w = ::writev(fd, iov, n > first ? 2 : 1);
             if (w < 0 && errno == EINTR) {
                 continue;
@@ -354,6 +368,12 @@ struct access_log::ring {
                 continue;
             }
             if (w < 0) {
+                if (ended_mid_line) {
+                    // The rest of a line a short write began is lost with
+                    // these: the file ends inside that line.
+                    mid_line->store(1, std::memory_order_release);
+                    ended_mid_line = false;
+                }
                 // The lines are lost (disk full, a closed pipe): count them,
                 // say so once, and keep the ring moving.
                 if (!failing) {
@@ -373,6 +393,7 @@ struct access_log::ring {
                 failing = false;
                 log(log_level::info, "access log: writes succeed again");
             }
+            ended_mid_line = data[static_cast<std::size_t>(t + static_cast<std::uint64_t>(w) - 1) & mask] != '\n';
             tail.store(t + static_cast<std::uint64_t>(w), std::memory_order_release);
             wrote = true;
         }
@@ -432,8 +453,9 @@ std::size_t ring_size(std::size_t wanted) {
 }
 }  // namespace
 
-access_log::access_log(int fd, std::size_t capacity, std::atomic<std::uint64_t>& dropped)
-    : ring_(std::make_shared<ring>(fd, ring_size(capacity), dropped)), dropped_(dropped) {
+access_log::access_log(int fd, std::size_t capacity, std::atomic<std::uint64_t>& dropped,
+                       std::atomic<std::uint32_t>* mid_line)
+    : ring_(std::make_shared<ring>(fd, ring_size(capacity), dropped, mid_line)), dropped_(dropped) {
     line_.reserve(access_line_max);
 }
 

@@ -92,8 +92,12 @@ class access_log {
 public:
     /// Takes ownership of `fd`. `capacity` is rounded up to a power of two
     /// (at least access_line_max). Lines dropped, by a full ring or a failed
-    /// write, are added to `dropped`.
-    access_log(int fd, std::size_t capacity, std::atomic<std::uint64_t>& dropped);
+    /// write, are added to `dropped`. `mid_line` is shared by every writer of
+    /// the same file (the workers'): set when a short write (a full disk) left
+    /// the file ending inside a line, so that the next writer to succeed
+    /// first ends that line; null: this log's own.
+    access_log(int fd, std::size_t capacity, std::atomic<std::uint64_t>& dropped,
+               std::atomic<std::uint32_t>* mid_line = nullptr);
     ~access_log();
     access_log(const access_log&) = delete;
     access_log& operator=(const access_log&) = delete;
