@@ -21,7 +21,8 @@ What it does:
   server is tests/support/backend.py, run from the host inside the same namespace;
   clients are sockets this process makes inside the namespace.
 
-Checks: the package's files and conffiles, nothing enabled or started by the installation;
+Checks: lintian finds no error in the package (skipped without lintian); the package's files
+and conffiles, nothing enabled or started by the installation;
 keepalived (started by the container's systemd, before rampart, as at boot) finds the HA state
 directory; ``systemctl start`` returns only once HTTPS answers 200; ``systemctl reload`` moves
 the generation on by one; the HA state files (health file, notify FIFO) exist and keepalived
@@ -35,9 +36,9 @@ and the logrotate file does not fail with the service stopped; removal and purge
 Recorded, not asserted: what the health file says between a SIGKILL of the master and the
 restart (KillMode=mixed kills the sentinel together with the master), sampled every few ms.
 
-Needs root, ip netns, debootstrap, systemd-nspawn, cpack and dpkg-shlibdeps (the last three:
-installed with apt-get when missing); otherwise, or when debootstrap cannot download or the
-container does not boot, SKIP (77). The first run downloads and installs the root (a few
+Needs root, ip netns, debootstrap, systemd-nspawn, dpkg-shlibdeps and file (these four installed
+with apt-get when missing) and CMake's cpack; otherwise, or when debootstrap cannot download or
+the container does not boot, SKIP (77). The first run downloads and installs the root (a few
 minutes); later runs take well under a minute. Every wait and loop is bounded; only processes
 this script started are stopped, by PID.
 """
@@ -602,6 +603,16 @@ def teardown_module() -> None:
 # ---------------------------------------------------------------------------
 # Tests
 # ---------------------------------------------------------------------------
+
+
+def test_lintian_finds_no_errors():
+    if shutil.which("lintian") is None:
+        raise h.Skip("lintian not installed (apt-get install lintian)")
+    deb = h.temp_dir() / "share" / S["deb"]
+    r = subprocess.run(["lintian", "--fail-on", "error", str(deb)], capture_output=True, text=True, timeout=300)
+    tags = [line for line in r.stdout.splitlines() if re.match(r"^[EW]: ", line)]
+    print(f"    lintian: {len(tags)} error(s) and warning(s)" + "".join(f"\n      {t}" for t in tags), flush=True)
+    h.check(r.returncode == 0 and not any(t.startswith("E: ") for t in tags), f"lintian: {out(r)}")
 
 
 def test_package_installs_without_starting():
