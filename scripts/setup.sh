@@ -8,6 +8,11 @@ packages=(
   libssl-dev libboost1.81-dev libyaml-cpp-dev catch2 libnftnl-dev libmnl-dev libseccomp-dev
   openssl curl python3 procps iproute2 ca-certificates nftables keepalived
   testssl.sh chromium
+  # the Debian package (scripts/package.sh): CPack's dependency list needs
+  # dpkg-shlibdeps and file; lintian checks the result
+  dpkg-dev file lintian
+  # tests/integration/test_systemd.py: a Debian 12 root booted with systemd
+  debootstrap systemd-container
   # scripts/fuzz.sh: libFuzzer and the sanitizer runtimes (only recommended
   # by clang-14), llvm-symbolizer for readable stack traces
   clang-14 libclang-rt-14-dev llvm-14
