@@ -83,6 +83,9 @@ commands:
   firewall unblock ADDR...                  remove them from the blocklist
   ha render -c FILE --node NAME --out DIR
                             write keepalived.conf for that gateway of the ha pair
+  ha down -c FILE [--node NAME]
+                            mark this node not ready in its track file, so keepalived gives up
+                            the VIP (the unit runs it after the gateway ended, however it ended)
   ha status -c FILE [--node NAME]
                             this node's VRRP state, priority, peer, and whether it holds the VIP
                             (the node is the one whose address is local, unless --node says)
@@ -347,8 +350,8 @@ int cmd_firewall(const std::vector<std::string>& args) {
 // `rampart ha render|status`: keepalived's configuration for one node, and
 // what that node knows of the pair.
 int cmd_ha(const std::vector<std::string>& args) {
-    if (args.empty() || (args[0] != "render" && args[0] != "status")) {
-        return fail_usage("ha needs a subcommand: render, status");
+    if (args.empty() || (args[0] != "render" && args[0] != "status" && args[0] != "down")) {
+        return fail_usage("ha needs a subcommand: render, status, down");
     }
     const std::string sub = args[0];
     std::string path;
@@ -374,6 +377,10 @@ int cmd_ha(const std::vector<std::string>& args) {
         return 1;
     }
     if (!cfg->ha_pair) {
+        if (sub == "down") {
+            std::cout << "rampart ha down: " << path << " has no ha section: nothing to mark\n";
+            return 0;  // the unit runs it after every stop, with or without a pair
+        }
         std::cerr << "rampart ha: " << path << " has no ha section\n";
         return 1;
     }
@@ -399,13 +406,22 @@ int cmd_ha(const std::vector<std::string>& args) {
     if (node.empty()) {
         const auto* self = cfg->ha_pair->node_with_address(local);
         if (self == nullptr) {
-            std::cerr << "rampart ha status: no address of ha.nodes is on this host; name the node with --node\n";
+            std::cerr << "rampart ha " << sub << ": no address of ha.nodes is on this host; name the node with --node\n";
             return 1;
         }
         node = self->name;
     } else if (cfg->ha_pair->find_node(node) == nullptr) {
-        std::cerr << "rampart ha status: no node " << node << " in ha.nodes\n";
+        std::cerr << "rampart ha " << sub << ": no node " << node << " in ha.nodes\n";
         return 1;
+    }
+    if (sub == "down") {
+        const std::string error = rampart::ha::mark_down(*cfg, node);
+        if (!error.empty()) {
+            std::cerr << "rampart ha down: " << error << '\n';
+            return 1;
+        }
+        std::cout << "node " << node << " marked not ready in " << cfg->ha_pair->track_file(node) << '\n';
+        return 0;
     }
     std::cout << rampart::ha::format_status(rampart::ha::read_status(*cfg, node, local));
     return 0;

@@ -1,11 +1,17 @@
 #include "ha/status.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
+#include <ctime>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -131,13 +137,49 @@ node_status read_status(const config::snapshot& cfg, const std::string& node, co
     if (track >> value) {
         s.health = value == "0" ? "ok" : "not ready (" + value + ")";
     }
+    struct stat st {};
+    timespec now{};
+    if (::stat(h.track_file(node).c_str(), &st) == 0 && ::clock_gettime(CLOCK_REALTIME, &now) == 0) {
+        const double age = static_cast<double>(now.tv_sec - st.st_mtim.tv_sec) +
+                           static_cast<double>(now.tv_nsec - st.st_mtim.tv_nsec) / 1e9;
+        if (age > stale_after_s) {
+            s.stale_for = age;
+        }
+    }
     return s;
+}
+
+std::string mark_down(const config::snapshot& cfg, const std::string& node) {
+    const std::string path = cfg.ha_pair->track_file(node);
+    const std::string tmp = path + ".tmp";
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        return "cannot write " + tmp + ": " + std::strerror(errno);
+    }
+    const bool written = ::write(fd, "1\n", 2) == 2;
+    const int saved = errno;
+    ::close(fd);
+    if (!written) {
+        ::unlink(tmp.c_str());
+        return "cannot write " + tmp + ": " + std::strerror(saved);
+    }
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+        const int e = errno;
+        ::unlink(tmp.c_str());
+        return "cannot replace " + path + ": " + std::strerror(e);
+    }
+    return {};
 }
 
 std::string format_status(const node_status& s) {
     std::ostringstream out;
     out << "node       " << s.node << "\n"
-        << "state      " << s.state << (s.state == "unknown" ? " (no state from the master yet)" : "") << "\n"
+        << "state      " << s.state << (s.state == "unknown" ? " (no state from the master yet)" : "");
+    if (s.stale_for) {
+        out << " (stale: nothing written for " << static_cast<long>(*s.stale_for)
+            << " s; is the gateway running on this node?)";
+    }
+    out << "\n"
         << "priority   " << s.priority;
     if (s.effective_priority && *s.effective_priority != s.priority) {
         out << " (effective " << *s.effective_priority << ")";

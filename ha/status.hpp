@@ -23,7 +23,16 @@ struct node_status {
     std::string vip;
     bool vip_held = false;
     std::optional<bool> vip6_held; ///< only with ha.vip6
+    /// Seconds since the master last rewrote the track file (it does once a
+    /// second while it runs), when that is over stale_after: the state shown
+    /// is then what a master that no longer runs last learned.
+    std::optional<double> stale_for;
 };
+
+/// A running master rewrites the track file at least this often...
+inline constexpr double track_rewrite_s = 1.0;
+/// ... so a track file older than this means no master runs for the node.
+inline constexpr double stale_after_s = 3.0;
 
 /// One line of keepalived's vrrp_notify_fifo: `INSTANCE "rampart_vrid51" MASTER 150`.
 /// MASTER_PRIORITY / BACKUP_PRIORITY (notify_priority_changes) change the
@@ -46,6 +55,12 @@ std::optional<std::pair<std::string, unsigned>> parse_state_line(const std::stri
 
 /// `node`'s status from its state and track files and `local` addresses.
 node_status read_status(const config::snapshot& cfg, const std::string& node, const std::vector<std::string>& local);
+
+/// Writes "1" (not ready) into `node`'s track file, whole (a temporary file
+/// renamed over it), so that keepalived gives up the VIP: what `rampart ha
+/// down` does after the master ended, whatever way it ended (the unit's
+/// ExecStopPost). Returns "" or the error.
+std::string mark_down(const config::snapshot& cfg, const std::string& node);
 
 /// A few aligned lines, one fact each.
 std::string format_status(const node_status& s);

@@ -799,11 +799,16 @@ def test_crash_is_restarted():
     S["main_pid"] = new
 
 
-def test_sigkill_health_file_gap_recorded():
-    """Not asserted (another issue covers it): KillMode=mixed SIGKILLs the sentinel together
-    with the master, so unless the sentinel wins that race nothing writes "1" until the
-    restarted master does. The file is read every ~2 ms from the host; a thread watches for
-    the new MainPID (nsenter + systemctl take ~20 ms, too slow for the sampling loop)."""
+MARKED_DOWN_WITHIN_S = 0.5
+
+
+def test_sigkill_marks_the_node_down_before_the_restart():
+    """KillMode=mixed SIGKILLs the sentinel child together with the master, so the sentinel
+    cannot be what says "not ready" after a crash: the unit's ExecStopPost (`rampart ha down`)
+    writes "1" into the track file once systemd has seen the master die, and keepalived hands
+    the VIP over then, not after the restart. The file is read every ~2 ms from the host; a
+    thread watches for the new MainPID (nsenter + systemctl take ~20 ms, too slow for the
+    sampling loop)."""
     c = container()
     wait(lambda: c.read(HEALTH) == "0\n", 10, "healthy before the SIGKILL")
     before = c.main_pid()
@@ -849,9 +854,12 @@ def test_sigkill_health_file_gap_recorded():
     print(f"    health file after SIGKILL of the master {before} (changes only): {changes}", flush=True)
     seen = [v for t, v in samples if new_at is None or t < new_at]
     print(f"    new master seen after {'(none within 8 s)' if new_at is None else f'{new_at:.2f}s'}; until then "
-          f"the health file said {' then '.join(seen)}"
-          f"{' (known defect: KillMode=mixed kills the sentinel with the master)' if '1' not in seen else ''}",
-          flush=True)
+          f"the health file said {' then '.join(seen)}", flush=True)
+    down_at = next((t for t, v in samples if v == "1"), None)
+    h.check(down_at is not None and (new_at is None or down_at < new_at),
+            f"nothing marked the node down between the SIGKILL and the restart: {changes}")
+    h.check(down_at <= MARKED_DOWN_WITHIN_S, f"the node was marked down {down_at:.2f}s after the SIGKILL "
+            f"(bound {MARKED_DOWN_WITHIN_S}s): {changes}")
     wait(serves, 15, "serving again after the SIGKILL", interval=0.1)
     S["main_pid"] = c.main_pid()
 

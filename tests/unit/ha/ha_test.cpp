@@ -12,6 +12,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -150,7 +151,23 @@ TEST_CASE("status: the state line, the node by local address, the printout", "[u
     const auto other = ha::read_status(*cfg, "gw2", {"192.0.2.12"});
     CHECK(other.state == "unknown");
     CHECK_FALSE(other.vip_held);
+
+    // A master that no longer runs stops rewriting the track file: its last
+    // state is shown as stale.
+    std::filesystem::last_write_time(dir / "gw1.health",
+                                     std::filesystem::file_time_type::clock::now() - std::chrono::seconds(10));
+    const auto stale = ha::read_status(*cfg, "gw1", {"192.0.2.11", "192.0.2.10"});
+    REQUIRE(stale.stale_for);
+    CHECK(*stale.stale_for >= 9.0);
+    CHECK(ha::format_status(stale).find("state      MASTER (stale: nothing written for ") != std::string::npos);
+
+    // `rampart ha down`: "1", whole, in place of what was there.
+    CHECK(ha::mark_down(*cfg, "gw1").empty());
+    CHECK(ha::read_status(*cfg, "gw1", {}).health == "not ready (1)");
+    CHECK_FALSE(ha::read_status(*cfg, "gw1", {}).stale_for);
+    CHECK_FALSE(std::filesystem::exists(dir / "gw1.health.tmp"));
     std::filesystem::remove_all(dir);
+    CHECK_FALSE(ha::mark_down(*cfg, "gw1").empty());  // no state directory: the error, not a crash
 }
 
 // keepalived itself is the judge of the rendered files. It also checks that
