@@ -11,8 +11,10 @@ NUL-terminated chunk. No port is opened, no npm/pip package is needed.
     page.screenshot(path)
     browser.close()
 
-Every wait has a deadline. Chromium is a harness ``Process``: stopped by PID
-(with the descendants it forked), also when the script fails. The browser is
+Every wait has a deadline (a guard against a hang, sized for a busy machine: the
+browser's answers take milliseconds on a quiet one). Chromium is a harness
+``Process``: stopped by PID (with the descendants it forked), also when the
+script fails. The browser is
 told to resolve no host name but loopback and to skip its background
 services, so a test page can reach nothing but 127.0.0.1.
 """
@@ -96,7 +98,7 @@ class Browser:
 
     # -- lifecycle ------------------------------------------------------------
 
-    def start(self, timeout: float = 30.0) -> "Browser":
+    def start(self, timeout: float = 60.0) -> "Browser":
         exe = chromium_path()
         if exe is None:
             h.skip_module("chromium not installed (Debian package `chromium`; scripts/setup.sh installs it)")
@@ -172,7 +174,7 @@ class Browser:
             self._cond.notify_all()
 
     def send(self, method: str, params: dict | None = None, session: str | None = None,
-             timeout: float = 15.0) -> dict:
+             timeout: float = 30.0) -> dict:
         """Sends one command and waits for its result (raises ProtocolError on error/timeout)."""
         with self._cond:
             if self._closed:
@@ -206,7 +208,7 @@ class Browser:
             return [e for e in self._events if (method is None or e.get("method") == method)
                     and (session is None or e.get("sessionId") == session)]
 
-    def wait_event(self, method: str, session: str | None = None, timeout: float = 15.0, start: int = 0,
+    def wait_event(self, method: str, session: str | None = None, timeout: float = 30.0, start: int = 0,
                    predicate=None) -> tuple[dict, int]:
         """The first event `method` at index >= start (and matching predicate); returns (event, index)."""
         deadline = time.monotonic() + timeout
@@ -245,17 +247,17 @@ class Page:
     def __init__(self, browser: Browser, target: str, session: str) -> None:
         self.browser, self.target, self.session = browser, target, session
 
-    def send(self, method: str, params: dict | None = None, timeout: float = 15.0) -> dict:
+    def send(self, method: str, params: dict | None = None, timeout: float = 30.0) -> dict:
         return self.browser.send(method, params, self.session, timeout)
 
-    def navigate(self, url: str, timeout: float = 15.0) -> None:
+    def navigate(self, url: str, timeout: float = 30.0) -> None:
         start = self.browser.event_count()
         result = self.send("Page.navigate", {"url": url}, timeout)
         if result.get("errorText"):
             raise ProtocolError(f"navigate {url}: {result['errorText']}")
         self.browser.wait_event("Page.loadEventFired", self.session, timeout, start)
 
-    def evaluate(self, expression: str, timeout: float = 10.0):
+    def evaluate(self, expression: str, timeout: float = 30.0):
         """The value of a JavaScript expression (promises awaited); raises on an exception."""
         r = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
                                            "awaitPromise": True}, timeout)
@@ -264,7 +266,7 @@ class Page:
             raise ProtocolError(f"evaluate {expression!r}: {d.get('exception', {}).get('description') or d}")
         return r.get("result", {}).get("value")
 
-    def wait_for(self, expression: str, timeout: float = 10.0, what: str | None = None):
+    def wait_for(self, expression: str, timeout: float = 30.0, what: str | None = None):
         """Polls a JavaScript expression until it is truthy; returns its value."""
         return h.wait_until(lambda: self.evaluate(expression), timeout, interval=0.1, what=what or expression)
 
@@ -276,7 +278,7 @@ class Page:
         height = min(max(int(size["height"]), 200), 4000)
         shot = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
                                                     "clip": {"x": 0, "y": 0, "width": width, "height": height,
-                                                             "scale": 1}}, timeout=30)
+                                                             "scale": 1}}, timeout=60)
         path = Path(path)
         path.write_bytes(base64.b64decode(shot["data"]))
         return path

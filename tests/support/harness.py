@@ -63,6 +63,10 @@ SKIP_EXIT = 77
 SITE = "www.foobar.com"
 LOOPBACK = "127.0.0.1"
 SUITE_BUDGET_S = 240  # one script; ctest's TIMEOUT is 300
+# Readiness waits (a process listening, printing "ready", its workers started) are
+# guards against a hang, not speed bounds: a fraction of a second on a quiet machine,
+# sized here for a fresh machine whose CPU is shared with other builds and tests.
+READY_TIMEOUT_S = 30.0
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -215,6 +219,33 @@ def descendants(pid: int) -> list[int]:
             break
         out.extend(frontier)
     return out
+
+
+def _status_fields(pid: int, keys: Iterable[str]) -> dict[str, str]:
+    """Fields of /proc/PID/status (value text, stripped); {} if the process is gone."""
+    keys = set(keys)
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in keys:
+                    out[key] = value.strip()
+    except OSError:
+        pass
+    return out
+
+
+def worker_started(pid: int, seccomp: bool = True) -> bool:
+    """Whether a forked worker has gone through its start-up: named rampart-worker, past
+    its credential change (NO_NEW_PRIVS is set right after it; the master never sets it)
+    and, unless gateway.seccomp is off, with its filter installed. What is left after
+    that is building its event loop; connections that come meanwhile wait in the
+    listening socket's queue. (A kernel that shows no Seccomp field cannot tell, and
+    is not asked.)"""
+    st = _status_fields(pid, ("Name", "NoNewPrivs", "Seccomp"))
+    return (st.get("Name") == "rampart-worker" and st.get("NoNewPrivs") == "1"
+            and (not seccomp or st.get("Seccomp", "?") != "0"))
 
 
 def rss_bytes(pid: int) -> int:
@@ -390,7 +421,7 @@ class Process:
 
     # -- readiness and output -------------------------------------------------
 
-    def wait_port(self, port: int, timeout: float = 10.0, host: str = LOOPBACK) -> None:
+    def wait_port(self, port: int, timeout: float = READY_TIMEOUT_S, host: str = LOOPBACK) -> None:
         """Polls until port accepts a TCP connection; fails early if the process exits."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -402,7 +433,7 @@ class Process:
             time.sleep(0.05)
         raise ProcessError(f"{self.name} not listening on {host}:{port} after {timeout:.0f}s" + self.stderr_excerpt())
 
-    def wait_output(self, text: str, timeout: float = 10.0) -> None:
+    def wait_output(self, text: str, timeout: float = READY_TIMEOUT_S) -> None:
         """Polls until stdout contains text; fails early if the process exits."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -617,12 +648,12 @@ class Backend:
 
     def start(self) -> "Backend":
         self.process.start()
-        self.process.wait_output("ready\n", timeout=10)
+        self.process.wait_output("ready\n", timeout=READY_TIMEOUT_S)
         _MONITORED.append(self)
         return self
 
     def stop(self) -> None:
-        self.process.stop(timeout=5)
+        self.process.stop(timeout=15)
 
     def check_health(self) -> None:
         self.process.check_alive()
@@ -645,7 +676,7 @@ class Backend:
     def count(self, text: str) -> int:
         return sum(text in r.line for r in self.requests())
 
-    def wait_for_request(self, text: str, timeout: float = 5.0) -> LoggedRequest:
+    def wait_for_request(self, text: str, timeout: float = 15.0) -> LoggedRequest:
         def find():
             return next((r for r in self.requests() if text in r.line), None)
         return wait_until(find, timeout, what=f"backend {self.name} to receive {text!r}")
@@ -680,24 +711,41 @@ class Gateway:
         assert self.process is not None
         return self.process.pid
 
-    def start(self, timeout: float = 10.0) -> "Gateway":
+    def start(self, timeout: float = READY_TIMEOUT_S) -> "Gateway":
         write_config(self.config_path, self.config)
         self.process = Process([rampart_bin(), "serve", "-c", self.config_path], self.name).start()
         self.process.wait_port(self.https_port or self.http_port, timeout=timeout)
-        self._record_workers()
+        self._record_workers(timeout)
         _MONITORED.append(self)
         return self
 
-    def _record_workers(self) -> None:
-        """Remembers the worker PIDs (direct children) once they are up, to detect a
-        worker that dies later (the master would replace it silently)."""
+    def _record_workers(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Waits until the workers have started, then remembers their PIDs (direct
+        children), to detect a worker that dies later (the master would replace it
+        silently).
+
+        The master's port is open before it forks its workers, and a worker that was
+        just forked is still the master's copy (root, no sandbox, no threads of its
+        own): start() returns only once every worker has gone through its start-up
+        (worker_started), so that a test looking at a worker's user, sandbox or
+        threads sees the worker, not a fork in progress. Bounded: a gateway whose
+        workers are not up within `timeout` fails here."""
         want = self.config["gateway"]["workers"]
         want = want if isinstance(want, int) else 1
-        deadline = time.monotonic() + 3
-        kids = children_of(self.pid)
-        while len(kids) < want and time.monotonic() < deadline:
-            time.sleep(0.05)
+        seccomp = self.config["gateway"].get("seccomp", "enforce") != "off"
+        deadline = time.monotonic() + timeout
+        while True:
             kids = children_of(self.pid)
+            if len(kids) >= want and all(worker_started(p, seccomp) for p in kids):
+                break
+            if not self.process.running:
+                raise ProcessError(f"{self.name} exited with {self.process.poll()} while its workers started"
+                                   + self.process.stderr_excerpt())
+            if time.monotonic() >= deadline:
+                states = {p: _status_fields(p, ("Name", "NoNewPrivs", "Seccomp")) for p in kids}
+                raise ProcessError(f"{self.name}: {len(kids)} of {want} workers, not all started "
+                                   f"{timeout:.0f}s after the port opened: {states}" + self.process.stderr_excerpt())
+            time.sleep(0.02)
         self.workers = {p: _identity(p) for p in kids}
         self.process.remember_tree()
 
@@ -804,13 +852,14 @@ class CurlJob:
 
     def wait(self, check_rc: bool = True) -> Response:
         try:
-            _, err = self.proc.communicate(timeout=self.max_time + 10)
+            out, err = self.proc.communicate(timeout=self.max_time + 10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.communicate()
             raise AssertionError(f"curl did not finish: {' '.join(self.argv)}") from None
         if self.finished is None:
             self.finished = time.monotonic()
+        self.stdout = out.decode(errors="replace")  # what -w writes (the body goes to a file)
         self.stderr = err.decode(errors="replace").strip()
         self.returncode = self.proc.returncode
         if check_rc and self.returncode != 0:
@@ -893,12 +942,15 @@ class Load:
     """A bounded HTTPS load on a gateway: `keepalive` clients, each on its own
     connection (reopened after `Connection: close` or an error), and `fresh`
     clients that open a new connection per request, each sending GET `path`
-    in a loop for `seconds` (and at most 100,000 requests). A request fails
-    when it gets no response or a non-200; every failure is recorded.
+    in a loop for `seconds` or until stop() (and at most 100,000 requests). A
+    request fails when it gets no response or a non-200; every failure is
+    recorded.
 
     `connect(gw)` makes a connection (default: https_connection). After
     join(): `ok`, `failures`, `latencies` (seconds, every request) and
-    `servers` (X-Backend value -> monotonic times of its 200s)."""
+    `servers` (X-Backend value -> the monotonic start times of the requests it
+    answered with 200: a request that started after an event cannot have been
+    answered before it, however late its client thread got to run)."""
 
     def __init__(self, gw: Gateway, *, keepalive: int = 6, fresh: int = 0, seconds: float = 8.0,
                  path: str = "/load", connect: Callable[[Gateway], http.client.HTTPConnection] | None = None) -> None:
@@ -909,6 +961,8 @@ class Load:
         self.latencies: list[float] = []
         self.servers: dict[str, list[float]] = {}
         self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self.ended: float | None = None
         self.threads = [threading.Thread(target=self._run, args=(True, i), daemon=True) for i in range(keepalive)]
         self.threads += [threading.Thread(target=self._run, args=(False, i), daemon=True) for i in range(fresh)]
 
@@ -923,7 +977,7 @@ class Load:
         kind = "keep-alive" if keepalive else "new"
         conn = None
         n = 0
-        while time.monotonic() < end and n < 100_000:
+        while time.monotonic() < end and n < 100_000 and not self._stop.is_set():
             n += 1
             t0 = time.monotonic()
             try:
@@ -935,7 +989,7 @@ class Load:
                     self.latencies.append(dt)
                     if r.status == 200:
                         self.ok += 1
-                        self.servers.setdefault(r.header("X-Backend") or "", []).append(time.monotonic())
+                        self.servers.setdefault(r.header("X-Backend") or "", []).append(t0)
                     else:
                         self.failures.append(f"{kind} #{n}: status {r.status} after {dt:.2f}s")
                 if not keepalive or r.header("Connection") == "close":
@@ -950,16 +1004,23 @@ class Load:
         if conn is not None:
             conn.close()
 
+    def stop(self) -> "Load":
+        """Ends the load before `seconds` are up: every client stops after its current request."""
+        self._stop.set()
+        return self
+
     def join(self) -> "Load":
         for t in self.threads:
-            t.join(self.seconds + 30)
+            t.join(max(self.started + self.seconds - time.monotonic(), 0) + 30)
         stuck = sum(1 for t in self.threads if t.is_alive())
         if stuck:
             with self.lock:
-                self.failures.append(f"{stuck} client thread(s) still waiting {self.seconds + 30:.0f}s after the end")
+                self.failures.append(f"{stuck} client thread(s) still waiting 30s after the end")
+        self.ended = time.monotonic()
+        ran = max(self.ended - self.started, 0.001)
         total = self.ok + len(self.failures)
         lat = sorted(self.latencies) or [0.0]
-        print(f"    load: {total} requests in {self.seconds:.0f}s ({total / self.seconds:.0f}/s), "
+        print(f"    load: {total} requests in {ran:.0f}s ({total / ran:.0f}/s), "
               f"{len(self.failures)} failed, p50 {lat[len(lat) // 2] * 1000:.1f} ms, max {lat[-1] * 1000:.0f} ms",
               flush=True)
         return self
@@ -1110,7 +1171,7 @@ class SClient:
 
 
 def s_client(port: int, *args: str, sni: str | None = SITE, ca: Path | None = None,
-             timeout: float = 10.0) -> SClient:
+             timeout: float = 30.0) -> SClient:
     """openssl s_client -connect 127.0.0.1:PORT [-servername SNI] [-CAfile ca] ARGS, stdin closed."""
     argv = ["openssl", "s_client", "-connect", f"{LOOPBACK}:{port}"]
     if sni:
@@ -1135,7 +1196,7 @@ class CertInfo:
 def cert_info(pem: str) -> CertInfo:
     """SAN DNS names, public key type and subject of a PEM certificate (openssl x509)."""
     r = subprocess.run(["openssl", "x509", "-noout", "-text"], input=pem, capture_output=True, text=True,
-                       timeout=10)
+                       timeout=30)
     check(r.returncode == 0, f"openssl x509 failed: {r.stderr.strip()}")
     names = re.findall(r"DNS:([^,\s]+)", r.stdout)
     algo = re.search(r"Public Key Algorithm: (\S+)", r.stdout)

@@ -546,8 +546,9 @@ def _classify(err: int) -> str:
     return f"error:{errno.errorcode.get(err, err)}"
 
 
-def tcp_connect(lab: Lab, src: str, dst: str, port: int, timeout: float = 2.0) -> socket.socket:
-    """A connected, blocking TCP socket from src's namespace (raises on failure)."""
+def tcp_connect(lab: Lab, src: str, dst: str, port: int, timeout: float = 10.0) -> socket.socket:
+    """A connected, blocking TCP socket from src's namespace (raises on failure). `timeout`
+    (connect and every later send/recv) is a guard against a hang, not a speed bound."""
     s = lab.socket(src, socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
@@ -589,8 +590,10 @@ def _echo_reply(data: bytes, peer: tuple, dst: str, ident: int) -> int | None:
     return None
 
 
-def ping(lab: Lab, src: str, dst: str, timeout: float = 1.0, ident: int | None = None) -> bool:
-    """One ICMP echo request from src to dst; True if the matching reply arrives in time."""
+def ping(lab: Lab, src: str, dst: str, timeout: float = 5.0, ident: int | None = None) -> bool:
+    """One ICMP echo request from src to dst; True if the matching reply arrives in time (it
+    returns with the reply: the default `timeout` is a guard for an echo that must come; a
+    check that one does not come passes its own, short one)."""
     ident = (ident if ident is not None else os.getpid()) & 0xFFFF
     seq = int(time.monotonic() * 1000) & 0xFFFF
     s = lab.socket(src, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
