@@ -234,7 +234,7 @@ def test_requests_of_every_kind():
 
 
 def _metric(gw, name):
-    with urllib.request.urlopen(f"http://127.0.0.1:{gw.admin_port}/metrics", timeout=5) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{gw.admin_port}/metrics", timeout=30) as r:
         text = r.read().decode()
     values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")]
     h.check(len(values) == 1, f"metric {name} missing")
@@ -262,7 +262,8 @@ def test_burst_drops_nothing():
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=120)
+        t.join(timeout=max(t0 + 120 - time.monotonic(), 0))  # a guard against a hang
+    h.check(not any(t.is_alive() for t in threads), "burst clients still running after 120 s")
     h.check(not errors, f"burst errors: {errors[:5]}")
     S["sent"] += BURST
     print(f"    {BURST} requests in {time.monotonic() - t0:.1f}s", flush=True)
@@ -427,15 +428,26 @@ def test_unprivileged_workers_append_to_a_root_file():
     gw.start()
     for i in range(4):
         h.check(h.curl(gw, f"/unprivileged/{i}").status == 200, "request through unprivileged workers")
-    # The writer is a thread of each worker, named for top -H; the master has none.
+    # The writer is a thread of each worker, named for top -H; the master has none. A worker
+    # starts it as the last step of its start-up, which the requests above need not have
+    # waited for (they may all have gone to the other worker): bounded wait for it.
     for pid in gw.workers:
-        h.check(_thread_names(pid) == ["rampart-alog", "rampart-worker"], f"worker threads {_thread_names(pid)}")
+        h.wait_until(lambda: _thread_names(pid) == ["rampart-alog", "rampart-worker"], 15,
+                     what=f"worker {pid}'s threads rampart-alog and rampart-worker (has {_thread_names(pid)})")
     h.check(len(_thread_names(gw.pid)) == 1, f"master threads {_thread_names(gw.pid)}")
     h.check(gw.stop() == 0, "the gateway did not exit 0")
     st = log.stat()
     h.check(st.st_uid == 0 and st.st_mode & 0o027 == 0, f"log file uid {st.st_uid} mode {st.st_mode & 0o777:o}")
     paths = sorted(json.loads(line)["path"] for line in log.read_text().splitlines())
     h.check(paths == [f"/unprivileged/{i}" for i in range(4)], f"logged {paths}")
+
+
+def _lines(path):
+    """Whole lines in a file so far (0 if it does not exist)."""
+    try:
+        return path.read_bytes().count(b"\n")
+    except OSError:
+        return 0
 
 
 def test_sigusr1_reopens_the_file_after_rotation():
@@ -449,15 +461,18 @@ def test_sigusr1_reopens_the_file_after_rotation():
     gw = h.Gateway(S["certs"], {"app1": S["app1"], "app2": S["app2"]}, workers=2, http=False)
     gw.config["gateway"]["access_log"] = {"path": str(log)}
     gw.start()
-    load = h.Load(gw, keepalive=3, fresh=1, seconds=6, path="/rotate").start()
-    h.wait_until(lambda: log.exists() and log.stat().st_size > 0, timeout=5, what="first lines in the log")
-    time.sleep(1.5)
-    os.rename(log, rotated)
-    text = gw.config_path.read_text()
-    gw.config_path.write_text(text + "not_a_key: [\n")  # a reload would refuse this file
-    gw.process.send_signal(signal.SIGUSR1)
-    h.wait_until(lambda: log.exists() and log.stat().st_size > 0, timeout=5, what="lines in the reopened log")
-    load.join()
+    # The load runs until each file has more than 50 lines (bounded polls; 60 s at most, a
+    # guard against a hang), not for a fixed time that a busy machine could fill with fewer.
+    load = h.Load(gw, keepalive=3, fresh=1, seconds=60, path="/rotate").start()
+    try:
+        h.wait_until(lambda: _lines(log) > 50, timeout=30, what="50 lines in the log")
+        os.rename(log, rotated)
+        text = gw.config_path.read_text()
+        gw.config_path.write_text(text + "not_a_key: [\n")  # a reload would refuse this file
+        gw.process.send_signal(signal.SIGUSR1)
+        h.wait_until(lambda: _lines(log) > 50, timeout=30, what="50 lines in the reopened log")
+    finally:
+        load.stop().join()
     h.check(not load.failures, f"{len(load.failures)} failed requests: {load.failures[:5]}")
     stderr = gw.process.read_stderr()
     h.check("reload (SIGUSR1, reopening" in stderr, f"no reopen in the error log: {stderr[-800:]}")
@@ -483,7 +498,7 @@ def test_sigusr1_reopens_the_file_after_rotation():
     quiet = h.Gateway(S["certs"], {"app1": S["app1"]}, workers=1, http=False).start()  # access log off
     before = set(quiet.workers)
     quiet.process.send_signal(signal.SIGUSR1)
-    h.wait_until(lambda: "no access log file to reopen" in quiet.process.read_stderr(), timeout=5,
+    h.wait_until(lambda: "no access log file to reopen" in quiet.process.read_stderr(), timeout=15,
                  what="the master's answer to SIGUSR1")
     h.check(set(h.children_of(quiet.pid)) >= before, "SIGUSR1 without an access log file replaced the workers")
     h.check(h.curl(quiet, "/after-usr1").status == 200, "serving after SIGUSR1")
@@ -496,7 +511,7 @@ def test_unopenable_log_file_stops_the_start():
     gw.config["gateway"]["access_log"] = {"path": str(missing)}
     h.write_config(gw.config_path, gw.config)
     proc = h.Process([h.rampart_bin(), "serve", "-c", gw.config_path], "rampart-badlog", expect_exit=1).start()
-    rc = proc.wait(10)
+    rc = proc.wait(30)  # it exits at once; a guard against a hang
     h.check(rc == 1, f"exit code {rc}")
     h.check(f"cannot open {missing}" in proc.read_stderr(), f"stderr: {proc.read_stderr()}")
     proc.stop()

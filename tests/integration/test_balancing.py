@@ -8,7 +8,6 @@ Each balancing mode gets its own gateway (2 workers); the two backends are share
 import os
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import harness as h  # noqa: E402
@@ -93,9 +92,11 @@ def test_weighted_round_robin_3_to_1():
 def test_least_connections_avoids_busy_server():
     gw = _gateway("least_connections")
     tag = h.unique("busy")
-    slow = h.curl(gw, f"/slow?ms=3000&tag={tag}", background=True, max_time=20)
+    # 6 s: longer than five quick requests take on a busy machine (well under a second on a
+    # quiet one), or the check below calls the test void.
+    slow = h.curl(gw, f"/slow?ms=6000&tag={tag}", background=True, max_time=30)
     try:
-        busy = h.wait_until(lambda: next((n for n in ("app1", "app2") if S[n].saw(tag)), None), 5,
+        busy = h.wait_until(lambda: next((n for n in ("app1", "app2") if S[n].saw(tag)), None), 15,
                             what="the slow request to reach a backend")
         other = "app2" if busy == "app1" else "app1"
         quick = [h.curl(gw, f"/quick?i={i}").json()["server"] for i in range(5)]
@@ -113,28 +114,37 @@ def test_upstream_connection_closed_by_backend_is_replaced():
     connection checked before use."""
     idle = h.Backend("idler", extra_args=("--idle-timeout", "0.3")).start()
     gw = h.Gateway(S["certs"], {"idler": idle}, http=False, workers=1).start()
+
+    def sockets(state: str, local_port: int | None = None) -> int:
+        """Gateway-side sockets to the backend in `state` (from local_port, when given)."""
+        query = f"( dport = :{idle.port} )" if local_port is None else \
+            f"( dport = :{idle.port} and sport = :{local_port} )"
+        out = subprocess.run(["ss", "-Htan", "state", state, query],
+                             capture_output=True, text=True, timeout=10).stdout
+        return len([line for line in out.splitlines() if line.strip()])
+
     try:
         for method, args in (("GET", ()), ("POST", ("--data-binary", "x" * 1000))):
             first, second = h.unique(f"stale-{method}-1"), h.unique(f"stale-{method}-2")
             r = h.curl(gw, f"/{first}", "-X", method, *args)
             h.check(r.status == 200, f"{method} before the backend closed its side: {r}")
-            time.sleep(1.0)  # the backend closes the idle upstream connection meanwhile
+            a = idle.wait_for_request(first)
+            # The backend closes the idle upstream connection after 0.3 s: the second request
+            # goes out once that connection is no longer established (bounded; not a sleep
+            # that a busy machine could outrun).
+            h.wait_until(lambda: sockets("established", a.peer_port) == 0, timeout=15,
+                         what="the backend to close the idle upstream connection")
             r = h.curl(gw, f"/{second}", "-X", method, *args)
             h.check(r.status == 200, f"{method} after the backend closed the pooled connection: {r}")
-            a, b = idle.wait_for_request(first), idle.wait_for_request(second)
+            b = idle.wait_for_request(second)
             h.check(a.peer_port != b.peer_port, f"{method}: the second request reused a closed connection")
             h.check(idle.count(second) == 1, f"{method}: the backend saw the request {idle.count(second)} times")
         # Left alone, the pooled connection the backend closed must not linger
         # in CLOSE_WAIT: the worker sweeps its pool every 5 s.
         h.curl(gw, f"/{h.unique('linger')}")
-
-        def close_wait() -> int:
-            out = subprocess.run(["ss", "-Htan", "state", "close-wait", f"( dport = :{idle.port} )"],
-                                 capture_output=True, text=True, timeout=10).stdout
-            return len([line for line in out.splitlines() if line.strip()])
-
-        h.wait_until(lambda: close_wait() > 0, timeout=3, what="the backend to close the idle connection")
-        h.wait_until(lambda: close_wait() == 0, timeout=8, what="the gateway to close its CLOSE_WAIT socket")
+        h.wait_until(lambda: sockets("close-wait") > 0, timeout=15, what="the backend to close the idle connection")
+        # A feature bound: the 5 s sweep period and 3 s to spare.
+        h.wait_until(lambda: sockets("close-wait") == 0, timeout=8, what="the gateway to close its CLOSE_WAIT socket")
     finally:
         gw.stop()
         idle.stop()
@@ -154,6 +164,12 @@ def test_admin_health_and_metrics_count_what_was_served():
     _, before = h.admin(gw, "/metrics")
     for i in range(6):
         h.curl(gw, f"/counted?i={i}")
+    # A worker counts a response by class once the response is written, which is also when curl
+    # can have it all and exit: on a busy machine it may get there after a /metrics read at
+    # once. The request histogram is observed last: wait (bounded) for it to count all six.
+    count = "rampart_request_duration_seconds_count"
+    h.wait_until(lambda: _metric(h.admin(gw, "/metrics")[1], count) - _metric(before, count) >= 6, 15,
+                 what="the six requests counted")
     _, after = h.admin(gw, "/metrics")
     for name in ('rampart_requests_total', 'rampart_responses_total{class="2xx"}',
                  'rampart_upstream_requests_total{server="app1"}', 'rampart_upstream_requests_total{server="app2"}'):

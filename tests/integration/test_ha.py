@@ -121,8 +121,9 @@ def teardown_module():
 
 
 def test_converged_one_holder_https_through_the_vip():
-    lab().wait_master(timeout=10, expected="gw1")
-    h.wait_until(lambda: lab().ha_status("gw2")["state"] == "BACKUP", 5, what="gw2 BACKUP")
+    # Guards against a hang: the pair converges within a second (advert_int 100 ms).
+    lab().wait_master(timeout=30, expected="gw1")
+    h.wait_until(lambda: lab().ha_status("gw2")["state"] == "BACKUP", 15, what="gw2 BACKUP")
     n = lab().sample_single_holder("gw1", duration=1.0)
     h.check(n >= 5, f"only {n} samples")
     h.check(lab().fetch_ok(), "HTTPS GET / through the VIP failed")

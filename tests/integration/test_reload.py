@@ -97,29 +97,37 @@ def _children(gw):
 
 def test_twenty_reloads_under_load_lose_nothing():
     gw = _gateway(["app1", "app2"], S["a"], workers=2).start()
-    load = h.Load(gw, keepalive=3, fresh=2, seconds=14, path="/r", connect=_connection).start()
-    time.sleep(1)
-    times = []
-    for i in range(20):
-        members = ["app2", "app3"] if i % 2 == 0 else ["app1", "app2"]
-        certs = S["b"] if i % 2 == 0 else S["a"]
-        _rewrite(gw, members, certs)
-        t0 = time.monotonic()
-        status, body = h.admin(gw, "/api/reload", "POST")
-        times.append(time.monotonic() - t0)
-        h.check(status == 200 and json.loads(body)["reloaded"], f"reload {i + 1}: {status} {body}")
+    # The load lasts until the last reload is a second old (60 s at most, a guard against a
+    # hang): every reload happens under it however long a busy machine takes for them.
+    load = h.Load(gw, keepalive=3, fresh=2, seconds=60, path="/r", connect=_connection).start()
+    try:
+        time.sleep(1)
+        times = []
+        for i in range(20):
+            members = ["app2", "app3"] if i % 2 == 0 else ["app1", "app2"]
+            certs = S["b"] if i % 2 == 0 else S["a"]
+            _rewrite(gw, members, certs)
+            t0 = time.monotonic()
+            status, body = h.admin(gw, "/api/reload", "POST")
+            times.append(time.monotonic() - t0)
+            h.check(status == 200 and json.loads(body)["reloaded"], f"reload {i + 1}: {status} {body}")
+            time.sleep(0.5)
         time.sleep(0.5)
-    load.join()
+    finally:
+        load.stop().join()
     h.check(not load.failures, f"{len(load.failures)} failed requests: {load.failures[:5]}")
     h.check(load.ok > 500, f"only {load.ok} requests during the reloads")
     h.check("app3" in load.servers and "app1" in load.servers, f"pool changes not live: {load.servers}")
     h.check(_metric(gw, "rampart_config_generation") == 21, "generation is not 21 after 20 reloads")
     h.check(_metric(gw, 'rampart_config_reloads_total{result="ok"}') == 20, "reloads not counted")
-    # The last reload served set A; its certificate is what a new client sees.
-    h.check(_served_issuer(gw) == _cert_digest(S["a"]), "the certificate did not change with the reload")
+    # The last reload served set A; its certificate is what a new client sees (once the
+    # previous generation's workers have handled their SIGTERM and stopped accepting: bounded).
+    h.wait_until(lambda: _served_issuer(gw) == _cert_digest(S["a"]), 15,
+                 what="the certificate of the last reload served")
     print(f"    reload API round trip: median {sorted(times)[10] * 1000:.0f} ms, max {max(times) * 1000:.0f} ms",
           flush=True)
-    # Old generations drain and exit: only the current workers remain.
+    # Old generations drain and exit: only the current workers remain. A feature bound: the
+    # drain (5 s here) and the master's kill 5 s after it, with 5 s to spare.
     h.wait_until(lambda: len(_children(gw)) == 2, 15, what="old workers gone after the drain")
     gw.workers = {p: h._identity(p) for p in _children(gw)}
     gw.stop()
@@ -161,7 +169,7 @@ def test_invalid_configuration_changes_nothing():
     h.check(r.returncode == 1 and ":" in r.stderr and "unchanged" in r.stderr, f"reload CLI: {r.returncode} {r.stderr}")
     # ... and SIGHUP with it: logged, counted, nothing changes.
     os.kill(gw.pid, signal.SIGHUP)
-    h.wait_until(lambda: _metric(gw, 'rampart_config_reloads_total{result="failed"}') == 1, 5,
+    h.wait_until(lambda: _metric(gw, 'rampart_config_reloads_total{result="failed"}') == 1, 15,
                  what="the failed reload counted")
     h.check(_metric(gw, "rampart_config_last_reload_ok") == 0, "last reload not reported as failed")
     h.check("reload (SIGHUP) failed" in gw.process.read_stderr(), "failed reload not logged")
@@ -185,12 +193,15 @@ def test_sighup_and_reload_command_go_live():
     gw = _gateway(["app1"], S["a"], workers=1).start()
     _rewrite(gw, ["app2"])
     os.kill(gw.pid, signal.SIGHUP)
-    h.wait_until(lambda: h.curl(gw, "/x").header("X-Backend") == "app2", 10, what="SIGHUP reload live")
+    h.wait_until(lambda: h.curl(gw, "/x").header("X-Backend") == "app2", 30, what="SIGHUP reload live")
     _rewrite(gw, ["app3"])
     r = subprocess.run([str(h.rampart_bin()), "reload", "-c", str(gw.config_path)], capture_output=True, text=True,
                        timeout=30)
     h.check(r.returncode == 0 and '"reloaded":true' in r.stdout, f"rampart reload: {r.returncode} {r.stdout} {r.stderr}")
-    h.check(h.curl(gw, "/y").header("X-Backend") == "app3", "reload command not live")
+    # The answer comes once the new workers are forked and the old ones sent SIGTERM; an old
+    # worker may still take a connection from the shared socket until it has handled that
+    # signal (on a busy machine, some time later), so the new pool shows within a bounded wait.
+    h.wait_until(lambda: h.curl(gw, "/y").header("X-Backend") == "app3", 30, what="reload command live")
     h.wait_until(lambda: len(_children(gw)) == 1, 15, what="old workers gone")
     gw.workers = {p: h._identity(p) for p in _children(gw)}
     gw.stop()

@@ -177,14 +177,24 @@ def setup_module():
             print(f"  {describe(f)}{note}", flush=True)
 
 
-def _s_client(gw, *args: str) -> subprocess.CompletedProcess:
-    """openssl s_client whose stdin stays open 0.5 s: with TLS 1.3 the session
-    ticket comes after the handshake, and a client that closes at once (stdin
-    at EOF, as testssl.sh's probe does) may leave before it arrives, with no
-    session to save. That race is testssl.sh's "connect problem"."""
+def _s_client(gw, *args: str, session_file=None) -> subprocess.CompletedProcess:
+    """openssl s_client whose stdin stays open until the session is saved: with TLS 1.3 the
+    session ticket comes after the handshake, and a client that closes at once (stdin at EOF,
+    as testssl.sh's probe does) may leave before it arrives, with no session to save. That
+    race is testssl.sh's "connect problem". With `session_file` (-sess_out), stdin closes
+    once s_client has written the session there (it does when the ticket arrives; bounded,
+    20 s, a guard against a hang), otherwise after 0.5 s (-sess_in: resumption is decided in
+    the handshake itself)."""
     argv = ["openssl", "s_client", "-connect", f"{h.LOOPBACK}:{gw.https_port}", "-servername", h.SITE, *args]
     p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.5)
+    if session_file is None:
+        time.sleep(0.5)
+    else:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and p.poll() is None:
+            if session_file.exists() and session_file.stat().st_size > 0:
+                break
+            time.sleep(0.02)
     out, err = p.communicate(input="", timeout=20)
     return subprocess.CompletedProcess(argv, p.returncode, out, err)
 
@@ -193,7 +203,8 @@ def _resumes(gw) -> bool:
     """Our own check of what sessionresumption_* tests: a second connection
     with the first one's session is resumed ("Reused")."""
     sess = h.temp_dir() / "resume.sess"
-    first = _s_client(gw, "-sess_out", str(sess))
+    sess.unlink(missing_ok=True)
+    first = _s_client(gw, "-sess_out", str(sess), session_file=sess)
     second = _s_client(gw, "-sess_in", str(sess))
     return first.returncode == 0 and second.returncode == 0 and "\nReused," in second.stdout
 
