@@ -18,9 +18,11 @@
 
 #include <netdb.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -31,6 +33,7 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -132,6 +135,32 @@ int cmd_check(const std::vector<std::string>& args) {
     }
     auto cfg = load_or_report(path);
     if (!cfg) {
+        return 1;
+    }
+    // The files the gateway will read at start: each must be there and
+    // readable by whoever checks (the master reads them as root).
+    bool files_ok = true;
+    const auto& certificates = cfg->gw.tls_settings.certificates;
+    for (std::size_t i = 0; i < certificates.size(); ++i) {
+        const auto& c = certificates[i];
+        for (const auto& [file, at, what] : {std::tuple{&c.cert_file, &c.cert_at, "cert"},
+                                             std::tuple{&c.key_file, &c.key_at, "key"}}) {
+            struct stat st {};
+            std::string why;
+            if (::stat(file->c_str(), &st) != 0 || ::access(file->c_str(), R_OK) != 0) {
+                why = std::strerror(errno);
+            } else if (!S_ISREG(st.st_mode)) {
+                why = "not a regular file";
+            }
+            if (!why.empty()) {
+                const rampart::config::error e{*at, "gateway.tls.certificates[" + std::to_string(i) + "]." + what +
+                                                        ": cannot read " + *file + ": " + why};
+                std::cerr << e.to_string() << '\n';
+                files_ok = false;
+            }
+        }
+    }
+    if (!files_ok) {
         return 1;
     }
     std::cout << rampart::config::summary(*cfg);

@@ -1099,9 +1099,11 @@ void checker::check_tls(const field& f, tls& out) {
                 certificate cert;
                 if (const auto p = required(*pair, "cert", "the certificate chain's PEM file")) {
                     cert.cert_file = file_path(*p).value_or("");
+                    cert.cert_at = where(p->at);
                 }
                 if (const auto p = required(*pair, "key", "the private key's PEM file")) {
                     cert.key_file = file_path(*p).value_or("");
+                    cert.key_at = where(p->at);
                 }
                 out.certificates.push_back(std::move(cert));
             }

@@ -128,6 +128,8 @@ struct network {
 struct certificate {
     std::string cert_file;  ///< PEM: leaf certificate first, then its chain
     std::string key_file;   ///< PEM private key; must not be readable by group or others
+    location cert_at;       ///< where cert_file is named in the file
+    location key_at;        ///< where key_file is named
 };
 
 struct hsts {

@@ -24,6 +24,7 @@ def setup_module():
     config = h.gateway_config(https_port=https, http_port=http, admin_port=admin,
                               certificates=certs.certificates, servers={"app1": p1, "app2": p2})
     S["good"] = h.to_yaml(config) + "\n"
+    S["certs"] = certs
 
 
 def _check(name, text):
@@ -96,6 +97,19 @@ def test_yaml_syntax_error():
     https = re.search(r'https: "([^"]+)"', listen).group(1)
     text = S["good"].replace(listen, f'\n  listen: {{ https: "{https}" }}}}\n', 1)
     _expect_error("syntax.yaml", text, "}}", offset=1)
+
+
+def test_missing_key_and_unreadable_certificate_files():
+    """The files the gateway reads at start are checked too: each path that cannot be read is
+    reported at the position where the file names it."""
+    key = S["certs"].certificates[0]["key"]
+    missing = key + ".missing"
+    text = _edit(f" {key}\n", f" {missing}\n")
+    _expect_error("missing-key.yaml", text, missing, "gateway.tls.certificates[0].key", "cannot read", missing)
+    cert = S["certs"].certificates[0]["cert"]
+    directory = str(h.temp_dir())  # exists and can be opened, but holds no PEM
+    text = _edit(f" {cert}\n", f" {directory}\n")
+    _expect_error("dir-cert.yaml", text, directory, "gateway.tls.certificates[0].cert", "not a regular file")
 
 
 if __name__ == "__main__":

@@ -70,8 +70,15 @@ const dev_sets& dev() {
     return sets;
 }
 
+config::certificate pair_of(const std::string& cert_file, const std::string& key_file) {
+    config::certificate c;
+    c.cert_file = cert_file;
+    c.key_file = key_file;
+    return c;
+}
+
 config::certificate cert(const std::string& dir, const std::string& type) {
-    return config::certificate{dir + "/" + type + ".pem", dir + "/" + type + ".key"};
+    return pair_of(dir + "/" + type + ".pem", dir + "/" + type + ".key");
 }
 
 /// ECDSA + RSA for www.foobar.com (the default), ECDSA + RSA for the api names.
@@ -381,15 +388,15 @@ TEST_CASE("server_tls refuses unsafe or inconsistent certificates", "[unit][cert
         const std::string key = dir.path + "/ecdsa.key";
         std::filesystem::copy_file(dev().main + "/ecdsa.key", key);
         REQUIRE(::chmod(key.c_str(), 0644) == 0);
-        settings.certificates = {{dev().main + "/ecdsa.pem", key}};
+        settings.certificates = {pair_of(dev().main + "/ecdsa.pem", key)};
         CHECK_THROWS_WITH(certs::server_tls(settings, nullptr), Catch::Contains(key));
     }
     SECTION("a key of another type than the certificate") {
-        settings.certificates = {{dev().main + "/ecdsa.pem", dev().main + "/rsa.key"}};
+        settings.certificates = {pair_of(dev().main + "/ecdsa.pem", dev().main + "/rsa.key")};
         CHECK_THROWS_WITH(certs::server_tls(settings, nullptr), Catch::Contains("rsa.key"));
     }
     SECTION("a key of the same type that belongs to another certificate") {
-        settings.certificates = {{dev().main + "/ecdsa.pem", dev().api + "/ecdsa.key"}};
+        settings.certificates = {pair_of(dev().main + "/ecdsa.pem", dev().api + "/ecdsa.key")};
         CHECK_THROWS_WITH(certs::server_tls(settings, nullptr), Catch::Contains("does not match"));
     }
     SECTION("two certificates of one key type for the same names") {
@@ -397,7 +404,7 @@ TEST_CASE("server_tls refuses unsafe or inconsistent certificates", "[unit][cert
         CHECK_THROWS_WITH(certs::server_tls(settings, nullptr), Catch::Contains("second ECDSA"));
     }
     SECTION("a missing certificate file") {
-        settings.certificates = {{dev().main + "/missing.pem", dev().main + "/ecdsa.key"}};
+        settings.certificates = {pair_of(dev().main + "/missing.pem", dev().main + "/ecdsa.key")};
         CHECK_THROWS_WITH(certs::server_tls(settings, nullptr), Catch::Contains("missing.pem"));
     }
 }
