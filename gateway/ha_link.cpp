@@ -135,6 +135,9 @@ void ha_link::configure(config::snapshot_ptr cfg) {
     log(log_level::info, "ha: node " + self->name + " (priority " + std::to_string(self->priority) + ", peer " +
                              h.peer_of(self->name)->name + "); health in " + h.track_file(self->name) +
                              ", VRRP state from " + h.notify_fifo(self->name) + "; process name " + name);
+    if (const auto warning = ha::track_process_warning(*cfg_); !warning.empty()) {
+        log(log_level::warn, "ha: " + warning);
+    }
     open_fifo();
     write_state_file();
     if (!same_node || sentinel_ < 0) {
@@ -177,13 +180,28 @@ void ha_link::open_fifo() {
     fifo_inode_ = inode_of(path);
 }
 
-void ha_link::write_track_file(bool healthy) {
+// A track file that cannot be written (a read-only or missing state
+// directory) leaves keepalived with whatever it read last: the node is then
+// reported unhealthy here (metrics, status page), logged once until writes
+// succeed again, and tried again every health interval.
+bool ha_link::write_track_file(bool healthy) {
     const std::string path = cfg_->ha_pair->track_file(info_.node);
     if (!write_file_atomically(path, healthy ? "0\n" : "1\n", 0644)) {
-        log(log_level::error, "ha: cannot write " + path + ": " + std::strerror(errno));
-        return;
+        const std::string error = "cannot write " + path + ": " + std::strerror(errno);
+        if (error != info_.track_error) {
+            log(log_level::error, "ha: " + error + "; keepalived cannot be told this node's health, which is "
+                                  "reported as not able to serve until the file can be written");
+        }
+        info_.track_error = error;
+        last_written_ = -1;
+        return false;
+    }
+    if (!info_.track_error.empty()) {
+        log(log_level::info, "ha: " + path + " written again");
+        info_.track_error.clear();
     }
     last_written_ = healthy ? 0 : 1;
+    return true;
 }
 
 void ha_link::write_state_file() {
@@ -207,8 +225,7 @@ net::awaitable<void> ha_link::write_health(std::uint64_t epoch) {
                                                                 (ok ? "able to serve again" : "not able to serve") +
                                                                 "; keepalived told through the track file");
             }
-            info_.healthy = ok;
-            write_track_file(ok);
+            info_.healthy = write_track_file(ok) && ok;
             last_full = now;
             if (fifo_ && inode_of(cfg_->ha_pair->notify_fifo(info_.node)) != fifo_inode_) {
                 log(log_level::info, "ha: the notify FIFO was replaced; reopening it");

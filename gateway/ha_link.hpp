@@ -25,7 +25,8 @@ struct vrrp_info {
     std::string state = "unknown"; ///< MASTER, BACKUP, FAULT, STOP or unknown
     unsigned priority = 0;         ///< as keepalived last reported it (configured until then)
     std::uint64_t transitions = 0;
-    bool healthy = false; ///< what the track file says now
+    bool healthy = false; ///< what the track file says now (false while it cannot be written)
+    std::string track_error; ///< why the track file cannot be written; "" when it can
 };
 
 /// Runs on the master's io_context; never blocks (the FIFO is non-blocking,
@@ -54,7 +55,7 @@ private:
     net::awaitable<void> write_health(std::uint64_t epoch);
     net::awaitable<void> read_notifications(std::uint64_t epoch);
     void open_fifo();
-    void write_track_file(bool healthy);
+    bool write_track_file(bool healthy);
     void write_state_file();
     void on_line(const std::string& line);
     void start_sentinel(const std::string& track_file);
