@@ -163,6 +163,9 @@ int cmd_check(const std::vector<std::string>& args) {
     if (!files_ok) {
         return 1;
     }
+    if (const auto warning = rampart::ha::track_process_warning(*cfg); !warning.empty()) {
+        std::cerr << "rampart check: warning: " << warning << '\n';
+    }
     std::cout << rampart::config::summary(*cfg);
     return 0;
 }
@@ -416,6 +419,9 @@ int cmd_ha(const std::vector<std::string>& args) {
     if (sub == "render") {
         if (node.empty() || out.empty()) {
             return fail_usage("ha render needs --node NAME and --out DIR");
+        }
+        if (const auto warning = rampart::ha::track_process_warning(*cfg); !warning.empty()) {
+            std::cerr << "rampart ha render: warning: " << warning << '\n';
         }
         const auto files = rampart::ha::render(*cfg, node);
         std::filesystem::create_directories(out);

@@ -3,7 +3,11 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
+#include <linux/cn_proc.h>
+#include <linux/connector.h>
+#include <linux/netlink.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -81,6 +85,55 @@ std::optional<notify_event> parse_notify_line(std::string_view line) {
         return std::nullopt;
     }
     return e;
+}
+
+std::optional<bool> process_events_available() {
+    const int fd = ::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_CONNECTOR);
+    if (fd < 0) {
+        return std::nullopt;
+    }
+    sockaddr_nl local{};
+    local.nl_family = AF_NETLINK;
+    local.nl_groups = CN_IDX_PROC;
+    if (::bind(fd, reinterpret_cast<const sockaddr*>(&local), sizeof local) != 0) {
+        ::close(fd);
+        return std::nullopt;
+    }
+    // What keepalived sends: subscribe to the process events, then leave.
+    // netlink header, connector header, the operation, back to back.
+    constexpr std::size_t size = sizeof(nlmsghdr) + sizeof(cn_msg) + sizeof(proc_cn_mcast_op);
+    alignas(nlmsghdr) unsigned char buffer[size] = {};
+    const auto send_op = [&](proc_cn_mcast_op op) {
+        nlmsghdr header{};
+        header.nlmsg_len = size;
+        header.nlmsg_type = NLMSG_DONE;
+        cn_msg message{};
+        message.id.idx = CN_IDX_PROC;
+        message.id.val = CN_VAL_PROC;
+        message.len = sizeof op;
+        std::memcpy(buffer, &header, sizeof header);
+        std::memcpy(buffer + sizeof header, &message, sizeof message);
+        std::memcpy(buffer + sizeof header + sizeof message, &op, sizeof op);
+        return ::send(fd, buffer, size, 0) == static_cast<ssize_t>(size);
+    };
+    std::optional<bool> result;
+    if (send_op(PROC_CN_MCAST_LISTEN)) {
+        result = true;
+        send_op(PROC_CN_MCAST_IGNORE);
+    } else if (errno == ECONNREFUSED) {
+        result = false;  // no connector in this namespace: keepalived's errno 111
+    }
+    ::close(fd);
+    return result;
+}
+
+std::string track_process_warning(const config::snapshot& cfg) {
+    if (!cfg.ha_pair || !cfg.ha_pair->health.track_process || process_events_available() != false) {
+        return {};
+    }
+    return "ha.health.track_process is on, but this network namespace has no process events connector "
+           "(only the initial namespace has one): keepalived would stay FAULT here. Set "
+           "ha.health.track_process: false (the track file and the sentinel still follow the master).";
 }
 
 std::optional<std::pair<std::string, unsigned>> parse_state_line(const std::string& line) {

@@ -50,6 +50,16 @@ std::optional<notify_event> parse_notify_line(std::string_view line);
 /// Canonical text of every address on this host's interfaces (getifaddrs).
 std::vector<std::string> local_addresses();
 
+/// Whether this network namespace has the kernel's process events connector,
+/// which keepalived's track_process needs (it exists only in the initial
+/// network namespace; elsewhere keepalived stays FAULT). nullopt when that
+/// cannot be told from here (no CAP_NET_ADMIN to subscribe).
+std::optional<bool> process_events_available();
+
+/// The warning for a pair whose track_process cannot work here; "" when it
+/// can, or when track_process is off.
+std::string track_process_warning(const config::snapshot& cfg);
+
 /// The content of a state file: "MASTER 150". nullopt when malformed.
 std::optional<std::pair<std::string, unsigned>> parse_state_line(const std::string& line);
 

@@ -112,5 +112,51 @@ def test_missing_key_and_unreadable_certificate_files():
     _expect_error("dir-cert.yaml", text, directory, "gateway.tls.certificates[0].cert", "not a regular file")
 
 
+HA_PAIR = """servers:
+  gw1: { address: 192.0.2.11, role: gateway }
+  gw2: { address: 192.0.2.12, role: gateway }
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+gateway:
+  listen: { http: "127.0.0.1:8080" }
+  pools: { app: { servers: [app1] } }
+ha:
+  vip: 192.0.2.10/24
+  interface: eth0
+  virtual_router_id: 51
+  nodes: { gw1: { priority: 150 }, gw2: { priority: 100 } }
+  health: { track_process: %s }
+"""
+
+
+def test_track_process_where_keepalived_cannot_follow_processes_is_warned():
+    """keepalived's track_process needs the kernel's process events, which exist only in the
+    initial network namespace: elsewhere keepalived stays FAULT. check and ha render say so
+    there (and only where it is on)."""
+    if os.geteuid() != 0 or subprocess.run(["ip", "netns", "help"], capture_output=True).returncode not in (0, 255):
+        raise h.Skip("needs root and ip netns: runs rampart check inside a network namespace of its own")
+    on = h.write_config(h.temp_dir() / "ha-track-on.yaml", f"site: {h.SITE}\n" + HA_PAIR % "true")
+    off = h.write_config(h.temp_dir() / "ha-track-off.yaml", f"site: {h.SITE}\n" + HA_PAIR % "false")
+    ns = f"rck{os.getpid()}"
+    r = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True, timeout=20)
+    h.check(r.returncode == 0, f"ip netns add: {r.stderr}")
+    try:
+        def run(*argv):
+            return subprocess.run(["ip", "netns", "exec", ns, str(h.rampart_bin()), *argv], capture_output=True,
+                                  text=True, timeout=30)
+        r = run("check", "-c", str(on))
+        h.check(r.returncode == 0 and "track_process" in r.stderr and "warning" in r.stderr,
+                f"check in a network namespace with track_process on: exit {r.returncode}, {r.stderr!r}")
+        out = h.temp_dir() / "rendered"
+        r = run("ha", "render", "-c", str(on), "--node", "gw1", "--out", str(out))
+        h.check(r.returncode == 0 and "track_process" in r.stderr, f"render with track_process on: {r.stderr!r}")
+        r = run("check", "-c", str(off))
+        h.check(r.returncode == 0 and "warning" not in r.stderr, f"check with track_process off: {r.stderr!r}")
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True, timeout=20)
+    r = subprocess.run([str(h.rampart_bin()), "check", "-c", str(on)], capture_output=True, text=True, timeout=30)
+    h.check(r.returncode == 0 and "warning" not in r.stderr,
+            f"check in the initial network namespace warned about track_process: {r.stderr!r}")
+
+
 if __name__ == "__main__":
     h.main(globals(), tools=())
