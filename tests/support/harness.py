@@ -735,7 +735,9 @@ class Gateway:
         seccomp = self.config["gateway"].get("seccomp", "enforce") != "off"
         deadline = time.monotonic() + timeout
         while True:
-            kids = children_of(self.pid)
+            # Every child but the HA sentinel (a child that waits for the master's death).
+            kids = [p for p in children_of(self.pid)
+                    if _status_fields(p, ("Name",)).get("Name") != "rampart-ha-sent"]
             if len(kids) >= want and all(worker_started(p, seccomp) for p in kids):
                 break
             if not self.process.running:
