@@ -70,13 +70,18 @@ def test_killed_backend_costs_no_request_and_comes_back_after_rise():
     app1 = h.Backend("app1").start()
     app2 = h.Backend("app2").start()
     gw = _gateway({"app1": app1, "app2": app2}, {"health": HEALTH})
-    load = h.Load(gw, seconds=8).start()
+    # Keep-alive clients and clients that open a connection per request: the GETs in flight
+    # to app2 when it dies are retried on app1 by the gateway, whichever kind of client sent them.
+    load = h.Load(gw, keepalive=6, fresh=2, seconds=8).start()
     time.sleep(3)  # the load runs on both servers before the kill
     _kill_backend(app2)
     killed_at = time.monotonic()  # after kill(): a request started later cannot reach app2
     load.join()
     h.check(not load.failures, f"{len(load.failures)} failed requests: {load.failures[:5]}")
     h.check(load.ok > 600, f"only {load.ok} requests in 8 s")
+    retried = _metric(gw, 'rampart_upstream_retries_total{server="app2"}')
+    print(f"    app2 SIGKILLed under load: {load.ok} GETs answered, {len(load.failures)} failed, "
+          f"{retried:.0f} retried on app1 by the gateway", flush=True)
     # Load.servers holds the start times of the answered requests, so this is exact however
     # late a busy machine runs the client threads.
     after = [t for t in load.servers.get("app2", []) if t > killed_at]
