@@ -168,30 +168,10 @@ class NsGateway:
 
 def metrics(host: str) -> dict[str, float]:
     """GET /metrics from the admin listener on 127.0.0.1 inside host's namespace."""
-    s = lab().socket(host)
-    s.settimeout(5)
-    data = b""
-    try:
-        s.connect(("127.0.0.1", ADMIN_PORT))
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        for _ in range(10000):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        s.close()
+    data = netns.http_request(lab().ns(host), "127.0.0.1", ADMIN_PORT, "GET", "/metrics")
     r = h.parse_head(data)
     h.check(r is not None and r.status == 200, f"GET /metrics on {host}: {data[:300]!r}")
-    values = {}
-    for line in r.body.decode(errors="replace").splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            try:
-                values[name] = float(value)
-            except ValueError:
-                pass
-    return values
+    return h.parse_metrics(r.body.decode(errors="replace"))
 
 
 # ---------------------------------------------------------------------------

@@ -40,17 +40,6 @@ def setup_module():
     S["app2"] = h.Backend("app2").start()
 
 
-def _metrics(gw) -> dict[str, float]:
-    status, text = h.admin(gw, "/metrics")
-    h.check(status == 200, f"/metrics: {status}")
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
-
-
 class RetryingLoad:
     """Like harness.Load (keep-alive and new-connection clients sending GETs for `seconds`,
     at most 100,000 requests each), but a client whose request dies with its connection
@@ -176,7 +165,7 @@ def test_killed_workers_are_replaced_at_once_and_retrying_clients_lose_nothing()
     worst = max(r for _, _, r in report)
     h.check(worst <= REPLACE_WITHIN_S, f"a replacement took {worst * 1000:.0f} ms to accept (bound "
             f"{REPLACE_WITHIN_S * 1000:.0f} ms): {report}")
-    restarts = _metrics(gw).get("rampart_worker_restarts_total")
+    restarts = h.metrics(gw).get("rampart_worker_restarts_total")
     h.check(restarts == kills, f"rampart_worker_restarts_total {restarts}, expected {kills}")
     h.check(h.curl(gw, "/after-kills").status == 200, "no answer after the kills")
     h.check(gw.stop() == 0, "exit code after SIGTERM")
@@ -218,7 +207,7 @@ def test_access_log_disk_full_keeps_serving_counts_drops_and_resumes():
         conn.close()
         h.check(statuses.count(200) == len(statuses), f"requests failed while the log's disk filled: "
                 f"{[s for s in statuses if s != 200][:5]}")
-        dropped = h.wait_until(lambda: _metrics(gw)["rampart_access_log_dropped_total"], 10,
+        dropped = h.wait_until(lambda: h.metrics(gw)["rampart_access_log_dropped_total"], 10,
                                what="rampart_access_log_dropped_total to count the lines that did not fit")
         err = gw.process.read_stderr()
         h.check(err.count("access log: write failed: No space left on device") <= 2,
@@ -283,7 +272,7 @@ def test_descriptors_exhausted_refuse_new_connections_cleanly_and_recover():
                 pass
             except OSError:
                 closed += 1
-        refused = _metrics(gw)['rampart_connections_refused_total{limit="descriptors"}']
+        refused = h.metrics(gw)['rampart_connections_refused_total{limit="descriptors"}']
         print(f"    RLIMIT_NOFILE {nofile}: {idle_clients} idle clients, {closed} closed by the gateway at once, "
               f"{refused:.0f} counted as refused for want of descriptors", flush=True)
         h.check(closed > 0 and refused >= closed, f"{closed} closed, {refused} counted as refused")

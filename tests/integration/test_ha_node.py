@@ -40,11 +40,9 @@ def _gateway(state_dir) -> h.Gateway:
 
 
 def _healthy(gw) -> float:
-    status, text = h.admin(gw, "/metrics")
-    h.check(status == 200, f"/metrics: {status}")
-    line = next((x for x in text.splitlines() if x.startswith("rampart_ha_healthy ")), None)
-    h.check(line is not None, "/metrics has no rampart_ha_healthy")
-    return float(line.split()[1])
+    m = h.metrics(gw)
+    h.check("rampart_ha_healthy" in m, "/metrics has no rampart_ha_healthy")
+    return m["rampart_ha_healthy"]
 
 
 def _status(gw) -> str:

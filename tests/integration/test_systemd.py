@@ -430,20 +430,7 @@ def serves() -> bool:
 
 
 def admin(path: str, method: str = "GET") -> tuple[int, str]:
-    s = netns.socket_in_ns(S["ns"], socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(5)
-    data = b""
-    try:
-        s.connect(("127.0.0.1", ADMIN_PORT))
-        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
-                  f"Connection: close\r\n\r\n".encode())
-        for _ in range(10000):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        s.close()
+    data = netns.http_request(S["ns"], "127.0.0.1", ADMIN_PORT, method, path)
     r = h.parse_head(data)
     h.check(r is not None, f"{method} {path}: no response: {data[:200]!r}")
     return r.status, r.body.decode(errors="replace")

@@ -940,6 +940,26 @@ def admin(gw: "Gateway", path: str, method: str = "GET", timeout: float = 30.0) 
         return e.code, e.read().decode()
 
 
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text exposition: each sample's name (with its labels) -> its value."""
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                values[name] = float(value)
+            except ValueError:
+                pass
+    return values
+
+
+def metrics(gw: "Gateway") -> dict[str, float]:
+    """The gateway's /metrics, parsed (parse_metrics)."""
+    status, text = admin(gw, "/metrics")
+    check(status == 200, f"/metrics: {status} {text[:200]}")
+    return parse_metrics(text)
+
+
 class Load:
     """A bounded HTTPS load on a gateway: `keepalive` clients, each on its own
     connection (reopened after `Connection: close` or an error), and `fresh`

@@ -152,6 +152,27 @@ def socket_in_ns(ns: str, family: int, type_: int, proto: int = 0) -> socket.soc
             os.close(own)
 
 
+def http_request(ns: str, address: str, port: int, method: str = "GET", path: str = "/",
+                 timeout: float = 5.0) -> bytes:
+    """One HTTP/1.1 request (Connection: close, no body) from inside namespace ns; the raw
+    answer, read to the end (bounded: 10,000 reads)."""
+    s = socket_in_ns(ns, socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    data = b""
+    try:
+        s.connect((address, port))
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
+                  f"Connection: close\r\n\r\n".encode())
+        for _ in range(10000):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    return data
+
+
 def preexec_enter(ns: str):
     """A preexec_fn for subprocess.Popen: the child joins ns before exec."""
     path = _ns_path(ns)
