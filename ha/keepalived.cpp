@@ -18,6 +18,10 @@ std::string decimal_seconds(config::duration d) {
     return out;
 }
 
+config::duration first_election_delay(const config::ha& h) {
+    return std::chrono::seconds(2) + 3 * h.advert_int;
+}
+
 std::string render_keepalived_conf(const config::snapshot& cfg, const std::string& node) {
     if (!cfg.ha_pair) {
         throw render_error(cfg.source_file + " has no ha section");
@@ -57,8 +61,18 @@ std::string render_keepalived_conf(const config::snapshot& cfg, const std::strin
         << "    vrrp_garp_master_repeat 3\n"
         << "    vrrp_garp_master_refresh 60\n"
         << "    vrrp_garp_master_refresh_repeat 1\n"
-        << "    vrrp_higher_prio_send_advert true\n"
-        << "}\n"
+        << "    vrrp_higher_prio_send_advert true\n";
+    if (peer != nullptr && peer->priority > self->priority) {
+        // Both nodes start as BACKUP with nopreempt: whichever keepalived
+        // starts first would win the first election and keep the VIP. The
+        // lower priority waits, so that the higher one wins when both start
+        // within this delay of each other (a boot, a deploy); alone, it takes
+        // the VIP that much later.
+        out << "    # The first election goes to the higher priority (" << peer->name << "): this node's\n"
+            << "    # VRRP starts this long after keepalived (2 s + 3 adverts).\n"
+            << "    vrrp_startup_delay " << decimal_seconds(first_election_delay(h)) << "\n";
+    }
+    out << "}\n"
         << "\n";
     if (h.health.track_process) {
         out << "# The Rampart master of this node, by process name (no fork per check: the\n"
@@ -81,8 +95,8 @@ std::string render_keepalived_conf(const config::snapshot& cfg, const std::strin
         << "}\n"
         << "\n"
         << "vrrp_instance rampart_vrid" << h.virtual_router_id << " {\n"
-        << "    # BACKUP on both nodes: nopreempt works only from BACKUP, and the first\n"
-        << "    # election gives MASTER to the higher priority anyway.\n"
+        << "    # BACKUP on both nodes: nopreempt works only from BACKUP; the lower\n"
+        << "    # priority's vrrp_startup_delay gives the first election to the higher.\n"
         << "    state BACKUP\n"
         << "    interface " << ifname << "\n"
         << "    virtual_router_id " << h.virtual_router_id << "\n"

@@ -38,4 +38,9 @@ std::vector<rendered_file> render(const config::snapshot& cfg, const std::string
 /// "0.1" for 100ms, "1" for 1s: keepalived's decimal seconds.
 std::string decimal_seconds(config::duration d);
 
+/// How long the lower-priority node's VRRP waits after keepalived starts
+/// (vrrp_startup_delay), so that the first election goes to the higher
+/// priority when both start within that time of each other.
+config::duration first_election_delay(const config::ha& h);
+
 } // namespace rampart::ha

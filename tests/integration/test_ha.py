@@ -38,6 +38,7 @@ the namespaces (and so every link) are removed at exit, also on failure.
 
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import harness as h  # noqa: E402
@@ -173,6 +174,26 @@ def test_e_admin_release_hands_the_vip_over_first():
     # Maintenance: the master is asked to give up the VIP (POST /api/ha/release) before anything
     # is drained; its track file reports unhealthy and the peer takes over. Repair: /api/ha/resume.
     failover("e", "release")
+
+
+def test_first_election_goes_to_the_higher_priority_in_either_start_order():
+    """Both nodes start as BACKUP with nopreempt, so whichever keepalived runs its VRRP first
+    would win the first election and keep the VIP. gw2 (priority 100) starting 0.2 s before gw1
+    (150) won it every time before the lower priority got its vrrp_startup_delay; now gw1 wins
+    in both orders, and gw2 is BACKUP."""
+    for first, second in (("gw2", "gw1"), ("gw1", "gw2")):
+        for gw in ha_lab.GATEWAYS:
+            lab().keepalived[gw].stop()  # SIGTERM: keepalived removes the VIP it holds
+        h.wait_until(lambda: not lab().holders(), 15, what="the VIP released by both keepalived")
+        lab().start_keepalived(first)
+        time.sleep(0.2)
+        lab().start_keepalived(second)
+        master = lab().wait_master(timeout=30)
+        h.check(master == "gw1", f"{first} started first and {master} won the first election")
+        h.wait_until(lambda: lab().ha_status("gw2")["state"] == "BACKUP", 15, what="gw2 BACKUP")
+        n = lab().sample_single_holder("gw1", duration=1.0)
+        h.check(n >= 5, f"only {n} samples")
+    h.check(lab().fetch_ok(), "HTTPS GET / through the VIP failed after the elections")
 
 
 def test_processes_still_healthy():
