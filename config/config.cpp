@@ -112,6 +112,8 @@
 //     nodes                     map name -> node               required, exactly 2 servers of role gateway
 //       <name>.priority         integer 1..254                 required; the two must differ
 //       <name>.interface        interface name                 ha.interface
+//       <name>.keepalived_pid_file path                        /run/keepalived/vrrp.pid, /run/vrrp.pid
+//                               (keepalived's VRRP process: gone, the master removes a VIP left here)
 //     advert_int                duration 10ms..40s, 10ms steps 100ms (VRRPv3; the peer takes over ~3.5x later)
 //     unicast                   bool                           true  (adverts to the peer's address)
 //     preempt                   bool                           false (a recovered node does not take the VIP back)
@@ -223,7 +225,7 @@ constexpr std::array root_keys{"site"sv, "servers"sv, "gateway"sv, "firewall"sv,
 constexpr std::array ha_keys{"vip"sv,        "vip6"sv,    "interface"sv, "virtual_router_id"sv, "nodes"sv,
                              "advert_int"sv, "unicast"sv, "preempt"sv,   "health"sv,            "state_dir"sv,
                              "ticket_secret_file"sv};
-constexpr std::array ha_node_keys{"priority"sv, "interface"sv};
+constexpr std::array ha_node_keys{"priority"sv, "interface"sv, "keepalived_pid_file"sv};
 constexpr std::array ha_health_keys{"interval"sv, "require_backend"sv, "weight"sv, "track_process"sv};
 constexpr std::array server_keys{"address"sv, "role"sv, "port"sv, "weight"sv};
 constexpr std::array gateway_keys{"listen"sv,           "workers"sv,          "user"sv,       "seccomp"sv,
@@ -1757,6 +1759,9 @@ void checker::check_ha(const field& f, snapshot& s) {
                     }
                     if (const auto i = nm->get("interface")) {
                         node.interface = interface_name(*i).value_or("");
+                    }
+                    if (const auto k = nm->get("keepalived_pid_file")) {
+                        node.keepalived_pid_file = file_path(*k).value_or("");
                     }
                 }
                 out.nodes.push_back(std::move(node));

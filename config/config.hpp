@@ -254,6 +254,10 @@ struct ha_node {
     std::string address;    ///< that server's address (VRRP unicast source / peer)
     unsigned priority = 100;  ///< 1..254; 255 (address owner) is refused
     std::string interface;  ///< where the VIP lives on this node ("" = ha.interface)
+    /// The pid file of keepalived's VRRP process on this node ("" = the
+    /// defaults, /run/keepalived/vrrp.pid and /run/vrrp.pid): the master
+    /// removes the VIP from this node when that process is gone.
+    std::string keepalived_pid_file;
 };
 
 /// How keepalived learns whether the local Rampart can serve.

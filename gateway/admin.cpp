@@ -478,6 +478,12 @@ std::string render_metrics(const admin_state& a) {
         out << "rampart_vrrp_priority " << a.vrrp.priority << '\n';
         metric(out, "rampart_ha_healthy", "gauge", "1 when the track file tells keepalived this gateway can serve.");
         out << "rampart_ha_healthy " << (a.vrrp.healthy ? 1 : 0) << '\n';
+        metric(out, "rampart_vrrp_vip_held", "gauge",
+               "1 when the VIP is on an interface of this node: alert when two nodes say 1.");
+        out << "rampart_vrrp_vip_held{node=\"" << a.vrrp.node << "\"} " << (a.vrrp.vip_held ? 1 : 0) << '\n';
+        metric(out, "rampart_vrrp_vip_removals_total", "counter",
+               "VIPs the master removed from this node because keepalived was not running.");
+        out << "rampart_vrrp_vip_removals_total " << a.vrrp.vip_removals << '\n';
     }
     return out.str();
 }

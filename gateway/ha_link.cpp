@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -211,6 +212,61 @@ void ha_link::write_state_file() {
     }
 }
 
+// keepalived's VRRP process gone (a SIGKILL, a crash) while the VIP is on
+// an interface here: nothing removes it, the peer takes over after three
+// adverts, and both would hold it until keepalived came back. The master is
+// the only one left who can, and removes it (and the IPv6 one) once the
+// peer has had the time to take over (four adverts without keepalived). Only once keepalived was seen running
+// through its pid file: a pid file never found (keepalived not started yet,
+// or kept elsewhere) changes nothing.
+void ha_link::guard_vip() {
+    const config::ha& h = *cfg_->ha_pair;
+    const auto local = ha::local_addresses();
+    const auto here = [&](const config::network& n) {
+        return std::find(local.begin(), local.end(), n.address) != local.end();
+    };
+    info_.vip_held = here(h.vip);
+    const auto now = std::chrono::steady_clock::now();
+    if (ha::keepalived_running(ha::keepalived_pid_files(h, info_.node))) {
+        keepalived_seen_ = true;
+        keepalived_missing_since_.reset();
+        return;
+    }
+    if (!keepalived_seen_) {
+        return;
+    }
+    if (!keepalived_missing_since_) {
+        keepalived_missing_since_ = now;
+    }
+    // The peer takes over after three adverts and a skew (under one more):
+    // until then this node keeps serving through the VIP it still holds.
+    if (now - *keepalived_missing_since_ < 4 * h.advert_int) {
+        return;
+    }
+    const config::ha_node* self = h.find_node(info_.node);
+    const std::string ifname = self != nullptr && !self->interface.empty() ? self->interface : h.interface;
+    std::vector<config::network> vips{h.vip};
+    if (h.vip6) {
+        vips.push_back(*h.vip6);
+    }
+    for (const auto& vip : vips) {
+        if (!here(vip)) {
+            continue;
+        }
+        const std::string error = ha::remove_address(ifname, vip);
+        if (error.empty()) {
+            ++info_.vip_removals;
+            log(log_level::warn, "ha: keepalived is not running and " + vip.to_string() + " was still on " + ifname +
+                                     ": removed it, so that only the peer holds it");
+        } else {
+            log(log_level::error, "ha: keepalived is not running and " + vip.to_string() + " is still on " +
+                                      ifname + "; cannot remove it: " + error);
+        }
+    }
+    const auto after = ha::local_addresses();
+    info_.vip_held = std::find(after.begin(), after.end(), h.vip.address) != after.end();
+}
+
 // The track file is rewritten when the health changes, and once a second
 // anyway (keepalived's init_file or an operator may have replaced it).
 net::awaitable<void> ha_link::write_health(std::uint64_t epoch) {
@@ -236,6 +292,7 @@ net::awaitable<void> ha_link::write_health(std::uint64_t epoch) {
                 }
             }
         }
+        guard_vip();
         timer.expires_after(cfg_->ha_pair->health.interval);
         co_await timer.async_wait(use_tuple);
     }

@@ -9,10 +9,12 @@
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 
+#include <optional>
 #include <string>
 #include <sys/types.h>
 
@@ -27,6 +29,8 @@ struct vrrp_info {
     std::uint64_t transitions = 0;
     bool healthy = false; ///< what the track file says now (false while it cannot be written)
     std::string track_error; ///< why the track file cannot be written; "" when it can
+    bool vip_held = false;   ///< the VIP is on an interface of this host (looked at every health interval)
+    std::uint64_t vip_removals = 0;  ///< VIPs removed because keepalived was gone (guard_vip)
 };
 
 /// Runs on the master's io_context; never blocks (the FIFO is non-blocking,
@@ -56,6 +60,7 @@ private:
     net::awaitable<void> read_notifications(std::uint64_t epoch);
     void open_fifo();
     bool write_track_file(bool healthy);
+    void guard_vip();
     void write_state_file();
     void on_line(const std::string& line);
     void start_sentinel(const std::string& track_file);
@@ -69,6 +74,8 @@ private:
     std::unique_ptr<net::posix::stream_descriptor> fifo_;
     std::uint64_t fifo_inode_ = 0;
     int last_written_ = -1;
+    bool keepalived_seen_ = false;  ///< keepalived's VRRP process was found running once
+    std::optional<std::chrono::steady_clock::time_point> keepalived_missing_since_;  ///< gone since
     pid_t sentinel_ = -1; ///< writes "1" to the track file when the master dies
 };
 

@@ -6,6 +6,8 @@
 #include <linux/cn_proc.h>
 #include <linux/connector.h>
 #include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -125,6 +127,92 @@ std::optional<bool> process_events_available() {
     }
     ::close(fd);
     return result;
+}
+
+bool keepalived_running(const std::vector<std::string>& pid_files) {
+    for (const auto& file : pid_files) {
+        std::ifstream in(file);
+        long pid = 0;
+        if (!(in >> pid) || pid <= 0) {
+            continue;
+        }
+        std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+        std::string name;
+        std::getline(comm, name);
+        std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+        std::string line;
+        std::getline(stat, line);
+        const auto close = line.rfind(')');
+        const char state = close != std::string::npos && close + 2 < line.size() ? line[close + 2] : 'X';
+        if (name == "keepalived" && state != 'Z' && state != 'X') {
+            return true;
+        }
+    }
+    return false;
+}
+
+std::vector<std::string> keepalived_pid_files(const config::ha& h, const std::string& node) {
+    if (const auto* n = h.find_node(node); n != nullptr && !n->keepalived_pid_file.empty()) {
+        return {n->keepalived_pid_file};
+    }
+    return {"/run/keepalived/vrrp.pid", "/run/vrrp.pid"};
+}
+
+std::string remove_address(const std::string& ifname, const config::network& address) {
+    const unsigned index = ::if_nametoindex(ifname.c_str());
+    if (index == 0) {
+        return "no interface " + ifname;
+    }
+    unsigned char bytes[16] = {};
+    const int family = address.v6 ? AF_INET6 : AF_INET;
+    if (::inet_pton(family, address.address.c_str(), bytes) != 1) {
+        return "not an address: " + address.address;
+    }
+    const std::size_t length = address.v6 ? 16 : 4;
+    constexpr std::size_t space = NLMSG_SPACE(sizeof(ifaddrmsg)) + 2 * RTA_SPACE(16);
+    alignas(nlmsghdr) unsigned char buffer[space] = {};
+    auto* header = reinterpret_cast<nlmsghdr*>(buffer);
+    header->nlmsg_type = RTM_DELADDR;
+    header->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+    header->nlmsg_seq = 1;
+    header->nlmsg_len = NLMSG_LENGTH(sizeof(ifaddrmsg));
+    auto* message = static_cast<ifaddrmsg*>(NLMSG_DATA(header));
+    message->ifa_family = static_cast<unsigned char>(family);
+    message->ifa_prefixlen = static_cast<unsigned char>(address.prefix);
+    message->ifa_index = index;
+    for (const unsigned short type : {static_cast<unsigned short>(IFA_LOCAL), static_cast<unsigned short>(IFA_ADDRESS)}) {
+        auto* attribute = reinterpret_cast<rtattr*>(buffer + NLMSG_ALIGN(header->nlmsg_len));
+        attribute->rta_type = type;
+        attribute->rta_len = static_cast<unsigned short>(RTA_LENGTH(length));
+        std::memcpy(RTA_DATA(attribute), bytes, length);
+        header->nlmsg_len = NLMSG_ALIGN(header->nlmsg_len) + RTA_ALIGN(attribute->rta_len);
+    }
+    const int fd = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd < 0) {
+        return std::string("netlink socket: ") + std::strerror(errno);
+    }
+    std::string error;
+    sockaddr_nl kernel{};
+    kernel.nl_family = AF_NETLINK;
+    timeval timeout{1, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    if (::sendto(fd, buffer, header->nlmsg_len, 0, reinterpret_cast<const sockaddr*>(&kernel), sizeof kernel) < 0) {
+        error = std::string("netlink send: ") + std::strerror(errno);
+    } else {
+        alignas(nlmsghdr) unsigned char reply[1024];
+        const ssize_t n = ::recv(fd, reply, sizeof reply, 0);
+        const auto* answer = reinterpret_cast<const nlmsghdr*>(reply);
+        if (n < 0) {
+            error = std::string("netlink receive: ") + std::strerror(errno);
+        } else if (n >= static_cast<ssize_t>(NLMSG_LENGTH(sizeof(nlmsgerr))) && answer->nlmsg_type == NLMSG_ERROR) {
+            const auto* e = static_cast<const nlmsgerr*>(NLMSG_DATA(answer));
+            if (e->error != 0) {
+                error = std::strerror(-e->error);
+            }
+        }
+    }
+    ::close(fd);
+    return error;
 }
 
 std::string track_process_warning(const config::snapshot& cfg) {

@@ -60,6 +60,18 @@ std::optional<bool> process_events_available();
 /// can, or when track_process is off.
 std::string track_process_warning(const config::snapshot& cfg);
 
+/// Whether one of `pid_files` names a running keepalived process (its
+/// /proc/PID/comm is "keepalived" and it is not a zombie).
+bool keepalived_running(const std::vector<std::string>& pid_files);
+
+/// The pid files `node`'s keepalived VRRP process is looked for in: its
+/// keepalived_pid_file, or keepalived's defaults.
+std::vector<std::string> keepalived_pid_files(const config::ha& h, const std::string& node);
+
+/// Deletes `address` (with its prefix) from interface `ifname` over
+/// rtnetlink (needs CAP_NET_ADMIN). Returns "" or the error.
+std::string remove_address(const std::string& ifname, const config::network& address);
+
 /// The content of a state file: "MASTER 150". nullopt when malformed.
 std::optional<std::pair<std::string, unsigned>> parse_state_line(const std::string& line);
 

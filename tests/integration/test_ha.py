@@ -62,9 +62,10 @@ def lab() -> ha_lab.HaLab:
 # ---------------------------------------------------------------------------
 
 
-def failover(letter: str, kind: str) -> ha_lab.Failover:
+def failover(letter: str, kind: str, after_fault=None) -> ha_lab.Failover:
     """The current MASTER gets fault `kind` (ha_lab.FAULTS) while the client loop runs, the peer
-    must take over; the repaired old MASTER must come back as BACKUP and stay so."""
+    must take over; `after_fault(res)` checks what it must before the repair; the repaired old
+    MASTER must come back as BACKUP and stay so."""
     label = f"{letter}: {ha_lab.FAULTS[kind]}"
     res = lab().failover(kind, repair=False, takeover_limit_s=TAKEOVER_LIMIT_S)
     # Service restored: the first success after the fault (the old MASTER may still serve some,
@@ -74,6 +75,8 @@ def failover(letter: str, kind: str) -> ha_lab.Failover:
           f"{res.backup} after {res.vip_s * 1000:.0f} ms, served by it after {res.via_backup_s * 1000:.0f} ms; "
           f"{res.failed} failed requests of {res.total}", flush=True)
     try:
+        if after_fault is not None:
+            after_fault(res)
         h.check(res.first_ok_s < FAILOVER_BOUND_S,
                 f"{label}: service came back after {res.first_ok_s:.2f}s (bound {FAILOVER_BOUND_S}s)")
         h.check(res.via_backup_s < FAILOVER_BOUND_S,
@@ -154,11 +157,40 @@ def test_a_rampart_sigkill_and_tls_resumption_across_the_pair():
     h.check(len(resumed) == 1 and resumed[0] > 0, f"gw2 counted no resumed handshake: {resumed}")
 
 
+SPLIT_BRAIN_WITHIN_S = 1.0
+
+
 def test_b_keepalived_sigkill():
-    # keepalived and its VRRP child are stopped, then killed (no clean shutdown); the repair
-    # starts it again: the killed one left the VIP on the interface, the restarted one starts as
-    # BACKUP and removes it. Until then the backup's gratuitous ARP steered the clients.
-    failover("b", "keepalived")
+    # keepalived and its VRRP child are stopped, then killed (no clean shutdown): the killed one
+    # leaves the VIP on the interface and the backup takes it too. The old MASTER's Rampart, which
+    # follows keepalived's VRRP process through its pid file, removes it: from 1 s after the kill
+    # on, both nodes are sampled (each ~10-20 ms) and never both hold it. The repair starts
+    # keepalived again, which rejoins as BACKUP.
+    failover("b", "keepalived", after_fault=_one_holder_after_keepalived_died)
+
+
+def _one_holder_after_keepalived_died(res: ha_lab.Failover) -> None:
+    both = []
+    last_both = None
+    samples = 0
+    for _ in range(1000):  # at most 1,000 samples, or until 3 s after the kill
+        now = time.monotonic()
+        if now - res.t_fault > 3.0:
+            break
+        holders = lab().holders()
+        samples += 1
+        if len(holders) == 2:
+            last_both = now - res.t_fault
+            if last_both > SPLIT_BRAIN_WITHIN_S:
+                both.append(round(last_both, 3))
+    print(f"    keepalived SIGKILL on {res.master}: {samples} samples of both nodes up to 3 s after; two holders "
+          f"last seen {'never' if last_both is None else f'{last_both * 1000:.0f} ms'} after the kill", flush=True)
+    h.check(not both, f"both nodes held the VIP {SPLIT_BRAIN_WITHIN_S}s and more after {res.master}'s keepalived "
+            f"was killed, at {both[:10]} s")
+    metrics = lab().admin_get(res.master, "/metrics")
+    h.check(f'rampart_vrrp_vip_held{{node="{res.master}"}} 0' in metrics and
+            "rampart_vrrp_vip_removals_total 1" in metrics,
+            f"{res.master}'s metrics: " + "\n".join(x for x in metrics.splitlines() if "vip" in x))
 
 
 def test_c_master_link_down():

@@ -99,6 +99,7 @@ class Failover:
     failed: int = 0                     # failed requests that ended after the fault
     total: int = 0
     error: str | None = None
+    t_fault: float = 0.0                # when the fault was injected (time.monotonic)
 
 
 @dataclass
@@ -205,8 +206,11 @@ class HaLab:
             "vip": f"{self.vip}/24",
             "interface": self.ifname("gw1"),
             "virtual_router_id": self.vrid,
-            "nodes": {"gw1": {"priority": 150, "interface": self.ifname("gw1")},
-                      "gw2": {"priority": 100, "interface": self.ifname("gw2")}},
+            # Each keepalived has pid files of its own here (several run on this machine): the
+            # master removes a VIP its dead keepalived left behind.
+            "nodes": {gw: {"priority": prio, "interface": self.ifname(gw),
+                           "keepalived_pid_file": str(self._keepalived_dir(gw) / "vrrp.pid")}
+                      for gw, prio in (("gw1", 150), ("gw2", 100))},
         }
         if advert_int:
             ha["advert_int"] = advert_int
@@ -572,7 +576,7 @@ class HaLab:
                 if time.monotonic() > deadline:
                     raise LabError(f"{kind}: no success through the VIP via {master} before the fault")
                 time.sleep(0.02)
-            t_fault = time.monotonic()
+            t_fault = res.t_fault = time.monotonic()
             self.inject(kind, master)
             t_vip = None
             for _ in range(int(takeover_limit_s / 0.02)):
