@@ -439,15 +439,7 @@ def admin(path: str, method: str = "GET") -> tuple[int, str]:
 def metrics() -> dict[str, float]:
     status, body = admin("/metrics")
     h.check(status == 200, f"GET /metrics: {status} {body[:200]}")
-    values = {}
-    for line in body.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            try:
-                values[name] = float(value)
-            except ValueError:
-                pass
-    return values
+    return h.parse_metrics(body)
 
 
 def generation() -> int:
