@@ -112,7 +112,9 @@ class Browser:
                  "os.close(r); os.close(w); os.execv(sys.argv[3], sys.argv[3:])")
         argv = [sys.executable, "-c", place, str(cmd_r), str(out_w), exe,
                 *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"]
-        self.process = h.Process(argv, "chromium", pass_fds=(cmd_r, out_w)).start()
+        # Chromium's zygote and utility processes end by themselves once the browser process is
+        # gone (their IPC channel closes); on a busy machine that takes a moment.
+        self.process = h.Process(argv, "chromium", pass_fds=(cmd_r, out_w), leftover_grace=10.0).start()
         os.close(cmd_r)
         os.close(out_w)
         self._to_browser, self._from_browser = cmd_w, out_r

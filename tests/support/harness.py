@@ -282,8 +282,11 @@ class Process:
     """
 
     def __init__(self, argv: list[str], name: str, *, expect_exit: int = 0, env: dict | None = None,
-                 cwd: Path | None = None, pass_fds: tuple[int, ...] = ()) -> None:
+                 cwd: Path | None = None, pass_fds: tuple[int, ...] = (), leftover_grace: float = 0.0) -> None:
         self.argv = [str(a) for a in argv]
+        # How long descendants may take to end by themselves after the process exited (a browser's
+        # helper processes notice it is gone); what still runs after that is a leftover.
+        self.leftover_grace = leftover_grace
         self.pass_fds = tuple(pass_fds)
         self.name = name
         self.expect_exit = expect_exit
@@ -396,7 +399,11 @@ class Process:
             pass
 
     def _kill_leftovers(self) -> list[int]:
-        """SIGKILLs recorded descendants that still run (same PID and start time)."""
+        """SIGKILLs recorded descendants that still run (same PID and start time) once
+        leftover_grace has passed."""
+        deadline = time.monotonic() + self.leftover_grace
+        while time.monotonic() < deadline and any(_identity(p) == i for p, i in self._tree.items()):
+            time.sleep(0.02)
         left = []
         for pid, ident in self._tree.items():
             if _identity(pid) == ident:
