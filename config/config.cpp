@@ -127,6 +127,12 @@
 //     state_dir                 absolute path                  /run/rampart/ha (track file, notify FIFO, state)
 //     ticket_secret_file        path, mode 0600, 32 bytes      none: both gateways derive TLS session-ticket keys
 //                               (raw or 64 hex digits)         from it (gateway.tls.ticket_rotation)
+//     peer_check                map                            none: each node asks the peer's admin listener
+//                                                              who holds the VIP (rampart_ha_peer_state)
+//       secret_file             path, mode 0600, >= 32         required; the same on both nodes; signs
+//                               printable characters           requests and answers (HMAC-SHA256)
+//       interval                duration 100ms..60s            1s
+//       timeout                 duration 10ms..interval        500ms
 
 #include "config/config.hpp"
 
@@ -224,7 +230,8 @@ constexpr std::array<named<duration timeouts::*>, 7> timeout_fields{{
 constexpr std::array root_keys{"site"sv, "servers"sv, "gateway"sv, "firewall"sv, "ha"sv};
 constexpr std::array ha_keys{"vip"sv,        "vip6"sv,    "interface"sv, "virtual_router_id"sv, "nodes"sv,
                              "advert_int"sv, "unicast"sv, "preempt"sv,   "health"sv,            "state_dir"sv,
-                             "ticket_secret_file"sv};
+                             "ticket_secret_file"sv, "peer_check"sv};
+constexpr std::array ha_peer_check_keys{"secret_file"sv, "interval"sv, "timeout"sv};
 constexpr std::array ha_node_keys{"priority"sv, "interface"sv, "keepalived_pid_file"sv};
 constexpr std::array ha_health_keys{"interval"sv, "require_backend"sv, "weight"sv, "track_process"sv};
 constexpr std::array server_keys{"address"sv, "role"sv, "port"sv, "weight"sv};
@@ -665,6 +672,9 @@ private:
     void check_outlier(const field& f, outlier_detection& out);
     void check_abuse(const field& f, abuse& out);
     void check_admin_token(const field& f, gateway& gw);
+    std::optional<std::pair<std::string, std::string>> secret_file(const field& f, const std::string& what,
+                                                                   std::size_t min_size);
+    void check_peer_check(const field& f, const snapshot& s, ha_peer_check& out);
     void check_security_headers(const field& f, std::vector<std::pair<std::string, std::string>>& out);
     void check_access_log(const field& f, access_log& out);
     template <class T> void optional_count(const map_fields& m, std::string_view key, T& out, std::uint64_t min,
@@ -1425,33 +1435,45 @@ void checker::check_security_headers(const field& f, std::vector<std::pair<std::
 // The token is a secret: its file must be private like a key, and its
 // content never appears in an error message.
 void checker::check_admin_token(const field& f, gateway& gw) {
+    if (auto secret = secret_file(f, "admin token", 16)) {
+        gw.admin_token_file = std::move(secret->first);
+        gw.admin_token = std::move(secret->second);
+    }
+}
+
+// A file holding a secret (the admin token, the HA pair's peer secret): mode
+// 0600 or stricter, at least `min_size` printable characters without spaces
+// (trailing white space ignored). Returns its path and content.
+std::optional<std::pair<std::string, std::string>> checker::secret_file(const field& f, const std::string& what,
+                                                                         std::size_t min_size) {
     const auto path = file_path(f);
     if (!path) {
-        return;
+        return std::nullopt;
     }
     struct stat st {};
     if (::stat(path->c_str(), &st) != 0) {
-        fail(f, "cannot read the admin token file " + *path + ": " + std::strerror(errno));
-        return;
+        fail(f, "cannot read the " + what + " file " + *path + ": " + std::strerror(errno));
+        return std::nullopt;
     }
     if ((st.st_mode & 077) != 0) {
-        fail(f, "the admin token file " + *path + " is readable by group or others; run: chmod 600 " + *path);
-        return;
+        fail(f, "the " + what + " file " + *path + " is readable by group or others; run: chmod 600 " + *path);
+        return std::nullopt;
     }
     std::ifstream in(*path);
-    std::string token((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back())) != 0) {
-        token.pop_back();
+    std::string secret((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    while (!secret.empty() && std::isspace(static_cast<unsigned char>(secret.back())) != 0) {
+        secret.pop_back();
     }
-    const bool printable = std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+    const bool printable = std::all_of(secret.begin(), secret.end(), [](char c) { return c > 0x20 && c < 0x7f; });
     if (!in.good() && !in.eof()) {
-        fail(f, "cannot read the admin token file " + *path);
-    } else if (token.size() < 16 || !printable) {
-        fail(f, "the admin token in " + *path + " must be at least 16 printable characters without spaces");
+        fail(f, "cannot read the " + what + " file " + *path);
+    } else if (secret.size() < min_size || !printable) {
+        fail(f, "the " + what + " in " + *path + " must be at least " + std::to_string(min_size) +
+                    " printable characters without spaces");
     } else {
-        gw.admin_token_file = *path;
-        gw.admin_token = std::move(token);
+        return std::pair(*path, std::move(secret));
     }
+    return std::nullopt;
 }
 
 // `access_log: off` and `access_log: /var/log/rampart/access.log` are the
@@ -1839,6 +1861,9 @@ void checker::check_ha(const field& f, snapshot& s) {
             }
         }
     }
+    if (const auto p = m->get("peer_check")) {
+        check_peer_check(*p, s, out.peer_check);
+    }
     // Cross-checks, once every value is known.
     if (out.nodes.size() == 2) {
         const ha_node& a = out.nodes[0];
@@ -1888,6 +1913,51 @@ void checker::check_ha(const field& f, snapshot& s) {
         }
     }
     s.ha_pair = std::move(out);
+}
+
+// The peer asks this node's admin listener at this node's address: a
+// listener on loopback (or on one address, which cannot be both nodes') is
+// refused here rather than found unreachable at run time.
+void checker::check_peer_check(const field& f, const snapshot& s, ha_peer_check& out) {
+    const auto m = read_map(f, ha_peer_check_keys, "a map with secret_file, interval and timeout");
+    if (!m) {
+        return;
+    }
+    if (const auto sf = required(*m, "secret_file", "the path of the pair's shared secret (mode 0600)")) {
+        if (auto secret = secret_file(*sf, "HA peer secret", 32)) {
+            out.secret_file = std::move(secret->first);
+            out.secret = std::move(secret->second);
+        }
+    }
+    if (const auto i = m->get("interval")) {
+        if (const auto d = duration_value(*i, duration{100})) {
+            if (*d > std::chrono::seconds(60)) {
+                fail(*i, "expected at most 60s, got " + in_quotes(i->node.Scalar()));
+            } else {
+                out.interval = *d;
+            }
+        }
+    }
+    if (const auto t = m->get("timeout")) {
+        if (const auto d = duration_value(*t, duration{10})) {
+            if (*d > out.interval) {
+                fail(*t, "must not be longer than the interval (" + format_duration(out.interval) + ")");
+            } else {
+                out.timeout = *d;
+            }
+        }
+    } else {
+        out.timeout = std::min(out.timeout, out.interval);
+    }
+    const auto& admin = s.gw.listen.admin;
+    if (!admin) {
+        fail(f, "the peer check asks the peer's admin listener; add gateway.listen.admin (e.g. 0.0.0.0:9100)");
+    } else if (admin->host != "0.0.0.0" && admin->host != "::") {
+        fail(f, "the peer check reaches the admin listener at each node's own address, but gateway.listen.admin is " +
+                    admin->to_string() + "; listen on 0.0.0.0:" + std::to_string(admin->port) +
+                    " (the firewall opens the port to the admin networks and the peer only)");
+    }
+    out.enabled = true;
 }
 
 // Records where each document of a stream starts; the content is read later by YAML::Load().
@@ -2324,7 +2394,8 @@ std::string summary(const snapshot& s) {
         line("ha", "vip " + h.vip.to_string() + (h.vip6 ? " + " + h.vip6->to_string() : "") + " on " + h.interface +
                        ", vrid " + std::to_string(h.virtual_router_id) + ", " + nodes + "; advert " +
                        format_duration(h.advert_int) + (h.unicast ? ", unicast" : ", multicast") +
-                       (h.preempt ? ", preempt" : ", no preempt"));
+                       (h.preempt ? ", preempt" : ", no preempt") +
+                       (h.peer_check.enabled ? "; peer check every " + format_duration(h.peer_check.interval) : ""));
     }
     line("limits", "header_bytes " + format_size(l.header_bytes) + ", header_count " + std::to_string(l.header_count) +
                        ", body_bytes " + format_size(l.body_bytes) + ", upstream_idle_per_server " +

@@ -270,6 +270,16 @@ struct ha_health {
     bool track_process = true;
 };
 
+/// Each node asking its peer's admin listener who holds the VIP
+/// (`ha.peer_check`): requests and answers signed with the pair's secret.
+struct ha_peer_check {
+    bool enabled = false;          ///< on when `ha.peer_check` is present
+    std::string secret_file;       ///< mode 0600, the same on both nodes
+    std::string secret;            ///< that file's content (never logged or printed)
+    duration interval{std::chrono::seconds(1)};  ///< how often the peer is asked
+    duration timeout{500};         ///< connect + answer, at most the interval
+};
+
 /// The `ha:` section: two gateways sharing a VRRP virtual address through keepalived.
 struct ha {
     network vip;                   ///< IPv4 address and prefix, e.g. 192.0.2.10/24 (host bits allowed)
@@ -283,6 +293,7 @@ struct ha {
     ha_health health;
     std::string state_dir = "/run/rampart/ha";  ///< track file, notify FIFO, state file
     std::string ticket_secret_file;  ///< "" = per-process ticket keys; else shared, mode 0600
+    ha_peer_check peer_check;
     location where;                ///< the `ha` key
 
     const ha_node* find_node(const std::string& name) const;

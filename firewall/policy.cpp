@@ -203,6 +203,13 @@ void gateway_rules(ruleset& rs, chain& in, const config::snapshot& cfg, const st
         for (const family f : {family::ipv4, family::ipv6}) {
             in.rules.push_back(accept_from(f, "admin", proto_tcp, listen.admin->port, "gateway admin listener"));
         }
+        // The peer check: the other gateway asks this one's admin listener.
+        if (cfg.ha_pair && cfg.ha_pair->peer_check.enabled) {
+            for (const family f : {family::ipv4, family::ipv6}) {
+                in.rules.push_back(
+                    accept_from(f, "vrrp_peers", proto_tcp, listen.admin->port, "ha peer check from the peer gateway"));
+            }
+        }
     }
     std::vector<std::uint16_t> ports;
     for (const auto& ep : {listen.https, listen.http}) {

@@ -6,6 +6,7 @@
 #include <boost/beast/http/write.hpp>
 
 #include "gateway/log.hpp"
+#include "ha/peer.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -221,6 +222,47 @@ bool authorized(const http::request<http::empty_body>& req, const std::string& t
     return diff == 0;
 }
 
+// GET /api/ha/peer: the peer check's question, answered only to the peer
+// node that proves it holds the pair's secret (ha/peer.hpp); the admin token
+// is neither needed nor accepted here. Refusals are counted, and logged at
+// most once a minute (the listener may face a network).
+http::response<http::string_body> peer_answer(const http::request<http::empty_body>& req, admin_state& a) {
+    const config::ha* h = a.cfg->ha_pair ? &*a.cfg->ha_pair : nullptr;
+    if (!a.vrrp.enabled || h == nullptr || !h->peer_check.enabled) {
+        return make_error_response(http::status::not_found, req.version(), "", true);
+    }
+    const auto unix_now = std::chrono::duration_cast<std::chrono::seconds>(
+                              std::chrono::system_clock::now().time_since_epoch()).count();
+    const auto claim = ha::parse_peer_claim(req[ha::peer_auth_header]);
+    const std::string refusal = req.method() != http::verb::get ? "not a GET"
+                                : !claim ? "no valid " + std::string(ha::peer_auth_header) + " header"
+                                         : ha::check_peer_claim(*claim, h->peer_check.secret, a.vrrp.peer.node,
+                                                                unix_now);
+    if (!refusal.empty()) {
+        peer_info& p = a.vrrp.peer;
+        ++p.requests_refused;
+        const auto now = std::chrono::steady_clock::now();
+        if (!p.refusal_logged_at || now - *p.refusal_logged_at >= std::chrono::minutes(1)) {
+            p.refusal_logged_at = now;
+            log(log_level::warn, "ha: refused a peer check request: " + refusal + " (" +
+                                     std::to_string(p.requests_refused) + " refused so far)");
+        }
+        auto res = make_error_response(http::status::unauthorized, req.version(), "", true);
+        return res;
+    }
+    ha::peer_view v;
+    v.node = a.vrrp.node;
+    v.state = a.vrrp.state;
+    v.vip_held = a.vrrp.vip_held;
+    v.healthy = a.vrrp.healthy;
+    v.priority = a.vrrp.priority;
+    http::response<http::string_body> res{http::status::ok, req.version()};
+    res.set(http::field::content_type, "application/json");
+    res.body() = ha::peer_answer_body(v);
+    res.set(ha::peer_mac_header, ha::sign_peer_answer(h->peer_check.secret, claim->nonce, res.body()));
+    return res;
+}
+
 net::awaitable<void> serve_admin_connection(tcp_socket socket, admin_state& state) {
     beast::flat_buffer buffer;
     buffer.max_size(16 * 1024);
@@ -260,6 +302,10 @@ net::awaitable<void> serve_admin_connection(tcp_socket socket, admin_state& stat
         res.set("Content-Security-Policy", status_page_csp());
         res.set("X-Content-Type-Options", "nosniff");
         res.body() = status_page_html();
+    } else if (target == "/api/ha/peer") {
+        res = peer_answer(req, state);
+        res.set(http::field::server, "rampart");
+        res.set(http::field::cache_control, "no-store");
     } else if (!authorized(req, state.cfg->gw.admin_token)) {
         res = make_error_response(http::status::unauthorized, req.version(), "", true);
         res.set(http::field::www_authenticate, "Bearer realm=\"rampart\"");
@@ -484,6 +530,41 @@ std::string render_metrics(const admin_state& a) {
         metric(out, "rampart_vrrp_vip_removals_total", "counter",
                "VIPs the master removed from this node because keepalived was not running.");
         out << "rampart_vrrp_vip_removals_total " << a.vrrp.vip_removals << '\n';
+        const peer_info& p = a.vrrp.peer;
+        if (p.enabled) {
+            const std::string node = "{node=\"" + label_value(p.node) + "\"";
+            metric(out, "rampart_ha_peer_up", "gauge",
+                   "1 when the peer's admin listener answered the last peer check with a valid proof.");
+            out << "rampart_ha_peer_up" << node << "} " << (p.up ? 1 : 0) << '\n';
+            metric(out, "rampart_ha_peer_state", "gauge",
+                   "The peer's VRRP state as it answered the last peer check (1 = current; unknown while it does "
+                   "not answer).");
+            for (const char* state : {"MASTER", "BACKUP", "FAULT", "STOP", "unknown"}) {
+                out << "rampart_ha_peer_state" << node << ",state=\"" << state << "\"} " << (p.state == state ? 1 : 0)
+                    << '\n';
+            }
+            metric(out, "rampart_ha_peer_vip_held", "gauge",
+                   "1 when the peer said in the last peer check that the VIP is on one of its interfaces.");
+            out << "rampart_ha_peer_vip_held" << node << "} " << (p.up && p.vip_held ? 1 : 0) << '\n';
+            metric(out, "rampart_ha_vip_holders", "gauge",
+                   "Nodes holding the VIP as this node sees it (itself, and the peer while it answers): alert on 2.");
+            out << "rampart_ha_vip_holders " << a.vrrp.vip_holders() << '\n';
+            metric(out, "rampart_ha_peer_checks_total", "counter", "Peer checks by result.");
+            for (const auto& [result, n] : {std::pair{"ok", p.ok}, std::pair{"refused", p.refused},
+                                            std::pair{"timeout", p.timeout}, std::pair{"unauthorized", p.unauthorized},
+                                            std::pair{"bad_answer", p.bad_answer}}) {
+                out << "rampart_ha_peer_checks_total{result=\"" << result << "\"} " << n << '\n';
+            }
+            metric(out, "rampart_ha_peer_requests_refused_total", "counter",
+                   "Peer check requests to this node refused for a proof that did not verify.");
+            out << "rampart_ha_peer_requests_refused_total " << p.requests_refused << '\n';
+            if (p.answered_at) {
+                metric(out, "rampart_ha_peer_answer_age_seconds", "gauge", "Seconds since the peer's last valid answer.");
+                out << "rampart_ha_peer_answer_age_seconds "
+                    << std::chrono::duration<double>(std::chrono::steady_clock::now() - *p.answered_at).count()
+                    << '\n';
+            }
+        }
     }
     return out.str();
 }

@@ -2,9 +2,12 @@
 
 #include "gateway/log.hpp"
 #include "gateway/signals.hpp"
+#include "ha/peer.hpp"
 #include "ha/status.hpp"
 
 #include <boost/asio/read_until.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
 #include <boost/asio/streambuf.hpp>
 
 #include <fcntl.h>
@@ -144,8 +147,17 @@ void ha_link::configure(config::snapshot_ptr cfg) {
     if (!same_node || sentinel_ < 0) {
         start_sentinel(h.track_file(self->name));
     }
+    const std::string peer_name = h.peer_of(self->name)->name;
+    if (!h.peer_check.enabled || info_.peer.node != peer_name) {
+        info_.peer = peer_info{};
+    }
+    info_.peer.enabled = h.peer_check.enabled;
+    info_.peer.node = peer_name;
     net::co_spawn(io_, write_health(epoch_), net::detached);
     net::co_spawn(io_, read_notifications(epoch_), net::detached);
+    if (h.peer_check.enabled) {
+        net::co_spawn(io_, check_peer(epoch_), net::detached);
+    }
 }
 
 void ha_link::stop() {
@@ -205,9 +217,17 @@ bool ha_link::write_track_file(bool healthy) {
     return true;
 }
 
+// "MASTER 150", and with the peer check a second line for `rampart ha
+// status`: "peer BACKUP vip-not-held 1765000000" (the time of its last
+// verified answer; 0 for none).
 void ha_link::write_state_file() {
     const std::string path = cfg_->ha_pair->state_file(info_.node);
-    if (!write_file_atomically(path, info_.state + " " + std::to_string(info_.priority) + "\n", 0644)) {
+    std::string content = info_.state + " " + std::to_string(info_.priority) + "\n";
+    if (info_.peer.enabled) {
+        content += "peer " + info_.peer.state + (info_.peer.vip_held ? " vip-held " : " vip-not-held ") +
+                   std::to_string(info_.peer.answered_unix) + "\n";
+    }
+    if (!write_file_atomically(path, content, 0644)) {
         log(log_level::warn, "ha: cannot write " + path + ": " + std::strerror(errno));
     }
 }
@@ -318,6 +338,153 @@ net::awaitable<void> ha_link::read_notifications(std::uint64_t epoch) {
         std::string line;
         std::getline(in, line);
         on_line(line);
+    }
+}
+
+// The peer check: every ha.peer_check.interval, the peer's admin listener
+// is asked who holds the VIP. A failed check marks the peer down (state
+// unknown) at once: what is exported is what was verified last interval,
+// never an older answer.
+net::awaitable<void> ha_link::check_peer(std::uint64_t epoch) {
+    net::steady_timer timer(io_);
+    while (epoch == epoch_) {
+        const config::snapshot_ptr cfg = cfg_;
+        const auto started = std::chrono::steady_clock::now();
+        co_await ask_peer(*cfg);
+        if (epoch != epoch_) {
+            co_return;
+        }
+        timer.expires_at(started + cfg->ha_pair->peer_check.interval);
+        co_await timer.async_wait(use_tuple);
+    }
+}
+
+// One request, bounded by ha.peer_check.timeout from connect to the last
+// byte of the answer; the result goes to info_.peer.
+net::awaitable<void> ha_link::ask_peer(const config::snapshot& cfg) {
+    const config::ha& h = *cfg.ha_pair;
+    const config::ha_node* peer = h.peer_of(info_.node);
+    error_code ec;
+    const auto address = net::ip::make_address(peer->address, ec);
+    if (ec || !cfg.gw.listen.admin) {
+        peer_answered("the peer's address " + peer->address + " is not an IP address", "bad_answer");
+        co_return;
+    }
+    const tcp::endpoint to(address, cfg.gw.listen.admin->port);
+    tcp_socket socket(io_.get_executor());
+    bool timed_out = false;
+    net::steady_timer deadline(io_);
+    deadline.expires_after(h.peer_check.timeout);
+    deadline.async_wait([&](const error_code& e) {
+        if (!e) {
+            timed_out = true;
+            error_code ignored;
+            socket.close(ignored);
+        }
+    });
+    const auto failed = [&](const std::string& what, const error_code& e) {
+        if (timed_out) {
+            peer_answered("no answer from " + peer->address + ":" + std::to_string(to.port()) + " within " +
+                              std::to_string(h.peer_check.timeout.count()) + "ms" + " (" + what + ")",
+                          "timeout");
+        } else {
+            peer_answered(what + " " + peer->address + ":" + std::to_string(to.port()) + ": " + e.message(),
+                          what == "cannot connect to" ? "refused" : "bad_answer");
+        }
+    };
+    auto [connect_ec] = co_await socket.async_connect(to);
+    if (connect_ec) {
+        failed("cannot connect to", connect_ec);
+        co_return;
+    }
+    const std::string nonce = ha::random_nonce();
+    const auto unix_now = std::chrono::duration_cast<std::chrono::seconds>(
+                              std::chrono::system_clock::now().time_since_epoch()).count();
+    http::request<http::empty_body> req{http::verb::get, "/api/ha/peer", 11};
+    req.set(http::field::host, peer->address);
+    req.set(ha::peer_auth_header, ha::sign_peer_request(h.peer_check.secret, info_.node, unix_now, nonce));
+    req.keep_alive(false);
+    auto [write_ec, written] = co_await http::async_write(socket, req, use_tuple);
+    if (write_ec) {
+        failed("cannot send to", write_ec);
+        co_return;
+    }
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(4096);
+    parser.header_limit(4096);
+    auto [read_ec, read] = co_await http::async_read(socket, buffer, parser, use_tuple);
+    deadline.cancel();
+    if (read_ec) {
+        failed("no whole answer from", read_ec);
+        co_return;
+    }
+    const auto& res = parser.get();
+    if (res.result() == http::status::unauthorized) {
+        peer_answered("the peer refused this node's proof (is ha.peer_check.secret_file the same on both nodes?)",
+                      "unauthorized");
+        co_return;
+    }
+    const auto view = ha::parse_peer_answer(res.body());
+    if (res.result() != http::status::ok ||
+        !ha::same_mac(res[ha::peer_mac_header], ha::sign_peer_answer(h.peer_check.secret, nonce, res.body()))) {
+        peer_answered("the answer from " + peer->address + " (status " + std::to_string(res.result_int()) +
+                          ") does not carry a valid proof",
+                      "bad_answer");
+        co_return;
+    }
+    if (!view || view->node != peer->name) {
+        peer_answered("the answer from " + peer->address + " is not one of node " + peer->name, "bad_answer");
+        co_return;
+    }
+    peer_info& p = info_.peer;
+    if (p.up && view->state != p.state) {
+        log(log_level::info, "ha: peer " + p.node + " VRRP " + p.state + " -> " + view->state);
+    }
+    const bool changed = !p.up || view->state != p.state || view->vip_held != p.vip_held;
+    p.state = view->state;
+    p.vip_held = view->vip_held;
+    p.healthy = view->healthy;
+    p.priority = view->priority;
+    p.answered_at = std::chrono::steady_clock::now();
+    p.answered_unix = unix_now;
+    peer_answered("", "ok");
+    if (changed) {
+        write_state_file();
+    }
+}
+
+// Records one check's result; logs when the peer goes from answering to not
+// (with the reason) or back, and when both nodes hold the VIP.
+void ha_link::peer_answered(const std::string& error, const char* result) {
+    peer_info& p = info_.peer;
+    const std::string_view r = result;
+    ++(r == "ok" ? p.ok : r == "refused" ? p.refused : r == "timeout" ? p.timeout
+                        : r == "unauthorized" ? p.unauthorized : p.bad_answer);
+    const bool was_up = p.up;
+    const unsigned holders_before = info_.vip_holders();
+    if (!error.empty()) {
+        if (was_up || p.error != error) {
+            log(log_level::warn, "ha: peer check of " + p.node + ": " + error);
+        }
+        p.up = false;
+        p.state = "unknown";
+        p.error = error;
+        if (was_up) {
+            write_state_file();
+        }
+        return;
+    }
+    if (!was_up) {
+        log(log_level::info, "ha: peer " + p.node + " answers: " + p.state +
+                                 (p.vip_held ? ", holds the VIP" : ", does not hold the VIP"));
+    }
+    p.up = true;
+    p.error.clear();
+    if (info_.vip_holders() > 1 && holders_before <= 1) {
+        log(log_level::error, "ha: both nodes hold the VIP " + cfg_->ha_pair->vip.to_string() + " (this node " +
+                                  info_.node + " is " + info_.state + ", peer " + p.node + " is " + p.state +
+                                  "): VRRP adverts are not getting through between them");
     }
 }
 

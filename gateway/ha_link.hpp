@@ -20,6 +20,25 @@
 
 namespace rampart::gateway {
 
+/// What the peer check (ha.peer_check) last learned of the other node.
+struct peer_info {
+    bool enabled = false;   ///< ha.peer_check is configured
+    std::string node;       ///< the peer's name
+    bool up = false;        ///< its last answer arrived and verified
+    std::string state = "unknown";  ///< its VRRP state as it answered; unknown while it does not
+    bool vip_held = false;
+    bool healthy = false;
+    unsigned priority = 0;
+    std::string error;      ///< why the last check failed ("" after an answer)
+    std::optional<std::chrono::steady_clock::time_point> answered_at;  ///< the last verified answer
+    std::int64_t answered_unix = 0;  ///< the same, wall clock (for the state file)
+    /// Checks by result: ok, refused (no connection), timeout, unauthorized, bad_answer.
+    std::uint64_t ok = 0, refused = 0, timeout = 0, unauthorized = 0, bad_answer = 0;
+    /// Requests from the peer this node refused (a proof that did not verify).
+    std::uint64_t requests_refused = 0;
+    std::optional<std::chrono::steady_clock::time_point> refusal_logged_at;
+};
+
 /// What the master knows of the pair; owned by the master, read by the admin listener.
 struct vrrp_info {
     bool enabled = false; ///< the file has `ha:` and one of its nodes is this host
@@ -31,6 +50,9 @@ struct vrrp_info {
     std::string track_error; ///< why the track file cannot be written; "" when it can
     bool vip_held = false;   ///< the VIP is on an interface of this host (looked at every health interval)
     std::uint64_t vip_removals = 0;  ///< VIPs removed because keepalived was gone (guard_vip)
+    peer_info peer;
+    /// Nodes known to hold the VIP: this one, and the peer while it answers.
+    unsigned vip_holders() const { return (vip_held ? 1U : 0U) + (peer.up && peer.vip_held ? 1U : 0U); }
 };
 
 /// Runs on the master's io_context; never blocks (the FIFO is non-blocking,
@@ -58,6 +80,9 @@ public:
 private:
     net::awaitable<void> write_health(std::uint64_t epoch);
     net::awaitable<void> read_notifications(std::uint64_t epoch);
+    net::awaitable<void> check_peer(std::uint64_t epoch);
+    net::awaitable<void> ask_peer(const config::snapshot& cfg);
+    void peer_answered(const std::string& error, const char* result);
     void open_fifo();
     bool write_track_file(bool healthy);
     void guard_vip();

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstring>
 #include <ctime>
 #include <fstream>
@@ -273,6 +274,13 @@ node_status read_status(const config::snapshot& cfg, const std::string& node, co
             s.effective_priority = parsed->second;
         }
     }
+    if (std::getline(state, line) && h.peer_check.enabled) {
+        if (const auto parsed = parse_peer_line(line)) {
+            s.peer_state = parsed->state;
+            s.peer_vip_held = parsed->vip_held;
+            s.peer_answered = parsed->answered;
+        }
+    }
     std::ifstream track(h.track_file(node));
     std::string value;
     if (track >> value) {
@@ -288,6 +296,19 @@ node_status read_status(const config::snapshot& cfg, const std::string& node, co
         }
     }
     return s;
+}
+
+std::optional<peer_line> parse_peer_line(const std::string& line) {
+    std::istringstream in(line);
+    std::string word, state, held;
+    peer_line out;
+    if (!(in >> word >> state >> held >> out.answered) || word != "peer" ||
+        (held != "vip-held" && held != "vip-not-held")) {
+        return std::nullopt;
+    }
+    out.state = state;
+    out.vip_held = held == "vip-held";
+    return out;
 }
 
 std::string mark_down(const config::snapshot& cfg, const std::string& node) {
@@ -327,7 +348,23 @@ std::string format_status(const node_status& s) {
     }
     out << "\n"
         << "health     " << s.health << "\n"
-        << "peer       " << s.peer << " (" << s.peer_address << ")\n"
+        << "peer       " << s.peer << " (" << s.peer_address << ")";
+    if (s.peer_state) {
+        out << ": " << *s.peer_state;
+        if (*s.peer_state != "unknown") {
+            out << (s.peer_vip_held ? ", holds the VIP" : ", does not hold the VIP");
+        }
+        const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                             std::chrono::system_clock::now().time_since_epoch()).count();
+        if (s.peer_answered == 0) {
+            out << " (peer check: no answer yet)";
+        } else if (*s.peer_state == "unknown") {
+            out << " (peer check: no answer for " << now - s.peer_answered << " s)";
+        } else {
+            out << " (peer check, " << now - s.peer_answered << " s ago)";
+        }
+    }
+    out << "\n"
         << "vip        " << s.vip << (s.vip_held ? " held here" : " not held here") << "\n";
     if (s.vip6_held) {
         out << "vip6       " << (*s.vip6_held ? "held here" : "not held here") << "\n";

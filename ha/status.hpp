@@ -4,6 +4,7 @@
 
 #include "config/config.hpp"
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,6 +21,12 @@ struct node_status {
     std::string health = "unknown";             ///< the track file: "ok", "not ready" or unknown
     std::string peer;
     std::string peer_address;
+    /// With ha.peer_check: the peer's VRRP state as it last answered
+    /// ("unknown" while it does not), whether it holds the VIP, and when it
+    /// last answered (seconds since the epoch; 0 for never).
+    std::optional<std::string> peer_state;
+    bool peer_vip_held = false;
+    std::int64_t peer_answered = 0;
     std::string vip;
     bool vip_held = false;
     std::optional<bool> vip6_held; ///< only with ha.vip6
@@ -71,6 +78,14 @@ std::vector<std::string> keepalived_pid_files(const config::ha& h, const std::st
 /// Deletes `address` (with its prefix) from interface `ifname` over
 /// rtnetlink (needs CAP_NET_ADMIN). Returns "" or the error.
 std::string remove_address(const std::string& ifname, const config::network& address);
+
+/// The peer line of a state file: "peer BACKUP vip-not-held 1765000000".
+struct peer_line {
+    std::string state;
+    bool vip_held = false;
+    std::int64_t answered = 0;
+};
+std::optional<peer_line> parse_peer_line(const std::string& line);
 
 /// The content of a state file: "MASTER 150". nullopt when malformed.
 std::optional<std::pair<std::string, unsigned>> parse_state_line(const std::string& line);

@@ -26,7 +26,13 @@ Tests:
   generous (FAILOVER_BOUND_S), the figures are printed;
 * after each fault is repaired, the old MASTER comes back as BACKUP and does not take the VIP back
   (no preemption), and at every sample exactly one node holds the VIP (no split brain);
-* a TLS session established through gw1 is resumed through gw2 after the failover (shared ticket keys).
+* a TLS session established through gw1 is resumed through gw2 after the failover (shared ticket keys);
+* the peer check (ha.peer_check, every 200 ms): each node exports the other's VRRP state and whether it
+  holds the VIP; a dead peer is reported down at once; /api/ha/peer answers only a request signed with
+  the pair's secret by the peer node, and its answer verifies against the request's nonce (checked
+  here with Python's own HMAC); (f) with VRRP dropped between the nodes, both become MASTER and
+  both hold the VIP, which keepalived cannot see and the peer check does: rampart_ha_vip_holders 2
+  on both nodes, back to 1 when the adverts flow again.
 
 The lab, its processes, the client loop and the faults are tests/support/ha_lab.py's ``HaLab``
 (also behind bench/ha and the deployment demo); this script holds the assertions.
@@ -36,6 +42,8 @@ Every loop is bounded in count and time; only processes this script started are 
 the namespaces (and so every link) are removed at exit, also on failure.
 """
 
+import hashlib
+import hmac
 import os
 import sys
 import time
@@ -49,6 +57,8 @@ FAILOVER_BOUND_S = 3.0   # asserted; the issue's target (< 1 s) is what is print
 TAKEOVER_LIMIT_S = 8.0   # the backup polled for the VIP this long at most (every ~20 ms)
 REJOIN_TIMEOUT_S = 15.0  # the repaired old MASTER back as a healthy BACKUP within this
 SAMPLE_S = 1.5           # after the repair, exactly one VIP holder at every sample for this long
+PEER_CHECK_INTERVAL = "200ms"
+PEER_SEEN_S = 5.0        # guards against a hang: the peer check sees a change within ~1 interval
 
 S: dict = {}
 
@@ -100,7 +110,7 @@ def setup_module():
     if reason:
         raise h.Skip(reason)
     netns.install_signal_handlers()
-    S["lab"] = ha_lab.HaLab("rha", h.rampart_bin())
+    S["lab"] = ha_lab.HaLab("rha", h.rampart_bin(), peer_check=PEER_CHECK_INTERVAL)
     lab().up()
     lab().configure()     # rampart check, rampart ha render and keepalived --config-test per gateway
     lab().start_apps()
@@ -139,6 +149,65 @@ def test_converged_one_holder_https_through_the_vip():
     h.check("rampart_ha_healthy 1" in metrics, "rampart_ha_healthy is not 1")
     h.check('"vrrp_state":"BACKUP"' in lab().admin_get("gw2", "/api/status").replace(" ", ""),
             "gw2's /api/status does not say BACKUP")
+    # The peer check: each node sees the other.
+    for gw, peer, state, held in (("gw1", "gw2", "BACKUP", 0), ("gw2", "gw1", "MASTER", 1)):
+        wait_metrics(gw, {f'rampart_ha_peer_up{{node="{peer}"}}': 1,
+                          f'rampart_ha_peer_state{{node="{peer}",state="{state}"}}': 1,
+                          f'rampart_ha_peer_vip_held{{node="{peer}"}}': held,
+                          "rampart_ha_vip_holders": 1})
+    h.check(lab().ha_status("gw2")["peer"].startswith("gw1 (192.0.2.11): MASTER, holds the VIP (peer check, "),
+            f"ha status on gw2: {lab().ha_status('gw2')}")
+
+
+def metrics_of(gw: str) -> dict[str, float]:
+    return h.parse_metrics(lab().admin_get(gw, "/metrics"))
+
+
+def wait_metrics(gw: str, expected: dict[str, float], timeout: float = PEER_SEEN_S) -> dict[str, float]:
+    """Polls gw's /metrics until every sample in `expected` has its value; returns them."""
+    last: dict[str, float] = {}
+
+    def matches():
+        last.clear()
+        last.update(metrics_of(gw))
+        return all(last.get(k) == v for k, v in expected.items())
+    try:
+        h.wait_until(matches, timeout, interval=0.05, what=f"{gw}: {expected}")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; got {({k: last.get(k) for k in expected})}") from None
+    return last
+
+
+def peer_request(gw: str, as_node: str, secret: str, nonce: str, skew_s: int = 0) -> "h.Response":
+    """GET /api/ha/peer on gw from the client's namespace, signed like a node would (ha/peer.hpp)."""
+    t = int(time.time()) + skew_s
+    message = f"rampart-peer-request\n{as_node}\n{t}\n{nonce}".encode()
+    mac = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    return lab().admin_request(gw, "/api/ha/peer", headers={"X-Rampart-Peer": f"node={as_node}, time={t}, "
+                                                              f"nonce={nonce}, mac={mac}"}, from_host="client")
+
+
+def test_peer_check_answers_only_the_peer_that_holds_the_secret():
+    secret = lab().peer_secret.read_text().strip()
+    nonce = os.urandom(16).hex()
+    before = metrics_of("gw1")["rampart_ha_peer_requests_refused_total"]
+    ok = peer_request("gw1", "gw2", secret, nonce)
+    h.check(ok.status == 200, f"a request signed by gw2: {ok.status} {ok.body!r}")
+    expected_mac = hmac.new(secret.encode(), b"rampart-peer-answer\n" + nonce.encode() + b"\n" + ok.body,
+                            hashlib.sha256).hexdigest()
+    h.check(ok.header("X-Rampart-Peer-Mac") == expected_mac, f"the answer's MAC does not verify: {ok.headers}")
+    h.check(ok.body.startswith(b'{"node":"gw1","state":"MASTER","vip_held":true,"healthy":true,'),
+            f"answer: {ok.body!r}")
+    refused = {
+        "no proof": lab().admin_request("gw1", "/api/ha/peer", from_host="client"),
+        "another secret": peer_request("gw1", "gw2", os.urandom(32).hex(), nonce),
+        "gw1 itself": peer_request("gw1", "gw1", secret, nonce),
+        "a clock 60 s off": peer_request("gw1", "gw2", secret, nonce, skew_s=60),
+    }
+    for what, r in refused.items():
+        h.check(r.status == 401 and b"MASTER" not in r.body, f"a request with {what}: {r.status} {r.body!r}")
+    after = metrics_of("gw1")["rampart_ha_peer_requests_refused_total"]
+    h.check(after - before == len(refused), f"refused requests counted {after - before}, sent {len(refused)}")
 
 
 def test_a_rampart_sigkill_and_tls_resumption_across_the_pair():
@@ -146,7 +215,7 @@ def test_a_rampart_sigkill_and_tls_resumption_across_the_pair():
     _, session, _ = lab().tls_get()
     h.check(session is not None and session.has_ticket, "no session ticket from gw1")
 
-    failover("a", "rampart")
+    failover("a", "rampart", after_fault=_peer_sees_the_dead_master)
 
     _, _, reused = lab().tls_get(session=session)
     h.check(lab().holders() == ["gw2"], "gw2 does not hold the VIP")
@@ -155,6 +224,13 @@ def test_a_rampart_sigkill_and_tls_resumption_across_the_pair():
     resumed = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                if line.startswith('rampart_tls_handshakes_total{kind="resumed"} ')]
     h.check(len(resumed) == 1 and resumed[0] > 0, f"gw2 counted no resumed handshake: {resumed}")
+
+
+def _peer_sees_the_dead_master(res: ha_lab.Failover) -> None:
+    m = wait_metrics(res.backup, {f'rampart_ha_peer_up{{node="{res.master}"}}': 0,
+                                  f'rampart_ha_peer_state{{node="{res.master}",state="unknown"}}': 1})
+    h.check(m['rampart_ha_peer_checks_total{result="refused"}'] + m['rampart_ha_peer_checks_total{result="timeout"}']
+            >= 1, f"{res.backup} counted no failed peer check")
 
 
 SPLIT_BRAIN_WITHIN_S = 1.0
@@ -206,6 +282,40 @@ def test_e_admin_release_hands_the_vip_over_first():
     # Maintenance: the master is asked to give up the VIP (POST /api/ha/release) before anything
     # is drained; its track file reports unhealthy and the peer takes over. Repair: /api/ha/resume.
     failover("e", "release")
+
+
+DROP_VRRP = """table inet rampart_test_vrrp {
+    chain input { type filter hook input priority -10; policy accept; ip protocol vrrp drop; }
+}
+"""
+
+
+def test_f_vrrp_lost_between_the_nodes_both_hold_the_vip_and_the_peer_check_says_so():
+    """A split brain keepalived cannot see: VRRP adverts dropped on both nodes (a firewall change,
+    a filtering switch) while TCP still passes. The backup stops hearing the MASTER and takes the
+    VIP; the MASTER keeps it. Each node's peer check then reports two holders."""
+    master = lab().wait_master(timeout=15)
+    for gw in ha_lab.GATEWAYS:
+        lab().lab.exec(gw, ["nft", "-f", "-"], input=DROP_VRRP, check=True)
+    try:
+        t0 = time.monotonic()
+        h.wait_until(lambda: len(lab().holders()) == 2, 10, what="both nodes holding the VIP with VRRP dropped")
+        t_both = time.monotonic() - t0
+        for gw, peer in (("gw1", "gw2"), ("gw2", "gw1")):
+            wait_metrics(gw, {"rampart_ha_vip_holders": 2, f'rampart_ha_peer_vip_held{{node="{peer}"}}': 1,
+                              f'rampart_ha_peer_state{{node="{peer}",state="MASTER"}}': 1})
+        t_seen = time.monotonic() - t0
+        print(f"    VRRP dropped (MASTER {master}): both held the VIP after {t_both * 1000:.0f} ms, both nodes' "
+              f"rampart_ha_vip_holders 2 after {t_seen * 1000:.0f} ms", flush=True)
+    finally:
+        for gw in ha_lab.GATEWAYS:
+            lab().lab.exec(gw, ["nft", "delete", "table", "inet", "rampart_test_vrrp"])
+    # The adverts flow again: the lower priority yields, one holder, and the metrics follow.
+    now = lab().wait_master(timeout=15, expected="gw1")
+    for gw in ha_lab.GATEWAYS:
+        wait_metrics(gw, {"rampart_ha_vip_holders": 1})
+    n = lab().sample_single_holder(now, duration=1.0)
+    h.check(n >= 5, f"only {n} samples")
 
 
 def test_first_election_goes_to_the_higher_priority_in_either_start_order():

@@ -140,7 +140,8 @@ class HaLab:
     def __init__(self, tag: str, rampart_bin: str | Path, *, hosts: dict[str, str] | None = None,
                  vip: str = VIP, vrid: int = 42, https_port: int = 443, http_port: int | None = None,
                  admin_port: int = 9100, app_port: int = 8080, db_port: int = 3306,
-                 firewall: dict | None = None, workers: int = 2, log=None) -> None:
+                 firewall: dict | None = None, workers: int = 2, peer_check: str | None = None,
+                 log=None) -> None:
         os.environ["RAMPART_BIN"] = str(rampart_bin)  # harness.make_certs and friends read it
         self.bin = str(rampart_bin)
         self.tag = tag
@@ -151,6 +152,7 @@ class HaLab:
         self.app_port, self.db_port = app_port, db_port
         self.firewall = firewall
         self.workers = workers
+        self.peer_check = peer_check  # ha.peer_check.interval, or None for no peer check
         self.log = log or (lambda msg: print(msg, flush=True))
         self.apps = [n for n in self.hosts if ROLES.get(n) == "app"]
         self.dbs = [n for n in self.hosts if ROLES.get(n, "").startswith("db-")]
@@ -180,6 +182,9 @@ class HaLab:
         self.secret = self.tmp / "ticket.secret"
         self.secret.write_text(os.urandom(32).hex() + "\n")
         os.chmod(self.secret, 0o600)
+        self.peer_secret = self.tmp / "peer.secret"
+        self.peer_secret.write_text(os.urandom(32).hex() + "\n")
+        os.chmod(self.peer_secret, 0o600)
         self.lab = netns.Lab(self.tag)
         for name, addr in self.hosts.items():
             self.lab.add_host(name, addr)
@@ -201,7 +206,8 @@ class HaLab:
         listen = {"https": f"0.0.0.0:{self.https_port}"}
         if self.http_port:
             listen["http"] = f"0.0.0.0:{self.http_port}"
-        listen["admin"] = f"127.0.0.1:{self.admin_port}"
+        # The peer check asks the other gateway's admin listener at its own address.
+        listen["admin"] = f"{'0.0.0.0' if self.peer_check else '127.0.0.1'}:{self.admin_port}"
         ha = {
             "vip": f"{self.vip}/24",
             "interface": self.ifname("gw1"),
@@ -221,6 +227,8 @@ class HaLab:
             # in the initial network namespace; here the master's sentinel reports its death.
             "health": {"track_process": False},
         })
+        if self.peer_check:
+            ha["peer_check"] = {"secret_file": str(self.peer_secret), "interval": self.peer_check}
         config = {
             "site": h.SITE,
             "servers": servers,
@@ -394,28 +402,44 @@ class HaLab:
             fields[key] = value.strip()
         return fields
 
-    def admin_get(self, gw: str, path: str, method: str = "GET", check: bool = True) -> str:
-        s = self.lab.socket(gw)
+    def admin_request(self, gw: str, path: str, method: str = "GET", headers: dict | None = None,
+                      from_host: str | None = None) -> h.Response:
+        """One request to `gw`'s admin listener: on its loopback, or from host `from_host`'s namespace
+        to gw's own address (the admin listener then has to listen there). Raises LabError when no
+        whole response arrives."""
+        s = self.lab.socket(from_host or gw)
         s.settimeout(5)
         data = b""
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         try:
-            s.connect(("127.0.0.1", self.admin_port))
-            s.sendall(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+            s.connect((self.hosts[gw] if from_host else "127.0.0.1", self.admin_port))
+            s.sendall(f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n".encode())
             for _ in range(10000):
                 chunk = s.recv(65536)
                 if not chunk:
                     break
                 data += chunk
         except OSError as e:
-            if check:
-                raise LabError(f"{method} {path} on {gw}: {e}") from None
-            return ""
+            raise LabError(f"{method} {path} on {gw}: {e}") from None
         finally:
             s.close()
         r = h.parse_head(data)
-        if r is None or r.status != 200:
+        if r is None:
+            raise LabError(f"{method} {path} on {gw}: {data[:300]!r}")
+        return r
+
+    def admin_get(self, gw: str, path: str, method: str = "GET", check: bool = True) -> str:
+        """The body of a 200 answer to `method path` on gw's admin listener; "" for anything else
+        (or LabError when `check`)."""
+        try:
+            r = self.admin_request(gw, path, method)
+        except LabError:
             if check:
-                raise LabError(f"{method} {path} on {gw}: {data[:300]!r}")
+                raise
+            return ""
+        if r.status != 200:
+            if check:
+                raise LabError(f"{method} {path} on {gw}: {r.status} {r.body[:300]!r}")
             return ""
         return r.body.decode(errors="replace")
 

@@ -1081,3 +1081,62 @@ TEST_CASE("ha: the ticket secret file must be private", "[unit][config]") {
               " is readable by group or others; run: chmod 600 " + secret);
     std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("ha: the peer check needs a private secret and an admin listener the peer can reach", "[unit][config]") {
+    const auto dir = std::filesystem::temp_directory_path() / ("rampart-ha-peer-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const auto secret = (dir / "peer.secret").string();
+    {
+        std::ofstream out(secret);
+        out << std::string(40, 'k') << "\n";
+    }
+    std::filesystem::permissions(secret, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    std::string head = ha_head;
+    head.replace(head.find("{ http: \"127.0.0.1:8080\" }"), 26, "{ http: \"127.0.0.1:8080\", admin: \"0.0.0.0:9100\" }");
+    const std::string peer = "  peer_check: { secret_file: " + secret + " }\n";
+
+    const auto ok = load_ok(head + ha_basics + peer);
+    const cfg::ha_peer_check& p = ok->ha_pair->peer_check;
+    CHECK(p.enabled);
+    CHECK(p.secret_file == secret);
+    CHECK(p.secret == std::string(40, 'k'));
+    CHECK(p.interval == 1s);
+    CHECK(p.timeout == 500ms);
+    CHECK_THAT(cfg::summary(*ok), Contains("; peer check every 1s"));
+    CHECK_THAT(cfg::summary(*ok), !Contains(std::string(40, 'k')));
+    CHECK_FALSE(load_ok(head + ha_basics)->ha_pair->peer_check.enabled);
+    // A short interval brings the default timeout down with it.
+    const auto fast = load_ok(head + ha_basics + "  peer_check: { secret_file: " + secret + ", interval: 200ms }\n");
+    CHECK(fast->ha_pair->peer_check.interval == 200ms);
+    CHECK(fast->ha_pair->peer_check.timeout == 200ms);
+
+    CHECK(only_error(head + ha_basics + "  peer_check: { secret_file: " + secret + ", interval: 1s, timeout: 2s }\n") ==
+          "config.yaml:14:" + std::to_string(55 + secret.size()) +
+              ": ha.peer_check.timeout: must not be longer than the interval (1s)");
+    CHECK(only_error(ha_head + ha_basics + peer) ==
+          "config.yaml:14:15: ha.peer_check: the peer check asks the peer's admin listener; add "
+          "gateway.listen.admin (e.g. 0.0.0.0:9100)");
+    std::string loopback = ha_head;
+    loopback.replace(loopback.find("{ http: \"127.0.0.1:8080\" }"), 26,
+                     "{ http: \"127.0.0.1:8080\", admin: \"127.0.0.1:9100\" }");
+    CHECK(only_error(loopback + ha_basics + peer) ==
+          "config.yaml:14:15: ha.peer_check: the peer check reaches the admin listener at each node's own address, "
+          "but gateway.listen.admin is 127.0.0.1:9100; listen on 0.0.0.0:9100 (the firewall opens the port to the "
+          "admin networks and the peer only)");
+    CHECK(only_error(head + ha_basics + "  peer_check: { interval: 1s }\n") ==
+          "config.yaml:14:15: ha.peer_check: missing required key 'secret_file' (the path of the pair's shared "
+          "secret (mode 0600))");
+
+    {
+        std::ofstream out(secret);
+        out << "short-secret\n";
+    }
+    CHECK(only_error(head + ha_basics + peer) == "config.yaml:14:30: ha.peer_check.secret_file: the HA peer secret in " +
+                                                     secret +
+                                                     " must be at least 32 printable characters without spaces");
+    std::filesystem::permissions(secret, std::filesystem::perms::others_read, std::filesystem::perm_options::add);
+    CHECK(only_error(head + ha_basics + peer) ==
+          "config.yaml:14:30: ha.peer_check.secret_file: the HA peer secret file " + secret +
+              " is readable by group or others; run: chmod 600 " + secret);
+    std::filesystem::remove_all(dir);
+}

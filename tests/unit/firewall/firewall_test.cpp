@@ -332,6 +332,22 @@ TEST_CASE("gateway: web ports rate-limited per source, VRRP from the other gatew
           std::vector<std::string>{"192.0.2.11", "192.0.2.12"});
 }
 
+TEST_CASE("gateway: the HA peer check opens the admin port to the other gateway", "[unit][firewall]") {
+    const auto s = deployment();
+    CHECK_FALSE(has(rules_of(plan_for(*s, "gw1"), "input"), "ip saddr @vrrp_peers4 tcp dport 9100 counter accept"));
+    cfg::snapshot with_peer_check = *s;
+    cfg::ha pair;
+    pair.nodes.resize(2);
+    pair.nodes[0].name = "gw1";
+    pair.nodes[1].name = "gw2";
+    pair.peer_check.enabled = true;
+    with_peer_check.ha_pair = pair;
+    const auto rules = rules_of(plan_for(with_peer_check, "gw1"), "input");
+    CHECK(has(rules, "ip saddr @vrrp_peers4 tcp dport 9100 counter accept"));
+    CHECK(has(rules, "ip6 saddr @vrrp_peers6 tcp dport 9100 counter accept"));
+    CHECK(has(rules, "ip saddr @admin4 tcp dport 9100 counter accept"));
+}
+
 TEST_CASE("gateway: a loopback admin listener gets no rule", "[unit][firewall]") {
     const auto s = load_text(file_with(base_servers, base_fw));
     const auto rules = rules_of(plan_for(*s, "gw1"), "input");

@@ -4,6 +4,7 @@
 
 #include "config/config.hpp"
 #include "ha/keepalived.hpp"
+#include "ha/peer.hpp"
 #include "ha/status.hpp"
 
 #include "tests/unit/support.hpp"
@@ -227,5 +228,103 @@ TEST_CASE("keepalived --config-test accepts every rendered file", "[unit][ha][ke
     CHECK(std::system(("ip netns exec " + ns + " keepalived --config-test=" + broken.string() + ".log -f " +
                        broken.string() + " >/dev/null 2>&1")
                           .c_str()) != 0);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("peer check: a request proves the secret, the node and the time; an answer is bound to its request",
+          "[unit][ha]") {
+    const std::string secret(40, 's');
+    const std::string nonce = ha::random_nonce();
+    REQUIRE(nonce.size() == 32);
+    CHECK(ha::random_nonce() != nonce);
+    // RFC 4231 test case 2: HMAC-SHA256("Jefe", "what do ya want for nothing?").
+    CHECK(ha::hmac_hex("Jefe", "what do ya want for nothing?") ==
+          "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+
+    const std::int64_t now = 1'765'000'000;
+    const std::string header = ha::sign_peer_request(secret, "gw1", now, nonce);
+    CHECK(header.find(secret) == std::string::npos);
+    const auto claim = ha::parse_peer_claim(header);
+    REQUIRE(claim);
+    CHECK(claim->node == "gw1");
+    CHECK(claim->time == now);
+    CHECK(claim->nonce == nonce);
+    CHECK(ha::check_peer_claim(*claim, secret, "gw1", now).empty());
+    CHECK(ha::check_peer_claim(*claim, secret, "gw1", now + ha::peer_max_skew_s).empty());
+
+    CHECK(ha::check_peer_claim(*claim, std::string(40, 't'), "gw1", now) ==
+          "the proof does not verify (a different secret?)");
+    CHECK(ha::check_peer_claim(*claim, secret, "gw2", now) == "node gw1 is not this node's peer");
+    CHECK(ha::check_peer_claim(*claim, secret, "gw1", now + 31) == "its clock is -31 s off this node's (more than 30 s)");
+    // Changing any signed field breaks the proof.
+    for (const auto& forged : {ha::sign_peer_request(secret, "gw1", now, nonce).replace(5, 3, "gw2"),
+                               "node=gw1, time=" + std::to_string(now + 1) + header.substr(header.find(", nonce"))}) {
+        const auto c = ha::parse_peer_claim(forged);
+        REQUIRE(c);
+        CHECK(ha::check_peer_claim(*c, secret, c->node, now) == "the proof does not verify (a different secret?)");
+    }
+    for (const std::string& bad : std::vector<std::string>{"", "node=gw1", "node=gw1, time=1, nonce=00, mac=00", header + ", extra=1",
+                                  "node=gw 1, time=1, nonce=" + nonce + ", mac=" + claim->mac,
+                                  "node=gw1, time=-1, nonce=" + nonce + ", mac=" + claim->mac,
+                                  "node=gw1, node=gw1, time=1, nonce=" + nonce + ", mac=" + claim->mac}) {
+        CHECK_FALSE(ha::parse_peer_claim(bad));
+    }
+
+    ha::peer_view v{"gw2", "BACKUP", false, true, 100};
+    const std::string body = ha::peer_answer_body(v);
+    CHECK(body == "{\"node\":\"gw2\",\"state\":\"BACKUP\",\"vip_held\":false,\"healthy\":true,\"priority\":100}\n");
+    const auto back = ha::parse_peer_answer(body);
+    REQUIRE(back);
+    CHECK(back->node == "gw2");
+    CHECK(back->state == "BACKUP");
+    CHECK_FALSE(back->vip_held);
+    CHECK(back->healthy);
+    CHECK(back->priority == 100);
+    CHECK_FALSE(ha::parse_peer_answer("{\"node\":\"gw2\",\"state\":\"LEADER\",\"vip_held\":false,\"healthy\":true,"
+                                      "\"priority\":100}"));
+    CHECK_FALSE(ha::parse_peer_answer("{\"node\":\"gw2\"}"));
+    const std::string mac = ha::sign_peer_answer(secret, nonce, body);
+    CHECK(ha::same_mac(mac, ha::sign_peer_answer(secret, nonce, body)));
+    CHECK_FALSE(ha::same_mac(mac, ha::sign_peer_answer(secret, ha::random_nonce(), body)));  // a replayed answer
+    v.vip_held = true;
+    CHECK_FALSE(ha::same_mac(mac, ha::sign_peer_answer(secret, nonce, ha::peer_answer_body(v))));
+    CHECK_FALSE(ha::same_mac(mac, mac.substr(1)));
+}
+
+TEST_CASE("status: the peer's state from the peer check", "[unit][ha]") {
+    const auto line = ha::parse_peer_line("peer MASTER vip-held 1765000000");
+    REQUIRE(line);
+    CHECK(line->state == "MASTER");
+    CHECK(line->vip_held);
+    CHECK(line->answered == 1'765'000'000);
+    CHECK_FALSE(ha::parse_peer_line("peer MASTER yes 1"));
+    CHECK_FALSE(ha::parse_peer_line("MASTER 150"));
+
+    const auto dir = std::filesystem::temp_directory_path() / ("rampart-ha-peer-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const auto secret = dir / "peer.secret";
+    std::ofstream(secret) << std::string(32, 'p') << "\n";
+    std::filesystem::permissions(secret, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    std::string text = with_ha("ha:\n  vip: 192.0.2.10/24\n  interface: eth0\n  virtual_router_id: 9\n"
+                               "  nodes: { gw1: { priority: 150 }, gw2: { priority: 100 } }\n"
+                               "  state_dir: " + dir.string() + "\n  peer_check: { secret_file: " + secret.string() +
+                               " }\n");
+    const auto at = text.find("{ http: \"127.0.0.1:8080\" }");
+    REQUIRE(at != std::string::npos);
+    text.replace(at, 26, "{ http: \"127.0.0.1:8080\", admin: \"0.0.0.0:9100\" }");
+    const auto cfg = load_text(text);
+    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch()).count();
+    std::ofstream(dir / "gw1.state") << "BACKUP 150\npeer MASTER vip-held " << now - 2 << "\n";
+    std::ofstream(dir / "gw1.health") << "0\n";
+    const auto st = ha::read_status(*cfg, "gw1", {"192.0.2.11"});
+    REQUIRE(st.peer_state);
+    CHECK(*st.peer_state == "MASTER");
+    CHECK(st.peer_vip_held);
+    CHECK_THAT(ha::format_status(st), Catch::Matchers::Contains("peer       gw2 (192.0.2.12): MASTER, holds the VIP "
+                                                                "(peer check, "));
+    std::ofstream(dir / "gw1.state") << "BACKUP 150\npeer unknown vip-not-held 0\n";
+    CHECK_THAT(ha::format_status(ha::read_status(*cfg, "gw1", {"192.0.2.11"})),
+               Catch::Matchers::Contains("peer       gw2 (192.0.2.12): unknown (peer check: no answer yet)"));
     std::filesystem::remove_all(dir);
 }
