@@ -83,7 +83,8 @@ def failover(letter: str, kind: str, after_fault=None) -> ha_lab.Failover:
     S["figures"].append((label, res))
     print(f"    {label}: {res.master} -> {res.backup}: service back after {res.first_ok_s * 1000:.0f} ms, VIP on "
           f"{res.backup} after {res.vip_s * 1000:.0f} ms, served by it after {res.via_backup_s * 1000:.0f} ms; "
-          f"{res.failed} failed requests of {res.total}", flush=True)
+          f"{res.failed} failed requests of {res.total}; two VIP holders in {res.two_holders} of {res.samples} "
+          f"samples", flush=True)
     try:
         if after_fault is not None:
             after_fault(res)
@@ -119,11 +120,12 @@ def setup_module():
 
 def teardown_module():
     if S.get("figures"):
-        print("    failover figures (ms after the fault: service back / VIP on the backup / served by it):",
-              flush=True)
+        print("    failover figures (ms after the fault: service back / VIP on the backup / served by it; "
+              "samples with two VIP holders):", flush=True)
         for label, r in S["figures"]:
             print(f"      {label:<24} {r.master} -> {r.backup}  {r.first_ok_s * 1000:6.0f} {r.vip_s * 1000:6.0f} "
-                  f"{r.via_backup_s * 1000:6.0f}  {r.failed:3d} failed / {r.total}", flush=True)
+                  f"{r.via_backup_s * 1000:6.0f}  {r.failed:3d} failed / {r.total}  {r.two_holders} / {r.samples}",
+                  flush=True)
     if S.get("lab"):
         problems = S["lab"].close()
         h.check(not problems, "; ".join(problems))

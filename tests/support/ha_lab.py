@@ -100,6 +100,8 @@ class Failover:
     total: int = 0
     error: str | None = None
     t_fault: float = 0.0                # when the fault was injected (time.monotonic)
+    samples: int = 0                    # both nodes sampled, from the fault until the measurement ends
+    two_holders: int = 0                # of those, samples in which both held the VIP
 
 
 @dataclass
@@ -602,9 +604,16 @@ class HaLab:
                 time.sleep(0.02)
             t_fault = res.t_fault = time.monotonic()
             self.inject(kind, master)
+
+            def sample() -> list[str]:
+                # Both nodes, every ~20 ms from the fault on: a split brain shows as two holders.
+                now = self.holders()
+                res.samples += 1
+                res.two_holders += len(now) == 2
+                return now
             t_vip = None
             for _ in range(int(takeover_limit_s / 0.02)):
-                if self.holds_vip(backup):
+                if backup in sample():
                     t_vip = time.monotonic()
                     break
                 if time.monotonic() - t_fault > takeover_limit_s:
@@ -616,8 +625,15 @@ class HaLab:
             while loop.first_success_after(t_vip) is None:
                 if time.monotonic() > deadline or not loop.thread.is_alive():
                     raise LabError(f"{kind}: no success through the VIP within 5 s of {backup} taking it")
+                sample()
                 time.sleep(0.02)
-            time.sleep(0.3)
+            # A little longer (at least 1 s after the fault in all), still sampling.
+            end = max(time.monotonic() + 0.3, t_fault + 1.0)
+            for _ in range(200):
+                if time.monotonic() >= end:
+                    break
+                sample()
+                time.sleep(0.02)
         finally:
             loop.stop()
         results = list(loop.results)
