@@ -168,6 +168,8 @@ class SystemdPair(ha_lab.HaLab):
         elif kind == "keepalived":
             if c.run(["systemctl", "is-active", "keepalived.service"], check=False).stdout.strip() != "active":
                 self.start_keepalived(gw)
+            if gw == "gw2":  # the lower priority: its startup delay (from systemd's restart or ours)
+                time.sleep(self.startup_delay_s())
         else:
             super().repair(kind, gw)
 

@@ -358,12 +358,24 @@ class HaLab:
             return None
 
     def start_pair(self) -> None:
+        """Rampart on both, both ready, keepalived on both; returns once both keepalived run VRRP:
+        the lower priority's keepalived waits vrrp_startup_delay (2 s and 3 adverts, see
+        `rampart ha render`) before it would take over, and a fault before then measures that
+        delay, not the failover."""
         for gw in GATEWAYS:
             self.start_rampart(gw)
         for gw in GATEWAYS:
             self.wait_ready(gw)
         for gw in GATEWAYS:
             self.start_keepalived(gw)
+        time.sleep(self.startup_delay_s())
+
+    def startup_delay_s(self) -> float:
+        """How long after its start the lower-priority node's keepalived waits before it would take
+        over (vrrp_startup_delay: 2 s and 3 adverts), and a margin."""
+        advert_s = float(self.advert_int[:-2]) / 1000 if (self.advert_int or "").endswith("ms") else \
+            float((self.advert_int or "0.1s").rstrip("s"))
+        return 2.0 + 3 * advert_s + 0.2
 
     def stop_pair(self) -> list[str]:
         """keepalived, then rampart, on both gateways (SIGTERM then SIGKILL, by PID). Problems found."""
@@ -539,6 +551,8 @@ class HaLab:
             # The killed keepalived left the VIP on the interface; the restarted one starts as
             # BACKUP and removes it. Until then the backup's gratuitous ARP steered the clients.
             self.start_keepalived(gw)
+            if gw == "gw2":  # the lower priority: its startup delay, before the next fault
+                time.sleep(self.startup_delay_s())
         elif kind == "link":
             self._link(gw, "up")
         elif kind == "backends":
@@ -556,6 +570,8 @@ class HaLab:
             self.start_rampart(gw)
             self.wait_ready(gw)
             self.start_keepalived(gw)
+            if gw == "gw2":
+                time.sleep(self.startup_delay_s())
         else:
             raise ValueError(f"unknown fault kind {kind}")
 
