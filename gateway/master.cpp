@@ -1,6 +1,7 @@
 #include "gateway/master.hpp"
 
 #include "certs/certs.hpp"
+#include "firewall/firewall.hpp"
 #include "gateway/abuse.hpp"
 #include "gateway/access_log.hpp"
 #include "gateway/admin.hpp"
@@ -267,6 +268,17 @@ public:
         ha_->configure(current_->cfg);
         abuse_ = std::make_unique<abuse_guard>(current_->cfg, region_.block());
         net::co_spawn(io_, abuse_->run(stopping_), net::detached);
+        if (!firewall::has_net_admin()) {
+            // Both fail at the moment they matter, quietly until then: said at start.
+            if (current_->cfg->gw.abuse_settings.block) {
+                log(log_level::warn, "no CAP_NET_ADMIN: abusive clients are counted but cannot be blocked in the "
+                                     "firewall; run as root (the unit does) or set gateway.abuse.block: false");
+            }
+            if (current_->cfg->ha_pair) {
+                log(log_level::warn, "ha: no CAP_NET_ADMIN: a VIP a dead keepalived left on this node cannot be "
+                                     "removed");
+            }
+        }
         net::co_spawn(io_, watch_certificates(), net::detached);
         for (unsigned i = 0; i < current_->workers; ++i) {
             spawn(*current_, i);

@@ -273,5 +273,30 @@ def test_ready_and_stopping_reach_the_service_manager():
         sock.close()
 
 
+def test_a_master_without_cap_net_admin_says_the_blocklist_cannot_work():
+    # Started as root with CAP_NET_ADMIN out of its bounding set (as a unit's
+    # CapabilityBoundingSet= could do): it serves, and says at start that
+    # abusive clients cannot be blocked, instead of failing at the first block.
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        print("    (skipped: needs root and setpriv)", flush=True)
+        return
+    gw = h.Gateway(S["certs"], {"app1": S["app1"]}, http=False, workers=1)
+    gw.config["gateway"]["user"] = "nobody"
+    h.write_config(gw.config_path, gw.config)
+    gw.process = h.Process(["setpriv", "--bounding-set=-net_admin", h.rampart_bin(), "serve", "-c", gw.config_path],
+                           gw.name).start()
+    gw.process.wait_port(gw.https_port)
+    h.check(h.curl(gw, "/no-net-admin").status == 200, "no answer")
+    master = _status(gw.process.pid)
+    h.check(int(master["CapEff"], 16) & (1 << 12) == 0, f"the master has CAP_NET_ADMIN: {master['CapEff']}")
+    h.wait_until(lambda: "no CAP_NET_ADMIN: abusive clients are counted but cannot be blocked in the firewall"
+                 in gw.process.read_stderr(), 10, what="the warning on stderr")
+    h.check(gw.stop() == 0, "exit code after SIGTERM")
+    # With it (the default), not a word of it.
+    normal = h.Gateway(S["certs"], {"app1": S["app1"]}, http=False, workers=1).start()
+    h.check(normal.stop() == 0, "exit code after SIGTERM")
+    h.check("no CAP_NET_ADMIN" not in normal.process.read_stderr(), "warned although it has CAP_NET_ADMIN")
+
+
 if __name__ == "__main__":
     h.main(globals())
