@@ -88,19 +88,19 @@ std::string servers_json(const admin_state& a) {
     bool first = true;
     for (std::size_t i : pooled_servers(cfg)) {
         const auto& srv = cfg.servers[i];
-        const server_state& s = a.shared.servers[a.slots.servers[i]];
-        const mono_ns until = s.ejected_until.load(std::memory_order_relaxed);
+        const server_health& s = a.shared.servers[a.slots.servers[i]];
+        const mono_ns until = s.ejected_until();
         out << (first ? "" : ",") << "{\"name\":\"" << json_escape(srv.name) << "\",\"address\":\""
             << json_escape(srv.address) << "\",\"port\":" << srv.port.value_or(0)
-            << ",\"healthy\":" << (s.healthy.load() != 0 ? "true" : "false")
-            << ",\"drained\":" << (s.drained.load() != 0 ? "true" : "false")
-            << ",\"weight\":" << (s.weight.load() != 0 ? s.weight.load() : srv.weight)
+            << ",\"healthy\":" << (s.healthy() ? "true" : "false")
+            << ",\"drained\":" << (s.drained() ? "true" : "false")
+            << ",\"weight\":" << (s.weight() != 0 ? s.weight() : srv.weight)
             << ",\"ejected_ms\":" << (until > now ? (until - now) / 1'000'000 : 0)
-            << ",\"available\":" << (s.available(now) ? "true" : "false") << ",\"active\":" << s.active.load()
-            << ",\"requests\":" << s.requests.load() << ",\"failures\":" << s.failures.load()
-            << ",\"ejections\":" << s.ejections.load() << ",\"retries\":" << s.retries.load()
-            << ",\"checks_passed\":" << s.checks_passed.load() << ",\"checks_failed\":" << s.checks_failed.load()
-            << ",\"last_check\":" << s.last_check.load() << '}';
+            << ",\"available\":" << (s.available(now) ? "true" : "false") << ",\"active\":" << s.active()
+            << ",\"requests\":" << s.requests() << ",\"failures\":" << s.failures()
+            << ",\"ejections\":" << s.ejections() << ",\"retries\":" << s.retries()
+            << ",\"checks_passed\":" << s.checks_passed() << ",\"checks_failed\":" << s.checks_failed()
+            << ",\"last_check\":" << s.last_check() << '}';
         first = false;
     }
     out << "]}\n";
@@ -176,8 +176,8 @@ http::response<http::string_body> api(const http::request<http::empty_body>& req
                                 "{\"error\":\"expected weight?value=N with N from 1 to 256, or value=default\"}\n");
                 }
             }
-            server_state& s = a.shared.servers[a.slots.servers[index]];
-            s.weight.store(static_cast<std::uint16_t>(w), std::memory_order_relaxed);
+            server_health& s = a.shared.servers[a.slots.servers[index]];
+            s.set_weight(static_cast<std::uint16_t>(w));
             a.shared.weights_version.fetch_add(1, std::memory_order_relaxed);
             log(log_level::info, "admin: upstream " + cfg.servers[index].name + " weight " +
                                      (w == 0 ? std::string("back to the configured one") : std::to_string(w)));
@@ -190,16 +190,17 @@ http::response<http::string_body> api(const http::request<http::empty_body>& req
         if (req.method() != http::verb::post) {
             return json(http::status::method_not_allowed, "{\"error\":\"use POST\"}\n");
         }
-        server_state& s = a.shared.servers[a.slots.servers[index]];
+        server_health& s = a.shared.servers[a.slots.servers[index]];
         const bool drain = action == "drain";
-        if (!drain && s.drained.load() != 0) {
-            s.up_since.store(mono_now(), std::memory_order_relaxed);  // slow start after maintenance
+        if (drain) {
+            s.drain();
+        } else {
+            s.enable(mono_now());  // through slow start after a drain
         }
-        s.drained.store(drain ? 1 : 0, std::memory_order_relaxed);
         log(log_level::info, "admin: upstream " + cfg.servers[index].name + (drain ? " drained" : " enabled"));
         return json(http::status::ok, "{\"name\":\"" + json_escape(name) + "\",\"drained\":" +
                                           (drain ? "true" : "false") + ",\"active\":" +
-                                          std::to_string(s.active.load()) + "}\n");
+                                          std::to_string(s.active()) + "}\n");
     }
     return make_error_response(http::status::not_found, req.version(), "", true);
 }
@@ -351,7 +352,7 @@ std::string render_metrics(const admin_state& a) {
     const config::snapshot& cfg = *a.cfg;
     const shared_block& shared = a.shared;
     const unsigned workers = a.worker_slots;
-    auto server = [&](std::size_t i) -> const server_state& { return shared.servers[a.slots.servers[i]]; };
+    auto server = [&](std::size_t i) -> const server_health& { return shared.servers[a.slots.servers[i]]; };
     auto pool = [&](std::size_t p) -> const pool_state& { return shared.pools[a.slots.pools[p]]; };
     std::ostringstream out;
     auto sum = [&](auto member) {
@@ -407,41 +408,41 @@ std::string render_metrics(const admin_state& a) {
     metric(out, "rampart_upstream_requests_total", "counter", "Requests sent to each upstream server.");
     for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
         out << "rampart_upstream_requests_total{server=\"" << cfg.servers[i].name << "\"} "
-            << server(i).requests.load(std::memory_order_relaxed) << '\n';
+            << server(i).requests() << '\n';
     }
     metric(out, "rampart_upstream_responses_total", "counter", "Responses from each upstream server, by status class.");
     for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
         for (unsigned c = 1; c <= 5; ++c) {
             out << "rampart_upstream_responses_total{server=\"" << cfg.servers[i].name << "\",class=\"" << c << "xx\"} "
-                << server(i).responses_by_class[c].load(std::memory_order_relaxed) << '\n';
+                << server(i).responses(c) << '\n';
         }
     }
     metric(out, "rampart_upstream_active", "gauge", "Requests in flight to each upstream server.");
     for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
         out << "rampart_upstream_active{server=\"" << cfg.servers[i].name << "\"} "
-            << server(i).active.load(std::memory_order_relaxed) << '\n';
+            << server(i).active() << '\n';
     }
     metric(out, "rampart_upstream_failures_total", "counter",
            "Connect, read and write failures, timeouts and 5xx responses per upstream server.");
-    per_server(out, cfg, "rampart_upstream_failures_total", [&](std::size_t i) { return server(i).failures.load(); });
+    per_server(out, cfg, "rampart_upstream_failures_total", [&](std::size_t i) { return server(i).failures(); });
     const mono_ns now = mono_now();
     metric(out, "rampart_upstream_healthy", "gauge", "1 when the active health checks say the server is up.");
-    per_server(out, cfg, "rampart_upstream_healthy", [&](std::size_t i) { return int(server(i).healthy.load()); });
+    per_server(out, cfg, "rampart_upstream_healthy", [&](std::size_t i) { return int(server(i).healthy()); });
     metric(out, "rampart_upstream_drained", "gauge", "1 when the server is drained through the admin API.");
-    per_server(out, cfg, "rampart_upstream_drained", [&](std::size_t i) { return int(server(i).drained.load()); });
+    per_server(out, cfg, "rampart_upstream_drained", [&](std::size_t i) { return int(server(i).drained()); });
     metric(out, "rampart_upstream_ejected", "gauge", "1 while passive outlier detection keeps the server out.");
     per_server(out, cfg, "rampart_upstream_ejected",
-               [&](std::size_t i) { return server(i).ejected_until.load() > now ? 1 : 0; });
+               [&](std::size_t i) { return server(i).ejected(now) ? 1 : 0; });
     metric(out, "rampart_upstream_ejections_total", "counter", "Times the server was ejected.");
-    per_server(out, cfg, "rampart_upstream_ejections_total", [&](std::size_t i) { return server(i).ejections.load(); });
+    per_server(out, cfg, "rampart_upstream_ejections_total", [&](std::size_t i) { return server(i).ejections(); });
     metric(out, "rampart_upstream_retries_total", "counter", "Requests retried on another server after failing on this one.");
-    per_server(out, cfg, "rampart_upstream_retries_total", [&](std::size_t i) { return server(i).retries.load(); });
+    per_server(out, cfg, "rampart_upstream_retries_total", [&](std::size_t i) { return server(i).retries(); });
     metric(out, "rampart_health_checks_total", "counter", "Active health checks, by result.");
     for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
         out << "rampart_health_checks_total{server=\"" << cfg.servers[i].name << "\",result=\"passed\"} "
-            << server(i).checks_passed.load() << '\n';
+            << server(i).checks_passed() << '\n';
         out << "rampart_health_checks_total{server=\"" << cfg.servers[i].name << "\",result=\"failed\"} "
-            << server(i).checks_failed.load() << '\n';
+            << server(i).checks_failed() << '\n';
     }
     metric(out, "rampart_pool_queue_length", "gauge", "Requests waiting for a server slot.");
     for (std::size_t p = 0; p < cfg.gw.pools.size(); ++p) {

@@ -46,13 +46,13 @@ balancer::balancer(const config::pool& p) : algorithm_(p.algorithm), slow_start_
     schedule_ = smooth_schedule(weights_);
 }
 
-void balancer::refresh_weights(std::uint64_t version, std::span<server_state* const> members) {
+void balancer::refresh_weights(std::uint64_t version, std::span<server_health* const> members) {
     if (version == weights_version_ || algorithm_ == config::balance::round_robin) {
         return;
     }
     weights_version_ = version;
     for (std::size_t i = 0; i < members.size() && i < weights_.size(); ++i) {
-        const unsigned w = members[i]->weight.load(std::memory_order_relaxed);
+        const unsigned w = members[i]->weight();
         weights_[i] = w != 0 ? w : base_weights_[i];
     }
     schedule_ = smooth_schedule(weights_);
@@ -68,33 +68,14 @@ double balancer::slow_start_factor(mono_ns since_up, mono_ns ramp) {
     return 0.1 + 0.9 * static_cast<double>(since_up) / static_cast<double>(ramp);
 }
 
-namespace {
-
-/// Takes a slot on `s` unless it already has `max_active` in flight.
-bool try_acquire(server_state& s, std::uint32_t max_active) {
-    if (max_active == 0) {
-        s.active.fetch_add(1, std::memory_order_relaxed);
-        return true;
-    }
-    std::uint32_t a = s.active.load(std::memory_order_relaxed);
-    while (a < max_active) {
-        if (s.active.compare_exchange_weak(a, a + 1, std::memory_order_relaxed)) {
-            return true;
-        }
-    }
-    return false;
-}
-
-}  // namespace
-
 // A member in slow start takes a request with probability equal to its
 // factor. The draw is a hash of the pool position, so it needs no random
 // state and spreads over the schedule instead of clustering.
-bool balancer::admit_slow_start(const server_state& s, std::uint64_t start, mono_ns now) const {
+bool balancer::admit_slow_start(const server_health& s, std::uint64_t start, mono_ns now) const {
     if (slow_start_ == 0) {
         return true;
     }
-    const mono_ns up = s.up_since.load(std::memory_order_relaxed);
+    const mono_ns up = s.up_since();
     if (up == 0) {
         return true;
     }
@@ -106,14 +87,14 @@ bool balancer::admit_slow_start(const server_state& s, std::uint64_t start, mono
     return static_cast<double>(draw) < f * 1024.0;
 }
 
-std::optional<std::size_t> balancer::scan(std::uint64_t start, std::span<server_state* const> members, mono_ns now,
+std::optional<std::size_t> balancer::scan(std::uint64_t start, std::span<server_health* const> members, mono_ns now,
                                           std::uint64_t excluded, std::uint32_t max_active, bool ignore_ejection,
                                           bool& full) const {
     auto eligible = [&](std::size_t i) {
         return (i >= 64 || (excluded >> i & 1U) == 0) && members[i]->available(now, ignore_ejection);
     };
     auto is_full = [&](std::size_t i) {
-        return max_active != 0 && members[i]->active.load(std::memory_order_relaxed) >= max_active;
+        return max_active != 0 && members[i]->active() >= max_active;
     };
     if (algorithm_ == config::balance::least_connections) {
         // Fewest active requests relative to (slow-start scaled) weight:
@@ -133,10 +114,10 @@ std::optional<std::size_t> balancer::scan(std::uint64_t start, std::span<server_
                 }
                 double w = static_cast<double>(weights_[i]);
                 if (slow_start_ != 0) {
-                    const mono_ns up = members[i]->up_since.load(std::memory_order_relaxed);
+                    const mono_ns up = members[i]->up_since();
                     w *= up == 0 ? 1.0 : slow_start_factor(now - up, slow_start_);
                 }
-                const double load = static_cast<double>(members[i]->active.load(std::memory_order_relaxed)) / w;
+                const double load = static_cast<double>(members[i]->active()) / w;
                 if (!best || load < best_load) {
                     best = i;
                     best_load = load;
@@ -145,7 +126,7 @@ std::optional<std::size_t> balancer::scan(std::uint64_t start, std::span<server_
             if (!best) {
                 return std::nullopt;
             }
-            if (try_acquire(*members[*best], max_active)) {
+            if (members[*best]->try_acquire(max_active)) {
                 return best;
             }
             full = true;
@@ -168,18 +149,18 @@ std::optional<std::size_t> balancer::scan(std::uint64_t start, std::span<server_
             declined = declined ? declined : std::optional<std::size_t>(i);
             continue;
         }
-        if (try_acquire(*members[i], max_active)) {
+        if (members[i]->try_acquire(max_active)) {
             return i;
         }
         full = true;
     }
-    if (declined && try_acquire(*members[*declined], max_active)) {
+    if (declined && members[*declined]->try_acquire(max_active)) {
         return declined;
     }
     return std::nullopt;
 }
 
-balancer::choice balancer::pick(std::atomic<std::uint64_t>& position, std::span<server_state* const> members,
+balancer::choice balancer::pick(std::atomic<std::uint64_t>& position, std::span<server_health* const> members,
                                 mono_ns now, std::uint64_t excluded, std::uint32_t max_active) const {
     choice c;
     if (members.empty() || schedule_.empty()) {

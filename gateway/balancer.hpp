@@ -38,13 +38,13 @@ public:
         std::optional<std::size_t> member;
         bool full = false;
     };
-    choice pick(std::atomic<std::uint64_t>& position, std::span<server_state* const> members, mono_ns now,
+    choice pick(std::atomic<std::uint64_t>& position, std::span<server_health* const> members, mono_ns now,
                 std::uint64_t excluded = 0, std::uint32_t max_active = 0) const;
 
-    /// Takes runtime weights (server_state::weight, set through the admin
+    /// Takes runtime weights (server_health::weight, set through the admin
     /// API) into account when `version` moved since the last call: the
     /// schedule is rebuilt then, in this worker only. Cheap otherwise.
-    void refresh_weights(std::uint64_t version, std::span<server_state* const> members);
+    void refresh_weights(std::uint64_t version, std::span<server_health* const> members);
 
     /// Share of its weight a member gets `since_up` after coming back, with
     /// slow start over `ramp`: from 10% to 100%, linearly.
@@ -61,10 +61,10 @@ private:
     std::vector<std::uint16_t> schedule_;
     mono_ns slow_start_ = 0;
 
-    std::optional<std::size_t> scan(std::uint64_t start, std::span<server_state* const> members, mono_ns now,
+    std::optional<std::size_t> scan(std::uint64_t start, std::span<server_health* const> members, mono_ns now,
                                     std::uint64_t excluded, std::uint32_t max_active, bool ignore_ejection,
                                     bool& full) const;
-    bool admit_slow_start(const server_state& s, std::uint64_t start, mono_ns now) const;
+    bool admit_slow_start(const server_health& s, std::uint64_t start, mono_ns now) const;
 };
 
 }  // namespace rampart::gateway

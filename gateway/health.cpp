@@ -65,44 +65,27 @@ namespace {
 net::awaitable<void> check_loop(std::shared_ptr<health_checker::state> st, net::steady_timer& timer,
                                 std::size_t server, tcp::endpoint to, config::health_check hc) {
     const std::string& name = st->cfg->servers[server].name;
-    server_state& s = st->shared.servers[st->slots.servers[server]];
-    unsigned successes = 0;
-    unsigned failures = 0;
+    server_health& s = st->shared.servers[st->slots.servers[server]];
     while (!st->stopped) {
         const check_result r = co_await check_once(st->io.get_executor(), to, hc, st->cfg->site);
         if (st->stopped) {
             co_return;
         }
-        s.last_check.store(r.status, std::memory_order_relaxed);
         const bool ok = r.status == static_cast<int>(hc.expect_status);
-        if (ok) {
-            s.checks_passed.fetch_add(1, std::memory_order_relaxed);
-            ++successes;
-            failures = 0;
-            if (s.healthy.load(std::memory_order_relaxed) == 0 && successes >= hc.rise) {
-                // Checks that pass `rise` times in a row are stronger
-                // evidence than the failures that ejected it: a passive
-                // ejection ends too (slow start still applies).
-                s.ejected_until.store(0, std::memory_order_relaxed);
-                s.up_since.store(mono_now(), std::memory_order_relaxed);
-                s.ejection_streak.store(0, std::memory_order_relaxed);
-                s.consecutive_failures.store(0, std::memory_order_relaxed);
-                s.healthy.store(1, std::memory_order_relaxed);
-                log(log_level::info, "upstream " + name + " is UP (" + std::to_string(successes) +
-                                         " checks passed)");
-            }
-        } else {
-            s.checks_failed.fetch_add(1, std::memory_order_relaxed);
-            ++failures;
-            successes = 0;
-            if (s.healthy.load(std::memory_order_relaxed) != 0 && failures >= hc.fall) {
-                s.healthy.store(0, std::memory_order_relaxed);
-                const std::string why =
-                    r.status < 0 ? r.error : "status " + std::to_string(r.status) + ", expected " +
-                                                 std::to_string(hc.expect_status);
-                log(log_level::warn, "upstream " + name + " is DOWN (" + std::to_string(failures) +
-                                         " checks failed, last: " + why + ")");
-            }
+        switch (s.on_check(ok, r.status, hc.rise, hc.fall, mono_now())) {
+        case server_health::transition::up:
+            log(log_level::info, "upstream " + name + " is UP (" + std::to_string(hc.rise) + " checks passed)");
+            break;
+        case server_health::transition::down:
+            log(log_level::warn, "upstream " + name + " is DOWN (" + std::to_string(hc.fall) +
+                                     " checks failed, last: " +
+                                     (r.status < 0 ? r.error
+                                                   : "status " + std::to_string(r.status) + ", expected " +
+                                                         std::to_string(hc.expect_status)) +
+                                     ")");
+            break;
+        case server_health::transition::none:
+            break;
         }
         timer.expires_after(hc.interval);
         co_await timer.async_wait(use_tuple);

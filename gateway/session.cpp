@@ -480,8 +480,8 @@ private:
             tried |= *member < 64 ? std::uint64_t{1} << *member : 0;
             --attempts_left;
             const std::size_t server = w_.member_servers[pool][*member];
-            server_state& state = *w_.members[pool][*member];
-            state.requests.fetch_add(1, std::memory_order_relaxed);
+            server_health& state = *w_.members[pool][*member];
+            state.count_request();
             rec_.upstream = server;
             const auto attempt_start = clock::now();
 
@@ -582,14 +582,14 @@ private:
             if (attempts_left == 0 || !safe || w_.draining) {
                 co_return co_await reply_error(*last_failure, version, true);
             }
-            state.retries.fetch_add(1, std::memory_order_relaxed);
+            state.count_retry();
             ++rec_.retries;
         }
 
         auto& res = rp->get();
         // Reaching here means the request went out whole (relay returned done).
         const std::size_t server = up_->server;
-        server_state& state = *w_.server_states[server];
+        server_health& state = *w_.server_states[server];
         const bool upstream_reusable = rp->keep_alive();
         if (rp->need_eof() && !rp->is_done()) {
             // The backend delimits the body by closing: re-frame it as chunked
@@ -611,7 +611,7 @@ private:
         if (rs.is_header_done() || result == relay_result::done) {
             count_status(res.result_int());
             if (const unsigned cls = res.result_int() / 100; cls >= 1 && cls <= 5) {
-                state.responses_by_class[cls].fetch_add(1, std::memory_order_relaxed);
+                state.count_response(cls);
             }
         }
         if (result != relay_result::done) {
@@ -624,7 +624,7 @@ private:
                 // request that is safe to resend goes to another server.
                 if (!rs.is_header_done() && idempotent && replayable && attempts_left > 0 && !w_.draining) {
                     record_failure(state, server, pool_cfg);
-                    state.retries.fetch_add(1, std::memory_order_relaxed);
+                    state.count_retry();
                     ++rec_.retries;
                     last_failure = http::status::bad_gateway;
                     up_.reset();
@@ -858,7 +858,7 @@ private:
     public:
         slot(tls_session& s, std::size_t pool, std::size_t member) : s_(s), pool_(pool), member_(member) {}
         ~slot() {
-            s_.w_.members[pool_][member_]->active.fetch_sub(1, std::memory_order_relaxed);
+            s_.w_.members[pool_][member_]->release();
             auto& waiters = s_.w_.queue_waiters[pool_];
             if (!waiters.empty()) {
                 waiters.front()->cancel();
@@ -926,45 +926,19 @@ private:
         bool before_send = false;  ///< the connection failed: nothing of the request was sent
     };
 
-    // Passive outlier detection: `consecutive_failures` in a row eject the
-    // server for base_ejection * 2^(streak), at most max_ejection; all
-    // workers see it through shared memory.
-    void record_failure(server_state& s, std::size_t server, const config::pool& pc) {
-        s.failures.fetch_add(1, std::memory_order_relaxed);
-        const auto& o = pc.outlier;
-        const std::uint32_t n = s.consecutive_failures.fetch_add(1, std::memory_order_relaxed) + 1;
-        if (o.consecutive_failures == 0 || n < o.consecutive_failures) {
-            return;
+    // Passive outlier detection (server_health::on_attempt_failure): all
+    // workers see an ejection through shared memory.
+    void record_failure(server_health& s, std::size_t server, const config::pool& pc) {
+        const auto e = s.on_attempt_failure(pc.outlier, mono_now());
+        if (e.ejected) {
+            log(log_level::warn, "upstream " + w_.cfg->servers[server].name + " ejected for " +
+                                     std::to_string(e.length / 1'000'000) + " ms after " +
+                                     std::to_string(e.failures) + " consecutive failures");
         }
-        const mono_ns now = mono_now();
-        mono_ns until = s.ejected_until.load(std::memory_order_relaxed);
-        if (until > now) {
-            return;
-        }
-        const std::uint32_t streak = std::min<std::uint32_t>(s.ejection_streak.load(std::memory_order_relaxed), 20);
-        const mono_ns length = std::min(to_ns(o.base_ejection) << streak, to_ns(o.max_ejection));
-        if (!s.ejected_until.compare_exchange_strong(until, now + length, std::memory_order_relaxed)) {
-            return;  // another request of any worker ejected it just now
-        }
-        s.ejection_streak.fetch_add(1, std::memory_order_relaxed);
-        s.up_since.store(now + length, std::memory_order_relaxed);
-        s.consecutive_failures.store(0, std::memory_order_relaxed);
-        s.ejections.fetch_add(1, std::memory_order_relaxed);
-        log(log_level::warn, "upstream " + w_.cfg->servers[server].name + " ejected for " +
-                                 std::to_string(length / 1'000'000) + " ms after " + std::to_string(n) +
-                                 " consecutive failures");
     }
 
-    static void record_success(server_state& s, const config::pool& pc) {
-        if (s.consecutive_failures.load(std::memory_order_relaxed) != 0) {
-            s.consecutive_failures.store(0, std::memory_order_relaxed);
-        }
-        // A server that stayed clean for max_ejection after its last
-        // ejection starts its back-off from the base again.
-        if (s.ejection_streak.load(std::memory_order_relaxed) != 0 &&
-            mono_now() > s.ejected_until.load(std::memory_order_relaxed) + to_ns(pc.outlier.max_ejection)) {
-            s.ejection_streak.store(0, std::memory_order_relaxed);
-        }
+    static void record_success(server_health& s, const config::pool& pc) {
+        s.on_attempt_success(pc.outlier, mono_now());
     }
 
     void count_status(unsigned status) {

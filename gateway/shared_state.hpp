@@ -6,6 +6,7 @@
 // master writes the health-check results and sums for /metrics.
 
 #include "config/config.hpp"
+#include "gateway/server_health.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -18,37 +19,6 @@
 
 namespace rampart::gateway {
 
-/// Nanoseconds of std::chrono::steady_clock: CLOCK_MONOTONIC, the same in
-/// every process of the machine, so one process may compare another's stamps.
-using mono_ns = std::int64_t;
-mono_ns mono_now();
-constexpr mono_ns to_ns(std::chrono::nanoseconds d) { return d.count(); }
-
-/// Per upstream server, indexed like snapshot::servers.
-struct alignas(64) server_state {
-    std::atomic<std::uint32_t> active{0};     ///< requests in flight to this server, all workers
-    std::atomic<std::uint8_t> healthy{1};     ///< active health checks (master): 0 = down
-    std::atomic<std::uint8_t> drained{0};     ///< admin API: 1 = no new requests, in-flight ones finish
-    std::atomic<std::uint16_t> weight{0};     ///< admin API: weight in every pool; 0 = the configured one
-    std::atomic<std::uint64_t> responses_by_class[6]{};  ///< responses from it, index = status / 100
-    std::atomic<mono_ns> ejected_until{0};    ///< passive outlier detection: no new requests before this
-    std::atomic<mono_ns> up_since{0};         ///< when it last came back (slow start); 0 = long ago
-    std::atomic<std::uint32_t> consecutive_failures{0};
-    std::atomic<std::uint32_t> ejection_streak{0};   ///< ejections without a clean period: the back-off exponent
-    std::atomic<std::uint64_t> requests{0};   ///< requests sent
-    std::atomic<std::uint64_t> failures{0};   ///< connect/read/write failures, timeouts, 5xx
-    std::atomic<std::uint64_t> ejections{0};  ///< times ejected
-    std::atomic<std::uint64_t> retries{0};    ///< requests retried after failing on this server
-    std::atomic<std::uint64_t> checks_passed{0};
-    std::atomic<std::uint64_t> checks_failed{0};
-    std::atomic<std::int32_t> last_check{0};  ///< HTTP status of the last check; 0 none yet; -1 no response
-
-    /// Takes new requests: healthy, not drained, and (unless `ignore_ejection`) not ejected.
-    bool available(mono_ns now, bool ignore_ejection = false) const {
-        return healthy.load(std::memory_order_relaxed) != 0 && drained.load(std::memory_order_relaxed) == 0 &&
-               (ignore_ejection || ejected_until.load(std::memory_order_relaxed) <= now);
-    }
-};
 
 /// Per upstream pool, indexed like gateway::pools.
 struct alignas(64) pool_state {
@@ -129,7 +99,7 @@ struct slot_name {
 };
 
 struct shared_block {
-    server_state servers[max_servers];
+    server_health servers[max_servers];  ///< indexed like snapshot::servers
     slot_name server_names[max_servers];
     slot_name pool_names[max_pools];
     pool_state pools[max_pools];

@@ -643,14 +643,14 @@ std::int64_t days_between(std::int64_t now, std::int64_t then) {
     return diff >= 0 ? diff / 86400 : -((-diff + 86399) / 86400);
 }
 
-const char* server_state_name(const server_state& s, mono_ns now) {
-    if (s.drained.load(std::memory_order_relaxed) != 0) {
+const char* server_state_name(const server_health& s, mono_ns now) {
+    if (s.drained()) {
         return "drained";
     }
-    if (s.healthy.load(std::memory_order_relaxed) == 0) {
+    if (!s.healthy()) {
         return "down";
     }
-    if (s.ejected_until.load(std::memory_order_relaxed) > now) {
+    if (s.ejected_until() > now) {
         return "ejected";
     }
     return "up";
@@ -790,26 +790,26 @@ std::string status_json(const config::snapshot& cfg, const shared_block& shared,
             if (index >= max_servers) {
                 continue;
             }
-            const server_state& s = shared.servers[slots.servers.empty() ? index : slots.servers[index]];
-            const mono_ns until = s.ejected_until.load(std::memory_order_relaxed);
+            const server_health& s = shared.servers[slots.servers.empty() ? index : slots.servers[index]];
+            const mono_ns until = s.ejected_until();
             j.begin_object();
             j.field("name", srv->name);
             j.field("address", m.address.host);
             j.field("port", static_cast<unsigned>(m.address.port));
             // A weight set through the runtime API wins over the configured one.
-            j.field("weight", s.weight.load(std::memory_order_relaxed) != 0
-                                  ? static_cast<unsigned>(s.weight.load(std::memory_order_relaxed))
+            j.field("weight", s.weight() != 0
+                                  ? static_cast<unsigned>(s.weight())
                                   : m.weight);
             j.field("state", server_state_name(s, mono));
-            j.field("healthy", s.healthy.load(std::memory_order_relaxed) != 0);
-            j.field("drained", s.drained.load(std::memory_order_relaxed) != 0);
+            j.field("healthy", s.healthy());
+            j.field("drained", s.drained());
             j.field("ejected_ms", until > mono ? (until - mono) / 1'000'000 : 0);
-            j.field("active", s.active.load(std::memory_order_relaxed));
-            j.field("requests", s.requests.load(std::memory_order_relaxed));
-            j.field("failures", s.failures.load(std::memory_order_relaxed));
-            j.field("last_check", s.last_check.load(std::memory_order_relaxed));
-            j.field("checks_passed", s.checks_passed.load(std::memory_order_relaxed));
-            j.field("checks_failed", s.checks_failed.load(std::memory_order_relaxed));
+            j.field("active", s.active());
+            j.field("requests", s.requests());
+            j.field("failures", s.failures());
+            j.field("last_check", s.last_check());
+            j.field("checks_passed", s.checks_passed());
+            j.field("checks_failed", s.checks_failed());
             j.end_object();
         }
         j.end_array();

@@ -54,9 +54,9 @@ struct worker_context {
     worker_counters& counters;
     upstream_cache upstreams;
     std::vector<balancer> balancers;                          ///< per pool
-    std::vector<server_state*> server_states;                 ///< per server: its shared slot
+    std::vector<server_health*> server_states;                 ///< per server: its shared slot
     std::vector<pool_state*> pool_states;                     ///< per pool: its shared slot
-    std::vector<std::vector<server_state*>> members;          ///< per pool: shared state of each member
+    std::vector<std::vector<server_health*>> members;          ///< per pool: shared state of each member
     std::vector<std::vector<std::size_t>> member_servers;     ///< per pool: index in snapshot::servers
     std::vector<tcp::endpoint> server_endpoints;              ///< per server
     std::size_t default_pool = 0;

@@ -8,7 +8,7 @@
 
 using namespace rampart;
 using gateway::balancer;
-using gateway::server_state;
+using gateway::server_health;
 
 namespace {
 
@@ -27,21 +27,37 @@ config::pool make_pool(config::balance algo, std::vector<unsigned> weights) {
 }
 
 /// Shared-state stand-ins: the same structs the workers map from shared memory.
+// The state is set the way the gateway sets it: through server_health's methods.
+void mark_down(server_health& s) { s.on_check(false, 503, 1, 1, 0); }
+void hold(server_health& s, int n) {
+    for (int i = 0; i < n; ++i) {
+        REQUIRE(s.try_acquire(0));
+    }
+}
+constexpr gateway::mono_ns ms = 1'000'000;
+/// Ejected from t=0 until t=1 ms.
+void eject(server_health& s) {
+    config::outlier_detection o;
+    o.consecutive_failures = 1;
+    o.base_ejection = std::chrono::milliseconds(1);
+    REQUIRE(s.on_attempt_failure(o, 0).ejected);
+}
+
 struct fixture {
     explicit fixture(std::size_t n) : states(n) {
         for (auto& s : states) {
             ptrs.push_back(&s);
         }
     }
-    std::vector<server_state> states;
-    std::vector<server_state*> ptrs;
+    std::vector<server_health> states;
+    std::vector<server_health*> ptrs;
     gateway::pool_state pool;
 
     /// Picks like a request that finishes at once: the slot is released.
     std::optional<std::size_t> pick(const balancer& b, gateway::mono_ns now = 1, std::uint64_t excluded = 0) {
         auto c = b.pick(pool.next, ptrs, now, excluded);
         if (c.member) {
-            states[*c.member].active -= 1;
+            states[*c.member].release();
         }
         return c.member;
     }
@@ -62,12 +78,12 @@ TEST_CASE("round robin visits members in exact order", "[unit][gateway][balancer
 TEST_CASE("round robin skips unavailable members", "[unit][gateway][balancer]") {
     balancer b(make_pool(config::balance::round_robin, {1, 1, 1}));
     fixture f(3);
-    f.states[1].healthy = 0;
+    mark_down(f.states[1]);
     for (int i = 0; i < 6; ++i) {
         CHECK(*f.pick(b) != 1);
     }
-    f.states[0].drained = 1;
-    f.states[2].healthy = 0;
+    f.states[0].drain();
+    mark_down(f.states[2]);
     CHECK_FALSE(f.pick(b).has_value());
 }
 
@@ -93,19 +109,19 @@ TEST_CASE("weighted schedule is reduced by the common divisor", "[unit][gateway]
 TEST_CASE("least connections picks the least loaded, relative to weight", "[unit][gateway][balancer]") {
     balancer b(make_pool(config::balance::least_connections, {1, 1, 1}));
     fixture f(3);
-    f.states[0].active = 4;
-    f.states[1].active = 1;
-    f.states[2].active = 3;
+    hold(f.states[0], 4);
+    hold(f.states[1], 1);
+    hold(f.states[2], 3);
     for (int i = 0; i < 5; ++i) {
         CHECK(*f.pick(b) == 1);
     }
-    f.states[1].drained = 1;
+    f.states[1].drain();
     CHECK(*f.pick(b) == 2);
 
     balancer weighted(make_pool(config::balance::least_connections, {4, 1}));
     fixture g(2);
-    g.states[0].active = 3;  // 3/4 per unit of weight
-    g.states[1].active = 1;  // 1/1
+    hold(g.states[0], 3);  // 3/4 per unit of weight
+    hold(g.states[1], 1);  // 1/1
     CHECK(*g.pick(weighted) == 0);
 }
 
@@ -123,22 +139,22 @@ TEST_CASE("least connections rotates among ties", "[unit][gateway][balancer]") {
 TEST_CASE("ejected members are skipped until their time, unless all are", "[unit][gateway][balancer]") {
     balancer b(make_pool(config::balance::round_robin, {1, 1}));
     fixture f(2);
-    f.states[0].ejected_until = 100;
+    eject(f.states[0]);
     for (int i = 0; i < 4; ++i) {
-        CHECK(*f.pick(b, 50) == 1);
+        CHECK(*f.pick(b, ms / 2) == 1);
     }
-    CHECK(f.pick(b, 100).has_value());  // ejection over at t=100
+    CHECK(f.pick(b, ms).has_value());  // ejection over at t=1 ms
     std::map<std::size_t, int> after;
     for (int i = 0; i < 4; ++i) {
-        ++after[*f.pick(b, 150)];
+        ++after[*f.pick(b, 3 * ms / 2)];
     }
     CHECK(after[0] == 2);
     // Every member ejected: panic routing still serves (ejection is a guess).
-    f.states[1].ejected_until = 100;
-    CHECK(f.pick(b, 50).has_value());
+    eject(f.states[1]);
+    CHECK(f.pick(b, ms / 2).has_value());
     // But health and drain are never overridden.
-    f.states[0].healthy = 0;
-    f.states[1].drained = 1;
+    mark_down(f.states[0]);
+    f.states[1].drain();
     CHECK_FALSE(f.pick(b, 50).has_value());
 }
 
@@ -151,7 +167,7 @@ TEST_CASE("members already tried are excluded", "[unit][gateway][balancer]") {
     CHECK_FALSE(f.pick(b, 1, 0b111).has_value());
     balancer lc(make_pool(config::balance::least_connections, {1, 1}));
     fixture g(2);
-    g.states[1].active = 9;
+    hold(g.states[1], 9);
     CHECK(*g.pick(lc, 1, 0b01) == 1);
 }
 
@@ -165,12 +181,12 @@ TEST_CASE("max connections per server: full members are skipped, then the pool i
             REQUIRE(c.member);
             held.push_back(*c.member);
         }
-        CHECK(f.states[0].active == 2);
-        CHECK(f.states[1].active == 2);
+        CHECK(f.states[0].active() == 2);
+        CHECK(f.states[1].active() == 2);
         auto c = b.pick(f.pool.next, f.ptrs, 1, 0, 2);
         CHECK_FALSE(c.member);
         CHECK(c.full);
-        f.states[1].active -= 1;  // one finishes
+        f.states[1].release();  // one finishes
         c = b.pick(f.pool.next, f.ptrs, 1, 0, 2);
         REQUIRE(c.member);
         CHECK(*c.member == 1);
@@ -183,7 +199,8 @@ TEST_CASE("slow start ramps a returning member's share up", "[unit][gateway][bal
     balancer b(p);
     fixture f(2);
     const gateway::mono_ns s = 1'000'000'000;
-    f.states[0].up_since = 100 * s;  // member 0 just came back at t=100 s
+    mark_down(f.states[0]);
+    f.states[0].on_check(true, 200, 1, 1, 100 * s);  // member 0 just came back at t=100 s
     auto share = [&](gateway::mono_ns now) {
         int zero = 0;
         for (int i = 0; i < 2000; ++i) {
@@ -215,18 +232,18 @@ TEST_CASE("runtime weights rebuild the schedule when their version moves", "[uni
     };
     auto even = shares();
     CHECK(even[0] == 200);
-    f.states[0].weight = 3;
+    f.states[0].set_weight(3);
     auto unchanged = shares();  // same version: the schedule stays
     CHECK(unchanged[0] == 200);
     b.refresh_weights(1, f.ptrs);
     auto weighted = shares();
     CHECK(weighted[0] == 300);
-    f.states[0].weight = 0;  // back to the configured weight
+    f.states[0].set_weight(0);  // back to the configured weight
     b.refresh_weights(2, f.ptrs);
     CHECK(shares()[0] == 200);
     // Round robin ignores weights, as configured ones.
     balancer rr(make_pool(config::balance::round_robin, {1, 1}));
-    f.states[0].weight = 5;
+    f.states[0].set_weight(5);
     rr.refresh_weights(3, f.ptrs);
     std::map<std::size_t, int> counts;
     for (int i = 0; i < 10; ++i) {

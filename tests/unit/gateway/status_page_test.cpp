@@ -205,14 +205,23 @@ TEST_CASE("status_json: the whole document for a small config", "[unit][gateway]
     block->workers[1].handshake_failures = 1;
     block->workers[2].requests_total = 1000;  // not a running worker: not summed
     block->pools[0].queued = 4;
-    block->servers[0].active = 1;
-    block->servers[0].requests = 30;
-    block->servers[0].failures = 2;
-    block->servers[0].last_check = 200;
-    block->servers[0].checks_passed = 9;
-    block->servers[1].drained = 1;
-    block->servers[1].last_check = -1;
-    block->servers[1].checks_failed = 4;
+    // Through server_health's methods, as the gateway sets them.
+    const config::outlier_detection never_eject{0, {}, {}};
+    gateway::server_health& app1 = block->servers[0];
+    gateway::server_health& app2 = block->servers[1];
+    REQUIRE(app1.try_acquire(0));
+    for (int i = 0; i < 30; ++i) {
+        app1.count_request();
+    }
+    app1.on_attempt_failure(never_eject, 0);
+    app1.on_attempt_failure(never_eject, 0);
+    for (int i = 0; i < 9; ++i) {
+        app1.on_check(true, 200, 2, 3, 0);
+    }
+    app2.drain();
+    for (int i = 0; i < 4; ++i) {
+        app2.on_check(false, -1, 2, 5, 0);  // fall 5: still healthy
+    }
 
     status_extra extra;
     extra.started_unix = 1'700'000'000;
@@ -246,8 +255,11 @@ TEST_CASE("status_json: server states", "[unit][gateway][status]") {
     auto block = std::make_unique<gateway::shared_block>();
     status_extra extra;
 
-    block->servers[0].healthy = 0;
-    block->servers[1].ejected_until = gateway::mono_now() + 8'000'000'000;
+    block->servers[0].on_check(false, 503, 1, 1, gateway::mono_now());
+    config::outlier_detection eject_8s;
+    eject_8s.consecutive_failures = 1;
+    eject_8s.base_ejection = std::chrono::seconds(8);
+    REQUIRE(block->servers[1].on_attempt_failure(eject_8s, gateway::mono_now()).ejected);
     std::string json = gateway::status_json(*cfg, *block, {}, extra);
     CHECK(json_checker(json).valid());
     CHECK(json.find(R"("name":"app1","address":"192.0.2.21","port":8080,"weight":1,"state":"down","healthy":false)") !=
@@ -262,7 +274,7 @@ TEST_CASE("status_json: server states", "[unit][gateway][status]") {
     CHECK(left <= 8000);
 
     // Drained wins over down: the operator's decision is what the page shows first.
-    block->servers[0].drained = 1;
+    block->servers[0].drain();
     json = gateway::status_json(*cfg, *block, {}, extra);
     CHECK(json.find(R"("state":"drained","healthy":false,"drained":true)") != std::string::npos);
 }
