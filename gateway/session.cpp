@@ -1,5 +1,7 @@
 #include "gateway/session.hpp"
 
+#include "gateway/retry_policy.hpp"
+
 #include "gateway/access_log.hpp"
 #include "gateway/http_rules.hpp"
 #include "gateway/log.hpp"
@@ -453,14 +455,11 @@ private:
         }
         rec_.bytes_received = body_prefix.size();
         // What a retry may resend: the whole request is in memory.
-        const bool replayable = p.is_done();
-        const bool idempotent = is_idempotent(req.method());
+        retry_policy policy(is_idempotent(req.method()), p.is_done(), pool_cfg.retries);
 
         std::optional<response_parser> rp;
         std::optional<slot> taken;
         std::uint64_t tried = 0;
-        unsigned attempts_left = 1 + pool_cfg.retries;
-        std::optional<http::status> last_failure;
         // The outer loop comes round again only when a response's body fails
         // before any byte of it reached the client (see below).
         for (;;) {
@@ -473,12 +472,11 @@ private:
                 member = co_await wait_in_queue(pool, tried);
             }
             if (!member) {
-                co_return co_await reply_error(last_failure.value_or(http::status::service_unavailable), version,
-                                               true);
+                co_return co_await reply_error(policy.no_server_status(), version, true);
             }
             taken.emplace(*this, pool, *member);
             tried |= *member < 64 ? std::uint64_t{1} << *member : 0;
-            --attempts_left;
+            policy.on_server_chosen();
             const std::size_t server = w_.member_servers[pool][*member];
             server_health& state = *w_.members[pool][*member];
             state.count_request();
@@ -487,14 +485,15 @@ private:
 
             // What went wrong with this server; std::nullopt when the
             // response header arrived.
-            std::optional<attempt_failure> failure;
-            for (int stale = 0; stale < 2; ++stale) {
+            std::optional<attempt_failure_facts> failure;
+            std::optional<error_code> failure_ec;
+            retry_decision decision;
+            for (int connection = 0; connection < 2; ++connection) {
                 // A request that may be resent skips the liveness peek: if
                 // the backend closed this keep-alive connection, the failure
-                // comes before any response byte and the request goes again
-                // on a new connection to the same server.
-                const bool resendable = replayable && idempotent;
-                up_ = w_.upstreams.take(server, !resendable || stale > 0);
+                // comes before any response byte and the policy sends it
+                // again on a new connection to the same server.
+                up_ = w_.upstreams.take(server, !policy.resendable() || policy.stale_resend_used());
                 const bool reused = up_ != nullptr;
                 if (!up_) {
                     up_ = std::make_unique<upstream_connection>(w_.io.get_executor());
@@ -502,61 +501,63 @@ private:
                     arm(phase::upstream_connect);
                     error_code ec = co_await connect_upstream(up_->socket, w_.server_endpoints[server]);
                     if (ec) {
-                        // Nothing was sent: any request may go to another server.
-                        failure = attempt_failure{ec, take_timeout(), true};
-                        break;
+                        failure = attempt_failure_facts{attempt_stage::connect, take_timeout()};
+                        failure_ec = ec;
                     }
                 }
-                http::request_serializer<http::buffer_body> sr{req};
-                std::uint64_t sent_up = 0;
-                auto [res, rec] = co_await relay(stream_, buffer_, p, sr, up_->socket, phase::request_body,
-                                                 phase::upstream_send, sent_up, body_prefix);
-                rec_.bytes_received = std::max(rec_.bytes_received, sent_up);
-                if (res == relay_result::read_failed) {
-                    // The client's body failed: too large, malformed, too slow or gone.
-                    up_.reset();
-                    co_return co_await client_body_failed(rec, version);
-                }
-                if (res == relay_result::write_failed) {
-                    const bool timed_out = take_timeout();
-                    if (!timed_out && reused && stale == 0 && resendable) {
+                if (!failure) {
+                    http::request_serializer<http::buffer_body> sr{req};
+                    std::uint64_t sent_up = 0;
+                    auto [res, rec] = co_await relay(stream_, buffer_, p, sr, up_->socket, phase::request_body,
+                                                     phase::upstream_send, sent_up, body_prefix);
+                    rec_.bytes_received = std::max(rec_.bytes_received, sent_up);
+                    if (res == relay_result::read_failed) {
+                        // The client's body failed: too large, malformed, too slow or gone.
                         up_.reset();
-                        continue;
+                        co_return co_await client_body_failed(rec, version);
                     }
-                    failure = attempt_failure{rec, timed_out, false};
-                    break;
-                }
-
-                arm(phase::upstream_response);
-                error_code ec;
-                // Interim 1xx responses (100 Continue, 103 Early Hints) are
-                // consumed here: the gateway answered Expect itself.
-                for (int interim = 0; interim < 8; ++interim) {
-                    rp.emplace();
-                    rp->header_limit(64 * 1024);
-                    rp->body_limit(boost::none);
-                    if (head) {
-                        rp->skip(true);
-                    }
-                    auto [hec, hn] = co_await http::async_read_header(up_->socket, up_->buffer, *rp, use_tuple);
-                    ec = hec;
-                    if (ec || rp->get().result_int() / 100 != 1) {
-                        break;
+                    if (res == relay_result::write_failed) {
+                        failure = attempt_failure_facts{attempt_stage::send, take_timeout(), reused};
+                        failure_ec = rec;
                     }
                 }
-                if (ec) {
-                    const bool timed_out = take_timeout();
-                    if (!timed_out && reused && stale == 0 && resendable &&
-                        (ec == http::error::end_of_stream || ec == net::error::eof ||
-                         ec == net::error::connection_reset)) {
+                if (!failure) {
+                    arm(phase::upstream_response);
+                    error_code ec;
+                    // Interim 1xx responses (100 Continue, 103 Early Hints) are
+                    // consumed here: the gateway answered Expect itself.
+                    for (int interim = 0; interim < 8; ++interim) {
+                        rp.emplace();
+                        rp->header_limit(64 * 1024);
+                        rp->body_limit(boost::none);
+                        if (head) {
+                            rp->skip(true);
+                        }
+                        auto [hec, hn] = co_await http::async_read_header(up_->socket, up_->buffer, *rp, use_tuple);
+                        ec = hec;
+                        if (ec || rp->get().result_int() / 100 != 1) {
+                            break;
+                        }
+                    }
+                    if (ec) {
+                        failure = attempt_failure_facts{attempt_stage::response_head, take_timeout(), reused,
+                                                        ec == http::error::end_of_stream || ec == net::error::eof ||
+                                                            ec == net::error::connection_reset};
+                        failure_ec = ec;
+                    } else if (rp->get().result_int() / 100 == 1) {
+                        // 101 (protocol switch) or an endless run of interim responses.
+                        failure = attempt_failure_facts{attempt_stage::response_head};
+                        failure_ec = http::error::bad_status;
+                    }
+                }
+                if (failure) {
+                    decision = policy.on_failure(*failure, w_.draining);
+                    if (decision.action == retry_action::resend_new_connection) {
                         up_.reset();
                         rp.reset();
+                        failure.reset();
                         continue;
                     }
-                    failure = attempt_failure{ec, timed_out, false};
-                } else if (rp->get().result_int() / 100 == 1) {
-                    // 101 (protocol switch) or an endless run of interim responses.
-                    failure = attempt_failure{http::error::bad_status, false, false};
                 }
                 break;
             }
@@ -573,14 +574,9 @@ private:
             rp.reset();
             record_failure(state, server, pool_cfg);
             log(log_level::warn, "upstream " + w_.cfg->servers[server].name + " failed: " +
-                                     (failure->timed_out ? std::string("timeout") : failure->ec.message()));
-            last_failure = failure->timed_out ? http::status::gateway_timeout : http::status::bad_gateway;
-            // Retry on another server when it is safe: nothing was sent, or
-            // the method is idempotent and the whole request is in memory.
-            // Never a POST whose body went out.
-            const bool safe = failure->before_send || (idempotent && replayable);
-            if (attempts_left == 0 || !safe || w_.draining) {
-                co_return co_await reply_error(*last_failure, version, true);
+                                     (failure->timed_out ? std::string("timeout") : failure_ec->message()));
+            if (decision.action != retry_action::retry_elsewhere) {
+                co_return co_await reply_error(decision.status, version, true);
             }
             state.count_retry();
             ++rec_.retries;
@@ -619,19 +615,16 @@ private:
             if (result == relay_result::read_failed) {
                 log(log_level::warn, "upstream " + w_.cfg->servers[server].name + " failed mid-response: " +
                                          (timed_out ? std::string("timeout") : ec.message()));
-                // The header goes out with the first body piece: if that
-                // piece never came, nothing reached the client yet and a
-                // request that is safe to resend goes to another server.
-                if (!rs.is_header_done() && idempotent && replayable && attempts_left > 0 && !w_.draining) {
-                    record_failure(state, server, pool_cfg);
+                attempt_failure_facts f{attempt_stage::response_body, timed_out};
+                f.response_started = rs.is_header_done();
+                record_failure(state, server, pool_cfg);
+                if (policy.on_failure(f, w_.draining).action == retry_action::retry_elsewhere) {
                     state.count_retry();
                     ++rec_.retries;
-                    last_failure = http::status::bad_gateway;
                     up_.reset();
                     rp.reset();
                     continue;
                 }
-                record_failure(state, server, pool_cfg);
             }
             // Part of the response already reached the client: the only
             // honest signal left is to cut the connection.
@@ -831,11 +824,6 @@ private:
         co_return co_await reply_error(status, version, true);
     }
 
-    static bool is_idempotent(http::verb v) {
-        return v == http::verb::get || v == http::verb::head || v == http::verb::options || v == http::verb::trace ||
-               v == http::verb::put || v == http::verb::delete_;
-    }
-
     // The client's request token bucket for this pool (shared by all workers).
     bool within_rate(std::size_t pool, const config::rate& r) {
         const mono_ns now = mono_now();
@@ -919,12 +907,6 @@ private:
         }
         co_return got;
     }
-
-    struct attempt_failure {
-        error_code ec;
-        bool timed_out = false;
-        bool before_send = false;  ///< the connection failed: nothing of the request was sent
-    };
 
     // Passive outlier detection (server_health::on_attempt_failure): all
     // workers see an ejection through shared memory.
