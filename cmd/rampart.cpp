@@ -166,6 +166,9 @@ int cmd_check(const std::vector<std::string>& args) {
     if (const auto warning = rampart::ha::track_process_warning(*cfg); !warning.empty()) {
         std::cerr << "rampart check: warning: " << warning << '\n';
     }
+    for (const auto& w : rampart::config::route_warnings(*cfg)) {
+        std::cerr << w.where.file << ':' << w.where.line << ':' << w.where.column << ": warning: " << w.what << '\n';
+    }
     std::cout << rampart::config::summary(*cfg);
     return 0;
 }

@@ -60,6 +60,16 @@
 //       <name>.rate_limit       map { rate, burst }            none (requests per client address;
 //                               rate as in firewall.conn_rate; burst defaults to one second's worth)
 //     default_pool              pool name                      the only pool; required with several
+//     routes                    list of maps                   none (everything to default_pool); first match wins
+//       - host                  name or *.name, any case       any host (matched without the port, any case;
+//                                                              *.example.com: any subdomain, not example.com)
+//         path                  normalised prefix "/..."       / (segment-aware: /static/ and /static match
+//                                                              /static/x, /static does not match /staticx)
+//         methods               list of methods, >= 1          any
+//         pool                  pool name                      one of pool and redirect: proxy to that pool
+//         redirect              map { to, status }             ... or answer a redirect to `to` + the request's
+//           to                  http(s) URL, optional path     path and query; status 301, 302, 303, 307, 308
+//           status                                             (301)
 //     timeouts                  map of durations
 //       handshake 10s, header 10s, body 30s, idle 60s, upstream_connect 3s,
 //       upstream_response 30s, drain 30s
@@ -237,6 +247,7 @@ constexpr std::array ha_health_keys{"interval"sv, "require_backend"sv, "weight"s
 constexpr std::array server_keys{"address"sv, "role"sv, "port"sv, "weight"sv};
 constexpr std::array gateway_keys{"listen"sv,           "workers"sv,          "user"sv,       "seccomp"sv,
                                   "tls"sv,              "hsts"sv,             "pools"sv,      "default_pool"sv,
+                                  "routes"sv,
                                   "timeouts"sv,         "limits"sv,           "abuse"sv,      "security_headers"sv,
                                   "admin_token_file"sv, "access_log"sv,       "log_level"sv};
 constexpr std::array listen_keys{"https"sv, "http"sv, "admin"sv};
@@ -660,6 +671,8 @@ private:
     void check_tls(const field& f, tls& out);
     void check_hsts(const field& f, hsts& out);
     void check_pools(const field& f, snapshot& s, std::vector<std::string>& names);
+    void check_routes(const field& f, gateway& gw, const std::vector<std::string>& pool_names);
+    std::optional<route> check_route(const field& f, const std::vector<std::string>& pool_names);
     void check_pool(const std::string& name, const field& f, const snapshot& s, pool& out);
     void check_timeouts(const field& f, timeouts& out);
     void check_limits(const field& f, limits& out);
@@ -1017,6 +1030,9 @@ void checker::check_gateway(const field& f, snapshot& s) {
         fail(pools->at, "gateway.default_pool",
              "required when there are several pools; expected one of " + join(choices, " or "));
     }
+    if (const auto r = m->get("routes")) {
+        check_routes(*r, gw, pool_names);
+    }
     if (const auto t = m->get("timeouts")) {
         check_timeouts(*t, gw.timeouts_settings);
     }
@@ -1154,6 +1170,150 @@ void checker::check_hsts(const field& f, hsts& out) {
     }
     optional_value(*m, "include_subdomains", out.include_subdomains, [&](const field& b) { return boolean(b); });
     optional_value(*m, "preload", out.preload, [&](const field& b) { return boolean(b); });
+}
+
+constexpr std::array route_keys{"host"sv, "path"sv, "methods"sv, "pool"sv, "redirect"sv};
+constexpr std::array redirect_keys{"to"sv, "status"sv};
+
+// A route's path: absolute, already in the normalised form requests are
+// compared in (no dot segments, no empty segment, no percent-encoding, no
+// query), or it could never match.
+bool normalised_path(std::string_view p) {
+    if (p.empty() || p.front() != '/') {
+        return false;
+    }
+    const bool chars = std::all_of(p.begin(), p.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) != 0 || std::string_view("-._~!$&'()*+,;=:@/").find(c) !=
+                                                                       std::string_view::npos;
+    });
+    return chars && p.find("//") == std::string_view::npos && !p.ends_with("/.") && !p.ends_with("/..") &&
+           p.find("/./") == std::string_view::npos && p.find("/../") == std::string_view::npos;
+}
+
+bool route_host(std::string_view h) {
+    std::string_view name = h.starts_with("*.") ? h.substr(2) : h;
+    return !name.empty() && name.size() <= 253 && name.front() != '.' && name.back() != '.' &&
+           name.find("..") == std::string_view::npos && std::all_of(name.begin(), name.end(), [](char c) {
+               return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
+           });
+}
+
+void checker::check_routes(const field& f, gateway& gw, const std::vector<std::string>& pool_names) {
+    const auto list = read_list(f, "a list of routes ({ host, path, methods, and pool or redirect })");
+    if (!list) {
+        return;
+    }
+    for (const auto& item : *list) {
+        if (auto r = check_route(item, pool_names)) {
+            gw.routes.push_back(std::move(*r));
+        }
+    }
+}
+
+std::optional<route> checker::check_route(const field& f, const std::vector<std::string>& pool_names) {
+    const auto m = read_map(f, route_keys, "a map with host, path, methods, and pool or redirect");
+    if (!m) {
+        return std::nullopt;
+    }
+    const std::size_t errors_before = error_count_;
+    route r;
+    r.where = where(f.at);
+    if (const auto h = m->get("host")) {
+        if (auto text = scalar(*h, "a host name like www.example.com or *.example.com")) {
+            std::transform(text->begin(), text->end(), text->begin(),
+                           [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+            if (!route_host(*text)) {
+                fail(*h, "expected a host name like www.example.com or *.example.com (no port), got " +
+                             in_quotes(h->node.Scalar()));
+            }
+            r.host = *text;
+        }
+    }
+    if (const auto p = m->get("path")) {
+        if (const auto text = scalar(*p, "a path prefix like /static/")) {
+            if (!normalised_path(*text)) {
+                fail(*p, "expected a path prefix like /static/ (starting with /, no query, no percent-encoding, "
+                         "no . or .. or empty segment), got " + in_quotes(*text));
+            }
+            r.path = *text;
+        }
+    }
+    if (const auto ms = m->get("methods")) {
+        if (const auto list = read_list(*ms, "a list of methods like [GET, HEAD]")) {
+            for (const auto& item : *list) {
+                if (const auto text = scalar(item, "a method like GET")) {
+                    const bool token = !text->empty() && std::all_of(text->begin(), text->end(), [](char c) {
+                        return c >= 'A' && c <= 'Z';
+                    });
+                    if (!token) {
+                        fail(item, "expected a method in upper case like GET, got " + in_quotes(*text));
+                    } else {
+                        r.methods.push_back(*text);
+                    }
+                }
+            }
+            if (list->empty()) {
+                fail(*ms, "expected at least one method (leave methods out for any)");
+            }
+        }
+    }
+    const auto pool = m->get("pool");
+    const auto redirect = m->get("redirect");
+    if (pool.has_value() == redirect.has_value()) {
+        fail(f, "expected exactly one action: pool (proxy to a pool) or redirect");
+    }
+    if (pool) {
+        if (const auto name = scalar(*pool, "a pool name")) {
+            const auto at = std::find(pool_names.begin(), pool_names.end(), *name);
+            if (at != pool_names.end()) {
+                r.pool = *name;
+                r.pool_index = static_cast<std::size_t>(at - pool_names.begin());
+            } else if (!pool_names.empty()) {
+                const std::vector<std::string_view> choices(pool_names.begin(), pool_names.end());
+                const std::string hint = did_you_mean(*name, choices);
+                fail(*pool, "no pool named " + in_quotes(*name) + " in gateway.pools" +
+                                (hint.empty() ? "" : "; " + hint));
+            }
+        }
+    }
+    if (redirect) {
+        if (const auto rm = read_map(*redirect, redirect_keys, "a map with to and status")) {
+            route_redirect out;
+            if (const auto to = required(*rm, "to", "an http or https URL like https://www.example.com")) {
+                if (const auto text = scalar(*to, "an http or https URL like https://www.example.com")) {
+                    const std::string_view u = *text;
+                    const auto scheme_end = u.find("://");
+                    const std::string_view scheme = scheme_end == std::string_view::npos ? "" : u.substr(0, scheme_end);
+                    const std::string_view rest = scheme_end == std::string_view::npos ? "" : u.substr(scheme_end + 3);
+                    const std::string_view authority = rest.substr(0, rest.find('/'));
+                    const std::string_view path = rest.substr(authority.size());
+                    const bool ok = (scheme == "http" || scheme == "https") && !authority.empty() &&
+                                    u.find_first_of("?# \t\"<>") == std::string_view::npos &&
+                                    (path.empty() || normalised_path(path));
+                    if (!ok) {
+                        fail(*to, "expected an http or https URL like https://www.example.com (an optional path, "
+                                  "no query: the request's path and query are appended), got " + in_quotes(*text));
+                    } else {
+                                out.to = u.ends_with('/') ? std::string(u.substr(0, u.size() - 1)) : *text;
+                    }
+                }
+            }
+            if (const auto st = rm->get("status")) {
+                if (const auto n = integer(*st, 301, 308, "301, 302, 303, 307 or 308")) {
+                    if (*n > 303 && *n < 307) {
+                        fail(*st, "expected 301, 302, 303, 307 or 308, got " + in_quotes(st->node.Scalar()));
+                    } else {
+                        out.status = static_cast<unsigned>(*n);
+                    }
+                }
+            }
+            r.redirect = std::move(out);
+        }
+    }
+    if (error_count_ != errors_before) {
+        return std::nullopt;
+    }
+    return r;
 }
 
 void checker::check_pools(const field& f, snapshot& s, std::vector<std::string>& names) {
@@ -2316,6 +2476,79 @@ load_result load(const std::string& path) {
     return load_result{nullptr, {error{location{path, 1, 1}, "cannot read file: " + why}}};
 }
 
+namespace {
+
+// Whether host pattern `a` (of an earlier route) matches every host `b` does.
+bool host_covers(const std::string& a, const std::string& b) {
+    if (a.empty() || a == b) {
+        return true;
+    }
+    if (b.empty() || !a.starts_with("*.")) {
+        return false;
+    }
+    const std::string_view suffix = std::string_view(a).substr(1);  // ".example.com"
+    const std::string_view rest = b.starts_with("*.") ? std::string_view(b).substr(1) : std::string_view(b);
+    return rest.size() > suffix.size() && rest.ends_with(suffix);
+}
+
+// Whether prefix `a` matches every path prefix `b` matches (segment-aware).
+bool path_covers(const std::string& a, const std::string& b) {
+    if (a == "/" || a == b) {
+        return true;
+    }
+    if (a.ends_with('/')) {
+        return b.starts_with(a);
+    }
+    return b.starts_with(a) && b.size() > a.size() && b[a.size()] == '/';
+}
+
+bool methods_cover(const std::vector<std::string>& a, const std::vector<std::string>& b) {
+    if (a.empty()) {
+        return true;
+    }
+    return !b.empty() && std::all_of(b.begin(), b.end(), [&](const std::string& m) {
+        return std::find(a.begin(), a.end(), m) != a.end();
+    });
+}
+
+} // namespace
+
+std::vector<error> route_warnings(const snapshot& s) {
+    std::vector<error> out;
+    const auto& routes = s.gw.routes;
+    for (std::size_t j = 0; j < routes.size(); ++j) {
+        for (std::size_t i = 0; i < j; ++i) {
+            if (host_covers(routes[i].host, routes[j].host) && path_covers(routes[i].path, routes[j].path) &&
+                methods_cover(routes[i].methods, routes[j].methods)) {
+                out.push_back(error{routes[j].where, "gateway.routes[" + std::to_string(j) +
+                                                         "]: can never match: gateway.routes[" + std::to_string(i) +
+                                                         "] (line " + std::to_string(routes[i].where.line) +
+                                                         ") matches every request it would"});
+                break;
+            }
+        }
+    }
+    return out;
+}
+
+std::vector<std::size_t> routed_pools(const snapshot& s) {
+    std::vector<std::size_t> out;
+    if (s.gw.routes.empty()) {
+        for (std::size_t i = 0; i < s.gw.pools.size(); ++i) {
+            if (s.gw.pools[i].name == s.gw.default_pool) {
+                out.push_back(i);
+            }
+        }
+        return out;
+    }
+    for (const auto& r : s.gw.routes) {
+        if (!r.redirect && std::find(out.begin(), out.end(), r.pool_index) == out.end()) {
+            out.push_back(r.pool_index);
+        }
+    }
+    return out;
+}
+
 std::string summary(const snapshot& s) {
     std::string out;
     const auto line = [&](std::string_view label, const std::string& text) {
@@ -2364,6 +2597,18 @@ std::string summary(const snapshot& s) {
         for (const auto& m : p.members) {
             line("", "  " + m.name + "  " + m.address.to_string() + "  weight " + std::to_string(m.weight));
         }
+    }
+    for (std::size_t i = 0; i < gw.routes.size(); ++i) {
+        const route& r = gw.routes[i];
+        std::string methods;
+        for (const auto& m : r.methods) {
+            methods += (methods.empty() ? "" : ",") + m;
+        }
+        line(i == 0 ? "routes" : "", std::to_string(i + 1) + ". " + (r.host.empty() ? "*" : r.host) + r.path +
+                                         (methods.empty() ? "" : " " + methods) + " -> " +
+                                         (r.redirect ? "redirect " + std::to_string(r.redirect->status) + " " +
+                                                           r.redirect->to
+                                                     : "pool " + r.pool));
     }
 
     const timeouts& to = gw.timeouts_settings;

@@ -199,6 +199,25 @@ struct access_log {
 /// Severity threshold of the error log (stderr).
 enum class log_level { debug, info, warn, error };
 
+/// A route's redirect: `to` (scheme, host and an optional path prefix) with
+/// the request's path and query appended.
+struct route_redirect {
+    std::string to;           ///< "https://www.foobar.com" or "https://example.com/new"
+    unsigned status = 301;    ///< 301, 302, 303, 307 or 308
+};
+
+/// One entry of `gateway.routes`: the first whose host, path and method
+/// match a request decides what serves it.
+struct route {
+    std::string host;                  ///< "" any; a lower-case name, or "*.name" for any subdomain of name
+    std::string path = "/";            ///< a normalised path prefix, matched segment by segment
+    std::vector<std::string> methods;  ///< empty: any method
+    std::string pool;                  ///< the action: proxy to this pool ...
+    std::size_t pool_index = 0;        ///< ... (its index in gateway::pools, resolved here once)
+    std::optional<route_redirect> redirect;  ///< ... or answer with a redirect
+    location where;                    ///< the list item
+};
+
 struct gateway {
     listeners listen;
     unsigned workers = 0;                  ///< 0 = auto (one per core)
@@ -207,7 +226,8 @@ struct gateway {
     tls tls_settings;
     hsts hsts_settings;
     std::vector<pool> pools;
-    std::string default_pool;              ///< the pool requests go to
+    std::string default_pool;              ///< the pool requests go to when there are no routes
+    std::vector<route> routes;             ///< first match wins; empty: everything to default_pool
     timeouts timeouts_settings;
     limits limits_settings;
     abuse abuse_settings;
@@ -338,6 +358,14 @@ struct load_result {
     std::vector<error> errors;
     explicit operator bool() const { return config != nullptr; }
 };
+
+/// Routes that can never match, each shadowed by an earlier one whose host,
+/// path and methods cover it: warnings for `rampart check`.
+std::vector<error> route_warnings(const snapshot& s);
+
+/// Indexes in gateway::pools of the pools requests can reach: those routes
+/// name, or default_pool without routes.
+std::vector<std::size_t> routed_pools(const snapshot& s);
 
 /// Reads, parses and validates a deployment file. Never throws; every problem
 /// (unreadable file, YAML syntax, unknown key, bad value, dangling reference)

@@ -294,7 +294,7 @@ net::awaitable<void> serve_admin_connection(tcp_socket socket, admin_state& stat
         const bool ok = ready(state);
         res.result(ok ? http::status::ok : http::status::service_unavailable);
         res.set(http::field::content_type, "text/plain");
-        res.body() = ok ? "ready\n" : "not ready: no available server\n";
+        res.body() = ok ? "ready\n" : "not ready: a pool that requests go to has no available server\n";
     } else if (target == "/status") {
         // The page holds no data and a browser cannot send a bearer token
         // when it opens a URL: it is served without one; the page sends the
@@ -336,16 +336,26 @@ net::awaitable<void> serve_admin_connection(tcp_socket socket, admin_state& stat
 
 }  // namespace
 
-// Some pool of the configuration has an available server (the listeners
-// are up: this process runs).
+// Every pool requests can reach has an available server (the listeners are
+// up: this process runs). A pool no route uses does not count either way.
 bool ready(const admin_state& a) {
     const mono_ns now = mono_now();
-    for (std::size_t i : pooled_servers(*a.cfg)) {
-        if (a.shared.servers[a.slots.servers[i]].available(now, true)) {
-            return true;
+    const config::snapshot& cfg = *a.cfg;
+    for (const std::size_t p : config::routed_pools(cfg)) {
+        const auto& members = cfg.gw.pools[p].members;
+        const bool some = std::any_of(members.begin(), members.end(), [&](const config::pool_member& m) {
+            for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
+                if (cfg.servers[i].name == m.name) {
+                    return a.shared.servers[a.slots.servers[i]].available(now, true);
+                }
+            }
+            return false;
+        });
+        if (!some) {
+            return false;
         }
     }
-    return false;
+    return true;
 }
 
 std::string render_metrics(const admin_state& a) {

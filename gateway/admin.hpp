@@ -43,8 +43,8 @@ struct admin_state {
     vrrp_info vrrp;
 };
 
-/// Ready to serve (/readyz, and the HA health): some pool of the
-/// configuration has an available server.
+/// Ready to serve (/readyz, and the HA health): every pool a route uses
+/// (default_pool without routes) has an available server.
 bool ready(const admin_state& a);
 
 /// Prometheus text exposition of the shared counters.

@@ -1,6 +1,7 @@
 #include "gateway/session.hpp"
 
 #include "gateway/retry_policy.hpp"
+#include "gateway/router.hpp"
 
 #include "gateway/access_log.hpp"
 #include "gateway/http_rules.hpp"
@@ -273,7 +274,7 @@ private:
         case phase::idle: return t.idle;
         case phase::header: return t.header;
         case phase::upstream_connect: return t.upstream_connect;
-        case phase::queue: return w_.cfg->gw.pools[w_.default_pool].queue_timeout + std::chrono::seconds(1);
+        case phase::queue: return w_.cfg->gw.pools[pool_].queue_timeout + std::chrono::seconds(1);
         case phase::upstream_response: return t.upstream_response;
         case phase::request_body:
         case phase::upstream_send:
@@ -420,7 +421,39 @@ private:
         // Only a chunked body can bring trailers.
         const field_snapshot header_fields = req.chunked() ? snapshot_fields(req.base()) : field_snapshot{};
 
-        const std::size_t pool = w_.default_pool;
+        // The path routes are matched in and the app server receives, in
+        // normal form; what would escape it or hide a '/' is refused.
+        if (const std::string_view target = req.target(); target != "*") {
+            const auto query = target.find('?');
+            const std::string_view raw_path = target.substr(0, query);
+            const auto path = normalise_path(raw_path);
+            if (!path) {
+                log_refused(client_.address, rejection{http::status::bad_request,
+                                                       "request path with an encoded '/' or '\\', a control "
+                                                       "character, a bad escape or a '..' above the root"});
+                co_return co_await reject(http::status::bad_request, version);
+            }
+            if (*path != raw_path) {
+                req.target(*path + std::string(query == std::string_view::npos ? "" : target.substr(query)));
+            }
+        }
+        std::size_t pool = w_.default_pool;
+        if (!w_.routes.empty()) {
+            const std::string_view target = req.target();
+            const config::route* route = w_.routes.match(host_name(req[http::field::host]),
+                                                         target.substr(0, target.find('?')), req.method_string());
+            if (route == nullptr) {
+                co_return co_await reply_error(http::status::not_found, version, !p.is_done() || !keep_alive);
+            }
+            if (route->redirect) {
+                // The request's path and query go with it; a body is not read.
+                const std::string location = route->redirect->to + std::string(target == "*" ? "/" : target);
+                co_return co_await reply_error(static_cast<http::status>(route->redirect->status), version,
+                                               !p.is_done() || !keep_alive, {}, location);
+            }
+            pool = route->pool_index;
+        }
+        pool_ = pool;
         const config::pool& pool_cfg = w_.cfg->gw.pools[pool];
         if (pool_cfg.rate_limit && !within_rate(pool, *pool_cfg.rate_limit)) {
             violation();
@@ -934,12 +967,15 @@ private:
     // Sends a short error response. `close`: the connection ends after it
     // (always when the request could not be read completely).
     net::awaitable<outcome> reply_error(http::status status, unsigned version, bool close,
-                                        std::string_view retry_after = {}) {
+                                        std::string_view retry_after = {}, std::string_view location = {}) {
         count_status(static_cast<unsigned>(status));
         auto res = make_error_response(status, version, w_.hsts_value, close || w_.draining);
         add_missing_headers(res.base(), w_.cfg->gw.security_headers);
         if (!retry_after.empty()) {
             res.set(http::field::retry_after, retry_after);
+        }
+        if (!location.empty()) {
+            res.set(http::field::location, location);
         }
         if (head_request_) {
             // HEAD: the length the body would have, and no body (bytes
@@ -1044,6 +1080,7 @@ private:
     upstream_ptr up_;
     request_log rec_;
     bool head_request_ = false;
+    std::size_t pool_ = 0;  ///< the pool of the request being served (its queue deadline)
     const char* tls_version_ = nullptr;
     const char* cipher_ = nullptr;
     bool resumed_ = false;

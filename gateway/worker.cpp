@@ -29,6 +29,7 @@ worker_context::worker_context(net::io_context& io_, config::snapshot_ptr cfg_, 
       shared(shared_),
       counters(shared_.workers[counter_slot]),
       upstreams(cfg->servers.size(), cfg->gw.limits_settings.upstream_idle_per_server, upstream_idle_time),
+      routes(cfg->gw),
       request_ids(random_seed()) {
     for (std::size_t si : slots.servers) {
         server_states.push_back(&shared.servers[si]);

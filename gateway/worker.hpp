@@ -7,6 +7,7 @@
 #include "config/config.hpp"
 #include "gateway/access_log.hpp"
 #include "gateway/balancer.hpp"
+#include "gateway/router.hpp"
 #include "gateway/http_rules.hpp"
 #include "gateway/net.hpp"
 #include "gateway/session.hpp"
@@ -60,6 +61,7 @@ struct worker_context {
     std::vector<std::vector<std::size_t>> member_servers;     ///< per pool: index in snapshot::servers
     std::vector<tcp::endpoint> server_endpoints;              ///< per server
     std::size_t default_pool = 0;
+    router routes;                                            ///< gateway.routes of cfg
     /// Per pool: timers of requests of this worker waiting in the queue; a
     /// slot freed here wakes the first at once (other workers' frees are
     /// seen by polling).

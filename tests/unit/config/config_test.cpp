@@ -756,6 +756,11 @@ TEST_CASE("the foobar.com example loads", "[unit][config]") {
     CHECK(s.gw.listen.https->to_string() == "[::]:443");
     CHECK(s.gw.listen.http->to_string() == "[::]:80");
     CHECK(s.gw.listen.admin->to_string() == "127.0.0.1:9100");
+    REQUIRE(s.gw.routes.size() == 2);  // foobar.com -> www.foobar.com, then everything to app
+    CHECK(s.gw.routes[0].host == "foobar.com");
+    CHECK(s.gw.routes[0].redirect->to == "https://www.foobar.com");
+    CHECK(s.gw.routes[1].pool == "app");
+    CHECK(cfg::route_warnings(s).empty());
     REQUIRE(s.gw.tls_settings.certificates.size() == 2);
     CHECK(s.gw.tls_settings.certificates[1].key_file == "/etc/rampart/rsa.key");
     const cfg::pool* app = s.find_pool("app");
@@ -1139,4 +1144,93 @@ TEST_CASE("ha: the peer check needs a private secret and an admin listener the p
           "config.yaml:14:30: ha.peer_check.secret_file: the HA peer secret file " + secret +
               " is readable by group or others; run: chmod 600 " + secret);
     std::filesystem::remove_all(dir);
+}
+
+namespace {
+
+const std::string routes_head = R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+  api1: { address: 192.0.2.31, role: app, port: 8080 }
+gateway:
+  listen: { http: "127.0.0.1:8080" }
+  pools: { app: { servers: [app1] }, api: { servers: [api1] } }
+  default_pool: app
+  routes:
+)";
+
+}  // namespace
+
+TEST_CASE("routes: read in order, with their actions resolved", "[unit][config]") {
+    const auto s = load_ok(routes_head + R"(    - { host: FooBar.com, redirect: { to: "https://www.foobar.com/", status: 308 } }
+    - { host: "*.foobar.com", path: /api/, methods: [GET, HEAD], pool: api }
+    - { path: /, pool: app }
+)");
+    const auto& r = s->gw.routes;
+    REQUIRE(r.size() == 3);
+    CHECK(r[0].host == "foobar.com");
+    CHECK(r[0].path == "/");
+    REQUIRE(r[0].redirect);
+    CHECK(r[0].redirect->to == "https://www.foobar.com");  // the trailing slash: the request's path brings one
+    CHECK(r[0].redirect->status == 308);
+    CHECK(r[1].host == "*.foobar.com");
+    CHECK(r[1].methods == std::vector<std::string>{"GET", "HEAD"});
+    CHECK(r[1].pool == "api");
+    CHECK(r[1].pool_index == 1);
+    CHECK(r[2].host.empty());
+    CHECK(r[2].pool_index == 0);
+    CHECK(r[1].where.line == 11);
+    CHECK(cfg::route_warnings(*s).empty());
+    CHECK(cfg::routed_pools(*s) == std::vector<std::size_t>{1, 0});
+    CHECK_THAT(cfg::summary(*s), Contains("routes     1. foobar.com/ -> redirect 308 https://www.foobar.com\n"
+                                          "           2. *.foobar.com/api/ GET,HEAD -> pool api\n"
+                                          "           3. */ -> pool app\n"));
+    // Without routes, default_pool is the one pool requests reach.
+    const auto plain = load_ok(routes_head.substr(0, routes_head.find("  routes:")));
+    CHECK(plain->gw.routes.empty());
+    CHECK(cfg::routed_pools(*plain) == std::vector<std::size_t>{0});
+}
+
+TEST_CASE("routes: every mistake at its position", "[unit][config]") {
+    CHECK(only_error(routes_head + "    - { path: /api/ }\n") ==
+          "config.yaml:10:7: gateway.routes[0]: expected exactly one action: pool (proxy to a pool) or redirect");
+    CHECK(only_error(routes_head + "    - { pool: app, redirect: { to: \"https://x.example\" } }\n") ==
+          "config.yaml:10:7: gateway.routes[0]: expected exactly one action: pool (proxy to a pool) or redirect");
+    CHECK(only_error(routes_head + "    - { pool: apps }\n") ==
+          "config.yaml:10:15: gateway.routes[0].pool: no pool named \"apps\" in gateway.pools; did you mean 'app'?");
+    CHECK(only_error(routes_head + "    - { path: /a/../b, pool: app }\n") ==
+          "config.yaml:10:15: gateway.routes[0].path: expected a path prefix like /static/ (starting with /, no "
+          "query, no percent-encoding, no . or .. or empty segment), got \"/a/../b\"");
+    CHECK(only_error(routes_head + "    - { path: static, pool: app }\n").find("got \"static\"") != std::string::npos);
+    CHECK(only_error(routes_head + "    - { path: /a%2Fb, pool: app }\n").find("got \"/a%2Fb\"") != std::string::npos);
+    CHECK(only_error(routes_head + "    - { host: \"www.foobar.com:443\", pool: app }\n") ==
+          "config.yaml:10:15: gateway.routes[0].host: expected a host name like www.example.com or *.example.com "
+          "(no port), got \"www.foobar.com:443\"");
+    CHECK(only_error(routes_head + "    - { methods: [get], pool: app }\n") ==
+          "config.yaml:10:19: gateway.routes[0].methods[0]: expected a method in upper case like GET, got \"get\"");
+    CHECK(only_error(routes_head + "    - { redirect: { to: \"ftp://x.example\" } }\n").find(
+              "gateway.routes[0].redirect.to: expected an http or https URL") != std::string::npos);
+    CHECK(only_error(routes_head + "    - { redirect: { to: \"https://x.example/?a=1\" } }\n").find(
+              "gateway.routes[0].redirect.to: expected an http or https URL") != std::string::npos);
+    CHECK(only_error(routes_head + "    - { redirect: { to: \"https://x.example\", status: 305 } }\n") ==
+          "config.yaml:10:54: gateway.routes[0].redirect.status: expected 301, 302, 303, 307 or 308, got \"305\"");
+    CHECK(only_error(routes_head + "    - { pool: app, hosts: x }\n") ==
+          "config.yaml:10:20: gateway.routes[0].hosts: unknown key, did you mean 'host'?");
+}
+
+TEST_CASE("routes: a route an earlier one shadows is a warning", "[unit][config]") {
+    const auto s = load_ok(routes_head + R"(    - { path: /api/, pool: api }
+    - { host: www.foobar.com, path: /api/v2/, methods: [GET], pool: app }
+    - { host: "*.foobar.com", path: /static, pool: api }
+    - { host: cdn.foobar.com, path: /static/img/, pool: app }
+    - { host: foobar.com, path: /static/, pool: app }
+    - { path: /, methods: [GET], pool: app }
+    - { path: /x, methods: [GET, POST], pool: app }
+)");
+    const auto w = cfg::route_warnings(*s);
+    REQUIRE(w.size() == 2);
+    CHECK(w[0].to_string() == "config.yaml:11:7: gateway.routes[1]: can never match: gateway.routes[0] (line 10) "
+                              "matches every request it would");
+    CHECK(w[1].to_string() == "config.yaml:13:7: gateway.routes[3]: can never match: gateway.routes[2] (line 12) "
+                              "matches every request it would");
 }
