@@ -26,6 +26,25 @@ bool unreserved(unsigned char c) {
 
 } // namespace
 
+bool is_normal_path(std::string_view path) {
+    if (path.empty() || path.front() != '/') {
+        return false;
+    }
+    for (std::size_t i = 0; i < path.size(); ++i) {
+        const auto c = static_cast<unsigned char>(path[i]);
+        if (c == '%' || c == '\\' || c < 0x20 || c == 0x7f) {
+            return false;
+        }
+        // A dot segment: "/." followed by the end, '/', or ".".
+        if (c == '.' && path[i - 1] == '/' &&
+            (i + 1 == path.size() || path[i + 1] == '/' ||
+             (path[i + 1] == '.' && (i + 2 == path.size() || path[i + 2] == '/')))) {
+            return false;
+        }
+    }
+    return true;
+}
+
 std::optional<std::string> normalise_path(std::string_view path) {
     if (path.empty() || path.front() != '/') {
         return std::nullopt;

@@ -19,6 +19,11 @@ namespace rampart::gateway {
 /// malformed escape, or a ".." that would climb above the root.
 std::optional<std::string> normalise_path(std::string_view path);
 
+/// Whether `path` is already in the form normalise_path() returns (no
+/// escape, no dot segment, no control byte or '\\'): the common case, checked
+/// without allocating.
+bool is_normal_path(std::string_view path);
+
 /// The Host header's name: without the port, in lower case, without a
 /// trailing dot. "" when there is none.
 std::string host_name(std::string_view host_header);

@@ -426,15 +426,17 @@ private:
         if (const std::string_view target = req.target(); target != "*") {
             const auto query = target.find('?');
             const std::string_view raw_path = target.substr(0, query);
-            const auto path = normalise_path(raw_path);
-            if (!path) {
-                log_refused(client_.address, rejection{http::status::bad_request,
-                                                       "request path with an encoded '/' or '\\', a control "
-                                                       "character, a bad escape or a '..' above the root"});
-                co_return co_await reject(http::status::bad_request, version);
-            }
-            if (*path != raw_path) {
-                req.target(*path + std::string(query == std::string_view::npos ? "" : target.substr(query)));
+            if (!is_normal_path(raw_path)) {  // the common case needs no copy
+                const auto path = normalise_path(raw_path);
+                if (!path) {
+                    log_refused(client_.address, rejection{http::status::bad_request,
+                                                           "request path with an encoded '/' or '\\', a control "
+                                                           "character, a bad escape or a '..' above the root"});
+                    co_return co_await reject(http::status::bad_request, version);
+                }
+                if (*path != raw_path) {
+                    req.target(*path + std::string(query == std::string_view::npos ? "" : target.substr(query)));
+                }
             }
         }
         std::size_t pool = w_.default_pool;

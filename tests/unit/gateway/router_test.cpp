@@ -107,3 +107,15 @@ gateway:
     CHECK(rampart::config::routed_pools(*cfg) == std::vector<std::size_t>{1, 0});
     CHECK(rampart::config::route_warnings(*cfg).empty());
 }
+
+TEST_CASE("routes: the no-copy check agrees with the normal form", "[unit][gateway][router]") {
+    for (const std::string p : {"/", "/a/b", "/a/b/", "/a.b/c..d/.e", "/...", "/a/...", "/a//b", "/~x;y=1"}) {
+        INFO(p);
+        CHECK(gateway::is_normal_path(p));
+        CHECK(normalise_path(p) == p);
+    }
+    for (const std::string p : {"/.", "/./a", "/a/.", "/a/..", "/a/../b", "/%41", "/a\\b", "", "a", "/a\x01"}) {
+        INFO(p);
+        CHECK_FALSE(gateway::is_normal_path(p));
+    }
+}
