@@ -36,7 +36,9 @@ import time
 import urllib.request
 
 GATEWAYS = ("rampart", "haproxy", "nginx")
-TITLES = {"rampart": "Rampart", "haproxy": "HAProxy", "nginx": "nginx"}
+# --rampart-before BIN: the same measurements on an earlier Rampart, interleaved with the rest.
+BEFORE = "rampart-before"
+TITLES = {"rampart": "Rampart", "haproxy": "HAProxy", "nginx": "nginx", BEFORE: "Rampart before"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1 << 20
 SITE = "www.foobar.com"
@@ -248,7 +250,8 @@ class Gateway:
         self.args = args
         self.dir = tempfile.mkdtemp(prefix=f"{kind}-", dir=work)
         self.port = free_port()
-        self.admin_port = free_port() if kind == "rampart" else None
+        self.rampart_like = kind in ("rampart", BEFORE)
+        self.admin_port = free_port() if self.rampart_like else None
         self.stats_sock = os.path.join(self.dir, "stats.sock") if kind == "haproxy" else None
         self.verify_log = verify_log
         self.proc: subprocess.Popen | None = None
@@ -273,7 +276,7 @@ gateway:
   timeouts: {{ idle: 120s, drain: 2s }}
   limits: {{ body_bytes: 16MiB, upstream_idle_per_server: 64, max_connections_per_client: 0 }}
 """)
-        return [a.rampart, "serve", "-c", path]
+        return [a.rampart_before if self.kind == BEFORE else a.rampart, "serve", "-c", path]
 
     def _haproxy_config(self) -> list[str]:
         a = self.args
@@ -380,7 +383,7 @@ http {{
     # -- life cycle ----------------------------------------------------------
 
     def start(self) -> None:
-        cmd = {"rampart": self._rampart_config, "haproxy": self._haproxy_config,
+        cmd = {"rampart": self._rampart_config, BEFORE: self._rampart_config, "haproxy": self._haproxy_config,
                "nginx": self._nginx_config}[self.kind]()
         self.logf = open(os.path.join(self.dir, "stderr.log"), "w")
         self.proc = subprocess.Popen(["taskset", "-c", GATEWAY_CPU] + cmd, stdin=subprocess.DEVNULL,
@@ -405,7 +408,7 @@ http {{
         else:
             raise RuntimeError(f"{self.kind} not serving after 15 s ({last}): {self.log_tail()}")
         self.known_pids.update(tree_pids(self.proc.pid))
-        if self.kind == "rampart":
+        if self.rampart_like:
             http_get_text(f"http://127.0.0.1:{self.admin_port}/healthz")
 
     def log_tail(self) -> str:
@@ -448,7 +451,7 @@ http {{
 
     def handshake_counts(self) -> tuple[int, int] | None:
         """(full, resumed) TLS handshakes so far, where the gateway says so."""
-        if self.kind == "rampart":
+        if self.rampart_like:
             text = http_get_text(f"http://127.0.0.1:{self.admin_port}/metrics")
             full = re.search(r'^rampart_tls_handshakes_total\{kind="full"\} (\d+)', text, re.M)
             res = re.search(r'^rampart_tls_handshakes_total\{kind="resumed"\} (\d+)', text, re.M)
@@ -696,7 +699,7 @@ def ratio(a, b):
 
 
 def report(a, results, floor, notes, started) -> str:
-    medians = {g: {k: med([r.get(k) for r in results[g]]) for k, *_ in ROWS} for g in GATEWAYS}
+    medians = {g: {k: med([r.get(k) for r in results[g]]) for k, *_ in ROWS} for g in results}
     L = []
     L.append("# Rampart side-by-side benchmark")
     L.append("")
@@ -722,6 +725,17 @@ def report(a, results, floor, notes, started) -> str:
         L.append(f"| {label} | " + " | ".join(fmt(v, f) for v in vals) +
                  f" | {fmt(rh, '{:.2f}×')} | {fmt(rn, '{:.2f}×')} |")
     L.append("")
+
+    if results.get(BEFORE):
+        L.append(f"**Before and after** (`--rampart-before {a.rampart_before}`, measured in the same rounds):")
+        L.append("")
+        L.append("| figure | Rampart | Rampart before | Rampart/before |")
+        L.append("| --- | ---: | ---: | ---: |")
+        for key, label, f, lower in ROWS:
+            now, then = medians["rampart"][key], medians[BEFORE][key]
+            r = None if lower is None else ratio(now, then)
+            L.append(f"| {label} | {fmt(now, f)} | {fmt(then, f)} | {fmt(r, '{:.3f}×')} |")
+        L.append("")
 
     # The OpenSSL floor.
     fl_t = med([float(x["server_cpu_us_per_handshake"]) for x in floor]) if floor else None
@@ -843,6 +857,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="1 round, 2 s, fewer connections (smoke test)")
     p.add_argument("--out", default="/tmp/rampart-bench.md")
     p.add_argument("--gateways", default=",".join(GATEWAYS), help="subset, for development")
+    p.add_argument("--rampart-before", help="an earlier rampart binary, measured beside the others")
     a = p.parse_args()
     a.backend_ports = [int(x) for x in a.backend_ports.split(",")]
     a.conns, a.mib_conns, a.idle_conns, a.h2load_batch = 64, 8, 2000, 100
@@ -853,6 +868,8 @@ def main() -> int:
     a.rounds = max(1, min(a.rounds, 20))
     a.duration = max(1.0, min(a.duration, 120.0))
     selected = [g for g in GATEWAYS if g in a.gateways.split(",")]
+    if a.rampart_before:
+        selected.insert(1 if "rampart" in selected else 0, BEFORE)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
@@ -864,7 +881,7 @@ def main() -> int:
 
     started = time.monotonic()
     work = tempfile.mkdtemp(prefix="rampart-bench-driver-")
-    results = {g: [] for g in GATEWAYS}
+    results = {g: [] for g in (*GATEWAYS, BEFORE)}
     notes: list[str] = []
     floor: list[dict] = []
     failed = set()

@@ -18,12 +18,14 @@
 #   --rampart BIN  use this rampart binary instead of building build-bench/
 #                  (the smoke test uses the suite's own build)
 #   --gateways L   a subset, e.g. rampart,nginx (development)
+#   --rampart-before BIN  an earlier rampart binary, measured in the same rounds:
+#                  the report gets a before/after table (a change must not cost speed)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 
-rounds=3 duration=10 quick=0 out=/tmp/rampart-bench.md rampart="" gateways=""
+rounds=3 duration=10 quick=0 out=/tmp/rampart-bench.md rampart="" gateways="" before=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds="$2"; shift 2 ;;
@@ -32,7 +34,8 @@ while [ $# -gt 0 ]; do
         --out) out="$2"; shift 2 ;;
         --rampart) rampart="$2"; shift 2 ;;
         --gateways) gateways="$2"; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --rampart-before) before="$2"; shift 2 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -186,6 +189,10 @@ args=(--rampart "$rampart" --certs "$tmp/certs" --floor "$tmp/openssl_floor"
       --rounds "$rounds" --duration "$duration" --out "$out")
 [ "$quick" = 1 ] && args+=(--quick)
 [ -n "$gateways" ] && args+=(--gateways "$gateways")
+if [ -n "$before" ]; then
+    [ -x "$before" ] || { echo "run.sh: $before is not executable" >&2; exit 1; }
+    args+=(--rampart-before "$(cd "$(dirname "$before")" && pwd)/$(basename "$before")")
+fi
 say "running bench/driver.py ${args[*]}"
 taskset -c 0 python3 "$here/driver.py" "${args[@]}" &
 driver_pid=$!
