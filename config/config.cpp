@@ -70,6 +70,10 @@
 //         redirect              map { to, status }             ... or answer a redirect to `to` + the request's
 //           to                  http(s) URL, optional path     path and query; status 301, 302, 303, 307, 308
 //           status                                             (301)
+//         headers               map { request, response }      none; pool routes only
+//           request|response    map { set, remove }            set: name -> value (replaces), remove: [names];
+//                                                              not framing, hop-by-hop, X-Forwarded-*,
+//                                                              Forwarded, X-Request-Id, Host, HSTS
 //     timeouts                  map of durations
 //       handshake 10s, header 10s, body 30s, idle 60s, upstream_connect 3s,
 //       upstream_response 30s, drain 30s
@@ -672,6 +676,7 @@ private:
     void check_hsts(const field& f, hsts& out);
     void check_pools(const field& f, snapshot& s, std::vector<std::string>& names);
     void check_routes(const field& f, gateway& gw, const std::vector<std::string>& pool_names);
+    void check_header_rules(const field& f, header_rules& out);
     std::optional<route> check_route(const field& f, const std::vector<std::string>& pool_names);
     void check_pool(const std::string& name, const field& f, const snapshot& s, pool& out);
     void check_timeouts(const field& f, timeouts& out);
@@ -1172,8 +1177,25 @@ void checker::check_hsts(const field& f, hsts& out) {
     optional_value(*m, "preload", out.preload, [&](const field& b) { return boolean(b); });
 }
 
-constexpr std::array route_keys{"host"sv, "path"sv, "methods"sv, "pool"sv, "redirect"sv};
+constexpr std::array route_keys{"host"sv, "path"sv, "methods"sv, "pool"sv, "redirect"sv, "headers"sv};
 constexpr std::array redirect_keys{"to"sv, "status"sv};
+constexpr std::array route_header_keys{"request"sv, "response"sv};
+constexpr std::array header_rule_keys{"set"sv, "remove"sv};
+
+// Fields a route may not set or remove: the message's framing, hop-by-hop
+// fields, and what the gateway itself vouches for (the client's address and
+// scheme, the request id).
+bool gateway_owned_field(std::string_view name) {
+    static constexpr std::array owned{"content-length"sv, "transfer-encoding"sv, "connection"sv, "keep-alive"sv,
+                                      "te"sv, "trailer"sv, "upgrade"sv, "host"sv, "proxy-connection"sv,
+                                      "proxy-authenticate"sv, "proxy-authorization"sv, "x-forwarded-for"sv,
+                                      "x-forwarded-proto"sv, "x-forwarded-host"sv, "forwarded"sv, "x-real-ip"sv,
+                                      "x-request-id"sv, "strict-transport-security"sv};
+    std::string lower(name);
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return std::find(owned.begin(), owned.end(), std::string_view(lower)) != owned.end();
+}
 
 // A route's path: absolute, already in the normalised form requests are
 // compared in (no dot segments, no empty segment, no percent-encoding, no
@@ -1310,10 +1332,76 @@ std::optional<route> checker::check_route(const field& f, const std::vector<std:
             r.redirect = std::move(out);
         }
     }
+    if (const auto h = m->get("headers")) {
+        if (redirect) {
+            fail(*h, "header rules apply to what a pool sends and receives; a redirect route has none");
+        } else if (const auto hm = read_map(*h, route_header_keys, "a map with request and response")) {
+            if (const auto rq = hm->get("request")) {
+                check_header_rules(*rq, r.request_headers);
+            }
+            if (const auto rs = hm->get("response")) {
+                check_header_rules(*rs, r.response_headers);
+            }
+        }
+    }
     if (error_count_ != errors_before) {
         return std::nullopt;
     }
     return r;
+}
+
+void checker::check_header_rules(const field& f, header_rules& out) {
+    const auto m = read_map(f, header_rule_keys, "a map with set and remove");
+    if (!m) {
+        return;
+    }
+    const auto valid_name = [&](const field& at, const std::string& name) {
+        const bool token = !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+            return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
+                   std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+        });
+        if (!token) {
+            fail(at, "expected a header name (letters, digits and !#$%&'*+-.^_`|~), got " + in_quotes(name));
+            return false;
+        }
+        if (gateway_owned_field(name)) {
+            fail(at, name + " is the gateway's own (framing, hop-by-hop, or what it vouches for); a route cannot "
+                            "change it");
+            return false;
+        }
+        return true;
+    };
+    if (const auto sf = m->get("set")) {
+        if (const auto fields = read_map(*sf, nullptr, "a map of header name to value")) {
+            for (const auto& [name, value] : fields->entries) {
+                if (!valid_name(value, name)) {
+                    continue;
+                }
+                if (const auto text = scalar(value, "a header value")) {
+                    const bool ok = std::all_of(text->begin(), text->end(), [](char c) {
+                        const auto u = static_cast<unsigned char>(c);
+                        return u == '\t' || (u >= 0x20 && u != 0x7f);
+                    });
+                    if (!ok) {
+                        fail(value, "a header value cannot hold control characters (CR, LF, NUL)");
+                    } else {
+                        out.set.emplace_back(name, *text);
+                    }
+                }
+            }
+        }
+    }
+    if (const auto rf = m->get("remove")) {
+        if (const auto list = read_list(*rf, "a list of header names")) {
+            for (const auto& item : *list) {
+                if (const auto text = scalar(item, "a header name")) {
+                    if (valid_name(item, *text)) {
+                        out.remove.push_back(*text);
+                    }
+                }
+            }
+        }
+    }
 }
 
 void checker::check_pools(const field& f, snapshot& s, std::vector<std::string>& names) {

@@ -206,6 +206,14 @@ struct route_redirect {
     unsigned status = 301;    ///< 301, 302, 303, 307 or 308
 };
 
+/// Header rules of a route for one direction: fields set (replacing any of
+/// that name), then fields removed.
+struct header_rules {
+    std::vector<std::pair<std::string, std::string>> set;
+    std::vector<std::string> remove;
+    bool empty() const { return set.empty() && remove.empty(); }
+};
+
 /// One entry of `gateway.routes`: the first whose host, path and method
 /// match a request decides what serves it.
 struct route {
@@ -215,6 +223,8 @@ struct route {
     std::string pool;                  ///< the action: proxy to this pool ...
     std::size_t pool_index = 0;        ///< ... (its index in gateway::pools, resolved here once)
     std::optional<route_redirect> redirect;  ///< ... or answer with a redirect
+    header_rules request_headers;      ///< applied to the request sent to the pool
+    header_rules response_headers;     ///< applied to the pool's response
     location where;                    ///< the list item
 };
 

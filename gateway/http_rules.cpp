@@ -507,6 +507,15 @@ http::response<http::string_body> make_error_response(http::status status, unsig
     return res;
 }
 
+void apply_header_rules(http::fields& f, const config::header_rules& rules) {
+    for (const auto& [name, value] : rules.set) {
+        f.set(name, value);
+    }
+    for (const auto& name : rules.remove) {
+        f.erase(name);
+    }
+}
+
 void add_missing_headers(http::fields& f, const std::vector<std::pair<std::string, std::string>>& headers) {
     for (const auto& [name, value] : headers) {
         if (f.find(name) == f.end()) {

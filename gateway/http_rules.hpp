@@ -2,6 +2,7 @@
 // Header rules applied between client and upstream. Pure functions on Beast
 // headers: no I/O, unit-testable.
 
+#include "config/config.hpp"
 #include "gateway/net.hpp"
 
 #include <array>
@@ -102,6 +103,10 @@ http::response<http::string_body> make_error_response(http::status status, unsig
 /// Adds each (name, value) the message does not already carry: security
 /// headers the application did not set itself (its own choice wins).
 void add_missing_headers(http::fields& f, const std::vector<std::pair<std::string, std::string>>& headers);
+
+/// A route's header rules: each `set` field replaces any of its name, then
+/// each `remove` field goes (config refuses the gateway's own fields).
+void apply_header_rules(http::fields& f, const config::header_rules& rules);
 
 /// The fields of a header in order, taken before a chunked body is read.
 using field_snapshot = std::vector<std::pair<std::string, std::string>>;

@@ -440,6 +440,7 @@ private:
             }
         }
         std::size_t pool = w_.default_pool;
+        route_ = nullptr;
         if (!w_.routes.empty()) {
             const std::string_view target = req.target();
             const config::route* route = w_.routes.match(host_name(req[http::field::host]),
@@ -454,6 +455,8 @@ private:
                                                !p.is_done() || !keep_alive, {}, location);
             }
             pool = route->pool_index;
+            route_ = route;
+            apply_header_rules(req.base(), route->request_headers);
         }
         pool_ = pool;
         const config::pool& pool_cfg = w_.cfg->gw.pools[pool];
@@ -634,6 +637,9 @@ private:
         keep_alive = keep_alive && !w_.draining;
         rewrite_response(res.base(), w_.hsts_value, keep_alive, version);
         add_missing_headers(res.base(), w_.cfg->gw.security_headers);
+        if (route_ != nullptr) {
+            apply_header_rules(res.base(), route_->response_headers);
+        }
         res.set("X-Request-Id", rec_.request_id);
 
         http::response_serializer<http::buffer_body> rs{res};
@@ -1083,6 +1089,7 @@ private:
     request_log rec_;
     bool head_request_ = false;
     std::size_t pool_ = 0;  ///< the pool of the request being served (its queue deadline)
+    const config::route* route_ = nullptr;  ///< its route; null without routes
     const char* tls_version_ = nullptr;
     const char* cipher_ = nullptr;
     bool resumed_ = false;

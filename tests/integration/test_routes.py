@@ -7,7 +7,7 @@ methods); a redirect route answers 301/308 with the request's path and query app
 backend never sees the request; no matching route is 404; the path reaches the backend in normal
 form (dot segments removed, unreserved escapes decoded); traversal attempts (encoded '/', '\\',
 dot-dot above the root, NUL) get 400 and reach no backend; /readyz follows every pool a route
-uses; `rampart check` lists the routes and warns, at file:line:column, about one that can never
+uses; a route's header rules set and remove fields both ways; `rampart check` lists the routes and warns, at file:line:column, about one that can never
 match.
 """
 
@@ -23,7 +23,9 @@ S = {}
 ROUTES = [
     {"host": "foobar.com", "redirect": {"to": "https://www.foobar.com"}},
     {"host": "old.foobar.com", "redirect": {"to": "https://www.foobar.com/new", "status": 308}},
-    {"host": h.SITE, "path": "/api/", "methods": ["GET", "HEAD", "POST"], "pool": "api"},
+    {"host": h.SITE, "path": "/api/", "methods": ["GET", "HEAD", "POST"], "pool": "api",
+     "headers": {"request": {"set": {"X-Api": "1", "X-Tenant": "foobar"}, "remove": ["Cookie"]},
+                 "response": {"set": {"X-Route": "api"}, "remove": ["Server"]}}},
     {"host": h.SITE, "pool": "app"},
 ]
 
@@ -67,6 +69,22 @@ def settled_requests():
     h.check(get(marker).status == 200, "the marker request")
     S["app1"].wait_for_request(marker)
     return [x.line for b in ("app1", "api1") for x in S[b].requests()]
+
+
+def test_header_rules_of_a_route():
+    r = get("/api/h", h.SITE, "-H", "Cookie: session=secret", "-H", "X-Api: 0", "-H", "X-Keep: yes")
+    h.check(r.status == 200 and r.header("X-Backend") == "api1", f"/api/h: {r.status}")
+    seen = {k.lower(): v for k, v in r.json()["headers"]}
+    h.check(seen.get("x-api") == "1" and seen.get("x-tenant") == "foobar", f"set fields: {seen}")
+    h.check("cookie" not in seen, f"Cookie reached the api pool: {seen}")
+    h.check(seen.get("x-keep") == "yes", "a field no rule names was lost")
+    h.check(r.header("X-Route") == "api" and r.header("Server") is None,
+            f"response rules: X-Route {r.header('X-Route')}, Server {r.header('Server')}")
+    # The app route has no rules: the same request keeps its Cookie, the response its Server.
+    r = get("/h", h.SITE, "-H", "Cookie: session=secret")
+    seen = {k.lower(): v for k, v in r.json()["headers"]}
+    h.check(seen.get("cookie") == "session=secret" and "x-api" not in seen, f"app route: {seen}")
+    h.check(r.header("Server") is not None and r.header("X-Route") is None, "app route response changed")
 
 
 def test_a_redirect_route_answers_without_a_backend():

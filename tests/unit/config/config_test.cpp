@@ -1234,3 +1234,29 @@ TEST_CASE("routes: a route an earlier one shadows is a warning", "[unit][config]
     CHECK(w[1].to_string() == "config.yaml:13:7: gateway.routes[3]: can never match: gateway.routes[2] (line 12) "
                               "matches every request it would");
 }
+
+TEST_CASE("routes: header rules, and the fields a route may not touch", "[unit][config]") {
+    const auto s = load_ok(routes_head + R"(    - path: /api/
+      pool: api
+      headers:
+        request: { set: { X-Api: "1", X-Tenant: "a b" }, remove: [Cookie] }
+        response: { remove: [Server, X-Powered-By] }
+)");
+    const auto& r = s->gw.routes.at(0);
+    CHECK(r.request_headers.set == std::vector<std::pair<std::string, std::string>>{{"X-Api", "1"}, {"X-Tenant", "a b"}});
+    CHECK(r.request_headers.remove == std::vector<std::string>{"Cookie"});
+    CHECK(r.response_headers.set.empty());
+    CHECK(r.response_headers.remove == std::vector<std::string>{"Server", "X-Powered-By"});
+
+    CHECK(only_error(routes_head + "    - { pool: api, headers: { request: { remove: [Content-Length] } } }\n") ==
+          "config.yaml:10:51: gateway.routes[0].headers.request.remove[0]: Content-Length is the gateway's own "
+          "(framing, hop-by-hop, or what it vouches for); a route cannot change it");
+    CHECK(only_error(routes_head + "    - { pool: api, headers: { request: { set: { X-Forwarded-For: 1.2.3.4 } } } }\n")
+              .find("X-Forwarded-For is the gateway's own") != std::string::npos);
+    CHECK(only_error(routes_head + "    - { pool: api, headers: { response: { set: { \"Bad Name\": x } } } }\n")
+              .find("expected a header name") != std::string::npos);
+    CHECK(only_error(routes_head + "    - { pool: api, headers: { response: { set: { X-A: \"a\\nb\" } } } }\n")
+              .find("a header value cannot hold control characters") != std::string::npos);
+    CHECK(only_error(routes_head + "    - { redirect: { to: \"https://x.example\" }, headers: { response: {} } }\n")
+              .find("a redirect route has none") != std::string::npos);
+}
