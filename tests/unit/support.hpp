@@ -42,4 +42,17 @@ inline config::snapshot_ptr load_text(const std::string& text, const std::string
 
 inline config::snapshot_ptr load_file(const std::string& path) { return must_load(config::load(path)); }
 
+/// A deployment with two pools (app: app1, the default; api: api1) that
+/// ends with `  routes:`: the routes follow, one list item a line.
+inline const std::string routes_head = R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+  api1: { address: 192.0.2.31, role: app, port: 8080 }
+gateway:
+  listen: { http: "127.0.0.1:8080" }
+  pools: { app: { servers: [app1] }, api: { servers: [api1] } }
+  default_pool: app
+  routes:
+)";
+
 }  // namespace rampart::test

@@ -2,6 +2,7 @@
 // is reported at its exact file:line:column with what was expected.
 
 #include "config/config.hpp"
+#include "tests/unit/support.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -1146,20 +1147,7 @@ TEST_CASE("ha: the peer check needs a private secret and an admin listener the p
     std::filesystem::remove_all(dir);
 }
 
-namespace {
-
-const std::string routes_head = R"(site: www.foobar.com
-servers:
-  app1: { address: 192.0.2.21, role: app, port: 8080 }
-  api1: { address: 192.0.2.31, role: app, port: 8080 }
-gateway:
-  listen: { http: "127.0.0.1:8080" }
-  pools: { app: { servers: [app1] }, api: { servers: [api1] } }
-  default_pool: app
-  routes:
-)";
-
-}  // namespace
+using rampart::test::routes_head;
 
 TEST_CASE("routes: read in order, with their actions resolved", "[unit][config]") {
     const auto s = load_ok(routes_head + R"(    - { host: FooBar.com, redirect: { to: "https://www.foobar.com/", status: 308 } }

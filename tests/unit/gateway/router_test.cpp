@@ -65,16 +65,7 @@ TEST_CASE("routes: the Host header's name", "[unit][gateway][router]") {
 }
 
 TEST_CASE("routes: host, path and method matching, first match wins", "[unit][gateway][router]") {
-    const auto cfg = rampart::test::load_text(R"(site: www.foobar.com
-servers:
-  app1: { address: 192.0.2.21, role: app, port: 8080 }
-  api1: { address: 192.0.2.31, role: app, port: 8080 }
-gateway:
-  listen: { http: "127.0.0.1:8080" }
-  pools: { app: { servers: [app1] }, api: { servers: [api1] } }
-  default_pool: app
-  routes:
-    - { host: foobar.com, redirect: { to: "https://www.foobar.com" } }
+    const auto cfg = rampart::test::load_text(rampart::test::routes_head + R"(    - { host: foobar.com, redirect: { to: "https://www.foobar.com" } }
     - { host: www.foobar.com, path: /api/, methods: [GET, POST], pool: api }
     - { host: "*.foobar.com", path: /static, pool: api }
     - { host: www.foobar.com, pool: app }
