@@ -123,7 +123,7 @@ std::optional<std::string> normalise_path(std::string_view path) {
     return out;
 }
 
-std::string host_name(std::string_view host_header) {
+std::string_view host_name(std::string_view host_header) {
     std::string_view h = host_header;
     if (h.starts_with('[')) {
         const auto end = h.find(']');
@@ -134,11 +134,23 @@ std::string host_name(std::string_view host_header) {
     if (h.ends_with('.')) {
         h.remove_suffix(1);
     }
-    std::string out(h);
-    std::transform(out.begin(), out.end(), out.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return out;
+    return h;
 }
+
+namespace {
+
+// `host` ends with `suffix` (lower case), ignoring the case of `host`.
+bool ends_with_nocase(std::string_view host, std::string_view suffix) {
+    if (host.size() < suffix.size()) {
+        return false;
+    }
+    const std::string_view tail = host.substr(host.size() - suffix.size());
+    return std::equal(tail.begin(), tail.end(), suffix.begin(), [](char a, char b) {
+        return std::tolower(static_cast<unsigned char>(a)) == b;
+    });
+}
+
+} // namespace
 
 bool router::host_matches(std::string_view pattern, std::string_view host) {
     if (pattern.empty()) {
@@ -146,9 +158,9 @@ bool router::host_matches(std::string_view pattern, std::string_view host) {
     }
     if (pattern.starts_with("*.")) {
         const std::string_view suffix = pattern.substr(1);  // ".example.com"
-        return host.size() > suffix.size() && host.ends_with(suffix);
+        return host.size() > suffix.size() && ends_with_nocase(host, suffix);
     }
-    return pattern == host;
+    return host.size() == pattern.size() && ends_with_nocase(host, pattern);
 }
 
 bool router::path_matches(std::string_view prefix, std::string_view path) {

@@ -24,16 +24,16 @@ std::optional<std::string> normalise_path(std::string_view path);
 /// without allocating.
 bool is_normal_path(std::string_view path);
 
-/// The Host header's name: without the port, in lower case, without a
-/// trailing dot. "" when there is none.
-std::string host_name(std::string_view host_header);
+/// The Host header's name: without the port and a trailing dot (any case;
+/// routes compare it case-insensitively). "" when there is none.
+std::string_view host_name(std::string_view host_header);
 
 class router {
 public:
     explicit router(const config::gateway& gw) : routes_(&gw.routes) {}
 
     /// The first route whose host, path prefix and methods match; null when
-    /// none does (404). `host`: host_name() of the request; `path`: normalised.
+    /// none does (404). `host`: host_name() of the request, any case; `path`: normalised.
     const config::route* match(std::string_view host, std::string_view path, std::string_view method) const;
 
     bool empty() const { return routes_->empty(); }

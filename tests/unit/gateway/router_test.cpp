@@ -57,7 +57,10 @@ TEST_CASE("routes: traversal and smuggling in every encoding are refused", "[uni
 }
 
 TEST_CASE("routes: the Host header's name", "[unit][gateway][router]") {
-    CHECK(gateway::host_name("WWW.FooBar.com") == "www.foobar.com");
+    CHECK(gateway::host_name("WWW.FooBar.com") == "WWW.FooBar.com");  // the case is the matcher's business
+    CHECK(router::host_matches("www.foobar.com", "WWW.FooBar.COM"));
+    CHECK(router::host_matches("*.foobar.com", "CDN.FOOBAR.COM"));
+    CHECK_FALSE(router::host_matches("www.foobar.com", "www.foobar.co"));
     CHECK(gateway::host_name("www.foobar.com:8443") == "www.foobar.com");
     CHECK(gateway::host_name("www.foobar.com.") == "www.foobar.com");
     CHECK(gateway::host_name("[2001:db8::1]:443") == "[2001:db8::1]");
