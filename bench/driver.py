@@ -781,18 +781,19 @@ def report(a, results, floor, notes, started) -> str:
     # Every round, so the spread is visible.
     L.append("<details><summary>Per-round values (round 1 · round 2 · …)</summary>")
     L.append("")
-    L.append("| figure | Rampart | HAProxy | nginx |")
-    L.append("| --- | ---: | ---: | ---: |")
+    shown = [g for g in (GATEWAYS[0], BEFORE, *GATEWAYS[1:]) if g in GATEWAYS or results.get(g)]
+    L.append("| figure | " + " | ".join(TITLES[g] for g in shown) + " |")
+    L.append("| --- |" + " ---: |" * len(shown))
     for key, label, f, _ in ROWS:
         cells = []
-        for g in GATEWAYS:
+        for g in shown:
             vals = [r.get(key) for r in results[g]] + [None] * (a.rounds - len(results[g]))
             cells.append(" · ".join(fmt(v, f) for v in vals))
         L.append(f"| {label.strip('*')} | " + " | ".join(cells) + " |")
     if floor:
         L.append("| OpenSSL floor: CPU µs per handshake / idle SSL bytes | " +
                  " · ".join(f"{float(x['server_cpu_us_per_handshake']):.0f}" for x in floor) + " / " +
-                 " · ".join(f"{float(x['idle_ssl_bytes']):,.0f}" for x in floor) + " | | |")
+                 " · ".join(f"{float(x['idle_ssl_bytes']):,.0f}" for x in floor) + " |" * len(shown))
     L.append("")
     L.append("</details>")
     L.append("")
