@@ -133,7 +133,8 @@ class SystemdPair(ha_lab.HaLab):
 
     def failover(self, kind: str, **kw) -> ha_lab.Failover:
         # The PIDs to kill are looked up before the fault's clock starts.
-        master = self.holders()[0] if len(self.holders()) == 1 else None
+        holders = self.holders()
+        master = holders[0] if len(holders) == 1 else None
         self.victims = []
         if master and kind == "rampart":
             self.victims = self.host_pids(master, ns_pid=self.containers[master].main_pid())
