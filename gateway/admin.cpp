@@ -232,13 +232,11 @@ http::response<http::string_body> peer_answer(const http::request<http::empty_bo
     if (!a.vrrp.enabled || h == nullptr || !h->peer_check.enabled) {
         return make_error_response(http::status::not_found, req.version(), "", true);
     }
-    const auto unix_now = std::chrono::duration_cast<std::chrono::seconds>(
-                              std::chrono::system_clock::now().time_since_epoch()).count();
     const auto claim = ha::parse_peer_claim(req[ha::peer_auth_header]);
     const std::string refusal = req.method() != http::verb::get ? "not a GET"
                                 : !claim ? "no valid " + std::string(ha::peer_auth_header) + " header"
                                          : ha::check_peer_claim(*claim, h->peer_check.secret, a.vrrp.peer.node,
-                                                                unix_now);
+                                                                ha::unix_seconds());
     if (!refusal.empty()) {
         peer_info& p = a.vrrp.peer;
         ++p.requests_refused;
@@ -248,8 +246,7 @@ http::response<http::string_body> peer_answer(const http::request<http::empty_bo
             log(log_level::warn, "ha: refused a peer check request: " + refusal + " (" +
                                      std::to_string(p.requests_refused) + " refused so far)");
         }
-        auto res = make_error_response(http::status::unauthorized, req.version(), "", true);
-        return res;
+        return make_error_response(http::status::unauthorized, req.version(), "", true);
     }
     ha::peer_view v;
     v.node = a.vrrp.node;

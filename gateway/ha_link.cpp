@@ -398,8 +398,7 @@ net::awaitable<void> ha_link::ask_peer(const config::snapshot& cfg) {
         co_return;
     }
     const std::string nonce = ha::random_nonce();
-    const auto unix_now = std::chrono::duration_cast<std::chrono::seconds>(
-                              std::chrono::system_clock::now().time_since_epoch()).count();
+    const auto unix_now = ha::unix_seconds();
     http::request<http::empty_body> req{http::verb::get, "/api/ha/peer", 11};
     req.set(http::field::host, peer->address);
     req.set(ha::peer_auth_header, ha::sign_peer_request(h.peer_check.secret, info_.node, unix_now, nonce));

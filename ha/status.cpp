@@ -1,5 +1,7 @@
 #include "ha/status.hpp"
 
+#include "ha/peer.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
@@ -354,8 +356,7 @@ std::string format_status(const node_status& s) {
         if (*s.peer_state != "unknown") {
             out << (s.peer_vip_held ? ", holds the VIP" : ", does not hold the VIP");
         }
-        const auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                             std::chrono::system_clock::now().time_since_epoch()).count();
+        const auto now = unix_seconds();
         if (s.peer_answered == 0) {
             out << " (peer check: no answer yet)";
         } else if (*s.peer_state == "unknown") {
