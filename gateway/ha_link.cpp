@@ -313,6 +313,7 @@ net::awaitable<void> ha_link::write_health(std::uint64_t epoch) {
             }
         }
         guard_vip();
+        note_holders();
         timer.expires_after(cfg_->ha_pair->health.interval);
         co_await timer.async_wait(use_tuple);
     }
@@ -448,20 +449,35 @@ net::awaitable<void> ha_link::ask_peer(const config::snapshot& cfg) {
     p.answered_at = std::chrono::steady_clock::now();
     p.answered_unix = unix_now;
     peer_answered("", "ok");
+    note_holders();
     if (changed) {
         write_state_file();
     }
 }
 
+// Two holders, seen from here (this node, and the peer while it answers):
+// logged when it starts, as an error, and when it ends. Called whenever
+// either side's part may have changed.
+void ha_link::note_holders() {
+    const unsigned now = info_.vip_holders();
+    if (now > 1 && logged_holders_ <= 1) {
+        log(log_level::error, "ha: both nodes hold the VIP " + cfg_->ha_pair->vip.to_string() + " (this node " +
+                                  info_.node + " is " + info_.state + ", peer " + info_.peer.node + " is " +
+                                  info_.peer.state + "): VRRP adverts are not getting through between them");
+    } else if (now <= 1 && logged_holders_ > 1) {
+        log(log_level::info, "ha: one node holds the VIP again");
+    }
+    logged_holders_ = now;
+}
+
 // Records one check's result; logs when the peer goes from answering to not
-// (with the reason) or back, and when both nodes hold the VIP.
+// (with the reason) or back.
 void ha_link::peer_answered(const std::string& error, const char* result) {
     peer_info& p = info_.peer;
     const std::string_view r = result;
     ++(r == "ok" ? p.ok : r == "refused" ? p.refused : r == "timeout" ? p.timeout
                         : r == "unauthorized" ? p.unauthorized : p.bad_answer);
     const bool was_up = p.up;
-    const unsigned holders_before = info_.vip_holders();
     if (!error.empty()) {
         if (was_up || p.error != error) {
             log(log_level::warn, "ha: peer check of " + p.node + ": " + error);
@@ -480,11 +496,6 @@ void ha_link::peer_answered(const std::string& error, const char* result) {
     }
     p.up = true;
     p.error.clear();
-    if (info_.vip_holders() > 1 && holders_before <= 1) {
-        log(log_level::error, "ha: both nodes hold the VIP " + cfg_->ha_pair->vip.to_string() + " (this node " +
-                                  info_.node + " is " + info_.state + ", peer " + p.node + " is " + p.state +
-                                  "): VRRP adverts are not getting through between them");
-    }
 }
 
 void ha_link::on_line(const std::string& line) {

@@ -83,6 +83,7 @@ private:
     net::awaitable<void> check_peer(std::uint64_t epoch);
     net::awaitable<void> ask_peer(const config::snapshot& cfg);
     void peer_answered(const std::string& error, const char* result);
+    void note_holders();
     void open_fifo();
     bool write_track_file(bool healthy);
     void guard_vip();
@@ -102,6 +103,7 @@ private:
     bool keepalived_seen_ = false;  ///< keepalived's VRRP process was found running once
     std::optional<std::chrono::steady_clock::time_point> keepalived_missing_since_;  ///< gone since
     pid_t sentinel_ = -1; ///< writes "1" to the track file when the master dies
+    unsigned logged_holders_ = 0;  ///< VIP holders as last logged (note_holders)
 };
 
 } // namespace rampart::gateway

@@ -307,6 +307,9 @@ def test_f_vrrp_lost_between_the_nodes_both_hold_the_vip_and_the_peer_check_says
             wait_metrics(gw, {"rampart_ha_vip_holders": 2, f'rampart_ha_peer_vip_held{{node="{peer}"}}': 1,
                               f'rampart_ha_peer_state{{node="{peer}",state="MASTER"}}': 1})
         t_seen = time.monotonic() - t0
+        for gw in ha_lab.GATEWAYS:  # and each says so in its log, as an error
+            h.wait_until(lambda gw=gw: "both nodes hold the VIP" in lab().rampart[gw].read_stderr(), PEER_SEEN_S,
+                         what=f"{gw} logging two holders")
         print(f"    VRRP dropped (MASTER {master}): both held the VIP after {t_both * 1000:.0f} ms, both nodes' "
               f"rampart_ha_vip_holders 2 after {t_seen * 1000:.0f} ms", flush=True)
     finally:
