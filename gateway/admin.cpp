@@ -7,6 +7,7 @@
 
 #include "gateway/log.hpp"
 #include "ha/peer.hpp"
+#include "ha/status.hpp"
 
 #include <algorithm>
 #include <charconv>

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
-#include <chrono>
 
 namespace rampart::ha {
 namespace {
@@ -58,11 +57,6 @@ std::optional<std::string_view> json_value(std::string_view body, std::string_vi
 }
 
 } // namespace
-
-std::int64_t unix_seconds() {
-    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
 
 std::string hmac_hex(std::string_view secret, std::string_view message) {
     std::array<unsigned char, EVP_MAX_MD_SIZE> mac{};

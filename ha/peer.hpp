@@ -29,10 +29,6 @@ struct peer_claim {
     std::string mac;         ///< 64 hex digits
 };
 
-/// The wall clock in whole seconds since the epoch (what requests carry and
-/// the state file records).
-std::int64_t unix_seconds();
-
 /// HMAC-SHA256 of `message` under `secret`, as 64 lower-case hex digits.
 std::string hmac_hex(std::string_view secret, std::string_view message);
 

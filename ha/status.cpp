@@ -1,7 +1,5 @@
 #include "ha/status.hpp"
 
-#include "ha/peer.hpp"
-
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
@@ -298,6 +296,11 @@ node_status read_status(const config::snapshot& cfg, const std::string& node, co
         }
     }
     return s;
+}
+
+std::int64_t unix_seconds() {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
 }
 
 std::optional<peer_line> parse_peer_line(const std::string& line) {

@@ -87,6 +87,11 @@ struct peer_line {
 };
 std::optional<peer_line> parse_peer_line(const std::string& line);
 
+/// The wall clock in whole seconds since the epoch: what peer check requests
+/// carry and the state file records. Here, not in peer.cpp, so that
+/// `rampart ha status` does not pull OpenSSL into the light binary.
+std::int64_t unix_seconds();
+
 /// The content of a state file: "MASTER 150". nullopt when malformed.
 std::optional<std::pair<std::string, unsigned>> parse_state_line(const std::string& line);
 
