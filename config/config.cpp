@@ -66,17 +66,26 @@
 //         path                  normalised prefix "/..."       / (segment-aware: /static/ and /static match
 //                                                              /static/x, /static does not match /staticx)
 //         methods               list of methods, >= 1          any
-//         pool                  pool name                      one of pool and redirect: proxy to that pool
+//         pool                  pool name                      one of pool, redirect and static: proxy to that pool
 //         redirect              map { to, status }             ... or answer a redirect to `to` + the request's
 //           to                  http(s) URL, optional path     path and query; status 301, 302, 303, 307, 308
 //           status                                             (301)
-//         headers               map { request, response }      none; pool routes only
+//         static                map                            ... or serve files: the path without the route's
+//                                                              prefix, under root (GET and HEAD; ETag, ranges)
+//           root                absolute path of a directory   required; must exist when the file is read
+//           index               file name, "" for none         index.html (for a path ending in '/'; no listings)
+//           cache_control       header value                   none (Cache-Control of 200, 206 and 304)
+//           types               map extension -> media type    none; before the built-in table ("webmanifest:
+//                                                              application/manifest+json"; any case, no dot)
+//           hidden              bool                           false (names starting with '.', .well-known too)
+//           precompressed       bool                           true  (NAME.br, NAME.gz to clients accepting them)
+//         headers               map { request, response }      none; pool routes; static routes: response only
 //           request|response    map { set, remove }            set: name -> value (replaces), remove: [names];
 //                                                              not framing, hop-by-hop, X-Forwarded-*,
 //                                                              Forwarded, X-Request-Id, Host, HSTS
 //     timeouts                  map of durations
 //       handshake 10s, header 10s, body 30s, idle 60s, upstream_connect 3s,
-//       upstream_response 30s, drain 30s
+//       upstream_response 30s, drain 30s, tunnel 1h (an upgraded connection without a byte either way)
 //     limits                    map
 //       header_bytes            size 1KiB..1MiB                16KiB
 //       header_count            integer 1..1000                100
@@ -84,6 +93,7 @@
 //       upstream_idle_per_server integer 0..10000              64
 //       max_connections         integer 0..10000000 (0 = none) 50000  (client connections, all workers)
 //       max_connections_per_client integer, 0 = none           1000   (per client address)
+//       tunnels                 integer 0..10000000            10000  (upgraded connections open, all workers; 0: refused)
 //       buffer_body_bytes       size <= 16MiB, or 0            64KiB  (bodies read whole before proxying)
 //     abuse                     map                            L7 -> L3: violators into the firewall blocklist
 //       block                   bool                           true
@@ -231,7 +241,7 @@ constexpr std::array<named<seccomp_mode>, 3> seccomp_names{{
     {"off", seccomp_mode::off},
 }};
 
-constexpr std::array<named<duration timeouts::*>, 7> timeout_fields{{
+constexpr std::array<named<duration timeouts::*>, 8> timeout_fields{{
     {"handshake", &timeouts::handshake},
     {"header", &timeouts::header},
     {"body", &timeouts::body},
@@ -239,6 +249,7 @@ constexpr std::array<named<duration timeouts::*>, 7> timeout_fields{{
     {"upstream_connect", &timeouts::upstream_connect},
     {"upstream_response", &timeouts::upstream_response},
     {"drain", &timeouts::drain},
+    {"tunnel", &timeouts::tunnel},
 }};
 
 constexpr std::array root_keys{"site"sv, "servers"sv, "gateway"sv, "firewall"sv, "ha"sv};
@@ -268,7 +279,7 @@ constexpr std::array access_log_keys{"path"sv, "buffer"sv};
 constexpr std::array member_keys{"server"sv, "weight"sv};
 constexpr std::array limit_keys{"header_bytes"sv,    "header_count"sv,
                                 "body_bytes"sv,      "upstream_idle_per_server"sv,
-                                "max_connections"sv, "max_connections_per_client"sv,
+                                "max_connections"sv, "max_connections_per_client"sv, "tunnels"sv,
                                 "buffer_body_bytes"sv};
 constexpr std::array firewall_keys{"admin_networks"sv, "ssh_port"sv, "db_port"sv, "conn_rate"sv, "extra_rules"sv};
 constexpr std::array conn_rate_keys{"rate"sv, "burst"sv};
@@ -678,6 +689,7 @@ private:
     void check_routes(const field& f, gateway& gw, const std::vector<std::string>& pool_names);
     void check_header_rules(const field& f, header_rules& out);
     std::optional<route> check_route(const field& f, const std::vector<std::string>& pool_names);
+    std::optional<route_static> check_static(const field& f);
     void check_pool(const std::string& name, const field& f, const snapshot& s, pool& out);
     void check_timeouts(const field& f, timeouts& out);
     void check_limits(const field& f, limits& out);
@@ -1177,8 +1189,9 @@ void checker::check_hsts(const field& f, hsts& out) {
     optional_value(*m, "preload", out.preload, [&](const field& b) { return boolean(b); });
 }
 
-constexpr std::array route_keys{"host"sv, "path"sv, "methods"sv, "pool"sv, "redirect"sv, "headers"sv};
+constexpr std::array route_keys{"host"sv, "path"sv, "methods"sv, "pool"sv, "redirect"sv, "static"sv, "headers"sv};
 constexpr std::array redirect_keys{"to"sv, "status"sv};
+constexpr std::array static_keys{"root"sv, "index"sv, "cache_control"sv, "types"sv, "hidden"sv, "precompressed"sv};
 constexpr std::array route_header_keys{"request"sv, "response"sv};
 constexpr std::array header_rule_keys{"set"sv, "remove"sv};
 
@@ -1221,7 +1234,7 @@ bool route_host(std::string_view h) {
 }
 
 void checker::check_routes(const field& f, gateway& gw, const std::vector<std::string>& pool_names) {
-    const auto list = read_list(f, "a list of routes ({ host, path, methods, and pool or redirect })");
+    const auto list = read_list(f, "a list of routes ({ host, path, methods, and pool, redirect or static })");
     if (!list) {
         return;
     }
@@ -1233,7 +1246,7 @@ void checker::check_routes(const field& f, gateway& gw, const std::vector<std::s
 }
 
 std::optional<route> checker::check_route(const field& f, const std::vector<std::string>& pool_names) {
-    const auto m = read_map(f, route_keys, "a map with host, path, methods, and pool or redirect");
+    const auto m = read_map(f, route_keys, "a map with host, path, methods, and pool, redirect or static");
     if (!m) {
         return std::nullopt;
     }
@@ -1281,8 +1294,9 @@ std::optional<route> checker::check_route(const field& f, const std::vector<std:
     }
     const auto pool = m->get("pool");
     const auto redirect = m->get("redirect");
-    if (pool.has_value() == redirect.has_value()) {
-        fail(f, "expected exactly one action: pool (proxy to a pool) or redirect");
+    const auto files = m->get("static");
+    if (int{pool.has_value()} + int{redirect.has_value()} + int{files.has_value()} != 1) {
+        fail(f, "expected exactly one action: pool (proxy to a pool), redirect or static (files from a directory)");
     }
     if (pool) {
         if (const auto name = scalar(*pool, "a pool name")) {
@@ -1332,12 +1346,19 @@ std::optional<route> checker::check_route(const field& f, const std::vector<std:
             r.redirect = std::move(out);
         }
     }
+    if (files) {
+        r.files = check_static(*files);
+    }
     if (const auto h = m->get("headers")) {
         if (redirect) {
             fail(*h, "header rules apply to what a pool sends and receives; a redirect route has none");
         } else if (const auto hm = read_map(*h, route_header_keys, "a map with request and response")) {
             if (const auto rq = hm->get("request")) {
-                check_header_rules(*rq, r.request_headers);
+                if (files) {
+                    fail(*rq, "a static route sends no request to a pool; only headers.response applies to it");
+                } else {
+                    check_header_rules(*rq, r.request_headers);
+                }
             }
             if (const auto rs = hm->get("response")) {
                 check_header_rules(*rs, r.response_headers);
@@ -1402,6 +1423,135 @@ void checker::check_header_rules(const field& f, header_rules& out) {
             }
         }
     }
+}
+
+// A header value as a route may write it: no control character but tab.
+bool header_value_text(std::string_view v) {
+    return std::all_of(v.begin(), v.end(), [](char c) {
+        const auto u = static_cast<unsigned char>(c);
+        return u == '\t' || (u >= 0x20 && u != 0x7f);
+    });
+}
+
+bool token_text(std::string_view t) {
+    return !t.empty() && std::all_of(t.begin(), t.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
+               std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+    });
+}
+
+// "type/subtype", optionally followed by parameters ("; charset=utf-8"),
+// checked loosely: two tokens around one '/', then printable text.
+bool media_type_text(std::string_view v) {
+    const std::string_view essence = v.substr(0, v.find(';'));
+    const auto slash = essence.find('/');
+    if (slash == std::string_view::npos) {
+        return false;
+    }
+    const std::string_view params = v.substr(essence.size());
+    return token_text(essence.substr(0, slash)) && token_text(essence.substr(slash + 1)) &&
+           std::all_of(params.begin(), params.end(), [](char c) {
+               const auto u = static_cast<unsigned char>(c);
+               return u >= 0x20 && u != 0x7f;
+           });
+}
+
+// A file extension as `types` keys name it (already lower-cased): no dot, no
+// '/', nothing a file name would not end with.
+bool extension_text(std::string_view e) {
+    return !e.empty() && e.size() <= 32 && std::all_of(e.begin(), e.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || is_digit(c) || c == '_' || c == '-' || c == '+';
+    });
+}
+
+// A static route's `static:` map. The root must exist now, so that a typo is
+// reported at its line rather than by every worker at start-up.
+std::optional<route_static> checker::check_static(const field& f) {
+    const auto m = read_map(f, static_keys, "a map with root, index, cache_control, types, hidden and precompressed");
+    if (!m) {
+        return std::nullopt;
+    }
+    route_static out;
+    if (const auto r = required(*m, "root", "the absolute path of the directory to serve")) {
+        if (const auto text = scalar(*r, "an absolute directory path")) {
+            const bool plain = std::all_of(text->begin(), text->end(), [](char c) {
+                const auto u = static_cast<unsigned char>(c);
+                return u >= 0x20 && u != 0x7f;
+            });
+            if (!std::filesystem::path(*text).is_absolute() || !plain) {
+                fail(*r, "expected an absolute directory path like /srv/www/static, got " + in_quotes(*text));
+            } else {
+                std::string root = std::filesystem::path(*text).lexically_normal().string();
+                while (root.size() > 1 && root.back() == '/') {
+                    root.pop_back();
+                }
+                struct stat st {};
+                if (::stat(root.c_str(), &st) != 0) {
+                    fail(*r, "cannot use " + root + " as the static root: " + std::strerror(errno));
+                } else if (!S_ISDIR(st.st_mode)) {
+                    fail(*r, root + " is not a directory; a static root must be one");
+                } else {
+                    out.root = std::move(root);
+                }
+            }
+        }
+    }
+    if (const auto i = m->get("index")) {
+        if (const auto text = scalar(*i, "a file name like index.html, or \"\" for none")) {
+            const bool ok =
+                text->empty() || (*text != "." && *text != ".." && text->find_first_of("/\\") == std::string::npos &&
+                                  std::all_of(text->begin(), text->end(), [](char c) {
+                                      const auto u = static_cast<unsigned char>(c);
+                                      return u >= 0x20 && u != 0x7f;
+                                  }));
+            if (!ok) {
+                fail(*i, "expected a file name like index.html (no '/'), or \"\" for none, got " + in_quotes(*text));
+            } else {
+                out.index = *text;
+            }
+        }
+    }
+    if (const auto c = m->get("cache_control")) {
+        if (const auto text = scalar(*c, "a Cache-Control value like \"public, max-age=3600\"")) {
+            if (!header_value_text(*text)) {
+                fail(*c, "a header value cannot hold control characters (CR, LF, NUL)");
+            } else {
+                out.cache_control = *text;
+            }
+        }
+    }
+    if (const auto t = m->get("types")) {
+        if (const auto entries = read_map(*t, nullptr, "a map of file extension to media type")) {
+            std::map<std::string, int, std::less<>> first_line;
+            for (const auto& [name, value] : entries->entries) {
+                const std::string ext = lower(name);
+                if (!extension_text(ext)) {
+                    fail(value.key_at, value.path,
+                         "expected a file extension without the dot, like webmanifest (letters, digits, '_', '-' "
+                         "and '+'), got " + in_quotes(name));
+                    continue;
+                }
+                if (const auto seen = first_line.find(ext); seen != first_line.end()) {
+                    fail(value.key_at, value.path,
+                         "the extension " + ext + " is already given at line " + std::to_string(seen->second) +
+                             " (extensions are compared in lower case)");
+                    continue;
+                }
+                first_line.emplace(ext, value.key_at.line + 1);
+                if (const auto text = scalar(value, "a media type like application/manifest+json")) {
+                    if (!media_type_text(*text)) {
+                        fail(value, "expected a media type like application/manifest+json or \"text/plain; "
+                                    "charset=utf-8\", got " + in_quotes(*text));
+                    } else {
+                        out.types.emplace_back(ext, *text);
+                    }
+                }
+            }
+        }
+    }
+    optional_value(*m, "hidden", out.hidden, [&](const field& b) { return boolean(b); });
+    optional_value(*m, "precompressed", out.precompressed, [&](const field& b) { return boolean(b); });
+    return out;
 }
 
 void checker::check_pools(const field& f, snapshot& s, std::vector<std::string>& names) {
@@ -1534,7 +1684,7 @@ void checker::check_pool(const std::string& name, const field& f, const snapshot
             continue;
         }
         const unsigned w = weight ? static_cast<unsigned>(*weight) : srv.weight;
-        out.members.push_back(pool_member{srv.name, endpoint{srv.address, *srv.port}, w});
+        out.members.push_back(pool_member{srv.name, endpoint{srv.address, *srv.port}, w, index->second});
     }
 }
 
@@ -1570,6 +1720,7 @@ void checker::check_limits(const field& f, limits& out) {
     }
     optional_count(*m, "max_connections", out.max_connections, 0, 10'000'000);
     optional_count(*m, "max_connections_per_client", out.max_connections_per_client, 0, 10'000'000);
+    optional_count(*m, "tunnels", out.tunnels, 0, 10'000'000);
     if (const auto b = m->get("buffer_body_bytes")) {
         if (const auto text = scalar(*b, size_expected); text && *text == "0") {
             out.buffer_body_bytes = 0;
@@ -2630,7 +2781,7 @@ std::vector<std::size_t> routed_pools(const snapshot& s) {
         return out;
     }
     for (const auto& r : s.gw.routes) {
-        if (!r.redirect && std::find(out.begin(), out.end(), r.pool_index) == out.end()) {
+        if (!r.redirect && !r.files && std::find(out.begin(), out.end(), r.pool_index) == out.end()) {
             out.push_back(r.pool_index);
         }
     }
@@ -2696,6 +2847,7 @@ std::string summary(const snapshot& s) {
                                          (methods.empty() ? "" : " " + methods) + " -> " +
                                          (r.redirect ? "redirect " + std::to_string(r.redirect->status) + " " +
                                                            r.redirect->to
+                                          : r.files  ? "static " + r.files->root
                                                      : "pool " + r.pool));
     }
 

@@ -59,6 +59,7 @@ struct pool_member {
     std::string name;     ///< the server's name in `servers:`
     endpoint address;     ///< the server's address and port
     unsigned weight = 1;  ///< pool-level weight (defaults to the server's weight)
+    std::size_t server = 0;  ///< its index in snapshot::servers (resolved once, here)
 };
 
 enum class rate_unit { second, minute, hour };
@@ -166,6 +167,7 @@ struct timeouts {
     duration upstream_connect{std::chrono::seconds(3)};
     duration upstream_response{std::chrono::seconds(30)}; ///< request sent -> response header
     duration drain{std::chrono::seconds(30)};             ///< SIGTERM: time given to in-flight requests
+    duration tunnel{std::chrono::hours(1)};               ///< an upgraded connection (WebSocket) with no byte either way
 };
 
 struct limits {
@@ -175,6 +177,8 @@ struct limits {
     unsigned upstream_idle_per_server = 64;               ///< idle keep-alive connections kept per worker
     unsigned max_connections = 50000;                     ///< client connections open, all workers; 0 = unlimited
     unsigned max_connections_per_client = 1000;           ///< per client address; 0 = unlimited
+    unsigned tunnels = 10000;                             ///< upgraded connections (WebSocket) open, all workers;
+                                                          ///< 0 = upgrades refused
     std::uint64_t buffer_body_bytes = 64 * 1024;          ///< request bodies up to this are read whole before a
                                                           ///< backend is chosen (then replayable); 0 = stream all
 };
@@ -206,6 +210,20 @@ struct route_redirect {
     unsigned status = 301;    ///< 301, 302, 303, 307 or 308
 };
 
+/// A route's static files: the request's path, without the route's path
+/// prefix, names a file under `root` (nginx's `alias`). The workers open
+/// `root` once, when they start: a symlink in its own path is followed then,
+/// and a later change of that symlink is seen on the next reload.
+struct route_static {
+    std::string root;                   ///< absolute path of an existing directory, normal form, no trailing '/'
+    std::string index = "index.html";   ///< served for a path ending in '/'; "" = none (no directory listing ever)
+    std::string cache_control;          ///< Cache-Control of the file answers (200, 206, 304); "" = none
+    /// File extension (lower case, no dot) -> media type, before the built-in table.
+    std::vector<std::pair<std::string, std::string>> types;
+    bool hidden = false;                ///< serve names starting with '.' (.well-known included)
+    bool precompressed = true;          ///< serve NAME.br / NAME.gz beside NAME to clients that accept them
+};
+
 /// Header rules of a route for one direction: fields set (replacing any of
 /// that name), then fields removed.
 struct header_rules {
@@ -223,8 +241,9 @@ struct route {
     std::string pool;                  ///< the action: proxy to this pool ...
     std::size_t pool_index = 0;        ///< ... (its index in gateway::pools, resolved here once)
     std::optional<route_redirect> redirect;  ///< ... or answer with a redirect
+    std::optional<route_static> files;       ///< ... or serve files (`static:`; the word is C++'s)
     header_rules request_headers;      ///< applied to the request sent to the pool
-    header_rules response_headers;     ///< applied to the pool's response
+    header_rules response_headers;     ///< applied to the pool's response, or to a static route's answer
     location where;                    ///< the list item
 };
 

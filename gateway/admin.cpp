@@ -1,6 +1,6 @@
 #include "gateway/admin.hpp"
 
-#include "gateway/http_rules.hpp"
+#include "gateway/proxy/http_rules.hpp"
 
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
@@ -374,6 +374,12 @@ std::string render_metrics(const admin_state& a) {
     out << "rampart_connections_total " << sum(&worker_counters::connections_total) << '\n';
     metric(out, "rampart_connections_active", "gauge", "Client connections open.");
     out << "rampart_connections_active " << sum(&worker_counters::connections_active) << '\n';
+    metric(out, "rampart_tunnels_active", "gauge", "Upgraded connections (WebSocket) open.");
+    out << "rampart_tunnels_active " << sum(&worker_counters::tunnels_active) << '\n';
+    metric(out, "rampart_tunnels_total", "counter", "Upgraded connections (WebSocket) opened.");
+    out << "rampart_tunnels_total " << sum(&worker_counters::tunnels_total) << '\n';
+    metric(out, "rampart_tunnels_refused_total", "counter", "Upgrades answered 503: limits.tunnels reached.");
+    out << "rampart_tunnels_refused_total " << sum(&worker_counters::tunnels_refused) << '\n';
     metric(out, "rampart_tls_handshakes_total", "counter", "Completed TLS handshakes.");
     out << "rampart_tls_handshakes_total{kind=\"full\"} " << sum(&worker_counters::handshakes_full) << '\n';
     out << "rampart_tls_handshakes_total{kind=\"resumed\"} " << sum(&worker_counters::handshakes_resumed) << '\n';

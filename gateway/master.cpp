@@ -3,7 +3,7 @@
 #include "certs/certs.hpp"
 #include "firewall/firewall.hpp"
 #include "gateway/abuse.hpp"
-#include "gateway/access_log.hpp"
+#include "gateway/proxy/access_log.hpp"
 #include "gateway/admin.hpp"
 #include "gateway/health.hpp"
 #include "gateway/log.hpp"
@@ -11,7 +11,7 @@
 #include "gateway/privileges.hpp"
 #include "gateway/shared_state.hpp"
 #include "gateway/signals.hpp"
-#include "gateway/worker.hpp"
+#include "gateway/proxy/worker.hpp"
 
 #include <boost/asio/signal_set.hpp>
 
@@ -595,6 +595,9 @@ private:
         slot.counter_slot = counter_slot ? *counter_slot : free_counter_slot();
         // A worker that died left its in-flight gauge behind.
         region_.block().workers[slot.counter_slot].connections_active.store(0, std::memory_order_relaxed);
+        // ... and its tunnels' places under limits.tunnels.
+        const auto tunnels = region_.block().workers[slot.counter_slot].tunnels_active.exchange(0);
+        region_.block().tunnels_open.fetch_sub(static_cast<std::uint32_t>(tunnels), std::memory_order_relaxed);
         const pid_t master_pid = ::getpid();
         signals_blocked blocked;  // until the child has its own signal handling (signals.hpp)
         io_.notify_fork(net::execution_context::fork_prepare);
@@ -680,7 +683,9 @@ private:
         if (::getppid() != master_pid) {
             return 0;
         }
-        sandbox_worker(g.cfg->gw.seccomp);  // no capabilities, seccomp: before any connection
+        const bool serve_files = std::any_of(g.cfg->gw.routes.begin(), g.cfg->gw.routes.end(),
+                                             [](const config::route& r) { return r.files.has_value(); });
+        sandbox_worker(g.cfg->gw.seccomp, serve_files);  // no capabilities, seccomp: before any connection
         try {
             worker w(g.cfg, g.tls ? g.tls->default_context() : nullptr, region_.block(), g.slots, slot.counter_slot,
                      mine);

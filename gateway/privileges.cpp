@@ -147,9 +147,9 @@ void warn_unreadable_files(const config::snapshot& cfg) {
 // Found by running the whole integration suite with every worker under
 // `strace -f` (and again in `log` mode), plus the code paths the suite does
 // not reach (large allocations, abort, threads for an access log).
-// Everything else kills the worker: a worker never opens a file, never
-// execs, never forks, never creates a socket but TCP, never maps executable
-// memory, never signals another process, never sleeps.
+// Everything else kills the worker: a worker opens files only to read them
+// (static routes), never execs, never forks, never creates a socket but TCP,
+// never maps executable memory, never signals another process, never sleeps.
 // ---------------------------------------------------------------------------
 
 /// System calls allowed with any arguments, one group per reason. Seen in
@@ -232,7 +232,7 @@ void add_rule(const filter_ptr& filter, std::uint32_t action, int nr, std::initi
     }
 }
 
-void install_filter(config::seccomp_mode mode) {
+void install_filter(config::seccomp_mode mode, bool serve_files) {
     const std::uint32_t deny = mode == config::seccomp_mode::log ? SCMP_ACT_LOG : SCMP_ACT_KILL_PROCESS;
     filter_ptr filter(seccomp_init(deny));
     if (!filter) {
@@ -263,6 +263,20 @@ void install_filter(config::seccomp_mode mode) {
     // fstat() of an open descriptor (glibc sends it as newfstatat with
     // AT_EMPTY_PATH); stat of a path name stays out.
     add_rule(filter, allow, SCMP_SYS(newfstatat), {SCMP_A3(SCMP_CMP_MASKED_EQ, AT_EMPTY_PATH, AT_EMPTY_PATH)});
+    // openat (glibc's open(): a static route's root, and the walk that
+    // replaces openat2 on old kernels) for reading only: no O_WRONLY, O_RDWR,
+    // O_CREAT or O_TRUNC (O_TMPFILE needs write access). openat2 takes its
+    // flags in a struct in memory, out of a filter's reach like clone3's, so
+    // it is in the list above whole; RESOLVE_BENEATH in static_files.cpp,
+    // not this filter, keeps what it opens under a root. Either way a worker
+    // can read what gateway.user can read.
+    // Only a worker whose configuration has a static route opens files.
+    if (serve_files) {
+        add_rule(filter, allow, SCMP_SYS(openat2));
+        add_rule(filter, allow, SCMP_SYS(pread64));
+        add_rule(filter, allow, SCMP_SYS(openat),
+                 {SCMP_A2(SCMP_CMP_MASKED_EQ, O_WRONLY | O_RDWR | O_CREAT | O_TRUNC, 0)});
+    }
     // Threads, never processes: clone only with CLONE_THREAD. clone3 passes
     // its flags in memory, out of a filter's reach, so it fails with ENOSYS
     // and glibc falls back to clone.
@@ -346,7 +360,7 @@ void clear_bounding_set() {
     }
 }
 
-void sandbox_worker(config::seccomp_mode mode) {
+void sandbox_worker(config::seccomp_mode mode, bool serve_files) {
     // After setuid() away from root the kernel has already emptied the
     // permitted and effective sets; a worker that stays root (user "") loses
     // them here. Ambient goes with the permitted set; cleared explicitly all
@@ -365,7 +379,7 @@ void sandbox_worker(config::seccomp_mode mode) {
         worker_fails("PR_SET_NO_NEW_PRIVS");
     }
     if (mode != config::seccomp_mode::off) {
-        install_filter(mode);
+        install_filter(mode, serve_files);
     }
 }
 

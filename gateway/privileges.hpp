@@ -65,7 +65,9 @@ void clear_bounding_set();
 /// to let the call through and have the kernel log it (log). Every later
 /// system call of the process, and of the threads it starts, goes through
 /// the filter. On failure it logs and _exit()s the worker (exit code 70).
-void sandbox_worker(config::seccomp_mode mode);
+/// `serve_files`: the configuration has a static route, so the filter lets
+/// the worker open files for reading (openat2, read-only openat) and pread them.
+void sandbox_worker(config::seccomp_mode mode, bool serve_files = false);
 
 /// sd_notify(3) without libsystemd: when NOTIFY_SOCKET is set, sends `state`
 /// ("READY=1", "STOPPING=1", "STATUS=…", reloading_state()) as one datagram

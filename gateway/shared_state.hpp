@@ -72,6 +72,9 @@ struct alignas(64) worker_counters {
     std::atomic<std::uint64_t> requests_rejected{0};            ///< malformed or refused before any backend
     std::atomic<std::uint64_t> responses_by_class[6]{};  ///< index = status / 100 (0 unused)
     std::atomic<std::uint64_t> access_log_dropped{0};   ///< access log lines dropped (ring full, write failed)
+    std::atomic<std::uint64_t> tunnels_total{0};        ///< upgraded connections (WebSocket) opened
+    std::atomic<std::uint64_t> tunnels_active{0};
+    std::atomic<std::uint64_t> tunnels_refused{0};      ///< upgrades answered 503: limits.tunnels reached
 };
 
 /// One client address in the shared client table: open connections, a
@@ -105,6 +108,7 @@ struct shared_block {
     pool_state pools[max_pools];
     worker_counters workers[max_workers];
     std::atomic<std::uint32_t> connections_open{0};   ///< client connections, all workers
+    std::atomic<std::uint32_t> tunnels_open{0};       ///< upgraded connections, all workers (limits.tunnels)
     std::atomic<std::uint64_t> weights_version{0};    ///< bumped by each runtime weight change
     std::atomic<std::uint64_t> abuse_violations{0};
     std::atomic<std::uint64_t> firewall_blocks{0};     ///< addresses pushed to the blocklist (master)

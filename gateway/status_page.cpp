@@ -216,7 +216,8 @@ constexpr std::string_view page_js = R"js(
 
     var cards = $("cards");
     cards.replaceChildren();
-    card(cards, "Connections open", num(s.connections.open), "client connections now");
+    card(cards, "Connections open", num(s.connections.open),
+         "client connections now \u00b7 " + num(s.connections.tunnels) + " WebSocket");
     card(cards, "Connections total", num(s.connections.total), "accepted since start");
     card(cards, "Requests per second", rate(reqRate), "over the last refresh");
     card(cards, "Requests total", num(s.requests_total), "since start");
@@ -741,6 +742,8 @@ std::string status_json(const config::snapshot& cfg, const shared_block& shared,
     j.key("connections").begin_object();
     j.field("open", sum(&worker_counters::connections_active));
     j.field("total", sum(&worker_counters::connections_total));
+    j.field("tunnels", sum(&worker_counters::tunnels_active));
+    j.field("tunnels_total", sum(&worker_counters::tunnels_total));
     j.end_object();
     j.field("requests_total", sum(&worker_counters::requests_total));
     j.key("responses").begin_object();

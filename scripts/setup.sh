@@ -8,6 +8,8 @@ packages=(
   libssl-dev libboost1.81-dev libyaml-cpp-dev catch2 libnftnl-dev libmnl-dev libseccomp-dev
   openssl curl python3 procps iproute2 ca-certificates nftables keepalived
   testssl.sh chromium
+  # tests/integration/test_websocket.py: a real WebSocket client and server
+  python3-websockets
   # the Debian package (scripts/package.sh): CPack's dependency list needs
   # dpkg-shlibdeps and file; lintian checks the result
   dpkg-dev file lintian

@@ -17,7 +17,7 @@
 // Only what the network can produce is fed in; a trap is a bug in the
 // gateway (or in this model of it), never an expected outcome.
 
-#include "gateway/http_rules.hpp"
+#include "gateway/proxy/http_rules.hpp"
 
 #include <boost/beast/http/serializer.hpp>
 

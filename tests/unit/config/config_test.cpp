@@ -253,8 +253,8 @@ TEST_CASE("unknown keys are named, with a hint when one is close", "[unit][confi
     SECTION("nothing close lists the keys") {
         CHECK(only_error(minimal + "  limits: { bogus: 1 }\n") ==
               "config.yaml:7:13: gateway.limits.bogus: unknown key, expected one of header_bytes, header_count, "
-              "body_bytes, upstream_idle_per_server, max_connections, max_connections_per_client or "
-                                                                  "buffer_body_bytes");
+              "body_bytes, upstream_idle_per_server, max_connections, max_connections_per_client, tunnels or "
+              "buffer_body_bytes");
     }
     SECTION("inside a server") {
         CHECK(only_error(R"(site: www.foobar.com
@@ -1181,9 +1181,11 @@ TEST_CASE("routes: read in order, with their actions resolved", "[unit][config]"
 
 TEST_CASE("routes: every mistake at its position", "[unit][config]") {
     CHECK(only_error(routes_head + "    - { path: /api/ }\n") ==
-          "config.yaml:10:7: gateway.routes[0]: expected exactly one action: pool (proxy to a pool) or redirect");
+          "config.yaml:10:7: gateway.routes[0]: expected exactly one action: pool (proxy to a pool), redirect or "
+          "static (files from a directory)");
     CHECK(only_error(routes_head + "    - { pool: app, redirect: { to: \"https://x.example\" } }\n") ==
-          "config.yaml:10:7: gateway.routes[0]: expected exactly one action: pool (proxy to a pool) or redirect");
+          "config.yaml:10:7: gateway.routes[0]: expected exactly one action: pool (proxy to a pool), redirect or "
+          "static (files from a directory)");
     CHECK(only_error(routes_head + "    - { pool: apps }\n") ==
           "config.yaml:10:15: gateway.routes[0].pool: no pool named \"apps\" in gateway.pools; did you mean 'app'?");
     CHECK(only_error(routes_head + "    - { path: /a/../b, pool: app }\n") ==
@@ -1247,4 +1249,125 @@ TEST_CASE("routes: header rules, and the fields a route may not touch", "[unit][
               .find("a header value cannot hold control characters") != std::string::npos);
     CHECK(only_error(routes_head + "    - { redirect: { to: \"https://x.example\" }, headers: { response: {} } }\n")
               .find("a redirect route has none") != std::string::npos);
+}
+
+namespace {
+
+// A directory for static roots, removed when the test ends however it ends.
+struct temp_dir {
+    std::filesystem::path path;
+    explicit temp_dir(const std::string& tag)
+        : path(std::filesystem::temp_directory_path() / (tag + "-" + std::to_string(::getpid()))) {
+        std::filesystem::remove_all(path);
+        std::filesystem::create_directories(path);
+    }
+    ~temp_dir() {
+        std::error_code ignored;
+        std::filesystem::remove_all(path, ignored);
+    }
+    temp_dir(const temp_dir&) = delete;
+    temp_dir& operator=(const temp_dir&) = delete;
+};
+
+}  // namespace
+
+TEST_CASE("routes: a static route serves a directory", "[unit][config]") {
+    const temp_dir dir("rampart-config-static");
+    const std::string root = dir.path.string();
+    const auto s = load_ok(routes_head + "    - { host: www.foobar.com, path: /static/, static: { root: \"" + root +
+                           "/\", index: default.htm, cache_control: \"public, max-age=3600\", types: { WebManifest: "
+                           "application/manifest+json, txt: \"text/plain; charset=utf-8\" }, hidden: true, "
+                           "precompressed: off }, headers: { response: { set: { X-Static: \"1\" } } } }\n"
+                           "    - { path: /assets, static: { root: \"" + root + "\" } }\n"
+                           "    - { path: /, pool: app }\n");
+    const auto& r = s->gw.routes;
+    REQUIRE(r.size() == 3);
+    REQUIRE(r[0].files);
+    CHECK_FALSE(r[0].redirect);
+    CHECK(r[0].pool.empty());
+    CHECK(r[0].files->root == root);  // the trailing '/' dropped
+    CHECK(r[0].files->index == "default.htm");
+    CHECK(r[0].files->cache_control == "public, max-age=3600");
+    CHECK(r[0].files->types == std::vector<std::pair<std::string, std::string>>{
+                                   {"webmanifest", "application/manifest+json"}, {"txt", "text/plain; charset=utf-8"}});
+    CHECK(r[0].files->hidden);
+    CHECK_FALSE(r[0].files->precompressed);
+    CHECK(r[0].response_headers.set == std::vector<std::pair<std::string, std::string>>{{"X-Static", "1"}});
+    // The defaults.
+    REQUIRE(r[1].files);
+    CHECK(r[1].files->index == "index.html");
+    CHECK(r[1].files->cache_control.empty());
+    CHECK(r[1].files->types.empty());
+    CHECK_FALSE(r[1].files->hidden);
+    CHECK(r[1].files->precompressed);
+    // A static route reaches no pool.
+    CHECK(cfg::routed_pools(*s) == std::vector<std::size_t>{0});
+    CHECK_THAT(cfg::summary(*s), Contains("routes     1. www.foobar.com/static/ -> static " + root + "\n"
+                                          "           2. */assets -> static " + root + "\n"
+                                          "           3. */ -> pool app\n"));
+    CHECK(cfg::route_warnings(*s).empty());
+    // Only static routes: no pool is routed, and `index: ""` turns index files off.
+    const auto only = load_ok(routes_head + "    - { static: { index: \"\", root: \"" + root + "\" } }\n");
+    CHECK(cfg::routed_pools(*only).empty());
+    CHECK(only->gw.routes.at(0).files->index.empty());
+}
+
+TEST_CASE("routes: every mistake of a static route at its position", "[unit][config]") {
+    const temp_dir dir("rampart-config-static-errors");
+    const std::string root = dir.path.string();
+    { std::ofstream(dir.path / "file") << "x"; }
+    const std::string one_action =
+        "gateway.routes[0]: expected exactly one action: pool (proxy to a pool), redirect or static (files from a "
+        "directory)";
+    CHECK(only_error(routes_head + "    - { path: /s/, pool: app, static: { root: \"" + root + "\" } }\n") ==
+          "config.yaml:10:7: " + one_action);
+    CHECK(only_error(routes_head + "    - { redirect: { to: \"https://x.example\" }, static: { root: / } }\n") ==
+          "config.yaml:10:7: " + one_action);
+    CHECK(only_error(routes_head + "    - { static: { index: x.html } }\n") ==
+          "config.yaml:10:17: gateway.routes[0].static: missing required key 'root' (the absolute path of the "
+          "directory to serve)");
+    CHECK(only_error(routes_head + "    - { static: /srv/www }\n") ==
+          "config.yaml:10:17: gateway.routes[0].static: expected a map with root, index, cache_control, types, hidden "
+          "and precompressed, got \"/srv/www\"");
+    CHECK(only_error(routes_head + "    - { static: { root: srv/www } }\n") ==
+          "config.yaml:10:25: gateway.routes[0].static.root: expected an absolute directory path like "
+          "/srv/www/static, got \"srv/www\"");
+    CHECK(only_error(routes_head + "    - { static: { root: /nonexistent/rampart-static } }\n") ==
+          "config.yaml:10:25: gateway.routes[0].static.root: cannot use /nonexistent/rampart-static as the static "
+          "root: No such file or directory");
+    CHECK(only_error(routes_head + "    - { static: { root: \"" + root + "/file\" } }\n") ==
+          "config.yaml:10:25: gateway.routes[0].static.root: " + root + "/file is not a directory; a static root "
+          "must be one");
+    CHECK(only_error(routes_head + "    - { static: { index: a/index.html, root: \"" + root + "\" } }\n") ==
+          "config.yaml:10:26: gateway.routes[0].static.index: expected a file name like index.html (no '/'), or \"\" "
+          "for none, got \"a/index.html\"");
+    CHECK(only_error(routes_head + "    - { static: { index: \"..\", root: \"" + root + "\" } }\n")
+              .find("static.index: expected a file name") != std::string::npos);
+    CHECK(only_error(routes_head + "    - { static: { types: { .js: text/javascript }, root: \"" + root + "\" } }\n") ==
+          "config.yaml:10:28: gateway.routes[0].static.types..js: expected a file extension without the dot, like "
+          "webmanifest (letters, digits, '_', '-' and '+'), got \".js\"");
+    CHECK(only_error(routes_head + "    - { static: { types: { js: text javascript }, root: \"" + root + "\" } }\n") ==
+          "config.yaml:10:32: gateway.routes[0].static.types.js: expected a media type like "
+          "application/manifest+json or \"text/plain; charset=utf-8\", got \"text javascript\"");
+    CHECK(only_error(routes_head + "    - { static: { types: { js: a/b/c }, root: \"" + root + "\" } }\n")
+              .find("static.types.js: expected a media type") != std::string::npos);
+    CHECK(only_error(routes_head + "    - { static: { types: { JS: a/b, js: a/c }, root: \"" + root + "\" } }\n") ==
+          "config.yaml:10:37: gateway.routes[0].static.types.js: the extension js is already given at line 10 "
+          "(extensions are compared in lower case)");
+    CHECK(only_error(routes_head + "    - { static: { hidden: maybe, root: \"" + root + "\" } }\n") ==
+          "config.yaml:10:27: gateway.routes[0].static.hidden: expected true or false, got \"maybe\"");
+    CHECK(only_error(routes_head + "    - { static: { cache_control: \"a\\nb\", root: \"" + root + "\" } }\n") ==
+          "config.yaml:10:34: gateway.routes[0].static.cache_control: a header value cannot hold control characters "
+          "(CR, LF, NUL)");
+    CHECK(only_error(routes_head + "    - { static: { gzip: on, root: \"" + root + "\" } }\n") ==
+          "config.yaml:10:19: gateway.routes[0].static.gzip: unknown key, expected one of root, index, "
+          "cache_control, types, hidden or precompressed");
+    // A static route answers by itself: response rules apply, request rules would reach no one.
+    CHECK(only_error(routes_head + "    - { headers: { request: { remove: [Cookie] } }, static: { root: \"" + root +
+                     "\" } }\n") ==
+          "config.yaml:10:29: gateway.routes[0].headers.request: a static route sends no request to a pool; only "
+          "headers.response applies to it");
+    CHECK(only_error(routes_head + "    - { headers: { response: { remove: [Content-Length] } }, static: { root: \"" +
+                     root + "\" } }\n")
+              .find("Content-Length is the gateway's own") != std::string::npos);
 }

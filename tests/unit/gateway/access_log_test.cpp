@@ -2,7 +2,7 @@
 // writer thread (through a pipe: whole lines, nothing lost at stop, drops
 // counted when the ring is full).
 
-#include "gateway/access_log.hpp"
+#include "gateway/proxy/access_log.hpp"
 
 // Boost.JSON compiled into this test only, to check that every line parses.
 #include <boost/json/src.hpp>

@@ -1,4 +1,4 @@
-#include "gateway/balancer.hpp"
+#include "gateway/proxy/balancer.hpp"
 
 #include <catch2/catch.hpp>
 

@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/openat2.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -17,6 +18,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -26,6 +28,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -50,7 +53,7 @@ constexpr bool sanitized = false;
 /// Runs `body` in a forked child, after sandbox_worker(mode); returns the
 /// wait status. The child's return value is its exit code; it leaves with
 /// exit_group, so no Catch2 or sanitizer exit handler runs in it.
-int in_sandbox(seccomp_mode mode, const std::function<int()>& body) {
+int in_sandbox(seccomp_mode mode, const std::function<int()>& body, bool serve_files = false) {
     const pid_t pid = ::fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
@@ -58,7 +61,7 @@ int in_sandbox(seccomp_mode mode, const std::function<int()>& body) {
         for (int sig : {SIGABRT, SIGSEGV, SIGSYS}) {
             ::signal(sig, SIG_DFL);
         }
-        gw::sandbox_worker(mode);
+        gw::sandbox_worker(mode, serve_files);
         // exit_group directly: sanitizers intercept _exit() to run their
         // leak check, which forks a tracer.
         ::syscall(SYS_exit_group, body());
@@ -157,6 +160,49 @@ TEST_CASE("a sandboxed worker keeps what it needs and has no capabilities", "[un
         const long rc = ::syscall(SYS_clone3, nullptr, 0);
         return rc == -1 && errno == ENOSYS ? 0 : 1;
     })));
+    // Static routes: a root opened O_PATH, a file beneath it by openat2 (or
+    // read-only openat), its size by fstat, its bytes by pread.
+    const auto dir = std::filesystem::temp_directory_path() / ("rampart-sandbox-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    {
+        std::FILE* f = std::fopen((dir / "file.txt").c_str(), "w");
+        REQUIRE(f != nullptr);
+        std::fputs("static", f);
+        std::fclose(f);
+    }
+    CHECK(exited_ok(in_sandbox(seccomp_mode::enforce, [&dir] {
+        const int root = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (root < 0) {
+            return 1;
+        }
+        open_how how{};
+        how.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
+        how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+        long fd = ::syscall(SYS_openat2, root, "file.txt", &how, sizeof how);
+        if (fd < 0 && errno == ENOSYS) {
+            fd = ::openat(root, "file.txt", O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | O_NOFOLLOW);
+        }
+        struct stat st {};
+        std::array<char, 6> bytes{};
+        if (fd < 0 || ::fstat(static_cast<int>(fd), &st) != 0 || st.st_size != 6 ||
+            ::pread(static_cast<int>(fd), bytes.data(), bytes.size(), 0) != 6 ||
+            std::string(bytes.data(), bytes.size()) != "static") {
+            return 2;
+        }
+        ::close(static_cast<int>(fd));
+        const int plain = ::openat(root, "file.txt", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (plain < 0) {
+            return 3;
+        }
+        ::close(plain);
+        ::close(root);
+        return 0;
+    }, true)));
+    // Without a static route, not even a read-only open.
+    CHECK(killed_by(in_sandbox(seccomp_mode::enforce, [&dir] {
+        return ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC) >= 0 ? 0 : 1;
+    }), SIGSYS));
+    std::filesystem::remove_all(dir);
     if (!sanitized) {
         CHECK(exited_ok(in_sandbox(seccomp_mode::enforce, [] {
             int value = 0;
@@ -168,10 +214,22 @@ TEST_CASE("a sandboxed worker keeps what it needs and has no capabilities", "[un
 }
 
 TEST_CASE("the sandbox kills a worker for a call outside its list", "[unit][gateway][privileges]") {
-    SECTION("opening a file") {
-        CHECK(killed_by(
-            in_sandbox(seccomp_mode::enforce, [] { return ::open("/", O_RDONLY | O_DIRECTORY) >= 0 ? 0 : 1; }),
-            SIGSYS));
+    SECTION("opening a file for writing, or creating one") {
+        // Reading is allowed with a static route; nothing else, even then.
+        for (const int flags : {O_WRONLY, O_RDWR, O_RDONLY | O_CREAT, O_RDONLY | O_TRUNC, O_WRONLY | O_APPEND}) {
+            INFO("flags " << flags);
+            CHECK(killed_by(in_sandbox(seccomp_mode::enforce,
+                                       [flags] { return ::open("/dev/null", flags | O_CLOEXEC, 0600) >= 0 ? 0 : 1; },
+                                       true),
+                            SIGSYS));
+        }
+#ifdef SYS_open
+        // The old open(2) system call stays out altogether.
+        CHECK(killed_by(in_sandbox(seccomp_mode::enforce,
+                                   [] { return ::syscall(SYS_open, "/dev/null", O_RDONLY | O_CLOEXEC) >= 0 ? 0 : 1; },
+                                   true),
+                        SIGSYS));
+#endif
     }
     SECTION("starting a process") {
         CHECK(killed_by(in_sandbox(seccomp_mode::enforce, [] { return ::fork() >= 0 ? 0 : 1; }), SIGSYS));
@@ -205,12 +263,12 @@ TEST_CASE("the sandbox kills a worker for a call outside its list", "[unit][gate
 }
 
 TEST_CASE("seccomp log and off let every call through", "[unit][gateway][privileges]") {
-    const auto open_root = [] {
-        const int fd = ::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const auto open_for_writing = [] {
+        const int fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
         return fd >= 0 ? 0 : 1;
     };
-    CHECK(exited_ok(in_sandbox(seccomp_mode::log, open_root)));
-    CHECK(exited_ok(in_sandbox(seccomp_mode::off, open_root)));
+    CHECK(exited_ok(in_sandbox(seccomp_mode::log, open_for_writing)));
+    CHECK(exited_ok(in_sandbox(seccomp_mode::off, open_for_writing)));
     // Capabilities are gone in every mode (capget is outside the list, so
     // this is checked without the filter).
     CHECK(exited_ok(in_sandbox(seccomp_mode::off, [] { return no_capabilities() ? 0 : 1; })));

@@ -1,5 +1,5 @@
 // The retry policy's whole decision table, without a socket.
-#include "gateway/retry_policy.hpp"
+#include "gateway/proxy/retry_policy.hpp"
 
 #include <catch2/catch.hpp>
 

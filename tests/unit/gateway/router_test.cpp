@@ -1,5 +1,5 @@
 // Routes: path normalisation, traversal attempts, and the matching matrix.
-#include "gateway/router.hpp"
+#include "gateway/proxy/router.hpp"
 
 #include "tests/unit/support.hpp"
 

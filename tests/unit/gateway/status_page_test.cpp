@@ -233,7 +233,7 @@ TEST_CASE("status_json: the whole document for a small config", "[unit][gateway]
     const std::string expected =
         R"({"site":"www.foobar.com","version":")" RAMPART_TEST_VERSION
         R"(","generation":1,"last_reload":"none","uptime_s":125,"vrrp_state":"unknown",)"
-        R"("workers":2,"worker_restarts":0,"connections":{"open":2,"total":15},"requests_total":42,)"
+        R"("workers":2,"worker_restarts":0,"connections":{"open":2,"total":15,"tunnels":0,"tunnels_total":0},"requests_total":42,)"
         R"("responses":{"1xx":0,"2xx":39,"3xx":0,"4xx":0,"5xx":1},"handshakes":{"full":7,"resumed":3,"failed":1},)"
         R"("pools":[{"name":"app","balance":"weighted_round_robin","queue":4,"queue_timeouts":0,"rate_limited":0,)"
         R"("health":{"path":"/health","expect_status":200,"interval_ms":2000,"rise":2,"fall":3},"servers":[)"

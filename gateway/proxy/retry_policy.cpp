@@ -1,4 +1,4 @@
-#include "gateway/retry_policy.hpp"
+#include "gateway/proxy/retry_policy.hpp"
 
 namespace rampart::gateway {
 

@@ -1,7 +1,7 @@
-#include "gateway/worker.hpp"
+#include "gateway/proxy/worker.hpp"
 
 #include "gateway/log.hpp"
-#include "gateway/session.hpp"
+#include "gateway/proxy/client_connection.hpp"
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 
@@ -34,9 +34,6 @@ worker_context::worker_context(net::io_context& io_, config::snapshot_ptr cfg_, 
     for (std::size_t si : slots.servers) {
         server_states.push_back(&shared.servers[si]);
     }
-    for (std::size_t pi : slots.pools) {
-        pool_states.push_back(&shared.pools[pi]);
-    }
     for (const auto& s : cfg->servers) {
         error_code ec;
         auto address = net::ip::make_address(s.address, ec);
@@ -44,24 +41,20 @@ worker_context::worker_context(net::io_context& io_, config::snapshot_ptr cfg_, 
     }
     for (std::size_t pi = 0; pi < cfg->gw.pools.size(); ++pi) {
         const auto& p = cfg->gw.pools[pi];
-        balancers.emplace_back(p);
-        auto& states = members.emplace_back();
-        auto& indexes = member_servers.emplace_back();
+        pools.emplace_back(p, shared.pools[slots.pools[pi]], server_states, shared.weights_version);
         for (const auto& m : p.members) {
-            std::size_t si = 0;
-            while (si < cfg->servers.size() && cfg->servers[si].name != m.name) {
-                ++si;
-            }
-            indexes.push_back(si);
-            states.push_back(server_states[si]);
             // The pool member's own address wins over the server entry's.
             error_code ec;
-            server_endpoints[si] = tcp::endpoint(net::ip::make_address(m.address.host, ec), m.address.port);
+            server_endpoints[m.server] = tcp::endpoint(net::ip::make_address(m.address.host, ec), m.address.port);
         }
-        queue_waiters.emplace_back();
         if (p.name == cfg->gw.default_pool) {
             default_pool = pi;
         }
+    }
+    for (const auto& r : cfg->gw.routes) {
+        // Opened once per worker, before any request; a root that cannot be
+        // opened stops the worker with its name (check and reload test it first).
+        static_roots.push_back(r.files ? std::make_unique<static_root>(*r.files, r.path) : nullptr);
     }
     if (cfg->gw.hsts_settings.enabled) {
         hsts_value = cfg->gw.hsts_settings.header_value();
@@ -139,13 +132,13 @@ void worker::run() {
     }
     io_.run();
     if (access_log_) {
-        access_log_->stop();  // every session has ended: write out the last lines
+        access_log_->stop();  // every connection has ended: write out the last lines
     }
 }
 
 // Drain: stop accepting, close idle connections, let requests in flight
 // finish (their responses say Connection: close), and after the drain
-// deadline abort what is left. run() returns when the last session ends.
+// deadline abort what is left. run() returns when the last connection ends.
 void worker::begin_drain() {
     if (ctx_.draining) {
         return;
@@ -168,7 +161,7 @@ void worker::begin_drain() {
         a->close(ec);
     }
     ctx_.upstreams.clear();
-    std::vector<session_base*> live(ctx_.sessions.begin(), ctx_.sessions.end());
+    std::vector<connection_base*> live(ctx_.connections.begin(), ctx_.connections.end());
     for (auto* s : live) {
         s->drain();
     }
@@ -176,18 +169,18 @@ void worker::begin_drain() {
 }
 
 net::awaitable<void> worker::drain_deadline() {
-    if (ctx_.sessions.empty()) {
+    if (ctx_.connections.empty()) {
         co_return;
     }
-    // Checked in short steps so the worker exits as soon as the last session
+    // Checked in short steps so the worker exits as soon as the last connection
     // is gone, instead of sleeping out the whole deadline.
     net::steady_timer timer(io_);
     const auto end = std::chrono::steady_clock::now() + ctx_.cfg->gw.timeouts_settings.drain;
-    while (!ctx_.sessions.empty() && std::chrono::steady_clock::now() < end) {
+    while (!ctx_.connections.empty() && std::chrono::steady_clock::now() < end) {
         timer.expires_after(std::chrono::milliseconds(50));
         co_await timer.async_wait(use_tuple);
     }
-    std::vector<session_base*> live(ctx_.sessions.begin(), ctx_.sessions.end());
+    std::vector<connection_base*> live(ctx_.connections.begin(), ctx_.connections.end());
     if (!live.empty()) {
         log(log_level::warn, "drain deadline passed: closing " + std::to_string(live.size()) + " connections");
     }
@@ -297,16 +290,16 @@ net::awaitable<void> worker::accept_loop(tcp_acceptor& acceptor, bool tls) {
         }
         error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
-        // Setting up a session can fail only for want of memory or
+        // Setting up a connection can fail only for want of memory or
         // descriptors: that connection is dropped, the worker goes on.
         try {
             if (tls) {
-                start_tls_session(ctx_, tcp_socket(std::move(socket)), *admitted);
+                start_tls_connection(ctx_, tcp_socket(std::move(socket)), *admitted);
             } else {
-                start_redirect_session(ctx_, tcp_socket(std::move(socket)), *admitted);
+                start_redirect_connection(ctx_, tcp_socket(std::move(socket)), *admitted);
             }
         } catch (const std::exception& e) {
-            log(log_level::warn, std::string("cannot start a session: ") + e.what());
+            log(log_level::warn, std::string("cannot start a connection: ") + e.what());
         }
     }
 }

@@ -1,4 +1,4 @@
-#include "gateway/http_rules.hpp"
+#include "gateway/proxy/http_rules.hpp"
 
 #include <chrono>
 #include <cstring>

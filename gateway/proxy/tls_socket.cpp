@@ -1,4 +1,4 @@
-#include "gateway/tls_socket.hpp"
+#include "gateway/proxy/tls_socket.hpp"
 
 #include <boost/asio/ssl/error.hpp>
 

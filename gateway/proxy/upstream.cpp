@@ -1,4 +1,4 @@
-#include "gateway/upstream.hpp"
+#include "gateway/proxy/upstream.hpp"
 
 #include <sys/socket.h>
 

@@ -5,20 +5,20 @@
 
 #include "certs/certs.hpp"
 #include "config/config.hpp"
-#include "gateway/access_log.hpp"
-#include "gateway/balancer.hpp"
-#include "gateway/router.hpp"
-#include "gateway/http_rules.hpp"
 #include "gateway/net.hpp"
-#include "gateway/session.hpp"
+#include "gateway/proxy/access_log.hpp"
+#include "gateway/proxy/connection_base.hpp"
+#include "gateway/proxy/http_rules.hpp"
+#include "gateway/proxy/router.hpp"
+#include "gateway/proxy/static_files.hpp"
+#include "gateway/proxy/upstream.hpp"
+#include "gateway/proxy/upstream_pool.hpp"
 #include "gateway/shared_state.hpp"
-#include "gateway/upstream.hpp"
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <openssl/ssl.h>
 
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,7 +27,7 @@
 
 namespace rampart::gateway {
 
-class session_base;
+class connection_base;
 
 /// Listening sockets handed to a worker (already bound and listening). A
 /// worker may get several per listener: after a reload to fewer workers the
@@ -41,8 +41,8 @@ struct worker_sockets {
     int master_alive = -1;  ///< the master's life line: reads EOF once the master is gone; -1: none
 };
 
-/// Everything a session needs from its worker. Lives as long as the worker;
-/// sessions hold a reference. Used only on the worker's io_context.
+/// Everything a connection needs from its worker. Lives as long as the
+/// worker; connections hold a reference. Used only on the worker's io_context.
 struct worker_context {
     /// `counter_slot`: this worker's entry in shared_block::workers.
     worker_context(net::io_context& io, config::snapshot_ptr cfg, SSL_CTX* tls, shared_block& shared,
@@ -54,22 +54,17 @@ struct worker_context {
     shared_block& shared;
     worker_counters& counters;
     upstream_cache upstreams;
-    std::vector<balancer> balancers;                          ///< per pool
-    std::vector<server_health*> server_states;                 ///< per server: its shared slot
-    std::vector<pool_state*> pool_states;                     ///< per pool: its shared slot
-    std::vector<std::vector<server_health*>> members;          ///< per pool: shared state of each member
-    std::vector<std::vector<std::size_t>> member_servers;     ///< per pool: index in snapshot::servers
+    std::vector<server_health*> server_states;                ///< per server: its shared slot
     std::vector<tcp::endpoint> server_endpoints;              ///< per server
+    std::vector<upstream_pool> pools;                         ///< per pool of cfg
     std::size_t default_pool = 0;
     router routes;                                            ///< gateway.routes of cfg
-    /// Per pool: timers of requests of this worker waiting in the queue; a
-    /// slot freed here wakes the first at once (other workers' frees are
-    /// seen by polling).
-    std::vector<std::deque<net::steady_timer*>> queue_waiters;
+    /// Per route of cfg: its static root, opened once (null for other routes).
+    std::vector<std::unique_ptr<static_root>> static_roots;
     std::string hsts_value;                                   ///< "" when HSTS is off
     std::uint16_t https_port = 443;
     bool draining = false;
-    std::unordered_set<session_base*> sessions;
+    std::unordered_set<connection_base*> connections;
     access_log* requests_log = nullptr;                       ///< null when the access log is off
     request_id_source request_ids;                            ///< X-Request-Id for requests without one
 };
@@ -96,7 +91,7 @@ private:
     net::awaitable<void> drain_deadline();
     net::awaitable<void> sweep_upstreams();
 
-    // Declared first, destroyed last: sessions hold a pointer to it until
+    // Declared first, destroyed last: connections hold a pointer to it until
     // the io_context is gone.
     std::unique_ptr<access_log> access_log_;
     // One thread runs this io_context and every socket and timer of the

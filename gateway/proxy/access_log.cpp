@@ -1,4 +1,4 @@
-#include "gateway/access_log.hpp"
+#include "gateway/proxy/access_log.hpp"
 
 #include "gateway/log.hpp"
 

@@ -1,0 +1,211 @@
+#include "gateway/proxy/client_connection.hpp"
+
+#include "gateway/log.hpp"
+#include "gateway/proxy/access_log.hpp"
+#include "gateway/proxy/error_status.hpp"
+#include "gateway/proxy/http1_connection.hpp"
+#include "gateway/proxy/http_rules.hpp"
+#include "gateway/proxy/request_head.hpp"
+#include "gateway/proxy/tls_socket.hpp"
+#include "gateway/proxy/worker.hpp"
+
+#include <boost/beast/http/write.hpp>
+
+#include <openssl/ssl.h>
+
+#include <memory>
+#include <string>
+
+namespace rampart::gateway {
+
+template class http1_connection<tls_socket>;
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+std::string client_address(const tcp_socket& s) {
+    error_code ec;
+    auto ep = s.remote_endpoint(ec);
+    if (ec) {
+        return "unknown";
+    }
+    auto a = ep.address();
+    if (a.is_v6() && a.to_v6().is_v4_mapped()) {
+        a = net::ip::make_address_v4(net::ip::v4_mapped, a.to_v6());
+    }
+    return a.to_string();
+}
+
+// ---------------------------------------------------------------- TLS
+
+class tls_connection final : public http1_connection<tls_socket> {
+public:
+    tls_connection(worker_context& w, tcp_socket&& socket, admission a)
+        : tls_connection(w, std::move(socket), a, client_address(socket)) {}
+
+    void start() {
+        start_watchdog();
+        auto self = std::static_pointer_cast<tls_connection>(shared_from_this());
+        net::co_spawn(w_.io, run(self), [](std::exception_ptr e) {
+            if (e) {
+                try {
+                    std::rethrow_exception(e);
+                } catch (const std::exception& ex) {
+                    log(log_level::error, std::string("connection failed: ") + ex.what());
+                }
+            }
+        });
+    }
+
+private:
+    // The address is read before the socket moves into the TLS stream.
+    tls_connection(worker_context& w, tcp_socket&& socket, admission a, std::string address)
+        : http1_connection(w, a, connection_facts{client_info{std::move(address), true}}, std::move(socket),
+                           w.tls_context) {}
+
+    net::awaitable<void> run(std::shared_ptr<tls_connection> self) {
+        arm(phase::handshake);
+        const error_code ec = co_await stream_.handshake();
+        if (ec) {
+            w_.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+            const bool timed_out = take_timeout();
+            const int reason = timed_out ? 0 : is_disconnect(ec) ? 1 : 2;
+            w_.counters.handshake_failures_by[reason].fetch_add(1, std::memory_order_relaxed);
+            if (reason != 1) {
+                violation();  // a stalled or broken handshake, not a client that left
+            }
+            log(log_level::debug, "handshake from " + facts_.client.address + " failed: " + ec.message());
+            finish(false);
+            co_return;
+        }
+        SSL* ssl = stream_.native_handle();
+        facts_.resumed = SSL_session_reused(ssl) == 1;
+        facts_.tls_version = SSL_get_version(ssl);  // static strings, valid for the process's life
+        facts_.cipher = SSL_get_cipher_name(ssl);
+        (facts_.resumed ? w_.counters.handshakes_resumed : w_.counters.handshakes_full)
+            .fetch_add(1, std::memory_order_relaxed);
+        (SSL_version(ssl) == TLS1_3_VERSION ? w_.counters.handshakes_tls13 : w_.counters.handshakes_tls12)
+            .fetch_add(1, std::memory_order_relaxed);
+        const bool graceful = co_await serve_requests();
+        finish(graceful);
+        (void)self;
+    }
+
+    // Graceful: close_notify, then a half-close (FIN after the last bytes)
+    // so the client reads the whole response before the socket goes.
+    void finish(bool graceful) {
+        if (graceful) {
+            stream_ops<tls_socket>::shutdown_send(stream_);
+        }
+        // Bytes on the wire, counted by OpenSSL's socket BIO once per
+        // connection rather than on every read and write.
+        if (SSL* ssl = stream_.native_handle()) {
+            w_.counters.bytes_in.fetch_add(BIO_number_read(SSL_get_rbio(ssl)), std::memory_order_relaxed);
+            w_.counters.bytes_out.fetch_add(BIO_number_written(SSL_get_wbio(ssl)), std::memory_order_relaxed);
+        }
+        error_code ec;
+        stream_.next_layer().shutdown(tcp::socket::shutdown_both, ec);
+        stream_.next_layer().close(ec);
+        stop_watchdog();
+    }
+};
+
+// ---------------------------------------------------------------- plain HTTP
+
+// Port 80: every request gets a redirect to the same path on https. One
+// request per connection.
+class redirect_connection final : public connection_base {
+public:
+    redirect_connection(worker_context& w, tcp_socket socket, admission a)
+        : connection_base(w, a), socket_(std::move(socket)) {
+        buffer_.max_size(w.cfg->gw.limits_settings.header_bytes + 8 * 1024);
+    }
+
+    void start() {
+        start_watchdog();
+        auto self = std::static_pointer_cast<redirect_connection>(shared_from_this());
+        net::co_spawn(w_.io, run(self), net::detached);
+    }
+
+private:
+    void cancel_io() override {
+        error_code ec;
+        socket_.cancel(ec);
+    }
+
+    net::awaitable<void> run(std::shared_ptr<redirect_connection> self) {
+        const auto start = clock::now();
+        const auto wall = std::chrono::system_clock::now();
+        const std::string client = w_.requests_log != nullptr ? client_address(socket_) : std::string();
+        http::request_parser<http::empty_body> p;
+        p.header_limit(static_cast<std::uint32_t>(w_.cfg->gw.limits_settings.header_bytes));
+        arm(phase::header);
+        auto [ec, rejected] = co_await read_request_header(socket_, buffer_, p);
+        http::response<http::string_body> res;
+        if (ec) {
+            const auto status = head_error_status(ec, take_timeout());
+            if (!status) {
+                close();
+                co_return;
+            }
+            res = make_error_response(*status, 11, "", true);
+        } else if (rejected) {
+            res = make_error_response(rejected->status, 11, "", true);
+        } else if (auto r = validate_request(p.get().base(), w_.cfg->gw.limits_settings.header_count)) {
+            res = make_error_response(r->status, p.get().version(), "", true);
+        } else {
+            auto& req = p.get();
+            auto location = https_location(req[http::field::host], req.target(), w_.https_port, w_.cfg->site);
+            if (!location) {
+                res = make_error_response(http::status::bad_request, req.version(), "", true);
+            } else {
+                res = make_error_response(http::status::moved_permanently, req.version(), "", true);
+                res.set(http::field::location, *location);
+            }
+        }
+        const std::string id = ec ? w_.request_ids.next() : pick_request_id(p.get(), w_.request_ids);
+        res.set("X-Request-Id", id);
+        arm(phase::response_body);
+        auto [wec, wn] = co_await http::async_write(socket_, res, use_tuple);
+        take_timeout();
+        if (w_.requests_log != nullptr) {
+            const auto& req = p.get();
+            access_record r;
+            r.time = wall;
+            r.client = client;
+            r.method = req.method_string();
+            r.host = req[http::field::host];
+            r.path = req.target();
+            r.status = res.result_int();
+            r.bytes_sent = wec ? 0 : res.body().size();
+            r.request_time = clock::now() - start;
+            r.request_id = id;
+            w_.requests_log->write(r);
+        }
+        close();
+        (void)self;
+    }
+
+    void close() {
+        error_code ec;
+        socket_.shutdown(tcp::socket::shutdown_both, ec);
+        socket_.close(ec);
+        stop_watchdog();
+    }
+
+    tcp_socket socket_;
+    beast::flat_buffer buffer_;
+};
+
+}  // namespace
+
+void start_tls_connection(worker_context& w, tcp_socket socket, admission a) {
+    std::make_shared<tls_connection>(w, std::move(socket), a)->start();
+}
+
+void start_redirect_connection(worker_context& w, tcp_socket socket, admission a) {
+    std::make_shared<redirect_connection>(w, std::move(socket), a)->start();
+}
+
+}  // namespace rampart::gateway

@@ -1,0 +1,103 @@
+#pragma once
+// One request and its response, whatever connection carries it: the path in
+// normal form, the route, the rate limit, then the route's action (a pool of
+// app servers with retries, a static file, a redirect), the response's
+// headers, a tunnel after an upgrade, and the access log line.
+//
+// The exchange talks to the client only through its `downstream` (the
+// connection's view of one request), so HTTP/1.1 framing, keep-alive and
+// TLS stay in the connection layer, and an HTTP/2 stream can be served by
+// the same code.
+
+#include "config/config.hpp"
+#include "gateway/proxy/http_rules.hpp"
+#include "gateway/net.hpp"
+#include "gateway/proxy/downstream.hpp"
+#include "gateway/proxy/retry_policy.hpp"
+#include "gateway/proxy/upstream.hpp"
+#include "gateway/server_health.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace rampart::gateway {
+
+struct worker_context;
+class connection_base;
+class upstream_pool;
+
+/// How the client connection was set up, for the access log.
+struct connection_facts {
+    client_info client;
+    const char* tls_version = nullptr;  ///< static strings from OpenSSL; null on plain HTTP
+    const char* cipher = nullptr;
+    bool resumed = false;
+};
+
+/// How an exchange ended for its connection: `done` (the response went out
+/// whole; the connection's framing decides whether it stays open), `tunnel`
+/// (an upgraded connection ran and ended: close) or `abort` (cut the
+/// connection without another byte).
+enum class exchange_end { done, tunnel, abort };
+
+class exchange {
+public:
+    exchange(worker_context& w, connection_base& conn, downstream& down, const connection_facts& facts);
+    exchange(const exchange&) = delete;
+    exchange& operator=(const exchange&) = delete;
+
+    /// Serves a request whose head was read and passed the connection's checks.
+    net::awaitable<exchange_end> serve();
+    /// Answers a request the connection refused (framing, limits, timeouts):
+    /// counted as rejected and as a violation of the client, then closed.
+    /// `head_read`: its head was complete (it gets an access log line).
+    net::awaitable<exchange_end> refuse(http::status status, bool head_read);
+    /// A request body that failed mid-way (`ec` from downstream::read_body):
+    /// its status from error_status, or abort when the client left.
+    net::awaitable<exchange_end> body_failed(const error_code& ec);
+    /// The access log line and latency histograms; call last, with the head
+    /// as far as it was read.
+    void finish(const http::request_header<>& h);
+
+private:
+    net::awaitable<exchange_end> serve_pool(std::size_t pool_index, bool upgrade);
+    net::awaitable<exchange_end> serve_static();
+    net::awaitable<exchange_end> send_file(http::response<http::buffer_body>& res, int fd, std::uint64_t offset,
+                                           std::uint64_t length);
+    net::awaitable<exchange_end> relay_response(upstream_pool& pool, retry_policy& policy, bool& retry);
+    net::awaitable<exchange_end> run_tunnel();
+    net::awaitable<exchange_end> reply(http::status status, bool close, std::string_view retry_after = {},
+                                       std::string_view location = {});
+    net::awaitable<exchange_end> send(http::response<http::string_body>& res, bool close);
+    net::awaitable<exchange_end> reject(http::status status);
+    bool within_rate(std::size_t pool, const config::rate& r);
+    void record_failure(server_health& s, std::size_t server, const config::pool& pc);
+    void count_status(unsigned status);
+    const std::string& request_id();
+
+    worker_context& w_;
+    connection_base& conn_;
+    downstream& down_;
+    const connection_facts& facts_;
+    const config::route* route_ = nullptr;  ///< null without routes
+    bool head_request_ = false;
+    std::string body_prefix_;               ///< the request body read before a server was chosen
+    upstream_ptr up_;
+    std::optional<response_parser> rp_;
+
+    // The request, as the access log will record it.
+    std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+    std::chrono::system_clock::time_point wall_ = std::chrono::system_clock::now();
+    bool head_read_ = false;
+    unsigned status_ = 0;  ///< of the response started; 0: none
+    std::uint64_t bytes_sent_ = 0;
+    std::uint64_t bytes_received_ = 0;
+    std::optional<std::size_t> upstream_;  ///< index in snapshot::servers of the last server tried
+    std::optional<std::chrono::steady_clock::duration> upstream_time_;
+    unsigned retries_ = 0;
+    std::string request_id_;
+};
+
+}  // namespace rampart::gateway
