@@ -1485,10 +1485,10 @@ std::optional<route_static> checker::check_static(const field& f) {
                 while (root.size() > 1 && root.back() == '/') {
                     root.pop_back();
                 }
+                // A root that does not exist (yet) is a warning (route_warnings),
+                // like nginx's: the directory may be deployed or mounted later.
                 struct stat st {};
-                if (::stat(root.c_str(), &st) != 0) {
-                    fail(*r, "cannot use " + root + " as the static root: " + std::strerror(errno));
-                } else if (!S_ISDIR(st.st_mode)) {
+                if (::stat(root.c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) {
                     fail(*r, root + " is not a directory; a static root must be one");
                 } else {
                     out.root = std::move(root);
@@ -2756,6 +2756,15 @@ std::vector<error> route_warnings(const snapshot& s) {
     std::vector<error> out;
     const auto& routes = s.gw.routes;
     for (std::size_t j = 0; j < routes.size(); ++j) {
+        if (routes[j].files) {
+            struct stat st {};
+            if (::stat(routes[j].files->root.c_str(), &st) != 0) {
+                out.push_back(error{routes[j].where, "gateway.routes[" + std::to_string(j) + "]: static root " +
+                                                         routes[j].files->root + ": " + std::strerror(errno) +
+                                                         "; its requests get 404 until it exists and the "
+                                                         "gateway reloads"});
+            }
+        }
         for (std::size_t i = 0; i < j; ++i) {
             if (host_covers(routes[i].host, routes[j].host) && path_covers(routes[i].path, routes[j].path) &&
                 methods_cover(routes[i].methods, routes[j].methods)) {

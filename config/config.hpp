@@ -215,7 +215,7 @@ struct route_redirect {
 /// `root` once, when they start: a symlink in its own path is followed then,
 /// and a later change of that symlink is seen on the next reload.
 struct route_static {
-    std::string root;                   ///< absolute path of an existing directory, normal form, no trailing '/'
+    std::string root;                   ///< absolute path of a directory (missing: a warning), normal form, no trailing '/'
     std::string index = "index.html";   ///< served for a path ending in '/'; "" = none (no directory listing ever)
     std::string cache_control;          ///< Cache-Control of the file answers (200, 206, 304); "" = none
     /// File extension (lower case, no dot) -> media type, before the built-in table.

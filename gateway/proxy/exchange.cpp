@@ -432,8 +432,11 @@ net::awaitable<exchange_end> exchange::serve_static() {
     sr.if_modified_since = req[http::field::if_modified_since];
     sr.range = req[http::field::range];
     sr.if_range = req[http::field::if_range];
-    const static_root& root = *w_.static_roots[static_cast<std::size_t>(route_ - w_.cfg->gw.routes.data())];
-    static_answer a = gateway::serve(root, sr);
+    const static_root* root = w_.static_roots[static_cast<std::size_t>(route_ - w_.cfg->gw.routes.data())].get();
+    if (root == nullptr) {
+        co_return co_await reply(http::status::not_found, false);  // the root could not be opened
+    }
+    static_answer a = gateway::serve(*root, sr);
     if (a.status == 503 || (a.status == 404 && a.error != 0 && a.error != ENOENT && a.error != ENOTDIR)) {
         if (log_enabled(log_level::debug)) {
             log(log_level::debug, "static " + std::string(sr.path) + ": " + std::strerror(a.error));

@@ -52,9 +52,18 @@ worker_context::worker_context(net::io_context& io_, config::snapshot_ptr cfg_, 
         }
     }
     for (const auto& r : cfg->gw.routes) {
-        // Opened once per worker, before any request; a root that cannot be
-        // opened stops the worker with its name (check and reload test it first).
-        static_roots.push_back(r.files ? std::make_unique<static_root>(*r.files, r.path) : nullptr);
+        // Opened once per worker, before any request. A root that cannot be
+        // opened (`rampart check` warns) answers 404 until a reload finds it.
+        std::unique_ptr<static_root> root;
+        if (r.files) {
+            try {
+                root = std::make_unique<static_root>(*r.files, r.path);
+            } catch (const std::exception& e) {
+                log(log_level::error, std::string("static route ") + r.path + ": " + e.what() +
+                                          "; its requests get 404");
+            }
+        }
+        static_roots.push_back(std::move(root));
     }
     if (cfg->gw.hsts_settings.enabled) {
         hsts_value = cfg->gw.hsts_settings.header_value();
