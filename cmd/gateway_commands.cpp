@@ -4,10 +4,14 @@
 
 #include "certs/certs.hpp"
 #include "cmd/commands.hpp"
+#include "firewall/blocklist.hpp"
+#include "firewall/firewall.hpp"
 #include "gateway/log.hpp"
-#include "gateway/master.hpp"
+#include "gateway/control/master.hpp"
 
+#include <chrono>
 #include <cstdlib>
+#include <memory>
 #include <cstring>
 #include <iostream>
 #include <string>
@@ -51,7 +55,17 @@ int cmd_serve(const std::vector<std::string>& args) {
         }
     }
     rampart::gateway::set_log_level(level);
-    return rampart::gateway::run_master(cfg);
+    // The gateway's control plane reaches the firewall only through these.
+    rampart::gateway::control_links links;
+    auto list = std::make_shared<std::unique_ptr<rampart::firewall::blocklist>>();
+    links.block = [list](const std::vector<std::string>& addresses, std::chrono::milliseconds timeout) {
+        if (!*list) {
+            *list = std::make_unique<rampart::firewall::blocklist>();  // netlink, opened on first use
+        }
+        (*list)->add(addresses, timeout);
+    };
+    links.can_block = [] { return rampart::firewall::has_net_admin(); };
+    return rampart::gateway::run_master(cfg, std::move(links));
 }
 
 

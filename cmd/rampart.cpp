@@ -41,7 +41,7 @@ namespace {
 
 // SIGHUP (reload) and SIGUSR1 (reopen the access log) end a process by
 // default. A reload or a logrotate reopen that reaches `serve` while the
-// gateway starts must wait for the master to handle it (gateway/master.cpp
+// gateway starts must wait for the master to handle it (gateway/control/master.cpp
 // unblocks them once its handlers are installed) instead of ending it. The
 // mask is set from .preinit_array: the first code of the program that runs,
 // before any library's or our own static constructors and before main; it

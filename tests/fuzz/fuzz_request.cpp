@@ -1,7 +1,7 @@
 // libFuzzer target: the request path of a gateway session, without sockets.
 //
 // The input is what a client sends on one connection, possibly several
-// pipelined requests. Each request goes the way gateway/session.cpp takes it:
+// pipelined requests. Each request goes the way gateway/proxy/http1_connection.hpp takes it:
 // Beast's buffer_body parser with the gateway's limits reads the header,
 // validate_request() and rewrite_request() run on it, and the body is relayed
 // piece by piece through one fixed buffer into a request_serializer, as the
@@ -272,7 +272,7 @@ bool forward_one(std::string_view in, std::size_t& pos) {
     pos += header_bytes;
 
     // check_raw_header(): the checks on the header bytes as received, before
-    // validate_request() (session.cpp read_request_header()).
+    // validate_request() (http1_connection.hpp, read_request_header()).
     if (check_raw_header(raw_header)) {
         return false;
     }
@@ -288,7 +288,7 @@ bool forward_one(std::string_view in, std::size_t& pos) {
     const http::request_header<> sent = h;
     const field_list sent_fields = fields_of(h);
 
-    // session.cpp relay(): read a piece, hand it to the serializer, write
+    // exchange.cpp relay_response(): read a piece, hand it to the serializer, write
     // what is ready; the header goes out with the first piece.
     std::array<char, piece_size> chunk{};
     std::string body;

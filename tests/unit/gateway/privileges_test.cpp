@@ -3,7 +3,7 @@
 // sd_notify datagrams to a socket of our own. Capability dropping as root is
 // tested against the real gateway (tests/integration/test_privileges.py).
 
-#include "gateway/privileges.hpp"
+#include "gateway/control/privileges.hpp"
 
 #include <catch2/catch.hpp>
 

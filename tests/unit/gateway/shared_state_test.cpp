@@ -1,4 +1,4 @@
-#include "gateway/abuse.hpp"
+#include "gateway/control/abuse.hpp"
 #include "gateway/shared_state.hpp"
 
 #include <catch2/catch.hpp>

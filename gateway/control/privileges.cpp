@@ -1,4 +1,4 @@
-#include "gateway/privileges.hpp"
+#include "gateway/control/privileges.hpp"
 
 #include "gateway/log.hpp"
 

@@ -1,4 +1,4 @@
-#include "gateway/status_page.hpp"
+#include "gateway/control/status_page.hpp"
 
 #include <openssl/evp.h>
 

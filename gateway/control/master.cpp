@@ -1,14 +1,13 @@
-#include "gateway/master.hpp"
+#include "gateway/control/master.hpp"
 
 #include "certs/certs.hpp"
-#include "firewall/firewall.hpp"
-#include "gateway/abuse.hpp"
+#include "gateway/control/abuse.hpp"
 #include "gateway/proxy/access_log.hpp"
-#include "gateway/admin.hpp"
-#include "gateway/health.hpp"
+#include "gateway/control/admin.hpp"
+#include "gateway/control/health.hpp"
 #include "gateway/log.hpp"
 #include "gateway/net.hpp"
-#include "gateway/privileges.hpp"
+#include "gateway/control/privileges.hpp"
 #include "gateway/shared_state.hpp"
 #include "gateway/signals.hpp"
 #include "gateway/proxy/worker.hpp"
@@ -221,7 +220,7 @@ struct generation {
 
 class master {
 public:
-    explicit master(config::snapshot_ptr cfg) : admin_(region_.block()) {
+    master(config::snapshot_ptr cfg, control_links links) : links_(std::move(links)), admin_(region_.block()) {
         // The master's life line to its workers: it holds the write end and
         // never writes; each worker watches the read end, which reads EOF the
         // moment the master is gone, however it ended (worker_main).
@@ -266,9 +265,9 @@ public:
         ha_ = std::make_unique<ha_link>(io_, [this](const config::snapshot& cfg) { return able_to_serve(cfg); },
                                         admin_.vrrp);
         ha_->configure(current_->cfg);
-        abuse_ = std::make_unique<abuse_guard>(current_->cfg, region_.block());
+        abuse_ = std::make_unique<abuse_guard>(current_->cfg, region_.block(), links_.block);
         net::co_spawn(io_, abuse_->run(stopping_), net::detached);
-        if (!firewall::has_net_admin()) {
+        if (!links_.can_block || !links_.can_block()) {
             // Both fail at the moment they matter, quietly until then: said at start.
             if (current_->cfg->gw.abuse_settings.block) {
                 log(log_level::warn, "no CAP_NET_ADMIN: abusive clients are counted but cannot be blocked in the "
@@ -799,6 +798,7 @@ private:
     static void notify_systemd_reloading() { notify_systemd(reloading_state()); }
     static void notify_systemd_ready() { notify_systemd("READY=1"); }
 
+    control_links links_;  ///< the firewall, as cmd/ wired it
     shared_region region_;
     admin_state admin_;
     std::shared_ptr<certs::derived_ticket_keys> keys_;
@@ -821,7 +821,7 @@ private:
 
 }  // namespace
 
-int run_master(config::snapshot_ptr cfg) {
+int run_master(config::snapshot_ptr cfg, control_links links) {
     // SIGHUP and SIGUSR1 end a process by default: a reload or a logrotate
     // reopen sent while the gateway starts must wait instead (run()
     // unblocks them once it handles them).
@@ -836,7 +836,7 @@ int run_master(config::snapshot_ptr cfg) {
         files.rlim_cur = files.rlim_max;
         ::setrlimit(RLIMIT_NOFILE, &files);
     }
-    master m(std::move(cfg));
+    master m(std::move(cfg), std::move(links));
     return m.run();
 }
 

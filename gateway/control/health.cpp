@@ -1,4 +1,4 @@
-#include "gateway/health.hpp"
+#include "gateway/control/health.hpp"
 
 #include "gateway/log.hpp"
 

@@ -1,4 +1,4 @@
-#include "gateway/admin.hpp"
+#include "gateway/control/admin.hpp"
 
 #include "gateway/proxy/http_rules.hpp"
 

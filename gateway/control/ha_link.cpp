@@ -1,4 +1,4 @@
-#include "gateway/ha_link.hpp"
+#include "gateway/control/ha_link.hpp"
 
 #include "gateway/log.hpp"
 #include "gateway/signals.hpp"

@@ -1,11 +1,11 @@
-#include "gateway/abuse.hpp"
+#include "gateway/control/abuse.hpp"
 
-#include "firewall/blocklist.hpp"
 #include "gateway/log.hpp"
 
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 
 namespace rampart::gateway {
 namespace {
@@ -30,15 +30,6 @@ abuse_guard::abuse_guard(config::snapshot_ptr cfg, shared_block& shared, block_f
         throw std::bad_alloc();
     }
     set_config(std::move(cfg));
-    if (!block_) {
-        auto list = std::make_shared<std::unique_ptr<firewall::blocklist>>();
-        block_ = [list](const std::vector<std::string>& addresses, std::chrono::milliseconds timeout) {
-            if (!*list) {
-                *list = std::make_unique<firewall::blocklist>();
-            }
-            (*list)->add(addresses, timeout);
-        };
-    }
 }
 
 void abuse_guard::set_config(config::snapshot_ptr cfg) {
@@ -141,6 +132,9 @@ std::vector<std::string> abuse_guard::sweep(mono_ns now) {
 void abuse_guard::block(const std::vector<std::string>& addresses) {
     const auto& settings = cfg_->gw.abuse_settings;
     try {
+        if (!block_) {
+            throw std::runtime_error("this build has no firewall blocklist");
+        }
         block_(addresses, settings.block_for);
         shared_.firewall_blocks.fetch_add(addresses.size(), std::memory_order_relaxed);
         for (const auto& a : addresses) {

@@ -27,8 +27,8 @@ public:
     /// Adds addresses to the blocklist for a time; throws std::exception on failure.
     using block_function = std::function<void(const std::vector<std::string>&, std::chrono::milliseconds)>;
 
-    /// `block` null: the firewall blocklist (netlink; needs CAP_NET_ADMIN),
-    /// opened on first use.
+    /// `block`: how addresses reach the firewall's blocklist (control_links,
+    /// filled in by cmd/); null: clients are counted, never blocked.
     abuse_guard(config::snapshot_ptr cfg, shared_block& shared, block_function block = {});
 
     /// One pass over the client table at `now`: moves each client's new

@@ -3,10 +3,10 @@
 // the workers' shared counters). It never touches a client request.
 
 #include "config/config.hpp"
-#include "gateway/ha_link.hpp"
+#include "gateway/control/ha_link.hpp"
 #include "gateway/net.hpp"
 #include "gateway/shared_state.hpp"
-#include "gateway/status_page.hpp"
+#include "gateway/control/status_page.hpp"
 
 #include <cstdint>
 #include <functional>
