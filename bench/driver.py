@@ -276,6 +276,12 @@ gateway:
   timeouts: {{ idle: 120s, drain: 2s }}
   limits: {{ body_bytes: 16MiB, upstream_idle_per_server: 64, max_connections_per_client: 0 }}
 """)
+            if self.kind == "rampart":
+                # Static files (an earlier binary may not know the key: it proxies only).
+                f.write(f"""  routes:
+    - {{ path: /static/, static: {{ root: {a.static_dir}, precompressed: false }} }}
+    - {{ path: /, pool: app }}
+""")
         return [a.rampart_before if self.kind == BEFORE else a.rampart, "serve", "-c", path]
 
     def _haproxy_config(self) -> list[str]:
@@ -373,6 +379,10 @@ http {{
             proxy_buffers 16 64k;
             proxy_busy_buffers_size 128k;
             proxy_max_temp_file_size 0;
+            add_header Strict-Transport-Security "max-age=31536000; includeSubDomains" always;
+        }}
+        location /static/ {{
+            alias {a.static_dir}/;
             add_header Strict-Transport-Security "max-age=31536000; includeSubDomains" always;
         }}
     }}
@@ -593,6 +603,17 @@ def m_mib(gw, a) -> dict:
             "mb_bad": r["non2xx"] + r["errors"]}
 
 
+def m_static(gw, a) -> dict:
+    """A 1 MiB file from the gateway's own disk (page cache): Rampart's static
+    route against nginx's `alias`; HAProxy serves no files."""
+    if gw.kind not in ("rampart", "nginx"):
+        return {}
+    r = measure_cpu(gw, lambda: wrk(gw, "/static/1m.bin", a.mib_conns, a.duration))
+    mib = r["requests"]
+    return {"st_mibps": mib / r["seconds"], "st_cpu_us": r["cpu_s"] * 1e6 / max(1, mib),
+            "st_bad": r["non2xx"] + r["errors"]}
+
+
 def m_idle(gw, a) -> dict:
     """Gateway RSS per idle keep-alive TLS connection, on a fresh gateway."""
     ctx = client_ctx()
@@ -675,6 +696,8 @@ ROWS = [
     ("mb_mibps", "1 MiB responses: MiB/s", "{:,.0f}", False),
     ("mb_cpu_us", "**1 MiB responses: CPU µs per MiB**", "{:.0f}", True),
     ("mb_busy", "1 MiB: gateway's share of its core", "{:.0%}", None),
+    ("st_mibps", "static 1 MiB file: MiB/s", "{:,.0f}", False),
+    ("st_cpu_us", "**static 1 MiB file: CPU µs per MiB**", "{:.0f}", True),
     ("idle_bytes", "**RSS bytes per idle TLS connection**", "{:,.0f}", True),
 ]
 
@@ -684,6 +707,7 @@ TARGETS = [
     ("rs_cpu_us", "CPU per resumed connection", 0.8),
     ("mb_cpu_us", "CPU per MiB of response", 0.8),
     ("idle_bytes", "bytes per idle TLS connection", 1.0),
+    ("st_cpu_us", "CPU per MiB of a static file (nginx only)", 1.0),
     ("fx_p99", "p99 latency at the same offered load", 1.0),
 ]
 
@@ -807,6 +831,8 @@ def report(a, results, floor, notes, started) -> str:
         f"(one request per connection; negotiated: "
         + ", ".join(f"{TITLES[g]} {tls[g]}" for g in GATEWAYS if tls[g]) + ")",
         f"1 MiB `wrk -t1 -c{a.mib_conns}` on `/1m`",
+        f"static file `wrk -t1 -c{a.mib_conns}` on `/static/1m.bin` (1 MiB, page cache; nginx `alias`, sendfile off "
+        "as TLS needs)",
         "suite negotiated with OpenSSL's default offer (wrk, Python): "
         + ", ".join(f"{TITLES[g]} {suites[g]}" for g in GATEWAYS if suites[g]),
         f"idle: {a.idle_conns:,} TLS connections each after one request, RSS (VmRSS of the tree) after − before",
@@ -882,6 +908,10 @@ def main() -> int:
 
     started = time.monotonic()
     work = tempfile.mkdtemp(prefix="rampart-bench-driver-")
+    a.static_dir = os.path.join(work, "static")
+    os.mkdir(a.static_dir)
+    with open(os.path.join(a.static_dir, "1m.bin"), "wb") as f:
+        f.write(os.urandom(1024 * 1024))
     results = {g: [] for g in (*GATEWAYS, BEFORE)}
     notes: list[str] = []
     floor: list[dict] = []
@@ -902,7 +932,8 @@ def main() -> int:
                 try:
                     gw.start()
                     for name, fn in (("idle", m_idle), ("keep-alive", m_keepalive), ("fixed load", m_fixed_load),
-                                     ("resumed", m_resumed), ("full handshakes", m_full), ("1 MiB", m_mib)):
+                                     ("resumed", m_resumed), ("full handshakes", m_full), ("1 MiB", m_mib),
+                                     ("static file", m_static)):
                         if name == "keep-alive":  # warm up: upstream pools, caches
                             wrk(gw, "/", a.conns, 1.0)
                         log(f"  {name}")
@@ -917,7 +948,7 @@ def main() -> int:
                     gw.stop()
                     active.remove(gw)
                     shutil.rmtree(gw.dir, ignore_errors=True)
-                for k in ("ka_bad", "rs_bad", "fh_bad", "mb_bad"):
+                for k in ("ka_bad", "rs_bad", "fh_bad", "mb_bad", "st_bad"):
                     if r.get(k):
                         notes.append(f"round {rnd + 1}, {TITLES[g]}: {r[k]} failed requests in {k[:2]}")
                 results[g].append(r)
