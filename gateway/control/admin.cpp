@@ -37,7 +37,7 @@ std::vector<std::size_t> pooled_servers(const config::snapshot& cfg) {
     for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
         for (const auto& p : cfg.gw.pools) {
             if (std::any_of(p.members.begin(), p.members.end(),
-                            [&](const config::pool_member& m) { return m.name == cfg.servers[i].name; })) {
+                            [&](const config::pool_member& m) { return m.server == i; })) {
                 out.push_back(i);
                 break;
             }
@@ -342,12 +342,7 @@ bool ready(const admin_state& a) {
     for (const std::size_t p : config::routed_pools(cfg)) {
         const auto& members = cfg.gw.pools[p].members;
         const bool some = std::any_of(members.begin(), members.end(), [&](const config::pool_member& m) {
-            for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
-                if (cfg.servers[i].name == m.name) {
-                    return a.shared.servers[a.slots.servers[i]].available(now, true);
-                }
-            }
-            return false;
+            return a.shared.servers[a.slots.servers[m.server]].available(now, true);
         });
         if (!some) {
             return false;

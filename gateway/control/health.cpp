@@ -107,11 +107,8 @@ void health_checker::start() {
             continue;
         }
         for (const auto& m : p.members) {
-            std::size_t si = 0;
-            while (si < cfg.servers.size() && cfg.servers[si].name != m.name) {
-                ++si;
-            }
-            if (si == cfg.servers.size() || checked[si]) {
+            const std::size_t si = m.server;  // resolved once, in config
+            if (si >= cfg.servers.size() || checked[si]) {
                 continue;
             }
             checked[si] = true;
