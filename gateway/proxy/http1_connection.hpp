@@ -236,7 +236,13 @@ public:
         if constexpr (stream_ops<Stream>::can_tunnel) {
             using namespace net::experimental::awaitable_operators;
             arm(phase::tunnel);
-            co_await (pump_to_upstream(up, t) && pump_to_client(up, up_buffer, t));
+            auto close_upstream = [&up] {
+                error_code ignored;
+                up.shutdown(tcp::socket::shutdown_send, ignored);  // the server sees the client's end
+            };
+            auto close_client = [this] { stream_ops<Stream>::shutdown_send(stream_); };
+            co_await (pump(stream_, buffer_, up, t.client_to_upstream, close_upstream, tunnel_end::client_closed, t) &&
+                      pump(up, up_buffer, stream_, t.upstream_to_client, close_client, tunnel_end::upstream_closed, t));
             if (take_timeout()) {
                 t.end = tunnel_end::idle_timeout;
             }
@@ -347,22 +353,25 @@ protected:
         co_return ec;
     }
 
-    // Client to server: what the client sent after its upgrade request
-    // first, then whatever arrives, until the client closes.
-    net::awaitable<void> pump_to_upstream(tcp_socket& up, tunnel_result& t) {
+    // One direction of a tunnel: what `pending` holds first (bytes that
+    // arrived with the upgrade's request or response), then whatever `from`
+    // delivers, written to `to`, until `from` closes (`pass_close` passes the
+    // close on, `t.end` says who closed) or fails (both directions end).
+    template <class From, class To, class PassClose>
+    net::awaitable<void> pump(From& from, beast::flat_buffer& pending, To& to, std::uint64_t& count,
+                              PassClose pass_close, tunnel_end closed, tunnel_result& t) {
         std::unique_ptr<char[]> piece(new char[relay_chunk]);
         for (;;) {
             std::size_t n = 0;
-            if (buffer_.size() > 0) {
-                n = net::buffer_copy(net::buffer(piece.get(), relay_chunk), buffer_.data());
-                buffer_.consume(n);
+            if (pending.size() > 0) {
+                n = net::buffer_copy(net::buffer(piece.get(), relay_chunk), pending.data());
+                pending.consume(n);
             } else {
-                auto [ec, got] = co_await stream_.async_read_some(net::buffer(piece.get(), relay_chunk), use_tuple);
+                auto [ec, got] = co_await from.async_read_some(net::buffer(piece.get(), relay_chunk), use_tuple);
                 if (ec) {
                     if (ec == net::error::eof || ec == net::ssl::error::stream_truncated) {
-                        error_code ignored;
-                        up.shutdown(tcp::socket::shutdown_send, ignored);  // the server sees the client's end
-                        t.end = tunnel_end::client_closed;
+                        pass_close();
+                        t.end = closed;
                     } else {
                         cancel_io();  // gone or cut: end the other direction too
                     }
@@ -371,44 +380,12 @@ protected:
                 n = got;
             }
             arm(phase::tunnel);
-            auto [wec, wn] = co_await net::async_write(up, net::buffer(piece.get(), n), use_tuple);
+            auto [wec, wn] = co_await net::async_write(to, net::buffer(piece.get(), n), use_tuple);
             if (wec) {
                 cancel_io();
                 co_return;
             }
-            t.client_to_upstream += n;
-            arm(phase::tunnel);
-        }
-    }
-
-    // Server to client, until the server closes.
-    net::awaitable<void> pump_to_client(tcp_socket& up, beast::flat_buffer& up_buffer, tunnel_result& t) {
-        std::unique_ptr<char[]> piece(new char[relay_chunk]);
-        for (;;) {
-            std::size_t n = 0;
-            if (up_buffer.size() > 0) {
-                n = net::buffer_copy(net::buffer(piece.get(), relay_chunk), up_buffer.data());
-                up_buffer.consume(n);
-            } else {
-                auto [ec, got] = co_await up.async_read_some(net::buffer(piece.get(), relay_chunk));
-                if (ec) {
-                    if (ec == net::error::eof) {
-                        stream_ops<Stream>::shutdown_send(stream_);  // the client sees the server's end
-                        t.end = tunnel_end::upstream_closed;
-                    } else {
-                        cancel_io();
-                    }
-                    co_return;
-                }
-                n = got;
-            }
-            arm(phase::tunnel);
-            auto [wec, wn] = co_await net::async_write(stream_, net::buffer(piece.get(), n), use_tuple);
-            if (wec) {
-                cancel_io();
-                co_return;
-            }
-            t.upstream_to_client += n;
+            count += n;
             arm(phase::tunnel);
         }
     }

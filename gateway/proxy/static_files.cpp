@@ -342,6 +342,22 @@ void fail(static_answer& a, int error) {
     a.status = error == EMFILE || error == ENFILE || error == ENOMEM || error == EAGAIN || error == EINTR ? 503 : 404;
 }
 
+// Opens `rel` beneath the root and fstat()s it; false (with `a` answered)
+// when either fails.
+bool open_and_stat(const static_root& root, const std::string& rel, unique_fd& file, struct stat& st,
+                   static_answer& a) {
+    file = open_beneath(root, rel, a.error);
+    if (!file) {
+        fail(a, a.error);
+        return false;
+    }
+    if (::fstat(file.get(), &st) != 0) {
+        fail(a, errno);
+        return false;
+    }
+    return true;
+}
+
 // The If-Range validator lets the Range through: an entity tag equal to
 // ours by strong comparison, or a date equal to Last-Modified.
 bool if_range_allows(std::string_view if_range, std::string_view etag, std::int64_t mtime) {
@@ -678,13 +694,7 @@ static_answer serve(const static_root& root, const static_request& req) {
             return a;
         }
     } else {
-        file = open_beneath(root, rel, a.error);
-        if (!file) {
-            fail(a, a.error);
-            return a;
-        }
-        if (::fstat(file.get(), &st) != 0) {
-            fail(a, errno);
+        if (!open_and_stat(root, rel, file, st, a)) {
             return a;
         }
     }
@@ -708,13 +718,7 @@ static_answer serve(const static_root& root, const static_request& req) {
             return a; // 404: never a listing
         }
         rel = rel.empty() ? index : rel + "/" + index;
-        file = open_beneath(root, rel, a.error);
-        if (!file) {
-            fail(a, a.error);
-            return a;
-        }
-        if (::fstat(file.get(), &st) != 0) {
-            fail(a, errno);
+        if (!open_and_stat(root, rel, file, st, a)) {
             return a;
         }
         name = index;
