@@ -24,6 +24,16 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
+void log_exception(const char* what, std::exception_ptr e) {
+    try {
+        std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+        log(log_level::error, what + std::string(ex.what()));
+    } catch (...) {
+        log(log_level::error, what + std::string("unknown exception"));
+    }
+}
+
 std::string client_address(const tcp_socket& s) {
     error_code ec;
     auto ep = s.remote_endpoint(ec);
@@ -47,13 +57,12 @@ public:
     void start() {
         start_watchdog();
         auto self = std::static_pointer_cast<tls_connection>(shared_from_this());
-        net::co_spawn(w_.io, run(self), [](std::exception_ptr e) {
+        net::co_spawn(w_.io, run(self), [self](std::exception_ptr e) {
             if (e) {
-                try {
-                    std::rethrow_exception(e);
-                } catch (const std::exception& ex) {
-                    log(log_level::error, std::string("connection failed: ") + ex.what());
-                }
+                // Whatever threw, the connection still ends: sockets closed,
+                // watchdog stopped (it holds the last reference), counts released.
+                log_exception("connection failed: ", e);
+                self->finish(false);
             }
         });
     }
@@ -125,7 +134,12 @@ public:
     void start() {
         start_watchdog();
         auto self = std::static_pointer_cast<redirect_connection>(shared_from_this());
-        net::co_spawn(w_.io, run(self), net::detached);
+        net::co_spawn(w_.io, run(self), [self](std::exception_ptr e) {
+            if (e) {
+                log_exception("connection failed: ", e);
+                self->close();
+            }
+        });
     }
 
 private:

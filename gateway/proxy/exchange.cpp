@@ -155,7 +155,8 @@ net::awaitable<exchange_end> exchange::serve() {
         req.set(http::field::connection, "Upgrade");
         req.set(http::field::upgrade, "websocket");
     }
-    if (expect_continue && !down_.request_done()) {
+    // An HTTP/1.0 client does not know 100 Continue (RFC 9110 10.1.1).
+    if (expect_continue && !down_.request_done() && down_.version() >= 11) {
         conn_.arm(phase::response_body);
         if (co_await down_.write_continue()) {
             co_return exchange_end::abort;
