@@ -224,6 +224,13 @@ public:
     }
 
     net::awaitable<error_code> write_body(net::const_buffer body, bool last) override {
+        if (!rs_->response->chunked() && rs_->serializer->is_header_done()) {
+            // Past the head of a body without chunk framing, the serializer
+            // would only copy the bytes through: they go to the stream as
+            // they are, one write (and as few TLS records) per piece.
+            auto [ec, n] = co_await net::async_write(stream_, body, use_tuple);
+            co_return ec;
+        }
         co_return co_await write_piece(body, last);
     }
 
