@@ -224,6 +224,9 @@ public:
     }
 
     net::awaitable<error_code> write_body(net::const_buffer body, bool last) override {
+        if (!rs_->serializer) {
+            co_return make_error_code(net::error::invalid_argument);  // no write_head before: a caller's bug
+        }
         if (!rs_->response->chunked() && rs_->serializer->is_header_done()) {
             // Past the head of a body without chunk framing, the serializer
             // would only copy the bytes through: they go to the stream as
