@@ -216,25 +216,49 @@ int on_server_name(SSL* ssl, int* alert, void* arg) {
     return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
-// ALPN: HTTP/1.1 only for now. A client that offers ALPN without http/1.1
-// would speak a protocol we do not, so it gets no_application_protocol (RFC
-// 7301 section 3.2) rather than a silent fallback.
+// ALPN: the protocols of gateway.tls.alpn, in the server's order of
+// preference (h2 before http/1.1 by default, whatever order the client
+// lists them in). A client that offers ALPN with none of them would speak a
+// protocol we do not, so it gets no_application_protocol (RFC 7301 section
+// 3.2) rather than a silent fallback. The callback's argument is one of the
+// static orders below, so no context ever points into freed memory.
+struct alpn_order {
+    std::array<std::string_view, 2> protocols;
+    std::size_t count;
+};
+constexpr alpn_order alpn_h2_first{{"h2", "http/1.1"}, 2};
+constexpr alpn_order alpn_http11_first{{"http/1.1", "h2"}, 2};
+constexpr alpn_order alpn_h2_only{{"h2", ""}, 1};
+constexpr alpn_order alpn_http11_only{{"http/1.1", ""}, 1};
+
+const alpn_order* alpn_order_of(const std::vector<std::string>& alpn) {
+    const bool h2 = std::find(alpn.begin(), alpn.end(), "h2") != alpn.end();
+    const bool http11 = std::find(alpn.begin(), alpn.end(), "http/1.1") != alpn.end();
+    if (h2 && http11) {
+        return alpn.front() == "h2" ? &alpn_h2_first : &alpn_http11_first;
+    }
+    return h2 ? &alpn_h2_only : &alpn_http11_only;
+}
+
 int on_alpn(SSL*, const unsigned char** out, unsigned char* out_length, const unsigned char* in, unsigned int in_length,
-            void*) {
-    constexpr std::string_view http11 = "http/1.1";
-    unsigned int at = 0;
-    while (at < in_length) {
-        const unsigned int length = in[at];
-        if (length == 0 || length > in_length - at - 1) {
-            break;
+            void* arg) {
+    const auto* order = arg != nullptr ? static_cast<const alpn_order*>(arg) : &alpn_http11_only;
+    for (std::size_t i = 0; i < order->count; ++i) {
+        const std::string_view wanted = order->protocols[i];
+        unsigned int at = 0;
+        while (at < in_length) {
+            const unsigned int length = in[at];
+            if (length == 0 || length > in_length - at - 1) {
+                break;
+            }
+            const std::string_view offered(reinterpret_cast<const char*>(in + at + 1), length);
+            if (offered == wanted) {
+                *out = in + at + 1;  // points into the ClientHello, which OpenSSL keeps until it copies it
+                *out_length = static_cast<unsigned char>(length);
+                return SSL_TLSEXT_ERR_OK;
+            }
+            at += 1 + length;
         }
-        const std::string_view offered(reinterpret_cast<const char*>(in + at + 1), length);
-        if (offered == http11) {
-            *out = in + at + 1;  // points into the ClientHello, which OpenSSL keeps until it copies it
-            *out_length = static_cast<unsigned char>(length);
-            return SSL_TLSEXT_ERR_OK;
-        }
-        at += 1 + length;
     }
     return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
@@ -322,7 +346,7 @@ void configure_context(SSL_CTX* ctx, const config::tls& settings, server_tls* ow
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 
     SSL_CTX_set_default_passwd_cb(ctx, no_password);
-    SSL_CTX_set_alpn_select_cb(ctx, on_alpn, nullptr);
+    SSL_CTX_set_alpn_select_cb(ctx, on_alpn, const_cast<alpn_order*>(alpn_order_of(settings.alpn)));
     SSL_CTX_set_tlsext_servername_callback(ctx, on_server_name);
     SSL_CTX_set_tlsext_servername_arg(ctx, owner);
 

@@ -30,6 +30,12 @@
 //         key                   non-empty path                 required; relative to the file's directory
 //       session_tickets         bool                           true
 //       ticket_rotation         duration >= 1m                 12h
+//       alpn                    list of h2, http/1.1, >= 1     [h2, http/1.1] (offered in this order)
+//     h2                        map                            HTTP/2 to clients (when alpn has h2)
+//       max_concurrent_streams  integer 1..1000                100
+//       initial_window          size 1KiB..16MiB               64KiB (per stream: request bodies)
+//       max_frame_size          size 16KiB..16MiB-1            16KiB
+//       header_table_size       size 0..64KiB                  4KiB  (HPACK; header list size = limits.header_bytes)
 //     hsts                      map, or a bool (off = disabled, on = defaults)
 //       enabled                 bool                           true
 //       max_age                 duration, whole seconds        365d
@@ -261,12 +267,14 @@ constexpr std::array ha_node_keys{"priority"sv, "interface"sv, "keepalived_pid_f
 constexpr std::array ha_health_keys{"interval"sv, "require_backend"sv, "weight"sv, "track_process"sv};
 constexpr std::array server_keys{"address"sv, "role"sv, "port"sv, "weight"sv};
 constexpr std::array gateway_keys{"listen"sv,           "workers"sv,          "user"sv,       "seccomp"sv,
-                                  "tls"sv,              "hsts"sv,             "pools"sv,      "default_pool"sv,
+                                  "tls"sv,              "h2"sv,               "hsts"sv,             "pools"sv,      "default_pool"sv,
                                   "routes"sv,
                                   "timeouts"sv,         "limits"sv,           "abuse"sv,      "security_headers"sv,
                                   "admin_token_file"sv, "access_log"sv,       "log_level"sv};
 constexpr std::array listen_keys{"https"sv, "http"sv, "admin"sv};
-constexpr std::array tls_keys{"certificates"sv, "session_tickets"sv, "ticket_rotation"sv};
+constexpr std::array tls_keys{"certificates"sv, "session_tickets"sv, "ticket_rotation"sv, "alpn"sv};
+constexpr std::array h2_keys{"max_concurrent_streams"sv, "initial_window"sv, "max_frame_size"sv,
+                             "header_table_size"sv};
 constexpr std::array certificate_keys{"cert"sv, "key"sv};
 constexpr std::array hsts_keys{"enabled"sv, "max_age"sv, "include_subdomains"sv, "preload"sv};
 constexpr std::array pool_keys{"balance"sv,         "servers"sv, "health"sv, "outlier"sv, "retries"sv,
@@ -684,6 +692,7 @@ private:
     void check_listen(const field& f, listeners& out, std::optional<field>& https);
     void check_workers(const field& f, gateway& gw);
     void check_tls(const field& f, tls& out);
+    void check_h2(const field& f, h2& out);
     void check_hsts(const field& f, hsts& out);
     void check_pools(const field& f, snapshot& s, std::vector<std::string>& names);
     void check_routes(const field& f, gateway& gw, const std::vector<std::string>& pool_names);
@@ -1021,6 +1030,9 @@ void checker::check_gateway(const field& f, snapshot& s) {
         check_tls(*t, gw.tls_settings);
         tls_failed = error_count_ != errors_before;
     }
+    if (const auto h = m->get("h2")) {
+        check_h2(*h, gw.h2_settings);
+    }
     if (const auto h = m->get("hsts")) {
         check_hsts(*h, gw.hsts_settings);
     }
@@ -1157,6 +1169,56 @@ void checker::check_tls(const field& f, tls& out) {
     optional_value(*m, "session_tickets", out.session_tickets, [&](const field& b) { return boolean(b); });
     optional_value(*m, "ticket_rotation", out.ticket_rotation,
                    [&](const field& d) { return duration_value(d, std::chrono::minutes(1)); });
+    if (const auto a = m->get("alpn")) {
+        if (const auto list = read_list(*a, "a list of protocols: h2, http/1.1")) {
+            std::vector<std::string> protocols;
+            bool ok = true;
+            for (const auto& item : *list) {
+                const auto name = scalar(item, "h2 or http/1.1");
+                if (!name) {
+                    ok = false;
+                } else if (*name != "h2" && *name != "http/1.1") {
+                    fail(item, "unknown protocol " + in_quotes(*name) + "; expected h2 or http/1.1");
+                    ok = false;
+                } else if (std::find(protocols.begin(), protocols.end(), *name) != protocols.end()) {
+                    fail(item, in_quotes(*name) + " is listed twice");
+                    ok = false;
+                } else {
+                    protocols.push_back(*name);
+                }
+            }
+            if (ok && protocols.empty()) {
+                fail(*a, "at least one protocol is needed (h2, http/1.1)");
+            } else if (ok) {
+                out.alpn = std::move(protocols);
+            }
+        }
+    }
+}
+
+void checker::check_h2(const field& f, h2& out) {
+    const auto m = read_map(f, h2_keys);
+    if (!m) {
+        return;
+    }
+    optional_count(*m, "max_concurrent_streams", out.max_concurrent_streams, 1, 1000);
+    std::uint64_t v = 0;
+    v = out.initial_window;
+    optional_value(*m, "initial_window", v, [&](const field& x) { return size_value(x, 1024, 16 * 1024 * 1024); });
+    out.initial_window = static_cast<std::uint32_t>(v);
+    v = out.max_frame_size;
+    optional_value(*m, "max_frame_size", v,
+                   [&](const field& x) { return size_value(x, 16 * 1024, 16 * 1024 * 1024 - 1); });
+    out.max_frame_size = static_cast<std::uint32_t>(v);
+    v = out.header_table_size;
+    if (const auto t = m->get("header_table_size")) {
+        if (const auto text = scalar(*t, size_expected); text && *text == "0") {
+            v = 0;
+        } else {
+            optional_value(*m, "header_table_size", v, [&](const field& x) { return size_value(x, 1, 64 * 1024); });
+        }
+    }
+    out.header_table_size = static_cast<std::uint32_t>(v);
 }
 
 void checker::check_hsts(const field& f, hsts& out) {
@@ -2462,6 +2524,8 @@ std::string endpoint::to_string() const {
     return host.find(':') != std::string::npos ? "[" + host + "]:" + p : host + ":" + p;
 }
 
+bool tls::offers_h2() const { return std::find(alpn.begin(), alpn.end(), "h2") != alpn.end(); }
+
 // Computed whether or not `enabled` is set: the caller decides to send it.
 std::string hsts::header_value() const {
     std::string value = "max-age=" + std::to_string(max_age.count());
@@ -2838,6 +2902,16 @@ std::string summary(const snapshot& s) {
     line(t.certificates.empty() ? "tls" : "",
          "session tickets " +
              std::string(t.session_tickets ? "on, key rotation " + format_duration(t.ticket_rotation) : "off"));
+    std::string alpn;
+    for (const auto& p : t.alpn) {
+        alpn += (alpn.empty() ? "" : ", ") + p;
+    }
+    const h2& h2s = gw.h2_settings;
+    line("", "alpn " + alpn +
+                 (t.offers_h2() ? "; h2 streams " + std::to_string(h2s.max_concurrent_streams) + ", window " +
+                                      format_size(h2s.initial_window) + ", frame " + format_size(h2s.max_frame_size) +
+                                      ", hpack table " + format_size(h2s.header_table_size)
+                                : std::string()));
     line("hsts", gw.hsts_settings.enabled ? gw.hsts_settings.header_value() : "off");
 
     for (const auto& p : gw.pools) {

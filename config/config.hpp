@@ -151,6 +151,17 @@ struct tls {
     /// How long one session-ticket key encrypts new tickets; tickets stay
     /// valid for two rotation periods.
     duration ticket_rotation{std::chrono::hours(12)};
+    /// Protocols offered in ALPN, in order of preference ("h2", "http/1.1").
+    std::vector<std::string> alpn{"h2", "http/1.1"};
+    bool offers_h2() const;
+};
+
+/// HTTP/2 to clients (ALPN h2): the SETTINGS the gateway announces.
+struct h2 {
+    unsigned max_concurrent_streams = 100;         ///< streams open at once per connection
+    std::uint32_t initial_window = 64 * 1024;      ///< per stream, for request bodies
+    std::uint32_t max_frame_size = 16 * 1024;      ///< largest frame the gateway receives
+    std::uint32_t header_table_size = 4 * 1024;    ///< HPACK dynamic table for the client's headers
 };
 
 struct listeners {
@@ -253,6 +264,7 @@ struct gateway {
     std::string user = "nobody";           ///< workers drop to this user when started as root; "" keeps root
     seccomp_mode seccomp = seccomp_mode::enforce; ///< the workers' system-call filter
     tls tls_settings;
+    h2 h2_settings;
     hsts hsts_settings;
     std::vector<pool> pools;
     std::string default_pool;              ///< the pool requests go to when there are no routes

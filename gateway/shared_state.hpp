@@ -51,6 +51,9 @@ struct latency_histogram {
     }
 };
 
+/// Kinds of HTTP/2 abuse counted (gateway/proxy/h2_connection.hpp, h2_abuse).
+constexpr std::size_t h2_abuse_counters = 10;
+
 /// Per worker process; only that worker writes it.
 struct alignas(64) worker_counters {
     latency_histogram request_latency;    ///< first request byte to last response byte
@@ -75,6 +78,11 @@ struct alignas(64) worker_counters {
     std::atomic<std::uint64_t> tunnels_total{0};        ///< upgraded connections (WebSocket) opened
     std::atomic<std::uint64_t> tunnels_active{0};
     std::atomic<std::uint64_t> tunnels_refused{0};      ///< upgrades answered 503: limits.tunnels reached
+    std::atomic<std::uint64_t> h2_connections_total{0}; ///< connections that chose h2 in ALPN
+    std::atomic<std::uint64_t> h2_connections_active{0};
+    std::atomic<std::uint64_t> h2_streams_total{0};     ///< request streams opened
+    std::atomic<std::uint64_t> h2_requests_total{0};    ///< of requests_total, those over h2
+    std::atomic<std::uint64_t> h2_abuse[h2_abuse_counters]{};  ///< connections closed for abuse, by h2_abuse kind
 };
 
 /// One client address in the shared client table: open connections, a

@@ -5,11 +5,14 @@ set -euo pipefail
 
 packages=(
   build-essential g++ cmake ninja-build ccache pkg-config
-  libssl-dev libboost1.81-dev libyaml-cpp-dev catch2 libnftnl-dev libmnl-dev libseccomp-dev
+  libssl-dev libboost1.81-dev libyaml-cpp-dev catch2 libnftnl-dev libmnl-dev libseccomp-dev libnghttp2-dev
   openssl curl python3 procps iproute2 ca-certificates nftables keepalived
   testssl.sh chromium
   # tests/integration/test_websocket.py: a real WebSocket client and server
   python3-websockets
+  # tests/integration/test_h2.py: HTTP/2 clients (python3-h2 for raw frames,
+  # nghttp and h2load from nghttp2-client; curl speaks h2 too)
+  python3-h2 nghttp2-client
   # the Debian package (scripts/package.sh): CPack's dependency list needs
   # dpkg-shlibdeps and file; lintian checks the result
   dpkg-dev file lintian

@@ -203,6 +203,7 @@ void format_access_line(const access_record& r, std::string& out) {
     } else {
         out += "null";
     }
+    append_cstring_or_null(out, "protocol", r.protocol);
     append_cstring_or_null(out, "tls_version", r.tls_version);
     append_cstring_or_null(out, "cipher", r.cipher);
     out += ",\"resumed\":";

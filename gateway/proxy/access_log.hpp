@@ -44,6 +44,7 @@ struct access_record {
     std::chrono::nanoseconds request_time{0};    ///< first request byte to last response byte
     std::string_view upstream;                   ///< server name; "" when no server was tried
     std::optional<std::chrono::nanoseconds> upstream_time;  ///< connect + response header; none without one
+    const char* protocol = "http/1.1";           ///< "http/1.0", "http/1.1" or "h2"
     const char* tls_version = nullptr;           ///< null on the plain-HTTP listener
     const char* cipher = nullptr;
     bool resumed = false;

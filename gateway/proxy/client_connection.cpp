@@ -3,6 +3,7 @@
 #include "gateway/log.hpp"
 #include "gateway/proxy/access_log.hpp"
 #include "gateway/proxy/error_status.hpp"
+#include "gateway/proxy/h2_connection.hpp"
 #include "gateway/proxy/http1_connection.hpp"
 #include "gateway/proxy/http_rules.hpp"
 #include "gateway/proxy/request_head.hpp"
@@ -13,7 +14,9 @@
 
 #include <openssl/ssl.h>
 
+#include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace rampart::gateway {
@@ -96,9 +99,26 @@ private:
             .fetch_add(1, std::memory_order_relaxed);
         (SSL_version(ssl) == TLS1_3_VERSION ? w_.counters.handshakes_tls13 : w_.counters.handshakes_tls12)
             .fetch_add(1, std::memory_order_relaxed);
-        const bool graceful = co_await serve_requests();
+        const unsigned char* alpn = nullptr;
+        unsigned int alpn_length = 0;
+        SSL_get0_alpn_selected(ssl, &alpn, &alpn_length);
+        bool graceful = false;
+        if (alpn_length == 2 && std::memcmp(alpn, "h2", 2) == 0) {
+            h2_.emplace(*this, stream_, facts_);
+            graceful = co_await h2_->run();
+        } else {
+            graceful = co_await serve_requests();
+        }
         finish(graceful);
         (void)self;
+    }
+
+    void drain() override {
+        if (h2_) {
+            h2_->drain();
+        } else {
+            http1_connection::drain();
+        }
     }
 
     // Graceful: close_notify, then a half-close (FIN after the last bytes)
@@ -118,6 +138,8 @@ private:
         stream_.next_layer().close(ec);
         stop_watchdog();
     }
+
+    std::optional<h2_connection> h2_;  ///< set once ALPN chose h2
 };
 
 // ---------------------------------------------------------------- plain HTTP
@@ -191,6 +213,7 @@ private:
             r.method = req.method_string();
             r.host = req[http::field::host];
             r.path = req.target();
+            r.protocol = !ec && req.version() == 10 ? "http/1.0" : "http/1.1";
             r.status = res.result_int();
             r.bytes_sent = wec ? 0 : res.body().size();
             r.request_time = clock::now() - start;

@@ -1,7 +1,7 @@
 #include "gateway/proxy/exchange.hpp"
 
 #include "gateway/log.hpp"
-#include "gateway/proxy/connection_base.hpp"
+#include "gateway/proxy/exchange_host.hpp"
 #include "gateway/proxy/error_status.hpp"
 #include "gateway/proxy/proxy_attempt.hpp"
 #include "gateway/proxy/router.hpp"
@@ -86,7 +86,7 @@ private:
 
 }  // namespace
 
-exchange::exchange(worker_context& w, connection_base& conn, downstream& down, const connection_facts& facts)
+exchange::exchange(worker_context& w, exchange_host& conn, downstream& down, const connection_facts& facts)
     : w_(w), conn_(conn), down_(down), facts_(facts) {}
 
 net::awaitable<exchange_end> exchange::serve() {
@@ -655,6 +655,7 @@ void exchange::finish(const http::request_header<>& h) {
     r.request_time = clock::now() - start_;
     r.upstream = upstream_ ? std::string_view(w_.cfg->servers[*upstream_].name) : std::string_view();
     r.upstream_time = upstream_time_;
+    r.protocol = down_.version() == 20 ? "h2" : down_.version() == 10 ? "http/1.0" : "http/1.1";
     r.tls_version = facts_.tls_version;
     r.cipher = facts_.cipher;
     r.resumed = facts_.resumed;

@@ -25,7 +25,7 @@
 namespace rampart::gateway {
 
 struct worker_context;
-class connection_base;
+class exchange_host;
 class upstream_pool;
 
 /// How the client connection was set up, for the access log.
@@ -44,7 +44,7 @@ enum class exchange_end { done, tunnel, abort };
 
 class exchange {
 public:
-    exchange(worker_context& w, connection_base& conn, downstream& down, const connection_facts& facts);
+    exchange(worker_context& w, exchange_host& conn, downstream& down, const connection_facts& facts);
     exchange(const exchange&) = delete;
     exchange& operator=(const exchange&) = delete;
 
@@ -78,7 +78,7 @@ private:
     const std::string& request_id();
 
     worker_context& w_;
-    connection_base& conn_;
+    exchange_host& conn_;
     downstream& down_;
     const connection_facts& facts_;
     const config::route* route_ = nullptr;  ///< null without routes

@@ -1,6 +1,6 @@
 #include "gateway/proxy/proxy_attempt.hpp"
 
-#include "gateway/proxy/connection_base.hpp"
+#include "gateway/proxy/exchange_host.hpp"
 #include "gateway/proxy/worker.hpp"
 
 #include <boost/beast/http/error.hpp>

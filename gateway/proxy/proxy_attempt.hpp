@@ -18,7 +18,7 @@
 namespace rampart::gateway {
 
 struct worker_context;
-class connection_base;
+class exchange_host;
 
 struct attempt_result {
     /// What went wrong with the server; nullopt when the response head arrived.
@@ -36,7 +36,7 @@ public:
     /// `body_prefix`: the request body read before the server was chosen;
     /// the rest comes from `down`. `head`: a HEAD request (no response body).
     /// `upgrade`: a 101 answer is the expected success, not a failure.
-    proxy_attempt(worker_context& w, connection_base& conn, downstream& down, std::string_view body_prefix,
+    proxy_attempt(worker_context& w, exchange_host& conn, downstream& down, std::string_view body_prefix,
                   bool head, bool upgrade)
         : w_(w), conn_(conn), down_(down), body_prefix_(body_prefix), head_(head), upgrade_(upgrade) {}
 
@@ -49,7 +49,7 @@ private:
     net::awaitable<std::pair<bool, error_code>> send(tcp_socket& socket, std::uint64_t& sent, bool& client_failed);
 
     worker_context& w_;
-    connection_base& conn_;
+    exchange_host& conn_;
     downstream& down_;
     std::string_view body_prefix_;
     bool head_;

@@ -1,6 +1,6 @@
 #include "gateway/proxy/upstream_pool.hpp"
 
-#include "gateway/proxy/connection_base.hpp"
+#include "gateway/proxy/exchange_host.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -30,7 +30,7 @@ balancer::choice upstream_pool::pick_now(std::uint64_t tried) {
     return balancer_.pick(shared_->next, members_, mono_now(), tried, cfg_->max_connections);
 }
 
-net::awaitable<std::optional<std::size_t>> upstream_pool::wait_in_queue(std::uint64_t tried, connection_base& c,
+net::awaitable<std::optional<std::size_t>> upstream_pool::wait_in_queue(std::uint64_t tried, exchange_host& c,
                                                                         bool draining) {
     if (cfg_->queue_size == 0 || draining) {
         co_return std::nullopt;

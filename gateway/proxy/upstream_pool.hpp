@@ -18,7 +18,7 @@
 
 namespace rampart::gateway {
 
-class connection_base;
+class exchange_host;
 
 class upstream_pool {
 public:
@@ -51,7 +51,7 @@ public:
     /// Every candidate was full: waits in the pool's bounded queue, up to
     /// queue_timeout, for a member's slot (taken on return). nullopt: the
     /// queue is full, the wait timed out, or the worker drains.
-    net::awaitable<std::optional<std::size_t>> wait_in_queue(std::uint64_t tried, connection_base& c,
+    net::awaitable<std::optional<std::size_t>> wait_in_queue(std::uint64_t tried, exchange_host& c,
                                                              bool draining);
 
     const config::pool& config() const { return *cfg_; }

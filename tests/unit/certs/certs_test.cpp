@@ -120,7 +120,7 @@ struct client_options {
     int max_version = TLS1_3_VERSION;
     std::string sigalgs;
     std::string ciphers;             ///< TLS 1.2 list
-    std::string alpn = "http/1.1";   ///< one protocol; empty offers no ALPN
+    std::string alpn = "http/1.1";   ///< protocols offered, comma-separated in order; empty offers no ALPN
     bool legacy = false;             ///< security level 0, so TLS 1.0/1.1 can be offered
     SSL_SESSION* session = nullptr;  ///< to resume
 };
@@ -178,7 +178,13 @@ connection handshake(SSL_CTX* server_ctx, const client_options& options = {}) {
     const std::string& host = options.verify_host.empty() ? options.server_name : options.verify_host;
     REQUIRE(SSL_set1_host(c.client.get(), host.c_str()) == 1);
     if (!options.alpn.empty()) {
-        std::string wire = static_cast<char>(options.alpn.size()) + options.alpn;
+        std::string wire;
+        for (std::size_t at = 0; at <= options.alpn.size();) {
+            const auto comma = std::min(options.alpn.find(',', at), options.alpn.size());
+            wire += static_cast<char>(comma - at);
+            wire += options.alpn.substr(at, comma - at);
+            at = comma + 1;
+        }
         // Unlike almost every other OpenSSL setter, this one returns 0 on success.
         REQUIRE(SSL_set_alpn_protos(c.client.get(), reinterpret_cast<const unsigned char*>(wire.data()),
                                     static_cast<unsigned>(wire.size())) == 0);
@@ -575,7 +581,42 @@ TEST_CASE("handshake: a TLS 1.2 client offering everything gets ECDSA and an AEA
     CHECK(std::string(SSL_get_cipher_name(c.client.get())) == "ECDHE-ECDSA-AES128-GCM-SHA256");
 }
 
-TEST_CASE("handshake: refused for old protocols, CBC-only TLS 1.2 and ALPN without http/1.1", "[unit][certs]") {
+TEST_CASE("handshake: ALPN picks in the server's order of gateway.tls.alpn", "[unit][certs]") {
+    struct row {
+        std::vector<std::string> server;
+        std::string client;
+        std::string chosen;  ///< "" = refused (no_application_protocol)
+    };
+    const std::vector<row> rows{
+        {{"h2", "http/1.1"}, "http/1.1,h2", "h2"},
+        {{"h2", "http/1.1"}, "h2", "h2"},
+        {{"h2", "http/1.1"}, "http/1.1", "http/1.1"},
+        {{"http/1.1", "h2"}, "h2,http/1.1", "http/1.1"},
+        {{"http/1.1"}, "h2,http/1.1", "http/1.1"},
+        {{"http/1.1"}, "h2", ""},
+        {{"h2"}, "http/1.1", ""},
+        {{"h2", "http/1.1"}, "spdy/3.1,h2c", ""},
+    };
+    for (const auto& r : rows) {
+        config::tls settings = standard_settings();
+        settings.alpn = r.server;
+        const certs::server_tls tls(settings, shared_keys(1));
+        client_options options;
+        options.alpn = r.client;
+        connection c = handshake(tls.default_context(), options);
+        INFO("server " << settings.alpn.front() << " first (" << settings.alpn.size() << "), client " << r.client);
+        if (r.chosen.empty()) {
+            CHECK_FALSE(c.ok);
+            CHECK_THAT(c.error, Catch::Contains("no application protocol"));
+        } else {
+            REQUIRE(c.ok);
+            CHECK(selected_alpn(c.server.get()) == r.chosen);
+            CHECK(selected_alpn(c.client.get()) == r.chosen);
+        }
+    }
+}
+
+TEST_CASE("handshake: refused for old protocols, CBC-only TLS 1.2 and ALPN without a protocol of ours", "[unit][certs]") {
     const certs::server_tls tls(standard_settings(), shared_keys(1));
     client_options options;
     std::string expected_server_error;
@@ -590,8 +631,8 @@ TEST_CASE("handshake: refused for old protocols, CBC-only TLS 1.2 and ALPN witho
         options.ciphers = "ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA";
         expected_server_error = "no shared cipher";
     }
-    SECTION("ALPN h2 only") {
-        options.alpn = "h2";
+    SECTION("ALPN h2c and spdy only") {
+        options.alpn = "h2c,spdy/3.1";
         expected_server_error = "no application protocol";
     }
     connection c = handshake(tls.default_context(), options);
