@@ -220,16 +220,17 @@ int on_server_name(SSL* ssl, int* alert, void* arg) {
 // preference (h2 before http/1.1 by default, whatever order the client
 // lists them in). A client that offers ALPN with none of them would speak a
 // protocol we do not, so it gets no_application_protocol (RFC 7301 section
-// 3.2) rather than a silent fallback. The callback's argument is one of the
-// static orders below, so no context ever points into freed memory.
+// 3.2) rather than a silent fallback. http/1.1 includes http/1.0 (what
+// `curl --http1.0` offers; nginx accepts it too). The callback's argument is
+// one of the static orders below, so no context ever points into freed memory.
 struct alpn_order {
-    std::array<std::string_view, 2> protocols;
+    std::array<std::string_view, 3> protocols;
     std::size_t count;
 };
-constexpr alpn_order alpn_h2_first{{"h2", "http/1.1"}, 2};
-constexpr alpn_order alpn_http11_first{{"http/1.1", "h2"}, 2};
-constexpr alpn_order alpn_h2_only{{"h2", ""}, 1};
-constexpr alpn_order alpn_http11_only{{"http/1.1", ""}, 1};
+constexpr alpn_order alpn_h2_first{{"h2", "http/1.1", "http/1.0"}, 3};
+constexpr alpn_order alpn_http11_first{{"http/1.1", "http/1.0", "h2"}, 3};
+constexpr alpn_order alpn_h2_only{{"h2", "", ""}, 1};
+constexpr alpn_order alpn_http11_only{{"http/1.1", "http/1.0", ""}, 2};
 
 const alpn_order* alpn_order_of(const std::vector<std::string>& alpn) {
     const bool h2 = std::find(alpn.begin(), alpn.end(), "h2") != alpn.end();

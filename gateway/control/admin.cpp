@@ -1,5 +1,6 @@
 #include "gateway/control/admin.hpp"
 
+#include "gateway/proxy/h2_connection.hpp"
 #include "gateway/proxy/http_rules.hpp"
 
 #include <boost/beast/http/read.hpp>
@@ -369,6 +370,30 @@ std::string render_metrics(const admin_state& a) {
     out << "rampart_connections_total " << sum(&worker_counters::connections_total) << '\n';
     metric(out, "rampart_connections_active", "gauge", "Client connections open.");
     out << "rampart_connections_active " << sum(&worker_counters::connections_active) << '\n';
+    metric(out, "rampart_connections_by_protocol", "gauge", "Client connections open, by protocol (ALPN).");
+    const auto h2_open = std::min(sum(&worker_counters::connections_active), sum(&worker_counters::h2_connections_active));
+    out << "rampart_connections_by_protocol{protocol=\"h2\"} " << h2_open << '\n';
+    out << "rampart_connections_by_protocol{protocol=\"http/1.1\"} "
+        << sum(&worker_counters::connections_active) - h2_open << '\n';
+    metric(out, "rampart_h2_connections_total", "counter", "Client connections that chose h2 in ALPN.");
+    out << "rampart_h2_connections_total " << sum(&worker_counters::h2_connections_total) << '\n';
+    metric(out, "rampart_h2_streams_total", "counter", "HTTP/2 request streams opened.");
+    out << "rampart_h2_streams_total " << sum(&worker_counters::h2_streams_total) << '\n';
+    metric(out, "rampart_requests_by_protocol_total", "counter", "Requests, by client protocol.");
+    out << "rampart_requests_by_protocol_total{protocol=\"h2\"} " << sum(&worker_counters::h2_requests_total) << '\n';
+    out << "rampart_requests_by_protocol_total{protocol=\"http/1.1\"} "
+        << sum(&worker_counters::requests_total) - std::min(sum(&worker_counters::requests_total),
+                                                            sum(&worker_counters::h2_requests_total))
+        << '\n';
+    metric(out, "rampart_h2_abuse_total", "counter",
+           "HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM, by kind of abuse.");
+    for (std::size_t k = 0; k < h2_abuse_counters; ++k) {
+        std::uint64_t n = 0;
+        for (unsigned w = 0; w < workers; ++w) {
+            n += shared.workers[w].h2_abuse[k].load(std::memory_order_relaxed);
+        }
+        out << "rampart_h2_abuse_total{kind=\"" << to_string(static_cast<h2_abuse>(k)) << "\"} " << n << '\n';
+    }
     metric(out, "rampart_tunnels_active", "gauge", "Upgraded connections (WebSocket) open.");
     out << "rampart_tunnels_active " << sum(&worker_counters::tunnels_active) << '\n';
     metric(out, "rampart_tunnels_total", "counter", "Upgraded connections (WebSocket) opened.");

@@ -594,6 +594,7 @@ private:
         slot.counter_slot = counter_slot ? *counter_slot : free_counter_slot();
         // A worker that died left its in-flight gauge behind.
         region_.block().workers[slot.counter_slot].connections_active.store(0, std::memory_order_relaxed);
+        region_.block().workers[slot.counter_slot].h2_connections_active.store(0, std::memory_order_relaxed);
         // ... and its tunnels' places under limits.tunnels.
         const auto tunnels = region_.block().workers[slot.counter_slot].tunnels_active.exchange(0);
         region_.block().tunnels_open.fetch_sub(static_cast<std::uint32_t>(tunnels), std::memory_order_relaxed);

@@ -353,6 +353,20 @@ constexpr std::string_view page_js = R"js(
     });
   }
 
+  function renderProtocols(s) {
+    var body = $("protocols-body");
+    body.replaceChildren();
+    s.protocols.forEach(function (p) {
+      var tr = el("tr");
+      tr.dataset.protocol = p.protocol;
+      tr.appendChild(el("td", "protocol", p.protocol));
+      tr.appendChild(el("td", "num", num(p.open)));
+      tr.appendChild(el("td", "num", num(p.total)));
+      tr.appendChild(el("td", "num", num(p.requests)));
+      body.appendChild(tr);
+    });
+  }
+
   function render(s) {
     var t = performance.now();
     var dt = prev ? (t - prev.t) / 1000 : 0;
@@ -360,6 +374,7 @@ constexpr std::string_view page_js = R"js(
     var seen = {};
     renderHeader(s, reqRate);
     renderPools(s, dt, seen);
+    renderProtocols(s);
     renderCerts(s);
     // A refresh right after a button keeps the older sample, so rates stay
     // averaged over at least a second.
@@ -479,6 +494,13 @@ constexpr std::string_view page_middle = R"html(</style>
 <main>
   <section class="cards" id="cards"></section>
   <section id="pools"><p class="empty">Loading&hellip;</p></section>
+  <h2>Client protocols</h2>
+  <div class="panel">
+    <table id="protocols">
+      <thead><tr><th>Protocol</th><th class="num">Connections open</th><th class="num">Connections total</th><th class="num">Requests</th></tr></thead>
+      <tbody id="protocols-body"></tbody>
+    </table>
+  </div>
   <h2>Certificates</h2>
   <div class="panel">
     <table id="certs">
@@ -746,6 +768,23 @@ std::string status_json(const config::snapshot& cfg, const shared_block& shared,
     j.field("tunnels_total", sum(&worker_counters::tunnels_total));
     j.end_object();
     j.field("requests_total", sum(&worker_counters::requests_total));
+    // Connections per protocol: h2 is what ALPN chose; http/1.1 is every
+    // other connection (HTTP/1.0 clients, the port-80 redirect, handshakes
+    // in progress).
+    {
+        const auto open = sum(&worker_counters::connections_active);
+        const auto total = sum(&worker_counters::connections_total);
+        const auto requests = sum(&worker_counters::requests_total);
+        const auto h2_open = std::min(open, sum(&worker_counters::h2_connections_active));
+        const auto h2_total = std::min(total, sum(&worker_counters::h2_connections_total));
+        const auto h2_requests = std::min(requests, sum(&worker_counters::h2_requests_total));
+        j.key("protocols").begin_array();
+        j.begin_object().field("protocol", "h2").field("open", h2_open).field("total", h2_total)
+            .field("requests", h2_requests).end_object();
+        j.begin_object().field("protocol", "http/1.1").field("open", open - h2_open).field("total", total - h2_total)
+            .field("requests", requests - h2_requests).end_object();
+        j.end_array();
+    }
     j.key("responses").begin_object();
     for (unsigned c = 1; c <= 5; ++c) {
         std::uint64_t total = 0;

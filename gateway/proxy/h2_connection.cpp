@@ -44,6 +44,8 @@ constexpr unsigned header_block_frames = 16;
 constexpr std::uint64_t hpack_bomb_ratio = 8;
 /// Response bytes a stream holds before write_body waits for the client.
 constexpr std::size_t stream_send_buffer = relay_chunk;
+/// Request body bytes read and dropped after the response (see discard).
+constexpr std::uint64_t discard_budget = 1024 * 1024;
 /// Bytes gathered from nghttp2 into one write to the TLS stream.
 constexpr std::size_t write_batch = 64 * 1024;
 /// Read buffer for the TLS stream (four full TLS records).
@@ -331,6 +333,10 @@ public:
 
     // ------------------------------------------------- request body (from the session)
     void data_arrived(const std::uint8_t* data, std::size_t n, std::uint64_t body_limit) {
+        if (discarding_) {
+            discard(n);
+            return;
+        }
         received_ += n;
         if (received_ > body_limit) {
             too_large_ = true;
@@ -519,9 +525,20 @@ public:
             stop_watchdog();
             return;
         }
+        if (complete && head_submitted_ && !in_done_) {
+            // Answered before the request body ended (an error, a redirect):
+            // the rest is read and dropped, up to a budget, so that the
+            // client sees its response rather than a reset stream (curl
+            // reports RST_STREAM NO_ERROR as a failure). Beyond the budget
+            // or timeouts.body, RST_STREAM NO_ERROR (RFC 9113 8.1).
+            discarding_ = true;
+            const std::size_t held = in_.size();
+            in_.clear();
+            discard(held);
+            arm(phase::request_body);
+        }
         if (!complete || !head_submitted_) {
-            nghttp2_submit_rst_stream(session_->session(), NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
-            session_->want_write();
+            reset(NGHTTP2_INTERNAL_ERROR);
         } else if (!out_last_) {
             // A complete response always ends its stream; not reached.
             out_last_ = true;
@@ -533,6 +550,27 @@ public:
         }
     }
     bool response_pending() const { return out_.size() > out_at_ || (head_submitted_ && !out_last_); }
+
+    /// Drops `n` request body bytes nobody will read, opening the window
+    /// again, up to discard_budget.
+    void discard(std::size_t n) {
+        discarded_ += n;
+        if (n > 0) {
+            nghttp2_session_consume(session_->session(), id_, n);
+            session_->want_write();
+        }
+        if (discarded_ > discard_budget) {
+            reset(NGHTTP2_NO_ERROR);
+        }
+    }
+
+    void reset(std::uint32_t code) {
+        if (!closed_ && !reset_sent_ && !session_->dead()) {
+            reset_sent_ = true;
+            nghttp2_submit_rst_stream(session_->session(), NGHTTP2_FLAG_NONE, id_, code);
+            session_->want_write();
+        }
+    }
 
     /// Wakes whatever waits in read_body or write_body.
     void wake() { wake_.cancel(); }
@@ -550,11 +588,16 @@ protected:
         if (current_phase() == phase::header && !head_complete_) {
             // The client left a header block unfinished for timeouts.header.
             session_->connection().violation();
-            if (!closed_ && !session_->dead()) {
-                nghttp2_submit_rst_stream(session_->session(), NGHTTP2_FLAG_NONE, id_, NGHTTP2_CANCEL);
-                session_->want_write();
-            }
+            reset(NGHTTP2_CANCEL);
             return;
+        }
+        if (!running_) {
+            // The exchange is over; the client neither finished its body
+            // nor took the response within timeouts.body.
+            if (discarding_) {
+                reset(NGHTTP2_NO_ERROR);
+                return;
+            }
         }
         if (current_phase() == phase::response_body && out_.size() > out_at_ && !closed_ && !session_->dead()) {
             const std::int32_t window = std::min(nghttp2_session_get_stream_remote_window_size(session_->session(), id_),
@@ -678,6 +721,9 @@ private:
     bool cancelled_ = false;
     bool running_ = false;
     bool flagged_ = false;
+    bool discarding_ = false;
+    bool reset_sent_ = false;
+    std::uint64_t discarded_ = 0;
 };
 
 // ---------------------------------------------------------------- session
@@ -1095,16 +1141,8 @@ int h2_session::on_data_chunk_recv(nghttp2_session* session, std::uint8_t, std::
     return 0;
 }
 
-// A response sent whole while the client is still sending its body: the
-// body is not wanted (RFC 9113 8.1: RST_STREAM NO_ERROR).
-int h2_session::on_frame_send(nghttp2_session* session, const nghttp2_frame* frame, void* user) {
+int h2_session::on_frame_send(nghttp2_session*, const nghttp2_frame* frame, void* user) {
     auto* self = static_cast<h2_session*>(user);
-    if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
-        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0) {
-        if (auto* s = self->stream_of(frame->hd.stream_id); s != nullptr && !s->request_finished()) {
-            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
-        }
-    }
     if (frame->hd.type == NGHTTP2_GOAWAY) {
         self->goaway_sent_ = true;
     }

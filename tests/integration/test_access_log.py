@@ -33,7 +33,7 @@ import harness as h  # noqa: E402
 
 S = {}
 FIELDS = ["time", "client", "method", "host", "path", "status", "bytes_sent", "bytes_received", "request_time_ms",
-          "upstream", "upstream_time_ms", "tls_version", "cipher", "resumed", "request_id", "retries"]
+          "upstream", "upstream_time_ms", "protocol", "tls_version", "cipher", "resumed", "request_id", "retries"]
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 BURST = 2000
@@ -223,6 +223,17 @@ def test_requests_of_every_kind():
             upstream_time_ms=None, tls_version=facts["version"], request_id=rid, retries=0)
     h.check(not S["app1"].saw("/malformed") and not S["app2"].saw("/malformed"),
             "the malformed request reached a backend")
+
+    # HTTP/2 (curl prefers h2 in ALPN) and HTTP/1.0.
+    r = h.curl(gw, "/over-h2?x=1", "--http2")
+    h.check(r.status == 200, f"h2: {r}")
+    _expect("/over-h2?x=1", method="GET", status=200, protocol="h2", bytes_sent=len(r.body),
+            upstream=r.header("X-Backend"), request_id=r.header("X-Request-Id"))
+    r = h.curl(gw, "/over-http10", "--http1.0")
+    h.check(r.status == 200, f"HTTP/1.0: {r}")
+    _expect("/over-http10", method="GET", status=200, protocol="http/1.0", bytes_sent=len(r.body),
+            upstream=r.header("X-Backend"), request_id=r.header("X-Request-Id"))
+    S["expected"]["/upload"]["protocol"] = "http/1.1"
 
     # The plain-HTTP listener's 301.
     r = h.curl(gw, "/redirect/me?x=1", scheme="http")

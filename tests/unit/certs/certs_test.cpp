@@ -596,6 +596,8 @@ TEST_CASE("handshake: ALPN picks in the server's order of gateway.tls.alpn", "[u
         {{"http/1.1"}, "h2", ""},
         {{"h2"}, "http/1.1", ""},
         {{"h2", "http/1.1"}, "spdy/3.1,h2c", ""},
+        {{"h2", "http/1.1"}, "http/1.0", "http/1.0"},
+        {{"h2"}, "http/1.0", ""},
     };
     for (const auto& r : rows) {
         config::tls settings = standard_settings();

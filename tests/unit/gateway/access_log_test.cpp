@@ -54,6 +54,7 @@ access_record sample() {
     r.tls_version = "TLSv1.3";
     r.cipher = "TLS_AES_256_GCM_SHA384";
     r.resumed = true;
+    r.protocol = "h2";
     r.request_id = "0123456789abcdef0123456789abcdef";
     r.retries = 1;
     return r;
@@ -149,7 +150,7 @@ TEST_CASE("an access line is one JSON object with every field", "[unit][gateway]
           "{\"time\":\"2024-05-01T12:34:56.789Z\",\"client\":\"192.0.2.7\",\"method\":\"GET\","
           "\"host\":\"www.foobar.com\",\"path\":\"/a?b=1\",\"status\":200,\"bytes_sent\":1234,"
           "\"bytes_received\":56,\"request_time_ms\":12.345,\"upstream\":\"app1\",\"upstream_time_ms\":2.500,"
-          "\"tls_version\":\"TLSv1.3\",\"cipher\":\"TLS_AES_256_GCM_SHA384\",\"resumed\":true,"
+          "\"protocol\":\"h2\",\"tls_version\":\"TLSv1.3\",\"cipher\":\"TLS_AES_256_GCM_SHA384\",\"resumed\":true,"
           "\"request_id\":\"0123456789abcdef0123456789abcdef\",\"retries\":1}\n");
     const auto v = json::parse(line).as_object();
     CHECK(v.at("status").as_int64() == 200);
