@@ -46,6 +46,9 @@ constexpr std::uint64_t hpack_bomb_ratio = 8;
 constexpr std::size_t stream_send_buffer = relay_chunk;
 /// Request body bytes read and dropped after the response (see discard).
 constexpr std::uint64_t discard_budget = 1024 * 1024;
+/// The lingering close after a GOAWAY: how long and how much is read and dropped.
+constexpr auto linger_time = std::chrono::seconds(2);
+constexpr std::size_t linger_bytes = 4 * 1024 * 1024;
 /// Bytes gathered from nghttp2 into one write to the TLS stream.
 constexpr std::size_t write_batch = 64 * 1024;
 /// Read buffer for the TLS stream (four full TLS records).
@@ -141,6 +144,7 @@ private:
     static net::awaitable<void> serve_stream(std::shared_ptr<h2_session> self, std::shared_ptr<h2_stream> s);
     net::awaitable<void> reader();
     net::awaitable<void> writer();
+    net::awaitable<void> linger_close();
     void stop_reading();
 
     connection_base& conn_;
@@ -155,6 +159,7 @@ private:
     bool dead_ = false;     ///< reader and writer are done: streams fail at once
     bool writing_ = false;
     bool input_closed_ = false;
+    bool peer_closed_ = false;  ///< the client closed or reset the connection
     bool abused_ = false;
     bool draining_ = false;
     bool goaway_sent_ = false;
@@ -417,8 +422,16 @@ public:
             if (too_large_) {
                 co_return body_read{http::error::body_limit, 0};
             }
-            if (!in_.empty()) {
-                const std::size_t n = std::min(into.size(), in_.size());
+            std::size_t ready = in_.size();
+            if (content_length_ && !in_done_ && consumed_ + ready >= *content_length_) {
+                // The last byte of a body of announced length waits for the
+                // client's END_STREAM: DATA beyond the length resets the
+                // stream first, and the app server never gets a whole
+                // request whose framing was a lie.
+                ready = static_cast<std::size_t>(*content_length_ - std::min(*content_length_, consumed_ + 1));
+            }
+            if (ready > 0) {
+                const std::size_t n = std::min(into.size(), ready);
                 std::memcpy(into.data(), in_.data(), n);
                 in_.erase(0, n);
                 consumed_ += n;
@@ -853,6 +866,10 @@ net::awaitable<bool> h2_session::run() {
     w.counters.h2_connections_active.fetch_add(1, std::memory_order_relaxed);
     conn_.arm(phase::header);  // the preface and SETTINGS
     co_await (reader() && writer());
+    const bool linger = (abused_ || goaway_sent_) && !peer_closed_;
+    if (linger) {
+        co_await linger_close();
+    }
     dead_ = true;
     w.counters.h2_connections_active.fetch_sub(1, std::memory_order_relaxed);
     auto streams = std::move(streams_);
@@ -861,7 +878,30 @@ net::awaitable<bool> h2_session::run() {
         s->closed(NGHTTP2_CANCEL);
         s->cut();
     }
-    co_return !abused_ && !input_closed_ && goaway_sent_;
+    // After a lingering close the TLS and TCP shutdown are done.
+    co_return !linger && !abused_ && !input_closed_ && goaway_sent_;
+}
+
+// The client may still be sending (an attack, or a request that crossed our
+// GOAWAY): closing now would make the kernel answer its bytes with a TCP
+// reset, which can destroy the GOAWAY before the client reads it. So the
+// write side is shut (close_notify, then FIN) and what still arrives is read
+// and dropped, for at most linger_time or linger_bytes, before the close.
+net::awaitable<void> h2_session::linger_close() {
+    stream_.shutdown();
+    error_code ec;
+    stream_.next_layer().shutdown(tcp::socket::shutdown_send, ec);
+    conn_.set_deadline(linger_time, phase::idle);
+    std::array<std::uint8_t, 4096> sink{};
+    std::size_t dropped = 0;
+    while (dropped < linger_bytes) {
+        auto [rec, n] = co_await stream_.next_layer().async_read_some(net::buffer(sink), use_tuple);
+        if (rec) {
+            break;
+        }
+        dropped += n;
+    }
+    conn_.take_timeout();
 }
 
 net::awaitable<void> h2_session::reader() {
@@ -882,6 +922,7 @@ net::awaitable<void> h2_session::reader() {
         }
         auto [ec, n] = co_await stream_.async_read_some(net::buffer(read_buffer_.get(), read_size), use_tuple);
         if (ec) {
+            peer_closed_ = ec != net::error::operation_aborted;
             break;
         }
         const ssize_t rv = nghttp2_session_mem_recv(session_, read_buffer_.get(), n);
@@ -1028,7 +1069,9 @@ int h2_session::on_begin_frame(nghttp2_session*, const nghttp2_frame_hd* hd, voi
         ++self->block_frames_;
         self->block_wire_bytes_ += hd->length;
         const auto limit = self->conn_.worker().cfg->gw.limits_settings.header_bytes;
-        if (self->block_frames_ > header_block_frames || self->block_wire_bytes_ > limit) {
+        // Bytes: twice the header list limit, so that an honest block a bit
+        // over it gets its 431 rather than a GOAWAY.
+        if (self->block_frames_ > header_block_frames || self->block_wire_bytes_ > 2 * limit) {
             self->abuse(h2_abuse::continuation_flood, "a header block of " + std::to_string(self->block_frames_) +
                                                           " frames, " + std::to_string(self->block_wire_bytes_) +
                                                           " bytes");

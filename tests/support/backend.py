@@ -34,7 +34,8 @@ is chunked, and the header ``X-Backend: NAME``):
 
 Request log: for every request line received, one stdout line
 ``REQ <peer_port> <conn_requests> <METHOD> <target>``; a request line that does
-not parse is logged as ``BAD <peer_port> <repr of the line>``. Tests read this
+not parse is logged as ``BAD <peer_port> <repr of the line>``; an upload read
+whole as ``UPLOADED <target> <bytes>``. Tests read this
 file to check what reached the backend.
 
 Python 3.11 standard library only.
@@ -207,6 +208,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         for piece in self._body_pieces():
             digest.update(piece)
             n += len(piece)
+        LOG.line(f"UPLOADED {self.path} {n}")
         doc = {"server": self.server.name, "bytes": n, "sha256": digest.hexdigest()}
         self._send(200, (json.dumps(doc) + "\n").encode(), "application/json")
 
