@@ -241,6 +241,34 @@ def test_page_contacts_only_the_admin_listener_and_raises_no_error():
     h.check(not errors, f"console errors (CSP?): {errors}")
 
 
+def test_site_over_h2_in_chromium_and_the_protocol_table():
+    """Chromium loads https://www.foobar.com through the gateway over HTTP/2 (ALPN h2),
+    and the status page's protocol table counts it."""
+    browser = S["browser"]
+    site = browser.new_page()
+    # The dev CA is not in Chromium's store; the certificate itself is checked by test_tls.
+    site.send("Security.setIgnoreCertificateErrors", {"ignore": True})
+    for i in range(3):
+        site.navigate(S["gw"].url(f"/h2-in-chromium/{i}"))
+    proto = site.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol")
+    h.check(proto == "h2", f"Chromium used {proto!r}, not h2")
+    body = site.evaluate("document.body.innerText")
+    h.check('"path": "/h2-in-chromium/2"' in body, f"the page is not the app server's answer: {body[:200]}")
+    page = S["page"]
+    page.navigate(S["base"] + "/status")
+    cells = page.wait_for("""(() => {
+        const tr = document.querySelector('#protocols tr[data-protocol="h2"]');
+        if (!tr) return null;
+        const td = tr.querySelectorAll('td');
+        return Number(td[3].textContent.replace(/[^0-9]/g, '')) >= 3 ? Array.from(td, x => x.textContent) : null;
+    })()""", 30, what="the h2 row of the protocol table to count Chromium's requests")
+    h.check(cells[0] == "h2", f"protocol column: {cells}")
+    h.check(int(cells[2].replace(",", "").replace("\u202f", "")) >= 1, f"h2 connections total: {cells}")
+    s = json.loads(_get("/api/status")[2])
+    protocols = {p["protocol"]: p for p in s["protocols"]}
+    h.check(protocols["h2"]["requests"] >= 3 and protocols["http/1.1"]["requests"] >= 1, f"protocols: {protocols}")
+
+
 def test_error_banner_when_the_admin_listener_is_gone():
     page = S["page"]
     S["gw"].stop()

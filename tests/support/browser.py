@@ -58,7 +58,8 @@ CHROMIUM_FLAGS = (
     "--use-mock-keychain",
     "--disable-features=Translate,OptimizationHints,MediaRouter,AutofillServerCommunication,"
     "CertificateTransparencyComponentUpdater,InterestFeedContentSuggestions",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+    # The test site resolves to loopback (the gateway under test); nothing else resolves.
+    "--host-resolver-rules=MAP www.foobar.com 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
     "--window-size=1280,900",
 )
 
