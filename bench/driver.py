@@ -314,7 +314,7 @@ defaults
     timeout http-keep-alive 120s
 
 frontend https
-    bind 127.0.0.1:{self.port} ssl crt {pem} alpn http/1.1
+    bind 127.0.0.1:{self.port} ssl crt {pem} alpn h2,http/1.1
     http-request set-header X-Forwarded-Proto https
     http-response set-header Strict-Transport-Security "max-age=31536000; includeSubDomains"
     default_backend app
@@ -360,7 +360,7 @@ http {{
         keepalive_requests 1000000;
     }}
     server {{
-        listen 127.0.0.1:{self.port} ssl;
+        listen 127.0.0.1:{self.port} ssl http2;
         server_name {SITE};
         ssl_certificate {a.certs}/ecdsa.pem;
         ssl_certificate_key {a.certs}/ecdsa.key;
@@ -614,6 +614,100 @@ def m_static(gw, a) -> dict:
             "st_bad": r["non2xx"] + r["errors"]}
 
 
+def m_h2(gw, a) -> dict:
+    """HTTP/2: h2load -c64 -m10 closed loop (CPU per request), then the same
+    clients at a fixed offered rate (latency percentiles from its log)."""
+    def load():
+        return parse_h2load(run(["h2load", "-t1", f"-c{a.conns}", f"-m{a.h2_streams}", f"-D{int(a.duration)}",
+                                 f"--tls13-ciphers={TLS13_SUITES}", f"--connect-to=127.0.0.1:{gw.port}",
+                                 f"https://{SITE}:{gw.port}/"], timeout=a.duration + 60))
+    r = measure_cpu(gw, load)
+    if r.get("protocol") == "?" or not r["ok"]:
+        raise RuntimeError(f"h2load over h2 failed: {r}")
+    out = {"h2_rps": r["ok"] / max(1e-9, r["seconds"]), "h2_cpu_us": r["cpu_s"] * 1e6 / max(1, r["ok"]),
+           "h2_bad": r["failed"]}
+    logf = os.path.join(gw.dir, "h2load-h2-rate.log")
+    per_client = max(1, a.fixed_rps // a.conns)
+    cmd = ["h2load", "-t1", f"-c{a.conns}", f"-m{a.h2_streams}", f"--rps={per_client}", f"-D{int(a.duration)}",
+           f"--tls13-ciphers={TLS13_SUITES}", f"--connect-to=127.0.0.1:{gw.port}", f"--log-file={logf}",
+           f"https://{SITE}:{gw.port}/"]
+    fr = parse_h2load(run(cmd, timeout=a.duration + 60))
+    lat = []
+    with open(logf) as f:
+        for line in f:
+            parts = line.split("\t")
+            if len(parts) >= 3 and parts[1].strip() == "200":
+                lat.append(int(parts[2]) / 1e3)
+    os.unlink(logf)
+    if lat:
+        out.update({"h2_p50": percentile(lat, 50), "h2_p99": percentile(lat, 99)})
+    out["h2_bad"] += fr["failed"]
+    return out
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def h2_frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def h2_get(port: int, ctx: ssl.SSLContext, timeout: float = 10.0) -> ssl.SSLSocket:
+    """An HTTP/2 connection that made one GET / and stays open (stdlib only:
+    the request block uses HPACK's static table and one literal)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s = ctx.wrap_socket(raw, server_hostname=SITE)
+    if s.selected_alpn_protocol() != "h2":
+        s.close()
+        raise RuntimeError(f"ALPN chose {s.selected_alpn_protocol()!r}, not h2")
+    authority = SITE.encode()
+    block = b"\x82\x87\x84\x41" + bytes([len(authority)]) + authority  # GET https / :authority
+    s.sendall(H2_PREFACE + h2_frame(4, 0, 0) + h2_frame(1, 0x5, 1, block))
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise RuntimeError("h2: closed before the response")
+        buf += chunk
+        done = False
+        while len(buf) >= 9:
+            length = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + length:
+                break
+            kind, flags, sid = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+            buf = buf[9 + length:]
+            if kind == 4 and not flags & 1:
+                s.sendall(h2_frame(4, 1, 0))  # SETTINGS ACK
+            if sid == 1 and kind in (0, 1) and flags & 1:
+                done = True
+        if done:
+            return s
+    raise RuntimeError("h2: no response in time")
+
+
+def m_h2_idle(gw, a) -> dict:
+    """Gateway RSS per idle HTTP/2 connection (after one request each)."""
+    ctx = client_ctx()
+    ctx.set_alpn_protocols(["h2"])
+    h2_get(gw.port, ctx).close()
+    time.sleep(0.5)
+    before = tree_rss_bytes(gw.pid)
+    socks = []
+    t_end = time.monotonic() + 120
+    try:
+        for _ in range(a.idle_conns):
+            if time.monotonic() > t_end:
+                raise RuntimeError("idle h2 connections: too slow")
+            socks.append(h2_get(gw.port, ctx))
+        time.sleep(1.0)
+        after = tree_rss_bytes(gw.pid)
+    finally:
+        for s in socks:
+            s.close()
+    return {"h2_idle_bytes": (after - before) / a.idle_conns}
+
+
 def m_idle(gw, a) -> dict:
     """Gateway RSS per idle keep-alive TLS connection, on a fresh gateway."""
     ctx = client_ctx()
@@ -699,6 +793,11 @@ ROWS = [
     ("st_mibps", "static 1 MiB file: MiB/s", "{:,.0f}", False),
     ("st_cpu_us", "**static 1 MiB file: CPU µs per MiB**", "{:.0f}", True),
     ("idle_bytes", "**RSS bytes per idle TLS connection**", "{:,.0f}", True),
+    ("h2_rps", "h2 (h2load -c64 -m10): req/s", "{:,.0f}", False),
+    ("h2_cpu_us", "**h2: CPU µs per request**", "{:.1f}", True),
+    ("h2_p50", "h2 fixed offered load: p50 latency, ms", "{:.2f}", True),
+    ("h2_p99", "h2 fixed offered load: p99 latency, ms", "{:.2f}", True),
+    ("h2_idle_bytes", "**RSS bytes per idle h2 connection**", "{:,.0f}", True),
 ]
 
 TARGETS = [
@@ -709,6 +808,9 @@ TARGETS = [
     ("idle_bytes", "bytes per idle TLS connection", 1.0),
     ("st_cpu_us", "CPU per MiB of a static file (nginx only)", 1.0),
     ("fx_p99", "p99 latency at the same offered load", 1.0),
+    ("h2_cpu_us", "CPU per h2 request", 0.8),
+    ("h2_p99", "h2 p99 latency at the same offered load", 1.0),
+    ("h2_idle_bytes", "bytes per idle h2 connection", 1.0),
 ]
 
 
@@ -738,7 +840,7 @@ def report(a, results, floor, notes, started) -> str:
     L.append("| figure | Rampart | HAProxy | nginx | Rampart/HAProxy | Rampart/nginx |")
     L.append("| --- | ---: | ---: | ---: | ---: | ---: |")
     for key, label, f, lower in ROWS:
-        if key.startswith("fx_"):
+        if key.startswith(("fx_", "h2_p")):
             off = med([r.get("fx_offered") for g in GATEWAYS for r in results[g]])
             label = label.replace("fixed offered load", f"fixed offered load {off:,.0f} req/s" if off else "fixed offered load")
         vals = [medians[g][key] for g in GATEWAYS]
@@ -836,6 +938,9 @@ def report(a, results, floor, notes, started) -> str:
         "suite negotiated with OpenSSL's default offer (wrk, Python): "
         + ", ".join(f"{TITLES[g]} {suites[g]}" for g in GATEWAYS if suites[g]),
         f"idle: {a.idle_conns:,} TLS connections each after one request, RSS (VmRSS of the tree) after − before",
+        f"h2: `h2load -t1 -c{a.conns} -m{a.h2_streams}` on `/` for CPU, the same with `--rps` for the fixed load, "
+        f"and {a.idle_conns:,} h2 connections after one request each for idle memory (HAProxy `alpn h2,http/1.1`, "
+        "nginx `listen ... ssl http2`)",
     ]) + ".")
     if notes:
         L.append("")
@@ -888,6 +993,7 @@ def main() -> int:
     a = p.parse_args()
     a.backend_ports = [int(x) for x in a.backend_ports.split(",")]
     a.conns, a.mib_conns, a.idle_conns, a.h2load_batch = 64, 8, 2000, 100
+    a.h2_streams = 10
     a.fixed_rps, a.floor_handshakes = 3200, 2000
     if a.quick:
         a.rounds, a.duration = 1, 2.0
@@ -933,7 +1039,7 @@ def main() -> int:
                     gw.start()
                     for name, fn in (("idle", m_idle), ("keep-alive", m_keepalive), ("fixed load", m_fixed_load),
                                      ("resumed", m_resumed), ("full handshakes", m_full), ("1 MiB", m_mib),
-                                     ("static file", m_static)):
+                                     ("static file", m_static), ("h2", m_h2), ("h2 idle", m_h2_idle)):
                         if name == "keep-alive":  # warm up: upstream pools, caches
                             wrk(gw, "/", a.conns, 1.0)
                         log(f"  {name}")
@@ -948,7 +1054,7 @@ def main() -> int:
                     gw.stop()
                     active.remove(gw)
                     shutil.rmtree(gw.dir, ignore_errors=True)
-                for k in ("ka_bad", "rs_bad", "fh_bad", "mb_bad", "st_bad"):
+                for k in ("ka_bad", "rs_bad", "fh_bad", "mb_bad", "st_bad", "h2_bad"):
                     if r.get(k):
                         notes.append(f"round {rnd + 1}, {TITLES[g]}: {r[k]} failed requests in {k[:2]}")
                 results[g].append(r)

@@ -562,8 +562,6 @@ public:
             session_->want_write();
         }
     }
-    bool response_pending() const { return out_.size() > out_at_ || (head_submitted_ && !out_last_); }
-
     /// Drops `n` request body bytes nobody will read, opening the window
     /// again, up to discard_budget.
     void discard(std::size_t n) {
@@ -974,9 +972,11 @@ net::awaitable<void> h2_session::writer() {
         }
         if (batch.empty()) {
             const bool session_done = !nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_);
-            if (session_done || abused_ || input_closed_ || (dead_)) {
+            if (session_done || abused_ || input_closed_ || dead_) {
                 break;
             }
+            // Nothing to send: an idle connection keeps no write buffer.
+            batch.shrink_to_fit();
             wake_writer_.expires_at(clock::time_point::max());
             co_await wake_writer_.async_wait(use_tuple);
             continue;

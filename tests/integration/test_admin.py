@@ -107,7 +107,9 @@ def test_metrics_count_known_traffic_exactly():
     for i in range(20):
         h.check(h.curl(gw, f"/m?i={i}").status == 200, "request failed")
     for i in range(3):
-        r = h.curl(gw, "/bad", "-H", "Content-Length: 1", "-H", "Transfer-Encoding: chunked", "-X", "POST")
+        # HTTP/1.1: ambiguous framing exists there (over h2 the stream is reset, see test_h2.py).
+        r = h.curl(gw, "/bad", "--http1.1", "-H", "Content-Length: 1", "-H", "Transfer-Encoding: chunked",
+                   "-X", "POST")
         h.check(r.status == 400, f"ambiguous framing: {r}")
     # A worker counts a response by class and observes the request's durations once the
     # response is written, which is also when curl can have it all and exit: on a busy machine
