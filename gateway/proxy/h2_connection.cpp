@@ -54,6 +54,44 @@ constexpr std::size_t write_batch = 64 * 1024;
 /// Read buffer for the TLS stream (four full TLS records).
 constexpr std::size_t read_size = 64 * 1024;
 
+/// 64 KiB blocks for the connections' read and write buffers, kept for
+/// reuse by the worker (one thread): a busy connection takes and returns
+/// them between bursts of streams without a trip through malloc (64 KiB
+/// requests make glibc consolidate its free lists), an idle one holds none.
+class block_pool {
+public:
+    static constexpr std::size_t size = 64 * 1024;
+    static_assert(size >= write_batch && size >= read_size);
+    using block = std::unique_ptr<std::uint8_t[]>;
+
+    static block take() {
+        auto& free = list();
+        if (free.empty()) {
+            return block(new std::uint8_t[size]);
+        }
+        block b = std::move(free.back());
+        free.pop_back();
+        return b;
+    }
+    static void give_back(block& b) {
+        if (!b) {
+            return;
+        }
+        auto& free = list();
+        if (free.size() < max_kept) {
+            free.push_back(std::move(b));
+        }
+        b.reset();
+    }
+
+private:
+    static constexpr std::size_t max_kept = 64;
+    static std::vector<block>& list() {
+        thread_local std::vector<block> free;
+        return free;
+    }
+};
+
 /// Per-second frame counter.
 struct rate_meter {
     mono_ns window_start = 0;
@@ -79,14 +117,6 @@ bool has_control_byte(std::string_view s) {
         const auto u = static_cast<unsigned char>(c);
         return (u < 0x20 && u != '\t') || u == 0x7f;
     });
-}
-
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (auto& c : out) {
-        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    }
-    return out;
 }
 
 }  // namespace
@@ -140,7 +170,7 @@ private:
     static int on_stream_close(nghttp2_session*, std::int32_t stream_id, std::uint32_t error_code, void* user);
 
     h2_stream* stream_of(std::int32_t id);
-    void start_exchange(std::shared_ptr<h2_stream> s);
+    void start_ready();
     static net::awaitable<void> serve_stream(std::shared_ptr<h2_session> self, std::shared_ptr<h2_stream> s);
     net::awaitable<void> reader();
     net::awaitable<void> writer();
@@ -154,7 +184,9 @@ private:
     std::unordered_map<std::int32_t, std::shared_ptr<h2_stream>> streams_;
     net::steady_timer wake_writer_;
     std::optional<net::steady_timer> drain_timer_;
-    std::unique_ptr<std::uint8_t[]> read_buffer_;
+    block_pool::block read_buffer_;
+    block_pool::block write_buffer_;
+    std::vector<std::shared_ptr<h2_stream>> ready_;  ///< heads complete in this mem_recv
     unsigned running_ = 0;  ///< exchanges running (a reset stream's may still be finishing)
     bool dead_ = false;     ///< reader and writer are done: streams fail at once
     bool writing_ = false;
@@ -661,20 +693,32 @@ private:
         auto& w = session_->worker();
         rewrite_response(h, w.hsts_value, true, 11);  // hop-by-hop fields out, HSTS in
         const std::string status = std::to_string(h.result_int());
-        std::vector<std::pair<std::string, std::string_view>> fields;
-        fields.reserve(24);
+        // Names in lower case, all in one buffer (sized first: the views
+        // into it must not move).
+        std::size_t name_bytes = 0;
+        std::size_t count = 0;
         for (const auto& f : h) {
-            std::string name = lower(f.name_string());
+            name_bytes += f.name_string().size();
+            ++count;
+        }
+        std::string names(name_bytes, '\0');
+        std::vector<nghttp2_nv> nva;
+        nva.reserve(count + 1);
+        nva.push_back(make_nv(":status", status));
+        std::size_t at = 0;
+        for (const auto& f : h) {
+            const std::string_view original = f.name_string();
+            char* out = names.data() + at;
+            for (std::size_t i = 0; i < original.size(); ++i) {
+                const char c = original[i];
+                out[i] = c >= 'A' && c <= 'Z' ? static_cast<char>(c + ('a' - 'A')) : c;
+            }
+            const std::string_view name(out, original.size());
+            at += original.size();
             if (is_connection_specific(name) || name == "te" || name == "trailer") {
                 continue;
             }
-            fields.emplace_back(std::move(name), f.value());
-        }
-        std::vector<nghttp2_nv> nva;
-        nva.reserve(fields.size() + 1);
-        nva.push_back(make_nv(":status", status));
-        for (const auto& [name, value] : fields) {
-            nva.push_back(make_nv(name, value));
+            nva.push_back(make_nv(name, f.value()));
         }
         head_submitted_ = true;
         nghttp2_data_provider provider{};
@@ -908,15 +952,19 @@ net::awaitable<void> h2_session::reader() {
             break;
         }
         if (!stream_.has_buffered()) {
-            // Readiness first: an idle connection holds no read buffer.
-            read_buffer_.reset();
+            // Readiness first: an idle connection (no streams) holds no read
+            // buffer. A busy one keeps it: 64 KiB freed and taken again on
+            // every read costs the allocator more than the bytes are worth.
+            if (streams_.empty() && running_ == 0) {
+                block_pool::give_back(read_buffer_);
+            }
             auto [wec] = co_await stream_.next_layer().async_wait(tcp::socket::wait_read);
             if (wec) {
                 break;
             }
         }
         if (!read_buffer_) {
-            read_buffer_.reset(new std::uint8_t[read_size]);
+            read_buffer_ = block_pool::take();
         }
         auto [ec, n] = co_await stream_.async_read_some(net::buffer(read_buffer_.get(), read_size), use_tuple);
         if (ec) {
@@ -934,8 +982,10 @@ net::awaitable<void> h2_session::reader() {
             break;
         }
         if (abused_) {
+            ready_.clear();
             break;
         }
+        start_ready();
         update_deadline();
         want_write();
     }
@@ -949,41 +999,55 @@ net::awaitable<void> h2_session::reader() {
         conn_.arm(phase::response_body);
     }
     want_write();  // the writer sends what is queued (GOAWAY included), then ends
-    read_buffer_.reset();
+    block_pool::give_back(read_buffer_);
 }
 
+// Gathers what nghttp2 has to send into one 64 KiB block and writes it: one
+// TLS write (and as few records) for many frames.
 net::awaitable<void> h2_session::writer() {
-    std::vector<std::uint8_t> batch;
     for (;;) {
-        batch.clear();
+        std::size_t used = 0;
+        const std::uint8_t* extra = nullptr;  // a piece that did not fit: written after the block
+        std::size_t extra_size = 0;
         for (;;) {
             const std::uint8_t* data = nullptr;
             const ssize_t n = nghttp2_session_mem_send(session_, &data);
-            if (n < 0) {
+            if (n <= 0) {
                 break;
             }
-            if (n == 0) {
+            if (!write_buffer_) {
+                write_buffer_ = block_pool::take();
+            }
+            const auto size = static_cast<std::size_t>(n);
+            if (size > write_batch - used) {
+                extra = data;  // valid until the next mem_send
+                extra_size = size;
                 break;
             }
-            batch.insert(batch.end(), data, data + n);
-            if (batch.size() >= write_batch) {
+            std::memcpy(write_buffer_.get() + used, data, size);
+            used += size;
+            if (write_batch - used < 1024) {
                 break;
             }
         }
-        if (batch.empty()) {
+        if (used == 0 && extra_size == 0) {
             const bool session_done = !nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_);
             if (session_done || abused_ || input_closed_ || dead_) {
                 break;
             }
             // Nothing to send: an idle connection keeps no write buffer.
-            batch.shrink_to_fit();
+            if (streams_.empty() && running_ == 0) {
+                block_pool::give_back(write_buffer_);
+            }
             wake_writer_.expires_at(clock::time_point::max());
             co_await wake_writer_.async_wait(use_tuple);
             continue;
         }
         writing_ = true;
         update_deadline();
-        auto [ec, n] = co_await net::async_write(stream_, net::buffer(batch), use_tuple);
+        const std::array<net::const_buffer, 2> pieces{net::buffer(write_buffer_.get(), used),
+                                                      net::buffer(extra, extra_size)};
+        auto [ec, n] = co_await net::async_write(stream_, pieces, use_tuple);
         writing_ = false;
         if (ec) {
             conn_.take_timeout();
@@ -991,6 +1055,7 @@ net::awaitable<void> h2_session::writer() {
         }
         update_deadline();
     }
+    block_pool::give_back(write_buffer_);
     // The reader may be waiting for bytes that will never matter now.
     stop_reading();
     co_return;
@@ -1097,7 +1162,7 @@ int h2_session::on_frame_recv(nghttp2_session*, const nghttp2_frame* frame, void
             s->finish_head(end_stream);
             auto found = self->streams_.find(frame->hd.stream_id);
             if (found != self->streams_.end()) {
-                self->start_exchange(found->second);
+                self->ready_.push_back(found->second);  // started once mem_recv returns
             }
         } else if (end_stream) {
             s->end_of_request();  // trailers: dropped
@@ -1210,15 +1275,24 @@ int h2_session::on_stream_close(nghttp2_session*, std::int32_t stream_id, std::u
     return 0;
 }
 
-void h2_session::start_exchange(std::shared_ptr<h2_stream> s) {
-    ++running_;
-    s->exchange_started();
-    // Started from the event loop, not inside nghttp2's callback: the
-    // exchange may submit frames at once. The coroutine holds the stream,
-    // the session and the connection: it may outlive the connection's run.
-    net::post(conn_.worker().io, [self = shared_from_this(), s = std::move(s)]() mutable {
-        auto& io = self->conn_.worker().io;
-        net::co_spawn(io, serve_stream(std::move(self), std::move(s)), [](std::exception_ptr e) {
+// The streams whose request heads arrived in the last mem_recv: each gets
+// its exchange now, outside nghttp2's callbacks (an exchange may submit
+// frames at once, and co_spawn starts it inline).
+void h2_session::start_ready() {
+    if (ready_.empty()) {
+        return;
+    }
+    auto ready = std::move(ready_);
+    ready_.clear();
+    for (auto& s : ready) {
+        if (s->is_closed()) {
+            continue;  // reset in the same read (Rapid Reset): no work at all
+        }
+        ++running_;
+        s->exchange_started();
+        // The coroutine holds the stream, the session and the connection:
+        // it may outlive the connection's run.
+        net::co_spawn(conn_.worker().io, serve_stream(shared_from_this(), std::move(s)), [](std::exception_ptr e) {
             if (e) {
                 try {
                     std::rethrow_exception(e);
@@ -1229,7 +1303,7 @@ void h2_session::start_exchange(std::shared_ptr<h2_stream> s) {
                 }
             }
         });
-    });
+    }
 }
 
 net::awaitable<void> h2_session::serve_stream(std::shared_ptr<h2_session> self, std::shared_ptr<h2_stream> s) {
