@@ -204,6 +204,10 @@ TEST_CASE("status_json: the whole document for a small config", "[unit][gateway]
     block->workers[1].handshakes_resumed = 3;
     block->workers[1].handshake_failures = 1;
     block->workers[2].requests_total = 1000;  // not a running worker: not summed
+    block->workers[0].h2_connections_total = 4;
+    block->workers[1].h2_connections_total = 2;
+    block->workers[0].h2_connections_active = 1;
+    block->workers[1].h2_requests_total = 30;
     block->pools[0].queued = 4;
     // Through server_health's methods, as the gateway sets them.
     const config::outlier_detection never_eject{0, {}, {}};
@@ -234,6 +238,8 @@ TEST_CASE("status_json: the whole document for a small config", "[unit][gateway]
         R"({"site":"www.foobar.com","version":")" RAMPART_TEST_VERSION
         R"(","generation":1,"last_reload":"none","uptime_s":125,"vrrp_state":"unknown",)"
         R"("workers":2,"worker_restarts":0,"connections":{"open":2,"total":15,"tunnels":0,"tunnels_total":0},"requests_total":42,)"
+        R"("protocols":[{"protocol":"h2","open":1,"total":6,"requests":30},)"
+        R"({"protocol":"http/1.1","open":1,"total":9,"requests":12}],)"
         R"("responses":{"1xx":0,"2xx":39,"3xx":0,"4xx":0,"5xx":1},"handshakes":{"full":7,"resumed":3,"failed":1},)"
         R"("pools":[{"name":"app","balance":"weighted_round_robin","queue":4,"queue_timeouts":0,"rate_limited":0,)"
         R"("health":{"path":"/health","expect_status":200,"interval_ms":2000,"rise":2,"fall":3},"servers":[)"
