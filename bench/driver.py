@@ -526,13 +526,12 @@ def m_keepalive(gw, a) -> dict:
             "ka_busy": r["cpu_s"] / r["seconds"], "ka_bad": r["non2xx"] + r["errors"]}
 
 
-def m_fixed_load(gw, a) -> dict:
-    """p50/p99 at the same offered load for every gateway (h2load, fixed rate)."""
+def fixed_rate(gw, a, extra: list[str], per_client: int) -> tuple[dict, list[float]]:
+    """h2load at `per_client` requests per second per client: its summary and
+    the latency in ms of each 200 (from its per-request log)."""
     logf = os.path.join(gw.dir, "h2load-rate.log")
-    per_client = max(1, a.fixed_rps // a.conns)
-    cmd = ["h2load", "--h1", "-t1", f"-c{a.conns}", f"--rps={per_client}", f"-D{int(a.duration)}",
-           f"--tls13-ciphers={TLS13_SUITES}",
-           f"--connect-to=127.0.0.1:{gw.port}", f"--log-file={logf}",
+    cmd = ["h2load", *extra, "-t1", f"-c{a.conns}", f"--rps={per_client}", f"-D{int(a.duration)}",
+           f"--tls13-ciphers={TLS13_SUITES}", f"--connect-to=127.0.0.1:{gw.port}", f"--log-file={logf}",
            f"https://{SITE}:{gw.port}/"]
     r = parse_h2load(run(cmd, timeout=a.duration + 60))
     lat = []
@@ -542,6 +541,13 @@ def m_fixed_load(gw, a) -> dict:
             if len(parts) >= 3 and parts[1].strip() == "200":
                 lat.append(int(parts[2]) / 1e3)
     os.unlink(logf)
+    return r, lat
+
+
+def m_fixed_load(gw, a) -> dict:
+    """p50/p99 at the same offered load for every gateway (h2load, fixed rate)."""
+    per_client = max(1, a.fixed_rps // a.conns)
+    r, lat = fixed_rate(gw, a, ["--h1"], per_client)
     if not lat:
         return {}
     return {"fx_rps": len(lat) / max(1e-9, r["seconds"]) if r["seconds"] else None,
@@ -617,6 +623,8 @@ def m_static(gw, a) -> dict:
 def m_h2(gw, a) -> dict:
     """HTTP/2: h2load -c64 -m10 closed loop (CPU per request), then the same
     clients at a fixed offered rate (latency percentiles from its log)."""
+    if gw.kind == BEFORE:
+        return {}  # an earlier binary may not speak h2; before/after compares HTTP/1.1
     def load():
         return parse_h2load(run(["h2load", "-t1", f"-c{a.conns}", f"-m{a.h2_streams}", f"-D{int(a.duration)}",
                                  f"--tls13-ciphers={TLS13_SUITES}", f"--connect-to=127.0.0.1:{gw.port}",
@@ -626,19 +634,7 @@ def m_h2(gw, a) -> dict:
         raise RuntimeError(f"h2load over h2 failed: {r}")
     out = {"h2_rps": r["ok"] / max(1e-9, r["seconds"]), "h2_cpu_us": r["cpu_s"] * 1e6 / max(1, r["ok"]),
            "h2_bad": r["failed"]}
-    logf = os.path.join(gw.dir, "h2load-h2-rate.log")
-    per_client = max(1, a.fixed_rps // a.conns)
-    cmd = ["h2load", "-t1", f"-c{a.conns}", f"-m{a.h2_streams}", f"--rps={per_client}", f"-D{int(a.duration)}",
-           f"--tls13-ciphers={TLS13_SUITES}", f"--connect-to=127.0.0.1:{gw.port}", f"--log-file={logf}",
-           f"https://{SITE}:{gw.port}/"]
-    fr = parse_h2load(run(cmd, timeout=a.duration + 60))
-    lat = []
-    with open(logf) as f:
-        for line in f:
-            parts = line.split("\t")
-            if len(parts) >= 3 and parts[1].strip() == "200":
-                lat.append(int(parts[2]) / 1e3)
-    os.unlink(logf)
+    fr, lat = fixed_rate(gw, a, [f"-m{a.h2_streams}"], max(1, a.fixed_rps // a.conns))
     if lat:
         out.update({"h2_p50": percentile(lat, 50), "h2_p99": percentile(lat, 99)})
     out["h2_bad"] += fr["failed"]
@@ -690,6 +686,8 @@ def m_h2_idle(gw, a) -> dict:
     """Gateway RSS per idle HTTP/2 connection (after one request each), on a
     fresh gateway of the same kind like m_idle: after the other loads every
     gateway's heap has grown, and new connections would reuse that memory."""
+    if gw.kind == BEFORE:
+        return {}
     fresh = Gateway(gw.kind, a, os.path.dirname(gw.dir))
     try:
         fresh.start()

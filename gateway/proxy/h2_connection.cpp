@@ -907,6 +907,9 @@ net::awaitable<bool> h2_session::run() {
     w.counters.h2_connections_total.fetch_add(1, std::memory_order_relaxed);
     w.counters.h2_connections_active.fetch_add(1, std::memory_order_relaxed);
     conn_.arm(phase::header);  // the preface and SETTINGS
+    if (w.draining) {
+        drain();  // the worker began to drain during the handshake
+    }
     co_await (reader() && writer());
     const bool linger = (abused_ || goaway_sent_) && !peer_closed_;
     if (linger) {

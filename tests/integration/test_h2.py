@@ -30,13 +30,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import harness as h  # noqa: E402
 
-try:
-    import hpack
-except ImportError:
-    # Debian's package lives in the system interpreter's dist-packages.
-    if sys.executable != "/usr/bin/python3" and os.path.exists("/usr/bin/python3"):
-        os.execv("/usr/bin/python3", ["/usr/bin/python3", *sys.argv])
-    h.skip_module("python3-h2 (hpack) is not installed")
+hpack = h.debian_module("hpack", "python3-h2 (its hpack)")
 
 S = {}
 BODY_TIMEOUT_S = 3

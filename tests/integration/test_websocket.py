@@ -21,14 +21,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import harness as h  # noqa: E402
 
-try:
-    import websockets
-    import websockets.client
-except ImportError:
-    # Debian's package lives in the system interpreter's dist-packages.
-    if sys.executable != "/usr/bin/python3" and os.path.exists("/usr/bin/python3"):
-        os.execv("/usr/bin/python3", ["/usr/bin/python3", *sys.argv])
-    h.skip_module("python3-websockets is not installed")
+websockets = h.debian_module("websockets", "python3-websockets")
+h.debian_module("websockets.client", "python3-websockets")
 
 S = {}
 WS_BACKEND = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support", "ws_backend.py")

@@ -92,6 +92,20 @@ def skip_module(reason: str) -> None:
     os._exit(SKIP_EXIT)
 
 
+def debian_module(name: str, package: str):
+    """Imports `name`, a module Debian ships for its own python3 (in
+    /usr/lib/python3/dist-packages): when the running interpreter is another
+    one (a pyenv python on PATH), the script runs again under /usr/bin/python3;
+    without the package, the whole script is skipped."""
+    import importlib
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if sys.executable != "/usr/bin/python3" and os.path.exists("/usr/bin/python3"):
+            os.execv("/usr/bin/python3", ["/usr/bin/python3", *sys.argv])
+        skip_module(f"{package} is not installed")
+
+
 def rampart_bin() -> Path:
     env = os.environ.get("RAMPART_BIN")
     return Path(env) if env else SOURCE_DIR / "build" / "cmd" / "rampart"
