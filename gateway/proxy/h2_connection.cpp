@@ -10,6 +10,9 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include <malloc.h>
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <charconv>
 #include <array>
@@ -44,6 +47,9 @@ constexpr unsigned header_block_frames = 16;
 constexpr std::uint64_t hpack_bomb_ratio = 8;
 /// Response bytes a stream holds before write_body waits for the client.
 constexpr std::size_t stream_send_buffer = relay_chunk;
+/// How long a connection stays without streams before nghttp2's frame
+/// buffer pages go back to the kernel.
+constexpr auto idle_release = std::chrono::seconds(1);
 /// Request body bytes read and dropped after the response (see discard).
 constexpr std::uint64_t discard_budget = 1024 * 1024;
 /// The lingering close after a GOAWAY: how long and how much is read and dropped.
@@ -90,6 +96,111 @@ private:
         thread_local std::vector<block> free;
         return free;
     }
+};
+
+/// nghttp2's memory for one session. Blocks of big_block bytes or more are
+/// page-aligned whole pages. Those allocated while the session is created
+/// are its 16 KiB frame buffer, kept for the session's life and holding
+/// nothing between two mem_send calls that returned everything:
+/// release_idle() hands their pages back to the kernel while the connection
+/// has nothing to send, so an idle h2 connection does not hold 16 KiB of
+/// frame buffer. Big blocks allocated later (a large header in the HPACK
+/// table, say) hold state and are never released.
+class h2_memory {
+public:
+    static constexpr std::size_t big_block = 8 * 1024;
+    static constexpr std::size_t page = 4096;
+
+    nghttp2_mem table() {
+        return nghttp2_mem{this, &h2_memory::do_malloc, &h2_memory::do_free, &h2_memory::do_calloc,
+                           &h2_memory::do_realloc};
+    }
+
+    /// The pages of every big block go back to the kernel (they read as
+    /// zeros when next touched). Only while nghttp2 holds nothing in them.
+    void release_idle() {
+        for (const auto& b : big_) {
+            if (b.releasable) {
+                ::madvise(b.at, b.size, MADV_DONTNEED);
+            }
+        }
+    }
+    /// Brackets nghttp2_session_*_new: big blocks allocated meanwhile are releasable.
+    void creating(bool on) { creating_ = on; }
+
+private:
+    static std::size_t rounded(std::size_t n) { return (n + page - 1) / page * page; }
+
+    void* take_big(std::size_t n) {
+        const std::size_t size = rounded(n);
+        void* p = std::aligned_alloc(page, size);
+        if (p != nullptr) {
+            big_.push_back(block{p, size, creating_});
+        }
+        return p;
+    }
+    std::size_t big_size(void* p) const {
+        for (const auto& b : big_) {
+            if (b.at == p) {
+                return b.size;
+            }
+        }
+        return 0;
+    }
+    void forget(void* p) {
+        std::erase_if(big_, [p](const block& b) { return b.at == p; });
+    }
+
+    static void* do_malloc(std::size_t n, void* self) {
+        return n >= big_block ? static_cast<h2_memory*>(self)->take_big(n) : std::malloc(n);
+    }
+    static void do_free(void* p, void* self) {
+        if (p != nullptr) {
+            static_cast<h2_memory*>(self)->forget(p);
+            std::free(p);
+        }
+    }
+    static void* do_calloc(std::size_t count, std::size_t size, void* self) {
+        const std::size_t n = count * size;
+        if (size != 0 && n / size != count) {
+            return nullptr;
+        }
+        if (n < big_block) {
+            return std::calloc(count, size);
+        }
+        void* p = static_cast<h2_memory*>(self)->take_big(n);
+        if (p != nullptr) {
+            std::memset(p, 0, n);
+        }
+        return p;
+    }
+    static void* do_realloc(void* p, std::size_t n, void* self) {
+        auto* m = static_cast<h2_memory*>(self);
+        const std::size_t old_big = p != nullptr ? m->big_size(p) : 0;
+        if (old_big == 0 && n < big_block) {
+            return std::realloc(p, n);
+        }
+        if (old_big != 0 && n <= old_big) {
+            return p;  // already whole pages of this size
+        }
+        void* q = do_malloc(n, self);
+        if (q == nullptr) {
+            return nullptr;
+        }
+        if (p != nullptr) {
+            std::memcpy(q, p, std::min(n, old_big != 0 ? old_big : ::malloc_usable_size(p)));
+            do_free(p, self);
+        }
+        return q;
+    }
+
+    struct block {
+        void* at;
+        std::size_t size;
+        bool releasable;
+    };
+    std::vector<block> big_;
+    bool creating_ = false;
 };
 
 /// Per-second frame counter.
@@ -153,6 +264,7 @@ public:
     void abuse(h2_abuse kind, std::string_view detail);
     void stream_finished(h2_stream& s);
     void update_deadline();
+    void release_when_idle();
 
 private:
     static int on_begin_headers(nghttp2_session*, const nghttp2_frame* frame, void* user);
@@ -180,10 +292,13 @@ private:
     connection_base& conn_;
     tls_socket& stream_;
     const connection_facts& facts_;
+    h2_memory memory_;  ///< before session_: nghttp2 frees into it
     nghttp2_session* session_ = nullptr;
     std::unordered_map<std::int32_t, std::shared_ptr<h2_stream>> streams_;
     net::steady_timer wake_writer_;
     std::optional<net::steady_timer> drain_timer_;
+    std::optional<net::steady_timer> release_timer_;  ///< see release_when_idle
+    bool release_pending_ = false;
     block_pool::block read_buffer_;
     block_pool::block write_buffer_;
     std::vector<std::shared_ptr<h2_stream>> ready_;  ///< heads complete in this mem_recv
@@ -810,7 +925,10 @@ h2_session::h2_session(connection_base& conn, tls_socket& stream, const connecti
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_settings(opt, 32);
     nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
-    nghttp2_session_server_new2(&session_, cb, this, opt);
+    nghttp2_mem mem = memory_.table();
+    memory_.creating(true);
+    nghttp2_session_server_new3(&session_, cb, this, opt, &mem);
+    memory_.creating(false);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
 
@@ -881,6 +999,30 @@ void h2_session::drain() {
     });
 }
 
+// A connection without streams gives nghttp2's frame buffer pages back to
+// the kernel once it has stayed so for idle_release: a busy connection whose
+// streams only pause between bursts does not pay a madvise and the page
+// faults after it every time (at most one timer per second and connection).
+void h2_session::release_when_idle() {
+    if (release_pending_ || dead_) {
+        return;
+    }
+    release_pending_ = true;
+    if (!release_timer_) {
+        release_timer_.emplace(conn_.worker().io);
+    }
+    release_timer_->expires_after(idle_release);
+    release_timer_->async_wait([self = shared_from_this()](const error_code&) {
+        self->release_pending_ = false;
+        if (self->dead_) {
+            return;
+        }
+        if (self->streams_.empty() && self->running_ == 0 && !self->writing_) {
+            self->memory_.release_idle();
+        }
+    });
+}
+
 void h2_session::update_deadline() {
     if (dead_) {
         return;
@@ -916,6 +1058,9 @@ net::awaitable<bool> h2_session::run() {
         co_await linger_close();
     }
     dead_ = true;
+    if (release_timer_) {
+        release_timer_->cancel();  // a pending timer would hold the worker up at its drain
+    }
     w.counters.h2_connections_active.fetch_sub(1, std::memory_order_relaxed);
     auto streams = std::move(streams_);
     streams_.clear();
@@ -955,12 +1100,9 @@ net::awaitable<void> h2_session::reader() {
             break;
         }
         if (!stream_.has_buffered()) {
-            // Readiness first: an idle connection (no streams) holds no read
-            // buffer. A busy one keeps it: 64 KiB freed and taken again on
-            // every read costs the allocator more than the bytes are worth.
-            if (streams_.empty() && running_ == 0) {
-                block_pool::give_back(read_buffer_);
-            }
+            // Readiness first: no read buffer is held while waiting (the
+            // pool makes giving it back and taking it again cheap).
+            block_pool::give_back(read_buffer_);
             auto [wec] = co_await stream_.next_layer().async_wait(tcp::socket::wait_read);
             if (wec) {
                 break;
@@ -1038,9 +1180,12 @@ net::awaitable<void> h2_session::writer() {
             if (session_done || abused_ || input_closed_ || dead_) {
                 break;
             }
-            // Nothing to send: an idle connection keeps no write buffer.
+            // Nothing to send: no write buffer is held while waiting, and
+            // once no stream is open nghttp2's frame buffer pages go back to
+            // the kernel.
+            block_pool::give_back(write_buffer_);
             if (streams_.empty() && running_ == 0) {
-                block_pool::give_back(write_buffer_);
+                release_when_idle();
             }
             wake_writer_.expires_at(clock::time_point::max());
             co_await wake_writer_.async_wait(use_tuple);
