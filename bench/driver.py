@@ -701,21 +701,27 @@ def h2_idle_on(gw, a) -> dict:
     ctx = client_ctx()
     ctx.set_alpn_protocols(["h2"])
     h2_get(gw.port, ctx).close()
+    return {"h2_idle_bytes": idle_rss(gw, a.idle_conns, lambda: h2_get(gw.port, ctx))}
+
+
+def idle_rss(gw, n: int, open_one) -> float:
+    """RSS of the gateway's tree per connection, with `n` connections made by
+    `open_one` (each after one request) held open; bounded to 120 s."""
     time.sleep(0.5)
     before = tree_rss_bytes(gw.pid)
     socks = []
     t_end = time.monotonic() + 120
     try:
-        for _ in range(a.idle_conns):
+        for _ in range(n):
             if time.monotonic() > t_end:
-                raise RuntimeError("idle h2 connections: too slow")
-            socks.append(h2_get(gw.port, ctx))
+                raise RuntimeError("idle connections: too slow")
+            socks.append(open_one())
         time.sleep(1.0)
         after = tree_rss_bytes(gw.pid)
     finally:
         for s in socks:
             s.close()
-    return {"h2_idle_bytes": (after - before) / a.idle_conns}
+    return (after - before) / n
 
 
 def m_idle(gw, a) -> dict:
@@ -724,24 +730,14 @@ def m_idle(gw, a) -> dict:
     s, _ = https_get(gw.port, ctx)  # one warm-up request
     suite = f"{s.version()} {s.cipher()[0]}"
     s.close()
-    time.sleep(0.5)
-    before = tree_rss_bytes(gw.pid)
-    socks = []
-    t_end = time.monotonic() + 120
-    try:
-        for _ in range(a.idle_conns):
-            if time.monotonic() > t_end:
-                raise RuntimeError("idle connections: too slow")
-            s, status = https_get(gw.port, ctx, timeout=10)
-            socks.append(s)
-            if status != 200:
-                raise RuntimeError(f"idle connections: status {status}")
-        time.sleep(1.0)
-        after = tree_rss_bytes(gw.pid)
-    finally:
-        for s in socks:
+
+    def open_one():
+        s, status = https_get(gw.port, ctx, timeout=10)
+        if status != 200:
             s.close()
-    return {"idle_bytes": (after - before) / a.idle_conns, "suite": suite}
+            raise RuntimeError(f"idle connections: status {status}")
+        return s
+    return {"idle_bytes": idle_rss(gw, a.idle_conns, open_one), "suite": suite}
 
 
 def nginx_verify_resumption(a, work) -> float | None:
