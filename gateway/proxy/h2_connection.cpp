@@ -341,10 +341,11 @@ public:
     /// field that breaks the mapping rules marks the stream refused (400 or
     /// 431 once the head is complete; nothing reaches an app server).
     void add_field(std::string_view name, std::string_view value, std::uint64_t header_limit, unsigned count_limit) {
+        // Counted for trailers too: the HPACK bomb check reads this sum.
+        header_bytes_ += name.size() + value.size() + 32;  // RFC 9113 6.5.2's accounting
         if (trailers_) {
             return;
         }
-        header_bytes_ += name.size() + value.size() + 32;  // RFC 9113 6.5.2's accounting
         if (header_bytes_ > header_limit) {
             refuse(http::status::request_header_fields_too_large, "header list larger than limits.header_bytes");
             return;
@@ -418,7 +419,11 @@ public:
         request_.insert(name, value);
     }
 
-    void begin_trailers() { trailers_ = true; }
+    /// A trailer block begins: its size is checked on its own.
+    void begin_trailers() {
+        trailers_ = true;
+        header_bytes_ = 0;
+    }
 
     /// The head is complete: builds the HTTP/1.1 request. Returns false when
     /// the stream was refused.

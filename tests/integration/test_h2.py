@@ -540,6 +540,17 @@ def test_hpack_bomb():
     _attack("hpack_bomb", run)
 
 
+def test_hpack_bomb_in_trailers():
+    def run(c):
+        # A request with a body, then a trailer block that is the bomb.
+        c.send(frame(HEADERS, END_HEADERS, 1, c.block(c.request_headers("/bomb-trailers", "POST"))))
+        c.send(frame(DATA, 0, 1, b"x" * 100))
+        name, value = b"x-bomb", b"a" * 4000
+        literal = b"\x40" + bytes([len(name)]) + name + b"\x7f" + _hpack_int(len(value) - 127) + value
+        c.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, literal + b"\xbe" * 2000))
+    _attack("hpack_bomb", run)
+
+
 def _hpack_int(n: int) -> bytes:
     out = b""
     while n >= 128:
