@@ -433,6 +433,23 @@ def test_cookie_crumbs_joined_and_te_trailers_accepted():
         c.close()
 
 
+def test_expect_100_continue():
+    c = H2(S["gw"])
+    try:
+        hdrs = c.request_headers("/upload", "POST", [("expect", "100-continue"), ("content-length", "5")])
+        c.send(frame(HEADERS, END_HEADERS, 1, c.block(hdrs)))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and ("100" not in [v for k, v in c._stream(1)["headers"] if k == ":status"]):
+            h.check(c.read_once(0.5), "the connection closed before 100 Continue")
+        h.check((":status", "100") in c._stream(1)["headers"], f"no interim 100: {c._stream(1)}")
+        c.send(frame(DATA, END_STREAM, 1, b"hello"))
+        r = c.response(1)
+        import json
+        h.check(r["status"] == 200 and json.loads(r["body"])["bytes"] == 5, f"after 100 Continue: {r}")
+    finally:
+        c.close()
+
+
 def test_oversized_header_list_is_refused():
     # Larger than limits.header_bytes (16 KiB) but not an HPACK bomb: 431.
     marker = h.unique("/h2-big-header")
