@@ -702,16 +702,8 @@ public:
             discard(held);
             arm(phase::request_body);
         }
-        if (!complete || !head_submitted_) {
-            reset(NGHTTP2_INTERNAL_ERROR);
-        } else if (!out_last_) {
-            // A complete response always ends its stream; not reached.
-            out_last_ = true;
-            if (data_deferred_) {
-                data_deferred_ = false;
-                nghttp2_session_resume_data(session_->session(), id_);
-            }
-            session_->want_write();
+        if (!complete || !head_submitted_ || !out_last_) {
+            reset(NGHTTP2_INTERNAL_ERROR);  // a response cut short: the client must not take it as whole
         }
     }
     /// Drops `n` request body bytes nobody will read, opening the window
@@ -737,13 +729,6 @@ public:
 
     /// Wakes whatever waits in read_body or write_body.
     void wake() { wake_.cancel(); }
-
-    /// The exchange was cut by the connection (drain deadline, connection end).
-    void cut() {
-        cancelled_ = true;
-        wake();
-        cancel_upstream();
-    }
 
 protected:
     // The stream's deadline passed.
@@ -1070,8 +1055,7 @@ net::awaitable<bool> h2_session::run() {
     auto streams = std::move(streams_);
     streams_.clear();
     for (auto& [id, s] : streams) {
-        s->closed(NGHTTP2_CANCEL);
-        s->cut();
+        s->closed(NGHTTP2_CANCEL);  // wakes the exchange and cancels its upstream
     }
     // After a lingering close the TLS and TCP shutdown are done.
     co_return !linger && !abused_ && !input_closed_ && goaway_sent_;
