@@ -3,10 +3,17 @@
 
 Started by bench/run.sh, which installs the tools, builds Rampart (Release),
 makes the certificates, starts the two backends and the OpenSSL floor
-program. This driver starts each gateway with exactly one worker pinned to
-CPU 1, runs the measurements from CPU 0 (where run.sh pinned it, and so the
-load generators it starts), interleaves the gateways round by round
-(A B C A B C ...) and prints a markdown table of the medians.
+program. This driver starts each gateway with --workers workers (Rampart
+`workers`, HAProxy `nbthread`, nginx `worker_processes`; default one) pinned
+to --gateway-cpus (default CPU 1), runs the measurements from the load CPUs
+(where run.sh pinned it, and so the load generators it starts, one thread per
+load CPU), interleaves the gateways round by round (A B C A B C ...) and
+prints a markdown table of the medians.
+
+Every gateway is offered the same TLS 1.3 suites and prefers
+TLS_AES_128_GCM_SHA256 (Rampart's default; HAProxy and nginx are configured
+to it), so that the suite on the wire is the same for all three; the report
+lists what each negotiated.
 
 The primary figure is the gateway's own CPU time per unit of work: utime +
 stime of its whole process tree (master and workers) from /proc, divided by
@@ -42,11 +49,14 @@ TITLES = {"rampart": "Rampart", "haproxy": "HAProxy", "nginx": "nginx", BEFORE: 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1 << 20
 SITE = "www.foobar.com"
-GATEWAY_CPU = "1"
 # OpenSSL's default TLS 1.3 suites in its default order, which wrk and Python
 # offer; h2load is told to offer the same, so that every gateway negotiates
 # the same suite with every load generator (the table lists what was).
 TLS13_SUITES = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
+# The server-side preference every gateway is given (Rampart's default order).
+SERVER_TLS13_SUITES = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"
+# What each measurement is called on the command line (--figures).
+FIGURES = ("idle", "keep-alive", "fixed", "resumed", "full", "mib", "static", "h2", "h2-idle")
 
 
 def log(msg: str) -> None:
@@ -239,11 +249,30 @@ def med(values):
     return statistics.median(vals) if vals else None
 
 
+def cpu_list(text: str) -> list[int]:
+    """taskset's list form ("1", "2-5", "1,3") as CPU numbers."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    if not out or len(out) > 1024:
+        raise ValueError(f"CPU list {text!r}")
+    return out
+
+
+def nginx_mask(cpus: str) -> str:
+    """worker_cpu_affinity's bit mask of the gateway CPUs (rightmost bit = CPU 0)."""
+    mask = 0
+    for c in cpu_list(cpus):
+        mask |= 1 << c
+    return format(mask, "b")
+
+
 # ---------------------------------------------------------------- gateways
 
 
 class Gateway:
-    """One gateway instance: master (+ workers), one worker pinned to CPU 1."""
+    """One gateway instance: master (+ workers), its workers pinned to the gateway CPUs."""
 
     def __init__(self, kind: str, args, work: str, verify_log: str | None = None):
         self.kind = kind
@@ -269,7 +298,7 @@ servers:
   app2: {{ address: 127.0.0.1, role: app, port: {a.backend_ports[1]} }}
 gateway:
   listen: {{ https: "127.0.0.1:{self.port}", admin: "127.0.0.1:{self.admin_port}" }}
-  workers: 1
+  workers: {a.workers}
   user: ""
   tls: {{ certificates: [ {{ cert: {a.certs}/ecdsa.pem, key: {a.certs}/ecdsa.key }} ], session_tickets: true }}
   pools: {{ app: {{ balance: round_robin, servers: [app1, app2] }} }}
@@ -295,10 +324,11 @@ gateway:
         path = os.path.join(self.dir, "haproxy.cfg")
         with open(path, "w") as f:
             f.write(f"""global
-    nbthread 1
+    nbthread {a.workers}
     maxconn {max(1000, min(20000, (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 200) // 2))}
     stats socket {self.stats_sock} mode 600 level admin
     ssl-default-bind-options ssl-min-ver TLSv1.2
+    ssl-default-bind-ciphersuites {SERVER_TLS13_SUITES}
     ssl-default-bind-ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305
     tune.ssl.cachesize 100000
 
@@ -337,7 +367,8 @@ backend app
         path = os.path.join(d, "nginx.conf")
         with open(path, "w") as f:
             f.write(f"""user root root;
-worker_processes 1;
+worker_processes {a.workers};
+worker_cpu_affinity auto {nginx_mask(a.gateway_cpus)};
 worker_rlimit_nofile 30000;
 daemon off;
 master_process on;
@@ -365,6 +396,8 @@ http {{
         ssl_certificate {a.certs}/ecdsa.pem;
         ssl_certificate_key {a.certs}/ecdsa.key;
         ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_prefer_server_ciphers on;
+        ssl_conf_command Ciphersuites {SERVER_TLS13_SUITES};
         ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305;
         ssl_session_tickets on;
         ssl_session_cache shared:SSL:10m;
@@ -396,7 +429,7 @@ http {{
         cmd = {"rampart": self._rampart_config, BEFORE: self._rampart_config, "haproxy": self._haproxy_config,
                "nginx": self._nginx_config}[self.kind]()
         self.logf = open(os.path.join(self.dir, "stderr.log"), "w")
-        self.proc = subprocess.Popen(["taskset", "-c", GATEWAY_CPU] + cmd, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(["taskset", "-c", self.args.gateway_cpus] + cmd, stdin=subprocess.DEVNULL,
                                      stdout=self.logf, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self.known_pids.add(self.proc.pid)
@@ -511,7 +544,7 @@ def measure_cpu(gw: Gateway, fn):
 
 
 def wrk(gw: Gateway, path: str, conns: int, dur: float, close: bool = False) -> dict:
-    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{dur:g}s", "--latency", "--timeout", "5s",
+    cmd = ["wrk", f"-t{gw.args.load_threads}", f"-c{conns}", f"-d{dur:g}s", "--latency", "--timeout", "5s",
            "-H", f"Host: {SITE}"]
     if close:
         cmd += ["-H", "Connection: close"]
@@ -530,7 +563,7 @@ def fixed_rate(gw, a, extra: list[str], per_client: int) -> tuple[dict, list[flo
     """h2load at `per_client` requests per second per client: its summary and
     the latency in ms of each 200 (from its per-request log)."""
     logf = os.path.join(gw.dir, "h2load-rate.log")
-    cmd = ["h2load", *extra, "-t1", f"-c{a.conns}", f"--rps={per_client}", f"-D{int(a.duration)}",
+    cmd = ["h2load", *extra, f"-t{a.load_threads}", f"-c{a.conns}", f"--rps={per_client}", f"-D{int(a.duration)}",
            f"--tls13-ciphers={TLS13_SUITES}", f"--connect-to=127.0.0.1:{gw.port}", f"--log-file={logf}",
            f"https://{SITE}:{gw.port}/"]
     r = parse_h2load(run(cmd, timeout=a.duration + 60))
@@ -580,7 +613,7 @@ def m_full(gw, a) -> dict:
             if time.monotonic() >= t_end:
                 break
             # -n == -c: every client makes exactly one connection with one request.
-            r = parse_h2load(run(["h2load", "--h1", "-t1", f"-n{batch}", f"-c{batch}",
+            r = parse_h2load(run(["h2load", "--h1", f"-t{a.load_threads}", f"-n{batch}", f"-c{batch}",
                                   f"--tls13-ciphers={TLS13_SUITES}",
                                   f"--connect-to=127.0.0.1:{gw.port}", f"https://{SITE}:{gw.port}/"],
                                  timeout=60))
@@ -626,7 +659,7 @@ def m_h2(gw, a) -> dict:
     if gw.kind == BEFORE:
         return {}  # an earlier binary may not speak h2; before/after compares HTTP/1.1
     def load():
-        return parse_h2load(run(["h2load", "-t1", f"-c{a.conns}", f"-m{a.h2_streams}", f"-D{int(a.duration)}",
+        return parse_h2load(run(["h2load", f"-t{a.load_threads}", f"-c{a.conns}", f"-m{a.h2_streams}", f"-D{int(a.duration)}",
                                  f"--tls13-ciphers={TLS13_SUITES}", f"--connect-to=127.0.0.1:{gw.port}",
                                  f"https://{SITE}:{gw.port}/"], timeout=a.duration + 60))
     r = measure_cpu(gw, load)
@@ -769,7 +802,7 @@ def openssl_floor(a) -> list[dict]:
     if not a.floor:
         return out
     for _ in range(a.rounds):
-        text = run(["taskset", "-c", GATEWAY_CPU, a.floor, f"{a.certs}/ecdsa.pem", f"{a.certs}/ecdsa.key",
+        text = run(["taskset", "-c", a.gateway_cpus.split(",")[0].split("-")[0], a.floor, f"{a.certs}/ecdsa.pem", f"{a.certs}/ecdsa.key",
                     str(a.floor_handshakes), "200"], timeout=300)
         kv = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
         out.append(kv)
@@ -838,7 +871,8 @@ def report(a, results, floor, notes, started) -> str:
     L.append(f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} · {platform.node()} · "
              f"{os.cpu_count()} CPUs ({cpu_model()}) · {a.rounds} interleaved round(s), {a.duration:g} s per "
              f"measurement{' (--quick)' if a.quick else ''} · medians of the rounds · "
-             f"gateways: one worker pinned to CPU {GATEWAY_CPU}; load generators and backends on CPU 0 · "
+             f"gateways: {a.workers} worker(s) pinned to CPU {a.gateway_cpus}; load generators "
+             f"({a.load_threads} thread(s)) and backends on CPU {a.load_cpus} · "
              f"run took {time.monotonic() - started:.0f} s")
     L.append("")
     L.append(f"Versions: {'; '.join(versions(a))}")
@@ -932,22 +966,26 @@ def report(a, results, floor, notes, started) -> str:
     tls = {g: next((r.get("fh_tls") for r in results[g] if r.get("fh_tls")), None) for g in GATEWAYS}
     suites = {g: next((r.get("suite") for r in results[g] if r.get("suite")), None) for g in GATEWAYS}
     L.append("Parameters: " + "; ".join([
-        f"keep-alive `wrk -t1 -c{a.conns} --latency` on `/` (~100 B body)",
+        f"keep-alive `wrk -t{a.load_threads} -c{a.conns} --latency` on `/` (~100 B body)",
         f"fixed load `h2load --h1 -c{a.conns} --rps` (per-request latencies from its log)",
-        f"resumed `wrk -t1 -c{a.conns} -H 'Connection: close'`",
+        f"resumed `wrk -t{a.load_threads} -c{a.conns} -H 'Connection: close'`",
         f"full handshakes `h2load --h1 -n{a.h2load_batch} -c{a.h2load_batch}` in repeated batches "
         f"(one request per connection; negotiated: "
         + ", ".join(f"{TITLES[g]} {tls[g]}" for g in GATEWAYS if tls[g]) + ")",
-        f"1 MiB `wrk -t1 -c{a.mib_conns}` on `/1m`",
-        f"static file `wrk -t1 -c{a.mib_conns}` on `/static/1m.bin` (1 MiB, page cache; nginx `alias`, sendfile off "
+        f"1 MiB `wrk -t{a.load_threads} -c{a.mib_conns}` on `/1m`",
+        f"static file `wrk -t{a.load_threads} -c{a.mib_conns}` on `/static/1m.bin` (1 MiB, page cache; nginx `alias`, sendfile off "
         "as TLS needs)",
-        "suite negotiated with OpenSSL's default offer (wrk, Python): "
+        "suite negotiated with OpenSSL's default offer (wrk, Python; every gateway prefers "
+        "TLS_AES_128_GCM_SHA256 on the server side): "
         + ", ".join(f"{TITLES[g]} {suites[g]}" for g in GATEWAYS if suites[g]),
         f"idle: {a.idle_conns:,} TLS connections each after one request, RSS (VmRSS of the tree) after − before",
-        f"h2: `h2load -t1 -c{a.conns} -m{a.h2_streams}` on `/` for CPU, the same with `--rps` for the fixed load, "
+        f"h2: `h2load -t{a.load_threads} -c{a.conns} -m{a.h2_streams}` on `/` for CPU, the same with `--rps` for the fixed load, "
         f"and {a.idle_conns:,} h2 connections after one request each for idle memory (HAProxy `alpn h2,http/1.1`, "
         "nginx `listen ... ssl http2`)",
     ]) + ".")
+    on_wire = {v for v in list(suites.values()) + list(tls.values()) if v}
+    if len({v.split()[1] if len(v.split()) > 1 else v for v in on_wire}) > 1:
+        notes = [*notes, "NOT COMPARABLE: the gateways negotiated different TLS suites (see Parameters)."]
     if notes:
         L.append("")
         L.append("Notes:")
@@ -996,14 +1034,29 @@ def main() -> int:
     p.add_argument("--out", default="/tmp/rampart-bench.md")
     p.add_argument("--gateways", default=",".join(GATEWAYS), help="subset, for development")
     p.add_argument("--rampart-before", help="an earlier rampart binary, measured beside the others")
+    p.add_argument("--workers", type=int, default=1, help="workers / threads / processes per gateway")
+    p.add_argument("--gateway-cpus", default="1", help="taskset CPU list for the gateways")
+    p.add_argument("--load-cpus", default="0", help="the CPUs run.sh pinned the load and backends to")
+    p.add_argument("--figures", default=",".join(FIGURES),
+                   help="a subset of the measurements, for development: " + ",".join(FIGURES))
     a = p.parse_args()
     a.backend_ports = [int(x) for x in a.backend_ports.split(",")]
+    a.workers = max(1, min(a.workers, 256))
+    a.load_threads = max(1, min(len(cpu_list(a.load_cpus)), 64))
+    cpu_list(a.gateway_cpus)  # validates the list
+    figures = set(a.figures.split(","))
+    unknown = figures - set(FIGURES)
+    if unknown:
+        p.error(f"--figures: unknown {', '.join(sorted(unknown))} (known: {', '.join(FIGURES)})")
     a.conns, a.mib_conns, a.idle_conns, a.h2load_batch = 64, 8, 2000, 100
     a.h2_streams = 10
     a.fixed_rps, a.floor_handshakes = 3200, 2000
     if a.quick:
         a.rounds, a.duration = 1, 2.0
         a.conns, a.idle_conns, a.h2load_batch, a.fixed_rps, a.floor_handshakes = 16, 300, 50, 800, 300
+    # More workers need more clients to keep them busy.
+    a.conns *= a.workers
+    a.mib_conns *= a.workers
     a.rounds = max(1, min(a.rounds, 20))
     a.duration = max(1.0, min(a.duration, 120.0))
     selected = [g for g in GATEWAYS if g in a.gateways.split(",")]
@@ -1043,9 +1096,11 @@ def main() -> int:
                 active.append(gw)
                 try:
                     gw.start()
-                    for name, fn in (("idle", m_idle), ("keep-alive", m_keepalive), ("fixed load", m_fixed_load),
-                                     ("resumed", m_resumed), ("full handshakes", m_full), ("1 MiB", m_mib),
-                                     ("static file", m_static), ("h2", m_h2), ("h2 idle", m_h2_idle)):
+                    for name, fn in (("idle", m_idle), ("keep-alive", m_keepalive), ("fixed", m_fixed_load),
+                                     ("resumed", m_resumed), ("full", m_full), ("mib", m_mib),
+                                     ("static", m_static), ("h2", m_h2), ("h2-idle", m_h2_idle)):
+                        if name not in figures:
+                            continue
                         if name == "keep-alive":  # warm up: upstream pools, caches
                             wrk(gw, "/", a.conns, 1.0)
                         log(f"  {name}")

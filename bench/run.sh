@@ -2,13 +2,14 @@
 # Side-by-side benchmark: Rampart vs HAProxy 2.6 vs nginx 1.22 on this machine.
 #
 #   ./bench/run.sh [--rounds N] [--duration S] [--quick] [--out FILE] [--rampart BIN]
+#                  [--workers N] [--gateway-cpus LIST] [--load-cpus LIST] [--figures LIST]
 #
 # Run as root on Debian 12 (2 cores). Installs what it needs with apt-get,
 # builds Rampart in Release mode (build-bench/), makes a development ECDSA
 # P-256 certificate, compiles the OpenSSL floor program, starts the two
-# backends (one nginx process, ports 18081/18082, pinned to CPU 0) and runs
-# bench/driver.py (pinned to CPU 0; it pins each gateway to CPU 1). Loopback
-# only. Prints the markdown table and writes it to --out
+# backends (one nginx process, ports 18081/18082, pinned to the load CPUs) and
+# runs bench/driver.py (pinned to the load CPUs; it pins each gateway to the
+# gateway CPUs). Loopback only. Prints the markdown table and writes it to --out
 # (default /tmp/rampart-bench.md).
 #
 #   --rounds N     interleaved rounds (default 3; medians are reported)
@@ -20,12 +21,23 @@
 #   --gateways L   a subset, e.g. rampart,nginx (development)
 #   --rampart-before BIN  an earlier rampart binary, measured in the same rounds:
 #                  the report gets a before/after table (a change must not cost speed)
+#   --workers N    workers per gateway (Rampart workers, HAProxy nbthread,
+#                  nginx worker_processes; default 1); clients scale with N
+#   --gateway-cpus LIST  taskset CPU list for the gateways (default 1)
+#   --load-cpus LIST     taskset CPU list for load generators and backends
+#                  (default 0; wrk and h2load run one thread per CPU here)
+#   --figures LIST a subset of idle,keep-alive,fixed,resumed,full,mib,static,
+#                  h2,h2-idle (development; the targets table needs them all)
+#
+# On a larger machine, e.g. 16 cores:
+#   ./bench/run.sh --workers 4 --gateway-cpus 8-11 --load-cpus 0-7
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 
 rounds=3 duration=10 quick=0 out=/tmp/rampart-bench.md rampart="" gateways="" before=""
+workers=1 gateway_cpus=1 load_cpus=0 figures=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds="$2"; shift 2 ;;
@@ -35,7 +47,11 @@ while [ $# -gt 0 ]; do
         --rampart) rampart="$2"; shift 2 ;;
         --gateways) gateways="$2"; shift 2 ;;
         --rampart-before) before="$2"; shift 2 ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --workers) workers="$2"; shift 2 ;;
+        --gateway-cpus) gateway_cpus="$2"; shift 2 ;;
+        --load-cpus) load_cpus="$2"; shift 2 ;;
+        --figures) figures="$2"; shift 2 ;;
+        -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -132,12 +148,15 @@ for port in 18081 18082; do
         exit 1
     fi
 done
+# One backend process per load CPU (a single one below two).
+backend_workers="$(python3 -c 'import sys; print(sum(int(h or l) - int(l) + 1 for l, _, h in (p.partition("-") for p in sys.argv[1].split(","))))' "$load_cpus")"
+if [ "$backend_workers" -gt 1 ]; then master=on; else master=off; fi
 mkdir -p "$tmp/www" "$tmp/backend"
 head -c 1048576 /dev/urandom >"$tmp/www/1m"
 cat >"$tmp/backend/nginx.conf" <<EOF
 daemon off;
-master_process off;
-worker_processes 1;
+master_process $master;
+worker_processes $backend_workers;
 worker_rlimit_nofile 30000;
 pid $tmp/backend/nginx.pid;
 error_log $tmp/backend/error.log warn;
@@ -168,8 +187,8 @@ http {
     }
 }
 EOF
-say "starting the backends (nginx on 127.0.0.1:18081 and :18082, CPU 0)"
-taskset -c 0 nginx -p "$tmp/backend" -c "$tmp/backend/nginx.conf" >"$tmp/backend/stderr.log" 2>&1 &
+say "starting the backends (nginx on 127.0.0.1:18081 and :18082, CPU $load_cpus)"
+taskset -c "$load_cpus" nginx -p "$tmp/backend" -c "$tmp/backend/nginx.conf" >"$tmp/backend/stderr.log" 2>&1 &
 backend_pid=$!
 ok=0
 for _ in $(seq 1 100); do
@@ -186,7 +205,9 @@ fi
 
 # --- the measurements ------------------------------------------------------------
 args=(--rampart "$rampart" --certs "$tmp/certs" --floor "$tmp/openssl_floor"
-      --rounds "$rounds" --duration "$duration" --out "$out")
+      --rounds "$rounds" --duration "$duration" --out "$out"
+      --workers "$workers" --gateway-cpus "$gateway_cpus" --load-cpus "$load_cpus")
+[ -n "$figures" ] && args+=(--figures "$figures")
 [ "$quick" = 1 ] && args+=(--quick)
 [ -n "$gateways" ] && args+=(--gateways "$gateways")
 if [ -n "$before" ]; then
@@ -194,7 +215,7 @@ if [ -n "$before" ]; then
     args+=(--rampart-before "$(cd "$(dirname "$before")" && pwd)/$(basename "$before")")
 fi
 say "running bench/driver.py ${args[*]}"
-taskset -c 0 python3 "$here/driver.py" "${args[@]}" &
+taskset -c "$load_cpus" python3 "$here/driver.py" "${args[@]}" &
 driver_pid=$!
 set +e
 wait "$driver_pid"

@@ -52,6 +52,13 @@ using kdf_ctx_ptr = std::unique_ptr<EVP_KDF_CTX, openssl_deleter<EVP_KDF_CTX_fre
 constexpr const char* tls12_ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
                                       "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
                                       "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+// TLS 1.3 in the same spirit as the 1.2 list: AES-128-GCM first. It is the
+// security level of the P-256 and X25519 key exchange (AES-256 buys nothing
+// above it), costs 10 AES rounds instead of 14 per block and keys its schedule
+// with SHA-256, which the CPU's SHA extensions accelerate (SHA-384 has none).
+// OpenSSL's default puts AES-256 first. With PRIORITIZE_CHACHA a client that
+// lists ChaCha20 first (a phone without AES instructions) still gets it.
+constexpr const char* tls13_suites = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384";
 constexpr const char* groups = "X25519:P-256:P-384";
 constexpr std::string_view session_id_context = "rampart";
 constexpr std::string_view ticket_info_label = "rampart ticket key";
@@ -332,6 +339,7 @@ void configure_context(SSL_CTX* ctx, const config::tls& settings, server_tls* ow
     // keys under 2048 bits and SHA-1 signatures whatever the host says.
     SSL_CTX_set_security_level(ctx, 2);
     check(SSL_CTX_set_cipher_list(ctx, tls12_ciphers) == 1, "TLS 1.2 cipher list");
+    check(SSL_CTX_set_ciphersuites(ctx, tls13_suites) == 1, "TLS 1.3 suites");
     check(SSL_CTX_set1_groups_list(ctx, groups) == 1, "groups");
 
     // NO_RENEGOTIATION also refuses client-initiated renegotiation;

@@ -120,6 +120,7 @@ struct client_options {
     int max_version = TLS1_3_VERSION;
     std::string sigalgs;
     std::string ciphers;             ///< TLS 1.2 list
+    std::string suites;              ///< TLS 1.3 suites offered, in the client's order
     std::string alpn = "http/1.1";   ///< protocols offered, comma-separated in order; empty offers no ALPN
     bool legacy = false;             ///< security level 0, so TLS 1.0/1.1 can be offered
     SSL_SESSION* session = nullptr;  ///< to resume
@@ -147,6 +148,9 @@ certs::ssl_ctx_ptr client_context(const client_options& options) {
     REQUIRE(SSL_CTX_set_max_proto_version(ctx.get(), options.max_version) == 1);
     if (!options.sigalgs.empty()) {
         REQUIRE(SSL_CTX_set1_sigalgs_list(ctx.get(), options.sigalgs.c_str()) == 1);
+    }
+    if (!options.suites.empty()) {
+        REQUIRE(SSL_CTX_set_ciphersuites(ctx.get(), options.suites.c_str()) == 1);
     }
     if (!options.ciphers.empty()) {
         REQUIRE(SSL_CTX_set_cipher_list(ctx.get(), options.ciphers.c_str()) == 1);
@@ -579,6 +583,32 @@ TEST_CASE("handshake: a TLS 1.2 client offering everything gets ECDSA and an AEA
     CHECK(SSL_version(c.client.get()) == TLS1_2_VERSION);
     CHECK(peer_key_type(c.client.get()) == "ECDSA");
     CHECK(std::string(SSL_get_cipher_name(c.client.get())) == "ECDHE-ECDSA-AES128-GCM-SHA256");
+}
+
+TEST_CASE("handshake: TLS 1.3 picks AES-128-GCM in the server's order, ChaCha20 for a client that asks first",
+          "[unit][certs]") {
+    const certs::server_tls tls(standard_settings(), shared_keys(1));
+    struct row {
+        std::string offered;  ///< the client's order
+        std::string chosen;
+    };
+    const std::vector<row> rows{
+        // OpenSSL's own default offer (wrk, curl, Python): AES-256 first, yet AES-128 is chosen.
+        {"TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256"},
+        {"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256"},
+        // A client without AES instructions lists ChaCha20 first and gets it.
+        {"TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256"},
+        {"TLS_AES_256_GCM_SHA384", "TLS_AES_256_GCM_SHA384"},
+    };
+    for (const row& r : rows) {
+        client_options options;
+        options.suites = r.offered;
+        connection c = handshake(tls.default_context(), options);
+        INFO(r.offered << ": " << c.error);
+        REQUIRE(c.ok);
+        CHECK(SSL_version(c.client.get()) == TLS1_3_VERSION);
+        CHECK(std::string(SSL_get_cipher_name(c.client.get())) == r.chosen);
+    }
 }
 
 TEST_CASE("handshake: ALPN picks in the server's order of gateway.tls.alpn", "[unit][certs]") {
