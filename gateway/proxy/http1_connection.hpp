@@ -7,7 +7,7 @@
 // deadlines come from connection_base.
 //
 // An idle keep-alive connection holds only this object, the stream and an
-// empty read buffer: the parser, the serializer and the exchange live in the
+// empty read buffer: the parser, the writer and the exchange live in the
 // frame of serve_one, which exists only while a request is served.
 
 #include "gateway/log.hpp"
@@ -15,6 +15,7 @@
 #include "gateway/proxy/downstream.hpp"
 #include "gateway/proxy/error_status.hpp"
 #include "gateway/proxy/exchange.hpp"
+#include "gateway/proxy/http1_writer.hpp"
 #include "gateway/proxy/http_rules.hpp"
 #include "gateway/proxy/request_head.hpp"
 #include "gateway/proxy/tls_socket.hpp"
@@ -24,7 +25,6 @@
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/read.hpp>
-#include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/write.hpp>
 
 #include <algorithm>
@@ -84,7 +84,7 @@ public:
                 // rather than in serve_one: a coroutine frame holds all of its
                 // function's locals, and an idle keep-alive connection should
                 // keep neither a read buffer nor serve_one's parser and
-                // serializer. The header deadline starts once bytes arrive.
+                // writer. The header deadline starts once bytes arrive.
                 buffer_.shrink_to_fit();
                 idle_ = true;
                 if (w_.draining) {
@@ -219,27 +219,19 @@ public:
         }
         rs.keep_alive = keep;
         rs.response = &res;
-        rs.serializer.emplace(res);
+        rs.writer.start(res.base(), res.chunked());
+        rs.head_written = true;
         co_return co_await write_piece(body, last);
     }
 
     net::awaitable<error_code> write_body(net::const_buffer body, bool last) override {
-        if (!rs_->serializer) {
+        if (rs_->response == nullptr) {
             co_return make_error_code(net::error::invalid_argument);  // no write_head before: a caller's bug
-        }
-        if (!rs_->response->chunked() && rs_->serializer->is_header_done()) {
-            // Past the head of a body without chunk framing, the serializer
-            // would only copy the bytes through: they go to the stream as
-            // they are, one write (and as few TLS records) per piece.
-            auto [ec, n] = co_await net::async_write(stream_, body, use_tuple);
-            co_return ec;
         }
         co_return co_await write_piece(body, last);
     }
 
-    bool head_written() const override {
-        return rs_->head_written || (rs_->serializer && rs_->serializer->is_header_done());
-    }
+    bool head_written() const override { return rs_->head_written; }
 
     net::awaitable<tunnel_result> tunnel(tcp_socket& up, beast::flat_buffer& up_buffer) override {
         tunnel_result t;
@@ -278,8 +270,8 @@ protected:
         std::uint64_t remaining = 0;   ///< its bytes still to read
         bool keep_alive = false;
         bool head_written = false;
-        http::response<http::buffer_body>* response = nullptr;  ///< what the serializer writes
-        std::optional<http::response_serializer<http::buffer_body>> serializer;
+        http::response<http::buffer_body>* response = nullptr;  ///< the head written by write_head
+        http1_writer writer;                                    ///< its head and body framing
     };
 
     // Serves one request and writes its access log line while the parsed
@@ -349,17 +341,14 @@ protected:
 
     bool keeps_alive() const { return rs_->keep_alive && request_done() && !w_.draining; }
 
+    // One piece of the body (with the head before the first), in one write:
+    // over TLS one record for a small response.
     net::awaitable<error_code> write_piece(net::const_buffer piece, bool last) {
-        auto& body = rs_->response->body();
-        // No data must be null: Beast writes an empty piece of a chunked
-        // body as a zero-length chunk, which ends the body.
-        body.data = piece.size() != 0 ? const_cast<void*>(piece.data()) : nullptr;
-        body.size = piece.size();
-        body.more = !last;
-        auto [ec, n] = co_await http::async_write(stream_, *rs_->serializer, use_tuple);
-        if (ec == http::error::need_buffer) {
-            ec = {};
+        const auto buffers = rs_->writer.piece(piece, last);
+        if (net::buffer_size(buffers) == 0) {
+            co_return error_code{};
         }
+        auto [ec, n] = co_await net::async_write(stream_, buffers, use_tuple);
         co_return ec;
     }
 

@@ -1,11 +1,11 @@
 #include "gateway/proxy/proxy_attempt.hpp"
 
 #include "gateway/proxy/exchange_host.hpp"
+#include "gateway/proxy/http1_writer.hpp"
 #include "gateway/proxy/worker.hpp"
 
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
-#include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/write.hpp>
 
 #include <memory>
@@ -112,17 +112,17 @@ net::awaitable<attempt_result> proxy_attempt::run(std::size_t server, retry_poli
 // for each read and each write: it bounds inactivity, not the transfer.
 net::awaitable<std::pair<bool, error_code>> proxy_attempt::send(tcp_socket& socket, std::uint64_t& sent,
                                                                 bool& client_failed) {
-    auto& req = down_.request();
-    http::request_serializer<http::buffer_body> sr{req};
-    auto& body = req.body();
+    const auto& req = down_.request();
+    http1_writer writer;
+    writer.start(req.base(), req.chunked());
     bool pending_prefix = !body_prefix_.empty();
+    bool ended = false;
     std::unique_ptr<char[]> chunk;
     do {
+        net::const_buffer piece;
         if (pending_prefix) {
             pending_prefix = false;
-            body.data = const_cast<char*>(body_prefix_.data());
-            body.size = body_prefix_.size();
-            body.more = !down_.request_done();
+            piece = net::buffer(body_prefix_);
         } else if (!down_.request_done()) {
             if (!chunk) {
                 chunk.reset(new char[relay_chunk]);
@@ -133,27 +133,19 @@ net::awaitable<std::pair<bool, error_code>> proxy_attempt::send(tcp_socket& sock
                 client_failed = true;
                 co_return std::pair{false, got.ec};
             }
-            // No data must be null: Beast writes an empty piece of a chunked
-            // body as a zero-length chunk, which ends the body.
-            body.data = got.bytes != 0 ? chunk.get() : nullptr;
-            body.size = got.bytes;
-            body.more = !down_.request_done();
-        } else {
-            body.data = nullptr;
-            body.size = 0;
-            body.more = false;
+            piece = net::buffer(chunk.get(), got.bytes);
         }
-        const std::size_t piece = body.data != nullptr ? body.size : 0;
-        conn_.arm(phase::upstream_send);
-        auto [ec, n] = co_await http::async_write(socket, sr, use_tuple);
-        if (ec == http::error::need_buffer) {
-            ec = {};
+        ended = down_.request_done();
+        const auto buffers = writer.piece(piece, ended);
+        if (net::buffer_size(buffers) != 0) {
+            conn_.arm(phase::upstream_send);
+            auto [ec, n] = co_await net::async_write(socket, buffers, use_tuple);
+            if (ec) {
+                co_return std::pair{false, ec};
+            }
         }
-        if (ec) {
-            co_return std::pair{false, ec};
-        }
-        sent += piece;
-    } while (!down_.request_done() || !sr.is_done());
+        sent += piece.size();
+    } while (!ended);
     co_return std::pair{true, error_code{}};
 }
 
