@@ -3,6 +3,7 @@
 // rampart::cmd::gateway_command.
 
 #include "certs/certs.hpp"
+#include "certs/record_pool.hpp"
 #include "cmd/commands.hpp"
 #include "firewall/blocklist.hpp"
 #include "firewall/firewall.hpp"
@@ -98,5 +99,7 @@ int cmd_certs(const std::vector<std::string>& args) {
 }  // namespace
 
 int rampart::cmd::gateway_command(const std::string& command, const std::vector<std::string>& args, char** /*argv*/) {
+    // Before OpenSSL allocates anything (certs/record_pool.hpp says why).
+    rampart::certs::install_record_pool();
     return command == "serve" ? cmd_serve(args) : cmd_certs(args);
 }

@@ -2,6 +2,7 @@
 // ticket keys, and real TLS handshakes between two in-memory SSL objects.
 
 #include "certs/certs.hpp"
+#include "certs/record_pool.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -16,6 +17,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -868,4 +870,52 @@ TEST_CASE("ha: two gateways loading one ticket secret file share keys and resume
     std::filesystem::permissions(hex_file, std::filesystem::perms::group_read, std::filesystem::perm_options::add);
     CHECK_THROWS_AS(certs::load_ticket_secret(hex_file), certs::cert_error);
     std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("record pool: record-sized blocks are kept and reused, everything else is malloc", "[unit][certs]") {
+    using namespace rampart::certs;
+    REQUIRE(record_pool_held() == 0);
+    // A read-buffer-sized block goes back to the pool and serves the next
+    // request in the range, whatever its exact size.
+    void* a = record_pool_malloc(16709 + 64, __FILE__, __LINE__);
+    REQUIRE(a != nullptr);
+    std::memset(a, 0x5a, record_pool_block);  // the whole block is usable
+    record_pool_free(a, __FILE__, __LINE__);
+    CHECK(record_pool_held() == 1);
+    void* b = record_pool_malloc(record_pool_min, __FILE__, __LINE__);
+    CHECK(b == a);
+    CHECK(record_pool_held() == 0);
+
+    // Small and large blocks are not pooled.
+    void* small = record_pool_malloc(100, __FILE__, __LINE__);
+    void* large = record_pool_malloc(64 * 1024, __FILE__, __LINE__);
+    record_pool_free(small, __FILE__, __LINE__);
+    record_pool_free(large, __FILE__, __LINE__);
+    CHECK(record_pool_held() == 0);
+
+    // The pool is bounded: blocks beyond it are freed.
+    std::vector<void*> many;
+    for (std::size_t i = 0; i < record_pool_blocks + 4; ++i) {
+        many.push_back(record_pool_malloc(record_pool_block, __FILE__, __LINE__));
+    }
+    many.push_back(b);
+    for (void* p : many) {
+        record_pool_free(p, __FILE__, __LINE__);
+    }
+    CHECK(record_pool_held() == record_pool_blocks);
+
+    // realloc of a pooled block keeps its bytes; free(nullptr) is a no-op.
+    void* c = record_pool_malloc(record_pool_min, __FILE__, __LINE__);
+    std::memcpy(c, "record", 7);
+    void* d = record_pool_realloc(c, 40 * 1024, __FILE__, __LINE__);
+    REQUIRE(d != nullptr);
+    CHECK(std::memcmp(d, "record", 7) == 0);
+    record_pool_free(d, __FILE__, __LINE__);
+    record_pool_free(nullptr, __FILE__, __LINE__);
+    CHECK(record_pool_held() == record_pool_blocks - 1);  // c left the pool; d, resized, is not pooled
+    // Empties this thread's pool for the tests that follow.
+    for (std::size_t i = record_pool_held(); i > 0; --i) {
+        std::free(record_pool_malloc(record_pool_min, __FILE__, __LINE__));
+    }
+    CHECK(record_pool_held() == 0);
 }
