@@ -37,25 +37,12 @@ void log_exception(const char* what, std::exception_ptr e) {
     }
 }
 
-std::string client_address(const tcp_socket& s) {
-    error_code ec;
-    auto ep = s.remote_endpoint(ec);
-    if (ec) {
-        return "unknown";
-    }
-    auto a = ep.address();
-    if (a.is_v6() && a.to_v6().is_v4_mapped()) {
-        a = net::ip::make_address_v4(net::ip::v4_mapped, a.to_v6());
-    }
-    return a.to_string();
-}
-
 // ---------------------------------------------------------------- TLS
 
 class tls_connection final : public http1_connection<tls_socket> {
 public:
     tls_connection(worker_context& w, tcp_socket&& socket, admission a)
-        : tls_connection(w, std::move(socket), a, client_address(socket)) {}
+        : tls_connection(w, std::move(socket), a, a.address.to_string()) {}
 
     void start() {
         start_watchdog();
@@ -134,7 +121,9 @@ private:
             w_.counters.bytes_out.fetch_add(BIO_number_written(SSL_get_wbio(ssl)), std::memory_order_relaxed);
         }
         error_code ec;
-        stream_.next_layer().shutdown(tcp::socket::shutdown_both, ec);
+        if (!graceful) {
+            stream_.next_layer().shutdown(tcp::socket::shutdown_both, ec);
+        }  // else the FIN is out already: close() alone releases the socket
         stream_.next_layer().close(ec);
         stop_watchdog();
     }
@@ -173,7 +162,7 @@ private:
     net::awaitable<void> run(std::shared_ptr<redirect_connection> self) {
         const auto start = clock::now();
         const auto wall = std::chrono::system_clock::now();
-        const std::string client = w_.requests_log != nullptr ? client_address(socket_) : std::string();
+        const std::string client = w_.requests_log != nullptr ? admitted().address.to_string() : std::string();
         http::request_parser<http::empty_body> p;
         p.header_limit(static_cast<std::uint32_t>(w_.cfg->gw.limits_settings.header_bytes));
         arm(phase::header);

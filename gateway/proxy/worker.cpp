@@ -274,7 +274,9 @@ bool worker::refuse_one(tcp_acceptor& acceptor) {
 net::awaitable<void> worker::accept_loop(tcp_acceptor& acceptor, bool tls) {
     net::steady_timer backoff(io_);
     while (!ctx_.draining) {
-        auto [ec, socket] = co_await acceptor.async_accept();
+        // The peer's address comes with accept() itself: no getpeername().
+        tcp::endpoint peer;
+        auto [ec, socket] = co_await acceptor.async_accept(peer);
         if (ec) {
             if (ctx_.draining || ec == net::error::operation_aborted) {
                 co_return;
@@ -289,9 +291,7 @@ net::awaitable<void> worker::accept_loop(tcp_acceptor& acceptor, bool tls) {
             co_await backoff.async_wait(use_tuple);
             continue;
         }
-        error_code peer_ec;
-        const auto peer = socket.remote_endpoint(peer_ec);
-        auto admitted = peer_ec ? std::nullopt : admit(peer);
+        auto admitted = admit(peer);
         if (!admitted) {
             error_code ignored;
             socket.close(ignored);
