@@ -1092,6 +1092,9 @@ net::awaitable<void> h2_session::reader() {
             // Readiness first: no read buffer is held while waiting (the
             // pool makes giving it back and taking it again cheap).
             block_pool::give_back(read_buffer_);
+            if (stream_.has_unsent() && co_await stream_.flush()) {
+                break;
+            }
             auto [wec] = co_await stream_.next_layer().async_wait(tcp::socket::wait_read);
             if (wec) {
                 break;

@@ -94,8 +94,13 @@ public:
                 }
                 error_code wait_ec;
                 if constexpr (std::is_same_v<Stream, tls_socket>) {
+                    // What a read left unsent (an alert, a key update) goes
+                    // first: the client may be waiting for it.
+                    if (stream_.has_unsent()) {
+                        wait_ec = co_await stream_.flush();
+                    }
                     // Readiness only: no read buffer while the client is quiet.
-                    if (!stream_.has_buffered()) {
+                    if (!wait_ec && !stream_.has_buffered()) {
                         std::tie(wait_ec) = co_await stream_.next_layer().async_wait(tcp::socket::wait_read);
                     }
                 }

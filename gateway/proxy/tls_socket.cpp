@@ -2,8 +2,13 @@
 
 #include <boost/asio/ssl/error.hpp>
 
+#include <sys/socket.h>
+#include <sys/types.h>
+
 #include <cerrno>
 #include <cstring>
+#include <memory>
+#include <new>
 #include <system_error>
 
 namespace rampart::gateway {
@@ -15,6 +20,83 @@ namespace {
 /// for a retry, which copies them into the connection (pending_write_).
 constexpr std::size_t gather_limit = 16 * 1024;
 unsigned char gather_buffer[gather_limit];
+
+/// The staging block: four full TLS records (16,384 bytes of data plus at
+/// most 256 of header, padding and tag each) and then some, so that a
+/// 64 KiB body piece leaves in one send().
+constexpr std::size_t staging_block = 64 * 1024 + 2 * 1024;
+/// Room a record may need: a write stops staging when less is left.
+constexpr std::size_t record_room = 16 * 1024 + 512;
+
+/// Empty staging blocks, per worker thread (no lock: single-threaded).
+struct staging_pool {
+    static constexpr std::size_t keep = 4;
+    std::unique_ptr<unsigned char[]> blocks[keep];
+    std::size_t count = 0;
+};
+thread_local staging_pool staging;
+
+std::unique_ptr<unsigned char[]> take_block() {
+    if (staging.count > 0) {
+        return std::move(staging.blocks[--staging.count]);
+    }
+    return std::unique_ptr<unsigned char[]>(new unsigned char[staging_block]);
+}
+
+void give_back(std::unique_ptr<unsigned char[]>& block) {
+    if (block && staging.count < staging_pool::keep) {
+        staging.blocks[staging.count++] = std::move(block);
+    }
+    block.reset();
+}
+
+int staged_create(BIO* bio) {
+    BIO_set_init(bio, 1);
+    return 1;
+}
+
+const BIO_METHOD* staged_method();
+
+}  // namespace
+
+int staged_write(BIO* bio, const char* data, int len) {
+    auto* self = static_cast<tls_socket*>(BIO_get_data(bio));
+    BIO_clear_retry_flags(bio);
+    if (self == nullptr || len < 0) {
+        return -1;
+    }
+    if (self->stage(data, static_cast<std::size_t>(len))) {
+        return len;
+    }
+    BIO_set_retry_write(bio);  // full: OpenSSL retries the record after a send
+    return -1;
+}
+
+long staged_ctrl(BIO* bio, int cmd, long num, void* /*ptr*/) {
+    auto* self = static_cast<tls_socket*>(BIO_get_data(bio));
+    switch (cmd) {
+    case BIO_CTRL_FLUSH: return 1;  // tls_socket sends after each call into OpenSSL
+    case BIO_CTRL_WPENDING: return self != nullptr ? static_cast<long>(self->out_size_ - self->out_sent_) : 0;
+    case BIO_CTRL_PENDING: return 0;
+    case BIO_CTRL_GET_CLOSE: return BIO_get_shutdown(bio);
+    case BIO_CTRL_SET_CLOSE: BIO_set_shutdown(bio, static_cast<int>(num)); return 1;
+    default: return 0;
+    }
+}
+
+namespace {
+
+const BIO_METHOD* staged_method() {
+    static BIO_METHOD* method = [] {
+        BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "rampart staged writer");
+        if (m == nullptr || BIO_meth_set_write(m, staged_write) != 1 || BIO_meth_set_ctrl(m, staged_ctrl) != 1 ||
+            BIO_meth_set_create(m, staged_create) != 1) {
+            throw std::bad_alloc();
+        }
+        return m;
+    }();
+    return method;
+}
 
 }  // namespace
 
@@ -57,8 +139,18 @@ tls_socket::tls_socket(tcp_socket&& socket, SSL_CTX* ctx) : socket_(std::move(so
         SSL_free(ssl_);
         throw std::system_error(ec);
     }
-    // The socket BIO does not own the descriptor (BIO_NOCLOSE): socket_ does.
-    SSL_set_fd(ssl_, socket_.native_handle());
+    // Reads: a socket BIO that does not own the descriptor (BIO_NOCLOSE:
+    // socket_ does). Writes: the staging BIO.
+    BIO* rbio = BIO_new_socket(static_cast<int>(socket_.native_handle()), BIO_NOCLOSE);
+    BIO* wbio = BIO_new(staged_method());
+    if (rbio == nullptr || wbio == nullptr) {
+        BIO_free(rbio);
+        BIO_free(wbio);
+        SSL_free(ssl_);
+        throw std::bad_alloc();
+    }
+    BIO_set_data(wbio, this);
+    SSL_set_bio(ssl_, rbio, wbio);
     SSL_set_accept_state(ssl_);
     // RELEASE_BUFFERS: no record buffer while idle. PARTIAL_WRITE: a write
     // returns after each record, like write_some should. MOVING_WRITE_BUFFER:
@@ -70,7 +162,70 @@ tls_socket::tls_socket(tcp_socket&& socket, SSL_CTX* ctx) : socket_(std::move(so
     SSL_set_read_ahead(ssl_, 1);
 }
 
-tls_socket::~tls_socket() { SSL_free(ssl_); }
+tls_socket::~tls_socket() {
+    SSL_free(ssl_);
+    give_back(out_);
+}
+
+bool tls_socket::stage(const char* data, std::size_t len) {
+    if (out_sent_ == out_size_) {
+        out_sent_ = out_size_ = 0;
+    }
+    if (out_size_ + len > staging_block) {
+        return false;
+    }
+    if (!out_) {
+        out_ = take_block();
+    }
+    std::memcpy(out_.get() + out_size_, data, len);
+    out_size_ += len;
+    return true;
+}
+
+std::size_t tls_socket::staged_room() const { return out_sent_ == out_size_ ? staging_block : staging_block - out_size_; }
+
+bool tls_socket::send_staged(error_code& ec) {
+    // Bounded: each round sends something or returns.
+    for (int round = 0; round < 1024 && out_sent_ < out_size_; ++round) {
+        const ssize_t n = ::send(socket_.native_handle(), out_.get() + out_sent_, out_size_ - out_sent_, MSG_NOSIGNAL);
+        if (n > 0) {
+            out_sent_ += static_cast<std::size_t>(n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return false;
+        }
+        ec = error_code(n < 0 ? errno : EPIPE, boost::system::system_category());
+        return false;
+    }
+    if (out_sent_ < out_size_) {
+        return false;
+    }
+    out_sent_ = out_size_ = 0;
+    give_back(out_);
+    return true;
+}
+
+net::awaitable<error_code> tls_socket::flush() {
+    // Bounded in time by the connection's deadline, which cancels the wait.
+    for (int round = 0; round < 1 << 20; ++round) {
+        error_code ec;
+        if (send_staged(ec)) {
+            co_return error_code{};
+        }
+        if (ec) {
+            co_return ec;
+        }
+        auto [wec] = co_await socket_.async_wait(tcp::socket::wait_write);
+        if (wec) {
+            co_return wec;
+        }
+    }
+    co_return make_error_code(net::error::timed_out);
+}
 
 net::awaitable<error_code> tls_socket::handshake() {
     // Each turn waits for the socket; the session's deadline bounds the whole.
@@ -78,12 +233,21 @@ net::awaitable<error_code> tls_socket::handshake() {
         ERR_clear_error();
         errno = 0;
         int r = SSL_do_handshake(ssl_);
+        const int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl_, r);
+        if (r != 1 && e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+            const error_code failed = tls_error(e);
+            error_code ignored;
+            send_staged(ignored);  // the alert, if the socket takes it now
+            co_return failed;
+        }
+        // The flight (or the session ticket) leaves before the next wait.
+        if (has_unsent()) {
+            if (auto fec = co_await flush()) {
+                co_return fec;
+            }
+        }
         if (r == 1) {
             co_return error_code{};
-        }
-        int e = SSL_get_error(ssl_, r);
-        if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
-            co_return tls_error(e);
         }
         auto [ec] = co_await socket_.async_wait(e == SSL_ERROR_WANT_READ ? tcp::socket::wait_read
                                                                           : tcp::socket::wait_write);
@@ -98,6 +262,13 @@ void tls_socket::shutdown() {
         SSL_shutdown(ssl_);
     }
     ERR_clear_error();
+    error_code ignored;
+    if (!send_staged(ignored)) {
+        // What the socket does not take now is dropped, as it would be unsent
+        // with a socket BIO: the connection is ending.
+        out_sent_ = out_size_ = 0;
+        give_back(out_);
+    }
 }
 
 std::size_t tls_socket::read_once(net::mutable_buffer b, error_code& ec, int& want) {
@@ -134,13 +305,24 @@ std::size_t tls_socket::write_once(const net::const_buffer* buffers, std::size_t
         }
         data = gather_buffer;
     }
-    ERR_clear_error();
-    errno = 0;
-    std::size_t n = 0;
-    int r = SSL_write_ex(ssl_, data, len, &n);
-    if (r == 1) {
+    // One record per SSL_write_ex (PARTIAL_WRITE), as many as the staging
+    // block takes: a 64 KiB piece becomes four records and one send().
+    std::size_t total = 0;
+    int r = 1;
+    do {
+        ERR_clear_error();
+        errno = 0;
+        std::size_t n = 0;
+        r = SSL_write_ex(ssl_, static_cast<const unsigned char*>(data) + total, len - total, &n);
+        if (r != 1) {
+            break;
+        }
+        total += n;
+    } while (total < len && data != gather_buffer && pending_write_.empty() && staged_room() >= record_room);
+    if (r == 1 || total > 0) {
+        ERR_clear_error();
         pending_write_.clear();
-        return n;
+        return total;
     }
     int e = SSL_get_error(ssl_, r);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {

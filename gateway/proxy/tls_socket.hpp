@@ -9,6 +9,14 @@
 // buffers between reads), small writes are gathered into one record and one
 // syscall, and read-ahead fetches a whole record per read() instead of two.
 //
+// Reads go straight from the socket (a socket BIO). Writes go through a
+// coalescing BIO: the records of one write_some (up to four full 16 KiB
+// records, a 64 KiB body piece) are staged in one block from a per-worker
+// free list and leave in one send(), where a socket BIO makes one write()
+// per record. A write_some completes only once its records are on the
+// socket, so nothing waits unsent behind an idle connection; the block goes
+// back to the free list as soon as it is empty.
+//
 // Models Beast's AsyncReadStream/AsyncWriteStream, so http::async_read and
 // http::async_write work on it unchanged. Single-threaded: use it only on its
 // worker's io_context.
@@ -55,6 +63,11 @@ public:
     /// Sends close_notify if the socket can take it now; never waits for the
     /// peer's (nginx does the same: waiting costs a round trip per close).
     void shutdown();
+    /// Bytes OpenSSL wrote that are not on the socket yet (a send that would
+    /// have blocked, or a record written by a read: an alert, a key update).
+    bool has_unsent() const { return out_sent_ < out_size_; }
+    /// Sends what is unsent, waiting for the socket as needed.
+    net::awaitable<error_code> flush();
     /// True when OpenSSL holds bytes read from the socket but not yet
     /// returned (decrypted or not): waiting for readability would then hang.
     bool has_buffered() const { return SSL_has_pending(ssl_) == 1; }
@@ -74,9 +87,13 @@ public:
     /// One SSL_read_ex attempt. Returns 0 and sets `want` (SSL_ERROR_WANT_*)
     /// when the socket must become ready first.
     std::size_t read_once(net::mutable_buffer b, error_code& ec, int& want);
-    /// One SSL_write_ex attempt over the front of `buffers` (gathered into
-    /// one record when small). Same contract as read_once.
+    /// SSL_write_ex over the front of `buffers` (gathered into one record
+    /// when small), as many records as the staging block takes. Same
+    /// contract as read_once; the records are staged, not yet sent.
     std::size_t write_once(const net::const_buffer* buffers, std::size_t count, error_code& ec, int& want);
+    /// Sends staged bytes without waiting: true when none are left, false
+    /// when the socket is full (or `ec` says why it failed).
+    bool send_staged(error_code& ec);
 
 private:
     // One read_some or write_some: try OpenSSL, and when it needs the socket
@@ -87,10 +104,28 @@ private:
         tls_socket* self_;
         Buffers buffers_;
 
+        std::size_t done_ = 0;  ///< bytes a write took, waiting for their records to leave
+
         template <class Self>
         void operator()(Self& self, error_code ec = {}) {
             if (ec) {
                 self.complete(ec, 0);
+                return;
+            }
+            // Staged bytes leave before anything else (and before a wait for
+            // readability: the peer may be waiting for them).
+            if (self_->has_unsent()) {
+                if (!self_->send_staged(ec)) {
+                    if (ec) {
+                        self.complete(ec, 0);
+                    } else {
+                        self_->socket_.async_wait(tcp::socket::wait_write, std::move(self));
+                    }
+                    return;
+                }
+            }
+            if (done_ != 0) {
+                self.complete({}, done_);
                 return;
             }
             using buffer = std::conditional_t<IsRead, net::mutable_buffer, net::const_buffer>;
@@ -120,12 +155,36 @@ private:
                                           std::move(self));
                 return;
             }
+            if (!ec && self_->has_unsent() && !self_->send_staged(ec) && !ec) {
+                if constexpr (IsRead) {
+                    // A record a read wrote (an alert, a key update): the
+                    // data read is delivered now, the record leaves with the
+                    // next write or flush.
+                    self.complete(ec, n);
+                } else {
+                    done_ = n;
+                    self_->socket_.async_wait(tcp::socket::wait_write, std::move(self));
+                }
+                return;
+            }
             self.complete(ec, n);
         }
     };
 
+    // The coalescing write BIO's callbacks (tls_socket.cpp).
+    friend int staged_write(BIO* bio, const char* data, int len);
+    friend long staged_ctrl(BIO* bio, int cmd, long num, void* ptr);
+    /// Copies `len` bytes into the staging block (taken on first use);
+    /// false when they do not fit.
+    bool stage(const char* data, std::size_t len);
+    std::size_t staged_room() const;
+
     tcp_socket socket_;
     SSL* ssl_;
+    /// The staging block (null when empty), its bytes and how many left.
+    std::unique_ptr<unsigned char[]> out_;
+    std::size_t out_size_ = 0;
+    std::size_t out_sent_ = 0;
     /// A write OpenSSL asked to retry must be retried with the same bytes;
     /// when they were gathered from several buffers they are kept here until
     /// the retry succeeds (rare: only when the socket's send buffer is full).
