@@ -879,7 +879,10 @@ def report(a, results, floor, notes, started) -> str:
     L.append("")
     L.append("| figure | Rampart | HAProxy | nginx | Rampart/HAProxy | Rampart/nginx |")
     L.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+    floor_us = med([float(x["server_cpu_us_per_handshake"]) for x in floor]) if floor else None
     for key, label, f, lower in ROWS:
+        if key in ("fh_cpu_us", "rs_cpu_us") and floor_us:
+            label = label.rstrip("*") + f" (OpenSSL floor, full handshake in memory: {floor_us:.0f})**"
         if key.startswith(("fx_", "h2_p")):
             off = med([r.get("fx_offered") for g in GATEWAYS for r in results[g]])
             label = label.replace("fixed offered load", f"fixed offered load {off:,.0f} req/s" if off else "fixed offered load")

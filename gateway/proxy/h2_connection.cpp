@@ -914,7 +914,13 @@ h2_session::h2_session(connection_base& conn, tls_socket& stream, const connecti
     nghttp2_option_set_max_continuations(opt, header_block_frames * 2);
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_settings(opt, 32);
-    nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
+    // Responses are encoded from the static table and literals, never
+    // indexed into a dynamic table (HAProxy's encoder does the same): each
+    // idle connection would otherwise keep up to 4 KiB of entries (about
+    // 1.4 KB for the usual response headers), and an encoder without a
+    // table does no search or eviction. The cost: a repeated response
+    // field is sent again (Huffman-coded) instead of as one byte.
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, 0);
     nghttp2_mem mem = memory_.table();
     memory_.creating(true);
     nghttp2_session_server_new3(&session_, cb, this, opt, &mem);
