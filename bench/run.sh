@@ -70,7 +70,7 @@ fi
 
 # --- tools -----------------------------------------------------------------
 pkgs="haproxy nginx wrk nghttp2-client openssl curl python3 cmake ninja-build g++ libssl-dev
-      libboost1.81-dev libyaml-cpp-dev util-linux"
+      libboost1.81-dev libyaml-cpp-dev libtcmalloc-minimal4 util-linux"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -21,6 +21,9 @@ struct pool {
 };
 
 thread_local pool records;
+/// malloc_usable_size of a block of record_pool_block bytes with this
+/// process's malloc (glibc rounds to 16 bytes, TCMalloc to a size class).
+thread_local std::size_t pooled_usable = 0;
 
 bool in_range(std::size_t n) { return n >= record_pool_min && n <= record_pool_block; }
 
@@ -34,7 +37,11 @@ void* record_pool_malloc(std::size_t n, const char* /*file*/, int /*line*/) {
         return records.blocks[--records.count];
     }
     // Always the whole block, so that any pooled block serves any request in the range.
-    return std::malloc(record_pool_block);
+    void* p = std::malloc(record_pool_block);
+    if (p != nullptr && pooled_usable == 0) {
+        pooled_usable = malloc_usable_size(p);
+    }
+    return p;
 }
 
 void* record_pool_realloc(void* p, std::size_t n, const char* /*file*/, int /*line*/) {
@@ -46,10 +53,9 @@ void record_pool_free(void* p, const char* /*file*/, int /*line*/) {
     if (p == nullptr) {
         return;
     }
-    // malloc rounds a request up by at most 16 bytes on 64-bit glibc; a
-    // block of this usable size came from record_pool_malloc (or is as good).
-    const std::size_t usable = malloc_usable_size(p);
-    if (usable >= record_pool_block && usable < record_pool_block + 32 && records.count < record_pool_blocks) {
+    // A block of the pooled blocks' usable size came from record_pool_malloc
+    // (or holds as many bytes, which is as good).
+    if (pooled_usable != 0 && records.count < record_pool_blocks && malloc_usable_size(p) == pooled_usable) {
         records.blocks[records.count++] = p;
         return;
     }
