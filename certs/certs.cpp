@@ -271,8 +271,16 @@ int on_alpn(SSL*, const unsigned char** out, unsigned char* out_length, const un
     return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
+// The ticket cipher, fetched from the provider once: OpenSSL 3.0 looks a
+// legacy EVP_aes_256_cbc() up again by name (name map, method store lock)
+// on every EVP_CipherInit_ex, twice per resumed connection.
+const EVP_CIPHER* ticket_cipher() {
+    static EVP_CIPHER* fetched = EVP_CIPHER_fetch(nullptr, "AES-256-CBC", nullptr);
+    return fetched != nullptr ? fetched : EVP_aes_256_cbc();
+}
+
 bool init_ticket_crypto(const ticket_key& key, unsigned char* iv, EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* mac, int enc) {
-    if (EVP_CipherInit_ex(cipher, EVP_aes_256_cbc(), nullptr, key.aes_key.data(), iv, enc) != 1) {
+    if (EVP_CipherInit_ex(cipher, ticket_cipher(), nullptr, key.aes_key.data(), iv, enc) != 1) {
         return false;
     }
     // OSSL_PARAM is not const-correct; OpenSSL only reads these buffers.
@@ -301,7 +309,7 @@ int on_ticket_key(SSL* ssl, unsigned char* key_name, unsigned char* iv, EVP_CIPH
         if (enc == 1) {
             ticket_key key = source->encrypting_key(now);
             std::memcpy(key_name, key.name.data(), key.name.size());
-            const bool ok = RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) == 1 &&
+            const bool ok = RAND_bytes(iv, EVP_CIPHER_get_iv_length(ticket_cipher())) == 1 &&
                             init_ticket_crypto(key, iv, cipher, mac, 1);
             OPENSSL_cleanse(&key, sizeof key);
             return ok ? 1 : -1;
@@ -378,6 +386,7 @@ void configure_context(SSL_CTX* ctx, const config::tls& settings, server_tls* ow
         // ex_data slots are void*; the callback only reads through it.
         check(SSL_CTX_set_ex_data(ctx, keys_index(), const_cast<ticket_key_source*>(keys)) == 1, "ex_data");
         check(SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key) == 1, "ticket callback");
+        check(ticket_cipher() != nullptr, "ticket cipher");  // fetched here, before any worker's sandbox
         check(SSL_CTX_set_num_tickets(ctx, 1) == 1, "ticket count");
         // A ticket encrypted at t is accepted until at least t + rotation (its
         // key encrypts for one period and decrypts for one more); the session
