@@ -72,9 +72,38 @@ int staged_write(BIO* bio, const char* data, int len) {
     return -1;
 }
 
+// Reads straight from the socket, as a socket BIO would: one BIO serves both
+// directions, so an idle connection holds no second BIO.
+int staged_read(BIO* bio, char* data, int len) {
+    auto* self = static_cast<tls_socket*>(BIO_get_data(bio));
+    BIO_clear_retry_flags(bio);
+    if (self == nullptr || data == nullptr || len <= 0) {
+        return 0;
+    }
+    for (int attempt = 0; attempt < 8; ++attempt) {  // bounded: EINTR only
+        const ssize_t n = ::recv(self->socket_.native_handle(), data, static_cast<std::size_t>(len), 0);
+        if (n > 0) {
+            return static_cast<int>(n);
+        }
+        if (n == 0) {
+            BIO_set_flags(bio, BIO_FLAGS_IN_EOF);  // BIO_eof(): OpenSSL tells a truncation from a close
+            return 0;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            BIO_set_retry_read(bio);
+        }
+        return -1;  // errno stays for tls_error
+    }
+    return -1;
+}
+
 long staged_ctrl(BIO* bio, int cmd, long num, void* /*ptr*/) {
     auto* self = static_cast<tls_socket*>(BIO_get_data(bio));
     switch (cmd) {
+    case BIO_CTRL_EOF: return BIO_test_flags(bio, BIO_FLAGS_IN_EOF) != 0 ? 1 : 0;
     case BIO_CTRL_FLUSH: return 1;  // tls_socket sends after each call into OpenSSL
     case BIO_CTRL_WPENDING: return self != nullptr ? static_cast<long>(self->out_size_ - self->out_sent_) : 0;
     case BIO_CTRL_PENDING: return 0;
@@ -88,9 +117,9 @@ namespace {
 
 const BIO_METHOD* staged_method() {
     static BIO_METHOD* method = [] {
-        BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "rampart staged writer");
-        if (m == nullptr || BIO_meth_set_write(m, staged_write) != 1 || BIO_meth_set_ctrl(m, staged_ctrl) != 1 ||
-            BIO_meth_set_create(m, staged_create) != 1) {
+        BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "rampart socket, staged writes");
+        if (m == nullptr || BIO_meth_set_write(m, staged_write) != 1 || BIO_meth_set_read(m, staged_read) != 1 ||
+            BIO_meth_set_ctrl(m, staged_ctrl) != 1 || BIO_meth_set_create(m, staged_create) != 1) {
             throw std::bad_alloc();
         }
         return m;
@@ -139,18 +168,15 @@ tls_socket::tls_socket(tcp_socket&& socket, SSL_CTX* ctx) : socket_(std::move(so
         SSL_free(ssl_);
         throw std::system_error(ec);
     }
-    // Reads: a socket BIO that does not own the descriptor (BIO_NOCLOSE:
-    // socket_ does). Writes: the staging BIO.
-    BIO* rbio = BIO_new_socket(static_cast<int>(socket_.native_handle()), BIO_NOCLOSE);
-    BIO* wbio = BIO_new(staged_method());
-    if (rbio == nullptr || wbio == nullptr) {
-        BIO_free(rbio);
-        BIO_free(wbio);
+    // One BIO for both directions: reads go straight from the socket,
+    // writes are staged (it never owns the descriptor: socket_ does).
+    BIO* bio = BIO_new(staged_method());
+    if (bio == nullptr) {
         SSL_free(ssl_);
         throw std::bad_alloc();
     }
-    BIO_set_data(wbio, this);
-    SSL_set_bio(ssl_, rbio, wbio);
+    BIO_set_data(bio, this);
+    SSL_set_bio(ssl_, bio, bio);  // the same BIO twice: the SSL takes its one reference
     SSL_set_accept_state(ssl_);
     // RELEASE_BUFFERS: no record buffer while idle. PARTIAL_WRITE: a write
     // returns after each record, like write_some should. MOVING_WRITE_BUFFER:

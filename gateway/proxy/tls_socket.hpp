@@ -9,8 +9,8 @@
 // buffers between reads), small writes are gathered into one record and one
 // syscall, and read-ahead fetches a whole record per read() instead of two.
 //
-// Reads go straight from the socket (a socket BIO). Writes go through a
-// coalescing BIO: the records of one write_some (up to four full 16 KiB
+// One BIO of our own serves both directions: reads go straight from the
+// socket, writes are coalesced: the records of one write_some (up to four full 16 KiB
 // records, a 64 KiB body piece) are staged in one block from a per-worker
 // free list and leave in one send(), where a socket BIO makes one write()
 // per record. A write_some completes only once its records are on the
@@ -173,6 +173,7 @@ private:
 
     // The coalescing write BIO's callbacks (tls_socket.cpp).
     friend int staged_write(BIO* bio, const char* data, int len);
+    friend int staged_read(BIO* bio, char* data, int len);
     friend long staged_ctrl(BIO* bio, int cmd, long num, void* ptr);
     /// Copies `len` bytes into the staging block (taken on first use);
     /// false when they do not fit.
