@@ -114,7 +114,7 @@ private:
         if (graceful) {
             stream_ops<tls_socket>::shutdown_send(stream_);
         }
-        // Bytes on the wire, counted by OpenSSL's socket BIO once per
+        // Bytes on the wire, counted by the connection's BIO once per
         // connection rather than on every read and write.
         if (SSL* ssl = stream_.native_handle()) {
             w_.counters.bytes_in.fetch_add(BIO_number_read(SSL_get_rbio(ssl)), std::memory_order_relaxed);

@@ -159,7 +159,7 @@ tls_socket::tls_socket(tcp_socket&& socket, SSL_CTX* ctx) : socket_(std::move(so
     if (ssl_ == nullptr) {
         throw std::bad_alloc();
     }
-    // OpenSSL calls read()/write() on the descriptor itself: it must be
+    // The BIO calls recv()/send() on the descriptor itself: it must be
     // non-blocking, or a slow client would stall the whole worker. (Asio
     // sets O_NONBLOCK only lazily, and an accepted socket starts blocking.)
     error_code ec;

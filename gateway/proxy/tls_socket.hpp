@@ -1,6 +1,6 @@
 #pragma once
-// A TLS stream over a TCP socket that lets OpenSSL read and write the socket
-// itself (SSL_set_fd) and uses Asio only to wait for readiness.
+// A TLS stream over a TCP socket whose BIO reads and writes the socket
+// directly (no copy through Asio) and uses Asio only to wait for readiness.
 //
 // Why not asio::ssl::stream: it pipes every byte through a BIO pair and keeps
 // two 17 KiB staging buffers per connection for its whole life, and it turns a
