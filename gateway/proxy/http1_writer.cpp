@@ -70,20 +70,22 @@ void http1_writer::append_fields(const http::fields& fields) {
     prefix_.append("\r\n", 2);
 }
 
-void http1_writer::start(const http::request_header<>& head, bool chunked) {
+void http1_writer::begin(bool chunked) {
     prefix_.clear();
-    append_request_line(prefix_, head);
-    append_fields(head);
     head_pending_ = true;
     chunked_ = chunked;
 }
 
+void http1_writer::start(const http::request_header<>& head, bool chunked) {
+    begin(chunked);
+    append_request_line(prefix_, head);
+    append_fields(head);
+}
+
 void http1_writer::start(const http::response_header<>& head, bool chunked) {
-    prefix_.clear();
+    begin(chunked);
     append_status_line(prefix_, head);
     append_fields(head);
-    head_pending_ = true;
-    chunked_ = chunked;
 }
 
 std::array<net::const_buffer, 3> http1_writer::piece(net::const_buffer data, bool last) {

@@ -42,6 +42,7 @@ public:
     bool chunked() const { return chunked_; }
 
 private:
+    void begin(bool chunked);
     void append_fields(const boost::beast::http::fields& fields);
 
     std::string prefix_;  ///< the head and/or a chunk size line; keeps its capacity between pieces
