@@ -150,6 +150,17 @@ private:
                 n = self_->write_once(list, count, ec, want);
             }
             if (want != 0) {
+                // What OpenSSL staged on the way (a key update's answer, say)
+                // leaves before the wait; if the socket will not take it now,
+                // the wait is for writability and the operation starts over.
+                error_code sec;
+                if (self_->has_unsent() && !self_->send_staged(sec)) {
+                    if (sec) {
+                        self.complete(sec, 0);
+                        return;
+                    }
+                    want = SSL_ERROR_WANT_WRITE;
+                }
                 self_->socket_.async_wait(want == SSL_ERROR_WANT_WRITE ? tcp::socket::wait_write
                                                                        : tcp::socket::wait_read,
                                           std::move(self));
