@@ -1,6 +1,7 @@
 #include "gateway/proxy/h2_connection.hpp"
 
 #include "gateway/log.hpp"
+#include "gateway/proxy/block_pool.hpp"
 #include "gateway/proxy/error_status.hpp"
 #include "gateway/proxy/http_rules.hpp"
 #include "gateway/proxy/worker.hpp"
@@ -60,72 +61,55 @@ constexpr std::size_t write_batch = 64 * 1024;
 /// Read buffer for the TLS stream (four full TLS records).
 constexpr std::size_t read_size = 64 * 1024;
 
-/// 64 KiB blocks for the connections' read and write buffers, kept for
-/// reuse by the worker (one thread): a busy connection takes and returns
-/// them between bursts of streams without a trip through malloc (64 KiB
-/// requests make glibc consolidate its free lists), an idle one holds none.
-class block_pool {
-public:
-    static constexpr std::size_t size = 64 * 1024;
-    static_assert(size >= write_batch && size >= read_size);
-    using block = std::unique_ptr<std::uint8_t[]>;
+static_assert(block_pool::size >= write_batch && block_pool::size >= read_size);
 
-    static block take() {
-        auto& free = list();
-        if (free.empty()) {
-            return block(new std::uint8_t[size]);
-        }
-        block b = std::move(free.back());
-        free.pop_back();
-        return b;
-    }
-    static void give_back(block& b) {
-        if (!b) {
-            return;
-        }
-        auto& free = list();
-        if (free.size() < max_kept) {
-            free.push_back(std::move(b));
-        }
-        b.reset();
-    }
-
-private:
-    static constexpr std::size_t max_kept = 64;
-    static std::vector<block>& list() {
-        thread_local std::vector<block> free;
-        return free;
-    }
-};
-
-/// nghttp2's memory for one session. Blocks of big_block bytes or more are
-/// page-aligned whole pages. Those allocated while the session is created
-/// are its 16 KiB frame buffer, kept for the session's life and holding
-/// nothing between two mem_send calls that returned everything:
-/// release_idle() hands their pages back to the kernel while the connection
-/// has nothing to send, so an idle h2 connection does not hold 16 KiB of
-/// frame buffer. Big blocks allocated later (a large header in the HPACK
-/// table, say) hold state and are never released.
+/// nghttp2's memory for one session. Blocks of a page or more are
+/// page-aligned whole pages, so that an idle connection can hand pages back
+/// to the kernel (MADV_DONTNEED: they read as zeros when next touched):
+/// - the frame buffer: the big blocks (frame_block or more) allocated while
+///   the session is created are its 16 KiB frame buffer, kept for the
+///   session's life and holding nothing between two mem_send calls that
+///   returned everything;
+/// - any page of any block that holds only zeros (the stream map's table
+///   once no stream is open, say): releasing it changes no byte nghttp2
+///   could read.
+/// Other pages (a large header in the HPACK table, say) stay.
 class h2_memory {
 public:
-    static constexpr std::size_t big_block = 8 * 1024;
     static constexpr std::size_t page = 4096;
+    static constexpr std::size_t frame_block = 8 * 1024;
 
     nghttp2_mem table() {
         return nghttp2_mem{this, &h2_memory::do_malloc, &h2_memory::do_free, &h2_memory::do_calloc,
                            &h2_memory::do_realloc};
     }
 
-    /// The pages of every big block go back to the kernel (they read as
-    /// zeros when next touched). Only while nghttp2 holds nothing in them.
+    /// Hands back the frame buffer's pages and every page that holds only
+    /// zeros. Only while nghttp2 holds nothing in the frame buffer.
     void release_idle() {
         for (const auto& b : big_) {
-            if (b.releasable) {
+            if (b.frame_buffer) {
                 ::madvise(b.at, b.size, MADV_DONTNEED);
+                continue;
+            }
+            auto* bytes = static_cast<unsigned char*>(b.at);
+            for (std::size_t off = 0; off < b.size; off += page) {
+                if (all_zero(bytes + off)) {
+                    ::madvise(bytes + off, page, MADV_DONTNEED);
+                }
             }
         }
     }
-    /// Brackets nghttp2_session_*_new: big blocks allocated meanwhile are releasable.
+    static bool all_zero(const unsigned char* p) {
+        // Word-wise: a page-aligned page of 512 words.
+        const auto* w = reinterpret_cast<const std::uint64_t*>(p);
+        std::uint64_t any = 0;
+        for (std::size_t i = 0; i < page / sizeof(std::uint64_t); ++i) {
+            any |= w[i];
+        }
+        return any == 0;
+    }
+    /// Brackets nghttp2_session_*_new: blocks of frame_block or more allocated meanwhile are the frame buffer.
     void creating(bool on) { creating_ = on; }
 
 private:
@@ -135,7 +119,7 @@ private:
         const std::size_t size = rounded(n);
         void* p = std::aligned_alloc(page, size);
         if (p != nullptr) {
-            big_.push_back(block{p, size, creating_});
+            big_.push_back(block{p, size, creating_ && size >= frame_block});
         }
         return p;
     }
@@ -152,7 +136,7 @@ private:
     }
 
     static void* do_malloc(std::size_t n, void* self) {
-        return n >= big_block ? static_cast<h2_memory*>(self)->take_big(n) : std::malloc(n);
+        return n >= page ? static_cast<h2_memory*>(self)->take_big(n) : std::malloc(n);
     }
     static void do_free(void* p, void* self) {
         if (p != nullptr) {
@@ -165,7 +149,7 @@ private:
         if (size != 0 && n / size != count) {
             return nullptr;
         }
-        if (n < big_block) {
+        if (n < page) {
             return std::calloc(count, size);
         }
         void* p = static_cast<h2_memory*>(self)->take_big(n);
@@ -177,7 +161,7 @@ private:
     static void* do_realloc(void* p, std::size_t n, void* self) {
         auto* m = static_cast<h2_memory*>(self);
         const std::size_t old_big = p != nullptr ? m->big_size(p) : 0;
-        if (old_big == 0 && n < big_block) {
+        if (old_big == 0 && n < page) {
             return std::realloc(p, n);
         }
         if (old_big != 0 && n <= old_big) {
@@ -197,7 +181,7 @@ private:
     struct block {
         void* at;
         std::size_t size;
-        bool releasable;
+        bool frame_buffer;
     };
     std::vector<block> big_;
     bool creating_ = false;

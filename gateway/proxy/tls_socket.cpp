@@ -21,34 +21,11 @@ namespace {
 constexpr std::size_t gather_limit = 16 * 1024;
 unsigned char gather_buffer[gather_limit];
 
-/// The staging block: four full TLS records (16,384 bytes of data plus at
-/// most 256 of header, padding and tag each) and then some, so that a
-/// 64 KiB body piece leaves in one send().
-constexpr std::size_t staging_block = 64 * 1024 + 2 * 1024;
+/// The staging block: a block_pool block, four full TLS records and then
+/// some, so that a 64 KiB body piece leaves in one send().
+constexpr std::size_t staging_block = block_pool::size;
 /// Room a record may need: a write stops staging when less is left.
 constexpr std::size_t record_room = 16 * 1024 + 512;
-
-/// Empty staging blocks, per worker thread (no lock: single-threaded).
-struct staging_pool {
-    static constexpr std::size_t keep = 4;
-    std::unique_ptr<unsigned char[]> blocks[keep];
-    std::size_t count = 0;
-};
-thread_local staging_pool staging;
-
-std::unique_ptr<unsigned char[]> take_block() {
-    if (staging.count > 0) {
-        return std::move(staging.blocks[--staging.count]);
-    }
-    return std::unique_ptr<unsigned char[]>(new unsigned char[staging_block]);
-}
-
-void give_back(std::unique_ptr<unsigned char[]>& block) {
-    if (block && staging.count < staging_pool::keep) {
-        staging.blocks[staging.count++] = std::move(block);
-    }
-    block.reset();
-}
 
 int staged_create(BIO* bio) {
     BIO_set_init(bio, 1);
@@ -190,7 +167,7 @@ tls_socket::tls_socket(tcp_socket&& socket, SSL_CTX* ctx) : socket_(std::move(so
 
 tls_socket::~tls_socket() {
     SSL_free(ssl_);
-    give_back(out_);
+    block_pool::give_back(out_);
 }
 
 bool tls_socket::stage(const char* data, std::size_t len) {
@@ -201,7 +178,7 @@ bool tls_socket::stage(const char* data, std::size_t len) {
         return false;
     }
     if (!out_) {
-        out_ = take_block();
+        out_ = block_pool::take();
     }
     std::memcpy(out_.get() + out_size_, data, len);
     out_size_ += len;
@@ -231,7 +208,7 @@ bool tls_socket::send_staged(error_code& ec) {
         return false;
     }
     out_sent_ = out_size_ = 0;
-    give_back(out_);
+    block_pool::give_back(out_);
     return true;
 }
 
@@ -293,7 +270,7 @@ void tls_socket::shutdown() {
         // What the socket does not take now is dropped, as it would be unsent
         // with a socket BIO: the connection is ending.
         out_sent_ = out_size_ = 0;
-        give_back(out_);
+        block_pool::give_back(out_);
     }
 }
 

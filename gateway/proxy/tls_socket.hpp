@@ -11,17 +11,18 @@
 //
 // One BIO of our own serves both directions: reads go straight from the
 // socket, writes are coalesced: the records of one write_some (up to four full 16 KiB
-// records, a 64 KiB body piece) are staged in one block from a per-worker
-// free list and leave in one send(), where a socket BIO makes one write()
+// records, a 64 KiB body piece) are staged in one block from the worker's
+// block_pool and leave in one send(), where a socket BIO makes one write()
 // per record. A write_some completes only once its records are on the
 // socket, so nothing waits unsent behind an idle connection; the block goes
-// back to the free list as soon as it is empty.
+// back to the pool as soon as it is empty.
 //
 // Models Beast's AsyncReadStream/AsyncWriteStream, so http::async_read and
 // http::async_write work on it unchanged. Single-threaded: use it only on its
 // worker's io_context.
 
 #include "gateway/net.hpp"
+#include "gateway/proxy/block_pool.hpp"
 
 #include <boost/asio/compose.hpp>
 
@@ -194,7 +195,7 @@ private:
     tcp_socket socket_;
     SSL* ssl_;
     /// The staging block (null when empty), its bytes and how many left.
-    std::unique_ptr<unsigned char[]> out_;
+    block_pool::block out_;
     std::size_t out_size_ = 0;
     std::size_t out_sent_ = 0;
     /// A write OpenSSL asked to retry must be retried with the same bytes;

@@ -308,6 +308,30 @@ def test_streams_run_at_once_on_one_connection():
         c.close()
 
 
+def test_connection_works_after_its_idle_pages_went_back():
+    """An h2 connection without streams for a second hands nghttp2's frame
+    buffer and its all-zero pages (the stream map) back to the kernel; the
+    next streams on it must find the session intact: the HPACK table the
+    client built up, the stream map, the frame buffer."""
+    c = H2(S["gw"])
+    try:
+        extra = [("x-state", "-".join(["kept in the decoder dynamic table"] * 4))]
+        for sid in (1, 3, 5):
+            c.request(sid, f"/before?i={sid}", extra=extra)
+        h.check(all(c.response(sid)["status"] == 200 for sid in (1, 3, 5)), "requests before the pause")
+        time.sleep(2.5)  # idle_release is 1 s
+        ids = [7 + 2 * i for i in range(30)]
+        for sid in ids:
+            c.request(sid, f"/after?i={sid}", extra=extra)
+        results = [c.response(sid, timeout=30) for sid in ids]
+        h.check(all(r["status"] == 200 for r in results), f"statuses {[r['status'] for r in results]}")
+        h.check(all(f"/after?i={sid}" in r["body"].decode(errors="replace") for sid, r in zip(ids, results)),
+                "each stream got its own response")
+        h.check(len({header(r, "x-request-id") for r in results}) == len(ids), "one exchange per stream")
+    finally:
+        c.close()
+
+
 def test_h2load_many_clients():
     out = subprocess.run(["h2load", "-n", "2000", "-c", "16", "-m", "10", "--connect-to",
                           f"{h.LOOPBACK}:{S['gw'].https_port}", f"https://{h.SITE}:{S['gw'].https_port}/h2load"],
