@@ -6,7 +6,6 @@
 #include "gateway/proxy/http_rules.hpp"
 #include "gateway/proxy/worker.hpp"
 
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/write.hpp>
 
 #include <nghttp2/nghttp2.h>
@@ -270,6 +269,7 @@ private:
     static net::awaitable<void> serve_stream(std::shared_ptr<h2_session> self, std::shared_ptr<h2_stream> s);
     net::awaitable<void> reader();
     net::awaitable<void> writer();
+    static net::awaitable<void> run_writer(std::shared_ptr<h2_session> self);
     net::awaitable<void> linger_close();
     void stop_reading();
 
@@ -289,6 +289,8 @@ private:
     unsigned running_ = 0;  ///< exchanges running (a reset stream's may still be finishing)
     bool dead_ = false;     ///< reader and writer are done: streams fail at once
     bool writing_ = false;
+    bool writer_running_ = false;
+    std::optional<net::steady_timer> writer_done_;  ///< run() waits on it for the writer's end
     bool input_closed_ = false;
     bool peer_closed_ = false;  ///< the client closed or reset the connection
     bool abused_ = false;
@@ -1024,7 +1026,6 @@ void h2_session::stop_reading() {
 }
 
 net::awaitable<bool> h2_session::run() {
-    using namespace net::experimental::awaitable_operators;
     auto& w = conn_.worker();
     w.counters.h2_connections_total.fetch_add(1, std::memory_order_relaxed);
     w.counters.h2_connections_active.fetch_add(1, std::memory_order_relaxed);
@@ -1032,7 +1033,23 @@ net::awaitable<bool> h2_session::run() {
     if (w.draining) {
         drain();  // the worker began to drain during the handshake
     }
-    co_await (reader() && writer());
+    // The writer runs beside the reader, which runs here: one spawned
+    // coroutine, not two in a parallel group (about 1 KB less per idle
+    // connection: no group state, no second spawn, no cancellation slots).
+    writer_running_ = true;
+    net::co_spawn(w.io, run_writer(shared_from_this()), net::detached);
+    try {
+        co_await reader();
+    } catch (...) {
+        dead_ = true;  // the writer ends after what it is writing
+        want_write();
+        throw;
+    }
+    if (writer_running_) {
+        writer_done_.emplace(w.io);
+        writer_done_->expires_at(clock::time_point::max());
+        co_await writer_done_->async_wait(use_tuple);
+    }
     const bool linger = (abused_ || goaway_sent_) && !peer_closed_;
     if (linger) {
         co_await linger_close();
@@ -1127,6 +1144,19 @@ net::awaitable<void> h2_session::reader() {
     }
     want_write();  // the writer sends what is queued (GOAWAY included), then ends
     block_pool::give_back(read_buffer_);
+}
+
+net::awaitable<void> h2_session::run_writer(std::shared_ptr<h2_session> self) {
+    try {
+        co_await self->writer();
+    } catch (const std::exception& e) {
+        log(log_level::error, std::string("HTTP/2 writer failed: ") + e.what());
+        self->stop_reading();
+    }
+    self->writer_running_ = false;
+    if (self->writer_done_) {
+        self->writer_done_->cancel();
+    }
 }
 
 // Gathers what nghttp2 has to send into one 64 KiB block and writes it: one

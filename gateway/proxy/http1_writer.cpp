@@ -59,6 +59,13 @@ constexpr std::string_view crlf_last_chunk = "\r\n0\r\n\r\n";
 }  // namespace
 
 void http1_writer::append_fields(const http::fields& fields) {
+    // One allocation for the whole head (and a chunk size line after it),
+    // not a doubling per few fields.
+    std::size_t size = prefix_.size() + 2 + 2 * sizeof(std::size_t) + 4;
+    for (const auto& f : fields) {
+        size += f.name_string().size() + f.value().size() + 4;
+    }
+    prefix_.reserve(size);
     for (const auto& f : fields) {
         const auto name = f.name_string();
         const auto value = f.value();
