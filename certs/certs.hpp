@@ -3,8 +3,8 @@
 // SNI selection (exact and wildcard names), ECDSA + RSA pairs served by client
 // capability, safe protocol defaults, ALPN and session-ticket keys.
 //
-// This module exposes RAII OpenSSL handles, never Asio types: the gateway adopts
-// the SSL_CTX with SSL_CTX_up_ref + asio::ssl::context(native_handle).
+// This module exposes RAII OpenSSL handles, never Asio types: the gateway's
+// tls_socket makes one SSL per connection from the SSL_CTX (SSL_new).
 
 #include "config/config.hpp"
 

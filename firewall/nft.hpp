@@ -5,7 +5,9 @@
 // Atomic replace: one batch NEWTABLE, DELTABLE, NEWTABLE, then every set, element,
 // chain and rule, sent with one sendmsg(). The kernel applies all of it or none
 // of it; a commit is proven only by the generation id changing (a zero ACK is not
-// proof, see FIREWALL-NOTES), so session::commit() reads it before and after.
+// proof: in a rejected batch the last message can still be acked with 0, and a
+// batch without its END is acked and then silently aborted), so
+// session::commit() reads it before and after.
 
 #include "firewall/model.hpp"
 

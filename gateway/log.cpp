@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <string>
 
 namespace rampart::gateway {
 namespace {
@@ -39,6 +40,19 @@ void log(log_level l, std::string_view message) {
     // processes must not interleave mid-line.
     std::fprintf(stderr, "%s.%03dZ rampart[%d] %s: %.*s\n", stamp, static_cast<int>(ms), static_cast<int>(getpid()),
                  name(l), static_cast<int>(message.size()), message.data());
+}
+
+void log_exception(std::string_view what, std::exception_ptr e) {
+    if (!e) {
+        return;
+    }
+    try {
+        std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+        log(log_level::error, std::string(what) + ex.what());
+    } catch (...) {
+        log(log_level::error, std::string(what) + "unknown exception");
+    }
 }
 
 }  // namespace rampart::gateway

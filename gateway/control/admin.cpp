@@ -618,7 +618,7 @@ net::awaitable<void> serve_admin(tcp_acceptor& acceptor, admin_state& state) {
             continue;
         }
         net::co_spawn(acceptor.get_executor(), serve_admin_connection(tcp_socket(std::move(socket)), state),
-                      net::detached);
+                      log_failure{"admin connection failed: "});
     }
 }
 

@@ -153,10 +153,10 @@ void ha_link::configure(config::snapshot_ptr cfg) {
     }
     info_.peer.enabled = h.peer_check.enabled;
     info_.peer.node = peer_name;
-    net::co_spawn(io_, write_health(epoch_), net::detached);
-    net::co_spawn(io_, read_notifications(epoch_), net::detached);
+    net::co_spawn(io_, write_health(epoch_), log_failure{"HA link: health writer failed: "});
+    net::co_spawn(io_, read_notifications(epoch_), log_failure{"HA link: notification reader failed: "});
     if (h.peer_check.enabled) {
-        net::co_spawn(io_, check_peer(epoch_), net::detached);
+        net::co_spawn(io_, check_peer(epoch_), log_failure{"HA link: peer check failed: "});
     }
 }
 
@@ -308,7 +308,7 @@ net::awaitable<void> ha_link::write_health(std::uint64_t epoch) {
                 fifo_.reset();
                 open_fifo();
                 if (fifo_) {
-                    net::co_spawn(io_, read_notifications(epoch_), net::detached);
+                    net::co_spawn(io_, read_notifications(epoch_), log_failure{"HA link: notification reader failed: "});
                 }
             }
         }

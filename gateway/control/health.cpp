@@ -115,7 +115,7 @@ void health_checker::start() {
             error_code ec;
             tcp::endpoint to(net::ip::make_address(m.address.host, ec), m.address.port);
             auto& timer = *state_->timers.emplace_back(std::make_unique<net::steady_timer>(state_->io));
-            net::co_spawn(state_->io, check_loop(state_, timer, si, to, *p.health), net::detached);
+            net::co_spawn(state_->io, check_loop(state_, timer, si, to, *p.health), log_failure{"health check failed: "});
         }
     }
 }

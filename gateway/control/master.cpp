@@ -258,7 +258,7 @@ public:
             admin_fd_.reset();
             bool v6 = current_->cfg->gw.listen.admin->host.find(':') != std::string::npos;
             admin->assign(v6 ? tcp::v6() : tcp::v4(), fd);
-            net::co_spawn(io_, serve_admin(*admin, admin_), net::detached);
+            net::co_spawn(io_, serve_admin(*admin, admin_), log_failure{"admin API failed: "});
         }
         health_ = std::make_unique<health_checker>(io_, current_->cfg, region_.block(), current_->slots);
         health_->start();
@@ -266,7 +266,7 @@ public:
                                         admin_.vrrp);
         ha_->configure(current_->cfg);
         abuse_ = std::make_unique<abuse_guard>(current_->cfg, region_.block(), links_.block);
-        net::co_spawn(io_, abuse_->run(stopping_), net::detached);
+        net::co_spawn(io_, abuse_->run(stopping_), log_failure{"abuse watcher failed: "});
         if (!links_.can_block || !links_.can_block()) {
             // Both fail at the moment they matter, quietly until then: said at start.
             if (current_->cfg->gw.abuse_settings.block) {
@@ -278,7 +278,7 @@ public:
                                      "removed");
             }
         }
-        net::co_spawn(io_, watch_certificates(), net::detached);
+        net::co_spawn(io_, watch_certificates(), log_failure{"certificate watcher failed: "});
         for (unsigned i = 0; i < current_->workers; ++i) {
             spawn(*current_, i);
         }

@@ -284,7 +284,7 @@ void install_filter(config::seccomp_mode mode, bool serve_files) {
     add_rule(filter, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3));
     // The access-log writer thread names itself (visible in top -H, ps -L).
     add_rule(filter, allow, SCMP_SYS(prctl), {SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME)});
-    // abort() (a failed RAMPART_CHECK) signals its own process: let it, so
+    // abort() (a failed assert, std::terminate) signals its own process: let it, so
     // the death reads SIGABRT, not SIGSYS.
     add_rule(filter, allow, SCMP_SYS(tgkill), {SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(::getpid()))});
 

@@ -27,16 +27,6 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
-void log_exception(const char* what, std::exception_ptr e) {
-    try {
-        std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-        log(log_level::error, what + std::string(ex.what()));
-    } catch (...) {
-        log(log_level::error, what + std::string("unknown exception"));
-    }
-}
-
 // ---------------------------------------------------------------- TLS
 
 class tls_connection final : public http1_connection<tls_socket> {

@@ -1037,7 +1037,7 @@ net::awaitable<bool> h2_session::run() {
     // coroutine, not two in a parallel group (about 1 KB less per idle
     // connection: no group state, no second spawn, no cancellation slots).
     writer_running_ = true;
-    net::co_spawn(w.io, run_writer(shared_from_this()), net::detached);
+    net::co_spawn(w.io, run_writer(shared_from_this()), log_failure{"HTTP/2 writer failed: "});
     try {
         co_await reader();
     } catch (...) {
@@ -1149,8 +1149,8 @@ net::awaitable<void> h2_session::reader() {
 net::awaitable<void> h2_session::run_writer(std::shared_ptr<h2_session> self) {
     try {
         co_await self->writer();
-    } catch (const std::exception& e) {
-        log(log_level::error, std::string("HTTP/2 writer failed: ") + e.what());
+    } catch (...) {
+        log_exception("HTTP/2 writer failed: ", std::current_exception());
         self->stop_reading();
     }
     self->writer_running_ = false;
@@ -1452,17 +1452,8 @@ void h2_session::start_ready() {
         s->exchange_started();
         // The coroutine holds the stream, the session and the connection:
         // it may outlive the connection's run.
-        net::co_spawn(conn_.worker().io, serve_stream(shared_from_this(), std::move(s)), [](std::exception_ptr e) {
-            if (e) {
-                try {
-                    std::rethrow_exception(e);
-                } catch (const std::exception& ex) {
-                    log(log_level::error, std::string("HTTP/2 stream failed: ") + ex.what());
-                } catch (...) {
-                    log(log_level::error, "HTTP/2 stream failed");
-                }
-            }
-        });
+        net::co_spawn(conn_.worker().io, serve_stream(shared_from_this(), std::move(s)),
+                      log_failure{"HTTP/2 stream failed: "});
     }
 }
 

@@ -112,12 +112,12 @@ worker::~worker() {
 
 void worker::run() {
     for (auto& a : https_) {
-        net::co_spawn(io_, accept_loop(*a, true), net::detached);
+        net::co_spawn(io_, accept_loop(*a, true), log_failure{"accept loop failed: "});
     }
     for (auto& a : http_) {
-        net::co_spawn(io_, accept_loop(*a, false), net::detached);
+        net::co_spawn(io_, accept_loop(*a, false), log_failure{"accept loop failed: "});
     }
-    net::co_spawn(io_, sweep_upstreams(), net::detached);
+    net::co_spawn(io_, sweep_upstreams(), log_failure{"upstream sweep failed: "});
     if (signals_) {
         signals_->async_wait(net::posix::stream_descriptor::wait_read, [this](const error_code& ec) {
             if (!ec) {
@@ -174,7 +174,7 @@ void worker::begin_drain() {
     for (auto* s : live) {
         s->drain();
     }
-    net::co_spawn(io_, drain_deadline(), net::detached);
+    net::co_spawn(io_, drain_deadline(), log_failure{"drain deadline failed: "});
 }
 
 net::awaitable<void> worker::drain_deadline() {
