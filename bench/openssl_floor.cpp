@@ -48,11 +48,10 @@ double thread_cpu_us() {
 
 const unsigned char alpn_wire[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
 
-int alpn_select(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
-                unsigned int inlen, void*) {
+int alpn_select(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned int inlen,
+                void*) {
     unsigned char* o = nullptr;
-    if (SSL_select_next_proto(&o, outlen, alpn_wire, sizeof alpn_wire, in, inlen) !=
-        OPENSSL_NPN_NEGOTIATED)
+    if (SSL_select_next_proto(&o, outlen, alpn_wire, sizeof alpn_wire, in, inlen) != OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_ALERT_FATAL;
     *out = o;
     return SSL_TLSEXT_ERR_OK;
@@ -60,11 +59,15 @@ int alpn_select(SSL*, const unsigned char** out, unsigned char* outlen, const un
 
 SSL_CTX* make_server_ctx(const char* cert, const char* key, bool tickets) {
     SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
-    if (!ctx) die("SSL_CTX_new(server)");
+    if (!ctx)
+        die("SSL_CTX_new(server)");
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) die("loading the certificate");
-    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) die("loading the key");
-    if (SSL_CTX_check_private_key(ctx) != 1) die("key does not match the certificate");
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
+        die("loading the certificate");
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+        die("loading the key");
+    if (SSL_CTX_check_private_key(ctx) != 1)
+        die("key does not match the certificate");
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     // No stateful session cache: nothing accumulates across handshakes.
@@ -79,7 +82,8 @@ SSL_CTX* make_server_ctx(const char* cert, const char* key, bool tickets) {
 
 SSL_CTX* make_client_ctx() {
     SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-    if (!ctx) die("SSL_CTX_new(client)");
+    if (!ctx)
+        die("SSL_CTX_new(client)");
     SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
     SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
     // OpenSSL's default suites and order, as the benchmark's load generators
@@ -102,10 +106,12 @@ struct result {
 result handshake(SSL_CTX* sctx, SSL_CTX* cctx) {
     BIO* sbio = nullptr;
     BIO* cbio = nullptr;
-    if (BIO_new_bio_pair(&sbio, 0, &cbio, 0) != 1) die("BIO_new_bio_pair");
+    if (BIO_new_bio_pair(&sbio, 0, &cbio, 0) != 1)
+        die("BIO_new_bio_pair");
     SSL* s = SSL_new(sctx);
     SSL* c = SSL_new(cctx);
-    if (!s || !c) die("SSL_new");
+    if (!s || !c)
+        die("SSL_new");
     SSL_set_bio(s, sbio, sbio);
     SSL_set_bio(c, cbio, cbio);
     SSL_set_accept_state(s);
@@ -117,27 +123,36 @@ result handshake(SSL_CTX* sctx, SSL_CTX* cctx) {
     for (int round = 0; round < 32 && !(sdone && cdone); ++round) {
         if (!cdone) {
             const int r = SSL_do_handshake(c);
-            if (r == 1) cdone = true;
-            else if (SSL_get_error(c, r) != SSL_ERROR_WANT_READ) die("client handshake");
+            if (r == 1)
+                cdone = true;
+            else if (SSL_get_error(c, r) != SSL_ERROR_WANT_READ)
+                die("client handshake");
         }
         if (!sdone) {
             const double t0 = thread_cpu_us();
             const int r = SSL_do_handshake(s);
             server_us += thread_cpu_us() - t0;
-            if (r == 1) sdone = true;
-            else if (SSL_get_error(s, r) != SSL_ERROR_WANT_READ) die("server handshake");
+            if (r == 1)
+                sdone = true;
+            else if (SSL_get_error(s, r) != SSL_ERROR_WANT_READ)
+                die("server handshake");
         }
     }
-    if (!(sdone && cdone)) die("handshake did not finish");
-    if (SSL_session_reused(s)) die("a session was resumed");
-    if (SSL_version(s) != TLS1_3_VERSION) die("not TLS 1.3");
+    if (!(sdone && cdone))
+        die("handshake did not finish");
+    if (SSL_session_reused(s))
+        die("a session was resumed");
+    if (SSL_version(s) != TLS1_3_VERSION)
+        die("not TLS 1.3");
     if (std::strcmp(SSL_CIPHER_get_name(SSL_get_current_cipher(s)), "TLS_AES_256_GCM_SHA384") != 0)
         die("unexpected suite");
-    if (SSL_get_negotiated_group(s) != NID_X25519) die("unexpected group");
+    if (SSL_get_negotiated_group(s) != NID_X25519)
+        die("unexpected group");
 
     SSL_free(c); // frees the client half of the pair
     BIO* null_bio = BIO_new(BIO_s_null());
-    if (!null_bio) die("BIO_new(null)");
+    if (!null_bio)
+        die("BIO_new(null)");
     SSL_set_bio(s, null_bio, null_bio); // frees the server half of the pair
     return {s, server_us};
 }
@@ -198,11 +213,12 @@ int main(int argc, char** argv) {
     idle.reserve(static_cast<size_t>(k));
     malloc_trim(0);
     const struct mallinfo2 before = mallinfo2();
-    for (int i = 0; i < k; ++i) idle.push_back(handshake(sctx_tickets, cctx).server);
+    for (int i = 0; i < k; ++i)
+        idle.push_back(handshake(sctx_tickets, cctx).server);
     const struct mallinfo2 after = mallinfo2();
-    const double per_ssl =
-        (static_cast<double>(after.uordblks) - static_cast<double>(before.uordblks)) / k;
-    for (SSL* s : idle) SSL_free(s);
+    const double per_ssl = (static_cast<double>(after.uordblks) - static_cast<double>(before.uordblks)) / k;
+    for (SSL* s : idle)
+        SSL_free(s);
 
     std::printf("openssl_version=%s\n", OpenSSL_version(OPENSSL_VERSION));
     std::printf("suite=TLS_AES_256_GCM_SHA384\ngroup=X25519\n");

@@ -111,7 +111,7 @@ std::string asn1_to_string(const ASN1_STRING* s) {
 // Reading certificates
 
 struct leaf_info {
-    std::vector<std::string> names;  ///< lower case, in certificate order
+    std::vector<std::string> names; ///< lower case, in certificate order
     std::string key_type;
     std::chrono::system_clock::time_point not_after;
 };
@@ -261,7 +261,7 @@ int on_alpn(SSL*, const unsigned char** out, unsigned char* out_length, const un
             }
             const std::string_view offered(reinterpret_cast<const char*>(in + at + 1), length);
             if (offered == wanted) {
-                *out = in + at + 1;  // points into the ClientHello, which OpenSSL keeps until it copies it
+                *out = in + at + 1; // points into the ClientHello, which OpenSSL keeps until it copies it
                 *out_length = static_cast<unsigned char>(length);
                 return SSL_TLSEXT_ERR_OK;
             }
@@ -386,7 +386,7 @@ void configure_context(SSL_CTX* ctx, const config::tls& settings, server_tls* ow
         // ex_data slots are void*; the callback only reads through it.
         check(SSL_CTX_set_ex_data(ctx, keys_index(), const_cast<ticket_key_source*>(keys)) == 1, "ex_data");
         check(SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key) == 1, "ticket callback");
-        check(ticket_cipher() != nullptr, "ticket cipher");  // fetched here, before any worker's sandbox
+        check(ticket_cipher() != nullptr, "ticket cipher"); // fetched here, before any worker's sandbox
         check(SSL_CTX_set_num_tickets(ctx, 1) == 1, "ticket count");
         // A ticket encrypted at t is accepted until at least t + rotation (its
         // key encrypts for one period and decrypts for one more); the session
@@ -534,7 +534,7 @@ bool valid_dev_name(const std::string& name) {
     });
 }
 
-}  // namespace
+} // namespace
 
 // ---------------------------------------------------------------------------
 // check_key_permissions
@@ -687,7 +687,7 @@ std::array<unsigned char, 32> load_ticket_secret(const std::string& path) {
 /// One SSL_CTX serving one set of names, with at most one certificate per key type.
 struct server_tls::entry {
     ssl_ctx_ptr ctx;
-    std::vector<std::string> names;  ///< sorted, unique, lower case
+    std::vector<std::string> names; ///< sorted, unique, lower case
     bool has_ecdsa = false;
     bool has_rsa = false;
 };
@@ -700,7 +700,7 @@ server_tls::server_tls(const config::tls& settings, std::shared_ptr<const ticket
     if (settings.session_tickets && !keys_) {
         keys_ = std::make_shared<derived_ticket_keys>(settings.ticket_rotation);
     }
-    ERR_clear_error();  // so that messages below carry only our own failures
+    ERR_clear_error(); // so that messages below carry only our own failures
 
     for (const config::certificate& configured : settings.certificates) {
         const std::string& cert_file = configured.cert_file;
@@ -863,4 +863,4 @@ void make_dev_certificates(const std::string& dir, const std::vector<std::string
     write_file(base + "ca.pem", certificate_pem(ca.get()), 0644);
 }
 
-}  // namespace rampart::certs
+} // namespace rampart::certs

@@ -85,7 +85,7 @@ private:
     std::array<unsigned char, 32> secret_;
     mutable std::mutex cache_mutex_;
     mutable std::uint64_t cached_epoch_ = ~std::uint64_t{0};
-    mutable std::array<ticket_key, 3> cached_{};  ///< epoch, epoch - 1, epoch + 1
+    mutable std::array<ticket_key, 3> cached_{}; ///< epoch, epoch - 1, epoch + 1
 };
 
 /// One configured certificate after loading: its names (SAN DNS entries, or
@@ -93,7 +93,7 @@ private:
 struct loaded_certificate {
     std::string cert_file;
     std::vector<std::string> names;
-    std::string key_type;  ///< "ECDSA" or "RSA"
+    std::string key_type; ///< "ECDSA" or "RSA"
     std::chrono::system_clock::time_point not_after;
 };
 
@@ -155,4 +155,4 @@ void check_key_permissions(const std::string& key_file);
 /// also the CN. Existing files are replaced. For the demo and the tests only.
 void make_dev_certificates(const std::string& dir, const std::vector<std::string>& names);
 
-}  // namespace rampart::certs
+} // namespace rampart::certs

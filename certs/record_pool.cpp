@@ -25,9 +25,11 @@ thread_local pool records;
 /// process's malloc (glibc rounds to 16 bytes, TCMalloc to a size class).
 thread_local std::size_t pooled_usable = 0;
 
-bool in_range(std::size_t n) { return n >= record_pool_min && n <= record_pool_block; }
+bool in_range(std::size_t n) {
+    return n >= record_pool_min && n <= record_pool_block;
+}
 
-}  // namespace
+} // namespace
 
 void* record_pool_malloc(std::size_t n, const char* /*file*/, int /*line*/) {
     if (!in_range(n)) {
@@ -62,10 +64,12 @@ void record_pool_free(void* p, const char* /*file*/, int /*line*/) {
     std::free(p);
 }
 
-std::size_t record_pool_held() { return records.count; }
+std::size_t record_pool_held() {
+    return records.count;
+}
 
 bool install_record_pool() {
     return CRYPTO_set_mem_functions(record_pool_malloc, record_pool_realloc, record_pool_free) == 1;
 }
 
-}  // namespace rampart::certs
+} // namespace rampart::certs

@@ -44,4 +44,4 @@ void record_pool_free(void* p, const char* file, int line);
 /// Blocks held by this thread's pool now.
 std::size_t record_pool_held();
 
-}  // namespace rampart::certs
+} // namespace rampart::certs

@@ -21,4 +21,4 @@ config::snapshot_ptr load_or_report(const std::string& path);
 /// Runs `serve` or `certs` (command, then its arguments; argv is main's, for an exec).
 int gateway_command(const std::string& command, const std::vector<std::string>& args, char** argv);
 
-}  // namespace rampart::cmd
+} // namespace rampart::cmd

@@ -7,14 +7,14 @@
 #include "cmd/commands.hpp"
 #include "firewall/blocklist.hpp"
 #include "firewall/firewall.hpp"
-#include "gateway/log.hpp"
 #include "gateway/control/master.hpp"
+#include "gateway/log.hpp"
 
 #include <chrono>
 #include <cstdlib>
-#include <memory>
 #include <cstring>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -61,14 +61,13 @@ int cmd_serve(const std::vector<std::string>& args) {
     auto list = std::make_shared<std::unique_ptr<rampart::firewall::blocklist>>();
     links.block = [list](const std::vector<std::string>& addresses, std::chrono::milliseconds timeout) {
         if (!*list) {
-            *list = std::make_unique<rampart::firewall::blocklist>();  // netlink, opened on first use
+            *list = std::make_unique<rampart::firewall::blocklist>(); // netlink, opened on first use
         }
         (*list)->add(addresses, timeout);
     };
     links.can_block = [] { return rampart::firewall::has_net_admin(); };
     return rampart::gateway::run_master(cfg, std::move(links));
 }
-
 
 int cmd_certs(const std::vector<std::string>& args) {
     if (args.empty() || args[0] != "dev") {
@@ -96,7 +95,7 @@ int cmd_certs(const std::vector<std::string>& args) {
     return 0;
 }
 
-}  // namespace
+} // namespace
 
 int rampart::cmd::gateway_command(const std::string& command, const std::vector<std::string>& args, char** /*argv*/) {
     // Before OpenSSL allocates anything (certs/record_pool.hpp says why).

@@ -60,8 +60,8 @@ void block_reload_signals_at_start(int argc, char** argv, char** /*envp*/) {
     ::sigprocmask(SIG_BLOCK, &set, nullptr);
 }
 
-__attribute__((section(".preinit_array"), used)) void (*const block_reload_signals_entry)(int, char**, char**) =
-    block_reload_signals_at_start;
+__attribute__((section(".preinit_array"),
+               used)) void (*const block_reload_signals_entry)(int, char**, char**) = block_reload_signals_at_start;
 
 constexpr const char* usage = R"(usage: rampart <command> [options]
 
@@ -95,7 +95,7 @@ commands:
   version                   print the version
 )";
 
-}  // namespace
+} // namespace
 
 int rampart::cmd::fail_usage(const std::string& why) {
     std::cerr << "rampart: " << why << "\n\n" << usage;
@@ -111,7 +111,6 @@ rampart::config::snapshot_ptr rampart::cmd::load_or_report(const std::string& pa
     }
     return result.config;
 }
-
 
 std::string rampart::cmd::config_path(const std::vector<std::string>& args) {
     for (std::size_t i = 0; i + 1 < args.size(); ++i) {
@@ -143,8 +142,8 @@ int cmd_check(const std::vector<std::string>& args) {
     const auto& certificates = cfg->gw.tls_settings.certificates;
     for (std::size_t i = 0; i < certificates.size(); ++i) {
         const auto& c = certificates[i];
-        for (const auto& [file, at, what] : {std::tuple{&c.cert_file, &c.cert_at, "cert"},
-                                             std::tuple{&c.key_file, &c.key_at, "key"}}) {
+        for (const auto& [file, at, what] :
+             {std::tuple{&c.cert_file, &c.cert_at, "cert"}, std::tuple{&c.key_file, &c.key_at, "key"}}) {
             struct stat st {};
             std::string why;
             if (::stat(file->c_str(), &st) != 0 || ::access(file->c_str(), R_OK) != 0) {
@@ -187,8 +186,7 @@ int cmd_reload(const std::vector<std::string>& args) {
         return 1;
     }
     if (!cfg->gw.listen.admin) {
-        std::cerr << "rampart reload: " << path
-                  << " has no gateway.listen.admin; send SIGHUP to the master instead\n";
+        std::cerr << "rampart reload: " << path << " has no gateway.listen.admin; send SIGHUP to the master instead\n";
         return 1;
     }
     const auto& ep = *cfg->gw.listen.admin;
@@ -414,7 +412,7 @@ int cmd_ha(const std::vector<std::string>& args) {
     if (!cfg->ha_pair) {
         if (sub == "down") {
             std::cout << "rampart ha down: " << path << " has no ha section: nothing to mark\n";
-            return 0;  // the unit runs it after every stop, with or without a pair
+            return 0; // the unit runs it after every stop, with or without a pair
         }
         std::cerr << "rampart ha: " << path << " has no ha section\n";
         return 1;
@@ -444,7 +442,8 @@ int cmd_ha(const std::vector<std::string>& args) {
     if (node.empty()) {
         const auto* self = cfg->ha_pair->node_with_address(local);
         if (self == nullptr) {
-            std::cerr << "rampart ha " << sub << ": no address of ha.nodes is on this host; name the node with --node\n";
+            std::cerr << "rampart ha " << sub
+                      << ": no address of ha.nodes is on this host; name the node with --node\n";
             return 1;
         }
         node = self->name;
@@ -465,7 +464,7 @@ int cmd_ha(const std::vector<std::string>& args) {
     return 0;
 }
 
-}  // namespace
+} // namespace
 
 int main(int argc, char** argv) {
     std::vector<std::string> args(argv + 1, argv + argc);

@@ -99,8 +99,8 @@
 //       upstream_idle_per_server integer 0..10000              64
 //       max_connections         integer 0..10000000 (0 = none) 50000  (client connections, all workers)
 //       max_connections_per_client integer, 0 = none           1000   (per client address)
-//       tunnels                 integer 0..10000000            10000  (upgraded connections open, all workers; 0: refused)
-//       buffer_body_bytes       size <= 16MiB, or 0            64KiB  (bodies read whole before proxying)
+//       tunnels                 integer 0..10000000            10000  (upgraded connections open, all workers; 0:
+//       refused) buffer_body_bytes       size <= 16MiB, or 0            64KiB  (bodies read whole before proxying)
 //     abuse                     map                            L7 -> L3: violators into the firewall blocklist
 //       block                   bool                           true
 //       threshold               integer 1..1000000             50   (violations within window)
@@ -168,8 +168,8 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <netinet/in.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <yaml-cpp/depthguard.h>
@@ -180,8 +180,8 @@
 #include <array>
 #include <cerrno>
 #include <charconv>
-#include <cstring>
 #include <cstddef>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -259,25 +259,23 @@ constexpr std::array<named<duration timeouts::*>, 8> timeout_fields{{
 }};
 
 constexpr std::array root_keys{"site"sv, "servers"sv, "gateway"sv, "firewall"sv, "ha"sv};
-constexpr std::array ha_keys{"vip"sv,        "vip6"sv,    "interface"sv, "virtual_router_id"sv, "nodes"sv,
-                             "advert_int"sv, "unicast"sv, "preempt"sv,   "health"sv,            "state_dir"sv,
-                             "ticket_secret_file"sv, "peer_check"sv};
+constexpr std::array ha_keys{
+    "vip"sv,     "vip6"sv,   "interface"sv, "virtual_router_id"sv,  "nodes"sv,     "advert_int"sv, "unicast"sv,
+    "preempt"sv, "health"sv, "state_dir"sv, "ticket_secret_file"sv, "peer_check"sv};
 constexpr std::array ha_peer_check_keys{"secret_file"sv, "interval"sv, "timeout"sv};
 constexpr std::array ha_node_keys{"priority"sv, "interface"sv, "keepalived_pid_file"sv};
 constexpr std::array ha_health_keys{"interval"sv, "require_backend"sv, "weight"sv, "track_process"sv};
 constexpr std::array server_keys{"address"sv, "role"sv, "port"sv, "weight"sv};
-constexpr std::array gateway_keys{"listen"sv,           "workers"sv,          "user"sv,       "seccomp"sv,
-                                  "tls"sv,              "h2"sv,               "hsts"sv,             "pools"sv,      "default_pool"sv,
-                                  "routes"sv,
-                                  "timeouts"sv,         "limits"sv,           "abuse"sv,      "security_headers"sv,
-                                  "admin_token_file"sv, "access_log"sv,       "log_level"sv};
+constexpr std::array gateway_keys{"listen"sv,     "workers"sv,  "user"sv,  "seccomp"sv,          "tls"sv,
+                                  "h2"sv,         "hsts"sv,     "pools"sv, "default_pool"sv,     "routes"sv,
+                                  "timeouts"sv,   "limits"sv,   "abuse"sv, "security_headers"sv, "admin_token_file"sv,
+                                  "access_log"sv, "log_level"sv};
 constexpr std::array listen_keys{"https"sv, "http"sv, "admin"sv};
 constexpr std::array tls_keys{"certificates"sv, "session_tickets"sv, "ticket_rotation"sv, "alpn"sv};
-constexpr std::array h2_keys{"max_concurrent_streams"sv, "initial_window"sv, "max_frame_size"sv,
-                             "header_table_size"sv};
+constexpr std::array h2_keys{"max_concurrent_streams"sv, "initial_window"sv, "max_frame_size"sv, "header_table_size"sv};
 constexpr std::array certificate_keys{"cert"sv, "key"sv};
 constexpr std::array hsts_keys{"enabled"sv, "max_age"sv, "include_subdomains"sv, "preload"sv};
-constexpr std::array pool_keys{"balance"sv,         "servers"sv, "health"sv, "outlier"sv, "retries"sv,
+constexpr std::array pool_keys{"balance"sv,         "servers"sv, "health"sv,     "outlier"sv,   "retries"sv,
                                "max_connections"sv, "queue"sv,   "slow_start"sv, "rate_limit"sv};
 constexpr std::array health_keys{"path"sv, "expect_status"sv, "interval"sv, "timeout"sv, "rise"sv, "fall"sv, "host"sv};
 constexpr std::array outlier_keys{"consecutive_failures"sv, "base_ejection"sv, "max_ejection"sv};
@@ -287,8 +285,8 @@ constexpr std::array access_log_keys{"path"sv, "buffer"sv};
 constexpr std::array member_keys{"server"sv, "weight"sv};
 constexpr std::array limit_keys{"header_bytes"sv,    "header_count"sv,
                                 "body_bytes"sv,      "upstream_idle_per_server"sv,
-                                "max_connections"sv, "max_connections_per_client"sv, "tunnels"sv,
-                                "buffer_body_bytes"sv};
+                                "max_connections"sv, "max_connections_per_client"sv,
+                                "tunnels"sv,         "buffer_body_bytes"sv};
 constexpr std::array firewall_keys{"admin_networks"sv, "ssh_port"sv, "db_port"sv, "conn_rate"sv, "extra_rules"sv};
 constexpr std::array conn_rate_keys{"rate"sv, "burst"sv};
 constexpr std::array extra_rule_keys{"role"sv, "proto"sv, "port"sv, "from"sv};
@@ -311,7 +309,9 @@ template <class E, std::size_t N> std::vector<std::string_view> names_of(const s
 
 // ---- text helpers ----------------------------------------------------------
 
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_digit(char c) {
+    return c >= '0' && c <= '9';
+}
 
 // A run of decimal digits only: no sign, no spaces, no 0x. nullopt when empty
 // or too large for 64 bits.
@@ -716,8 +716,8 @@ private:
     void check_peer_check(const field& f, const snapshot& s, ha_peer_check& out);
     void check_security_headers(const field& f, std::vector<std::pair<std::string, std::string>>& out);
     void check_access_log(const field& f, access_log& out);
-    template <class T> void optional_count(const map_fields& m, std::string_view key, T& out, std::uint64_t min,
-                                           std::uint64_t max) {
+    template <class T>
+    void optional_count(const map_fields& m, std::string_view key, T& out, std::uint64_t min, std::uint64_t max) {
         if (const auto f = m.get(key)) {
             if (const auto n = integer(*f, min, max)) {
                 out = static_cast<T>(*n);
@@ -1261,11 +1261,24 @@ constexpr std::array header_rule_keys{"set"sv, "remove"sv};
 // fields, and what the gateway itself vouches for (the client's address and
 // scheme, the request id).
 bool gateway_owned_field(std::string_view name) {
-    static constexpr std::array owned{"content-length"sv, "transfer-encoding"sv, "connection"sv, "keep-alive"sv,
-                                      "te"sv, "trailer"sv, "upgrade"sv, "host"sv, "proxy-connection"sv,
-                                      "proxy-authenticate"sv, "proxy-authorization"sv, "x-forwarded-for"sv,
-                                      "x-forwarded-proto"sv, "x-forwarded-host"sv, "forwarded"sv, "x-real-ip"sv,
-                                      "x-request-id"sv, "strict-transport-security"sv};
+    static constexpr std::array owned{"content-length"sv,
+                                      "transfer-encoding"sv,
+                                      "connection"sv,
+                                      "keep-alive"sv,
+                                      "te"sv,
+                                      "trailer"sv,
+                                      "upgrade"sv,
+                                      "host"sv,
+                                      "proxy-connection"sv,
+                                      "proxy-authenticate"sv,
+                                      "proxy-authorization"sv,
+                                      "x-forwarded-for"sv,
+                                      "x-forwarded-proto"sv,
+                                      "x-forwarded-host"sv,
+                                      "forwarded"sv,
+                                      "x-real-ip"sv,
+                                      "x-request-id"sv,
+                                      "strict-transport-security"sv};
     std::string lower(name);
     std::transform(lower.begin(), lower.end(), lower.begin(),
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
@@ -1280,8 +1293,8 @@ bool normalised_path(std::string_view p) {
         return false;
     }
     const bool chars = std::all_of(p.begin(), p.end(), [](char c) {
-        return std::isalnum(static_cast<unsigned char>(c)) != 0 || std::string_view("-._~!$&'()*+,;=:@/").find(c) !=
-                                                                       std::string_view::npos;
+        return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
+               std::string_view("-._~!$&'()*+,;=:@/").find(c) != std::string_view::npos;
     });
     return chars && p.find("//") == std::string_view::npos && !p.ends_with("/.") && !p.ends_with("/..") &&
            p.find("/./") == std::string_view::npos && p.find("/../") == std::string_view::npos;
@@ -1330,7 +1343,8 @@ std::optional<route> checker::check_route(const field& f, const std::vector<std:
         if (const auto text = scalar(*p, "a path prefix like /static/")) {
             if (!normalised_path(*text)) {
                 fail(*p, "expected a path prefix like /static/ (starting with /, no query, no percent-encoding, "
-                         "no . or .. or empty segment), got " + in_quotes(*text));
+                         "no . or .. or empty segment), got " +
+                             in_quotes(*text));
             }
             r.path = *text;
         }
@@ -1339,9 +1353,8 @@ std::optional<route> checker::check_route(const field& f, const std::vector<std:
         if (const auto list = read_list(*ms, "a list of methods like [GET, HEAD]")) {
             for (const auto& item : *list) {
                 if (const auto text = scalar(item, "a method like GET")) {
-                    const bool token = !text->empty() && std::all_of(text->begin(), text->end(), [](char c) {
-                        return c >= 'A' && c <= 'Z';
-                    });
+                    const bool token = !text->empty() && std::all_of(text->begin(), text->end(),
+                                                                     [](char c) { return c >= 'A' && c <= 'Z'; });
                     if (!token) {
                         fail(item, "expected a method in upper case like GET, got " + in_quotes(*text));
                     } else {
@@ -1369,8 +1382,8 @@ std::optional<route> checker::check_route(const field& f, const std::vector<std:
             } else if (!pool_names.empty()) {
                 const std::vector<std::string_view> choices(pool_names.begin(), pool_names.end());
                 const std::string hint = did_you_mean(*name, choices);
-                fail(*pool, "no pool named " + in_quotes(*name) + " in gateway.pools" +
-                                (hint.empty() ? "" : "; " + hint));
+                fail(*pool,
+                     "no pool named " + in_quotes(*name) + " in gateway.pools" + (hint.empty() ? "" : "; " + hint));
             }
         }
     }
@@ -1390,9 +1403,10 @@ std::optional<route> checker::check_route(const field& f, const std::vector<std:
                                     (path.empty() || normalised_path(path));
                     if (!ok) {
                         fail(*to, "expected an http or https URL like https://www.example.com (an optional path, "
-                                  "no query: the request's path and query are appended), got " + in_quotes(*text));
+                                  "no query: the request's path and query are appended), got " +
+                                      in_quotes(*text));
                     } else {
-                                out.to = u.ends_with('/') ? std::string(u.substr(0, u.size() - 1)) : *text;
+                        out.to = u.ends_with('/') ? std::string(u.substr(0, u.size() - 1)) : *text;
                     }
                 }
             }
@@ -1590,7 +1604,8 @@ std::optional<route_static> checker::check_static(const field& f) {
                 if (!extension_text(ext)) {
                     fail(value.key_at, value.path,
                          "expected a file extension without the dot, like webmanifest (letters, digits, '_', '-' "
-                         "and '+'), got " + in_quotes(name));
+                         "and '+'), got " +
+                             in_quotes(name));
                     continue;
                 }
                 if (const auto seen = first_line.find(ext); seen != first_line.end()) {
@@ -1603,7 +1618,8 @@ std::optional<route_static> checker::check_static(const field& f) {
                 if (const auto text = scalar(value, "a media type like application/manifest+json")) {
                     if (!media_type_text(*text)) {
                         fail(value, "expected a media type like application/manifest+json or \"text/plain; "
-                                    "charset=utf-8\", got " + in_quotes(*text));
+                                    "charset=utf-8\", got " +
+                                        in_quotes(*text));
                     } else {
                         out.types.emplace_back(ext, *text);
                     }
@@ -1672,7 +1688,8 @@ void checker::check_pool(const std::string& name, const field& f, const snapshot
         check_conn_rate(*r, *out.rate_limit);
         if (out.rate_limit->burst == 0) {
             // Default burst: one second's worth, at least 1.
-            out.rate_limit->burst = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(out.rate_limit->per_second()));
+            out.rate_limit->burst =
+                std::max<std::uint64_t>(1, static_cast<std::uint64_t>(out.rate_limit->per_second()));
         }
     }
     const auto sf = required(*m, "servers", "a list of server names");
@@ -1691,7 +1708,7 @@ void checker::check_pool(const std::string& name, const field& f, const snapshot
     for (const auto& srv : s.servers) {
         server_names.push_back(srv.name);
     }
-    std::map<std::string, std::string, std::less<>> seen;  // member name -> its path
+    std::map<std::string, std::string, std::less<>> seen; // member name -> its path
     for (const auto& item : *members) {
         constexpr std::string_view expected = "a server name or { server: name, weight: N }";
         std::optional<field> name_field;
@@ -1802,8 +1819,8 @@ void checker::check_health(const field& f, health_check& out) {
         if (const auto text = scalar(*p, "a path starting with /")) {
             const bool printable = std::all_of(text->begin(), text->end(), [](char c) { return c > 0x20 && c < 0x7f; });
             if (text->empty() || text->front() != '/' || !printable || text->size() > 1024) {
-                fail(*p, "expected a path starting with / without spaces or control characters, got " +
-                             in_quotes(*text));
+                fail(*p,
+                     "expected a path starting with / without spaces or control characters, got " + in_quotes(*text));
             } else {
                 out.path = *text;
             }
@@ -1876,14 +1893,16 @@ void checker::check_security_headers(const field& f, std::vector<std::pair<std::
         if (!text) {
             continue;
         }
-        if (std::any_of(text->begin(), text->end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+        if (std::any_of(text->begin(), text->end(),
+                        [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
             fail(value, "control characters are not allowed in a header value");
             continue;
         }
         auto same = [&](const auto& entry) {
             return entry.first.size() == name.size() &&
                    std::equal(name.begin(), name.end(), entry.first.begin(), [](char a, char b) {
-                       return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+                       return std::tolower(static_cast<unsigned char>(a)) ==
+                              std::tolower(static_cast<unsigned char>(b));
                    });
         };
         std::erase_if(out, same);
@@ -1906,7 +1925,7 @@ void checker::check_admin_token(const field& f, gateway& gw) {
 // 0600 or stricter, at least `min_size` printable characters without spaces
 // (trailing white space ignored). Returns its path and content.
 std::optional<std::pair<std::string, std::string>> checker::secret_file(const field& f, const std::string& what,
-                                                                         std::size_t min_size) {
+                                                                        std::size_t min_size) {
     const auto path = file_path(f);
     if (!path) {
         return std::nullopt;
@@ -2116,8 +2135,8 @@ void checker::check_extra_rule(const field& f, firewall_rule& out) {
 // "192.0.2.10/24": an address on an interface, so host bits are the point
 // (unlike parse_network). `v6` is the family required.
 std::optional<network> checker::interface_address(const field& f, bool v6) {
-    const std::string expected = v6 ? "an IPv6 address with prefix like 2001:db8::10/64"
-                                    : "an IPv4 address with prefix like 192.0.2.10/24";
+    const std::string expected =
+        v6 ? "an IPv6 address with prefix like 2001:db8::10/64" : "an IPv4 address with prefix like 192.0.2.10/24";
     const auto text = scalar(f, expected);
     if (!text) {
         return std::nullopt;
@@ -2126,8 +2145,8 @@ std::optional<network> checker::interface_address(const field& f, bool v6) {
     bool is_v6 = false;
     const auto addr = slash == std::string::npos ? std::nullopt : canonical_ip(text->substr(0, slash), &is_v6);
     const unsigned max_prefix = v6 ? 128 : 32;
-    const auto prefix = slash == std::string::npos ? std::nullopt
-                                                   : parse_decimal(std::string_view(*text).substr(slash + 1));
+    const auto prefix =
+        slash == std::string::npos ? std::nullopt : parse_decimal(std::string_view(*text).substr(slash + 1));
     if (!addr || is_v6 != v6 || !prefix || *prefix < 1 || *prefix > max_prefix) {
         fail(f, "expected " + expected + ", got " + in_quotes(*text));
         return std::nullopt;
@@ -2174,7 +2193,7 @@ bool in_network(const std::string& address, const network& net) {
     return true;
 }
 
-}  // namespace
+} // namespace
 
 // The pair keepalived runs. Beside the values, the lint refuses the setups
 // that look fine and silently never fail over: a priority weight with
@@ -2277,8 +2296,7 @@ void checker::check_ha(const field& f, snapshot& s) {
             }
             optional_value(*hm, "require_backend", out.health.require_backend,
                            [&](const field& b) { return boolean(b); });
-            optional_value(*hm, "track_process", out.health.track_process,
-                           [&](const field& b) { return boolean(b); });
+            optional_value(*hm, "track_process", out.health.track_process, [&](const field& b) { return boolean(b); });
             if (const auto w = hm->get("weight")) {
                 constexpr std::string_view expected = "0 or a negative integer down to -253";
                 if (const auto text = scalar(*w, expected)) {
@@ -2296,9 +2314,8 @@ void checker::check_ha(const field& f, snapshot& s) {
     }
     if (const auto d = m->get("state_dir")) {
         if (const auto text = scalar(*d, "an absolute directory path")) {
-            const bool plain = std::all_of(text->begin(), text->end(), [](char c) {
-                return c > 0x20 && c < 0x7f && c != '"' && c != '\\';
-            });
+            const bool plain = std::all_of(text->begin(), text->end(),
+                                           [](char c) { return c > 0x20 && c < 0x7f && c != '"' && c != '\\'; });
             if (!std::filesystem::path(*text).is_absolute() || !plain) {
                 fail(*d, "expected an absolute directory path without spaces or quotes, got " + in_quotes(*text));
             } else {
@@ -2315,8 +2332,8 @@ void checker::check_ha(const field& f, snapshot& s) {
             if (::stat(path->c_str(), &st) != 0) {
                 fail(*t, "cannot read the ticket secret file " + *path + ": " + std::strerror(errno));
             } else if ((st.st_mode & 077) != 0) {
-                fail(*t, "the ticket secret file " + *path + " is readable by group or others; run: chmod 600 " +
-                             *path);
+                fail(*t,
+                     "the ticket secret file " + *path + " is readable by group or others; run: chmod 600 " + *path);
             } else {
                 out.ticket_secret_file = *path;
             }
@@ -2367,8 +2384,9 @@ void checker::check_ha(const field& f, snapshot& s) {
             for (const ha_node& n : out.nodes) {
                 if (!n.address.empty() && n.address.find(':') != std::string::npos) {
                     fail(m->get("nodes")->at, "ha.nodes",
-                         "server " + n.name + " has an IPv6 address; unicast VRRP for an IPv4 VIP needs IPv4 "
-                         "node addresses");
+                         "server " + n.name +
+                             " has an IPv6 address; unicast VRRP for an IPv4 VIP needs IPv4 "
+                             "node addresses");
                 }
             }
         }
@@ -2513,7 +2531,7 @@ std::optional<std::string> read_whole_file(const std::string& path, std::string&
     }
 }
 
-}  // namespace
+} // namespace
 
 std::string error::to_string() const {
     return where.file + ":" + std::to_string(where.line) + ":" + std::to_string(where.column) + ": " + what;
@@ -2524,7 +2542,9 @@ std::string endpoint::to_string() const {
     return host.find(':') != std::string::npos ? "[" + host + "]:" + p : host + ":" + p;
 }
 
-bool tls::offers_h2() const { return std::find(alpn.begin(), alpn.end(), "h2") != alpn.end(); }
+bool tls::offers_h2() const {
+    return std::find(alpn.begin(), alpn.end(), "h2") != alpn.end();
+}
 
 // Computed whether or not `enabled` is set: the caller decides to send it.
 std::string hsts::header_value() const {
@@ -2604,9 +2624,12 @@ const char* to_string(role r) {
 
 double rate::per_second() const {
     switch (unit) {
-    case rate_unit::second: return static_cast<double>(count);
-    case rate_unit::minute: return static_cast<double>(count) / 60.0;
-    case rate_unit::hour: return static_cast<double>(count) / 3600.0;
+    case rate_unit::second:
+        return static_cast<double>(count);
+    case rate_unit::minute:
+        return static_cast<double>(count) / 60.0;
+    case rate_unit::hour:
+        return static_cast<double>(count) / 3600.0;
     }
     return static_cast<double>(count);
 }
@@ -2638,7 +2661,9 @@ std::optional<role> parse_role(const std::string& text) {
     return std::nullopt;
 }
 
-std::string network::to_string() const { return address + "/" + std::to_string(prefix); }
+std::string network::to_string() const {
+    return address + "/" + std::to_string(prefix);
+}
 
 std::optional<network> parse_network(const std::string& text, std::string* why) {
     const auto explain = [&](std::string reason) -> std::optional<network> {
@@ -2709,7 +2734,7 @@ std::optional<std::uint64_t> scaled_number(const std::string& text,
     return std::nullopt;
 }
 
-}  // namespace
+} // namespace
 
 std::optional<duration> parse_duration(const std::string& text) {
     constexpr std::array<std::pair<std::string_view, std::uint64_t>, 5> units{{
@@ -2789,7 +2814,7 @@ bool host_covers(const std::string& a, const std::string& b) {
     if (b.empty() || !a.starts_with("*.")) {
         return false;
     }
-    const std::string_view suffix = std::string_view(a).substr(1);  // ".example.com"
+    const std::string_view suffix = std::string_view(a).substr(1); // ".example.com"
     const std::string_view rest = b.starts_with("*.") ? std::string_view(b).substr(1) : std::string_view(b);
     return rest.size() > suffix.size() && rest.ends_with(suffix);
 }
@@ -2809,9 +2834,8 @@ bool methods_cover(const std::vector<std::string>& a, const std::vector<std::str
     if (a.empty()) {
         return true;
     }
-    return !b.empty() && std::all_of(b.begin(), b.end(), [&](const std::string& m) {
-        return std::find(a.begin(), a.end(), m) != a.end();
-    });
+    return !b.empty() && std::all_of(b.begin(), b.end(),
+                                     [&](const std::string& m) { return std::find(a.begin(), a.end(), m) != a.end(); });
 }
 
 } // namespace
@@ -2926,12 +2950,12 @@ std::string summary(const snapshot& s) {
         for (const auto& m : r.methods) {
             methods += (methods.empty() ? "" : ",") + m;
         }
-        line(i == 0 ? "routes" : "", std::to_string(i + 1) + ". " + (r.host.empty() ? "*" : r.host) + r.path +
-                                         (methods.empty() ? "" : " " + methods) + " -> " +
-                                         (r.redirect ? "redirect " + std::to_string(r.redirect->status) + " " +
-                                                           r.redirect->to
-                                          : r.files  ? "static " + r.files->root
-                                                     : "pool " + r.pool));
+        line(i == 0 ? "routes" : "",
+             std::to_string(i + 1) + ". " + (r.host.empty() ? "*" : r.host) + r.path +
+                 (methods.empty() ? "" : " " + methods) + " -> " +
+                 (r.redirect ? "redirect " + std::to_string(r.redirect->status) + " " + r.redirect->to
+                  : r.files  ? "static " + r.files->root
+                             : "pool " + r.pool));
     }
 
     const timeouts& to = gw.timeouts_settings;
@@ -2948,10 +2972,10 @@ std::string summary(const snapshot& s) {
             admin += (admin.empty() ? "" : ", ") + n.to_string();
         }
         line("firewall", "admin " + (admin.empty() ? std::string("(none)") : admin) + "; ssh " +
-                             std::to_string(s.fw->ssh_port) + ", db " + std::to_string(s.fw->db_port) +
-                             ", conn_rate " + std::to_string(s.fw->conn_rate.count) + "/" +
-                             to_string(s.fw->conn_rate.unit) + " burst " + std::to_string(s.fw->conn_rate.burst) +
-                             ", " + std::to_string(s.fw->extra_rules.size()) + " extra rules");
+                             std::to_string(s.fw->ssh_port) + ", db " + std::to_string(s.fw->db_port) + ", conn_rate " +
+                             std::to_string(s.fw->conn_rate.count) + "/" + to_string(s.fw->conn_rate.unit) + " burst " +
+                             std::to_string(s.fw->conn_rate.burst) + ", " + std::to_string(s.fw->extra_rules.size()) +
+                             " extra rules");
     }
     if (s.ha_pair) {
         const ha& h = *s.ha_pair;
@@ -2975,4 +2999,4 @@ std::string summary(const snapshot& s) {
     return out;
 }
 
-}  // namespace rampart::config
+} // namespace rampart::config

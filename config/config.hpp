@@ -45,21 +45,21 @@ enum class role { gateway, app, db_primary, db_replica };
 /// One host of the deployment (`servers:` section).
 struct server {
     std::string name;
-    std::string address;              ///< literal IP address
+    std::string address; ///< literal IP address
     role server_role = role::app;
     std::optional<std::uint16_t> port; ///< service port (required for servers used in pools)
-    unsigned weight = 1;              ///< 1..256, used by weighted balancing
-    location address_at;              ///< where `address` is written (firewall lint points here)
+    unsigned weight = 1;               ///< 1..256, used by weighted balancing
+    location address_at;               ///< where `address` is written (firewall lint points here)
 };
 
 enum class balance { round_robin, weighted_round_robin, least_connections };
 
 /// One member of an upstream pool: a server reference resolved to its address.
 struct pool_member {
-    std::string name;     ///< the server's name in `servers:`
-    endpoint address;     ///< the server's address and port
-    unsigned weight = 1;  ///< pool-level weight (defaults to the server's weight)
-    std::size_t server = 0;  ///< its index in snapshot::servers (resolved once, here)
+    std::string name;       ///< the server's name in `servers:`
+    endpoint address;       ///< the server's address and port
+    unsigned weight = 1;    ///< pool-level weight (defaults to the server's weight)
+    std::size_t server = 0; ///< its index in snapshot::servers (resolved once, here)
 };
 
 enum class rate_unit { second, minute, hour };
@@ -85,18 +85,18 @@ struct rate {
 /// `check inter rise fall`): an HTTP/1.1 GET of `path` over plain TCP.
 struct health_check {
     std::string path = "/health";
-    unsigned expect_status = 200;   ///< the status that counts as healthy
+    unsigned expect_status = 200; ///< the status that counts as healthy
     duration interval{std::chrono::seconds(2)};
     duration timeout{std::chrono::seconds(1)};
-    unsigned rise = 2;              ///< consecutive successes that bring a down server up
-    unsigned fall = 3;              ///< consecutive failures that take an up server down
-    std::string host;               ///< Host header; "" = the site name
+    unsigned rise = 2; ///< consecutive successes that bring a down server up
+    unsigned fall = 3; ///< consecutive failures that take an up server down
+    std::string host;  ///< Host header; "" = the site name
 };
 
 /// Passive outlier detection in the workers: consecutive failures (connect
 /// errors, timeouts, 5xx) eject a server for base * 2^(ejections-1), at most max.
 struct outlier_detection {
-    unsigned consecutive_failures = 5;  ///< 0 disables ejection
+    unsigned consecutive_failures = 5; ///< 0 disables ejection
     duration base_ejection{std::chrono::seconds(10)};
     duration max_ejection{std::chrono::minutes(5)};
 };
@@ -105,32 +105,32 @@ struct pool {
     std::string name;
     balance algorithm = balance::round_robin;
     std::vector<pool_member> members;
-    std::optional<health_check> health;   ///< absent: no active checks, servers count as up
+    std::optional<health_check> health; ///< absent: no active checks, servers count as up
     outlier_detection outlier;
-    unsigned retries = 1;                 ///< extra attempts on another server, 0..3
-    unsigned max_connections = 0;         ///< per server, requests in flight; 0 = unlimited
-    unsigned queue_size = 256;            ///< requests waiting for a slot when every server is full (per pool)
-    duration queue_timeout{std::chrono::seconds(5)};  ///< waiting longer than this: 503
-    duration slow_start{0};               ///< a server coming back ramps its share up over this; 0 = off
-    std::optional<rate> rate_limit;       ///< per client address, requests; absent = unlimited
+    unsigned retries = 1;         ///< extra attempts on another server, 0..3
+    unsigned max_connections = 0; ///< per server, requests in flight; 0 = unlimited
+    unsigned queue_size = 256;    ///< requests waiting for a slot when every server is full (per pool)
+    duration queue_timeout{std::chrono::seconds(5)}; ///< waiting longer than this: 503
+    duration slow_start{0};                          ///< a server coming back ramps its share up over this; 0 = off
+    std::optional<rate> rate_limit;                  ///< per client address, requests; absent = unlimited
 };
 
 /// An IPv4 or IPv6 network in CIDR form; host bits are always zero.
 struct network {
-    std::string address;  ///< canonical text of the first address, e.g. "198.51.100.0"
-    unsigned prefix = 0;  ///< 0..32 (IPv4) or 0..128 (IPv6)
+    std::string address; ///< canonical text of the first address, e.g. "198.51.100.0"
+    unsigned prefix = 0; ///< 0..32 (IPv4) or 0..128 (IPv6)
     bool v6 = false;
-    location where;       ///< where it is written in the file
+    location where; ///< where it is written in the file
 
     /// "198.51.100.0/24", "2001:db8::/32"
     std::string to_string() const;
 };
 
 struct certificate {
-    std::string cert_file;  ///< PEM: leaf certificate first, then its chain
-    std::string key_file;   ///< PEM private key; must not be readable by group or others
-    location cert_at;       ///< where cert_file is named in the file
-    location key_at;        ///< where key_file is named
+    std::string cert_file; ///< PEM: leaf certificate first, then its chain
+    std::string key_file;  ///< PEM private key; must not be readable by group or others
+    location cert_at;      ///< where cert_file is named in the file
+    location key_at;       ///< where key_file is named
 };
 
 struct hsts {
@@ -158,49 +158,49 @@ struct tls {
 
 /// HTTP/2 to clients (ALPN h2): the SETTINGS the gateway announces.
 struct h2 {
-    unsigned max_concurrent_streams = 100;         ///< streams open at once per connection
-    std::uint32_t initial_window = 64 * 1024;      ///< per stream, for request bodies
-    std::uint32_t max_frame_size = 16 * 1024;      ///< largest frame the gateway receives
-    std::uint32_t header_table_size = 4 * 1024;    ///< HPACK dynamic table for the client's headers
+    unsigned max_concurrent_streams = 100;      ///< streams open at once per connection
+    std::uint32_t initial_window = 64 * 1024;   ///< per stream, for request bodies
+    std::uint32_t max_frame_size = 16 * 1024;   ///< largest frame the gateway receives
+    std::uint32_t header_table_size = 4 * 1024; ///< HPACK dynamic table for the client's headers
 };
 
 struct listeners {
     std::optional<endpoint> https;
-    std::optional<endpoint> http;   ///< plain HTTP: answers 301 to https
-    std::optional<endpoint> admin;  ///< admin listener (health, metrics)
+    std::optional<endpoint> http;  ///< plain HTTP: answers 301 to https
+    std::optional<endpoint> admin; ///< admin listener (health, metrics)
 };
 
 struct timeouts {
-    duration handshake{std::chrono::seconds(10)};         ///< TLS handshake
-    duration header{std::chrono::seconds(10)};            ///< whole request line + headers
-    duration body{std::chrono::seconds(30)};              ///< inactivity while a body streams, either way
-    duration idle{std::chrono::seconds(60)};              ///< keep-alive wait for the next request
+    duration handshake{std::chrono::seconds(10)}; ///< TLS handshake
+    duration header{std::chrono::seconds(10)};    ///< whole request line + headers
+    duration body{std::chrono::seconds(30)};      ///< inactivity while a body streams, either way
+    duration idle{std::chrono::seconds(60)};      ///< keep-alive wait for the next request
     duration upstream_connect{std::chrono::seconds(3)};
     duration upstream_response{std::chrono::seconds(30)}; ///< request sent -> response header
     duration drain{std::chrono::seconds(30)};             ///< SIGTERM: time given to in-flight requests
-    duration tunnel{std::chrono::hours(1)};               ///< an upgraded connection (WebSocket) with no byte either way
+    duration tunnel{std::chrono::hours(1)}; ///< an upgraded connection (WebSocket) with no byte either way
 };
 
 struct limits {
-    std::uint64_t header_bytes = 16 * 1024;               ///< request line + headers
+    std::uint64_t header_bytes = 16 * 1024; ///< request line + headers
     unsigned header_count = 100;
-    std::uint64_t body_bytes = 10 * 1024 * 1024;          ///< request body
-    unsigned upstream_idle_per_server = 64;               ///< idle keep-alive connections kept per worker
-    unsigned max_connections = 50000;                     ///< client connections open, all workers; 0 = unlimited
-    unsigned max_connections_per_client = 1000;           ///< per client address; 0 = unlimited
-    unsigned tunnels = 10000;                             ///< upgraded connections (WebSocket) open, all workers;
-                                                          ///< 0 = upgrades refused
-    std::uint64_t buffer_body_bytes = 64 * 1024;          ///< request bodies up to this are read whole before a
-                                                          ///< backend is chosen (then replayable); 0 = stream all
+    std::uint64_t body_bytes = 10 * 1024 * 1024; ///< request body
+    unsigned upstream_idle_per_server = 64;      ///< idle keep-alive connections kept per worker
+    unsigned max_connections = 50000;            ///< client connections open, all workers; 0 = unlimited
+    unsigned max_connections_per_client = 1000;  ///< per client address; 0 = unlimited
+    unsigned tunnels = 10000;                    ///< upgraded connections (WebSocket) open, all workers;
+                                                 ///< 0 = upgrades refused
+    std::uint64_t buffer_body_bytes = 64 * 1024; ///< request bodies up to this are read whole before a
+                                                 ///< backend is chosen (then replayable); 0 = stream all
 };
 
 /// Pushing abusive clients into the firewall's blocklist (L7 -> L3).
 struct abuse {
-    bool block = true;                    ///< false: count violations, never block
-    unsigned threshold = 50;              ///< violations within `window` that get a client blocked
+    bool block = true;       ///< false: count violations, never block
+    unsigned threshold = 50; ///< violations within `window` that get a client blocked
     duration window{std::chrono::seconds(10)};
     duration block_for{std::chrono::minutes(10)};
-    std::vector<network> allow;          ///< never blocked (firewall.admin_networks are added)
+    std::vector<network> allow; ///< never blocked (firewall.admin_networks are added)
 };
 
 /// The access log: one JSON line per request, written by each worker's own
@@ -208,7 +208,7 @@ struct abuse {
 struct access_log {
     bool enabled = false;                    ///< off unless configured
     std::string path = "stdout";             ///< "stdout", or an absolute file path (opened O_APPEND)
-    std::uint64_t buffer_bytes = 256 * 1024;  ///< per worker; a line that does not fit is dropped and counted
+    std::uint64_t buffer_bytes = 256 * 1024; ///< per worker; a line that does not fit is dropped and counted
 };
 
 /// Severity threshold of the error log (stderr).
@@ -217,8 +217,8 @@ enum class log_level { debug, info, warn, error };
 /// A route's redirect: `to` (scheme, host and an optional path prefix) with
 /// the request's path and query appended.
 struct route_redirect {
-    std::string to;           ///< "https://www.foobar.com" or "https://example.com/new"
-    unsigned status = 301;    ///< 301, 302, 303, 307 or 308
+    std::string to;        ///< "https://www.foobar.com" or "https://example.com/new"
+    unsigned status = 301; ///< 301, 302, 303, 307 or 308
 };
 
 /// A route's static files: the request's path, without the route's path
@@ -226,13 +226,13 @@ struct route_redirect {
 /// `root` once, when they start: a symlink in its own path is followed then,
 /// and a later change of that symlink is seen on the next reload.
 struct route_static {
-    std::string root;                   ///< absolute path of a directory (missing: a warning), normal form, no trailing '/'
-    std::string index = "index.html";   ///< served for a path ending in '/'; "" = none (no directory listing ever)
-    std::string cache_control;          ///< Cache-Control of the file answers (200, 206, 304); "" = none
+    std::string root; ///< absolute path of a directory (missing: a warning), normal form, no trailing '/'
+    std::string index = "index.html"; ///< served for a path ending in '/'; "" = none (no directory listing ever)
+    std::string cache_control;        ///< Cache-Control of the file answers (200, 206, 304); "" = none
     /// File extension (lower case, no dot) -> media type, before the built-in table.
     std::vector<std::pair<std::string, std::string>> types;
-    bool hidden = false;                ///< serve names starting with '.' (.well-known included)
-    bool precompressed = true;          ///< serve NAME.br / NAME.gz beside NAME to clients that accept them
+    bool hidden = false;       ///< serve names starting with '.' (.well-known included)
+    bool precompressed = true; ///< serve NAME.br / NAME.gz beside NAME to clients that accept them
 };
 
 /// Header rules of a route for one direction: fields set (replacing any of
@@ -246,34 +246,34 @@ struct header_rules {
 /// One entry of `gateway.routes`: the first whose host, path and method
 /// match a request decides what serves it.
 struct route {
-    std::string host;                  ///< "" any; a lower-case name, or "*.name" for any subdomain of name
-    std::string path = "/";            ///< a normalised path prefix, matched segment by segment
-    std::vector<std::string> methods;  ///< empty: any method
-    std::string pool;                  ///< the action: proxy to this pool ...
-    std::size_t pool_index = 0;        ///< ... (its index in gateway::pools, resolved here once)
-    std::optional<route_redirect> redirect;  ///< ... or answer with a redirect
-    std::optional<route_static> files;       ///< ... or serve files (`static:`; the word is C++'s)
-    header_rules request_headers;      ///< applied to the request sent to the pool
-    header_rules response_headers;     ///< applied to the pool's response, or to a static route's answer
-    location where;                    ///< the list item
+    std::string host;                       ///< "" any; a lower-case name, or "*.name" for any subdomain of name
+    std::string path = "/";                 ///< a normalised path prefix, matched segment by segment
+    std::vector<std::string> methods;       ///< empty: any method
+    std::string pool;                       ///< the action: proxy to this pool ...
+    std::size_t pool_index = 0;             ///< ... (its index in gateway::pools, resolved here once)
+    std::optional<route_redirect> redirect; ///< ... or answer with a redirect
+    std::optional<route_static> files;      ///< ... or serve files (`static:`; the word is C++'s)
+    header_rules request_headers;           ///< applied to the request sent to the pool
+    header_rules response_headers;          ///< applied to the pool's response, or to a static route's answer
+    location where;                         ///< the list item
 };
 
 struct gateway {
     listeners listen;
-    unsigned workers = 0;                  ///< 0 = auto (one per core)
-    std::string user = "nobody";           ///< workers drop to this user when started as root; "" keeps root
+    unsigned workers = 0;                         ///< 0 = auto (one per core)
+    std::string user = "nobody";                  ///< workers drop to this user when started as root; "" keeps root
     seccomp_mode seccomp = seccomp_mode::enforce; ///< the workers' system-call filter
     tls tls_settings;
     h2 h2_settings;
     hsts hsts_settings;
     std::vector<pool> pools;
-    std::string default_pool;              ///< the pool requests go to when there are no routes
-    std::vector<route> routes;             ///< first match wins; empty: everything to default_pool
+    std::string default_pool;  ///< the pool requests go to when there are no routes
+    std::vector<route> routes; ///< first match wins; empty: everything to default_pool
     timeouts timeouts_settings;
     limits limits_settings;
     abuse abuse_settings;
-    std::string admin_token_file;          ///< "" = the admin listener needs no token
-    std::string admin_token;               ///< that file's content (never logged or printed)
+    std::string admin_token_file; ///< "" = the admin listener needs no token
+    std::string admin_token;      ///< that file's content (never logged or printed)
     /// Response headers added when the backend sent none of that name (name,
     /// value); HSTS is separate (hsts).
     std::vector<std::pair<std::string, std::string>> security_headers{
@@ -282,39 +282,38 @@ struct gateway {
         {"Referrer-Policy", "strict-origin-when-cross-origin"},
     };
     access_log access_log_settings;
-    log_level error_log_level = log_level::info;  ///< RAMPART_LOG overrides it
+    log_level error_log_level = log_level::info; ///< RAMPART_LOG overrides it
 };
-
 
 /// One `firewall.extra_rules` item: open `port` on hosts of `role` to `from`.
 struct firewall_rule {
-    std::string role;              ///< as written; the firewall lint checks that it names a role
+    std::string role; ///< as written; the firewall lint checks that it names a role
     location role_at;
-    std::string proto = "tcp";     ///< tcp or udp
+    std::string proto = "tcp"; ///< tcp or udp
     std::uint16_t port = 0;
-    std::vector<network> from;     ///< at least one network
-    location where;                ///< the item itself
+    std::vector<network> from; ///< at least one network
+    location where;            ///< the item itself
 };
 
 /// The `firewall:` section: what the host firewalls are derived from.
 struct firewall {
-    std::vector<network> admin_networks;  ///< SSH and the admin listener; the lint refuses an empty list
+    std::vector<network> admin_networks; ///< SSH and the admin listener; the lint refuses an empty list
     location admin_networks_at;
     std::uint16_t ssh_port = 22;
     location ssh_port_at;
     std::uint16_t db_port = 3306;
     location db_port_at;
-    rate conn_rate;                       ///< new gateway connections per source
+    rate conn_rate; ///< new gateway connections per source
     std::vector<firewall_rule> extra_rules;
-    location where;                       ///< the `firewall` key
+    location where; ///< the `firewall` key
 };
 
 /// One gateway of the HA pair (`ha.nodes`): a server of role gateway.
 struct ha_node {
-    std::string name;       ///< its name in `servers:`
-    std::string address;    ///< that server's address (VRRP unicast source / peer)
-    unsigned priority = 100;  ///< 1..254; 255 (address owner) is refused
-    std::string interface;  ///< where the VIP lives on this node ("" = ha.interface)
+    std::string name;        ///< its name in `servers:`
+    std::string address;     ///< that server's address (VRRP unicast source / peer)
+    unsigned priority = 100; ///< 1..254; 255 (address owner) is refused
+    std::string interface;   ///< where the VIP lives on this node ("" = ha.interface)
     /// The pid file of keepalived's VRRP process on this node ("" = the
     /// defaults, /run/keepalived/vrrp.pid and /run/vrrp.pid): the master
     /// removes the VIP from this node when that process is gone.
@@ -323,9 +322,9 @@ struct ha_node {
 
 /// How keepalived learns whether the local Rampart can serve.
 struct ha_health {
-    duration interval{100};        ///< how often the master rewrites the track file
-    bool require_backend = true;   ///< no available server in any pool counts as a failure
-    int weight = 0;                ///< 0: a failure FAULTs the node; < 0: lowers its priority (needs preempt)
+    duration interval{100};      ///< how often the master rewrites the track file
+    bool require_backend = true; ///< no available server in any pool counts as a failure
+    int weight = 0;              ///< 0: a failure FAULTs the node; < 0: lowers its priority (needs preempt)
     /// keepalived's track_process on the master too (the kernel's process
     /// connector: only in the initial network namespace, not in containers).
     bool track_process = true;
@@ -334,28 +333,28 @@ struct ha_health {
 /// Each node asking its peer's admin listener who holds the VIP
 /// (`ha.peer_check`): requests and answers signed with the pair's secret.
 struct ha_peer_check {
-    bool enabled = false;          ///< on when `ha.peer_check` is present
-    std::string secret_file;       ///< mode 0600, the same on both nodes
-    std::string secret;            ///< that file's content (never logged or printed)
-    duration interval{std::chrono::seconds(1)};  ///< how often the peer is asked
-    duration timeout{500};         ///< connect + answer, at most the interval
+    bool enabled = false;                       ///< on when `ha.peer_check` is present
+    std::string secret_file;                    ///< mode 0600, the same on both nodes
+    std::string secret;                         ///< that file's content (never logged or printed)
+    duration interval{std::chrono::seconds(1)}; ///< how often the peer is asked
+    duration timeout{500};                      ///< connect + answer, at most the interval
 };
 
 /// The `ha:` section: two gateways sharing a VRRP virtual address through keepalived.
 struct ha {
-    network vip;                   ///< IPv4 address and prefix, e.g. 192.0.2.10/24 (host bits allowed)
-    std::optional<network> vip6;   ///< optional IPv6 VIP
-    std::string interface;         ///< default interface for the VIPs and VRRP
-    unsigned virtual_router_id = 0;  ///< 1..255, the same on both nodes
-    std::vector<ha_node> nodes;    ///< exactly two, in file order
-    duration advert_int{100};      ///< VRRPv3 advertisement interval, 10ms steps
-    bool unicast = true;           ///< adverts to the peer's address, not multicast
-    bool preempt = false;          ///< a recovered higher-priority node takes the VIP back
+    network vip;                    ///< IPv4 address and prefix, e.g. 192.0.2.10/24 (host bits allowed)
+    std::optional<network> vip6;    ///< optional IPv6 VIP
+    std::string interface;          ///< default interface for the VIPs and VRRP
+    unsigned virtual_router_id = 0; ///< 1..255, the same on both nodes
+    std::vector<ha_node> nodes;     ///< exactly two, in file order
+    duration advert_int{100};       ///< VRRPv3 advertisement interval, 10ms steps
+    bool unicast = true;            ///< adverts to the peer's address, not multicast
+    bool preempt = false;           ///< a recovered higher-priority node takes the VIP back
     ha_health health;
-    std::string state_dir = "/run/rampart/ha";  ///< track file, notify FIFO, state file
-    std::string ticket_secret_file;  ///< "" = per-process ticket keys; else shared, mode 0600
+    std::string state_dir = "/run/rampart/ha"; ///< track file, notify FIFO, state file
+    std::string ticket_secret_file;            ///< "" = per-process ticket keys; else shared, mode 0600
     ha_peer_check peer_check;
-    location where;                ///< the `ha` key
+    location where; ///< the `ha` key
 
     const ha_node* find_node(const std::string& name) const;
     /// The other node of the pair.
@@ -379,11 +378,11 @@ struct ha {
 /// The whole validated deployment file.
 struct snapshot {
     std::string source_file;
-    std::string site;                      ///< e.g. www.foobar.com
+    std::string site; ///< e.g. www.foobar.com
     std::vector<server> servers;
     gateway gw;
-    std::optional<firewall> fw;            ///< absent when the file has no `firewall:` section
-    std::optional<ha> ha_pair;             ///< absent when the file has no `ha:` section
+    std::optional<firewall> fw; ///< absent when the file has no `firewall:` section
+    std::optional<ha> ha_pair;  ///< absent when the file has no `ha:` section
 
     const pool* find_pool(const std::string& name) const;
     const server* find_server(const std::string& name) const;
@@ -437,4 +436,4 @@ std::optional<std::uint64_t> parse_size(const std::string& text);
 /// Parses "1.2.3.4:443", "[::]:443", "[::1]:9100"; nullopt if invalid. Port 0 is refused.
 std::optional<endpoint> parse_endpoint(const std::string& text);
 
-}  // namespace rampart::config
+} // namespace rampart::config

@@ -35,4 +35,4 @@ private:
     std::unique_ptr<nft::session> session_;
 };
 
-}  // namespace rampart::firewall
+} // namespace rampart::firewall

@@ -21,8 +21,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <set>
 #include <ostream>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -288,7 +288,7 @@ std::string json_escape(const std::string& s) {
     return out;
 }
 
-}  // namespace
+} // namespace
 
 bool has_net_admin() {
     __user_cap_header_struct header{};
@@ -377,7 +377,7 @@ int rollback(const std::string& state_dir, std::ostream& out, std::ostream& err)
         }
         const auto current = st.load("current.plan");
         const auto previous = st.load("previous.plan");
-        nft::session s;  // closed last, see program()
+        nft::session s; // closed last, see program()
         program(s, previous);
         st.store("current.plan", previous);
         st.store("previous.plan", current);
@@ -440,7 +440,8 @@ int revert_watch(const std::string& state_dir) {
         std::ostringstream changes_text;
         revert_pending(st, changes_text);
         clear_pending(st);
-        write_file(st.path("reverted"), "the apply was not confirmed and was reverted at " + time_text(now_ms()) + "\n");
+        write_file(st.path("reverted"),
+                   "the apply was not confirmed and was reverted at " + time_text(now_ms()) + "\n");
         return 0;
     } catch (const std::exception& e) {
         try {
@@ -485,7 +486,8 @@ int diff(const ruleset& rs, std::ostream& out, std::ostream& err) {
         // Same rules, other order: also drift (the first match wins).
         const auto rules_only = [](const std::vector<std::string>& v) {
             std::vector<std::string> r;
-            std::copy_if(v.begin(), v.end(), std::back_inserter(r), [](const auto& l) { return l.starts_with("rule "); });
+            std::copy_if(v.begin(), v.end(), std::back_inserter(r),
+                         [](const auto& l) { return l.starts_with("rule "); });
             return r;
         };
         const bool reordered = missing.empty() && extra.empty() && rules_only(planned) != rules_only(kernel.canonical);
@@ -608,8 +610,8 @@ int status(const std::string& state_dir, bool json, std::ostream& out, std::ostr
     }
 }
 
-int block(const std::vector<std::string>& addresses, std::chrono::milliseconds timeout, bool remove,
-          std::ostream& out, std::ostream& err) {
+int block(const std::vector<std::string>& addresses, std::chrono::milliseconds timeout, bool remove, std::ostream& out,
+          std::ostream& err) {
     const char* name = remove ? "rampart firewall unblock: " : "rampart firewall block: ";
     if (!has_net_admin()) {
         err << name << needs_net_admin << "\n";
@@ -665,7 +667,7 @@ void commit_elements(nft::session& s, const std::vector<prefix>& v4, const std::
     }
 }
 
-}  // namespace
+} // namespace
 
 void blocklist::add(const std::vector<std::string>& addresses, std::chrono::milliseconds timeout) {
     const auto [v4, v6] = split_families(addresses);
@@ -677,4 +679,4 @@ void blocklist::remove(const std::vector<std::string>& addresses) {
     commit_elements(*session_, v4, v6, 0, nft::element_op::remove);
 }
 
-}  // namespace rampart::firewall
+} // namespace rampart::firewall

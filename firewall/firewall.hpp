@@ -49,11 +49,11 @@ int diff(const ruleset& rs, std::ostream& out, std::ostream& err);
 /// Rules with their counters and set sizes, as text or JSON.
 int status(const std::string& state_dir, bool json, std::ostream& out, std::ostream& err);
 /// `rampart firewall block/unblock`: addresses into or out of blocklist4/blocklist6.
-int block(const std::vector<std::string>& addresses, std::chrono::milliseconds timeout, bool remove,
-          std::ostream& out, std::ostream& err);
+int block(const std::vector<std::string>& addresses, std::chrono::milliseconds timeout, bool remove, std::ostream& out,
+          std::ostream& err);
 
 /// The detached watcher `apply --confirm` starts: waits for the deadline in the
 /// pending state, then reverts unless `confirm` removed it. Runs until then.
 int revert_watch(const std::string& state_dir);
 
-}  // namespace rampart::firewall
+} // namespace rampart::firewall

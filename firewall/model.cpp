@@ -26,20 +26,13 @@ struct icmp_name {
 };
 
 constexpr icmp_name icmp_names[] = {
-    {family::ipv4, 0, "echo-reply"},
-    {family::ipv4, 3, "destination-unreachable"},
-    {family::ipv4, 8, "echo-request"},
-    {family::ipv4, 11, "time-exceeded"},
-    {family::ipv4, 12, "parameter-problem"},
-    {family::ipv6, 1, "destination-unreachable"},
-    {family::ipv6, 2, "packet-too-big"},
-    {family::ipv6, 3, "time-exceeded"},
-    {family::ipv6, 4, "parameter-problem"},
-    {family::ipv6, 128, "echo-request"},
-    {family::ipv6, 129, "echo-reply"},
-    {family::ipv6, 133, "nd-router-solicit"},
-    {family::ipv6, 134, "nd-router-advert"},
-    {family::ipv6, 135, "nd-neighbor-solicit"},
+    {family::ipv4, 0, "echo-reply"},           {family::ipv4, 3, "destination-unreachable"},
+    {family::ipv4, 8, "echo-request"},         {family::ipv4, 11, "time-exceeded"},
+    {family::ipv4, 12, "parameter-problem"},   {family::ipv6, 1, "destination-unreachable"},
+    {family::ipv6, 2, "packet-too-big"},       {family::ipv6, 3, "time-exceeded"},
+    {family::ipv6, 4, "parameter-problem"},    {family::ipv6, 128, "echo-request"},
+    {family::ipv6, 129, "echo-reply"},         {family::ipv6, 133, "nd-router-solicit"},
+    {family::ipv6, 134, "nd-router-advert"},   {family::ipv6, 135, "nd-neighbor-solicit"},
     {family::ipv6, 136, "nd-neighbor-advert"},
 };
 
@@ -59,7 +52,7 @@ std::string quoted(const std::string& s) {
     std::string out = "\"";
     for (char c : s) {
         if (c == '"' || c == '\\') {
-            continue;  // the policy never puts these in; never let them break the syntax
+            continue; // the policy never puts these in; never let them break the syntax
         }
         out += c;
     }
@@ -71,7 +64,9 @@ std::string render_limit(const limit& l) {
            " burst " + std::to_string(l.burst) + " packets";
 }
 
-const char* family_word(family f) { return f == family::ipv4 ? "ip" : "ip6"; }
+const char* family_word(family f) {
+    return f == family::ipv4 ? "ip" : "ip6";
+}
 
 std::string render_timeout(std::uint64_t ms) {
     if (ms % 3'600'000 == 0) {
@@ -100,7 +95,7 @@ std::string encode(const std::string& s) {
             out += static_cast<char>(c);
         }
     }
-    return out.empty() ? "%" : out;  // "%" alone is the empty string
+    return out.empty() ? "%" : out; // "%" alone is the empty string
 }
 
 std::optional<std::string> decode(std::string_view s) {
@@ -161,7 +156,8 @@ std::map<std::string, std::string, std::less<>> fields_of(std::string_view line)
 }
 
 std::string limit_fields(const limit& l) {
-    return std::to_string(l.rate) + ":" + to_string(l.unit) + ":" + std::to_string(l.burst) + ":" + (l.over ? "1" : "0");
+    return std::to_string(l.rate) + ":" + to_string(l.unit) + ":" + std::to_string(l.burst) + ":" +
+           (l.over ? "1" : "0");
 }
 
 std::optional<limit> parse_limit(std::string_view s) {
@@ -200,7 +196,9 @@ std::optional<family> parse_family(std::string_view s) {
     return std::nullopt;
 }
 
-const char* family_digit(family f) { return f == family::ipv4 ? "4" : "6"; }
+const char* family_digit(family f) {
+    return f == family::ipv4 ? "4" : "6";
+}
 
 std::string serialise_rule(const rule& r) {
     std::string out = "rule";
@@ -363,7 +361,7 @@ std::string set_header(const set& s) {
     return out + ")";
 }
 
-}  // namespace
+} // namespace
 
 const char* to_string(rate_unit u) {
     switch (u) {
@@ -455,7 +453,8 @@ std::string render_rule(const rule& r) {
     }
     if (r.l4proto) {
         if (r.dport && (*r.l4proto == proto_tcp || *r.l4proto == proto_udp)) {
-            words.push_back(std::string(*r.l4proto == proto_tcp ? "tcp" : "udp") + " dport " + std::to_string(*r.dport));
+            words.push_back(std::string(*r.l4proto == proto_tcp ? "tcp" : "udp") + " dport " +
+                            std::to_string(*r.dport));
         } else {
             words.push_back("meta l4proto " + std::to_string(*r.l4proto));
         }
@@ -539,8 +538,9 @@ std::string render_nft(const ruleset& rs) {
         const chain& ch = rs.chains[c];
         out << "\tchain " << ch.name << " {\n";
         out << "\t\ttype filter hook " << (ch.at == hook::prerouting ? "prerouting" : "input") << " priority "
-            << (ch.priority == -300 ? std::string("raw") : ch.priority == 0 ? std::string("filter")
-                                                                          : std::to_string(ch.priority))
+            << (ch.priority == -300 ? std::string("raw")
+                : ch.priority == 0  ? std::string("filter")
+                                    : std::to_string(ch.priority))
             << "; policy " << verdict_name(ch.policy) << ";\n";
         for (const auto& r : ch.rules) {
             out << "\t\t" << render_rule(r);
@@ -752,4 +752,4 @@ std::vector<std::string> changes(const ruleset& before, const ruleset& after) {
     return out;
 }
 
-}  // namespace rampart::firewall
+} // namespace rampart::firewall

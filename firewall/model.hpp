@@ -27,7 +27,7 @@ enum class family { ipv4, ipv6 };
 /// An address or network of one family; `length` is the prefix length.
 struct prefix {
     family fam = family::ipv4;
-    std::array<std::uint8_t, 16> bytes{};  ///< network order; only the first 4 for IPv4
+    std::array<std::uint8_t, 16> bytes{}; ///< network order; only the first 4 for IPv4
     unsigned length = 32;
 
     unsigned size() const { return fam == family::ipv4 ? 4 : 16; }
@@ -49,13 +49,13 @@ struct prefix {
 struct set {
     std::string name;
     family fam = family::ipv4;
-    bool interval = false;  ///< elements are CIDR networks (`flags interval`)
-    bool timeout = false;   ///< elements may carry timeouts (`flags timeout`)
-    bool dynamic = false;   ///< filled by rules at run time (`flags dynamic`): a meter
-    std::uint64_t timeout_ms = 0;  ///< default element timeout, 0 = none
-    std::uint32_t size = 0;        ///< size hint and cap, 0 = none
-    std::vector<prefix> elements;  ///< sorted, no element inside another
-    std::string comment;           ///< why the set exists; shown in the plan only
+    bool interval = false;        ///< elements are CIDR networks (`flags interval`)
+    bool timeout = false;         ///< elements may carry timeouts (`flags timeout`)
+    bool dynamic = false;         ///< filled by rules at run time (`flags dynamic`): a meter
+    std::uint64_t timeout_ms = 0; ///< default element timeout, 0 = none
+    std::uint32_t size = 0;       ///< size hint and cap, 0 = none
+    std::vector<prefix> elements; ///< sorted, no element inside another
+    std::string comment;          ///< why the set exists; shown in the plan only
     /// Run-time elements (the blocklist's) carried across a re-apply with
     /// their remaining timeout in ms (0 = none). Never part of a plan: set
     /// only on the copy that is programmed.
@@ -113,18 +113,18 @@ inline constexpr std::uint8_t proto_vrrp = 112;
 
 /// One rule. Matches apply in the order of the fields; a counter is always there.
 struct rule {
-    std::uint32_t ct_state = 0;              ///< `ct state ...` (any of the bits), 0 = no match
-    bool iif_loopback = false;               ///< `iif "lo"` (lo is ifindex 1 in every namespace)
+    std::uint32_t ct_state = 0; ///< `ct state ...` (any of the bits), 0 = no match
+    bool iif_loopback = false;  ///< `iif "lo"` (lo is ifindex 1 in every namespace)
     std::optional<source_in_set> source;
-    std::optional<std::uint8_t> l4proto;     ///< `tcp`/`udp` with dport, else `meta l4proto N`
-    std::optional<std::uint16_t> dport;      ///< needs l4proto tcp or udp
+    std::optional<std::uint8_t> l4proto; ///< `tcp`/`udp` with dport, else `meta l4proto N`
+    std::optional<std::uint16_t> dport;  ///< needs l4proto tcp or udp
     std::optional<icmp_match> icmp;
-    std::optional<std::uint8_t> hoplimit;    ///< `ip6 hoplimit N` (after an icmpv6 match)
+    std::optional<std::uint8_t> hoplimit; ///< `ip6 hoplimit N` (after an icmpv6 match)
     std::optional<meter> per_source;
     std::optional<limit> rate_limit;
-    std::optional<std::string> log_prefix;   ///< `log prefix "..."`
+    std::optional<std::string> log_prefix; ///< `log prefix "..."`
     verdict action = verdict::none;
-    std::string comment;                     ///< names the rule in status and errors
+    std::string comment; ///< names the rule in status and errors
 
     friend bool operator==(const rule&, const rule&) = default;
 };
@@ -134,7 +134,7 @@ enum class hook { prerouting, input };
 struct chain {
     std::string name;
     hook at = hook::input;
-    int priority = 0;                        ///< -300 = raw, 0 = filter
+    int priority = 0; ///< -300 = raw, 0 = filter
     verdict policy = verdict::accept;
     std::vector<rule> rules;
     friend bool operator==(const chain&, const chain&) = default;
@@ -142,7 +142,7 @@ struct chain {
 
 /// The whole content of `table inet rampart`.
 struct ruleset {
-    std::string description;                 ///< e.g. "host gw1 (gateway)"; a comment in the plan
+    std::string description; ///< e.g. "host gw1 (gateway)"; a comment in the plan
     std::vector<set> sets;
     std::vector<chain> chains;
 
@@ -168,4 +168,4 @@ std::vector<std::string> changes(const ruleset& before, const ruleset& after);
 const char* icmp_type_name(family fam, std::uint8_t type);
 const char* to_string(rate_unit u);
 
-}  // namespace rampart::firewall
+} // namespace rampart::firewall

@@ -71,8 +71,12 @@ template <class T> T* checked(T* p) {
     return p;
 }
 
-std::uint32_t key_type(family f) { return f == family::ipv4 ? nft_type_ipv4_addr : nft_type_ipv6_addr; }
-std::uint32_t key_len(family f) { return f == family::ipv4 ? 4 : 16; }
+std::uint32_t key_type(family f) {
+    return f == family::ipv4 ? nft_type_ipv4_addr : nft_type_ipv6_addr;
+}
+std::uint32_t key_len(family f) {
+    return f == family::ipv4 ? 4 : 16;
+}
 
 std::string hex(const void* data, std::size_t len) {
     static constexpr char digits[] = "0123456789abcdef";
@@ -142,9 +146,13 @@ void put_table(writer& w, std::uint16_t type, std::uint16_t flags, const char* w
 
 // ---- expressions ---------------------------------------------------------------
 
-void add(nftnl_rule* r, expr_ptr e) { nftnl_rule_add_expr(r, e.release()); }
+void add(nftnl_rule* r, expr_ptr e) {
+    nftnl_rule_add_expr(r, e.release());
+}
 
-expr_ptr expr(const char* name) { return expr_ptr(checked(nftnl_expr_alloc(name))); }
+expr_ptr expr(const char* name) {
+    return expr_ptr(checked(nftnl_expr_alloc(name)));
+}
 
 void meta_load(nftnl_rule* r, std::uint32_t key) {
     auto e = expr("meta");
@@ -244,7 +252,7 @@ void build_rule_exprs(nftnl_rule* r, const rule& m, const set_ids& ids) {
     }
     if (m.iif_loopback) {
         meta_load(r, NFT_META_IIF);
-        const std::uint32_t lo = 1;  // host order; lo is ifindex 1 in every namespace
+        const std::uint32_t lo = 1; // host order; lo is ifindex 1 in every namespace
         cmp(r, NFT_CMP_EQ, &lo, 4);
     }
     if (m.source) {
@@ -262,7 +270,7 @@ void build_rule_exprs(nftnl_rule* r, const rule& m, const set_ids& ids) {
         match_l4proto(r, *m.l4proto);
         if (m.dport) {
             payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
-            const std::uint16_t port = htons(*m.dport);  // payload compares are network order
+            const std::uint16_t port = htons(*m.dport); // payload compares are network order
             cmp(r, NFT_CMP_EQ, &port, 2);
         }
     }
@@ -284,7 +292,7 @@ void build_rule_exprs(nftnl_rule* r, const rule& m, const set_ids& ids) {
         nftnl_expr_set_u32(e.get(), NFTNL_EXPR_DYNSET_SREG_KEY, NFT_REG_1);
         nftnl_expr_set_str(e.get(), NFTNL_EXPR_DYNSET_SET_NAME, m.per_source->set.c_str());
         nftnl_expr_set_u32(e.get(), NFTNL_EXPR_DYNSET_SET_ID, id_of(ids, m.per_source->set));
-        nftnl_expr_set_u64(e.get(), NFTNL_EXPR_DYNSET_TIMEOUT, 0);  // 0 = the set's own timeout
+        nftnl_expr_set_u64(e.get(), NFTNL_EXPR_DYNSET_TIMEOUT, 0); // 0 = the set's own timeout
         // The dynset takes ownership of the nested expression.
         nftnl_expr_set(e.get(), NFTNL_EXPR_DYNSET_EXPR, limit_expr(m.per_source->per_source).release(), 0);
         add(r, std::move(e));
@@ -296,7 +304,7 @@ void build_rule_exprs(nftnl_rule* r, const rule& m, const set_ids& ids) {
     if (m.log_prefix) {
         auto e = expr("log");
         nftnl_expr_set_str(e.get(), NFTNL_EXPR_LOG_PREFIX, m.log_prefix->c_str());
-        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_LOG_LEVEL, 4);  // warning, nft's and the kernel's default
+        nftnl_expr_set_u32(e.get(), NFTNL_EXPR_LOG_LEVEL, 4); // warning, nft's and the kernel's default
         add(r, std::move(e));
     }
     if (m.action != verdict::none) {
@@ -393,7 +401,9 @@ void put_elements(writer& w, nftnl_set* s, std::uint16_t type, std::uint16_t fla
 
 // ---- canonical rendering ---------------------------------------------------------
 
-std::string get_str(const char* s) { return s == nullptr ? std::string() : std::string(s); }
+std::string get_str(const char* s) {
+    return s == nullptr ? std::string() : std::string(s);
+}
 
 std::string comment_of(const nftnl_rule* r) {
     if (!nftnl_rule_is_set(r, NFTNL_RULE_USERDATA)) {
@@ -409,7 +419,8 @@ std::string comment_of(const nftnl_rule* r) {
             break;
         }
         if (type == udata_rule_comment && vlen > 0) {
-            return std::string(reinterpret_cast<const char*>(data + off + 2), strnlen(reinterpret_cast<const char*>(data + off + 2), vlen));
+            return std::string(reinterpret_cast<const char*>(data + off + 2),
+                               strnlen(reinterpret_cast<const char*>(data + off + 2), vlen));
         }
         off += 2 + vlen;
     }
@@ -476,7 +487,9 @@ std::string render_set(const nftnl_set* s) {
 
 // Elements of sets whose content is policy; elements of timeout and dynamic sets
 // (the blocklist, the meters) are run-time state and never compared.
-bool content_is_policy(std::uint32_t set_flags) { return (set_flags & (NFT_SET_TIMEOUT | NFT_SET_EVAL)) == 0; }
+bool content_is_policy(std::uint32_t set_flags) {
+    return (set_flags & (NFT_SET_TIMEOUT | NFT_SET_EVAL)) == 0;
+}
 
 // The elements of a dumped set with their remaining lifetime (the kernel's
 // expiration, in ms), for carrying a blocklist across a re-apply.
@@ -513,7 +526,8 @@ void render_elements(const nftnl_set* s, const std::string& set_name, std::vecto
     }
     elems_iter_ptr it(iter);
     std::vector<std::string> lines;
-    for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it.get()); e != nullptr; e = nftnl_set_elems_iter_next(it.get())) {
+    for (nftnl_set_elem* e = nftnl_set_elems_iter_next(it.get()); e != nullptr;
+         e = nftnl_set_elems_iter_next(it.get())) {
         std::uint32_t len = 0;
         const void* key = nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len);
         const std::uint32_t flags =
@@ -532,8 +546,7 @@ void render_elements(const nftnl_set* s, const std::string& set_name, std::vecto
         } else {
             shown = hex(key, len);
         }
-        lines.push_back("element " + set_name + " " + shown +
-                        ((flags & NFT_SET_ELEM_INTERVAL_END) != 0 ? " end" : ""));
+        lines.push_back("element " + set_name + " " + shown + ((flags & NFT_SET_ELEM_INTERVAL_END) != 0 ? " end" : ""));
     }
     out.insert(out.end(), lines.begin(), lines.end());
 }
@@ -596,7 +609,7 @@ std::string ext_ack_message(const nlmsghdr* nlh) {
     return {};
 }
 
-}  // namespace
+} // namespace
 
 // ---- batches ---------------------------------------------------------------------
 
@@ -659,7 +672,8 @@ batch replace_table(const ruleset& rs, std::uint32_t first_seq, bool reject_for_
         nftnl_chain_set_str(nc.get(), NFTNL_CHAIN_NAME, c.name.c_str());
         nftnl_chain_set_u32(nc.get(), NFTNL_CHAIN_FAMILY, NFPROTO_INET);
         nftnl_chain_set_str(nc.get(), NFTNL_CHAIN_TYPE, "filter");
-        nftnl_chain_set_u32(nc.get(), NFTNL_CHAIN_HOOKNUM, c.at == hook::prerouting ? NF_INET_PRE_ROUTING : NF_INET_LOCAL_IN);
+        nftnl_chain_set_u32(nc.get(), NFTNL_CHAIN_HOOKNUM,
+                            c.at == hook::prerouting ? NF_INET_PRE_ROUTING : NF_INET_LOCAL_IN);
         nftnl_chain_set_s32(nc.get(), NFTNL_CHAIN_PRIO, c.priority);
         nftnl_chain_set_u32(nc.get(), NFTNL_CHAIN_POLICY, c.policy == verdict::drop ? NF_DROP : NF_ACCEPT);
         nlmsghdr* nlh = w.start(NFT_MSG_NEWCHAIN, NLM_F_CREATE, "chain " + c.name);
@@ -756,7 +770,8 @@ std::vector<std::string> parse_batch(const batch& b) {
             if (nftnl_set_nlmsg_parse(nlh, s.get()) < 0) {
                 throw std::runtime_error("set message does not parse");
             }
-            set_flags[get_str(nftnl_set_get_str(s.get(), NFTNL_SET_NAME))] = nftnl_set_get_u32(s.get(), NFTNL_SET_FLAGS);
+            set_flags[get_str(nftnl_set_get_str(s.get(), NFTNL_SET_NAME))] =
+                nftnl_set_get_u32(s.get(), NFTNL_SET_FLAGS);
             out.push_back(render_set(s.get()));
             break;
         }
@@ -885,7 +900,7 @@ void request(mnl_socket* nl, std::uint32_t portid, const nlmsghdr* nlh, std::uin
     }
 }
 
-}  // namespace
+} // namespace
 
 std::uint32_t session::generation() {
     char buf[8192];
@@ -983,7 +998,7 @@ std::vector<std::pair<prefix, std::uint64_t>> session::timed_elements(const std:
             }
         });
     } catch (const std::system_error& e) {
-        if (e.code().value() != ENOENT) {  // no table or no such set: nothing to carry
+        if (e.code().value() != ENOENT) { // no table or no such set: nothing to carry
             throw;
         }
     }
@@ -1099,4 +1114,4 @@ kernel_table session::dump() {
     return out;
 }
 
-}  // namespace rampart::firewall::nft
+} // namespace rampart::firewall::nft

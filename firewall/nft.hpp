@@ -22,8 +22,8 @@ namespace rampart::firewall::nft {
 /// Netlink messages between a batch begin and end, ready for one sendmsg().
 struct batch {
     std::vector<char> bytes;
-    std::map<std::uint32_t, std::string> what;  ///< sequence number -> the object it builds
-    std::size_t messages = 0;                   ///< without the begin and end markers
+    std::map<std::uint32_t, std::string> what; ///< sequence number -> the object it builds
+    std::size_t messages = 0;                  ///< without the begin and end markers
 };
 
 /// The atomic replace of table inet rampart with `rs`. `reject_for_test` appends one
@@ -55,8 +55,8 @@ std::vector<std::string> canonical(const ruleset& rs);
 struct kernel_rule {
     std::string chain;
     std::uint64_t handle = 0;
-    std::string comment;  ///< from the rule's userdata; empty for rules added by hand without one
-    std::string text;     ///< libnftnl's rendering of its expressions, counters zeroed
+    std::string comment; ///< from the rule's userdata; empty for rules added by hand without one
+    std::string text;    ///< libnftnl's rendering of its expressions, counters zeroed
     std::uint64_t packets = 0;
     std::uint64_t bytes = 0;
 };
@@ -64,13 +64,13 @@ struct kernel_rule {
 struct kernel_set {
     std::string name;
     std::uint32_t flags = 0;
-    std::size_t elements = 0;  ///< addresses or networks (interval end markers not counted)
+    std::size_t elements = 0; ///< addresses or networks (interval end markers not counted)
 };
 
 /// What the kernel holds in table inet rampart.
 struct kernel_table {
     bool exists = false;
-    std::vector<std::string> canonical;  ///< comparable with canonical(ruleset)
+    std::vector<std::string> canonical; ///< comparable with canonical(ruleset)
     std::vector<kernel_rule> rules;
     std::vector<kernel_set> sets;
 };
@@ -104,4 +104,4 @@ private:
     std::uint32_t seq_;
 };
 
-}  // namespace rampart::firewall::nft
+} // namespace rampart::firewall::nft

@@ -13,7 +13,7 @@ namespace {
 
 using config::role;
 
-constexpr std::uint32_t blocklist_timeout_default_ms = 0;  // elements carry their own timeouts
+constexpr std::uint32_t blocklist_timeout_default_ms = 0; // elements carry their own timeouts
 constexpr std::uint32_t meter_size = 65535;
 constexpr std::uint64_t meter_timeout_ms = 60'000;
 constexpr limit ping_limit{10, rate_unit::second, 20, false};
@@ -27,14 +27,18 @@ constexpr std::uint8_t icmpv6_nd[] = {134, 135, 136};
 constexpr std::uint8_t icmp_echo_request = 8;
 constexpr std::uint8_t icmpv6_echo_request = 128;
 
-const char* suffix(family f) { return f == family::ipv4 ? "4" : "6"; }
+const char* suffix(family f) {
+    return f == family::ipv4 ? "4" : "6";
+}
 
 prefix to_prefix(const config::network& n) {
     auto p = prefix::parse(n.to_string());
     return p.value_or(prefix{});
 }
 
-std::optional<prefix> host_prefix(const std::string& address) { return prefix::parse(address); }
+std::optional<prefix> host_prefix(const std::string& address) {
+    return prefix::parse(address);
+}
 
 // Sorted, duplicates and networks inside another one dropped: the kernel refuses
 // overlapping intervals, and an address listed twice is one element.
@@ -99,7 +103,9 @@ std::vector<prefix> addresses_of(const config::snapshot& cfg, role r, const std:
     return out;
 }
 
-config::error at(const config::location& where, std::string what) { return config::error{where, std::move(what)}; }
+config::error at(const config::location& where, std::string what) {
+    return config::error{where, std::move(what)};
+}
 
 // Why SSH can never come from this network, or nullptr.
 const char* unreachable_reason(const config::network& n) {
@@ -111,9 +117,12 @@ const char* unreachable_reason(const config::network& n) {
         const char* reason;
     };
     static constexpr unreachable table[] = {
-        {"127.0.0.0/8", false, "loopback"},       {"224.0.0.0/4", false, "multicast"},
-        {"0.0.0.0/8", true, "the unspecified address"}, {"::1/128", true, "loopback"},
-        {"ff00::/8", false, "multicast"},         {"::/128", true, "the unspecified address"},
+        {"127.0.0.0/8", false, "loopback"},
+        {"224.0.0.0/4", false, "multicast"},
+        {"0.0.0.0/8", true, "the unspecified address"},
+        {"::1/128", true, "loopback"},
+        {"ff00::/8", false, "multicast"},
+        {"::/128", true, "the unspecified address"},
     };
     const auto p = to_prefix(n);
     for (const auto& u : table) {
@@ -283,14 +292,14 @@ void extra_rules(ruleset& rs, chain& in, const config::firewall& fw, role r) {
                      "firewall.extra_rules[" + std::to_string(i) + "] (line " + std::to_string(x.where.line) + ")");
         const std::uint8_t proto = x.proto == "udp" ? proto_udp : proto_tcp;
         for (const family f : {family::ipv4, family::ipv6}) {
-            in.rules.push_back(accept_from(f, base, proto, x.port,
-                                           "extra rule " + std::to_string(i + 1) + ": " + x.proto + " " +
-                                               std::to_string(x.port)));
+            in.rules.push_back(
+                accept_from(f, base, proto, x.port,
+                            "extra rule " + std::to_string(i + 1) + ": " + x.proto + " " + std::to_string(x.port)));
         }
     }
 }
 
-}  // namespace
+} // namespace
 
 std::vector<config::error> lint(const config::snapshot& cfg) {
     std::vector<config::error> out;
@@ -325,7 +334,8 @@ std::vector<config::error> lint(const config::snapshot& cfg) {
         const auto [it, fresh] = by_address.emplace(s.address, &s);
         if (!fresh && it->second->server_role != s.server_role) {
             out.push_back(at(s.address_at, "servers." + s.name + ": address " + s.address + " is also server " +
-                                               it->second->name + "'s, a " + config::to_string(it->second->server_role) +
+                                               it->second->name + "'s, a " +
+                                               config::to_string(it->second->server_role) +
                                                "; one address cannot be both a " + config::to_string(s.server_role) +
                                                " and a " + config::to_string(it->second->server_role)));
         }
@@ -356,8 +366,8 @@ std::vector<config::error> lint(const config::snapshot& cfg) {
                                             " is also firewall.ssh_port; the database and SSH need distinct ports"));
     }
     const auto& listen = cfg.gw.listen;
-    for (const auto& [name, ep] : {std::pair{"https", listen.https}, std::pair{"http", listen.http},
-                                   std::pair{"admin", listen.admin}}) {
+    for (const auto& [name, ep] :
+         {std::pair{"https", listen.https}, std::pair{"http", listen.http}, std::pair{"admin", listen.admin}}) {
         if (ep && ep->port == fw.ssh_port) {
             out.push_back(at(fw.ssh_port_at, "firewall.ssh_port: " + std::to_string(fw.ssh_port) +
                                                  " is also the gateway's " + name +
@@ -391,8 +401,8 @@ plan_result build(const config::snapshot& cfg, const target& who) {
     if (!who.host.empty()) {
         const config::server* s = cfg.find_server(who.host);
         if (s == nullptr) {
-            result.errors.push_back(at(config::location{cfg.source_file, 1, 1},
-                                       "no server named \"" + who.host + "\" in servers"));
+            result.errors.push_back(
+                at(config::location{cfg.source_file, 1, 1}, "no server named \"" + who.host + "\" in servers"));
             return result;
         }
         r = s->server_role;
@@ -473,4 +483,4 @@ plan_result build(const config::snapshot& cfg, const target& who) {
     return result;
 }
 
-}  // namespace rampart::firewall
+} // namespace rampart::firewall

@@ -38,4 +38,4 @@ plan_result build(const config::snapshot& cfg, const target& who);
 /// Log prefix of the drop log rule; visible in the kernel log.
 inline constexpr const char* drop_log_prefix = "rampart drop: ";
 
-}  // namespace rampart::firewall
+} // namespace rampart::firewall

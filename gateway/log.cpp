@@ -13,17 +13,25 @@ log_level threshold = log_level::info;
 
 const char* name(log_level l) {
     switch (l) {
-    case log_level::debug: return "debug";
-    case log_level::info: return "info";
-    case log_level::warn: return "warn";
-    case log_level::error: return "error";
+    case log_level::debug:
+        return "debug";
+    case log_level::info:
+        return "info";
+    case log_level::warn:
+        return "warn";
+    case log_level::error:
+        return "error";
     }
     return "?";
 }
-}  // namespace
+} // namespace
 
-void set_log_level(log_level l) { threshold = l; }
-bool log_enabled(log_level l) { return l >= threshold; }
+void set_log_level(log_level l) {
+    threshold = l;
+}
+bool log_enabled(log_level l) {
+    return l >= threshold;
+}
 
 void log(log_level l, std::string_view message) {
     if (!log_enabled(l)) {
@@ -55,4 +63,4 @@ void log_exception(std::string_view what, std::exception_ptr e) {
     }
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -24,4 +24,4 @@ struct log_failure {
     void operator()(std::exception_ptr e) const { log_exception(what, e); }
 };
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

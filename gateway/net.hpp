@@ -40,4 +40,4 @@ using tcp_acceptor = tuple_token::as_default_on_t<net::basic_socket_acceptor<tcp
 using request_parser = http::request_parser<http::buffer_body>;
 using response_parser = http::response_parser<http::buffer_body>;
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

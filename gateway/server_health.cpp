@@ -4,8 +4,7 @@
 
 namespace rampart::gateway {
 
-server_health::transition server_health::on_check(bool passed, int status, unsigned rise, unsigned fall,
-                                                  mono_ns now) {
+server_health::transition server_health::on_check(bool passed, int status, unsigned rise, unsigned fall, mono_ns now) {
     last_check_.store(status, std::memory_order_relaxed);
     // In-a-row counts, saturating: only the master's checker writes them.
     const auto bump = [](std::atomic<std::uint32_t>& n) {
@@ -50,10 +49,10 @@ server_health::ejection server_health::on_attempt_failure(const config::outlier_
     const std::uint32_t streak = std::min<std::uint32_t>(ejection_streak_.load(std::memory_order_relaxed), 20);
     const mono_ns length = std::min(to_ns(o.base_ejection) << streak, to_ns(o.max_ejection));
     if (!ejected_until_.compare_exchange_strong(until, now + length, std::memory_order_relaxed)) {
-        return {};  // another attempt, in any worker, ejected it just now
+        return {}; // another attempt, in any worker, ejected it just now
     }
     ejection_streak_.fetch_add(1, std::memory_order_relaxed);
-    up_since_.store(now + length, std::memory_order_relaxed);  // slow start once the ejection ends
+    up_since_.store(now + length, std::memory_order_relaxed); // slow start once the ejection ends
     consecutive_failures_.store(0, std::memory_order_relaxed);
     ejections_.fetch_add(1, std::memory_order_relaxed);
     return {true, length, n};
@@ -70,7 +69,7 @@ void server_health::on_attempt_success(const config::outlier_detection& o, mono_
 
 void server_health::enable(mono_ns now) {
     if (drained()) {
-        up_since_.store(now, std::memory_order_relaxed);  // slow start after maintenance
+        up_since_.store(now, std::memory_order_relaxed); // slow start after maintenance
     }
     drained_.store(0, std::memory_order_relaxed);
 }

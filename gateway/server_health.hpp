@@ -22,7 +22,9 @@ namespace rampart::gateway {
 /// every process of the machine, so one process may compare another's stamps.
 using mono_ns = std::int64_t;
 mono_ns mono_now();
-constexpr mono_ns to_ns(std::chrono::nanoseconds d) { return d.count(); }
+constexpr mono_ns to_ns(std::chrono::nanoseconds d) {
+    return d.count();
+}
 
 class alignas(64) server_health {
 public:
@@ -41,8 +43,8 @@ public:
     /// What on_attempt_failure() did.
     struct ejection {
         bool ejected = false;
-        mono_ns length = 0;          ///< for how long
-        std::uint32_t failures = 0;  ///< the consecutive failures behind it
+        mono_ns length = 0;         ///< for how long
+        std::uint32_t failures = 0; ///< the consecutive failures behind it
     };
 
     /// A failed attempt (connect/read/write error, timeout, 5xx): counted;
@@ -114,9 +116,9 @@ private:
     std::atomic<mono_ns> ejected_until_{0};
     std::atomic<mono_ns> up_since_{0};
     std::atomic<std::uint32_t> consecutive_failures_{0};
-    std::atomic<std::uint32_t> ejection_streak_{0};  ///< ejections without a clean period: the back-off exponent
-    std::atomic<std::uint32_t> check_passes_{0};     ///< in a row (the master only)
-    std::atomic<std::uint32_t> check_fails_{0};      ///< in a row (the master only)
+    std::atomic<std::uint32_t> ejection_streak_{0}; ///< ejections without a clean period: the back-off exponent
+    std::atomic<std::uint32_t> check_passes_{0};    ///< in a row (the master only)
+    std::atomic<std::uint32_t> check_fails_{0};     ///< in a row (the master only)
     std::atomic<std::uint64_t> requests_{0};
     std::atomic<std::uint64_t> failures_{0};
     std::atomic<std::uint64_t> ejections_{0};

@@ -49,7 +49,7 @@ std::uint64_t mix(std::uint64_t x) {
     return x ^ (x >> 31);
 }
 
-}  // namespace
+} // namespace
 
 client_address client_address::parse(const std::string& text) {
     unsigned char bytes[16] = {};
@@ -101,9 +101,7 @@ bool client_address::in(const config::network& n) const {
         }
         prefix += 96;
     }
-    auto masked = [](std::uint64_t v, unsigned bits) {
-        return bits == 0 ? 0 : bits >= 64 ? v : v & ~(~0ULL >> bits);
-    };
+    auto masked = [](std::uint64_t v, unsigned bits) { return bits == 0 ? 0 : bits >= 64 ? v : v & ~(~0ULL >> bits); };
     const unsigned hi_bits = std::min(prefix, 64U);
     const unsigned lo_bits = prefix > 64 ? prefix - 64 : 0;
     return masked(hi, hi_bits) == masked(net.hi, hi_bits) && masked(lo, lo_bits) == masked(net.lo, lo_bits);
@@ -143,20 +141,21 @@ bool take_token(client_slot& s, double rate, std::uint64_t burst, mono_ns now) {
         std::uint64_t tokens = cap;
         if (old != 0) {
             const auto stamp = static_cast<std::uint32_t>(old >> 32);
-            const std::uint32_t elapsed = now_ms - stamp;  // wraps correctly
-            const double refill = static_cast<double>(elapsed) * rate;  // milli-tokens: ms * tokens/s
+            const std::uint32_t elapsed = now_ms - stamp;              // wraps correctly
+            const double refill = static_cast<double>(elapsed) * rate; // milli-tokens: ms * tokens/s
             tokens = std::min<std::uint64_t>(cap, (old & 0xffffffffULL) + static_cast<std::uint64_t>(refill));
         }
         if (tokens < milli) {
             return false;
         }
         // Stamp 0 with bucket 0 would read as "full": keep the word non-zero.
-        const std::uint64_t next = (static_cast<std::uint64_t>(now_ms) << 32 | (tokens - milli)) | (now_ms == 0 ? 1ULL << 32 : 0);
+        const std::uint64_t next =
+            (static_cast<std::uint64_t>(now_ms) << 32 | (tokens - milli)) | (now_ms == 0 ? 1ULL << 32 : 0);
         if (s.bucket.compare_exchange_weak(old, next, std::memory_order_relaxed)) {
             return true;
         }
     }
-    return true;  // heavy contention on one client's bucket: let it through rather than spin
+    return true; // heavy contention on one client's bucket: let it through rather than spin
 }
 
 void count_violation(shared_block& b, const client_address& a, mono_ns now) {
@@ -176,12 +175,13 @@ shared_region::shared_region() {
     block_ = new (p) shared_block();
 }
 
-shared_region::~shared_region() { ::munmap(block_, sizeof(shared_block)); }
+shared_region::~shared_region() {
+    ::munmap(block_, sizeof(shared_block));
+}
 
 namespace {
 
-template <std::size_t N>
-std::size_t claim(slot_name (&names)[N], const std::string& name, const char* what) {
+template <std::size_t N> std::size_t claim(slot_name (&names)[N], const std::string& name, const char* what) {
     std::size_t free_slot = N;
     for (std::size_t i = 0; i < N; ++i) {
         if (name == names[i].text) {
@@ -199,7 +199,7 @@ std::size_t claim(slot_name (&names)[N], const std::string& name, const char* wh
     return free_slot;
 }
 
-}  // namespace
+} // namespace
 
 slot_map assign_slots(shared_block& b, const config::snapshot& cfg) {
     slot_map m;
@@ -224,4 +224,4 @@ void check_fits(const config::snapshot& s) {
     }
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -10,27 +10,26 @@
 
 #include <algorithm>
 #include <atomic>
-#include <iterator>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <string>
 #include <vector>
 
 namespace rampart::gateway {
 
-
 /// Per upstream pool, indexed like gateway::pools.
 struct alignas(64) pool_state {
-    std::atomic<std::uint64_t> next{0};    ///< position in the balancing schedule, shared so rotation is exact
-    std::atomic<std::uint32_t> queued{0};  ///< requests waiting for a server slot, all workers
+    std::atomic<std::uint64_t> next{0};   ///< position in the balancing schedule, shared so rotation is exact
+    std::atomic<std::uint32_t> queued{0}; ///< requests waiting for a server slot, all workers
     std::atomic<std::uint64_t> queue_timeouts{0};
     std::atomic<std::uint64_t> rate_limited{0};
 };
 
 /// Upper bounds of the latency histograms' buckets, in microseconds (1 ms to
 /// 10 s; a last bucket takes the rest).
-constexpr std::uint64_t latency_bounds_us[] = {1'000,   2'500,   5'000,     10'000,    25'000,    50'000,
+constexpr std::uint64_t latency_bounds_us[] = {1'000,   2'500,   5'000,   10'000,    25'000,    50'000,
                                                100'000, 250'000, 500'000, 1'000'000, 2'500'000, 10'000'000};
 constexpr std::size_t latency_buckets = std::size(latency_bounds_us);
 
@@ -56,52 +55,52 @@ constexpr std::size_t h2_abuse_counters = 10;
 
 /// Per worker process; only that worker writes it.
 struct alignas(64) worker_counters {
-    latency_histogram request_latency;    ///< first request byte to last response byte
-    latency_histogram upstream_latency;   ///< connect (or reuse) to the upstream response header
+    latency_histogram request_latency;  ///< first request byte to last response byte
+    latency_histogram upstream_latency; ///< connect (or reuse) to the upstream response header
     std::atomic<std::uint64_t> connections_total{0};
     std::atomic<std::uint64_t> connections_active{0};
-    std::atomic<std::uint64_t> connections_refused_client{0};   ///< over limits.max_connections_per_client
-    std::atomic<std::uint64_t> connections_refused_total{0};    ///< over limits.max_connections
-    std::atomic<std::uint64_t> connections_refused_descriptors{0};  ///< the worker was out of descriptors
+    std::atomic<std::uint64_t> connections_refused_client{0};      ///< over limits.max_connections_per_client
+    std::atomic<std::uint64_t> connections_refused_total{0};       ///< over limits.max_connections
+    std::atomic<std::uint64_t> connections_refused_descriptors{0}; ///< the worker was out of descriptors
     std::atomic<std::uint64_t> handshakes_full{0};
     std::atomic<std::uint64_t> handshakes_resumed{0};
     std::atomic<std::uint64_t> handshake_failures{0};
-    std::atomic<std::uint64_t> handshake_failures_by[3]{};      ///< timeout, closed by the client, TLS error
+    std::atomic<std::uint64_t> handshake_failures_by[3]{}; ///< timeout, closed by the client, TLS error
     std::atomic<std::uint64_t> handshakes_tls12{0};
     std::atomic<std::uint64_t> handshakes_tls13{0};
-    std::atomic<std::uint64_t> bytes_in{0};                     ///< from clients, on the wire (TLS records)
-    std::atomic<std::uint64_t> bytes_out{0};                    ///< to clients, on the wire
+    std::atomic<std::uint64_t> bytes_in{0};  ///< from clients, on the wire (TLS records)
+    std::atomic<std::uint64_t> bytes_out{0}; ///< to clients, on the wire
     std::atomic<std::uint64_t> requests_total{0};
-    std::atomic<std::uint64_t> requests_rejected{0};            ///< malformed or refused before any backend
-    std::atomic<std::uint64_t> responses_by_class[6]{};  ///< index = status / 100 (0 unused)
+    std::atomic<std::uint64_t> requests_rejected{0};    ///< malformed or refused before any backend
+    std::atomic<std::uint64_t> responses_by_class[6]{}; ///< index = status / 100 (0 unused)
     std::atomic<std::uint64_t> access_log_dropped{0};   ///< access log lines dropped (ring full, write failed)
     std::atomic<std::uint64_t> tunnels_total{0};        ///< upgraded connections (WebSocket) opened
     std::atomic<std::uint64_t> tunnels_active{0};
     std::atomic<std::uint64_t> tunnels_refused{0};      ///< upgrades answered 503: limits.tunnels reached
     std::atomic<std::uint64_t> h2_connections_total{0}; ///< connections that chose h2 in ALPN
     std::atomic<std::uint64_t> h2_connections_active{0};
-    std::atomic<std::uint64_t> h2_streams_total{0};     ///< request streams opened
-    std::atomic<std::uint64_t> h2_requests_total{0};    ///< of requests_total, those over h2
-    std::atomic<std::uint64_t> h2_abuse[h2_abuse_counters]{};  ///< connections closed for abuse, by h2_abuse kind
+    std::atomic<std::uint64_t> h2_streams_total{0};           ///< request streams opened
+    std::atomic<std::uint64_t> h2_requests_total{0};          ///< of requests_total, those over h2
+    std::atomic<std::uint64_t> h2_abuse[h2_abuse_counters]{}; ///< connections closed for abuse, by h2_abuse kind
 };
 
 /// One client address in the shared client table: open connections, a
 /// request token bucket per pool is a separate slot (keyed with the pool).
 struct client_slot {
-    std::atomic<std::uint64_t> key{0};          ///< hash of (address, scope) | 1; 0 = free
-    std::atomic<std::uint64_t> addr_hi{0};      ///< the address (IPv6 or v4-mapped), for the blocklist
+    std::atomic<std::uint64_t> key{0};     ///< hash of (address, scope) | 1; 0 = free
+    std::atomic<std::uint64_t> addr_hi{0}; ///< the address (IPv6 or v4-mapped), for the blocklist
     std::atomic<std::uint64_t> addr_lo{0};
     std::atomic<std::uint32_t> connections{0};
-    std::atomic<std::uint32_t> violations{0};   ///< since the master last looked
-    std::atomic<std::uint64_t> bucket{0};       ///< token bucket: ms stamp << 32 | milli-tokens; 0 = full
+    std::atomic<std::uint32_t> violations{0}; ///< since the master last looked
+    std::atomic<std::uint64_t> bucket{0};     ///< token bucket: ms stamp << 32 | milli-tokens; 0 = full
     std::atomic<mono_ns> last_seen{0};
 };
 
 constexpr std::size_t max_servers = 1024;
 constexpr std::size_t max_pools = 64;
 constexpr std::size_t max_workers = 256;
-constexpr std::size_t client_slots = 1 << 16;  ///< power of two
-constexpr std::size_t client_probe = 16;       ///< slots tried per lookup
+constexpr std::size_t client_slots = 1 << 16; ///< power of two
+constexpr std::size_t client_probe = 16;      ///< slots tried per lookup
 
 /// A name owning a server or pool slot; written by the master only, before it
 /// forks the workers that use the slot.
@@ -110,16 +109,16 @@ struct slot_name {
 };
 
 struct shared_block {
-    server_health servers[max_servers];  ///< indexed like snapshot::servers
+    server_health servers[max_servers]; ///< indexed like snapshot::servers
     slot_name server_names[max_servers];
     slot_name pool_names[max_pools];
     pool_state pools[max_pools];
     worker_counters workers[max_workers];
-    std::atomic<std::uint32_t> connections_open{0};   ///< client connections, all workers
-    std::atomic<std::uint32_t> tunnels_open{0};       ///< upgraded connections, all workers (limits.tunnels)
-    std::atomic<std::uint64_t> weights_version{0};    ///< bumped by each runtime weight change
+    std::atomic<std::uint32_t> connections_open{0}; ///< client connections, all workers
+    std::atomic<std::uint32_t> tunnels_open{0};     ///< upgraded connections, all workers (limits.tunnels)
+    std::atomic<std::uint64_t> weights_version{0};  ///< bumped by each runtime weight change
     std::atomic<std::uint64_t> abuse_violations{0};
-    std::atomic<std::uint64_t> firewall_blocks{0};     ///< addresses pushed to the blocklist (master)
+    std::atomic<std::uint64_t> firewall_blocks{0}; ///< addresses pushed to the blocklist (master)
     std::atomic<std::uint64_t> firewall_block_errors{0};
     std::atomic<std::uint64_t> client_table_full{0};   ///< lookups that found no slot
     std::atomic<std::uint32_t> access_log_mid_line{0}; ///< the access log file ends inside a line (access_log.hpp)
@@ -132,8 +131,8 @@ struct shared_block {
 /// workers of the previous configuration, still draining, keep writing to
 /// the same slots.
 struct slot_map {
-    std::vector<std::size_t> servers;  ///< per snapshot::servers index
-    std::vector<std::size_t> pools;    ///< per gateway::pools index
+    std::vector<std::size_t> servers; ///< per snapshot::servers index
+    std::vector<std::size_t> pools;   ///< per gateway::pools index
 };
 
 /// Finds or claims the slots of `cfg`'s servers and pools, by name. Master
@@ -187,4 +186,4 @@ private:
 /// than the fixed-size block holds.
 void check_fits(const config::snapshot& s);
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -39,4 +39,4 @@ private:
     bool restored_ = false;
 };
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -142,8 +142,8 @@ std::string sign_peer_answer(std::string_view secret, std::string_view nonce, st
 }
 
 std::string peer_answer_body(const peer_view& v) {
-    return "{\"node\":\"" + v.node + "\",\"state\":\"" + v.state + "\",\"vip_held\":" +
-           (v.vip_held ? "true" : "false") + ",\"healthy\":" + (v.healthy ? "true" : "false") +
+    return "{\"node\":\"" + v.node + "\",\"state\":\"" + v.state +
+           "\",\"vip_held\":" + (v.vip_held ? "true" : "false") + ",\"healthy\":" + (v.healthy ? "true" : "false") +
            ",\"priority\":" + std::to_string(v.priority) + "}\n";
 }
 

@@ -23,10 +23,10 @@ inline constexpr std::int64_t peer_max_skew_s = 30;
 
 /// What a request's X-Rampart-Peer header says.
 struct peer_claim {
-    std::string node;        ///< the asking node
-    std::int64_t time = 0;   ///< its clock, seconds since the epoch
-    std::string nonce;       ///< 32 hex digits, fresh for each request
-    std::string mac;         ///< 64 hex digits
+    std::string node;      ///< the asking node
+    std::int64_t time = 0; ///< its clock, seconds since the epoch
+    std::string nonce;     ///< 32 hex digits, fresh for each request
+    std::string mac;       ///< 64 hex digits
 };
 
 /// HMAC-SHA256 of `message` under `secret`, as 64 lower-case hex digits.
@@ -56,7 +56,7 @@ bool same_mac(std::string_view a, std::string_view b);
 /// What an answer says of the answering node.
 struct peer_view {
     std::string node;
-    std::string state = "unknown";  ///< MASTER, BACKUP, FAULT, STOP or unknown
+    std::string state = "unknown"; ///< MASTER, BACKUP, FAULT, STOP or unknown
     bool vip_held = false;
     bool healthy = false;
     unsigned priority = 0;

@@ -124,7 +124,7 @@ std::optional<bool> process_events_available() {
         result = true;
         send_op(PROC_CN_MCAST_IGNORE);
     } else if (errno == ECONNREFUSED) {
-        result = false;  // no connector in this namespace: keepalived's errno 111
+        result = false; // no connector in this namespace: keepalived's errno 111
     }
     ::close(fd);
     return result;
@@ -181,7 +181,8 @@ std::string remove_address(const std::string& ifname, const config::network& add
     message->ifa_family = static_cast<unsigned char>(family);
     message->ifa_prefixlen = static_cast<unsigned char>(address.prefix);
     message->ifa_index = index;
-    for (const unsigned short type : {static_cast<unsigned short>(IFA_LOCAL), static_cast<unsigned short>(IFA_ADDRESS)}) {
+    for (const unsigned short type :
+         {static_cast<unsigned short>(IFA_LOCAL), static_cast<unsigned short>(IFA_ADDRESS)}) {
         auto* attribute = reinterpret_cast<rtattr*>(buffer + NLMSG_ALIGN(header->nlmsg_len));
         attribute->rta_type = type;
         attribute->rta_len = static_cast<unsigned short>(RTA_LENGTH(length));

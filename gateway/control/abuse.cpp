@@ -20,11 +20,10 @@ constexpr auto poll_interval = std::chrono::milliseconds(100);
 /// A sweep with no new violation (to free idle slots) runs this often.
 constexpr mono_ns idle_sweep_interval = 1'000'000'000;
 
-}  // namespace
+} // namespace
 
 abuse_guard::abuse_guard(config::snapshot_ptr cfg, shared_block& shared, block_function block)
-    : shared_(shared),
-      block_(std::move(block)),
+    : shared_(shared), block_(std::move(block)),
       windows_(static_cast<window_entry*>(std::calloc(client_slots, sizeof(window_entry)))) {
     if (!windows_) {
         throw std::bad_alloc();
@@ -99,7 +98,7 @@ std::vector<std::string> abuse_guard::sweep(mono_ns now) {
             }
         }
         if (in_window != 0 && in_window >= settings.threshold) {
-            w.counts.fill(0);  // counted afresh once the block ends
+            w.counts.fill(0); // counted afresh once the block ends
             in_window = 0;
             client_address a{s.addr_hi.load(std::memory_order_relaxed), s.addr_lo.load(std::memory_order_relaxed)};
             if (!allowed(a)) {
@@ -121,8 +120,8 @@ std::vector<std::string> abuse_guard::sweep(mono_ns now) {
             block(offenders);
         } else {
             for (const auto& a : offenders) {
-                log(log_level::warn, "client " + a + " reached " + std::to_string(settings.threshold) +
-                                         " violations (blocking is off)");
+                log(log_level::warn,
+                    "client " + a + " reached " + std::to_string(settings.threshold) + " violations (blocking is off)");
             }
         }
     }
@@ -181,4 +180,4 @@ net::awaitable<void> abuse_guard::run(const bool& stop) {
     }
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

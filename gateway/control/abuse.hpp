@@ -66,14 +66,14 @@ private:
     // pages cost no memory), so only clients with violations take RSS.
     static constexpr unsigned tenths = 11;
     struct window_entry {
-        std::uint64_t tenth;  ///< the tenth `counts` was last brought up to
+        std::uint64_t tenth; ///< the tenth `counts` was last brought up to
         std::array<std::uint32_t, tenths> counts;
     };
     struct free_deleter {
         void operator()(window_entry* p) const { std::free(p); }
     };
-    std::unique_ptr<window_entry[], free_deleter> windows_;  ///< client_slots entries, zeroed
+    std::unique_ptr<window_entry[], free_deleter> windows_; ///< client_slots entries, zeroed
     mono_ns first_sweep_ = 0;
 };
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -80,7 +80,7 @@ std::string json_escape(std::string_view text) {
     return out;
 }
 
-}  // namespace
+} // namespace
 
 std::string servers_json(const admin_state& a) {
     const config::snapshot& cfg = *a.cfg;
@@ -197,12 +197,12 @@ http::response<http::string_body> api(const http::request<http::empty_body>& req
         if (drain) {
             s.drain();
         } else {
-            s.enable(mono_now());  // through slow start after a drain
+            s.enable(mono_now()); // through slow start after a drain
         }
         log(log_level::info, "admin: upstream " + cfg.servers[index].name + (drain ? " drained" : " enabled"));
-        return json(http::status::ok, "{\"name\":\"" + json_escape(name) + "\",\"drained\":" +
-                                          (drain ? "true" : "false") + ",\"active\":" +
-                                          std::to_string(s.active()) + "}\n");
+        return json(http::status::ok, "{\"name\":\"" + json_escape(name) +
+                                          "\",\"drained\":" + (drain ? "true" : "false") +
+                                          ",\"active\":" + std::to_string(s.active()) + "}\n");
     }
     return make_error_response(http::status::not_found, req.version(), "", true);
 }
@@ -235,10 +235,10 @@ http::response<http::string_body> peer_answer(const http::request<http::empty_bo
         return make_error_response(http::status::not_found, req.version(), "", true);
     }
     const auto claim = ha::parse_peer_claim(req[ha::peer_auth_header]);
-    const std::string refusal = req.method() != http::verb::get ? "not a GET"
-                                : !claim ? "no valid " + std::string(ha::peer_auth_header) + " header"
-                                         : ha::check_peer_claim(*claim, h->peer_check.secret, a.vrrp.peer.node,
-                                                                ha::unix_seconds());
+    const std::string refusal =
+        req.method() != http::verb::get ? "not a GET"
+        : !claim                        ? "no valid " + std::string(ha::peer_auth_header) + " header"
+                 : ha::check_peer_claim(*claim, h->peer_check.secret, a.vrrp.peer.node, ha::unix_seconds());
     if (!refusal.empty()) {
         peer_info& p = a.vrrp.peer;
         ++p.requests_refused;
@@ -333,7 +333,7 @@ net::awaitable<void> serve_admin_connection(tcp_socket socket, admin_state& stat
     socket.shutdown(tcp::socket::shutdown_both, ignored);
 }
 
-}  // namespace
+} // namespace
 
 // Every pool requests can reach has an available server (the listeners are
 // up: this process runs). A pool no route uses does not count either way.
@@ -371,7 +371,8 @@ std::string render_metrics(const admin_state& a) {
     metric(out, "rampart_connections_active", "gauge", "Client connections open.");
     out << "rampart_connections_active " << sum(&worker_counters::connections_active) << '\n';
     metric(out, "rampart_connections_by_protocol", "gauge", "Client connections open, by protocol (ALPN).");
-    const auto h2_open = std::min(sum(&worker_counters::connections_active), sum(&worker_counters::h2_connections_active));
+    const auto h2_open =
+        std::min(sum(&worker_counters::connections_active), sum(&worker_counters::h2_connections_active));
     out << "rampart_connections_by_protocol{protocol=\"h2\"} " << h2_open << '\n';
     out << "rampart_connections_by_protocol{protocol=\"http/1.1\"} "
         << sum(&worker_counters::connections_active) - h2_open << '\n';
@@ -382,8 +383,8 @@ std::string render_metrics(const admin_state& a) {
     metric(out, "rampart_requests_by_protocol_total", "counter", "Requests, by client protocol.");
     out << "rampart_requests_by_protocol_total{protocol=\"h2\"} " << sum(&worker_counters::h2_requests_total) << '\n';
     out << "rampart_requests_by_protocol_total{protocol=\"http/1.1\"} "
-        << sum(&worker_counters::requests_total) - std::min(sum(&worker_counters::requests_total),
-                                                            sum(&worker_counters::h2_requests_total))
+        << sum(&worker_counters::requests_total) -
+               std::min(sum(&worker_counters::requests_total), sum(&worker_counters::h2_requests_total))
         << '\n';
     metric(out, "rampart_h2_abuse_total", "counter",
            "HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM, by kind of abuse.");
@@ -417,19 +418,22 @@ std::string render_metrics(const admin_state& a) {
         << '\n';
     out << "rampart_tls_handshakes_by_version_total{version=\"TLSv1.3\"} " << sum(&worker_counters::handshakes_tls13)
         << '\n';
-    metric(out, "rampart_client_bytes_total", "counter", "Bytes on the wire with clients (TLS), counted when a connection ends.");
+    metric(out, "rampart_client_bytes_total", "counter",
+           "Bytes on the wire with clients (TLS), counted when a connection ends.");
     out << "rampart_client_bytes_total{direction=\"in\"} " << sum(&worker_counters::bytes_in) << '\n';
     out << "rampart_client_bytes_total{direction=\"out\"} " << sum(&worker_counters::bytes_out) << '\n';
     metric(out, "rampart_certificate_expiry_seconds", "gauge", "Seconds until each certificate expires.");
     {
         const auto now_unix =
-            std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+            std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+                .count();
         for (const auto& c : a.status.certificates) {
-            out << "rampart_certificate_expiry_seconds{file=\"" << label_value(c.file) << "\",key=\"" << c.key_type << "\"} "
-                << (c.not_after_unix - now_unix) << '\n';
+            out << "rampart_certificate_expiry_seconds{file=\"" << label_value(c.file) << "\",key=\"" << c.key_type
+                << "\"} " << (c.not_after_unix - now_unix) << '\n';
         }
     }
-    metric(out, "rampart_requests_total", "counter", "Requests from clients, refused ones included (a timed-out or malformed head counts as one).");
+    metric(out, "rampart_requests_total", "counter",
+           "Requests from clients, refused ones included (a timed-out or malformed head counts as one).");
     out << "rampart_requests_total " << sum(&worker_counters::requests_total) << '\n';
     metric(out, "rampart_responses_total", "counter", "Responses sent, by status class.");
     for (unsigned c = 1; c <= 5; ++c) {
@@ -441,8 +445,8 @@ std::string render_metrics(const admin_state& a) {
     }
     metric(out, "rampart_upstream_requests_total", "counter", "Requests sent to each upstream server.");
     for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
-        out << "rampart_upstream_requests_total{server=\"" << cfg.servers[i].name << "\"} "
-            << server(i).requests() << '\n';
+        out << "rampart_upstream_requests_total{server=\"" << cfg.servers[i].name << "\"} " << server(i).requests()
+            << '\n';
     }
     metric(out, "rampart_upstream_responses_total", "counter", "Responses from each upstream server, by status class.");
     for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
@@ -453,8 +457,7 @@ std::string render_metrics(const admin_state& a) {
     }
     metric(out, "rampart_upstream_active", "gauge", "Requests in flight to each upstream server.");
     for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
-        out << "rampart_upstream_active{server=\"" << cfg.servers[i].name << "\"} "
-            << server(i).active() << '\n';
+        out << "rampart_upstream_active{server=\"" << cfg.servers[i].name << "\"} " << server(i).active() << '\n';
     }
     metric(out, "rampart_upstream_failures_total", "counter",
            "Connect, read and write failures, timeouts and 5xx responses per upstream server.");
@@ -465,11 +468,11 @@ std::string render_metrics(const admin_state& a) {
     metric(out, "rampart_upstream_drained", "gauge", "1 when the server is drained through the admin API.");
     per_server(out, cfg, "rampart_upstream_drained", [&](std::size_t i) { return int(server(i).drained()); });
     metric(out, "rampart_upstream_ejected", "gauge", "1 while passive outlier detection keeps the server out.");
-    per_server(out, cfg, "rampart_upstream_ejected",
-               [&](std::size_t i) { return server(i).ejected(now) ? 1 : 0; });
+    per_server(out, cfg, "rampart_upstream_ejected", [&](std::size_t i) { return server(i).ejected(now) ? 1 : 0; });
     metric(out, "rampart_upstream_ejections_total", "counter", "Times the server was ejected.");
     per_server(out, cfg, "rampart_upstream_ejections_total", [&](std::size_t i) { return server(i).ejections(); });
-    metric(out, "rampart_upstream_retries_total", "counter", "Requests retried on another server after failing on this one.");
+    metric(out, "rampart_upstream_retries_total", "counter",
+           "Requests retried on another server after failing on this one.");
     per_server(out, cfg, "rampart_upstream_retries_total", [&](std::size_t i) { return server(i).retries(); });
     metric(out, "rampart_health_checks_total", "counter", "Active health checks, by result.");
     for (std::size_t i = 0; i < cfg.servers.size(); ++i) {
@@ -489,19 +492,21 @@ std::string render_metrics(const admin_state& a) {
     }
     metric(out, "rampart_rate_limited_total", "counter", "Requests answered 429 by the per-client rate limit.");
     for (std::size_t p = 0; p < cfg.gw.pools.size(); ++p) {
-        out << "rampart_rate_limited_total{pool=\"" << cfg.gw.pools[p].name << "\"} "
-            << pool(p).rate_limited.load() << '\n';
+        out << "rampart_rate_limited_total{pool=\"" << cfg.gw.pools[p].name << "\"} " << pool(p).rate_limited.load()
+            << '\n';
     }
     metric(out, "rampart_connections_refused_total", "counter", "Client connections closed at accept, by limit.");
-    out << "rampart_connections_refused_total{limit=\"per_client\"} " << sum(&worker_counters::connections_refused_client)
-        << '\n';
+    out << "rampart_connections_refused_total{limit=\"per_client\"} "
+        << sum(&worker_counters::connections_refused_client) << '\n';
     out << "rampart_connections_refused_total{limit=\"total\"} " << sum(&worker_counters::connections_refused_total)
         << '\n';
     out << "rampart_connections_refused_total{limit=\"descriptors\"} "
         << sum(&worker_counters::connections_refused_descriptors) << '\n';
-    metric(out, "rampart_requests_rejected_total", "counter", "Requests refused as malformed or too slow, before any backend.");
+    metric(out, "rampart_requests_rejected_total", "counter",
+           "Requests refused as malformed or too slow, before any backend.");
     out << "rampart_requests_rejected_total " << sum(&worker_counters::requests_rejected) << '\n';
-    metric(out, "rampart_access_log_dropped_total", "counter", "Access log lines dropped: buffer full or write failed.");
+    metric(out, "rampart_access_log_dropped_total", "counter",
+           "Access log lines dropped: buffer full or write failed.");
     out << "rampart_access_log_dropped_total " << sum(&worker_counters::access_log_dropped) << '\n';
     metric(out, "rampart_abuse_violations_total", "counter", "Violations counted against clients (L7 -> L3 blocking).");
     out << "rampart_abuse_violations_total " << shared.abuse_violations.load() << '\n';
@@ -536,7 +541,8 @@ std::string render_metrics(const admin_state& a) {
     };
     histogram("rampart_request_duration_seconds", "Time from a request's first byte to its last response byte.",
               &worker_counters::request_latency);
-    histogram("rampart_upstream_duration_seconds", "Time from choosing a server to its response header (retries included).",
+    histogram("rampart_upstream_duration_seconds",
+              "Time from choosing a server to its response header (retries included).",
               &worker_counters::upstream_latency);
     metric(out, "rampart_config_generation", "gauge", "Configuration generation serving (1 at start, +1 per reload).");
     out << "rampart_config_generation " << a.generation << '\n';
@@ -585,19 +591,19 @@ std::string render_metrics(const admin_state& a) {
                    "Nodes holding the VIP as this node sees it (itself, and the peer while it answers): alert on 2.");
             out << "rampart_ha_vip_holders " << a.vrrp.vip_holders() << '\n';
             metric(out, "rampart_ha_peer_checks_total", "counter", "Peer checks by result.");
-            for (const auto& [result, n] : {std::pair{"ok", p.ok}, std::pair{"refused", p.refused},
-                                            std::pair{"timeout", p.timeout}, std::pair{"unauthorized", p.unauthorized},
-                                            std::pair{"bad_answer", p.bad_answer}}) {
+            for (const auto& [result, n] :
+                 {std::pair{"ok", p.ok}, std::pair{"refused", p.refused}, std::pair{"timeout", p.timeout},
+                  std::pair{"unauthorized", p.unauthorized}, std::pair{"bad_answer", p.bad_answer}}) {
                 out << "rampart_ha_peer_checks_total{result=\"" << result << "\"} " << n << '\n';
             }
             metric(out, "rampart_ha_peer_requests_refused_total", "counter",
                    "Peer check requests to this node refused for a proof that did not verify.");
             out << "rampart_ha_peer_requests_refused_total " << p.requests_refused << '\n';
             if (p.answered_at) {
-                metric(out, "rampart_ha_peer_answer_age_seconds", "gauge", "Seconds since the peer's last valid answer.");
+                metric(out, "rampart_ha_peer_answer_age_seconds", "gauge",
+                       "Seconds since the peer's last valid answer.");
                 out << "rampart_ha_peer_answer_age_seconds "
-                    << std::chrono::duration<double>(std::chrono::steady_clock::now() - *p.answered_at).count()
-                    << '\n';
+                    << std::chrono::duration<double>(std::chrono::steady_clock::now() - *p.answered_at).count() << '\n';
             }
         }
     }
@@ -622,4 +628,4 @@ net::awaitable<void> serve_admin(tcp_acceptor& acceptor, admin_state& state) {
     }
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -4,9 +4,9 @@
 
 #include "config/config.hpp"
 #include "gateway/control/ha_link.hpp"
+#include "gateway/control/status_page.hpp"
 #include "gateway/net.hpp"
 #include "gateway/shared_state.hpp"
-#include "gateway/control/status_page.hpp"
 
 #include <cstdint>
 #include <functional>
@@ -27,7 +27,7 @@ struct admin_state {
     /// counters of workers that exited (reload, crash) stay in the totals.
     unsigned worker_slots = 0;
     std::uint64_t generation = 1;
-    std::string last_reload = "none";   ///< "ok", "failed: <reason>" or "none"
+    std::string last_reload = "none"; ///< "ok", "failed: <reason>" or "none"
     std::uint64_t reloads_ok = 0;
     std::uint64_t reloads_failed = 0;
     std::uint64_t worker_restarts = 0;
@@ -57,4 +57,4 @@ std::string servers_json(const admin_state& a);
 /// master's io_context.
 net::awaitable<void> serve_admin(tcp_acceptor& acceptor, admin_state& state);
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

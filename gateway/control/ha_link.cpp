@@ -6,9 +6,9 @@
 #include "ha/status.hpp"
 
 #include <boost/asio/read_until.hpp>
+#include <boost/asio/streambuf.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
-#include <boost/asio/streambuf.hpp>
 
 #include <fcntl.h>
 #include <linux/close_range.h>
@@ -64,7 +64,7 @@ ha_link::~ha_link() {
 void ha_link::start_sentinel(const std::string& track_file) {
     stop_sentinel();
     const pid_t parent = ::getpid();
-    signals_blocked blocked;  // the child keeps every signal blocked; see signals.hpp
+    signals_blocked blocked; // the child keeps every signal blocked; see signals.hpp
     const pid_t pid = ::fork();
     if (pid < 0) {
         log(log_level::error, std::string("ha: cannot start the sentinel: ") + std::strerror(errno));
@@ -202,8 +202,9 @@ bool ha_link::write_track_file(bool healthy) {
     if (!write_file_atomically(path, healthy ? "0\n" : "1\n", 0644)) {
         const std::string error = "cannot write " + path + ": " + std::strerror(errno);
         if (error != info_.track_error) {
-            log(log_level::error, "ha: " + error + "; keepalived cannot be told this node's health, which is "
-                                  "reported as not able to serve until the file can be written");
+            log(log_level::error, "ha: " + error +
+                                      "; keepalived cannot be told this node's health, which is "
+                                      "reported as not able to serve until the file can be written");
         }
         info_.track_error = error;
         last_written_ = -1;
@@ -279,8 +280,8 @@ void ha_link::guard_vip() {
             log(log_level::warn, "ha: keepalived is not running and " + vip.to_string() + " was still on " + ifname +
                                      ": removed it, so that only the peer holds it");
         } else {
-            log(log_level::error, "ha: keepalived is not running and " + vip.to_string() + " is still on " +
-                                      ifname + "; cannot remove it: " + error);
+            log(log_level::error, "ha: keepalived is not running and " + vip.to_string() + " is still on " + ifname +
+                                      "; cannot remove it: " + error);
         }
     }
     const auto after = ha::local_addresses();
@@ -308,7 +309,8 @@ net::awaitable<void> ha_link::write_health(std::uint64_t epoch) {
                 fifo_.reset();
                 open_fifo();
                 if (fifo_) {
-                    net::co_spawn(io_, read_notifications(epoch_), log_failure{"HA link: notification reader failed: "});
+                    net::co_spawn(io_, read_notifications(epoch_),
+                                  log_failure{"HA link: notification reader failed: "});
                 }
             }
         }
@@ -475,8 +477,11 @@ void ha_link::note_holders() {
 void ha_link::peer_answered(const std::string& error, const char* result) {
     peer_info& p = info_.peer;
     const std::string_view r = result;
-    ++(r == "ok" ? p.ok : r == "refused" ? p.refused : r == "timeout" ? p.timeout
-                        : r == "unauthorized" ? p.unauthorized : p.bad_answer);
+    ++(r == "ok"             ? p.ok
+       : r == "refused"      ? p.refused
+       : r == "timeout"      ? p.timeout
+       : r == "unauthorized" ? p.unauthorized
+                             : p.bad_answer);
     const bool was_up = p.up;
     if (!error.empty()) {
         if (was_up || p.error != error) {

@@ -22,16 +22,16 @@ namespace rampart::gateway {
 
 /// What the peer check (ha.peer_check) last learned of the other node.
 struct peer_info {
-    bool enabled = false;   ///< ha.peer_check is configured
-    std::string node;       ///< the peer's name
-    bool up = false;        ///< its last answer arrived and verified
-    std::string state = "unknown";  ///< its VRRP state as it answered; unknown while it does not
+    bool enabled = false;          ///< ha.peer_check is configured
+    std::string node;              ///< the peer's name
+    bool up = false;               ///< its last answer arrived and verified
+    std::string state = "unknown"; ///< its VRRP state as it answered; unknown while it does not
     bool vip_held = false;
     bool healthy = false;
     unsigned priority = 0;
-    std::string error;      ///< why the last check failed ("" after an answer)
-    std::optional<std::chrono::steady_clock::time_point> answered_at;  ///< the last verified answer
-    std::int64_t answered_unix = 0;  ///< the same, wall clock (for the state file)
+    std::string error; ///< why the last check failed ("" after an answer)
+    std::optional<std::chrono::steady_clock::time_point> answered_at; ///< the last verified answer
+    std::int64_t answered_unix = 0;                                   ///< the same, wall clock (for the state file)
     /// Checks by result: ok, refused (no connection), timeout, unauthorized, bad_answer.
     std::uint64_t ok = 0, refused = 0, timeout = 0, unauthorized = 0, bad_answer = 0;
     /// Requests from the peer this node refused (a proof that did not verify).
@@ -46,10 +46,10 @@ struct vrrp_info {
     std::string state = "unknown"; ///< MASTER, BACKUP, FAULT, STOP or unknown
     unsigned priority = 0;         ///< as keepalived last reported it (configured until then)
     std::uint64_t transitions = 0;
-    bool healthy = false; ///< what the track file says now (false while it cannot be written)
-    std::string track_error; ///< why the track file cannot be written; "" when it can
-    bool vip_held = false;   ///< the VIP is on an interface of this host (looked at every health interval)
-    std::uint64_t vip_removals = 0;  ///< VIPs removed because keepalived was gone (guard_vip)
+    bool healthy = false;           ///< what the track file says now (false while it cannot be written)
+    std::string track_error;        ///< why the track file cannot be written; "" when it can
+    bool vip_held = false;          ///< the VIP is on an interface of this host (looked at every health interval)
+    std::uint64_t vip_removals = 0; ///< VIPs removed because keepalived was gone (guard_vip)
     peer_info peer;
     /// Nodes known to hold the VIP: this one, and the peer while it answers.
     unsigned vip_holders() const { return (vip_held ? 1U : 0U) + (peer.up && peer.vip_held ? 1U : 0U); }
@@ -100,10 +100,10 @@ private:
     std::unique_ptr<net::posix::stream_descriptor> fifo_;
     std::uint64_t fifo_inode_ = 0;
     int last_written_ = -1;
-    bool keepalived_seen_ = false;  ///< keepalived's VRRP process was found running once
-    std::optional<std::chrono::steady_clock::time_point> keepalived_missing_since_;  ///< gone since
-    pid_t sentinel_ = -1; ///< writes "1" to the track file when the master dies
-    unsigned logged_holders_ = 0;  ///< VIP holders as last logged (note_holders)
+    bool keepalived_seen_ = false; ///< keepalived's VRRP process was found running once
+    std::optional<std::chrono::steady_clock::time_point> keepalived_missing_since_; ///< gone since
+    pid_t sentinel_ = -1;         ///< writes "1" to the track file when the master dies
+    unsigned logged_holders_ = 0; ///< VIP holders as last logged (note_holders)
 };
 
 } // namespace rampart::gateway

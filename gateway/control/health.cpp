@@ -33,7 +33,8 @@ net::awaitable<check_result> check_once(executor ex, const tcp::endpoint& to, co
     });
     auto fail = [&](const error_code& ec) {
         deadline.cancel();
-        return check_result{-1, timed_out ? "timeout after " + std::to_string(hc.timeout.count()) + " ms" : ec.message()};
+        return check_result{-1,
+                            timed_out ? "timeout after " + std::to_string(hc.timeout.count()) + " ms" : ec.message()};
     };
     auto [cec] = co_await socket.async_connect(to);
     if (cec || timed_out) {
@@ -62,8 +63,8 @@ net::awaitable<check_result> check_once(executor ex, const tcp::endpoint& to, co
 
 namespace {
 
-net::awaitable<void> check_loop(std::shared_ptr<health_checker::state> st, net::steady_timer& timer,
-                                std::size_t server, tcp::endpoint to, config::health_check hc) {
+net::awaitable<void> check_loop(std::shared_ptr<health_checker::state> st, net::steady_timer& timer, std::size_t server,
+                                tcp::endpoint to, config::health_check hc) {
     const std::string& name = st->cfg->servers[server].name;
     server_health& s = st->shared.servers[st->slots.servers[server]];
     while (!st->stopped) {
@@ -77,12 +78,12 @@ net::awaitable<void> check_loop(std::shared_ptr<health_checker::state> st, net::
             log(log_level::info, "upstream " + name + " is UP (" + std::to_string(hc.rise) + " checks passed)");
             break;
         case server_health::transition::down:
-            log(log_level::warn, "upstream " + name + " is DOWN (" + std::to_string(hc.fall) +
-                                     " checks failed, last: " +
-                                     (r.status < 0 ? r.error
-                                                   : "status " + std::to_string(r.status) + ", expected " +
-                                                         std::to_string(hc.expect_status)) +
-                                     ")");
+            log(log_level::warn,
+                "upstream " + name + " is DOWN (" + std::to_string(hc.fall) + " checks failed, last: " +
+                    (r.status < 0
+                         ? r.error
+                         : "status " + std::to_string(r.status) + ", expected " + std::to_string(hc.expect_status)) +
+                    ")");
             break;
         case server_health::transition::none:
             break;
@@ -92,12 +93,14 @@ net::awaitable<void> check_loop(std::shared_ptr<health_checker::state> st, net::
     }
 }
 
-}  // namespace
+} // namespace
 
 health_checker::health_checker(net::io_context& io, config::snapshot_ptr cfg, shared_block& shared, slot_map slots)
     : state_(std::make_shared<state>(state{io, std::move(cfg), shared, std::move(slots), false, {}})) {}
 
-health_checker::~health_checker() { stop(); }
+health_checker::~health_checker() {
+    stop();
+}
 
 void health_checker::start() {
     const auto& cfg = *state_->cfg;
@@ -107,7 +110,7 @@ void health_checker::start() {
             continue;
         }
         for (const auto& m : p.members) {
-            const std::size_t si = m.server;  // resolved once, in config
+            const std::size_t si = m.server; // resolved once, in config
             if (si >= cfg.servers.size() || checked[si]) {
                 continue;
             }
@@ -115,7 +118,8 @@ void health_checker::start() {
             error_code ec;
             tcp::endpoint to(net::ip::make_address(m.address.host, ec), m.address.port);
             auto& timer = *state_->timers.emplace_back(std::make_unique<net::steady_timer>(state_->io));
-            net::co_spawn(state_->io, check_loop(state_, timer, si, to, *p.health), log_failure{"health check failed: "});
+            net::co_spawn(state_->io, check_loop(state_, timer, si, to, *p.health),
+                          log_failure{"health check failed: "});
         }
     }
 }
@@ -127,4 +131,4 @@ void health_checker::stop() {
     }
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

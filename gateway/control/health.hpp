@@ -15,8 +15,8 @@ namespace rampart::gateway {
 
 /// The outcome of one check: the status line's code, or why there was none.
 struct check_result {
-    int status = -1;     ///< HTTP status; -1 when no response header arrived
-    std::string error;   ///< "connection refused", "timeout", ... when status is -1
+    int status = -1;   ///< HTTP status; -1 when no response header arrived
+    std::string error; ///< "connection refused", "timeout", ... when status is -1
 };
 
 /// One check of `to`: connect, send GET `hc.path`, read the response header,
@@ -37,10 +37,10 @@ public:
     /// Ends every check loop (they finish their current check first).
     void stop();
 
-    struct state;  ///< shared with the check loops, which may outlive the checker
+    struct state; ///< shared with the check loops, which may outlive the checker
 
 private:
     std::shared_ptr<state> state_;
 };
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

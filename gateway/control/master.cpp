@@ -2,15 +2,15 @@
 
 #include "certs/certs.hpp"
 #include "gateway/control/abuse.hpp"
-#include "gateway/proxy/access_log.hpp"
 #include "gateway/control/admin.hpp"
 #include "gateway/control/health.hpp"
+#include "gateway/control/privileges.hpp"
 #include "gateway/log.hpp"
 #include "gateway/net.hpp"
-#include "gateway/control/privileges.hpp"
+#include "gateway/proxy/access_log.hpp"
+#include "gateway/proxy/worker.hpp"
 #include "gateway/shared_state.hpp"
 #include "gateway/signals.hpp"
-#include "gateway/proxy/worker.hpp"
 
 #include <boost/asio/signal_set.hpp>
 
@@ -24,15 +24,15 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
-#include <sys/stat.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
-#include <algorithm>
 #include <map>
 #include <optional>
 #include <set>
@@ -213,9 +213,9 @@ struct generation {
     slot_map slots;
     unsigned workers = 1;
     unprivileged_user user;
-    listen_fd access_log;  ///< the access log's descriptor (-1 when off); each worker gets a copy
-    std::vector<cert_info> certificates;                      ///< for the status page
-    std::vector<std::pair<std::string, file_stamp>> watched;  ///< certificate and key files
+    listen_fd access_log;                ///< the access log's descriptor (-1 when off); each worker gets a copy
+    std::vector<cert_info> certificates; ///< for the status page
+    std::vector<std::pair<std::string, file_stamp>> watched; ///< certificate and key files
 };
 
 class master {
@@ -262,8 +262,8 @@ public:
         }
         health_ = std::make_unique<health_checker>(io_, current_->cfg, region_.block(), current_->slots);
         health_->start();
-        ha_ = std::make_unique<ha_link>(io_, [this](const config::snapshot& cfg) { return able_to_serve(cfg); },
-                                        admin_.vrrp);
+        ha_ = std::make_unique<ha_link>(
+            io_, [this](const config::snapshot& cfg) { return able_to_serve(cfg); }, admin_.vrrp);
         ha_->configure(current_->cfg);
         abuse_ = std::make_unique<abuse_guard>(current_->cfg, region_.block(), links_.block);
         net::co_spawn(io_, abuse_->run(stopping_), log_failure{"abuse watcher failed: "});
@@ -282,8 +282,8 @@ public:
         for (unsigned i = 0; i < current_->workers; ++i) {
             spawn(*current_, i);
         }
-        log(log_level::info, "serving " + current_->cfg->site + " with " + std::to_string(current_->workers) +
-                                 " workers");
+        log(log_level::info,
+            "serving " + current_->cfg->site + " with " + std::to_string(current_->workers) + " workers");
         // Type=notify: the unit is started. A reload sends RELOADING=1 when
         // it begins and READY=1 again when it is done.
         notify_systemd("READY=1");
@@ -345,8 +345,8 @@ private:
     struct worker_slot {
         pid_t pid = -1;
         std::uint64_t generation = 0;
-        unsigned index = 0;         ///< position within its generation (which sockets it serves)
-        unsigned counter_slot = 0;  ///< its entry in shared_block::workers
+        unsigned index = 0;        ///< position within its generation (which sockets it serves)
+        unsigned counter_slot = 0; ///< its entry in shared_block::workers
         std::chrono::steady_clock::time_point started;
         unsigned quick_deaths = 0;
     };
@@ -492,8 +492,8 @@ private:
         publish_admin_state();
         ha_->configure(current_->cfg);
         log(log_level::info, "reload (" + why + "): generation " + std::to_string(current_->id) + " serving with " +
-                                 std::to_string(current_->workers) + " workers; generation " +
-                                 std::to_string(old->id) + " draining");
+                                 std::to_string(current_->workers) + " workers; generation " + std::to_string(old->id) +
+                                 " draining");
         notify_systemd_ready();
         return {true, "generation " + std::to_string(current_->id)};
     }
@@ -551,7 +551,7 @@ private:
             for (auto& [path, seen] : current_->watched) {
                 const file_stamp now = stamp_of(path);
                 if (now != seen) {
-                    seen = now;  // a broken new file is reported once, not every 5 s
+                    seen = now; // a broken new file is reported once, not every 5 s
                     reload("certificate file " + path + " changed");
                     break;
                 }
@@ -599,7 +599,7 @@ private:
         const auto tunnels = region_.block().workers[slot.counter_slot].tunnels_active.exchange(0);
         region_.block().tunnels_open.fetch_sub(static_cast<std::uint32_t>(tunnels), std::memory_order_relaxed);
         const pid_t master_pid = ::getpid();
-        signals_blocked blocked;  // until the child has its own signal handling (signals.hpp)
+        signals_blocked blocked; // until the child has its own signal handling (signals.hpp)
         io_.notify_fork(net::execution_context::fork_prepare);
         pid_t pid = ::fork();
         if (pid < 0) {
@@ -674,7 +674,7 @@ private:
             keep.push_back(mine.access_log);
         }
         close_all_but(keep);
-        clear_bounding_set();  // privileges.hpp: before setuid, which takes CAP_SETPCAP away
+        clear_bounding_set(); // privileges.hpp: before setuid, which takes CAP_SETPCAP away
         drop_privileges(g.user);
         // setuid and setgid clear the parent-death signal: armed after the
         // last credential change, then checked against a master that died
@@ -685,7 +685,7 @@ private:
         }
         const bool serve_files = std::any_of(g.cfg->gw.routes.begin(), g.cfg->gw.routes.end(),
                                              [](const config::route& r) { return r.files.has_value(); });
-        sandbox_worker(g.cfg->gw.seccomp, serve_files);  // no capabilities, seccomp: before any connection
+        sandbox_worker(g.cfg->gw.seccomp, serve_files); // no capabilities, seccomp: before any connection
         try {
             worker w(g.cfg, g.tls ? g.tls->default_context() : nullptr, region_.block(), g.slots, slot.counter_slot,
                      mine);
@@ -722,8 +722,8 @@ private:
                     break;
                 }
                 ++admin_.worker_restarts;
-                log(log_level::error, "worker " + std::to_string(pid) + " died (" + describe(status) +
-                                          "); starting a replacement");
+                log(log_level::error,
+                    "worker " + std::to_string(pid) + " died (" + describe(status) + "); starting a replacement");
                 respawn(w);
                 break;
             }
@@ -791,7 +791,7 @@ private:
             return false;
         }
         if (admin_.ha_released) {
-            return false;  // maintenance: let the peer hold the VIP
+            return false; // maintenance: let the peer hold the VIP
         }
         return !cfg.ha_pair || !cfg.ha_pair->health.require_backend || ready(admin_);
     }
@@ -799,28 +799,28 @@ private:
     static void notify_systemd_reloading() { notify_systemd(reloading_state()); }
     static void notify_systemd_ready() { notify_systemd("READY=1"); }
 
-    control_links links_;  ///< the firewall, as cmd/ wired it
+    control_links links_; ///< the firewall, as cmd/ wired it
     shared_region region_;
     admin_state admin_;
     std::shared_ptr<certs::derived_ticket_keys> keys_;
-    std::string keys_secret_file_;  ///< where keys_'s secret came from; "" = random
+    std::string keys_secret_file_; ///< where keys_'s secret came from; "" = random
     std::unique_ptr<generation> current_;
-    std::map<std::string, std::vector<listen_fd>> listeners_;  ///< endpoint -> its SO_REUSEPORT sockets
+    std::map<std::string, std::vector<listen_fd>> listeners_; ///< endpoint -> its SO_REUSEPORT sockets
     std::vector<worker_slot> workers_;
     unsigned counter_slots_used_ = 0;
     listen_fd admin_fd_;
-    listen_fd life_read_;   ///< the life line's read end, for the workers
-    listen_fd life_write_;  ///< held open, never written, until the master exits
+    listen_fd life_read_;  ///< the life line's read end, for the workers
+    listen_fd life_write_; ///< held open, never written, until the master exits
     std::string admin_endpoint_;
     net::io_context io_{1};
     std::unique_ptr<health_checker> health_;
     std::unique_ptr<abuse_guard> abuse_;
-    std::unique_ptr<ha_link> ha_;  ///< kept across reloads: the VRRP state outlives generations
+    std::unique_ptr<ha_link> ha_; ///< kept across reloads: the VRRP state outlives generations
     bool stopping_ = false;
     int exit_code_ = 0;
 };
 
-}  // namespace
+} // namespace
 
 int run_master(config::snapshot_ptr cfg, control_links links) {
     // SIGHUP and SIGUSR1 end a process by default: a reload or a logrotate
@@ -841,4 +841,4 @@ int run_master(config::snapshot_ptr cfg, control_links links) {
     return m.run();
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

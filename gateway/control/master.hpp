@@ -27,4 +27,4 @@ struct control_links {
 /// Throws (at start-up only) when certificates, sockets or users are unusable.
 int run_master(config::snapshot_ptr cfg, control_links links);
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -597,8 +597,7 @@ public:
         return *this;
     }
     template <std::integral T>
-        requires(!std::same_as<T, bool>)
-    json_writer& value(T n) {
+    requires(!std::same_as<T, bool>) json_writer& value(T n) {
         separate();
         out_ += std::to_string(n);
         return *this;
@@ -608,8 +607,7 @@ public:
         out_ += "null";
         return *this;
     }
-    template <class T>
-    json_writer& field(std::string_view k, const T& v) {
+    template <class T> json_writer& field(std::string_view k, const T& v) {
         key(k);
         return value(v);
     }
@@ -679,7 +677,7 @@ const char* server_state_name(const server_health& s, mono_ns now) {
     return "up";
 }
 
-}  // namespace
+} // namespace
 
 std::string json_string_body(std::string_view text) {
     std::string out;
@@ -702,7 +700,7 @@ std::string json_string_body(std::string_view text) {
         } else if (c >= 0x80) {
             const std::size_t len = utf8_sequence(text, i);
             if (len == 0) {
-                out += "\xef\xbf\xbd";  // U+FFFD
+                out += "\xef\xbf\xbd"; // U+FFFD
                 ++i;
             } else {
                 out.append(text.substr(i, len));
@@ -736,10 +734,8 @@ std::string_view status_page_csp() {
 }
 
 std::string status_json(const config::snapshot& cfg, const shared_block& shared, const slot_map& slots,
-                        const status_extra& extra,
-                        std::chrono::system_clock::time_point now) {
-    const std::int64_t now_unix =
-        std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+                        const status_extra& extra, std::chrono::system_clock::time_point now) {
+    const std::int64_t now_unix = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
     const mono_ns mono = mono_now();
     const unsigned workers = std::min<unsigned>(extra.workers, max_workers);
     auto sum = [&](auto member) {
@@ -779,10 +775,18 @@ std::string status_json(const config::snapshot& cfg, const shared_block& shared,
         const auto h2_total = std::min(total, sum(&worker_counters::h2_connections_total));
         const auto h2_requests = std::min(requests, sum(&worker_counters::h2_requests_total));
         j.key("protocols").begin_array();
-        j.begin_object().field("protocol", "h2").field("open", h2_open).field("total", h2_total)
-            .field("requests", h2_requests).end_object();
-        j.begin_object().field("protocol", "http/1.1").field("open", open - h2_open).field("total", total - h2_total)
-            .field("requests", requests - h2_requests).end_object();
+        j.begin_object()
+            .field("protocol", "h2")
+            .field("open", h2_open)
+            .field("total", h2_total)
+            .field("requests", h2_requests)
+            .end_object();
+        j.begin_object()
+            .field("protocol", "http/1.1")
+            .field("open", open - h2_open)
+            .field("total", total - h2_total)
+            .field("requests", requests - h2_requests)
+            .end_object();
         j.end_array();
     }
     j.key("responses").begin_object();
@@ -826,7 +830,7 @@ std::string status_json(const config::snapshot& cfg, const shared_block& shared,
         for (const config::pool_member& m : pool.members) {
             const config::server* srv = cfg.find_server(m.name);
             if (srv == nullptr) {
-                continue;  // validated configs never get here
+                continue; // validated configs never get here
             }
             const auto index = static_cast<std::size_t>(srv - cfg.servers.data());
             if (index >= max_servers) {
@@ -839,9 +843,7 @@ std::string status_json(const config::snapshot& cfg, const shared_block& shared,
             j.field("address", m.address.host);
             j.field("port", static_cast<unsigned>(m.address.port));
             // A weight set through the runtime API wins over the configured one.
-            j.field("weight", s.weight() != 0
-                                  ? static_cast<unsigned>(s.weight())
-                                  : m.weight);
+            j.field("weight", s.weight() != 0 ? static_cast<unsigned>(s.weight()) : m.weight);
             j.field("state", server_state_name(s, mono));
             j.field("healthy", s.healthy());
             j.field("drained", s.drained());
@@ -883,4 +885,4 @@ std::string status_json(const config::snapshot& cfg, const shared_block& shared,
     return status_json(cfg, shared, slots, extra, std::chrono::system_clock::now());
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -19,21 +19,21 @@ namespace rampart::gateway {
 /// One loaded certificate as the status page shows it.
 struct cert_info {
     std::string file;
-    std::string key_type;  ///< "ECDSA" or "RSA"
+    std::string key_type; ///< "ECDSA" or "RSA"
     std::vector<std::string> names;
-    std::int64_t not_after_unix = 0;  ///< seconds since 1970, UTC
+    std::int64_t not_after_unix = 0; ///< seconds since 1970, UTC
 };
 
 /// What the status page shows besides the config and the shared counters:
 /// facts only the master knows. The master owns one and updates it (reload,
 /// VRRP notifications, worker restarts).
 struct status_extra {
-    std::uint64_t generation = 1;      ///< configuration generation, 1 = as started
-    std::string last_reload = "none";  ///< "ok" | "failed: <reason>" | "none"
-    std::int64_t started_unix = 0;     ///< when the master started, seconds since 1970
+    std::uint64_t generation = 1;     ///< configuration generation, 1 = as started
+    std::string last_reload = "none"; ///< "ok" | "failed: <reason>" | "none"
+    std::int64_t started_unix = 0;    ///< when the master started, seconds since 1970
     std::string vrrp_state = "unknown";
     std::vector<cert_info> certificates;
-    unsigned workers = 1;              ///< worker processes whose counters are summed
+    unsigned workers = 1; ///< worker processes whose counters are summed
     std::uint64_t worker_restarts = 0;
 };
 
@@ -59,4 +59,4 @@ std::string status_json(const config::snapshot& cfg, const shared_block& shared,
 /// characters escaped, invalid UTF-8 replaced by U+FFFD.
 std::string json_string_body(std::string_view text);
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

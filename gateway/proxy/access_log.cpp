@@ -100,7 +100,7 @@ void append_cstring_or_null(std::string& out, std::string_view key, const char* 
     }
 }
 
-}  // namespace
+} // namespace
 
 void append_json_string(std::string& out, std::string_view text, std::size_t max) {
     static constexpr char hex[] = "0123456789abcdef";
@@ -256,7 +256,7 @@ timespec to_timespec(std::chrono::nanoseconds d) {
     return ts;
 }
 
-}  // namespace
+} // namespace
 
 // Positions count bytes since the start and only grow; `head - tail` is the
 // fill. The worker writes head (release) after copying a line in; the writer
@@ -264,11 +264,7 @@ timespec to_timespec(std::chrono::nanoseconds d) {
 // the other's position with acquire, so the bytes between them are settled.
 struct access_log::ring {
     ring(int fd_, std::size_t capacity, std::atomic<std::uint64_t>& dropped_, std::atomic<std::uint32_t>* mid_line_)
-        : fd(fd_),
-          size(capacity),
-          mask(capacity - 1),
-          data(new char[capacity]),
-          dropped(&dropped_),
+        : fd(fd_), size(capacity), mask(capacity - 1), data(new char[capacity]), dropped(&dropped_),
           mid_line(mid_line_ != nullptr ? mid_line_ : &own_mid_line) {}
     ~ring() {
         if (fd >= 0) {
@@ -282,17 +278,17 @@ struct access_log::ring {
     const std::unique_ptr<char[]> data;
     std::atomic<std::uint64_t>* const dropped;
     std::atomic<std::uint32_t> own_mid_line{0};
-    std::atomic<std::uint32_t>* const mid_line;  ///< 1: the file ends inside a line (see the constructor)
+    std::atomic<std::uint32_t>* const mid_line; ///< 1: the file ends inside a line (see the constructor)
 
-    alignas(64) std::atomic<std::uint64_t> head{0};   ///< written by the worker
-    alignas(64) std::atomic<std::uint64_t> tail{0};   ///< written by the writer thread
-    alignas(64) std::atomic<std::uint32_t> wake{0};   ///< futex word: bumped to wake the writer
-    std::atomic<bool> sleeping{false};                ///< the writer waits with no timeout
+    alignas(64) std::atomic<std::uint64_t> head{0}; ///< written by the worker
+    alignas(64) std::atomic<std::uint64_t> tail{0}; ///< written by the writer thread
+    alignas(64) std::atomic<std::uint32_t> wake{0}; ///< futex word: bumped to wake the writer
+    std::atomic<bool> sleeping{false};              ///< the writer waits with no timeout
     std::atomic<bool> stopping{false};
-    std::atomic<std::uint32_t> done{0};               ///< futex word: 1 once the writer returned
+    std::atomic<std::uint32_t> done{0}; ///< futex word: 1 once the writer returned
 
-    bool failing = false;  ///< writer thread only: the last write failed (reported once)
-    bool ended_mid_line = false;  ///< writer thread only: its last write stopped inside a line (short)
+    bool failing = false;        ///< writer thread only: the last write failed (reported once)
+    bool ended_mid_line = false; ///< writer thread only: its last write stopped inside a line (short)
 
     void wake_writer() {
         wake.fetch_add(1, std::memory_order_seq_cst);
@@ -403,7 +399,7 @@ struct access_log::ring {
 
     void run() {
         ::prctl(PR_SET_NAME, "rampart-alog", 0, 0, 0);
-        struct stat st{};
+        struct stat st {};
         const bool regular_file = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
         const timespec interval = to_timespec(flush_interval);
         for (;;) {
@@ -418,7 +414,7 @@ struct access_log::ring {
                 break;
             }
             if (result == drained::more) {
-                continue;  // more than one drain's worth: go on at once
+                continue; // more than one drain's worth: go on at once
             }
             if (result == drained::emptied) {
                 // Lines are flowing: come back in a moment rather than wake
@@ -452,7 +448,7 @@ std::size_t ring_size(std::size_t wanted) {
     }
     return size;
 }
-}  // namespace
+} // namespace
 
 access_log::access_log(int fd, std::size_t capacity, std::atomic<std::uint64_t>& dropped,
                        std::atomic<std::uint32_t>* mid_line)
@@ -460,7 +456,9 @@ access_log::access_log(int fd, std::size_t capacity, std::atomic<std::uint64_t>&
     line_.reserve(access_line_max);
 }
 
-access_log::~access_log() { stop(); }
+access_log::~access_log() {
+    stop();
+}
 
 void access_log::start() {
     if (started_ || stopped_) {
@@ -520,4 +518,4 @@ void access_log::stop() {
     thread_.detach();
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

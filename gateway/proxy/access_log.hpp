@@ -33,19 +33,19 @@ namespace rampart::gateway {
 /// One request as the access log records it. The views must stay valid
 /// until access_log::write() returns.
 struct access_record {
-    std::chrono::system_clock::time_point time;  ///< when the request's first byte was read
-    std::string_view client;                     ///< address, no port
-    std::string_view method;                     ///< "" when the request line could not be read
+    std::chrono::system_clock::time_point time; ///< when the request's first byte was read
+    std::string_view client;                    ///< address, no port
+    std::string_view method;                    ///< "" when the request line could not be read
     std::string_view host;
-    std::string_view path;                       ///< the target, query included
+    std::string_view path; ///< the target, query included
     unsigned status = 0;
-    std::uint64_t bytes_sent = 0;                ///< response body bytes written to the client
-    std::uint64_t bytes_received = 0;            ///< request body bytes read from the client
-    std::chrono::nanoseconds request_time{0};    ///< first request byte to last response byte
-    std::string_view upstream;                   ///< server name; "" when no server was tried
-    std::optional<std::chrono::nanoseconds> upstream_time;  ///< connect + response header; none without one
-    const char* protocol = "http/1.1";           ///< "http/1.0", "http/1.1" or "h2"
-    const char* tls_version = nullptr;           ///< null on the plain-HTTP listener
+    std::uint64_t bytes_sent = 0;                          ///< response body bytes written to the client
+    std::uint64_t bytes_received = 0;                      ///< request body bytes read from the client
+    std::chrono::nanoseconds request_time{0};              ///< first request byte to last response byte
+    std::string_view upstream;                             ///< server name; "" when no server was tried
+    std::optional<std::chrono::nanoseconds> upstream_time; ///< connect + response header; none without one
+    const char* protocol = "http/1.1";                     ///< "http/1.0", "http/1.1" or "h2"
+    const char* tls_version = nullptr;                     ///< null on the plain-HTTP listener
     const char* cipher = nullptr;
     bool resumed = false;
     std::string_view request_id;
@@ -117,15 +117,15 @@ public:
     /// Lines dropped so far by this log.
     std::uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
 
-    struct ring;  ///< shared with the writer thread (defined in access_log.cpp)
+    struct ring; ///< shared with the writer thread (defined in access_log.cpp)
 
 private:
     std::shared_ptr<ring> ring_;
     std::atomic<std::uint64_t>& dropped_;
-    std::string line_;   ///< reused for formatting
+    std::string line_; ///< reused for formatting
     std::thread thread_;
     bool started_ = false;
     bool stopped_ = false;
 };
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -83,7 +83,7 @@ bool balancer::admit_slow_start(const server_health& s, std::uint64_t start, mon
     if (f >= 1.0) {
         return true;
     }
-    const std::uint64_t draw = (start * 0x9E3779B97F4A7C15ULL) >> 54;  // 0..1023
+    const std::uint64_t draw = (start * 0x9E3779B97F4A7C15ULL) >> 54; // 0..1023
     return static_cast<double>(draw) < f * 1024.0;
 }
 
@@ -93,9 +93,7 @@ std::optional<std::size_t> balancer::scan(std::uint64_t start, std::span<server_
     auto eligible = [&](std::size_t i) {
         return (i >= 64 || (excluded >> i & 1U) == 0) && members[i]->available(now, ignore_ejection);
     };
-    auto is_full = [&](std::size_t i) {
-        return max_active != 0 && members[i]->active() >= max_active;
-    };
+    auto is_full = [&](std::size_t i) { return max_active != 0 && members[i]->active() >= max_active; };
     if (algorithm_ == config::balance::least_connections) {
         // Fewest active requests relative to (slow-start scaled) weight:
         // a/wa < b/wb. Scanning from a rotating start makes ties rotate. A
@@ -174,4 +172,4 @@ balancer::choice balancer::pick(std::atomic<std::uint64_t>& position, std::span<
     return c;
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

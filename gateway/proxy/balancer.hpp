@@ -55,8 +55,8 @@ public:
 
 private:
     config::balance algorithm_;
-    std::vector<unsigned> base_weights_;  ///< from the configuration
-    std::vector<unsigned> weights_;       ///< in force
+    std::vector<unsigned> base_weights_; ///< from the configuration
+    std::vector<unsigned> weights_;      ///< in force
     std::uint64_t weights_version_ = 0;
     std::vector<std::uint16_t> schedule_;
     mono_ns slow_start_ = 0;
@@ -67,4 +67,4 @@ private:
     bool admit_slow_start(const server_health& s, std::uint64_t start, mono_ns now) const;
 };
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

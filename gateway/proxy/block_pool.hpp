@@ -54,4 +54,4 @@ private:
     }
 };
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -62,7 +62,7 @@ private:
             const int reason = timed_out ? 0 : is_disconnect(ec) ? 1 : 2;
             w_.counters.handshake_failures_by[reason].fetch_add(1, std::memory_order_relaxed);
             if (reason != 1) {
-                violation();  // a stalled or broken handshake, not a client that left
+                violation(); // a stalled or broken handshake, not a client that left
             }
             log(log_level::debug, "handshake from " + facts_.client.address + " failed: " + ec.message());
             finish(false);
@@ -70,7 +70,7 @@ private:
         }
         SSL* ssl = stream_.native_handle();
         facts_.resumed = SSL_session_reused(ssl) == 1;
-        facts_.tls_version = SSL_get_version(ssl);  // static strings, valid for the process's life
+        facts_.tls_version = SSL_get_version(ssl); // static strings, valid for the process's life
         facts_.cipher = SSL_get_cipher_name(ssl);
         (facts_.resumed ? w_.counters.handshakes_resumed : w_.counters.handshakes_full)
             .fetch_add(1, std::memory_order_relaxed);
@@ -113,12 +113,12 @@ private:
         error_code ec;
         if (!graceful) {
             stream_.next_layer().shutdown(tcp::socket::shutdown_both, ec);
-        }  // else the FIN is out already: close() alone releases the socket
+        } // else the FIN is out already: close() alone releases the socket
         stream_.next_layer().close(ec);
         stop_watchdog();
     }
 
-    std::optional<h2_connection> h2_;  ///< set once ALPN chose h2
+    std::optional<h2_connection> h2_; ///< set once ALPN chose h2
 };
 
 // ---------------------------------------------------------------- plain HTTP
@@ -214,7 +214,7 @@ private:
     beast::flat_buffer buffer_;
 };
 
-}  // namespace
+} // namespace
 
 void start_tls_connection(worker_context& w, tcp_socket socket, admission a) {
     std::make_shared<tls_connection>(w, std::move(socket), a)->start();
@@ -224,4 +224,4 @@ void start_redirect_connection(worker_context& w, tcp_socket socket, admission a
     std::make_shared<redirect_connection>(w, std::move(socket), a)->start();
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -15,4 +15,4 @@ void start_tls_connection(worker_context& w, tcp_socket socket, admission a);
 /// Serves a plain HTTP client connection: every request gets 301 to https.
 void start_redirect_connection(worker_context& w, tcp_socket socket, admission a);
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -45,4 +45,4 @@ void connection_base::terminate() {
     cancel_io();
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -45,4 +45,4 @@ protected:
     bool closing_ = false;
 };
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

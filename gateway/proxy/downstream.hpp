@@ -18,7 +18,7 @@ constexpr std::size_t relay_chunk = 64 * 1024;
 
 struct body_read {
     error_code ec;
-    std::size_t bytes = 0;  ///< body bytes placed at the front of the buffer
+    std::size_t bytes = 0; ///< body bytes placed at the front of the buffer
 };
 
 enum class tunnel_end { client_closed, upstream_closed, idle_timeout, failed };
@@ -73,4 +73,4 @@ public:
     virtual bool keep_alive() const = 0;
 };
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

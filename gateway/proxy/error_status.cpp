@@ -19,7 +19,7 @@ bool is_parse_error(const error_code& ec) {
     return ec.category() == http::make_error_code(http::error::bad_target).category();
 }
 
-}  // namespace
+} // namespace
 
 std::optional<http::status> head_error_status(const error_code& ec, bool timed_out) {
     if (timed_out) {
@@ -35,7 +35,7 @@ std::optional<http::status> head_error_status(const error_code& ec, bool timed_o
         return std::nullopt;
     }
     if (is_parse_error(ec)) {
-        return http::status::bad_request;  // any other parse error: malformed request
+        return http::status::bad_request; // any other parse error: malformed request
     }
     return std::nullopt;
 }
@@ -50,7 +50,7 @@ std::optional<http::status> body_error_status(const error_code& ec, bool timed_o
     if (is_disconnect(ec)) {
         return std::nullopt;
     }
-    return http::status::bad_request;  // a chunk size, extension or trailer that breaks the rules
+    return http::status::bad_request; // a chunk size, extension or trailer that breaks the rules
 }
 
 void log_refused(const std::string& client, http::status status, std::string_view reason) {
@@ -60,4 +60,4 @@ void log_refused(const std::string& client, http::status status, std::string_vie
     }
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -31,4 +31,4 @@ std::optional<http::status> body_error_status(const error_code& ec, bool timed_o
 /// number of these, so never above debug.
 void log_refused(const std::string& client, http::status status, std::string_view reason);
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -1,8 +1,8 @@
 #include "gateway/proxy/exchange.hpp"
 
 #include "gateway/log.hpp"
-#include "gateway/proxy/exchange_host.hpp"
 #include "gateway/proxy/error_status.hpp"
+#include "gateway/proxy/exchange_host.hpp"
 #include "gateway/proxy/proxy_attempt.hpp"
 #include "gateway/proxy/router.hpp"
 #include "gateway/proxy/static_files.hpp"
@@ -84,7 +84,7 @@ private:
     std::atomic<std::uint32_t>* open_;
 };
 
-}  // namespace
+} // namespace
 
 exchange::exchange(worker_context& w, exchange_host& conn, downstream& down, const connection_facts& facts)
     : w_(w), conn_(conn), down_(down), facts_(facts) {}
@@ -95,8 +95,8 @@ net::awaitable<exchange_end> exchange::serve() {
     request_id_ = pick_request_id(req, w_.request_ids);
     head_request_ = req.method() == http::verb::head;
     const bool expect_continue = iequals(req[http::field::expect], "100-continue");
-    const upgrade_kind upgrade =
-        classify_upgrade(req.base(), down_.version(), !down_.request_done() || down_.request_remaining().value_or(0) > 0);
+    const upgrade_kind upgrade = classify_upgrade(req.base(), down_.version(),
+                                                  !down_.request_done() || down_.request_remaining().value_or(0) > 0);
     if (upgrade == upgrade_kind::bad) {
         log_refused(facts_.client.address, http::status::bad_request, "a WebSocket upgrade that breaks RFC 6455 4.1");
         co_return co_await reject(http::status::bad_request);
@@ -109,7 +109,7 @@ net::awaitable<exchange_end> exchange::serve() {
     if (const std::string_view target = req.target(); target != "*") {
         const auto query = target.find('?');
         const std::string_view raw_path = target.substr(0, query);
-        if (!is_normal_path(raw_path)) {  // the common case needs no copy
+        if (!is_normal_path(raw_path)) { // the common case needs no copy
             const auto path = normalise_path(raw_path);
             if (!path) {
                 log_refused(facts_.client.address, http::status::bad_request,
@@ -125,8 +125,8 @@ net::awaitable<exchange_end> exchange::serve() {
     std::size_t pool = w_.default_pool;
     if (!w_.routes.empty()) {
         const std::string_view target = req.target();
-        route_ = w_.routes.match(host_name(req[http::field::host]), target.substr(0, target.find('?')),
-                                 req.method_string());
+        route_ =
+            w_.routes.match(host_name(req[http::field::host]), target.substr(0, target.find('?')), req.method_string());
         if (route_ == nullptr) {
             co_return co_await reply(http::status::not_found, false);
         }
@@ -206,7 +206,7 @@ net::awaitable<exchange_end> exchange::serve_pool(std::size_t pool_index, bool u
     std::optional<upstream_pool::slot> taken;
     std::uint64_t tried = 0;
     for (;;) {
-        taken.reset();  // a retry releases the server it leaves
+        taken.reset(); // a retry releases the server it leaves
         // The common case needs no coroutine frame: a server has a slot.
         const auto now_choice = pool.pick_now(tried);
         std::optional<std::size_t> member = now_choice.member;
@@ -233,8 +233,8 @@ net::awaitable<exchange_end> exchange::serve_pool(std::size_t pool_index, bool u
         }
         if (r.failure) {
             record_failure(state, server, pool_cfg);
-            log(log_level::warn, "upstream " + w_.cfg->servers[server].name + " failed: " +
-                                     (r.failure->timed_out ? std::string("timeout") : r.ec.message()));
+            log(log_level::warn, "upstream " + w_.cfg->servers[server].name +
+                                     " failed: " + (r.failure->timed_out ? std::string("timeout") : r.ec.message()));
             if (r.decision.action != retry_action::retry_elsewhere) {
                 co_return co_await reply(r.decision.status, true);
             }
@@ -244,12 +244,12 @@ net::awaitable<exchange_end> exchange::serve_pool(std::size_t pool_index, bool u
         }
         upstream_time_ = clock::now() - attempt_start;
         if (rp_->get().result_int() >= 500) {
-            record_failure(state, server, pool_cfg);  // passed on, but counts against the server
+            record_failure(state, server, pool_cfg); // passed on, but counts against the server
         } else {
             state.on_attempt_success(pool_cfg.outlier, mono_now());
         }
         if (upgrade && rp_->get().result_int() == 101) {
-            taken.reset();  // a tunnel is not a request in flight: max_connections does not count it
+            taken.reset(); // a tunnel is not a request in flight: max_connections does not count it
             co_return co_await run_tunnel();
         }
         bool retry = false;
@@ -369,8 +369,8 @@ net::awaitable<exchange_end> exchange::relay_response(upstream_pool& pool, retry
     if (ec) {
         const bool timed_out = conn_.take_timeout();
         if (read_failed) {
-            log(log_level::warn, "upstream " + w_.cfg->servers[server].name + " failed mid-response: " +
-                                     (timed_out ? std::string("timeout") : ec.message()));
+            log(log_level::warn, "upstream " + w_.cfg->servers[server].name +
+                                     " failed mid-response: " + (timed_out ? std::string("timeout") : ec.message()));
             attempt_failure_facts f{attempt_stage::response_body, timed_out};
             f.response_started = down_.head_written();
             record_failure(state, server, pool.config());
@@ -415,7 +415,7 @@ net::awaitable<exchange_end> exchange::run_tunnel() {
     w_.counters.tunnels_active.fetch_sub(1, std::memory_order_relaxed);
     bytes_sent_ += t.upstream_to_client;
     bytes_received_ += t.client_to_upstream;
-    up_.reset();  // never reused: the server's side of the tunnel is over
+    up_.reset(); // never reused: the server's side of the tunnel is over
     conn_.use_upstream(nullptr);
     co_return exchange_end::tunnel;
 }
@@ -438,7 +438,7 @@ net::awaitable<exchange_end> exchange::serve_static() {
     sr.if_range = req[http::field::if_range];
     const static_root* root = w_.static_roots[static_cast<std::size_t>(route_ - w_.cfg->gw.routes.data())].get();
     if (root == nullptr) {
-        co_return co_await reply(http::status::not_found, false);  // the root could not be opened
+        co_return co_await reply(http::status::not_found, false); // the root could not be opened
     }
     static_answer a = gateway::serve(*root, sr);
     if (a.status == 503 || (a.status == 404 && a.error != 0 && a.error != ENOENT && a.error != ENOTDIR)) {
@@ -499,8 +499,8 @@ net::awaitable<exchange_end> exchange::serve_static() {
 
 // The bytes [offset, offset + length) of `fd` as the body of `res`, the head
 // with the first piece.
-net::awaitable<exchange_end> exchange::send_file(http::response<http::buffer_body>& res, int fd,
-                                                 std::uint64_t offset, std::uint64_t length) {
+net::awaitable<exchange_end> exchange::send_file(http::response<http::buffer_body>& res, int fd, std::uint64_t offset,
+                                                 std::uint64_t length) {
     std::vector<char> piece(static_cast<std::size_t>(std::min<std::uint64_t>(length, static_piece)));
     for (std::uint64_t left = length; left > 0;) {
         const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(left, piece.size()));
@@ -508,8 +508,8 @@ net::awaitable<exchange_end> exchange::send_file(http::response<http::buffer_bod
         if (n <= 0) {
             // The file shrank or failed under us: the length is promised, so
             // the connection is cut rather than the body ending short.
-            log(log_level::warn, std::string("static file: read failed (") +
-                                     (n < 0 ? std::strerror(errno) : "the file shrank") + ")");
+            log(log_level::warn,
+                std::string("static file: read failed (") + (n < 0 ? std::strerror(errno) : "the file shrank") + ")");
             co_return exchange_end::abort;
         }
         left -= static_cast<std::uint64_t>(n);
@@ -537,7 +537,7 @@ net::awaitable<exchange_end> exchange::body_failed(const error_code& ec) {
         co_return exchange_end::abort;
     }
     if (*status == http::status::payload_too_large) {
-        co_return co_await reply(*status, true);  // too large is not malformed
+        co_return co_await reply(*status, true); // too large is not malformed
     }
     co_return co_await reject(*status);
 }
@@ -593,8 +593,7 @@ net::awaitable<exchange_end> exchange::send(http::response<http::string_body>& r
 // The client's request token bucket for this pool (shared by all workers).
 bool exchange::within_rate(std::size_t pool, const config::rate& r) {
     const mono_ns now = mono_now();
-    client_slot* bucket =
-        find_client(w_.shared, conn_.admitted().address, static_cast<std::uint32_t>(pool), now);
+    client_slot* bucket = find_client(w_.shared, conn_.admitted().address, static_cast<std::uint32_t>(pool), now);
     if (bucket == nullptr || take_token(*bucket, r.per_second(), r.burst, now)) {
         return true;
     }
@@ -664,4 +663,4 @@ void exchange::finish(const http::request_header<>& h) {
     w_.requests_log->write(r);
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -10,9 +10,9 @@
 // the same code.
 
 #include "config/config.hpp"
-#include "gateway/proxy/http_rules.hpp"
 #include "gateway/net.hpp"
 #include "gateway/proxy/downstream.hpp"
+#include "gateway/proxy/http_rules.hpp"
 #include "gateway/proxy/retry_policy.hpp"
 #include "gateway/proxy/upstream.hpp"
 #include "gateway/server_health.hpp"
@@ -31,7 +31,7 @@ class upstream_pool;
 /// How the client connection was set up, for the access log.
 struct connection_facts {
     client_info client;
-    const char* tls_version = nullptr;  ///< static strings from OpenSSL; null on plain HTTP
+    const char* tls_version = nullptr; ///< static strings from OpenSSL; null on plain HTTP
     const char* cipher = nullptr;
     bool resumed = false;
 };
@@ -81,9 +81,9 @@ private:
     exchange_host& conn_;
     downstream& down_;
     const connection_facts& facts_;
-    const config::route* route_ = nullptr;  ///< null without routes
+    const config::route* route_ = nullptr; ///< null without routes
     bool head_request_ = false;
-    std::string body_prefix_;               ///< the request body read before a server was chosen
+    std::string body_prefix_; ///< the request body read before a server was chosen
     upstream_ptr up_;
     std::optional<response_parser> rp_;
 
@@ -91,13 +91,13 @@ private:
     std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
     std::chrono::system_clock::time_point wall_ = std::chrono::system_clock::now();
     bool head_read_ = false;
-    unsigned status_ = 0;  ///< of the response started; 0: none
+    unsigned status_ = 0; ///< of the response started; 0: none
     std::uint64_t bytes_sent_ = 0;
     std::uint64_t bytes_received_ = 0;
-    std::optional<std::size_t> upstream_;  ///< index in snapshot::servers of the last server tried
+    std::optional<std::size_t> upstream_; ///< index in snapshot::servers of the last server tried
     std::optional<std::chrono::steady_clock::duration> upstream_time_;
     unsigned retries_ = 0;
     std::string request_id_;
 };
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -14,7 +14,7 @@ void exchange_host::set_deadline(clock::duration d, phase p) {
     phase_ = p;
     deadline_ = clock::now() + d;
     if (deadline_ < timer_.expiry()) {
-        timer_.expires_at(deadline_);  // wakes the watchdog, which waits again
+        timer_.expires_at(deadline_); // wakes the watchdog, which waits again
     }
 }
 
@@ -22,16 +22,32 @@ void exchange_host::arm(phase p) {
     const auto& t = w_.cfg->gw.timeouts_settings;
     clock::duration d = t.body;
     switch (p) {
-    case phase::handshake: d = t.handshake; break;
-    case phase::idle: d = t.idle; break;
-    case phase::header: d = t.header; break;
-    case phase::upstream_connect: d = t.upstream_connect; break;
-    case phase::queue: d = queue_budget_; break;
-    case phase::upstream_response: d = t.upstream_response; break;
-    case phase::tunnel: d = t.tunnel; break;
+    case phase::handshake:
+        d = t.handshake;
+        break;
+    case phase::idle:
+        d = t.idle;
+        break;
+    case phase::header:
+        d = t.header;
+        break;
+    case phase::upstream_connect:
+        d = t.upstream_connect;
+        break;
+    case phase::queue:
+        d = queue_budget_;
+        break;
+    case phase::upstream_response:
+        d = t.upstream_response;
+        break;
+    case phase::tunnel:
+        d = t.tunnel;
+        break;
     case phase::request_body:
     case phase::upstream_send:
-    case phase::response_body: d = t.body; break;
+    case phase::response_body:
+        d = t.body;
+        break;
     }
     set_deadline(d, p);
 }
@@ -49,7 +65,9 @@ void exchange_host::cancel_upstream() {
     }
 }
 
-void exchange_host::start_watchdog(std::shared_ptr<exchange_host> self) { wait_timer(std::move(self)); }
+void exchange_host::start_watchdog(std::shared_ptr<exchange_host> self) {
+    wait_timer(std::move(self));
+}
 
 void exchange_host::stop_watchdog() {
     stopped_ = true;
@@ -84,4 +102,4 @@ void exchange_host::on_timer(std::shared_ptr<exchange_host> self) {
     wait_timer(std::move(self));
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -19,8 +19,18 @@ struct worker_context;
 
 /// What an exchange (or a connection) is waiting for; decides the answer
 /// when its deadline passes.
-enum class phase { handshake, idle, header, request_body, queue, upstream_connect, upstream_send,
-                   upstream_response, response_body, tunnel };
+enum class phase {
+    handshake,
+    idle,
+    header,
+    request_body,
+    queue,
+    upstream_connect,
+    upstream_send,
+    upstream_response,
+    response_body,
+    tunnel
+};
 
 /// A client connection let in by the accept loop: its address and the shared
 /// per-client slot its connection is counted in (null when the table had no
@@ -83,4 +93,4 @@ private:
     bool stopped_ = false;
 };
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -14,8 +14,8 @@
 #include <sys/mman.h>
 
 #include <algorithm>
-#include <charconv>
 #include <array>
+#include <charconv>
 #include <cstring>
 #include <unordered_map>
 
@@ -164,7 +164,7 @@ private:
             return std::realloc(p, n);
         }
         if (old_big != 0 && n <= old_big) {
-            return p;  // already whole pages of this size
+            return p; // already whole pages of this size
         }
         void* q = do_malloc(n, self);
         if (q == nullptr) {
@@ -202,8 +202,8 @@ struct rate_meter {
 };
 
 bool is_connection_specific(std::string_view name) {
-    return name == "connection" || name == "keep-alive" || name == "proxy-connection" ||
-           name == "transfer-encoding" || name == "upgrade";
+    return name == "connection" || name == "keep-alive" || name == "proxy-connection" || name == "transfer-encoding" ||
+           name == "upgrade";
 }
 
 bool has_control_byte(std::string_view s) {
@@ -213,11 +213,11 @@ bool has_control_byte(std::string_view s) {
     });
 }
 
-}  // namespace
+} // namespace
 
 const char* to_string(h2_abuse a) {
     static constexpr std::array<const char*, h2_abuse_kinds> names{
-        "rapid_reset", "continuation_flood", "hpack_bomb",   "ping_flood",       "settings_flood",
+        "rapid_reset",      "continuation_flood",  "hpack_bomb",  "ping_flood",       "settings_flood",
         "empty_data_flood", "window_update_flood", "zero_window", "too_many_streams", "protocol_error"};
     const auto i = static_cast<std::size_t>(a);
     return i < names.size() ? names[i] : "unknown";
@@ -276,23 +276,23 @@ private:
     connection_base& conn_;
     tls_socket& stream_;
     const connection_facts& facts_;
-    h2_memory memory_;  ///< before session_: nghttp2 frees into it
+    h2_memory memory_; ///< before session_: nghttp2 frees into it
     nghttp2_session* session_ = nullptr;
     std::unordered_map<std::int32_t, std::shared_ptr<h2_stream>> streams_;
     net::steady_timer wake_writer_;
     std::optional<net::steady_timer> drain_timer_;
-    std::optional<net::steady_timer> release_timer_;  ///< see release_when_idle
+    std::optional<net::steady_timer> release_timer_; ///< see release_when_idle
     bool release_pending_ = false;
     block_pool::block read_buffer_;
     block_pool::block write_buffer_;
-    std::vector<std::shared_ptr<h2_stream>> ready_;  ///< heads complete in this mem_recv
-    unsigned running_ = 0;  ///< exchanges running (a reset stream's may still be finishing)
-    bool dead_ = false;     ///< reader and writer are done: streams fail at once
+    std::vector<std::shared_ptr<h2_stream>> ready_; ///< heads complete in this mem_recv
+    unsigned running_ = 0;                          ///< exchanges running (a reset stream's may still be finishing)
+    bool dead_ = false;                             ///< reader and writer are done: streams fail at once
     bool writing_ = false;
     bool writer_running_ = false;
-    std::optional<net::steady_timer> writer_done_;  ///< run() waits on it for the writer's end
+    std::optional<net::steady_timer> writer_done_; ///< run() waits on it for the writer's end
     bool input_closed_ = false;
-    bool peer_closed_ = false;  ///< the client closed or reset the connection
+    bool peer_closed_ = false; ///< the client closed or reset the connection
     bool abused_ = false;
     bool draining_ = false;
     bool goaway_sent_ = false;
@@ -328,7 +328,7 @@ public:
     /// 431 once the head is complete; nothing reaches an app server).
     void add_field(std::string_view name, std::string_view value, std::uint64_t header_limit, unsigned count_limit) {
         // Counted for trailers too: the HPACK bomb check reads this sum.
-        header_bytes_ += name.size() + value.size() + 32;  // RFC 9113 6.5.2's accounting
+        header_bytes_ += name.size() + value.size() + 32; // RFC 9113 6.5.2's accounting
         if (trailers_) {
             return;
         }
@@ -373,7 +373,7 @@ public:
             return;
         }
         if (name == "te") {
-            return;  // "trailers": hop-by-hop, not passed on
+            return; // "trailers": hop-by-hop, not passed on
         }
         if (name == "host") {
             if (host_) {
@@ -461,7 +461,7 @@ public:
         if (content_length_) {
             request_.content_length(*content_length_);
         } else if (!end_stream) {
-            request_.chunked(true);  // a body of unknown length: chunked to the app server
+            request_.chunked(true); // a body of unknown length: chunked to the app server
         }
         return true;
     }
@@ -523,7 +523,7 @@ public:
                 out_.clear();
                 out_at_ = 0;
             }
-            arm(phase::response_body);  // progress: the client's window moves
+            arm(phase::response_body); // progress: the client's window moves
         }
         if (out_.size() - out_at_ == 0) {
             if (out_last_) {
@@ -634,7 +634,7 @@ public:
             co_return net::error::connection_reset;
         }
         if (out_last_) {
-            co_return error_code{};  // the headers ended the stream (no body)
+            co_return error_code{}; // the headers ended the stream (no body)
         }
         if (out_at_ > 0) {
             out_.erase(0, out_at_);
@@ -689,7 +689,7 @@ public:
             arm(phase::request_body);
         }
         if (!complete || !head_submitted_ || !out_last_) {
-            reset(NGHTTP2_INTERNAL_ERROR);  // a response cut short: the client must not take it as whole
+            reset(NGHTTP2_INTERNAL_ERROR); // a response cut short: the client must not take it as whole
         }
     }
     /// Drops `n` request body bytes nobody will read, opening the window
@@ -734,8 +734,9 @@ protected:
             }
         }
         if (current_phase() == phase::response_body && out_.size() > out_at_ && !closed_ && !session_->dead()) {
-            const std::int32_t window = std::min(nghttp2_session_get_stream_remote_window_size(session_->session(), id_),
-                                                 nghttp2_session_get_remote_window_size(session_->session()));
+            const std::int32_t window =
+                std::min(nghttp2_session_get_stream_remote_window_size(session_->session(), id_),
+                         nghttp2_session_get_remote_window_size(session_->session()));
             if (window <= 0) {
                 session_->abuse(h2_abuse::zero_window, "the client never opened its flow-control window");
             }
@@ -782,7 +783,7 @@ private:
             return make_error_code(net::error::invalid_argument);
         }
         auto& w = session_->worker();
-        rewrite_response(h, w.hsts_value, true, 11);  // hop-by-hop fields out, HSTS in
+        rewrite_response(h, w.hsts_value, true, 11); // hop-by-hop fields out, HSTS in
         const std::string status = std::to_string(h.result_int());
         // Names in lower case, all in one buffer (sized first: the views
         // into it must not move).
@@ -821,8 +822,8 @@ private:
         if (end) {
             out_last_ = true;
         }
-        const int rv = nghttp2_submit_response(session_->session(), id_, nva.data(), nva.size(),
-                                               end ? nullptr : &provider);
+        const int rv =
+            nghttp2_submit_response(session_->session(), id_, nva.data(), nva.size(), end ? nullptr : &provider);
         session_->want_write();
         if (rv != 0) {
             return net::error::connection_reset;
@@ -850,13 +851,13 @@ private:
     bool trailers_ = false;
     bool head_complete_ = false;
     // The request body.
-    std::string in_;               ///< received, not yet read by the exchange (at most the stream window)
+    std::string in_; ///< received, not yet read by the exchange (at most the stream window)
     std::uint64_t received_ = 0;
     std::uint64_t consumed_ = 0;
     bool in_done_ = false;
     bool too_large_ = false;
     // The response.
-    std::string out_;              ///< written by the exchange, not yet taken by nghttp2 from out_at_ on
+    std::string out_; ///< written by the exchange, not yet taken by nghttp2 from out_at_ on
     std::size_t out_at_ = 0;
     bool out_last_ = false;
     bool head_submitted_ = false;
@@ -926,9 +927,8 @@ h2_session::h2_session(connection_base& conn, tls_socket& stream, const connecti
     nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
     // The connection window: room for every stream's window at once, so one
     // slow upload does not stall the others.
-    const auto connection_window =
-        static_cast<std::int32_t>(std::min<std::uint64_t>(std::uint64_t{h2s.initial_window} * h2s.max_concurrent_streams,
-                                                          (1u << 31) - 1));
+    const auto connection_window = static_cast<std::int32_t>(
+        std::min<std::uint64_t>(std::uint64_t{h2s.initial_window} * h2s.max_concurrent_streams, (1u << 31) - 1));
     nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, connection_window);
 }
 
@@ -942,7 +942,9 @@ h2_stream* h2_session::stream_of(std::int32_t id) {
     return static_cast<h2_stream*>(nghttp2_session_get_stream_user_data(session_, id));
 }
 
-void h2_session::want_write() { wake_writer_.cancel(); }
+void h2_session::want_write() {
+    wake_writer_.cancel();
+}
 
 void h2_session::abuse(h2_abuse kind, std::string_view detail) {
     if (abused_ || dead_) {
@@ -1029,9 +1031,9 @@ net::awaitable<bool> h2_session::run() {
     auto& w = conn_.worker();
     w.counters.h2_connections_total.fetch_add(1, std::memory_order_relaxed);
     w.counters.h2_connections_active.fetch_add(1, std::memory_order_relaxed);
-    conn_.arm(phase::header);  // the preface and SETTINGS
+    conn_.arm(phase::header); // the preface and SETTINGS
     if (w.draining) {
-        drain();  // the worker began to drain during the handshake
+        drain(); // the worker began to drain during the handshake
     }
     // The writer runs beside the reader, which runs here: one spawned
     // coroutine, not two in a parallel group (about 1 KB less per idle
@@ -1041,7 +1043,7 @@ net::awaitable<bool> h2_session::run() {
     try {
         co_await reader();
     } catch (...) {
-        dead_ = true;  // the writer ends after what it is writing
+        dead_ = true; // the writer ends after what it is writing
         want_write();
         throw;
     }
@@ -1056,13 +1058,13 @@ net::awaitable<bool> h2_session::run() {
     }
     dead_ = true;
     if (release_timer_) {
-        release_timer_->cancel();  // a pending timer would hold the worker up at its drain
+        release_timer_->cancel(); // a pending timer would hold the worker up at its drain
     }
     w.counters.h2_connections_active.fetch_sub(1, std::memory_order_relaxed);
     auto streams = std::move(streams_);
     streams_.clear();
     for (auto& [id, s] : streams) {
-        s->closed(NGHTTP2_CANCEL);  // wakes the exchange and cancels its upstream
+        s->closed(NGHTTP2_CANCEL); // wakes the exchange and cancels its upstream
     }
     // After a lingering close the TLS and TCP shutdown are done.
     co_return !linger && !abused_ && !input_closed_ && goaway_sent_;
@@ -1142,7 +1144,7 @@ net::awaitable<void> h2_session::reader() {
         goaway_sent_ = true;
         conn_.arm(phase::response_body);
     }
-    want_write();  // the writer sends what is queued (GOAWAY included), then ends
+    want_write(); // the writer sends what is queued (GOAWAY included), then ends
     block_pool::give_back(read_buffer_);
 }
 
@@ -1164,7 +1166,7 @@ net::awaitable<void> h2_session::run_writer(std::shared_ptr<h2_session> self) {
 net::awaitable<void> h2_session::writer() {
     for (;;) {
         std::size_t used = 0;
-        const std::uint8_t* extra = nullptr;  // a piece that did not fit: written after the block
+        const std::uint8_t* extra = nullptr; // a piece that did not fit: written after the block
         std::size_t extra_size = 0;
         for (;;) {
             const std::uint8_t* data = nullptr;
@@ -1177,7 +1179,7 @@ net::awaitable<void> h2_session::writer() {
             }
             const auto size = static_cast<std::size_t>(n);
             if (size > write_batch - used) {
-                extra = data;  // valid until the next mem_send
+                extra = data; // valid until the next mem_send
                 extra_size = size;
                 break;
             }
@@ -1322,18 +1324,17 @@ int h2_session::on_frame_recv(nghttp2_session*, const nghttp2_frame* frame, void
             s->finish_head(end_stream);
             auto found = self->streams_.find(frame->hd.stream_id);
             if (found != self->streams_.end()) {
-                self->ready_.push_back(found->second);  // started once mem_recv returns
+                self->ready_.push_back(found->second); // started once mem_recv returns
             }
         } else if (end_stream) {
-            s->end_of_request();  // trailers: dropped
+            s->end_of_request(); // trailers: dropped
         }
         break;
     }
     case NGHTTP2_DATA: {
         auto* s = self->stream_of(frame->hd.stream_id);
         const bool end_stream = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
-        if (frame->hd.length == 0 && !end_stream &&
-            self->empty_data_.over(empty_data_per_second, now)) {
+        if (frame->hd.length == 0 && !end_stream && self->empty_data_.over(empty_data_per_second, now)) {
             self->abuse(h2_abuse::empty_data_flood, "empty DATA frames");
         }
         if (s != nullptr && end_stream) {
@@ -1363,7 +1364,8 @@ int h2_session::on_frame_recv(nghttp2_session*, const nghttp2_frame* frame, void
             self->abuse(h2_abuse::window_update_flood, "WINDOW_UPDATE frames");
         }
         break;
-    default: break;
+    default:
+        break;
     }
     return 0;
 }
@@ -1380,7 +1382,8 @@ int h2_session::on_invalid_frame_recv(nghttp2_session*, const nghttp2_frame* fra
         s->flag();
     }
     const auto& h2s = self->conn_.worker().cfg->gw.h2_settings;
-    if (frame->hd.type == NGHTTP2_HEADERS && (lib_error == NGHTTP2_ERR_REFUSED_STREAM || lib_error == NGHTTP2_ERR_PROTO) &&
+    if (frame->hd.type == NGHTTP2_HEADERS &&
+        (lib_error == NGHTTP2_ERR_REFUSED_STREAM || lib_error == NGHTTP2_ERR_PROTO) &&
         self->streams_.size() >= h2s.max_concurrent_streams) {
         self->abuse(h2_abuse::too_many_streams, "more streams than max_concurrent_streams");
         return 0;
@@ -1446,7 +1449,7 @@ void h2_session::start_ready() {
     ready_.clear();
     for (auto& s : ready) {
         if (s->is_closed()) {
-            continue;  // reset in the same read (Rapid Reset): no work at all
+            continue; // reset in the same read (Rapid Reset): no work at all
         }
         ++running_;
         s->exchange_started();
@@ -1472,7 +1475,7 @@ net::awaitable<void> h2_session::serve_stream(std::shared_ptr<h2_session> self, 
     } guard{*self, *s};
     auto& w = self->worker();
     if (s->is_closed() || self->dead()) {
-        co_return;  // reset before it started (Rapid Reset): no work at all
+        co_return; // reset before it started (Rapid Reset): no work at all
     }
     w.counters.requests_total.fetch_add(1, std::memory_order_relaxed);
     w.counters.h2_requests_total.fetch_add(1, std::memory_order_relaxed);
@@ -1507,8 +1510,12 @@ h2_connection::h2_connection(connection_base& conn, tls_socket& stream, const co
 
 h2_connection::~h2_connection() = default;
 
-net::awaitable<bool> h2_connection::run() { co_return co_await session_->run(); }
+net::awaitable<bool> h2_connection::run() {
+    co_return co_await session_->run();
+}
 
-void h2_connection::drain() { session_->drain(); }
+void h2_connection::drain() {
+    session_->drain();
+}
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -29,16 +29,16 @@ class h2_session;
 
 /// What an h2 connection is closed for; the index of worker_counters::h2_abuse.
 enum class h2_abuse : unsigned {
-    rapid_reset,         ///< streams reset by the client faster than max_concurrent_streams a second
-    continuation_flood,  ///< a header block in too many frames or too many bytes
-    hpack_bomb,          ///< a header block that decodes to far more than limits.header_bytes
+    rapid_reset,        ///< streams reset by the client faster than max_concurrent_streams a second
+    continuation_flood, ///< a header block in too many frames or too many bytes
+    hpack_bomb,         ///< a header block that decodes to far more than limits.header_bytes
     ping_flood,
     settings_flood,
-    empty_data_flood,    ///< DATA frames without a byte and without END_STREAM
+    empty_data_flood, ///< DATA frames without a byte and without END_STREAM
     window_update_flood,
-    zero_window,         ///< a response stalled on a window the client never opens
-    too_many_streams,    ///< streams beyond max_concurrent_streams
-    protocol_error,      ///< a connection error found by the framing layer
+    zero_window,      ///< a response stalled on a window the client never opens
+    too_many_streams, ///< streams beyond max_concurrent_streams
+    protocol_error,   ///< a connection error found by the framing layer
     count
 };
 constexpr std::size_t h2_abuse_kinds = static_cast<std::size_t>(h2_abuse::count);
@@ -64,4 +64,4 @@ private:
     std::shared_ptr<h2_session> session_;
 };
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -37,16 +37,14 @@ namespace rampart::gateway {
 
 /// Stream-specific steps of the connection; the generic versions suit
 /// Beast's test stream.
-template <class Stream>
-struct stream_ops {
+template <class Stream> struct stream_ops {
     static void cancel(Stream& s) { s.close(); }
     /// The write side is done.
     static void shutdown_send(Stream&) {}
     static constexpr bool can_tunnel = false;
 };
 
-template <>
-struct stream_ops<tls_socket> {
+template <> struct stream_ops<tls_socket> {
     static void cancel(tls_socket& s) {
         error_code ec;
         s.next_layer().cancel(ec);
@@ -60,8 +58,7 @@ struct stream_ops<tls_socket> {
     static constexpr bool can_tunnel = true;
 };
 
-template <class Stream>
-class http1_connection : public connection_base, public downstream {
+template <class Stream> class http1_connection : public connection_base, public downstream {
 public:
     /// `stream_args`: what the stream is constructed from.
     template <class... StreamArgs>
@@ -123,9 +120,7 @@ public:
     // ------------------------------------------------------------ downstream
     http::request<http::buffer_body>& request() override { return rs_->parser.get(); }
 
-    bool request_done() const override {
-        return rs_->identity ? rs_->remaining == 0 : rs_->parser.is_done();
-    }
+    bool request_done() const override { return rs_->identity ? rs_->remaining == 0 : rs_->parser.is_done(); }
 
     std::optional<std::uint64_t> request_remaining() const override {
         if (rs_->identity) {
@@ -231,7 +226,7 @@ public:
 
     net::awaitable<error_code> write_body(net::const_buffer body, bool last) override {
         if (rs_->response == nullptr) {
-            co_return make_error_code(net::error::invalid_argument);  // no write_head before: a caller's bug
+            co_return make_error_code(net::error::invalid_argument); // no write_head before: a caller's bug
         }
         co_return co_await write_piece(body, last);
     }
@@ -245,7 +240,7 @@ public:
             arm(phase::tunnel);
             auto close_upstream = [&up] {
                 error_code ignored;
-                up.shutdown(tcp::socket::shutdown_send, ignored);  // the server sees the client's end
+                up.shutdown(tcp::socket::shutdown_send, ignored); // the server sees the client's end
             };
             auto close_client = [this] { stream_ops<Stream>::shutdown_send(stream_); };
             co_await (pump(stream_, buffer_, up, t.client_to_upstream, close_upstream, tunnel_end::client_closed, t) &&
@@ -270,13 +265,13 @@ protected:
     // What one request needs while it is served; lives in serve_one's frame.
     struct request_state {
         request_parser parser;
-        field_snapshot header_fields;  ///< the head's fields, to tell trailers apart
-        bool identity = false;         ///< the body has a Content-Length (or no body): read without the parser
-        std::uint64_t remaining = 0;   ///< its bytes still to read
+        field_snapshot header_fields; ///< the head's fields, to tell trailers apart
+        bool identity = false;        ///< the body has a Content-Length (or no body): read without the parser
+        std::uint64_t remaining = 0;  ///< its bytes still to read
         bool keep_alive = false;
         bool head_written = false;
-        http::response<http::buffer_body>* response = nullptr;  ///< the head written by write_head
-        http1_writer writer;                                    ///< its head and body framing
+        http::response<http::buffer_body>* response = nullptr; ///< the head written by write_head
+        http1_writer writer;                                   ///< its head and body framing
     };
 
     // Serves one request and writes its access log line while the parsed
@@ -337,9 +332,12 @@ protected:
 
     outcome end_of(exchange_end e) const {
         switch (e) {
-        case exchange_end::abort: return outcome::abort;
-        case exchange_end::tunnel: return outcome::close;
-        case exchange_end::done: break;
+        case exchange_end::abort:
+            return outcome::abort;
+        case exchange_end::tunnel:
+            return outcome::close;
+        case exchange_end::done:
+            break;
         }
         return rs_->keep_alive && request_done() && !w_.draining ? outcome::keep_alive : outcome::close;
     }
@@ -377,7 +375,7 @@ protected:
                         pass_close();
                         t.end = closed;
                     } else {
-                        cancel_io();  // gone or cut: end the other direction too
+                        cancel_io(); // gone or cut: end the other direction too
                     }
                     co_return;
                 }
@@ -401,4 +399,4 @@ protected:
     unsigned version_ = 11;
 };
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

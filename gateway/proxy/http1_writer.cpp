@@ -10,8 +10,8 @@ namespace net = boost::asio;
 namespace {
 
 void append_version(std::string& out, unsigned version) {
-    const char v[] = {'H', 'T', 'T', 'P', '/', static_cast<char>('0' + version / 10), '.',
-                      static_cast<char>('0' + version % 10)};
+    const char v[] = {
+        'H', 'T', 'T', 'P', '/', static_cast<char>('0' + version / 10), '.', static_cast<char>('0' + version % 10)};
     out.append(v, sizeof v);
 }
 
@@ -56,7 +56,7 @@ constexpr std::string_view crlf = "\r\n";
 constexpr std::string_view last_chunk = "0\r\n\r\n";
 constexpr std::string_view crlf_last_chunk = "\r\n0\r\n\r\n";
 
-}  // namespace
+} // namespace
 
 void http1_writer::append_fields(const http::fields& fields) {
     // One allocation for the whole head (and a chunk size line after it),
@@ -127,4 +127,4 @@ std::string head_text(const http::response_header<>& head) {
     return {static_cast<const char*>(b[0].data()), b[0].size()};
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -45,7 +45,7 @@ private:
     void begin(bool chunked);
     void append_fields(const boost::beast::http::fields& fields);
 
-    std::string prefix_;  ///< the head and/or a chunk size line; keeps its capacity between pieces
+    std::string prefix_; ///< the head and/or a chunk size line; keeps its capacity between pieces
     bool head_pending_ = false;
     bool chunked_ = false;
 };
@@ -54,4 +54,4 @@ private:
 std::string head_text(const boost::beast::http::request_header<>& head);
 std::string head_text(const boost::beast::http::response_header<>& head);
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

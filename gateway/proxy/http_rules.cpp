@@ -1,9 +1,9 @@
 #include "gateway/proxy/http_rules.hpp"
 
+#include <boost/beast/http/rfc7230.hpp>
 #include <chrono>
 #include <cstring>
 #include <sys/random.h>
-#include <boost/beast/http/rfc7230.hpp>
 
 #include <algorithm>
 #include <array>
@@ -89,9 +89,9 @@ bool split_authority(std::string_view a, std::string_view& host, std::string_vie
 /// Character classes of the raw request head (RFC 9110 5.6.2, 5.5; RFC
 /// 9112 3.2): one table lookup per byte.
 enum char_class : std::uint8_t {
-    tchar = 1,        ///< method and field-name characters
-    target_char = 2,  ///< request-target: visible ASCII except '#'
-    value_char = 4,   ///< field value: HTAB, SP, visible ASCII, obs-text
+    tchar = 1,       ///< method and field-name characters
+    target_char = 2, ///< request-target: visible ASCII except '#'
+    value_char = 4,  ///< field value: HTAB, SP, visible ASCII, obs-text
 };
 
 constexpr std::array<std::uint8_t, 256> make_char_classes() {
@@ -116,9 +116,13 @@ constexpr std::array<std::uint8_t, 256> make_char_classes() {
 
 constexpr auto char_classes = make_char_classes();
 
-bool in_class(char c, std::uint8_t cls) { return (char_classes[static_cast<unsigned char>(c)] & cls) != 0; }
+bool in_class(char c, std::uint8_t cls) {
+    return (char_classes[static_cast<unsigned char>(c)] & cls) != 0;
+}
 
-rejection bad_request(const char* why) { return rejection{http::status::bad_request, why}; }
+rejection bad_request(const char* why) {
+    return rejection{http::status::bad_request, why};
+}
 
 /// True for a field name that reads as Content-Length or Transfer-Encoding
 /// once '_' is taken for '-': servers behind CGI-style interfaces
@@ -181,7 +185,7 @@ void set_keep_alive(http::fields& f, unsigned version, bool keep_alive) {
     }
 }
 
-}  // namespace
+} // namespace
 
 // The request line is "method SP target SP HTTP/d.d CRLF", each field line
 // "name:value CRLF" with the value's surrounding whitespace allowed, and an
@@ -269,7 +273,7 @@ std::optional<rejection> check_raw_header(std::string_view in) {
             if (p[1] != '\n') {
                 return bad_request("bare CR");
             }
-            return std::nullopt;  // the empty line: the head is complete
+            return std::nullopt; // the empty line: the head is complete
         }
         if (*p == ' ' || *p == '\t') {
             return bad_request("obsolete line folding");
@@ -336,8 +340,7 @@ std::optional<rejection> validate_request(http::request_header<>& h, unsigned ma
     // strip remove what delimits the message or routes it: refused.
     for (auto it = h.find(http::field::connection); it != h.end() && it->name() == http::field::connection; ++it) {
         for (auto token : http::token_list{it->value()}) {
-            if (iequals(token, "content-length") || iequals(token, "transfer-encoding") ||
-                iequals(token, "host")) {
+            if (iequals(token, "content-length") || iequals(token, "transfer-encoding") || iequals(token, "host")) {
                 return bad_request("Connection names a framing field or Host");
             }
         }
@@ -408,8 +411,7 @@ void strip_hop_by_hop(http::fields& f) {
     }
     for (const auto& n : named) {
         // Framing and Host are never hop-by-hop, whatever Connection says.
-        if (!iequals(n, "content-length") && !iequals(n, "transfer-encoding") &&
-            !iequals(n, "host")) {
+        if (!iequals(n, "content-length") && !iequals(n, "transfer-encoding") && !iequals(n, "host")) {
             f.erase(n);
         }
     }
@@ -458,7 +460,7 @@ void rewrite_request(http::request_header<>& h, const client_info& client, std::
         h.set("X-Forwarded-Host", host);
     }
     h.set(http::field::forwarded, forwarded_value(client, host));
-    h.version(11);  // to the upstream: always HTTP/1.1 with keep-alive
+    h.version(11); // to the upstream: always HTTP/1.1 with keep-alive
 }
 
 void rewrite_response(http::response_header<>& h, std::string_view hsts_value, bool client_keep_alive,
@@ -491,7 +493,7 @@ std::optional<std::string> https_location(std::string_view host_header, std::str
 }
 
 http::response<http::string_body> make_error_response(http::status status, unsigned version,
-                                                       std::string_view hsts_value, bool close) {
+                                                      std::string_view hsts_value, bool close) {
     http::response<http::string_body> res{status, version == 10 ? 10U : 11U};
     res.set(http::field::server, "rampart");
     res.set(http::field::content_type, "text/plain; charset=utf-8");
@@ -650,4 +652,4 @@ std::string pick_request_id(const http::fields& f, request_id_source& ids) {
     return ids.next();
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

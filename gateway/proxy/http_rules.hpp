@@ -17,7 +17,7 @@ namespace rampart::gateway {
 
 /// What the gateway knows about the client side of a request.
 struct client_info {
-    std::string address;  ///< peer IP, no port ("192.0.2.7", "2001:db8::1")
+    std::string address; ///< peer IP, no port ("192.0.2.7", "2001:db8::1")
     bool tls = true;
 };
 
@@ -98,7 +98,7 @@ std::optional<std::string> https_location(std::string_view host_header, std::str
 
 /// A small complete response with a text body; `close` adds Connection: close.
 http::response<http::string_body> make_error_response(http::status status, unsigned version,
-                                                       std::string_view hsts_value, bool close);
+                                                      std::string_view hsts_value, bool close);
 
 /// Adds each (name, value) the message does not already carry: security
 /// headers the application did not set itself (its own choice wins).
@@ -151,4 +151,4 @@ std::array<std::uint64_t, 4> random_seed();
 /// and it is valid, else a fresh one from `ids`.
 std::string pick_request_id(const http::fields& f, request_id_source& ids);
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -22,7 +22,7 @@ bool closed_by_server(const error_code& ec) {
     return ec == http::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset;
 }
 
-}  // namespace
+} // namespace
 
 net::awaitable<attempt_result> proxy_attempt::run(std::size_t server, retry_policy& policy, upstream_ptr& up,
                                                   std::optional<response_parser>& rp) {
@@ -149,4 +149,4 @@ net::awaitable<std::pair<bool, error_code>> proxy_attempt::send(tcp_socket& sock
     co_return std::pair{true, error_code{}};
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

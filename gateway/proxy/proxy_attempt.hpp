@@ -23,12 +23,12 @@ class exchange_host;
 struct attempt_result {
     /// What went wrong with the server; nullopt when the response head arrived.
     std::optional<attempt_failure_facts> failure;
-    error_code ec;            ///< the failure's error
-    retry_decision decision;  ///< the policy's answer to the failure
+    error_code ec;           ///< the failure's error
+    retry_decision decision; ///< the policy's answer to the failure
     /// The client's request body failed while it streamed (`ec` says how):
     /// not the server's fault, the exchange answers the client.
     bool client_failed = false;
-    std::uint64_t body_sent = 0;  ///< request body bytes the server received
+    std::uint64_t body_sent = 0; ///< request body bytes the server received
 };
 
 class proxy_attempt {
@@ -36,8 +36,8 @@ public:
     /// `body_prefix`: the request body read before the server was chosen;
     /// the rest comes from `down`. `head`: a HEAD request (no response body).
     /// `upgrade`: a 101 answer is the expected success, not a failure.
-    proxy_attempt(worker_context& w, exchange_host& conn, downstream& down, std::string_view body_prefix,
-                  bool head, bool upgrade)
+    proxy_attempt(worker_context& w, exchange_host& conn, downstream& down, std::string_view body_prefix, bool head,
+                  bool upgrade)
         : w_(w), conn_(conn), down_(down), body_prefix_(body_prefix), head_(head), upgrade_(upgrade) {}
 
     /// Tries `server`. On success `up` holds the connection and `rp` the
@@ -56,4 +56,4 @@ private:
     bool upgrade_;
 };
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

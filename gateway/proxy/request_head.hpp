@@ -44,7 +44,7 @@ net::awaitable<header_read> read_request_header(Stream& stream, beast::flat_buff
             }
             if (ec && ec != http::error::need_more) {
                 if (ec == http::error::header_limit || ec == http::error::body_limit) {
-                    co_return header_read{ec, std::nullopt};  // 431, 413: not a malformed request
+                    co_return header_read{ec, std::nullopt}; // 431, 413: not a malformed request
                 }
                 auto rejected = check_raw_header(std::string_view(data, buffer.size()));
                 if (!rejected) {
@@ -68,4 +68,4 @@ net::awaitable<header_read> read_request_header(Stream& stream, beast::flat_buff
     }
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -8,7 +8,7 @@
 // drains. Its unit tests (tests/unit/gateway/retry_policy_test.cpp) hold the
 // whole decision table.
 
-#include <ostream>  // boost/core/detail/string_view.hpp (Boost 1.81) uses it without including it
+#include <ostream> // boost/core/detail/string_view.hpp (Boost 1.81) uses it without including it
 
 #include <boost/beast/http/status.hpp>
 #include <boost/beast/http/verb.hpp>
@@ -17,25 +17,25 @@ namespace rampart::gateway {
 
 /// Where an attempt failed.
 enum class attempt_stage {
-    connect,        ///< no connection: nothing of the request was sent
-    send,           ///< writing the request (head or body) failed
-    response_head,  ///< no final response head: an error, a timeout, a 101 or endless 1xx
-    response_body,  ///< the response body failed after its head arrived
+    connect,       ///< no connection: nothing of the request was sent
+    send,          ///< writing the request (head or body) failed
+    response_head, ///< no final response head: an error, a timeout, a 101 or endless 1xx
+    response_body, ///< the response body failed after its head arrived
 };
 
 struct attempt_failure_facts {
     attempt_stage stage = attempt_stage::connect;
     bool timed_out = false;
-    bool reused_connection = false;  ///< a kept-alive connection taken from the idle pool
-    bool peer_closed = false;        ///< the server closed (EOF, reset), not some other error
-    bool response_started = false;   ///< part of the response reached the client (response_body)
+    bool reused_connection = false; ///< a kept-alive connection taken from the idle pool
+    bool peer_closed = false;       ///< the server closed (EOF, reset), not some other error
+    bool response_started = false;  ///< part of the response reached the client (response_body)
 };
 
 enum class retry_action {
-    resend_new_connection,  ///< the same server again, on a new connection
-    retry_elsewhere,        ///< another server of the pool
-    answer,                 ///< answer the client with `status`, then close
-    abort,                  ///< cut the client connection: part of the response reached it
+    resend_new_connection, ///< the same server again, on a new connection
+    retry_elsewhere,       ///< another server of the pool
+    answer,                ///< answer the client with `status`, then close
+    abort,                 ///< cut the client connection: part of the response reached it
 };
 
 struct retry_decision {

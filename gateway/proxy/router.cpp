@@ -145,9 +145,8 @@ bool ends_with_nocase(std::string_view host, std::string_view suffix) {
         return false;
     }
     const std::string_view tail = host.substr(host.size() - suffix.size());
-    return std::equal(tail.begin(), tail.end(), suffix.begin(), [](char a, char b) {
-        return std::tolower(static_cast<unsigned char>(a)) == b;
-    });
+    return std::equal(tail.begin(), tail.end(), suffix.begin(),
+                      [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == b; });
 }
 
 } // namespace
@@ -157,7 +156,7 @@ bool router::host_matches(std::string_view pattern, std::string_view host) {
         return true;
     }
     if (pattern.starts_with("*.")) {
-        const std::string_view suffix = pattern.substr(1);  // ".example.com"
+        const std::string_view suffix = pattern.substr(1); // ".example.com"
         return host.size() > suffix.size() && ends_with_nocase(host, suffix);
     }
     return host.size() == pattern.size() && ends_with_nocase(host, pattern);

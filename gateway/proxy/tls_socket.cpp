@@ -34,7 +34,7 @@ int staged_create(BIO* bio) {
 
 const BIO_METHOD* staged_method();
 
-}  // namespace
+} // namespace
 
 int staged_write(BIO* bio, const char* data, int len) {
     auto* self = static_cast<tls_socket*>(BIO_get_data(bio));
@@ -45,7 +45,7 @@ int staged_write(BIO* bio, const char* data, int len) {
     if (self->stage(data, static_cast<std::size_t>(len))) {
         return len;
     }
-    BIO_set_retry_write(bio);  // full: OpenSSL retries the record after a send
+    BIO_set_retry_write(bio); // full: OpenSSL retries the record after a send
     return -1;
 }
 
@@ -57,13 +57,13 @@ int staged_read(BIO* bio, char* data, int len) {
     if (self == nullptr || data == nullptr || len <= 0) {
         return 0;
     }
-    for (int attempt = 0; attempt < 8; ++attempt) {  // bounded: EINTR only
+    for (int attempt = 0; attempt < 8; ++attempt) { // bounded: EINTR only
         const ssize_t n = ::recv(self->socket_.native_handle(), data, static_cast<std::size_t>(len), 0);
         if (n > 0) {
             return static_cast<int>(n);
         }
         if (n == 0) {
-            BIO_set_flags(bio, BIO_FLAGS_IN_EOF);  // BIO_eof(): OpenSSL tells a truncation from a close
+            BIO_set_flags(bio, BIO_FLAGS_IN_EOF); // BIO_eof(): OpenSSL tells a truncation from a close
             return 0;
         }
         if (errno == EINTR) {
@@ -72,7 +72,7 @@ int staged_read(BIO* bio, char* data, int len) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             BIO_set_retry_read(bio);
         }
-        return -1;  // errno stays for tls_error
+        return -1; // errno stays for tls_error
     }
     return -1;
 }
@@ -80,13 +80,21 @@ int staged_read(BIO* bio, char* data, int len) {
 long staged_ctrl(BIO* bio, int cmd, long num, void* /*ptr*/) {
     auto* self = static_cast<tls_socket*>(BIO_get_data(bio));
     switch (cmd) {
-    case BIO_CTRL_EOF: return BIO_test_flags(bio, BIO_FLAGS_IN_EOF) != 0 ? 1 : 0;
-    case BIO_CTRL_FLUSH: return 1;  // tls_socket sends after each call into OpenSSL
-    case BIO_CTRL_WPENDING: return self != nullptr ? static_cast<long>(self->out_size_ - self->out_sent_) : 0;
-    case BIO_CTRL_PENDING: return 0;
-    case BIO_CTRL_GET_CLOSE: return BIO_get_shutdown(bio);
-    case BIO_CTRL_SET_CLOSE: BIO_set_shutdown(bio, static_cast<int>(num)); return 1;
-    default: return 0;
+    case BIO_CTRL_EOF:
+        return BIO_test_flags(bio, BIO_FLAGS_IN_EOF) != 0 ? 1 : 0;
+    case BIO_CTRL_FLUSH:
+        return 1; // tls_socket sends after each call into OpenSSL
+    case BIO_CTRL_WPENDING:
+        return self != nullptr ? static_cast<long>(self->out_size_ - self->out_sent_) : 0;
+    case BIO_CTRL_PENDING:
+        return 0;
+    case BIO_CTRL_GET_CLOSE:
+        return BIO_get_shutdown(bio);
+    case BIO_CTRL_SET_CLOSE:
+        BIO_set_shutdown(bio, static_cast<int>(num));
+        return 1;
+    default:
+        return 0;
     }
 }
 
@@ -104,7 +112,7 @@ const BIO_METHOD* staged_method() {
     return method;
 }
 
-}  // namespace
+} // namespace
 
 error_code tls_error(int ssl_error) {
     int saved_errno = errno;
@@ -153,13 +161,12 @@ tls_socket::tls_socket(tcp_socket&& socket, SSL_CTX* ctx) : socket_(std::move(so
         throw std::bad_alloc();
     }
     BIO_set_data(bio, this);
-    SSL_set_bio(ssl_, bio, bio);  // the same BIO twice: the SSL takes its one reference
+    SSL_set_bio(ssl_, bio, bio); // the same BIO twice: the SSL takes its one reference
     SSL_set_accept_state(ssl_);
     // RELEASE_BUFFERS: no record buffer while idle. PARTIAL_WRITE: a write
     // returns after each record, like write_some should. MOVING_WRITE_BUFFER:
     // a retried write may come from pending_write_ instead of the gather area.
-    SSL_set_mode(ssl_, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
-                           SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_set_mode(ssl_, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     // Read as much as the socket has: one read() per record instead of one
     // for the record header and one for its body.
     SSL_set_read_ahead(ssl_, 1);
@@ -185,7 +192,9 @@ bool tls_socket::stage(const char* data, std::size_t len) {
     return true;
 }
 
-std::size_t tls_socket::staged_room() const { return out_sent_ == out_size_ ? staging_block : staging_block - out_size_; }
+std::size_t tls_socket::staged_room() const {
+    return out_sent_ == out_size_ ? staging_block : staging_block - out_size_;
+}
 
 bool tls_socket::send_staged(error_code& ec) {
     // Bounded: each round sends something or returns.
@@ -240,7 +249,7 @@ net::awaitable<error_code> tls_socket::handshake() {
         if (r != 1 && e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
             const error_code failed = tls_error(e);
             error_code ignored;
-            send_staged(ignored);  // the alert, if the socket takes it now
+            send_staged(ignored); // the alert, if the socket takes it now
             co_return failed;
         }
         // The flight (or the session ticket) leaves before the next wait.
@@ -252,8 +261,8 @@ net::awaitable<error_code> tls_socket::handshake() {
         if (r == 1) {
             co_return error_code{};
         }
-        auto [ec] = co_await socket_.async_wait(e == SSL_ERROR_WANT_READ ? tcp::socket::wait_read
-                                                                          : tcp::socket::wait_write);
+        auto [ec] =
+            co_await socket_.async_wait(e == SSL_ERROR_WANT_READ ? tcp::socket::wait_read : tcp::socket::wait_write);
         if (ec) {
             co_return ec;
         }
@@ -341,4 +350,4 @@ std::size_t tls_socket::write_once(const net::const_buffer* buffers, std::size_t
     return 0;
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -100,15 +100,13 @@ private:
     // One read_some or write_some: try OpenSSL, and when it needs the socket
     // to become readable or writable first, wait for that and try again.
     // A read uses the first non-empty buffer; a write gathers up to 16.
-    template <class Buffers, bool IsRead>
-    struct io_op {
+    template <class Buffers, bool IsRead> struct io_op {
         tls_socket* self_;
         Buffers buffers_;
 
-        std::size_t done_ = 0;  ///< bytes a write took, waiting for their records to leave
+        std::size_t done_ = 0; ///< bytes a write took, waiting for their records to leave
 
-        template <class Self>
-        void operator()(Self& self, error_code ec = {}) {
+        template <class Self> void operator()(Self& self, error_code ec = {}) {
             if (ec) {
                 self.complete(ec, 0);
                 return;
@@ -162,9 +160,8 @@ private:
                     }
                     want = SSL_ERROR_WANT_WRITE;
                 }
-                self_->socket_.async_wait(want == SSL_ERROR_WANT_WRITE ? tcp::socket::wait_write
-                                                                       : tcp::socket::wait_read,
-                                          std::move(self));
+                self_->socket_.async_wait(
+                    want == SSL_ERROR_WANT_WRITE ? tcp::socket::wait_write : tcp::socket::wait_read, std::move(self));
                 return;
             }
             if (!ec && self_->has_unsent() && !self_->send_staged(ec) && !ec) {
@@ -204,4 +201,4 @@ private:
     std::vector<unsigned char> pending_write_;
 };
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

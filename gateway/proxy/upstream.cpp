@@ -18,7 +18,7 @@ upstream_ptr upstream_cache::take(std::size_t server, bool verify) {
         upstream_ptr c = std::move(list.back());
         list.pop_back();
         if (now - c->idle_since > max_idle_time_) {
-            continue;  // destroyed: closes the socket
+            continue; // destroyed: closes the socket
         }
         if (!verify) {
             return c;
@@ -77,4 +77,4 @@ net::awaitable<error_code> connect_upstream(tcp_socket& socket, const tcp::endpo
     co_return ec;
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -18,7 +18,7 @@ struct upstream_connection {
     explicit upstream_connection(executor ex) : socket(ex) {}
     tcp_socket socket;
     beast::flat_buffer buffer;
-    std::size_t server = 0;   ///< index in snapshot::servers
+    std::size_t server = 0; ///< index in snapshot::servers
     std::chrono::steady_clock::time_point idle_since{};
 };
 using upstream_ptr = std::unique_ptr<upstream_connection>;
@@ -54,4 +54,4 @@ private:
 /// deadline cancels it (socket.cancel()).
 net::awaitable<error_code> connect_upstream(tcp_socket& socket, const tcp::endpoint& to);
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

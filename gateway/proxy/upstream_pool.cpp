@@ -65,4 +65,4 @@ net::awaitable<std::optional<std::size_t>> upstream_pool::wait_in_queue(std::uin
     co_return got;
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -51,8 +51,7 @@ public:
     /// Every candidate was full: waits in the pool's bounded queue, up to
     /// queue_timeout, for a member's slot (taken on return). nullopt: the
     /// queue is full, the wait timed out, or the worker drains.
-    net::awaitable<std::optional<std::size_t>> wait_in_queue(std::uint64_t tried, exchange_host& c,
-                                                             bool draining);
+    net::awaitable<std::optional<std::size_t>> wait_in_queue(std::uint64_t tried, exchange_host& c, bool draining);
 
     const config::pool& config() const { return *cfg_; }
     pool_state& shared() { return *shared_; }
@@ -65,11 +64,11 @@ private:
     pool_state* shared_;
     const std::atomic<std::uint64_t>* weights_version_;
     balancer balancer_;
-    std::vector<server_health*> members_;  ///< shared state of each member
-    std::vector<std::size_t> servers_;     ///< each member's index in snapshot::servers
+    std::vector<server_health*> members_; ///< shared state of each member
+    std::vector<std::size_t> servers_;    ///< each member's index in snapshot::servers
     /// Timers of requests of this worker waiting in the queue; a slot freed
     /// here wakes the first at once (other workers' frees are seen by polling).
     std::deque<net::steady_timer*> waiters_;
 };
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -19,18 +19,13 @@ namespace {
 /// peek in upstream_cache::take covers).
 constexpr std::chrono::seconds upstream_idle_time{30};
 
-}  // namespace
+} // namespace
 
-worker_context::worker_context(net::io_context& io_, config::snapshot_ptr cfg_, SSL_CTX* tls_ctx,
-                               shared_block& shared_, const slot_map& slots, unsigned counter_slot)
-    : io(io_),
-      cfg(std::move(cfg_)),
-      tls_context(tls_ctx),
-      shared(shared_),
-      counters(shared_.workers[counter_slot]),
+worker_context::worker_context(net::io_context& io_, config::snapshot_ptr cfg_, SSL_CTX* tls_ctx, shared_block& shared_,
+                               const slot_map& slots, unsigned counter_slot)
+    : io(io_), cfg(std::move(cfg_)), tls_context(tls_ctx), shared(shared_), counters(shared_.workers[counter_slot]),
       upstreams(cfg->servers.size(), cfg->gw.limits_settings.upstream_idle_per_server, upstream_idle_time),
-      routes(cfg->gw),
-      request_ids(random_seed()) {
+      routes(cfg->gw), request_ids(random_seed()) {
     for (std::size_t si : slots.servers) {
         server_states.push_back(&shared.servers[si]);
     }
@@ -59,8 +54,8 @@ worker_context::worker_context(net::io_context& io_, config::snapshot_ptr cfg_, 
             try {
                 root = std::make_unique<static_root>(*r.files, r.path);
             } catch (const std::exception& e) {
-                log(log_level::error, std::string("static route ") + r.path + ": " + e.what() +
-                                          "; its requests get 404");
+                log(log_level::error,
+                    std::string("static route ") + r.path + ": " + e.what() + "; its requests get 404");
             }
         }
         static_roots.push_back(std::move(root));
@@ -137,11 +132,11 @@ void worker::run() {
         });
     }
     if (access_log_) {
-        access_log_->start();  // in the worker process, after the fork
+        access_log_->start(); // in the worker process, after the fork
     }
     io_.run();
     if (access_log_) {
-        access_log_->stop();  // every connection has ended: write out the last lines
+        access_log_->stop(); // every connection has ended: write out the last lines
     }
 }
 
@@ -313,4 +308,4 @@ net::awaitable<void> worker::accept_loop(tcp_acceptor& acceptor, bool tls) {
     }
 }
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

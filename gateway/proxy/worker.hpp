@@ -36,9 +36,9 @@ class connection_base;
 struct worker_sockets {
     std::vector<int> https;
     std::vector<int> http;
-    int access_log = -1;  ///< where access log lines go (opened by the master); -1 when off
-    int signals = -1;       ///< a signalfd for SIGTERM/SIGINT (the drain); -1: none
-    int master_alive = -1;  ///< the master's life line: reads EOF once the master is gone; -1: none
+    int access_log = -1;   ///< where access log lines go (opened by the master); -1 when off
+    int signals = -1;      ///< a signalfd for SIGTERM/SIGINT (the drain); -1: none
+    int master_alive = -1; ///< the master's life line: reads EOF once the master is gone; -1: none
 };
 
 /// Everything a connection needs from its worker. Lives as long as the
@@ -50,23 +50,23 @@ struct worker_context {
 
     net::io_context& io;
     config::snapshot_ptr cfg;
-    SSL_CTX* tls_context = nullptr;         ///< owned by certs::server_tls, which outlives the worker
+    SSL_CTX* tls_context = nullptr; ///< owned by certs::server_tls, which outlives the worker
     shared_block& shared;
     worker_counters& counters;
     upstream_cache upstreams;
-    std::vector<server_health*> server_states;                ///< per server: its shared slot
-    std::vector<tcp::endpoint> server_endpoints;              ///< per server
-    std::vector<upstream_pool> pools;                         ///< per pool of cfg
+    std::vector<server_health*> server_states;   ///< per server: its shared slot
+    std::vector<tcp::endpoint> server_endpoints; ///< per server
+    std::vector<upstream_pool> pools;            ///< per pool of cfg
     std::size_t default_pool = 0;
-    router routes;                                            ///< gateway.routes of cfg
+    router routes; ///< gateway.routes of cfg
     /// Per route of cfg: its static root, opened once (null for other routes).
     std::vector<std::unique_ptr<static_root>> static_roots;
-    std::string hsts_value;                                   ///< "" when HSTS is off
+    std::string hsts_value; ///< "" when HSTS is off
     std::uint16_t https_port = 443;
     bool draining = false;
     std::unordered_set<connection_base*> connections;
-    access_log* requests_log = nullptr;                       ///< null when the access log is off
-    request_id_source request_ids;                            ///< X-Request-Id for requests without one
+    access_log* requests_log = nullptr; ///< null when the access log is off
+    request_id_source request_ids;      ///< X-Request-Id for requests without one
 };
 
 class worker {
@@ -106,8 +106,8 @@ private:
     /// A descriptor held in reserve: out of descriptors, the worker gives it
     /// up for a moment to take a waiting connection and close it (refuse_one).
     int reserve_fd_ = -1;
-    mono_ns refused_logged_ = 0;        ///< when "out of descriptors" was last logged
-    std::uint64_t refused_unlogged_ = 0;  ///< refusals since then
+    mono_ns refused_logged_ = 0;         ///< when "out of descriptors" was last logged
+    std::uint64_t refused_unlogged_ = 0; ///< refusals since then
 };
 
-}  // namespace rampart::gateway
+} // namespace rampart::gateway

@@ -78,7 +78,7 @@ void check_snapshot(const snapshot& s) {
     require(!summary(s).empty(), "empty summary");
 }
 
-}  // namespace
+} // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     const std::string text(reinterpret_cast<const char*>(data), size);

@@ -82,7 +82,7 @@ std::string make_root() {
 struct process_state {
     std::string root = make_root();
     net::io_context port_io;
-    gw::tcp::socket refusing{port_io};  ///< bound, never listening: connections to it are refused
+    gw::tcp::socket refusing{port_io}; ///< bound, never listening: connections to it are refused
     config::snapshot_ptr cfg;
     std::unique_ptr<gw::shared_block> block = std::make_unique<gw::shared_block>();
     gw::slot_map slots;
@@ -104,7 +104,9 @@ struct process_state {
             "  limits: { header_bytes: 2KiB, body_bytes: 4KiB }\n"
             "  routes:\n"
             "    - { path: /old/, redirect: { to: \"https://new.example\" } }\n"
-            "    - { path: /static/, static: { root: \"" + root + "\" } }\n"
+            "    - { path: /static/, static: { root: \"" +
+            root +
+            "\" } }\n"
             "    - { path: /app/, pool: app }\n";
         auto r = config::load_from_string(text, "fuzz.yaml");
         if (!r) {
@@ -174,7 +176,7 @@ bool starts_with_status_line(std::string_view out, bool http10) {
     return true;
 }
 
-}  // namespace
+} // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
     state();
@@ -223,7 +225,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         const auto start = std::chrono::steady_clock::now();
         try {
             for (const auto piece : pieces) {
-                beast::error_code ec;  // the connection may have closed already
+                beast::error_code ec; // the connection may have closed already
                 net::write(peer, net::buffer(piece.data(), piece.size()), ec);
                 for (int i = 0; i < 10000 && io.poll() > 0; ++i) {
                 }

@@ -151,7 +151,7 @@ std::optional<field_list> forwarded_pairs(std::string_view v) {
             return out;
         }
         if (v[i] != ';') {
-            return std::nullopt;  // ',' starts a second element; anything else is malformed
+            return std::nullopt; // ',' starts a second element; anything else is malformed
         }
         ++i;
     }
@@ -266,7 +266,7 @@ bool forward_one(std::string_view in, std::size_t& pos) {
     error_code ec;
     const std::size_t header_bytes = p.put(net::buffer(in.data() + pos, in.size() - pos), ec);
     if (ec || !p.is_header_done()) {
-        return false;  // incomplete (the client closed) or refused by the parser: 400/431
+        return false; // incomplete (the client closed) or refused by the parser: 400/431
     }
     const std::string_view raw_header = in.substr(pos, header_bytes);
     pos += header_bytes;
@@ -280,7 +280,7 @@ bool forward_one(std::string_view in, std::size_t& pos) {
     auto& req = p.get();
     http::request_header<>& h = req.base();
     if (validate_request(h, max_fields)) {
-        return false;  // the gateway answers 4xx and closes
+        return false; // the gateway answers 4xx and closes
     }
     const bool keep_alive = req.keep_alive();
     rewrite_request(h, client, "www.foobar.com");
@@ -303,7 +303,7 @@ bool forward_one(std::string_view in, std::size_t& pos) {
             piece.data = chunk.data();
             piece.size = chunk.size();
             if (!read_piece(p, in, pos)) {
-                return false;  // body too large, malformed or cut short: 400/413 and close
+                return false; // body too large, malformed or cut short: 400/413 and close
             }
             piece.size = chunk.size() - piece.size;
             piece.data = piece.size != 0 ? chunk.data() : nullptr;
@@ -322,7 +322,7 @@ bool forward_one(std::string_view in, std::size_t& pos) {
     return keep_alive;
 }
 
-}  // namespace
+} // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     const std::string_view in(reinterpret_cast<const char*>(data), size);

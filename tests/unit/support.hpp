@@ -40,7 +40,9 @@ inline config::snapshot_ptr load_text(const std::string& text, const std::string
     return must_load(config::load_from_string(text, name));
 }
 
-inline config::snapshot_ptr load_file(const std::string& path) { return must_load(config::load(path)); }
+inline config::snapshot_ptr load_file(const std::string& path) {
+    return must_load(config::load(path));
+}
 
 /// A deployment with two pools (app: app1, the default; api: api1) that
 /// ends with `  routes:`: the routes follow, one list item a line.
@@ -55,4 +57,4 @@ gateway:
   routes:
 )";
 
-}  // namespace rampart::test
+} // namespace rampart::test

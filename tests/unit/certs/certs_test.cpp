@@ -116,16 +116,16 @@ std::string drain_errors() {
 
 /// What a test client asks for.
 struct client_options {
-    std::string server_name = "www.foobar.com";  ///< SNI; empty sends none
-    std::string verify_host;                     ///< defaults to server_name
+    std::string server_name = "www.foobar.com"; ///< SNI; empty sends none
+    std::string verify_host;                    ///< defaults to server_name
     int min_version = 0;
     int max_version = TLS1_3_VERSION;
     std::string sigalgs;
-    std::string ciphers;             ///< TLS 1.2 list
-    std::string suites;              ///< TLS 1.3 suites offered, in the client's order
-    std::string alpn = "http/1.1";   ///< protocols offered, comma-separated in order; empty offers no ALPN
-    bool legacy = false;             ///< security level 0, so TLS 1.0/1.1 can be offered
-    SSL_SESSION* session = nullptr;  ///< to resume
+    std::string ciphers;            ///< TLS 1.2 list
+    std::string suites;             ///< TLS 1.3 suites offered, in the client's order
+    std::string alpn = "http/1.1";  ///< protocols offered, comma-separated in order; empty offers no ALPN
+    bool legacy = false;            ///< security level 0, so TLS 1.0/1.1 can be offered
+    SSL_SESSION* session = nullptr; ///< to resume
 };
 
 struct connection {
@@ -165,7 +165,7 @@ certs::ssl_ctx_ptr client_context(const client_options& options) {
 connection handshake(SSL_CTX* server_ctx, const client_options& options = {}) {
     certs::ssl_ctx_ptr client_ctx = client_context(options);
     connection c;
-    c.client.reset(SSL_new(client_ctx.get()));  // the SSL holds its own reference to the context
+    c.client.reset(SSL_new(client_ctx.get())); // the SSL holds its own reference to the context
     c.server.reset(SSL_new(server_ctx));
     REQUIRE(c.client);
     REQUIRE(c.server);
@@ -294,7 +294,7 @@ x509_ptr read_certificate(const std::string& path) {
 
 /// Ticket keys set by hand, counting how often a new ticket is encrypted.
 struct manual_keys final : certs::ticket_key_source {
-    std::vector<certs::ticket_key> keys;  ///< [0] encrypts, all decrypt
+    std::vector<certs::ticket_key> keys; ///< [0] encrypts, all decrypt
     mutable int encryptions = 0;
 
     certs::ticket_key encrypting_key(std::chrono::system_clock::time_point) const override {
@@ -312,7 +312,7 @@ certs::ticket_key key_of(unsigned char fill) {
     return key;
 }
 
-}  // namespace
+} // namespace
 
 TEST_CASE("make_dev_certificates writes a CA and ECDSA and RSA server certificates", "[unit][certs]") {
     const std::string& dir = dev().main;
@@ -450,9 +450,9 @@ TEST_CASE("server_tls::select picks contexts by exact name, then one-label wildc
     CHECK(tls.select("api.example.test.") == api);
     CHECK(tls.select("a.wild.example.test.") == api);
 
-    CHECK(tls.select("a.b.wild.example.test") == main);  // a wildcard covers one label only
-    CHECK(tls.select("wild.example.test") == main);      // and not the bare parent
-    CHECK(tls.select(".wild.example.test") == main);     // nor an empty label
+    CHECK(tls.select("a.b.wild.example.test") == main); // a wildcard covers one label only
+    CHECK(tls.select("wild.example.test") == main);     // and not the bare parent
+    CHECK(tls.select(".wild.example.test") == main);    // nor an empty label
     CHECK(tls.select("unknown.example.org") == main);
     CHECK(tls.select("") == main);
     CHECK(tls.select(".") == main);
@@ -591,7 +591,7 @@ TEST_CASE("handshake: TLS 1.3 picks AES-128-GCM in the server's order, ChaCha20 
           "[unit][certs]") {
     const certs::server_tls tls(standard_settings(), shared_keys(1));
     struct row {
-        std::string offered;  ///< the client's order
+        std::string offered; ///< the client's order
         std::string chosen;
     };
     const std::vector<row> rows{
@@ -617,7 +617,7 @@ TEST_CASE("handshake: ALPN picks in the server's order of gateway.tls.alpn", "[u
     struct row {
         std::vector<std::string> server;
         std::string client;
-        std::string chosen;  ///< "" = refused (no_application_protocol)
+        std::string chosen; ///< "" = refused (no_application_protocol)
     };
     const std::vector<row> rows{
         {{"h2", "http/1.1"}, "http/1.1,h2", "h2"},
@@ -650,7 +650,8 @@ TEST_CASE("handshake: ALPN picks in the server's order of gateway.tls.alpn", "[u
     }
 }
 
-TEST_CASE("handshake: refused for old protocols, CBC-only TLS 1.2 and ALPN without a protocol of ours", "[unit][certs]") {
+TEST_CASE("handshake: refused for old protocols, CBC-only TLS 1.2 and ALPN without a protocol of ours",
+          "[unit][certs]") {
     const certs::server_tls tls(standard_settings(), shared_keys(1));
     client_options options;
     std::string expected_server_error;
@@ -686,8 +687,8 @@ TEST_CASE("handshake: a client without ALPN is served without it", "[unit][certs
 
 TEST_CASE("handshake: session tickets resume across server_tls instances sharing a secret", "[unit][certs]") {
     const certs::server_tls first(standard_settings(), shared_keys(1));
-    const certs::server_tls second(standard_settings(), shared_keys(1));    // another worker or gateway
-    const certs::server_tls stranger(standard_settings(), shared_keys(2));  // another secret
+    const certs::server_tls second(standard_settings(), shared_keys(1));   // another worker or gateway
+    const certs::server_tls stranger(standard_settings(), shared_keys(2)); // another secret
 
     SECTION("TLS 1.3") {
         connection initial = handshake(first.default_context());
@@ -879,7 +880,7 @@ TEST_CASE("record pool: record-sized blocks are kept and reused, everything else
     // request in the range, whatever its exact size.
     void* a = record_pool_malloc(16709 + 64, __FILE__, __LINE__);
     REQUIRE(a != nullptr);
-    std::memset(a, 0x5a, record_pool_block);  // the whole block is usable
+    std::memset(a, 0x5a, record_pool_block); // the whole block is usable
     record_pool_free(a, __FILE__, __LINE__);
     CHECK(record_pool_held() == 1);
     void* b = record_pool_malloc(record_pool_min, __FILE__, __LINE__);
@@ -912,7 +913,7 @@ TEST_CASE("record pool: record-sized blocks are kept and reused, everything else
     CHECK(std::memcmp(d, "record", 7) == 0);
     record_pool_free(d, __FILE__, __LINE__);
     record_pool_free(nullptr, __FILE__, __LINE__);
-    CHECK(record_pool_held() == record_pool_blocks - 1);  // c left the pool; d, resized, is not pooled
+    CHECK(record_pool_held() == record_pool_blocks - 1); // c left the pool; d, resized, is not pooled
     // Empties this thread's pool for the tests that follow.
     for (std::size_t i = record_pool_held(); i > 0; --i) {
         std::free(record_pool_malloc(record_pool_min, __FILE__, __LINE__));

@@ -65,7 +65,7 @@ gateway:
   pools: { app: { servers: [app1] } }
 )";
 
-}  // namespace
+} // namespace
 
 TEST_CASE("a full file lands in every field", "[unit][config]") {
     const std::string text = R"(site: www.foobar.com
@@ -112,7 +112,7 @@ gateway:
     CHECK(s->servers[1].address == "192.0.2.21");
     CHECK(s->servers[1].port == 8081);
     CHECK(s->servers[1].weight == 2);
-    CHECK(s->servers[2].address == "2001:db8::22");  // stored in canonical form
+    CHECK(s->servers[2].address == "2001:db8::22"); // stored in canonical form
     CHECK(s->servers[3].server_role == cfg::role::db_primary);
     CHECK(s->servers[4].server_role == cfg::role::db_replica);
 
@@ -149,10 +149,10 @@ gateway:
     REQUIRE(app->members.size() == 2);
     CHECK(app->members[0].name == "app1");
     CHECK(app->members[0].address.to_string() == "192.0.2.21:8081");
-    CHECK(app->members[0].weight == 2);  // the server's weight
+    CHECK(app->members[0].weight == 2); // the server's weight
     CHECK(app->members[1].name == "app2");
     CHECK(app->members[1].address.to_string() == "[2001:db8::22]:8082");
-    CHECK(app->members[1].weight == 5);  // the pool's weight wins
+    CHECK(app->members[1].weight == 5); // the pool's weight wins
     const cfg::pool* db = s->find_pool("db");
     REQUIRE(db != nullptr);
     CHECK(db->algorithm == cfg::balance::least_connections);
@@ -194,7 +194,7 @@ TEST_CASE("a minimal file gets every default", "[unit][config]") {
     CHECK(gw.tls_settings.ticket_rotation == 12h);
     CHECK(gw.hsts_settings.enabled);
     CHECK(gw.hsts_settings.header_value() == "max-age=31536000; includeSubDomains");
-    CHECK(gw.default_pool == "app");  // the only pool
+    CHECK(gw.default_pool == "app"); // the only pool
     REQUIRE(gw.pools.size() == 1);
     CHECK(gw.pools[0].algorithm == cfg::balance::round_robin);
     CHECK(gw.pools[0].members[0].weight == 1);
@@ -466,7 +466,9 @@ gateway:
               "config.yaml:10:17: gateway.default_pool: no pool named \"gren\" in gateway.pools; did you mean "
               "'green'?");
     }
-    SECTION("present") { CHECK(load_ok(two_pools + "  default_pool: green\n")->gw.default_pool == "green"); }
+    SECTION("present") {
+        CHECK(load_ok(two_pools + "  default_pool: green\n")->gw.default_pool == "green");
+    }
 }
 
 TEST_CASE("an https listener needs a certificate", "[unit][config]") {
@@ -632,7 +634,7 @@ TEST_CASE("a file full of mistakes stops listing them at 100", "[unit][config]")
     REQUIRE(errors.size() == 101);
     CHECK_THAT(errors[0], StartsWith("config.yaml:3:18: servers.s0.address: expected a literal"));
     CHECK(errors[100] ==
-          "config.yaml:1:1: stopped after 100 errors (151 in all)");  // 150 addresses and the missing gateway
+          "config.yaml:1:1: stopped after 100 errors (151 in all)"); // 150 addresses and the missing gateway
 }
 
 TEST_CASE("parse_duration", "[unit][config]") {
@@ -757,7 +759,7 @@ TEST_CASE("the foobar.com example loads", "[unit][config]") {
     CHECK(s.gw.listen.https->to_string() == "[::]:443");
     CHECK(s.gw.listen.http->to_string() == "[::]:80");
     CHECK(s.gw.listen.admin->to_string() == "127.0.0.1:9100");
-    REQUIRE(s.gw.routes.size() == 3);  // foobar.com -> www.foobar.com, /static/ files, everything else to app
+    REQUIRE(s.gw.routes.size() == 3); // foobar.com -> www.foobar.com, /static/ files, everything else to app
     CHECK(s.gw.routes[0].host == "foobar.com");
     CHECK(s.gw.routes[0].redirect->to == "https://www.foobar.com");
     CHECK(s.gw.routes[1].files->root == "/srv/foobar/static");
@@ -816,7 +818,7 @@ gateway:
     CHECK(p.slow_start == 30s);
     REQUIRE(p.rate_limit);
     CHECK(p.rate_limit->per_second() == 10.0);
-    CHECK(p.rate_limit->burst == 10);  // one second's worth by default
+    CHECK(p.rate_limit->burst == 10); // one second's worth by default
     const auto& l = s->gw.limits_settings;
     CHECK(l.max_connections == 1000);
     CHECK(l.max_connections_per_client == 20);
@@ -968,7 +970,7 @@ const std::string ha_basics = R"(  vip: 192.0.2.10/24
   nodes: { gw1: { priority: 150 }, gw2: { priority: 100 } }
 )";
 
-}  // namespace
+} // namespace
 
 TEST_CASE("ha: the pair with its defaults and every setting", "[unit][config]") {
     const auto defaults = load_ok(ha_head + ha_basics);
@@ -1102,7 +1104,8 @@ TEST_CASE("ha: the peer check needs a private secret and an admin listener the p
     }
     std::filesystem::permissions(secret, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
     std::string head = ha_head;
-    head.replace(head.find("{ http: \"127.0.0.1:8080\" }"), 26, "{ http: \"127.0.0.1:8080\", admin: \"0.0.0.0:9100\" }");
+    head.replace(head.find("{ http: \"127.0.0.1:8080\" }"), 26,
+                 "{ http: \"127.0.0.1:8080\", admin: \"0.0.0.0:9100\" }");
     const std::string peer = "  peer_check: { secret_file: " + secret + " }\n";
 
     const auto ok = load_ok(head + ha_basics + peer);
@@ -1141,9 +1144,9 @@ TEST_CASE("ha: the peer check needs a private secret and an admin listener the p
         std::ofstream out(secret);
         out << "short-secret\n";
     }
-    CHECK(only_error(head + ha_basics + peer) == "config.yaml:14:30: ha.peer_check.secret_file: the HA peer secret in " +
-                                                     secret +
-                                                     " must be at least 32 printable characters without spaces");
+    CHECK(only_error(head + ha_basics + peer) ==
+          "config.yaml:14:30: ha.peer_check.secret_file: the HA peer secret in " + secret +
+              " must be at least 32 printable characters without spaces");
     std::filesystem::permissions(secret, std::filesystem::perms::others_read, std::filesystem::perm_options::add);
     CHECK(only_error(head + ha_basics + peer) ==
           "config.yaml:14:30: ha.peer_check.secret_file: the HA peer secret file " + secret +
@@ -1154,7 +1157,8 @@ TEST_CASE("ha: the peer check needs a private secret and an admin listener the p
 using rampart::test::routes_head;
 
 TEST_CASE("routes: read in order, with their actions resolved", "[unit][config]") {
-    const auto s = load_ok(routes_head + R"(    - { host: FooBar.com, redirect: { to: "https://www.foobar.com/", status: 308 } }
+    const auto s =
+        load_ok(routes_head + R"(    - { host: FooBar.com, redirect: { to: "https://www.foobar.com/", status: 308 } }
     - { host: "*.foobar.com", path: /api/, methods: [GET, HEAD], pool: api }
     - { path: /, pool: app }
 )");
@@ -1163,7 +1167,7 @@ TEST_CASE("routes: read in order, with their actions resolved", "[unit][config]"
     CHECK(r[0].host == "foobar.com");
     CHECK(r[0].path == "/");
     REQUIRE(r[0].redirect);
-    CHECK(r[0].redirect->to == "https://www.foobar.com");  // the trailing slash: the request's path brings one
+    CHECK(r[0].redirect->to == "https://www.foobar.com"); // the trailing slash: the request's path brings one
     CHECK(r[0].redirect->status == 308);
     CHECK(r[1].host == "*.foobar.com");
     CHECK(r[1].methods == std::vector<std::string>{"GET", "HEAD"});
@@ -1202,10 +1206,10 @@ TEST_CASE("routes: every mistake at its position", "[unit][config]") {
           "(no port), got \"www.foobar.com:443\"");
     CHECK(only_error(routes_head + "    - { methods: [get], pool: app }\n") ==
           "config.yaml:10:19: gateway.routes[0].methods[0]: expected a method in upper case like GET, got \"get\"");
-    CHECK(only_error(routes_head + "    - { redirect: { to: \"ftp://x.example\" } }\n").find(
-              "gateway.routes[0].redirect.to: expected an http or https URL") != std::string::npos);
-    CHECK(only_error(routes_head + "    - { redirect: { to: \"https://x.example/?a=1\" } }\n").find(
-              "gateway.routes[0].redirect.to: expected an http or https URL") != std::string::npos);
+    CHECK(only_error(routes_head + "    - { redirect: { to: \"ftp://x.example\" } }\n")
+              .find("gateway.routes[0].redirect.to: expected an http or https URL") != std::string::npos);
+    CHECK(only_error(routes_head + "    - { redirect: { to: \"https://x.example/?a=1\" } }\n")
+              .find("gateway.routes[0].redirect.to: expected an http or https URL") != std::string::npos);
     CHECK(only_error(routes_head + "    - { redirect: { to: \"https://x.example\", status: 305 } }\n") ==
           "config.yaml:10:54: gateway.routes[0].redirect.status: expected 301, 302, 303, 307 or 308, got \"305\"");
     CHECK(only_error(routes_head + "    - { pool: app, hosts: x }\n") ==
@@ -1237,7 +1241,8 @@ TEST_CASE("routes: header rules, and the fields a route may not touch", "[unit][
         response: { remove: [Server, X-Powered-By] }
 )");
     const auto& r = s->gw.routes.at(0);
-    CHECK(r.request_headers.set == std::vector<std::pair<std::string, std::string>>{{"X-Api", "1"}, {"X-Tenant", "a b"}});
+    CHECK(r.request_headers.set ==
+          std::vector<std::pair<std::string, std::string>>{{"X-Api", "1"}, {"X-Tenant", "a b"}});
     CHECK(r.request_headers.remove == std::vector<std::string>{"Cookie"});
     CHECK(r.response_headers.set.empty());
     CHECK(r.response_headers.remove == std::vector<std::string>{"Server", "X-Powered-By"});
@@ -1273,7 +1278,7 @@ struct temp_dir {
     temp_dir& operator=(const temp_dir&) = delete;
 };
 
-}  // namespace
+} // namespace
 
 TEST_CASE("routes: a static route serves a directory", "[unit][config]") {
     const temp_dir dir("rampart-config-static");
@@ -1282,14 +1287,16 @@ TEST_CASE("routes: a static route serves a directory", "[unit][config]") {
                            "/\", index: default.htm, cache_control: \"public, max-age=3600\", types: { WebManifest: "
                            "application/manifest+json, txt: \"text/plain; charset=utf-8\" }, hidden: true, "
                            "precompressed: off }, headers: { response: { set: { X-Static: \"1\" } } } }\n"
-                           "    - { path: /assets, static: { root: \"" + root + "\" } }\n"
+                           "    - { path: /assets, static: { root: \"" +
+                           root +
+                           "\" } }\n"
                            "    - { path: /, pool: app }\n");
     const auto& r = s->gw.routes;
     REQUIRE(r.size() == 3);
     REQUIRE(r[0].files);
     CHECK_FALSE(r[0].redirect);
     CHECK(r[0].pool.empty());
-    CHECK(r[0].files->root == root);  // the trailing '/' dropped
+    CHECK(r[0].files->root == root); // the trailing '/' dropped
     CHECK(r[0].files->index == "default.htm");
     CHECK(r[0].files->cache_control == "public, max-age=3600");
     CHECK(r[0].files->types == std::vector<std::pair<std::string, std::string>>{
@@ -1306,8 +1313,11 @@ TEST_CASE("routes: a static route serves a directory", "[unit][config]") {
     CHECK(r[1].files->precompressed);
     // A static route reaches no pool.
     CHECK(cfg::routed_pools(*s) == std::vector<std::size_t>{0});
-    CHECK_THAT(cfg::summary(*s), Contains("routes     1. www.foobar.com/static/ -> static " + root + "\n"
-                                          "           2. */assets -> static " + root + "\n"
+    CHECK_THAT(cfg::summary(*s), Contains("routes     1. www.foobar.com/static/ -> static " + root +
+                                          "\n"
+                                          "           2. */assets -> static " +
+                                          root +
+                                          "\n"
                                           "           3. */ -> pool app\n"));
     CHECK(cfg::route_warnings(*s).empty());
     // Only static routes: no pool is routed, and `index: ""` turns index files off.
@@ -1346,8 +1356,9 @@ TEST_CASE("routes: every mistake of a static route at its position", "[unit][con
                                   "reloads");
     }
     CHECK(only_error(routes_head + "    - { static: { root: \"" + root + "/file\" } }\n") ==
-          "config.yaml:10:25: gateway.routes[0].static.root: " + root + "/file is not a directory; a static root "
-          "must be one");
+          "config.yaml:10:25: gateway.routes[0].static.root: " + root +
+              "/file is not a directory; a static root "
+              "must be one");
     CHECK(only_error(routes_head + "    - { static: { index: a/index.html, root: \"" + root + "\" } }\n") ==
           "config.yaml:10:26: gateway.routes[0].static.index: expected a file name like index.html (no '/'), or \"\" "
           "for none, got \"a/index.html\"");

@@ -31,11 +31,17 @@ namespace {
 using rampart::test::load_text;
 using rampart::test::source_dir;
 
-std::string golden_dir() { return source_dir() + "/tests/golden/firewall"; }
+std::string golden_dir() {
+    return source_dir() + "/tests/golden/firewall";
+}
 
-std::string read(const std::string& path) { return rampart::test::read_file(path); }
+std::string read(const std::string& path) {
+    return rampart::test::read_file(path);
+}
 
-cfg::snapshot_ptr deployment() { return rampart::test::load_file(golden_dir() + "/deployment.yaml"); }
+cfg::snapshot_ptr deployment() {
+    return rampart::test::load_file(golden_dir() + "/deployment.yaml");
+}
 
 // A small valid file; `fw_section` replaces the firewall section.
 std::string file_with(const std::string& servers, const std::string& fw_section,
@@ -51,8 +57,8 @@ std::string file_with(const std::string& servers, const std::string& fw_section,
            fw_section;
 }
 
-const std::string base_servers = "  gw1: { address: 192.0.2.11, role: gateway }\n"   // line 3
-                                 "  app1: { address: 192.0.2.21, role: app, port: 8080 }\n"  // line 4
+const std::string base_servers = "  gw1: { address: 192.0.2.11, role: gateway }\n"          // line 3
+                                 "  app1: { address: 192.0.2.21, role: app, port: 8080 }\n" // line 4
                                  "  db1: { address: 192.0.2.31, role: db-primary }\n";      // line 5
 // the firewall section starts at line 9
 const std::string base_fw = "firewall:\n"
@@ -114,9 +120,11 @@ std::vector<std::string> rules_of(const fw::ruleset& rs, const std::string& chai
     return out;
 }
 
-bool has(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
+bool has(const std::vector<std::string>& v, const std::string& s) {
+    return std::find(v.begin(), v.end(), s) != v.end();
+}
 
-}  // namespace
+} // namespace
 
 // ---- config section ---------------------------------------------------------------
 
@@ -145,14 +153,15 @@ TEST_CASE("a file without a firewall section still loads", "[unit][firewall]") {
 }
 
 TEST_CASE("firewall section: every value error at its position", "[unit][firewall]") {
-    const auto errors = config_errors(file_with(base_servers, "firewall:\n"
-                                                              "  admin_networks: [198.51.100.1/24, nonsense, 10.0.0.0/33]\n"
-                                                              "  ssh_port: 0\n"
-                                                              "  conn_rate: { rate: 50/fortnight, burst: 0 }\n"
-                                                              "  extra_rules:\n"
-                                                              "    - { role: app, proto: sctp, port: 9000, from: [] }\n"
-                                                              "    - { role: app }\n"
-                                                              "  colour: blue\n"));
+    const auto errors =
+        config_errors(file_with(base_servers, "firewall:\n"
+                                              "  admin_networks: [198.51.100.1/24, nonsense, 10.0.0.0/33]\n"
+                                              "  ssh_port: 0\n"
+                                              "  conn_rate: { rate: 50/fortnight, burst: 0 }\n"
+                                              "  extra_rules:\n"
+                                              "    - { role: app, proto: sctp, port: 9000, from: [] }\n"
+                                              "    - { role: app }\n"
+                                              "  colour: blue\n"));
     const std::vector<std::string> expected{
         "deploy.yaml:10:20: firewall.admin_networks[0]: expected a network like 198.51.100.0/24 or 2001:db8::/48, or "
         "one address, got \"198.51.100.1/24\" (host bits are set; the network is 198.51.100.0/24)",
@@ -222,13 +231,12 @@ TEST_CASE("lint: a host whose address family no admin network covers is cut off"
 }
 
 TEST_CASE("lint: SSH port clashes open SSH wider or hide it", "[unit][firewall]") {
-    const auto errors = lint_of(file_with(base_servers,
-                                          "firewall:\n"
-                                          "  admin_networks: [198.51.100.0/24]\n"
-                                          "  ssh_port: 80\n"
-                                          "  db_port: 80\n"
-                                          "  extra_rules:\n"
-                                          "    - { role: db-primary, port: 80, from: [0.0.0.0/0] }\n"));
+    const auto errors = lint_of(file_with(base_servers, "firewall:\n"
+                                                        "  admin_networks: [198.51.100.0/24]\n"
+                                                        "  ssh_port: 80\n"
+                                                        "  db_port: 80\n"
+                                                        "  extra_rules:\n"
+                                                        "    - { role: db-primary, port: 80, from: [0.0.0.0/0] }\n"));
     CHECK(errors == std::vector<std::string>{
                         "deploy.yaml:11:13: firewall.ssh_port: 80 is also the gateway's http port; SSH would be "
                         "open to whoever may reach that listener",
@@ -288,8 +296,8 @@ TEST_CASE("every role: drop policy, established first, SSH only from admin sets,
         CHECK(rs.chains[0].name == "prerouting");
         CHECK(rs.chains[0].priority == -300);
         CHECK(rs.chains[0].policy == fw::verdict::accept);
-        CHECK(rules_of(rs, "prerouting") == std::vector<std::string>{"ip saddr @blocklist4 counter drop",
-                                                                     "ip6 saddr @blocklist6 counter drop"});
+        CHECK(rules_of(rs, "prerouting") ==
+              std::vector<std::string>{"ip saddr @blocklist4 counter drop", "ip6 saddr @blocklist6 counter drop"});
         const auto& in = rs.chains[1];
         CHECK(in.policy == fw::verdict::drop);
         const auto rules = rules_of(rs, "input");
@@ -304,7 +312,8 @@ TEST_CASE("every role: drop policy, established first, SSH only from admin sets,
         CHECK(has(rules, "icmpv6 type packet-too-big counter accept"));
         CHECK(has(rules, "icmpv6 type nd-neighbor-solicit ip6 hoplimit 255 counter accept"));
         // Nothing else mentions port 22.
-        CHECK(std::count_if(rules.begin(), rules.end(), [](const auto& r) { return r.find("dport 22 ") != std::string::npos; }) == 2);
+        CHECK(std::count_if(rules.begin(), rules.end(),
+                            [](const auto& r) { return r.find("dport 22 ") != std::string::npos; }) == 2);
         CHECK(elements_of(rs, "admin4") == std::vector<std::string>{"198.51.100.0/24", "203.0.113.7"});
         CHECK(elements_of(rs, "admin6") == std::vector<std::string>{"2001:db8:ad::/48"});
         CHECK(rs.find_set("blocklist4")->timeout);
@@ -318,14 +327,17 @@ TEST_CASE("gateway: web ports rate-limited per source, VRRP from the other gatew
     const auto rules = rules_of(rs, "input");
     CHECK(elements_of(rs, "vrrp_peers4") == std::vector<std::string>{"192.0.2.12"});
     CHECK(has(rules, "ip saddr @vrrp_peers4 meta l4proto 112 counter accept"));
-    CHECK(has(rules, "tcp dport 443 update @connrate4 { ip saddr limit rate over 50/second burst 100 packets } counter drop"));
-    CHECK(has(rules, "tcp dport 80 update @connrate6 { ip6 saddr limit rate over 50/second burst 100 packets } counter drop"));
+    CHECK(has(rules,
+              "tcp dport 443 update @connrate4 { ip saddr limit rate over 50/second burst 100 packets } counter drop"));
+    CHECK(has(rules,
+              "tcp dport 80 update @connrate6 { ip6 saddr limit rate over 50/second burst 100 packets } counter drop"));
     CHECK(has(rules, "tcp dport 443 counter accept"));
     CHECK(has(rules, "ip saddr @admin4 tcp dport 9100 counter accept"));
     CHECK_FALSE(has(rules, "tcp dport 3306 counter accept"));
     // The meter comes before the accept of the same port.
-    const auto meter = std::find(rules.begin(), rules.end(),
-                                 "tcp dport 443 update @connrate4 { ip saddr limit rate over 50/second burst 100 packets } counter drop");
+    const auto meter = std::find(
+        rules.begin(), rules.end(),
+        "tcp dport 443 update @connrate4 { ip saddr limit rate over 50/second burst 100 packets } counter drop");
     CHECK(meter < std::find(rules.begin(), rules.end(), "tcp dport 443 counter accept"));
     // A role plan has every gateway as a peer.
     CHECK(elements_of(plan_for_role(*s, cfg::role::gateway), "vrrp_peers4") ==
@@ -417,7 +429,7 @@ TEST_CASE("nft -c accepts every golden file (root + netns only)", "[unit][firewa
     }
     std::random_device rd;
     const std::string ns = "rampart-fw-unit-" + std::to_string(rd() % 1000000);
-    const std::string dir = golden_dir();  // may fail the test: before the namespace exists
+    const std::string dir = golden_dir(); // may fail the test: before the namespace exists
     if (std::system(("ip netns add " + ns + " 2>/dev/null").c_str()) != 0) {
         WARN("SKIP: cannot create a network namespace");
         return;
@@ -461,8 +473,11 @@ TEST_CASE("changes lists sets, elements and rules added and removed", "[unit][fi
     const auto lines = fw::changes(app, db);
     CHECK(has(lines, "- set gateways4 (ipv4_addr)"));
     CHECK(has(lines, "+ set apps4 (ipv4_addr): 2 elements"));
-    CHECK(has(lines, "+ rule input: ip saddr @apps4 tcp dport 3306 counter accept comment \"database from the app servers\""));
-    CHECK(has(lines, "- rule input: ip saddr @gateways4 tcp dport 8080 counter accept comment \"app port from the gateways\""));
+    CHECK(has(lines,
+              "+ rule input: ip saddr @apps4 tcp dport 3306 counter accept comment \"database from the app servers\""));
+    CHECK(
+        has(lines,
+            "- rule input: ip saddr @gateways4 tcp dport 8080 counter accept comment \"app port from the gateways\""));
     auto more = app;
     more.sets[0].elements.push_back(*fw::prefix::parse("192.0.2.0/24"));
     CHECK(fw::changes(app, more) == std::vector<std::string>{"+ element admin4 192.0.2.0/24"});
@@ -475,7 +490,8 @@ TEST_CASE("batch round trip: each rule shape parses back to nft's own expression
     const auto s = deployment();
     const auto lines = fw::nft::canonical(plan_for(*s, "gw1"));
     const auto find = [&](const std::string& needle) {
-        return std::count_if(lines.begin(), lines.end(), [&](const auto& l) { return l.find(needle) != std::string::npos; });
+        return std::count_if(lines.begin(), lines.end(),
+                             [&](const auto& l) { return l.find(needle) != std::string::npos; });
     };
     CHECK(find("rule input: [ ct load state => reg 1 ] [ bitwise reg 1 = ( reg 1 & 0x00000006 ) ^ 0x00000000 ] "
                "[ cmp neq reg 1 0x00000000 ] [ counter pkts 0 bytes 0 ] [ immediate reg 0 accept ] comment "

@@ -97,7 +97,7 @@ std::vector<std::string> lines_of(const std::string& text) {
     return out;
 }
 
-}  // namespace
+} // namespace
 
 TEST_CASE("JSON strings: quotes, backslashes and control characters are escaped", "[unit][gateway][access_log]") {
     CHECK(escaped("plain /path?a=1&b=2") == "plain /path?a=1&b=2");
@@ -110,12 +110,12 @@ TEST_CASE("JSON strings: quotes, backslashes and control characters are escaped"
 TEST_CASE("JSON strings: valid UTF-8 is kept, other bytes become \\u00XX", "[unit][gateway][access_log]") {
     CHECK(escaped("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80") == "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
     CHECK(escaped("\xff\xfe") == "\\u00ff\\u00fe");
-    CHECK(escaped("\xc3") == "\\u00c3");                  // truncated sequence
-    CHECK(escaped("\xc0\xaf") == "\\u00c0\\u00af");        // overlong '/'
-    CHECK(escaped("\xed\xa0\x80") == "\\u00ed\\u00a0\\u0080");  // a surrogate
-    CHECK(escaped("\xf4\x90\x80\x80") == "\\u00f4\\u0090\\u0080\\u0080");  // above U+10FFFF
-    CHECK(escaped("\xc2\x9b") == "\\u009b");               // C1 control (CSI) as one escape
-    CHECK(escaped("\xc2\xa0") == "\xc2\xa0");               // U+00A0 is not a control
+    CHECK(escaped("\xc3") == "\\u00c3");                                  // truncated sequence
+    CHECK(escaped("\xc0\xaf") == "\\u00c0\\u00af");                       // overlong '/'
+    CHECK(escaped("\xed\xa0\x80") == "\\u00ed\\u00a0\\u0080");            // a surrogate
+    CHECK(escaped("\xf4\x90\x80\x80") == "\\u00f4\\u0090\\u0080\\u0080"); // above U+10FFFF
+    CHECK(escaped("\xc2\x9b") == "\\u009b");                              // C1 control (CSI) as one escape
+    CHECK(escaped("\xc2\xa0") == "\xc2\xa0");                             // U+00A0 is not a control
     // Whatever the bytes, the result is a JSON string.
     std::string all;
     for (int c = 0; c < 256; ++c) {
@@ -126,10 +126,10 @@ TEST_CASE("JSON strings: valid UTF-8 is kept, other bytes become \\u00XX", "[uni
 
 TEST_CASE("JSON strings are cut at the limit, never inside an escape", "[unit][gateway][access_log]") {
     CHECK(escaped("abcdef", 4) == "abcd");
-    CHECK(escaped("ab\ncd", 3) == "ab");     // "\n" needs 2 more: cut before it
+    CHECK(escaped("ab\ncd", 3) == "ab"); // "\n" needs 2 more: cut before it
     CHECK(escaped("ab\ncd", 4) == "ab\\n");
-    CHECK(escaped("a\x01", 6) == "a");       // "\u0001" needs 6 more
-    CHECK(escaped("a\xe2\x82\xac", 3) == "a");  // the euro sign needs 3 more
+    CHECK(escaped("a\x01", 6) == "a");         // "\u0001" needs 6 more
+    CHECK(escaped("a\xe2\x82\xac", 3) == "a"); // the euro sign needs 3 more
     CHECK(escaped("a\xe2\x82\xac", 4) == "a\xe2\x82\xac");
 }
 
@@ -174,7 +174,7 @@ TEST_CASE("an access line without upstream or TLS has nulls there", "[unit][gate
 
 TEST_CASE("hostile fields still give one short JSON line", "[unit][gateway][access_log]") {
     access_record r = sample();
-    const std::string path(100'000, '\x01');  // each byte escapes to six
+    const std::string path(100'000, '\x01'); // each byte escapes to six
     const std::string host(10'000, '"');
     const std::string method(1'000, 'M');
     const std::string id(1'000, '\\');
@@ -216,7 +216,7 @@ TEST_CASE("the writer thread writes every queued line, whole, by stop", "[unit][
         got += read_pipe(fds[0], expected.size() - got.size());
         CHECK(got == expected);
         CHECK(dropped.load() == 0);
-        log.write(r);  // after stop: dropped, counted
+        log.write(r); // after stop: dropped, counted
         CHECK(dropped.load() == 1);
     }
     ::close(fds[0]);
@@ -228,7 +228,7 @@ TEST_CASE("a full ring drops lines and counts them, never blocks", "[unit][gatew
     std::atomic<std::uint64_t> dropped{0};
     const std::string one = line_of(sample());
     {
-        access_log log(fds[1], 4096, dropped);  // not started: nothing drains the ring
+        access_log log(fds[1], 4096, dropped); // not started: nothing drains the ring
         const std::size_t fit = 4096 / one.size();
         for (std::size_t i = 0; i < fit + 10; ++i) {
             log.write(sample());
@@ -290,7 +290,7 @@ TEST_CASE("under a flood, every line arrives whole or is counted as dropped", "[
     std::string received;
     std::thread reader([&] { received = read_pipe(fds[0], SIZE_MAX); });
     {
-        access_log log(fds[1], 16 * 1024, dropped);  // small: it wraps and fills often
+        access_log log(fds[1], 16 * 1024, dropped); // small: it wraps and fills often
         log.start();
         access_record r = sample();
         std::string id;
@@ -300,7 +300,7 @@ TEST_CASE("under a flood, every line arrives whole or is counted as dropped", "[
             log.write(r);
         }
         log.stop();
-    }  // closes the write end: the reader sees EOF
+    } // closes the write end: the reader sees EOF
     reader.join();
     ::close(fds[0]);
     const auto lines = lines_of(received);

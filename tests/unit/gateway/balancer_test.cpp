@@ -28,7 +28,9 @@ config::pool make_pool(config::balance algo, std::vector<unsigned> weights) {
 
 /// Shared-state stand-ins: the same structs the workers map from shared memory.
 // The state is set the way the gateway sets it: through server_health's methods.
-void mark_down(server_health& s) { s.on_check(false, 503, 1, 1, 0); }
+void mark_down(server_health& s) {
+    s.on_check(false, 503, 1, 1, 0);
+}
 void hold(server_health& s, int n) {
     for (int i = 0; i < n; ++i) {
         REQUIRE(s.try_acquire(0));
@@ -63,10 +65,10 @@ struct fixture {
     }
 };
 
-}  // namespace
+} // namespace
 
 TEST_CASE("round robin visits members in exact order", "[unit][gateway][balancer]") {
-    balancer b(make_pool(config::balance::round_robin, {5, 1, 1}));  // weights ignored
+    balancer b(make_pool(config::balance::round_robin, {5, 1, 1})); // weights ignored
     fixture f(3);
     std::vector<std::size_t> picks;
     for (int i = 0; i < 9; ++i) {
@@ -97,8 +99,7 @@ TEST_CASE("weighted round robin gives exact shares, interleaved", "[unit][gatewa
     CHECK(counts[0] == 750);
     CHECK(counts[1] == 250);
     // Smooth: weights 5,1,1 give a,a,b,a,c,a,a (nginx's order), not a run of five.
-    CHECK(gateway::smooth_schedule(std::vector<unsigned>{5, 1, 1}) ==
-          std::vector<std::uint16_t>{0, 0, 1, 0, 2, 0, 0});
+    CHECK(gateway::smooth_schedule(std::vector<unsigned>{5, 1, 1}) == std::vector<std::uint16_t>{0, 0, 1, 0, 2, 0, 0});
 }
 
 TEST_CASE("weighted schedule is reduced by the common divisor", "[unit][gateway][balancer]") {
@@ -120,8 +121,8 @@ TEST_CASE("least connections picks the least loaded, relative to weight", "[unit
 
     balancer weighted(make_pool(config::balance::least_connections, {4, 1}));
     fixture g(2);
-    hold(g.states[0], 3);  // 3/4 per unit of weight
-    hold(g.states[1], 1);  // 1/1
+    hold(g.states[0], 3); // 3/4 per unit of weight
+    hold(g.states[1], 1); // 1/1
     CHECK(*g.pick(weighted) == 0);
 }
 
@@ -143,7 +144,7 @@ TEST_CASE("ejected members are skipped until their time, unless all are", "[unit
     for (int i = 0; i < 4; ++i) {
         CHECK(*f.pick(b, ms / 2) == 1);
     }
-    CHECK(f.pick(b, ms).has_value());  // ejection over at t=1 ms
+    CHECK(f.pick(b, ms).has_value()); // ejection over at t=1 ms
     std::map<std::size_t, int> after;
     for (int i = 0; i < 4; ++i) {
         ++after[*f.pick(b, 3 * ms / 2)];
@@ -186,7 +187,7 @@ TEST_CASE("max connections per server: full members are skipped, then the pool i
         auto c = b.pick(f.pool.next, f.ptrs, 1, 0, 2);
         CHECK_FALSE(c.member);
         CHECK(c.full);
-        f.states[1].release();  // one finishes
+        f.states[1].release(); // one finishes
         c = b.pick(f.pool.next, f.ptrs, 1, 0, 2);
         REQUIRE(c.member);
         CHECK(*c.member == 1);
@@ -200,7 +201,7 @@ TEST_CASE("slow start ramps a returning member's share up", "[unit][gateway][bal
     fixture f(2);
     const gateway::mono_ns s = 1'000'000'000;
     mark_down(f.states[0]);
-    f.states[0].on_check(true, 200, 1, 1, 100 * s);  // member 0 just came back at t=100 s
+    f.states[0].on_check(true, 200, 1, 1, 100 * s); // member 0 just came back at t=100 s
     auto share = [&](gateway::mono_ns now) {
         int zero = 0;
         for (int i = 0; i < 2000; ++i) {
@@ -211,7 +212,7 @@ TEST_CASE("slow start ramps a returning member's share up", "[unit][gateway][bal
     const double at_start = share(100 * s);
     const double halfway = share(105 * s);
     const double done = share(111 * s);
-    CHECK(at_start < 0.12);       // ~10% of its 50%
+    CHECK(at_start < 0.12); // ~10% of its 50%
     CHECK(halfway > at_start);
     CHECK(halfway < done);
     CHECK(done == Approx(0.5).margin(0.01));
@@ -233,12 +234,12 @@ TEST_CASE("runtime weights rebuild the schedule when their version moves", "[uni
     auto even = shares();
     CHECK(even[0] == 200);
     f.states[0].set_weight(3);
-    auto unchanged = shares();  // same version: the schedule stays
+    auto unchanged = shares(); // same version: the schedule stays
     CHECK(unchanged[0] == 200);
     b.refresh_weights(1, f.ptrs);
     auto weighted = shares();
     CHECK(weighted[0] == 300);
-    f.states[0].set_weight(0);  // back to the configured weight
+    f.states[0].set_weight(0); // back to the configured weight
     b.refresh_weights(2, f.ptrs);
     CHECK(shares()[0] == 200);
     // Round robin ignores weights, as configured ones.

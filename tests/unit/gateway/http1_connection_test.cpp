@@ -99,10 +99,10 @@ private:
 
 // What one run of a connection left behind, filled in by the connection.
 struct run_record {
-    bool finished = false;           ///< serve_requests returned
-    bool graceful = false;           ///< ... and what it returned
-    std::size_t stream_ops = 0;      ///< reads and writes the connection's stream saw (fail_count calls)
-    std::string exception;           ///< what escaped the coroutine, if anything
+    bool finished = false;      ///< serve_requests returned
+    bool graceful = false;      ///< ... and what it returned
+    std::size_t stream_ops = 0; ///< reads and writes the connection's stream saw (fail_count calls)
+    std::string exception;      ///< what escaped the coroutine, if anything
 };
 
 // The real connection over the test stream; start() does what a worker's
@@ -151,16 +151,22 @@ private:
 std::string config_text(const std::string& root, unsigned short dead_port, const std::string& timeouts) {
     return "site: www.foobar.com\n"
            "servers:\n"
-           "  app1: { address: 127.0.0.1, role: app, port: " + std::to_string(dead_port) + " }\n"
+           "  app1: { address: 127.0.0.1, role: app, port: " +
+           std::to_string(dead_port) +
+           " }\n"
            "gateway:\n"
            "  listen: { http: \"127.0.0.1:8080\" }\n"
            "  pools: { app: { servers: [app1] } }\n"
            "  default_pool: app\n"
-           "  timeouts: { " + timeouts + " }\n"
+           "  timeouts: { " +
+           timeouts +
+           " }\n"
            "  limits: { header_bytes: 2KiB, body_bytes: 4KiB }\n"
            "  routes:\n"
            "    - { path: /old/, redirect: { to: \"https://new.example\" } }\n"
-           "    - { path: /static/, static: { root: \"" + root + "\" } }\n"
+           "    - { path: /static/, static: { root: \"" +
+           root +
+           "\" } }\n"
            "    - { path: /app/, pool: app }\n";
 }
 
@@ -168,12 +174,12 @@ std::string config_text(const std::string& root, unsigned short dead_port, const
 constexpr auto run_bound = std::chrono::seconds(10);
 
 struct run_result {
-    std::string out;                       ///< every byte the peer received
+    std::string out; ///< every byte the peer received
     run_record rec;
-    bool drained = false;                  ///< the io_context ran out of work within run_bound
-    bool expired = false;                  ///< the connection object was destroyed
-    bool registry_empty = false;           ///< the worker's connection set is empty again
-    std::uint64_t connections_active = 0;  ///< the worker's gauge after the run
+    bool drained = false;                 ///< the io_context ran out of work within run_bound
+    bool expired = false;                 ///< the connection object was destroyed
+    bool registry_empty = false;          ///< the worker's connection set is empty again
+    std::uint64_t connections_active = 0; ///< the worker's gauge after the run
 };
 
 /// Deadlines long enough never to pass in a test that does not wait for one.
@@ -181,10 +187,10 @@ const std::string normal_timeouts = "header: 2s, body: 2s, idle: 2s, upstream_co
 
 /// What the client does, and the worker's state, for one run.
 struct client {
-    std::vector<std::string> pieces;  ///< written one after the other, each once the connection took the last
-    std::size_t read_size = 0;        ///< the most one read of the connection returns; 0: no limit
-    bool closes = true;               ///< the client's end of the stream after the pieces (else: silence)
-    bool draining = false;            ///< the worker drains (SIGTERM) from the start
+    std::vector<std::string> pieces; ///< written one after the other, each once the connection took the last
+    std::size_t read_size = 0;       ///< the most one read of the connection returns; 0: no limit
+    bool closes = true;              ///< the client's end of the stream after the pieces (else: silence)
+    bool draining = false;           ///< the worker drains (SIGTERM) from the start
 };
 
 class fixture {
@@ -235,7 +241,7 @@ public:
                 }
             }
             if (cl.closes) {
-                peer.close();  // the client's FIN: the connection reads eof after the bytes
+                peer.close(); // the client's FIN: the connection reads eof after the bytes
             }
             io.run_for(run_bound);
         } catch (const std::exception& e) {
@@ -271,8 +277,8 @@ private:
 
 struct parsed {
     std::vector<http::response<http::string_body>> responses;
-    std::size_t rest = 0;       ///< bytes after the last complete response (a truncated one)
-    std::string error;          ///< a parse error: the bytes are not HTTP/1.1 responses
+    std::size_t rest = 0; ///< bytes after the last complete response (a truncated one)
+    std::string error;    ///< a parse error: the bytes are not HTTP/1.1 responses
 };
 
 // Parses `out` as consecutive responses; `head[i]`: the i-th answers a HEAD
@@ -355,11 +361,10 @@ std::string get(const std::string& target, const std::string& extra = "") {
 }
 
 std::string chunked_post(const std::string& target, const std::string& body_chunks) {
-    return "POST " + target + " HTTP/1.1\r\nHost: www.foobar.com\r\nTransfer-Encoding: chunked\r\n\r\n" +
-           body_chunks;
+    return "POST " + target + " HTTP/1.1\r\nHost: www.foobar.com\r\nTransfer-Encoding: chunked\r\n\r\n" + body_chunks;
 }
 
-}  // namespace
+} // namespace
 
 // ------------------------------------------------------------------ answers
 
@@ -418,8 +423,7 @@ TEST_CASE("http1 connection: HEAD gets the head and no body", "[unit][gateway][h
     CHECK(p404.responses[1].result_int() == 200);
 }
 
-TEST_CASE("http1 connection: pipelined requests are answered in order on one connection",
-          "[unit][gateway][http1]") {
+TEST_CASE("http1 connection: pipelined requests are answered in order on one connection", "[unit][gateway][http1]") {
     fixture f;
     const std::string two = get("/static/index.html") + get("/old/page?x=1");
     // All at once, then one byte per read, then split inside the second head.
@@ -456,8 +460,7 @@ TEST_CASE("http1 connection: a redirect route answers with its status and Locati
     CHECK(p.responses[0][http::field::location] == "https://new.example/old/a/b?q=%20");
 }
 
-TEST_CASE("http1 connection: a path no route matches is 404, and the connection stays open",
-          "[unit][gateway][http1]") {
+TEST_CASE("http1 connection: a path no route matches is 404, and the connection stays open", "[unit][gateway][http1]") {
     fixture f;
     const auto r = f.serve({get("/nowhere") + get("/static/")});
     check_clean_end(r);
@@ -485,8 +488,7 @@ TEST_CASE("http1 connection: refused requests get a status line, then the close"
          400},
         {"HTTP/2.0 request line", "GET / HTTP/2.0\r\nHost: www.foobar.com\r\n\r\n", 505},
         {"body over limits.body_bytes (Content-Length)",
-         "POST /app/x HTTP/1.1\r\nHost: www.foobar.com\r\nContent-Length: 5000\r\n\r\n" + std::string(5000, 'b'),
-         413},
+         "POST /app/x HTTP/1.1\r\nHost: www.foobar.com\r\nContent-Length: 5000\r\n\r\n" + std::string(5000, 'b'), 413},
         {"chunked body over limits.body_bytes",
          chunked_post("/app/x", "1388\r\n" + std::string(5000, 'b') + "\r\n0\r\n\r\n"), 413},
         {"chunked body with a bad chunk size, to a route that reads it",
@@ -597,7 +599,8 @@ TEST_CASE("http1 connection: deadlines end a silent client", "[unit][gateway][ht
         {"stalls after a response (keep-alive)", get("/static/"), {200}},
         {"stalls inside a chunked body", chunked_post("/app/x", "5\r\nhel"), {}},
         {"stalls inside a body of known length",
-         "POST /app/x HTTP/1.1\r\nHost: www.foobar.com\r\nContent-Length: 10\r\n\r\nhello", {}},
+         "POST /app/x HTTP/1.1\r\nHost: www.foobar.com\r\nContent-Length: 10\r\n\r\nhello",
+         {}},
     };
     for (const auto& c : cases) {
         INFO(c.what);
@@ -658,7 +661,7 @@ std::size_t sweep(fixture& f, const scenario& s) {
     return n;
 }
 
-}  // namespace
+} // namespace
 
 TEST_CASE("http1 connection: every stream operation fails in turn", "[unit][gateway][http1][fail_count]") {
     fixture f;
@@ -678,4 +681,3 @@ TEST_CASE("http1 connection: every stream operation fails in turn", "[unit][gate
         CHECK(sweep(f, s) >= 3);
     }
 }
-

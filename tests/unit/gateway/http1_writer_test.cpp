@@ -72,7 +72,7 @@ http::request<http::buffer_body> a_request(bool chunked) {
     return req;
 }
 
-}  // namespace
+} // namespace
 
 TEST_CASE("http1_writer: a request head and body, byte for byte as Beast's serializer", "[unit][http1_writer]") {
     SECTION("Content-Length, one piece") {
@@ -163,7 +163,7 @@ TEST_CASE("http1_writer: a piece is at most three buffers, the head only with th
     const std::string first = "hello";
     auto b = w.piece(net::buffer(first), false);
     CHECK(boost::beast::buffers_to_string(b).starts_with("POST /upload?x=1 HTTP/1.1\r\n"));
-    CHECK(b[1].data() == first.data());  // the body is not copied
+    CHECK(b[1].data() == first.data()); // the body is not copied
     CHECK_FALSE(w.head_pending());
     const std::string second = " world";
     b = w.piece(net::buffer(second), true);

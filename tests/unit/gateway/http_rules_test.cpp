@@ -37,8 +37,10 @@ std::string validate(std::initializer_list<std::pair<const char*, const char*>> 
     return validate(h);
 }
 
-std::string raw(std::string_view head) { return verdict(check_raw_header(head)); }
-}  // namespace
+std::string raw(std::string_view head) {
+    return verdict(check_raw_header(head));
+}
+} // namespace
 
 TEST_CASE("forwarding fields are replaced, not appended", "[unit][gateway][http]") {
     auto h = request({{"Host", "www.foobar.com"},
@@ -102,7 +104,7 @@ TEST_CASE("HTTP/1.0 may omit Host", "[unit][gateway][http]") {
 }
 
 TEST_CASE("versions other than 1.0 and 1.1 get 505", "[unit][gateway][http]") {
-    for (unsigned v : {9U, 12U, 20U, 99U}) {  // Beast asserts 0 < version < 100
+    for (unsigned v : {9U, 12U, 20U, 99U}) { // Beast asserts 0 < version < 100
         INFO(v);
         CHECK(validate({{"Host", "a"}}, "/", http::verb::get, v) == "505 HTTP version not supported");
     }
@@ -137,8 +139,8 @@ TEST_CASE("ambiguous message framing is refused", "[unit][gateway][http]") {
         INFO(bad);
         CHECK(validate({{"Host", "a"}, {"Content-Length", bad}}) == "400 invalid Content-Length");
     }
-    for (auto bad : {"gzip, chunked", "chunked, gzip", "chunked, chunked", "xchunked", "chunked;q=1", "identity",
-                     "", "chunked\t,"}) {
+    for (auto bad : {"gzip, chunked", "chunked, gzip", "chunked, chunked", "xchunked", "chunked;q=1", "identity", "",
+                     "chunked\t,"}) {
         INFO(bad);
         CHECK(validate({{"Host", "a"}, {"Transfer-Encoding", bad}}) == "400 Transfer-Encoding other than chunked");
     }
@@ -200,20 +202,16 @@ TEST_CASE("absolute-form targets matching Host become origin form", "[unit][gate
         const char* target;
         const char* reason;
     };
-    for (auto c : {refused_case{"www.foobar.com", "http://evil.example/a", "absolute-form target does not match Host"},
-                   refused_case{"www.foobar.com", "https://www.foobar.com:8443/a",
-                                "absolute-form target does not match Host"},
-                   refused_case{"www.foobar.com:8443", "https://www.foobar.com/a",
-                                "absolute-form target does not match Host"},
-                   refused_case{"www.foobar.com", "http://www.foobar.com:443/a",
-                                "absolute-form target does not match Host"},
-                   refused_case{"www.foobar.com", "https://user@www.foobar.com/a",
-                                "invalid authority in absolute-form target"},
-                   refused_case{"www.foobar.com", "https:///a", "invalid authority in absolute-form target"},
-                   refused_case{"www.foobar.com", "https://www.foobar.com:x/a",
-                                "invalid authority in absolute-form target"},
-                   refused_case{"www.foobar.com", "ftp://www.foobar.com/a",
-                                "absolute-form target with a scheme other than http or https"}}) {
+    for (auto c :
+         {refused_case{"www.foobar.com", "http://evil.example/a", "absolute-form target does not match Host"},
+          refused_case{"www.foobar.com", "https://www.foobar.com:8443/a", "absolute-form target does not match Host"},
+          refused_case{"www.foobar.com:8443", "https://www.foobar.com/a", "absolute-form target does not match Host"},
+          refused_case{"www.foobar.com", "http://www.foobar.com:443/a", "absolute-form target does not match Host"},
+          refused_case{"www.foobar.com", "https://user@www.foobar.com/a", "invalid authority in absolute-form target"},
+          refused_case{"www.foobar.com", "https:///a", "invalid authority in absolute-form target"},
+          refused_case{"www.foobar.com", "https://www.foobar.com:x/a", "invalid authority in absolute-form target"},
+          refused_case{"www.foobar.com", "ftp://www.foobar.com/a",
+                       "absolute-form target with a scheme other than http or https"}}) {
         INFO(c.target);
         auto h = request({{"Host", c.host}}, c.target);
         CHECK(validate(h) == std::string("400 ") + c.reason);
@@ -268,8 +266,7 @@ TEST_CASE("raw head: field lines", "[unit][gateway][http]") {
     const std::string line = "GET / HTTP/1.1\r\nHost: a\r\n";
     CHECK(raw(line + "X-A: b\r\n c\r\n\r\n") == "400 obsolete line folding");
     CHECK(raw(line + "X-A: b\r\n\tc\r\n\r\n") == "400 obsolete line folding");
-    CHECK(raw("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n") ==
-          "400 obsolete line folding");
+    CHECK(raw("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n") == "400 obsolete line folding");
     CHECK(raw("GET / HTTP/1.1\r\n Host: a\r\n\r\n") == "400 obsolete line folding");
     CHECK(raw(line + "X-A: b\rc\r\n\r\n") == "400 bare CR");
     CHECK(raw(line + "X-A: b\r\r\n\r\n") == "400 bare CR");
@@ -309,8 +306,8 @@ TEST_CASE("raw head: whatever the check accepts, Beast parses to the same reques
     for (unsigned c = 0; c < 256; ++c) {
         INFO(c);
         const char ch = static_cast<char>(c);
-        std::string head = "GET /a" + std::string(1, ch) + " HTTP/1.1\r\nHost: a\r\nX-A: b" + std::string(1, ch) +
-                           "c\r\n\r\n";
+        std::string head =
+            "GET /a" + std::string(1, ch) + " HTTP/1.1\r\nHost: a\r\nX-A: b" + std::string(1, ch) + "c\r\n\r\n";
         http::request_parser<http::empty_body> p;
         error_code ec;
         p.put(net::buffer(head), ec);
@@ -396,9 +393,9 @@ TEST_CASE("trailers added by the parser are dropped, the header restored", "[uni
     f.set("X-Forwarded-For", "203.0.113.7");
     f.set(http::field::transfer_encoding, "chunked");
     const auto saved = snapshot_fields(f);
-    drop_trailers(f, saved);  // nothing added: unchanged
+    drop_trailers(f, saved); // nothing added: unchanged
     CHECK(field_count(f) == 3);
-    f.insert(http::field::host, "evil.example");        // lands next to the first Host
+    f.insert(http::field::host, "evil.example"); // lands next to the first Host
     f.insert("X-Forwarded-For", "6.6.6.6");
     f.insert("X-Trailer", "1");
     drop_trailers(f, saved);

@@ -170,38 +170,41 @@ TEST_CASE("a sandboxed worker keeps what it needs and has no capabilities", "[un
         std::fputs("static", f);
         std::fclose(f);
     }
-    CHECK(exited_ok(in_sandbox(seccomp_mode::enforce, [&dir] {
-        const int root = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (root < 0) {
-            return 1;
-        }
-        open_how how{};
-        how.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
-        how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
-        long fd = ::syscall(SYS_openat2, root, "file.txt", &how, sizeof how);
-        if (fd < 0 && errno == ENOSYS) {
-            fd = ::openat(root, "file.txt", O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | O_NOFOLLOW);
-        }
-        struct stat st {};
-        std::array<char, 6> bytes{};
-        if (fd < 0 || ::fstat(static_cast<int>(fd), &st) != 0 || st.st_size != 6 ||
-            ::pread(static_cast<int>(fd), bytes.data(), bytes.size(), 0) != 6 ||
-            std::string(bytes.data(), bytes.size()) != "static") {
-            return 2;
-        }
-        ::close(static_cast<int>(fd));
-        const int plain = ::openat(root, "file.txt", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (plain < 0) {
-            return 3;
-        }
-        ::close(plain);
-        ::close(root);
-        return 0;
-    }, true)));
+    CHECK(exited_ok(in_sandbox(
+        seccomp_mode::enforce,
+        [&dir] {
+            const int root = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+            if (root < 0) {
+                return 1;
+            }
+            open_how how{};
+            how.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
+            how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+            long fd = ::syscall(SYS_openat2, root, "file.txt", &how, sizeof how);
+            if (fd < 0 && errno == ENOSYS) {
+                fd = ::openat(root, "file.txt", O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | O_NOFOLLOW);
+            }
+            struct stat st {};
+            std::array<char, 6> bytes{};
+            if (fd < 0 || ::fstat(static_cast<int>(fd), &st) != 0 || st.st_size != 6 ||
+                ::pread(static_cast<int>(fd), bytes.data(), bytes.size(), 0) != 6 ||
+                std::string(bytes.data(), bytes.size()) != "static") {
+                return 2;
+            }
+            ::close(static_cast<int>(fd));
+            const int plain = ::openat(root, "file.txt", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+            if (plain < 0) {
+                return 3;
+            }
+            ::close(plain);
+            ::close(root);
+            return 0;
+        },
+        true)));
     // Without a static route, not even a read-only open.
-    CHECK(killed_by(in_sandbox(seccomp_mode::enforce, [&dir] {
-        return ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC) >= 0 ? 0 : 1;
-    }), SIGSYS));
+    CHECK(killed_by(in_sandbox(seccomp_mode::enforce,
+                               [&dir] { return ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC) >= 0 ? 0 : 1; }),
+                    SIGSYS));
     std::filesystem::remove_all(dir);
     if (!sanitized) {
         CHECK(exited_ok(in_sandbox(seccomp_mode::enforce, [] {
@@ -218,16 +221,16 @@ TEST_CASE("the sandbox kills a worker for a call outside its list", "[unit][gate
         // Reading is allowed with a static route; nothing else, even then.
         for (const int flags : {O_WRONLY, O_RDWR, O_RDONLY | O_CREAT, O_RDONLY | O_TRUNC, O_WRONLY | O_APPEND}) {
             INFO("flags " << flags);
-            CHECK(killed_by(in_sandbox(seccomp_mode::enforce,
-                                       [flags] { return ::open("/dev/null", flags | O_CLOEXEC, 0600) >= 0 ? 0 : 1; },
-                                       true),
+            CHECK(killed_by(in_sandbox(
+                                seccomp_mode::enforce,
+                                [flags] { return ::open("/dev/null", flags | O_CLOEXEC, 0600) >= 0 ? 0 : 1; }, true),
                             SIGSYS));
         }
 #ifdef SYS_open
         // The old open(2) system call stays out altogether.
-        CHECK(killed_by(in_sandbox(seccomp_mode::enforce,
-                                   [] { return ::syscall(SYS_open, "/dev/null", O_RDONLY | O_CLOEXEC) >= 0 ? 0 : 1; },
-                                   true),
+        CHECK(killed_by(in_sandbox(
+                            seccomp_mode::enforce,
+                            [] { return ::syscall(SYS_open, "/dev/null", O_RDONLY | O_CLOEXEC) >= 0 ? 0 : 1; }, true),
                         SIGSYS));
 #endif
     }

@@ -21,7 +21,7 @@ attempt_failure_facts failed(attempt_stage stage, bool timed_out = false, bool r
     return f;
 }
 
-}  // namespace
+} // namespace
 
 TEST_CASE("retry: a stale kept-alive connection is replaced once, for a request that can be resent",
           "[unit][gateway][retry]") {
@@ -32,21 +32,20 @@ TEST_CASE("retry: a stale kept-alive connection is replaced once, for a request 
     auto d = get.on_failure(failed(attempt_stage::response_head, false, true, true), false);
     CHECK(d.action == retry_action::resend_new_connection);
     CHECK(get.stale_resend_used());
-    CHECK(get.attempts_left() == 1);  // the same attempt, not a retry
+    CHECK(get.attempts_left() == 1); // the same attempt, not a retry
     // Once per server: the next failure of that server counts as a failure.
     d = get.on_failure(failed(attempt_stage::response_head, false, true, true), false);
     CHECK(d.action == retry_action::retry_elsewhere);
     CHECK(d.status == http::status::bad_gateway);
     get.on_server_chosen();
-    CHECK_FALSE(get.stale_resend_used());  // a new server may have its own stale connection
+    CHECK_FALSE(get.stale_resend_used()); // a new server may have its own stale connection
     CHECK(get.on_failure(failed(attempt_stage::send, false, true), false).action ==
           retry_action::resend_new_connection);
 
     // Not stale: a new connection, a timeout, an error other than the server closing.
     retry_policy p(true, true, 0);
     p.on_server_chosen();
-    CHECK(p.on_failure(failed(attempt_stage::response_head, false, false, true), false).action ==
-          retry_action::answer);
+    CHECK(p.on_failure(failed(attempt_stage::response_head, false, false, true), false).action == retry_action::answer);
     retry_policy q(true, true, 0);
     q.on_server_chosen();
     const auto slow = q.on_failure(failed(attempt_stage::response_head, true, true, true), false);
@@ -54,8 +53,7 @@ TEST_CASE("retry: a stale kept-alive connection is replaced once, for a request 
     CHECK(slow.status == http::status::gateway_timeout);
     retry_policy r(true, true, 0);
     r.on_server_chosen();
-    CHECK(r.on_failure(failed(attempt_stage::response_head, false, true, false), false).action ==
-          retry_action::answer);
+    CHECK(r.on_failure(failed(attempt_stage::response_head, false, true, false), false).action == retry_action::answer);
     // A POST with its body sent cannot be resent, even on a stale connection.
     retry_policy post(false, true, 1);
     post.on_server_chosen();
@@ -79,7 +77,7 @@ TEST_CASE("retry: another server when nothing was sent or the request can be res
     CHECK(post.on_failure(failed(attempt_stage::connect, true), false).action == retry_action::retry_elsewhere);
     post.on_server_chosen();
     d = post.on_failure(failed(attempt_stage::connect, true), false);
-    CHECK(d.action == retry_action::answer);  // 1 + 2 attempts used
+    CHECK(d.action == retry_action::answer); // 1 + 2 attempts used
     CHECK(d.status == http::status::gateway_timeout);
     CHECK(post.no_server_status() == http::status::gateway_timeout);
 
@@ -104,13 +102,14 @@ TEST_CASE("retry: another server when nothing was sent or the request can be res
 }
 
 TEST_CASE("retry: a response body failing before its head reached the client goes elsewhere, after it the "
-          "connection is cut", "[unit][gateway][retry]") {
+          "connection is cut",
+          "[unit][gateway][retry]") {
     retry_policy get(true, true, 1);
     get.on_server_chosen();
     auto f = failed(attempt_stage::response_body);
     CHECK(get.on_failure(f, false).action == retry_action::retry_elsewhere);
     get.on_server_chosen();
-    CHECK(get.on_failure(f, false).action == retry_action::abort);  // no attempt left
+    CHECK(get.on_failure(f, false).action == retry_action::abort); // no attempt left
     retry_policy started(true, true, 3);
     started.on_server_chosen();
     f.response_started = true;

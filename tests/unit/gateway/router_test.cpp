@@ -24,12 +24,12 @@ TEST_CASE("routes: paths in normal form", "[unit][gateway][router]") {
         {"/a/./", "/a/"},
         {"/.", "/"},
         {"/a/..", "/"},
-        {"/%7Euser/%41%62%2d%2E%5f", "/~user/Ab-._"},  // unreserved: decoded
+        {"/%7Euser/%41%62%2d%2E%5f", "/~user/Ab-._"}, // unreserved: decoded
         {"/a%20b/%c3%a9", "/a%20b/%C3%A9"},           // the rest: kept, hex upper-cased
-        {"/a%2e%2E/b", "/a../b"},                      // "a.." is a name, not a dot segment
-        {"/%2e/x", "/x"},                               // an encoded dot segment is one
+        {"/a%2e%2E/b", "/a../b"},                     // "a.." is a name, not a dot segment
+        {"/%2e/x", "/x"},                             // an encoded dot segment is one
         {"/a/%2e%2e/b", "/b"},
-        {"/a//b", "/a//b"},                             // empty segments are kept
+        {"/a//b", "/a//b"}, // empty segments are kept
         {"/a/b;p=1", "/a/b;p=1"},
     };
     for (const auto& [in, out] : cases) {
@@ -42,12 +42,33 @@ TEST_CASE("routes: paths in normal form", "[unit][gateway][router]") {
 
 TEST_CASE("routes: traversal and smuggling in every encoding are refused", "[unit][gateway][router]") {
     const std::vector<std::string> refused = {
-        "/..",           "/../etc/passwd",   "/a/../../etc/passwd", "/%2e%2e/etc/passwd", "/%2E%2E/x",
-        "/.%2e/x",       "/%2e./x",          "/a/%2e%2e/%2e%2e/x",  "/a%2fb",             "/a%2F..%2Fb",
-        "/%2f",          "/a%5cb",           "/a%5C..%5Cb",         "/a\\b",              "/..\\x",
-        "/a%00b",        "/a%00",            "/a%0ab",              "/a%0d%0ab",          "/a%7f",
-        "/a%",           "/a%2",             "/a%zz",               "/a%g0",              "relative/path",
-        "",              "/a\x01",
+        "/..",
+        "/../etc/passwd",
+        "/a/../../etc/passwd",
+        "/%2e%2e/etc/passwd",
+        "/%2E%2E/x",
+        "/.%2e/x",
+        "/%2e./x",
+        "/a/%2e%2e/%2e%2e/x",
+        "/a%2fb",
+        "/a%2F..%2Fb",
+        "/%2f",
+        "/a%5cb",
+        "/a%5C..%5Cb",
+        "/a\\b",
+        "/..\\x",
+        "/a%00b",
+        "/a%00",
+        "/a%0ab",
+        "/a%0d%0ab",
+        "/a%7f",
+        "/a%",
+        "/a%2",
+        "/a%zz",
+        "/a%g0",
+        "relative/path",
+        "",
+        "/a\x01",
     };
     CHECK(refused.size() >= 20);
     for (const auto& in : refused) {
@@ -57,7 +78,7 @@ TEST_CASE("routes: traversal and smuggling in every encoding are refused", "[uni
 }
 
 TEST_CASE("routes: the Host header's name", "[unit][gateway][router]") {
-    CHECK(gateway::host_name("WWW.FooBar.com") == "WWW.FooBar.com");  // the case is the matcher's business
+    CHECK(gateway::host_name("WWW.FooBar.com") == "WWW.FooBar.com"); // the case is the matcher's business
     CHECK(router::host_matches("www.foobar.com", "WWW.FooBar.COM"));
     CHECK(router::host_matches("*.foobar.com", "CDN.FOOBAR.COM"));
     CHECK_FALSE(router::host_matches("www.foobar.com", "www.foobar.co"));
@@ -68,7 +89,8 @@ TEST_CASE("routes: the Host header's name", "[unit][gateway][router]") {
 }
 
 TEST_CASE("routes: host, path and method matching, first match wins", "[unit][gateway][router]") {
-    const auto cfg = rampart::test::load_text(rampart::test::routes_head + R"(    - { host: foobar.com, redirect: { to: "https://www.foobar.com" } }
+    const auto cfg = rampart::test::load_text(rampart::test::routes_head +
+                                              R"(    - { host: foobar.com, redirect: { to: "https://www.foobar.com" } }
     - { host: www.foobar.com, path: /api/, methods: [GET, POST], pool: api }
     - { host: "*.foobar.com", path: /static, pool: api }
     - { host: www.foobar.com, pool: app }
@@ -83,17 +105,17 @@ TEST_CASE("routes: host, path and method matching, first match wins", "[unit][ga
     CHECK(which("foobar.com", "/anything") == 0);
     CHECK(which("www.foobar.com", "/api/users") == 1);
     CHECK(which("www.foobar.com", "/api/") == 1);
-    CHECK(which("www.foobar.com", "/api") == 3);          // "/api/" needs the slash
+    CHECK(which("www.foobar.com", "/api") == 3); // "/api/" needs the slash
     CHECK(which("www.foobar.com", "/apix") == 3);
-    CHECK(which("www.foobar.com", "/api/x", "DELETE") == 3);  // not one of its methods
-    CHECK(which("www.foobar.com", "/static") == 2);       // *.foobar.com covers www
+    CHECK(which("www.foobar.com", "/api/x", "DELETE") == 3); // not one of its methods
+    CHECK(which("www.foobar.com", "/static") == 2);          // *.foobar.com covers www
     CHECK(which("www.foobar.com", "/static/a.css") == 2);
-    CHECK(which("www.foobar.com", "/staticx") == 3);      // segment-aware
+    CHECK(which("www.foobar.com", "/staticx") == 3); // segment-aware
     CHECK(which("cdn.foobar.com", "/static/a.css") == 2);
     CHECK(which("a.b.foobar.com", "/static/a.css") == 2);
-    CHECK(which("cdn.foobar.com", "/other") == -1);       // no route: 404
+    CHECK(which("cdn.foobar.com", "/other") == -1); // no route: 404
     CHECK(which("foobar.com.evil.example", "/") == -1);
-    CHECK(which("evilfoobar.com", "/static/x") == -1);    // *.foobar.com is not a suffix match on the name
+    CHECK(which("evilfoobar.com", "/static/x") == -1); // *.foobar.com is not a suffix match on the name
     CHECK(routes[0].redirect->to == "https://www.foobar.com");
     CHECK(routes[0].redirect->status == 301);
     CHECK(routes[1].pool_index == 1);

@@ -26,7 +26,7 @@ config::outlier_detection outlier(unsigned failures, int base_ms, int max_ms) {
     return o;
 }
 
-}  // namespace
+} // namespace
 
 TEST_CASE("server health: fall failures in a row take it down, rise passes bring it up", "[unit][gateway][health]") {
     server_health h;
@@ -44,7 +44,7 @@ TEST_CASE("server health: fall failures in a row take it down, rise passes bring
     CHECK(h.on_check(false, 503, 2, 3, 6 * s) == transition::down);
     CHECK_FALSE(h.healthy());
     CHECK_FALSE(h.available(6 * s));
-    CHECK_FALSE(h.available(6 * s, true));  // an ejection can be ignored, health never
+    CHECK_FALSE(h.available(6 * s, true)); // an ejection can be ignored, health never
     CHECK(h.on_check(false, 503, 2, 3, 7 * s) == transition::none);
     // rise 2: a pass, a failure, then two passes.
     CHECK(h.on_check(true, 200, 2, 3, 8 * s) == transition::none);
@@ -52,20 +52,21 @@ TEST_CASE("server health: fall failures in a row take it down, rise passes bring
     CHECK(h.on_check(true, 200, 2, 3, 10 * s) == transition::none);
     CHECK(h.on_check(true, 200, 2, 3, 11 * s) == transition::up);
     CHECK(h.healthy());
-    CHECK(h.up_since() == 11 * s);  // slow start from here
+    CHECK(h.up_since() == 11 * s); // slow start from here
     CHECK(h.on_check(true, 200, 2, 3, 12 * s) == transition::none);
     CHECK(h.last_check() == 200);
     CHECK(h.checks_passed() == 5);
     CHECK(h.checks_failed() == 7);
 }
 
-TEST_CASE("server health: consecutive failures eject it, for longer each time, at most max", "[unit][gateway][health]") {
+TEST_CASE("server health: consecutive failures eject it, for longer each time, at most max",
+          "[unit][gateway][health]") {
     server_health h;
     const auto o = outlier(3, 100, 350);
     gateway::mono_ns now = 1 * s;
     CHECK_FALSE(h.on_attempt_failure(o, now).ejected);
     CHECK_FALSE(h.on_attempt_failure(o, now).ejected);
-    h.on_attempt_success(o, now);  // the run ends
+    h.on_attempt_success(o, now); // the run ends
     CHECK_FALSE(h.on_attempt_failure(o, now).ejected);
     CHECK_FALSE(h.on_attempt_failure(o, now).ejected);
     auto e = h.on_attempt_failure(o, now);
@@ -74,9 +75,9 @@ TEST_CASE("server health: consecutive failures eject it, for longer each time, a
     CHECK(e.failures == 3);
     CHECK(h.ejected(now));
     CHECK(h.ejected_until() == now + 100 * ms);
-    CHECK(h.up_since() == now + 100 * ms);  // slow start once it ends
+    CHECK(h.up_since() == now + 100 * ms); // slow start once it ends
     CHECK_FALSE(h.available(now));
-    CHECK(h.available(now, true));  // panic routing may still use it
+    CHECK(h.available(now, true)); // panic routing may still use it
     // Failures while ejected do not eject it again.
     for (int i = 0; i < 5; ++i) {
         CHECK_FALSE(h.on_attempt_failure(o, now + 50 * ms).ejected);
@@ -84,7 +85,7 @@ TEST_CASE("server health: consecutive failures eject it, for longer each time, a
     CHECK(h.available(now + 100 * ms));
     // The back-off doubles: 200 ms, then 350 (max), then 350.
     now += 200 * ms;
-    e = h.on_attempt_failure(o, now);  // the failures during the ejection count towards the next one
+    e = h.on_attempt_failure(o, now); // the failures during the ejection count towards the next one
     CHECK(e.ejected);
     CHECK(e.length == 200 * ms);
     now += 300 * ms;
@@ -153,7 +154,7 @@ TEST_CASE("server health: of many workers crossing the threshold at once, one ej
 
 TEST_CASE("server health: drain, enable through slow start, weight, requests in flight", "[unit][gateway][health]") {
     server_health h;
-    h.enable(1 * s);  // not drained: nothing changes
+    h.enable(1 * s); // not drained: nothing changes
     CHECK(h.up_since() == 0);
     h.drain();
     CHECK(h.drained());
@@ -174,7 +175,7 @@ TEST_CASE("server health: drain, enable through slow start, weight, requests in 
     CHECK(h.try_acquire(2));
     CHECK_FALSE(h.try_acquire(2));
     CHECK(h.active() == 2);
-    CHECK(h.try_acquire(0));  // no limit
+    CHECK(h.try_acquire(0)); // no limit
     CHECK(h.active() == 3);
     h.release();
     h.release();
@@ -185,7 +186,7 @@ TEST_CASE("server health: drain, enable through slow start, weight, requests in 
     h.count_response(2);
     h.count_response(5);
     h.count_response(5);
-    h.count_response(9);  // out of range: not counted as any class
+    h.count_response(9); // out of range: not counted as any class
     CHECK(h.requests() == 1);
     CHECK(h.retries() == 1);
     CHECK(h.responses(2) == 1);

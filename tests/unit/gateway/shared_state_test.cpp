@@ -36,7 +36,7 @@ config::snapshot_ptr abuse_config(unsigned threshold, std::vector<std::string> a
     return s;
 }
 
-}  // namespace
+} // namespace
 
 TEST_CASE("client addresses: v4 as v4-mapped, text round trip, networks, loopback", "[unit][gateway][shared]") {
     const auto a = client_address::parse("203.0.113.7");
@@ -82,12 +82,12 @@ TEST_CASE("token bucket: burst, refill at the rate, never above the burst", "[un
         taken += gateway::take_token(slot, 5.0, 5, t0) ? 1 : 0;
     }
     CHECK(taken == 5);
-    CHECK_FALSE(gateway::take_token(slot, 5.0, 5, t0 + 100 * ms));  // half a token
-    CHECK(gateway::take_token(slot, 5.0, 5, t0 + 200 * ms));         // one token after 200 ms
+    CHECK_FALSE(gateway::take_token(slot, 5.0, 5, t0 + 100 * ms)); // half a token
+    CHECK(gateway::take_token(slot, 5.0, 5, t0 + 200 * ms));       // one token after 200 ms
     CHECK_FALSE(gateway::take_token(slot, 5.0, 5, t0 + 200 * ms));
     taken = 0;
     for (int i = 0; i < 10; ++i) {
-        taken += gateway::take_token(slot, 5.0, 5, t0 + 100 * sec) ? 1 : 0;  // long idle: a full burst, no more
+        taken += gateway::take_token(slot, 5.0, 5, t0 + 100 * sec) ? 1 : 0; // long idle: a full burst, no more
     }
     CHECK(taken == 5);
     // A slow rate refills even when denied requests keep coming.
@@ -99,7 +99,8 @@ TEST_CASE("token bucket: burst, refill at the rate, never above the burst", "[un
     CHECK(gateway::take_token(slow, 1.0 / 60, 1, t0 + 61 * sec));
 }
 
-TEST_CASE("abuse guard blocks over the threshold, never the allow lists, and forgets what left the window", "[unit][gateway][abuse]") {
+TEST_CASE("abuse guard blocks over the threshold, never the allow lists, and forgets what left the window",
+          "[unit][gateway][abuse]") {
     auto block = std::make_unique<gateway::shared_block>();
     std::vector<std::string> blocked;
     std::chrono::milliseconds blocked_for{0};
@@ -114,12 +115,12 @@ TEST_CASE("abuse guard blocks over the threshold, never the allow lists, and for
             gateway::count_violation(*block, client_address::parse(addr), at);
         }
     };
-    guard.sweep(t0);  // starts the first window
-    violate("203.0.113.7", 5, t0);       // at the threshold
-    violate("203.0.113.8", 4, t0);       // below
-    violate("198.51.100.9", 50, t0);     // allow list
-    violate("192.0.2.10", 50, t0);       // firewall.admin_networks
-    violate("127.0.0.1", 50, t0);        // loopback
+    guard.sweep(t0);                 // starts the first window
+    violate("203.0.113.7", 5, t0);   // at the threshold
+    violate("203.0.113.8", 4, t0);   // below
+    violate("198.51.100.9", 50, t0); // allow list
+    violate("192.0.2.10", 50, t0);   // firewall.admin_networks
+    violate("127.0.0.1", 50, t0);    // loopback
     CHECK(guard.sweep(t0 + sec) == std::vector<std::string>{"203.0.113.7"});
     CHECK(blocked == std::vector<std::string>{"203.0.113.7"});
     CHECK(blocked_for == std::chrono::seconds(60));
@@ -133,10 +134,11 @@ TEST_CASE("abuse guard blocks over the threshold, never the allow lists, and for
     CHECK(guard.sweep(t0 + 13 * sec) == std::vector<std::string>{"203.0.113.8"});
 }
 
-TEST_CASE("abuse guard: the window slides, so a burst across a boundary is caught and old ones expire", "[unit][gateway][abuse]") {
+TEST_CASE("abuse guard: the window slides, so a burst across a boundary is caught and old ones expire",
+          "[unit][gateway][abuse]") {
     auto block = std::make_unique<gateway::shared_block>();
     std::vector<std::string> blocked;
-    gateway::abuse_guard guard(abuse_config(5, {}), *block,  // 5 violations within 10 s
+    gateway::abuse_guard guard(abuse_config(5, {}), *block, // 5 violations within 10 s
                                [&](const std::vector<std::string>& a, std::chrono::milliseconds) {
                                    blocked.insert(blocked.end(), a.begin(), a.end());
                                });
@@ -180,9 +182,10 @@ TEST_CASE("abuse guard: the window slides, so a burst across a boundary is caugh
 
 TEST_CASE("abuse guard counts a refused block and keeps going", "[unit][gateway][abuse]") {
     auto block = std::make_unique<gateway::shared_block>();
-    gateway::abuse_guard guard(abuse_config(2, {}), *block, [](const std::vector<std::string>&, std::chrono::milliseconds) {
-        throw std::runtime_error("no table inet rampart");
-    });
+    gateway::abuse_guard guard(abuse_config(2, {}), *block,
+                               [](const std::vector<std::string>&, std::chrono::milliseconds) {
+                                   throw std::runtime_error("no table inet rampart");
+                               });
     gateway::count_violation(*block, client_address::parse("203.0.113.7"), 1);
     gateway::count_violation(*block, client_address::parse("203.0.113.7"), 1);
     CHECK(guard.sweep(sec) == std::vector<std::string>{"203.0.113.7"});

@@ -188,7 +188,7 @@ std::string_view between(std::string_view text, std::string_view open, std::stri
     return text.substr(a + open.size(), b - a - open.size());
 }
 
-}  // namespace
+} // namespace
 
 TEST_CASE("status_json: the whole document for a small config", "[unit][gateway][status]") {
     auto cfg = small_config();
@@ -203,7 +203,7 @@ TEST_CASE("status_json: the whole document for a small config", "[unit][gateway]
     block->workers[0].handshakes_full = 7;
     block->workers[1].handshakes_resumed = 3;
     block->workers[1].handshake_failures = 1;
-    block->workers[2].requests_total = 1000;  // not a running worker: not summed
+    block->workers[2].requests_total = 1000; // not a running worker: not summed
     block->workers[0].h2_connections_total = 4;
     block->workers[1].h2_connections_total = 2;
     block->workers[0].h2_connections_active = 1;
@@ -224,14 +224,14 @@ TEST_CASE("status_json: the whole document for a small config", "[unit][gateway]
     }
     app2.drain();
     for (int i = 0; i < 4; ++i) {
-        app2.on_check(false, -1, 2, 5, 0);  // fall 5: still healthy
+        app2.on_check(false, -1, 2, 5, 0); // fall 5: still healthy
     }
 
     status_extra extra;
     extra.started_unix = 1'700'000'000;
     extra.workers = 2;
-    extra.certificates.push_back({"/etc/rampart/ecdsa.pem", "ECDSA", {"www.foobar.com", "foobar.com"},
-                                  1'700'000'000 + 30 * 86400 + 3600});
+    extra.certificates.push_back(
+        {"/etc/rampart/ecdsa.pem", "ECDSA", {"www.foobar.com", "foobar.com"}, 1'700'000'000 + 30 * 86400 + 3600});
 
     const std::string json = gateway::status_json(*cfg, *block, {}, extra, at(1'700'000'000 + 125));
     const std::string expected =
@@ -290,13 +290,14 @@ TEST_CASE("status_json: certificate paths are escaped", "[unit][gateway][status]
     auto block = std::make_unique<gateway::shared_block>();
     status_extra extra;
     extra.last_reload = "failed: status.yaml:3:5: expected \"a port\"";
-    extra.certificates.push_back({"/etc/rampart/we\"ird\\dir/tab\there\nnew\x01line\x7f.pem", "RSA",
-                                  {"caf\xc3\xa9.example", "bad\xff\xc3(utf8"}, 0});
+    extra.certificates.push_back({"/etc/rampart/we\"ird\\dir/tab\there\nnew\x01line\x7f.pem",
+                                  "RSA",
+                                  {"caf\xc3\xa9.example", "bad\xff\xc3(utf8"},
+                                  0});
     const std::string json = gateway::status_json(*cfg, *block, {}, extra, at(86400 * 3 + 1));
     CHECK(json_checker(json).valid());
     CHECK(json.find(R"("last_reload":"failed: status.yaml:3:5: expected \"a port\"")") != std::string::npos);
-    CHECK(json.find(R"("file":"/etc/rampart/we\"ird\\dir/tab\there\nnew\u0001line\u007f.pem")") !=
-          std::string::npos);
+    CHECK(json.find(R"("file":"/etc/rampart/we\"ird\\dir/tab\there\nnew\u0001line\u007f.pem")") != std::string::npos);
     // Valid UTF-8 passes through; invalid bytes become U+FFFD so the document stays valid UTF-8.
     CHECK(json.find("\"caf\xc3\xa9.example\"") != std::string::npos);
     CHECK(json.find("\"bad\xef\xbf\xbd\xef\xbf\xbd(utf8\"") != std::string::npos);
@@ -307,11 +308,11 @@ TEST_CASE("status_json: certificate paths are escaped", "[unit][gateway][status]
 TEST_CASE("json_string_body: UTF-8 validation", "[unit][gateway][status]") {
     using gateway::json_string_body;
     CHECK(json_string_body("plain") == "plain");
-    CHECK(json_string_body("\xe2\x82\xac") == "\xe2\x82\xac");                  // euro sign
-    CHECK(json_string_body("\xf0\x9f\x94\x92") == "\xf0\x9f\x94\x92");          // 4-byte sequence
-    CHECK(json_string_body("\xc0\xaf") == "\xef\xbf\xbd\xef\xbf\xbd");          // overlong '/'
-    CHECK(json_string_body("\xed\xa0\x80") == "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");  // surrogate
-    CHECK(json_string_body("\xe2\x82") == "\xef\xbf\xbd\xef\xbf\xbd");          // truncated
+    CHECK(json_string_body("\xe2\x82\xac") == "\xe2\x82\xac");                         // euro sign
+    CHECK(json_string_body("\xf0\x9f\x94\x92") == "\xf0\x9f\x94\x92");                 // 4-byte sequence
+    CHECK(json_string_body("\xc0\xaf") == "\xef\xbf\xbd\xef\xbf\xbd");                 // overlong '/'
+    CHECK(json_string_body("\xed\xa0\x80") == "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"); // surrogate
+    CHECK(json_string_body("\xe2\x82") == "\xef\xbf\xbd\xef\xbf\xbd");                 // truncated
     CHECK(json_string_body(std::string_view("a\0b", 3)) == "a\\u0000b");
 }
 

@@ -16,12 +16,12 @@
 #include <openssl/ssl.h>
 
 #include <chrono>
-#include <unistd.h>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <system_error>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 namespace gw = rampart::gateway;
@@ -64,7 +64,9 @@ ctx_ptr server_context() {
     return ctx;
 }
 
-unsigned char pattern(std::size_t i) { return static_cast<unsigned char>((i * 131 + i / 7) & 0xff); }
+unsigned char pattern(std::size_t i) {
+    return static_cast<unsigned char>((i * 131 + i / 7) & 0xff);
+}
 
 // A blocking OpenSSL client: connects, optionally waits before reading (so
 // that the server's socket fills), reads until close_notify or EOF.
@@ -88,7 +90,7 @@ client_result run_client(unsigned short port, std::chrono::milliseconds read_del
     if (r.handshake_ok) {
         std::this_thread::sleep_for(read_delay);
         unsigned char buf[16384];
-        for (int i = 0; i < 100000; ++i) {  // bounded; ends at close_notify or EOF
+        for (int i = 0; i < 100000; ++i) { // bounded; ends at close_notify or EOF
             std::size_t n = 0;
             if (SSL_read_ex(ssl, buf, sizeof buf, &n) != 1) {
                 break;
@@ -104,7 +106,7 @@ client_result run_client(unsigned short port, std::chrono::milliseconds read_del
 
 struct server_result {
     bool handshake_ok = false;
-    std::size_t first_write = 0;  ///< what one write_some of 64 KiB took
+    std::size_t first_write = 0; ///< what one write_some of 64 KiB took
     std::size_t total = 0;
     bool unsent_after = true;
     std::string error;
@@ -132,8 +134,8 @@ void serve(tcp::acceptor& acceptor, net::io_context& io, SSL_CTX* ctx, std::size
                 co_return;
             }
             out.first_write = n1;
-            auto [ec2, n2] = co_await net::async_write(*tls, net::buffer(body.data() + n1, body.size() - n1),
-                                                       gw::use_tuple);
+            auto [ec2, n2] =
+                co_await net::async_write(*tls, net::buffer(body.data() + n1, body.size() - n1), gw::use_tuple);
             if (ec2) {
                 out.error = "write: " + ec2.message();
                 co_return;
@@ -145,10 +147,10 @@ void serve(tcp::acceptor& acceptor, net::io_context& io, SSL_CTX* ctx, std::size
             tls->next_layer().shutdown(tcp::socket::shutdown_send, ignored);
         },
         net::detached);
-    io.run_for(std::chrono::seconds(60));  // a guard against a hang, not a bound of the test
+    io.run_for(std::chrono::seconds(60)); // a guard against a hang, not a bound of the test
 }
 
-}  // namespace
+} // namespace
 
 TEST_CASE("tls_socket: one write_some stages four records and sends them together; a slow reader gets every byte",
           "[unit][tls_socket]") {

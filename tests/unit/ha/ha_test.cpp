@@ -32,11 +32,17 @@ namespace {
 using rampart::test::load_text;
 using rampart::test::source_dir;
 
-std::string golden_dir() { return source_dir() + "/tests/golden/ha"; }
+std::string golden_dir() {
+    return source_dir() + "/tests/golden/ha";
+}
 
-std::string read(const std::string& path) { return rampart::test::read_file(path); }
+std::string read(const std::string& path) {
+    return rampart::test::read_file(path);
+}
 
-cfg::snapshot_ptr deployment() { return rampart::test::load_file(golden_dir() + "/deployment.yaml"); }
+cfg::snapshot_ptr deployment() {
+    return rampart::test::load_file(golden_dir() + "/deployment.yaml");
+}
 
 // The golden deployment with `ha:` replaced by `ha_text`.
 std::string with_ha(const std::string& ha_text) {
@@ -168,7 +174,7 @@ TEST_CASE("status: the state line, the node by local address, the printout", "[u
     CHECK_FALSE(ha::read_status(*cfg, "gw1", {}).stale_for);
     CHECK_FALSE(std::filesystem::exists(dir / "gw1.health.tmp"));
     std::filesystem::remove_all(dir);
-    CHECK_FALSE(ha::mark_down(*cfg, "gw1").empty());  // no state directory: the error, not a crash
+    CHECK_FALSE(ha::mark_down(*cfg, "gw1").empty()); // no state directory: the error, not a crash
 }
 
 // keepalived itself is the judge of the rendered files. It also checks that
@@ -255,7 +261,8 @@ TEST_CASE("peer check: a request proves the secret, the node and the time; an an
     CHECK(ha::check_peer_claim(*claim, std::string(40, 't'), "gw1", now) ==
           "the proof does not verify (a different secret?)");
     CHECK(ha::check_peer_claim(*claim, secret, "gw2", now) == "node gw1 is not this node's peer");
-    CHECK(ha::check_peer_claim(*claim, secret, "gw1", now + 31) == "its clock is -31 s off this node's (more than 30 s)");
+    CHECK(ha::check_peer_claim(*claim, secret, "gw1", now + 31) ==
+          "its clock is -31 s off this node's (more than 30 s)");
     // Changing any signed field breaks the proof.
     for (const auto& forged : {ha::sign_peer_request(secret, "gw1", now, nonce).replace(5, 3, "gw2"),
                                "node=gw1, time=" + std::to_string(now + 1) + header.substr(header.find(", nonce"))}) {
@@ -263,7 +270,8 @@ TEST_CASE("peer check: a request proves the secret, the node and the time; an an
         REQUIRE(c);
         CHECK(ha::check_peer_claim(*c, secret, c->node, now) == "the proof does not verify (a different secret?)");
     }
-    for (const std::string& bad : std::vector<std::string>{"", "node=gw1", "node=gw1, time=1, nonce=00, mac=00", header + ", extra=1",
+    for (const std::string& bad :
+         std::vector<std::string>{"", "node=gw1", "node=gw1, time=1, nonce=00, mac=00", header + ", extra=1",
                                   "node=gw 1, time=1, nonce=" + nonce + ", mac=" + claim->mac,
                                   "node=gw1, time=-1, nonce=" + nonce + ", mac=" + claim->mac,
                                   "node=gw1, node=gw1, time=1, nonce=" + nonce + ", mac=" + claim->mac}) {
@@ -285,7 +293,7 @@ TEST_CASE("peer check: a request proves the secret, the node and the time; an an
     CHECK_FALSE(ha::parse_peer_answer("{\"node\":\"gw2\"}"));
     const std::string mac = ha::sign_peer_answer(secret, nonce, body);
     CHECK(ha::same_mac(mac, ha::sign_peer_answer(secret, nonce, body)));
-    CHECK_FALSE(ha::same_mac(mac, ha::sign_peer_answer(secret, ha::random_nonce(), body)));  // a replayed answer
+    CHECK_FALSE(ha::same_mac(mac, ha::sign_peer_answer(secret, ha::random_nonce(), body))); // a replayed answer
     v.vip_held = true;
     CHECK_FALSE(ha::same_mac(mac, ha::sign_peer_answer(secret, nonce, ha::peer_answer_body(v))));
     CHECK_FALSE(ha::same_mac(mac, mac.substr(1)));
@@ -307,14 +315,14 @@ TEST_CASE("status: the peer's state from the peer check", "[unit][ha]") {
     std::filesystem::permissions(secret, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
     std::string text = with_ha("ha:\n  vip: 192.0.2.10/24\n  interface: eth0\n  virtual_router_id: 9\n"
                                "  nodes: { gw1: { priority: 150 }, gw2: { priority: 100 } }\n"
-                               "  state_dir: " + dir.string() + "\n  peer_check: { secret_file: " + secret.string() +
-                               " }\n");
+                               "  state_dir: " +
+                               dir.string() + "\n  peer_check: { secret_file: " + secret.string() + " }\n");
     const auto at = text.find("{ http: \"127.0.0.1:8080\" }");
     REQUIRE(at != std::string::npos);
     text.replace(at, 26, "{ http: \"127.0.0.1:8080\", admin: \"0.0.0.0:9100\" }");
     const auto cfg = load_text(text);
-    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                         std::chrono::system_clock::now().time_since_epoch()).count();
+    const auto now =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
     std::ofstream(dir / "gw1.state") << "BACKUP 150\npeer MASTER vip-held " << now - 2 << "\n";
     std::ofstream(dir / "gw1.health") << "0\n";
     const auto st = ha::read_status(*cfg, "gw1", {"192.0.2.11"});
