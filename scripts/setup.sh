@@ -23,6 +23,8 @@ packages=(
   # scripts/fuzz.sh: libFuzzer and the sanitizer runtimes (only recommended
   # by clang-14), llvm-symbolizer for readable stack traces
   clang-14 libclang-rt-14-dev llvm-14
+  # scripts/format.sh: the layout of every C and C++ file, checked by test.sh
+  clang-format-14
 )
 packages+=("$@")
 

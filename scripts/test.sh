@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs what it needs, builds, runs the whole suite.
+#   0. every C and C++ file formatted as .clang-format says (scripts/format.sh);
 #   1. unit tests built with ASan + UBSan (build-asan/), label "unit";
 #   2. the libFuzzer targets (build-fuzz/, clang), 20 s each over their seed
 #      corpus, which holds the reproducers of every bug they found;
@@ -8,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+./scripts/format.sh --check
 
 jobs=$(nproc)
 
