@@ -44,3 +44,29 @@ function(rampart_add_fuzzer name)
   target_link_options(${name} PRIVATE -fsanitize=fuzzer)
   rampart_target_options(${name})
 endfunction()
+
+# rampart_embed(<target> <output.cpp> <namespace> <name>=<file> ...)
+# Embeds files into <target> as std::string_views (cmake/embed.cmake),
+# regenerated when a file changes. Files are relative to the current
+# source directory.
+function(rampart_embed target output namespace)
+  set(assets "")
+  set(files "")
+  foreach(asset IN LISTS ARGN)
+    string(FIND "${asset}" "=" eq)
+    string(SUBSTRING "${asset}" 0 ${eq} name)
+    math(EXPR from "${eq} + 1")
+    string(SUBSTRING "${asset}" ${from} -1 file)
+    set(file "${CMAKE_CURRENT_SOURCE_DIR}/${file}")
+    list(APPEND assets "${name}=${file}")
+    list(APPEND files "${file}")
+  endforeach()
+  set(out "${CMAKE_CURRENT_BINARY_DIR}/${output}")
+  add_custom_command(OUTPUT "${out}"
+    COMMAND ${CMAKE_COMMAND} -DOUTPUT=${out} -DNAMESPACE=${namespace} "-DASSETS=${assets}"
+            -P ${PROJECT_SOURCE_DIR}/cmake/embed.cmake
+    DEPENDS ${files} ${PROJECT_SOURCE_DIR}/cmake/embed.cmake
+    COMMENT "Embedding ${output}"
+    VERBATIM)
+  target_sources(${target} PRIVATE "${out}")
+endfunction()

@@ -2,6 +2,7 @@
 
 #include "gateway/proxy/h2_connection.hpp"
 #include "gateway/proxy/http_rules.hpp"
+#include "gateway/proxy/static_files.hpp"
 
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
@@ -301,7 +302,15 @@ net::awaitable<void> serve_admin_connection(tcp_socket socket, admin_state& stat
         res.set(http::field::content_type, "text/html; charset=utf-8");
         res.set("Content-Security-Policy", status_page_csp());
         res.set("X-Content-Type-Options", "nosniff");
-        res.body() = status_page_html();
+        // Revalidated on every load (no-cache), answered 304 while the
+        // binary serves the same page.
+        res.set(http::field::cache_control, "no-cache");
+        res.set(http::field::etag, status_page_etag());
+        if (if_none_match_matches(req[http::field::if_none_match], status_page_etag())) {
+            res.result(http::status::not_modified);
+        } else {
+            res.body() = status_page_html();
+        }
     } else if (target == "/api/ha/peer") {
         res = peer_answer(req, state);
         res.set(http::field::server, "rampart");

@@ -37,8 +37,14 @@ struct status_extra {
     std::uint64_t worker_restarts = 0;
 };
 
-/// The status page: one HTML document that fetches /api/status every 2 s.
+/// The status page: one HTML document that fetches /api/status every 2 s
+/// (gateway/control/status/: the markup with the style and script inlined).
 std::string_view status_page_html();
+
+/// The page's entity tag (a quoted prefix of its SHA-256): the same for as
+/// long as the binary is, so a browser revalidates with If-None-Match and
+/// gets 304.
+std::string_view status_page_etag();
 
 /// The Content-Security-Policy to serve the page with: no source but the
 /// page's own inline script and style (allowed by their SHA-256 hashes), data:

@@ -21,6 +21,7 @@ Chromium, driven over the DevTools protocol (tests/support/browser.py):
 import json
 import os
 import sys
+import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
@@ -107,6 +108,19 @@ def test_status_and_api_status_over_http():
         h.check(part in csp, f"CSP lacks {part!r}: {csp}")
     h.check("unsafe" not in csp, f"CSP allows unsafe sources: {csp}")
     h.check("<script>" in body and "/api/status" in body, "the page is not the status page")
+    etag = headers.get("ETag", "")
+    h.check(len(etag) == 26 and etag.startswith('"') and headers.get("Cache-Control") == "no-cache",
+            f"ETag {etag!r}, Cache-Control {headers.get('Cache-Control')!r}")
+    # Revalidation: the same page answers 304 without a body; another tag gets the page.
+    req = urllib.request.Request(S["base"] + "/status", headers={"If-None-Match": f'W/"x", {etag}'})
+    try:
+        urllib.request.urlopen(req, timeout=30)
+        h.check(False, "If-None-Match with the page's tag did not get 304")
+    except urllib.error.HTTPError as e:
+        h.check(e.code == 304 and e.read() == b"" and e.headers.get("ETag") == etag, f"revalidation: {e.code}")
+    req = urllib.request.Request(S["base"] + "/status", headers={"If-None-Match": '"other"'})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        h.check(r.status == 200 and b"/api/status" in r.read(), "a stale tag got the page")
 
     status, headers, body = _get("/api/status")
     h.check(status == 200 and headers.get("Content-Type") == "application/json", f"/api/status: {status} {headers}")

@@ -1,3 +1,4 @@
+#include "gateway/control/status_assets.hpp"
 #include "gateway/control/status_page.hpp"
 
 #include <catch2/catch.hpp>
@@ -343,6 +344,19 @@ TEST_CASE("status page: self-contained, and the CSP allows exactly its script an
     CHECK(html.find(" onclick=") == std::string_view::npos);
     CHECK(html.find(" style=") == std::string_view::npos);
     CHECK(html.find("/api/status") != std::string_view::npos);
+    // The page is the three files of gateway/control/status/, byte for byte.
+    CHECK(script == gateway::status_assets::page_js);
+    CHECK(style == gateway::status_assets::page_css);
+    CHECK(html.size() == gateway::status_assets::page_html.size() + script.size() + style.size());
+    CHECK(gateway::status_assets::page_html.find("<style></style>") != std::string_view::npos);
+    CHECK(gateway::status_assets::page_html.find("<script></script>") != std::string_view::npos);
+    // Its entity tag: quoted, 96 bits of its SHA-256 in hex, stable.
+    const std::string_view etag = gateway::status_page_etag();
+    REQUIRE(etag.size() == 26);
+    CHECK(etag.front() == '"');
+    CHECK(etag.back() == '"');
+    CHECK(etag.substr(1, 24).find_first_not_of("0123456789abcdef") == std::string_view::npos);
+    CHECK(etag == gateway::status_page_etag());
     CHECK(html.find("Authorization") != std::string_view::npos);
     CHECK(html.find("sessionStorage") != std::string_view::npos);
 }
