@@ -1,0 +1,450 @@
+// The configuration checker: the gateway section (listeners, workers, TLS, HTTP/2, HSTS, timeouts, limits, security
+// headers, the admin token, the access log, abuse blocking).
+
+#include "config/checker.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cstddef>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <map>
+#include <memory>
+#include <set>
+#include <span>
+#include <sstream>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+namespace rampart::config::detail {
+
+void checker::check_gateway(const field& f, snapshot& s) {
+    const auto m = read_map(f, gateway_keys);
+    if (!m) {
+        return;
+    }
+    gateway& gw = s.gw;
+    std::optional<field> https;
+    if (const auto l = required(*m, "listen", "a map with https, http and admin endpoints")) {
+        check_listen(*l, gw.listen, https);
+    }
+    if (const auto w = m->get("workers")) {
+        check_workers(*w, gw);
+    }
+    optional_value(*m, "user", gw.user, [&](const field& u) { return scalar(u, "a user name"); });
+    optional_value(*m, "seccomp", gw.seccomp, [&](const field& c) { return one_of(c, seccomp_names); });
+    bool tls_failed = false;
+    if (const auto t = m->get("tls")) {
+        const std::size_t errors_before = error_count_;
+        check_tls(*t, gw.tls_settings);
+        tls_failed = error_count_ != errors_before;
+    }
+    if (const auto h = m->get("h2")) {
+        check_h2(*h, gw.h2_settings);
+    }
+    if (const auto h = m->get("hsts")) {
+        check_hsts(*h, gw.hsts_settings);
+    }
+    std::vector<std::string> pool_names;
+    const auto pools = required(*m, "pools", "a map of pool name to balance and servers");
+    if (pools) {
+        check_pools(*pools, s, pool_names);
+    }
+    if (const auto d = m->get("default_pool")) {
+        if (const auto name = scalar(*d, "a pool name")) {
+            gw.default_pool = *name;
+            const bool known = std::find(pool_names.begin(), pool_names.end(), *name) != pool_names.end();
+            // With no pool read at all, gateway.pools already has its error.
+            if (!known && !pool_names.empty()) {
+                const std::vector<std::string_view> choices(pool_names.begin(), pool_names.end());
+                const std::string hint = did_you_mean(*name, choices);
+                fail(*d, "no pool named " + in_quotes(*name) + " in gateway.pools" + (hint.empty() ? "" : "; " + hint));
+            }
+        }
+    } else if (pool_names.size() == 1) {
+        gw.default_pool = pool_names.front();
+    } else if (pool_names.size() > 1) {
+        const std::vector<std::string_view> choices(pool_names.begin(), pool_names.end());
+        fail(pools->at, "gateway.default_pool",
+             "required when there are several pools; expected one of " + join(choices, " or "));
+    }
+    if (const auto r = m->get("routes")) {
+        check_routes(*r, gw, pool_names);
+    }
+    if (const auto t = m->get("timeouts")) {
+        check_timeouts(*t, gw.timeouts_settings);
+    }
+    if (const auto l = m->get("limits")) {
+        check_limits(*l, gw.limits_settings);
+    }
+    if (const auto a = m->get("abuse")) {
+        check_abuse(*a, gw.abuse_settings);
+    }
+    if (const auto h = m->get("security_headers")) {
+        check_security_headers(*h, gw.security_headers);
+    }
+    if (const auto t = m->get("admin_token_file")) {
+        check_admin_token(*t, gw);
+    }
+    if (const auto a = m->get("access_log")) {
+        check_access_log(*a, gw.access_log_settings);
+    }
+    optional_value(*m, "log_level", gw.error_log_level, [&](const field& l) { return one_of(l, log_level_names); });
+    if (https && gw.tls_settings.certificates.empty() && !tls_failed) {
+        fail(*https, "an https listener needs at least one certificate in gateway.tls.certificates");
+    }
+}
+
+void checker::check_listen(const field& f, listeners& out, std::optional<field>& https) {
+    const auto m = read_map(f, listen_keys, "a map with https, http and admin endpoints");
+    if (!m) {
+        return;
+    }
+    if (!m->get("https") && !m->get("http")) {
+        fail(f, "expected at least one of https and http");
+    }
+    struct bound {
+        field f;
+        endpoint ep;
+    };
+    std::vector<bound> seen;
+    for (const auto& [key, lf] : m->entries) {
+        auto ep = endpoint_value(lf);
+        if (!ep) {
+            continue;
+        }
+        for (const auto& other : seen) {
+            if (overlaps(*ep, other.ep)) {
+                fail(lf, ep->to_string() + " clashes with " + other.f.path + " (" + other.ep.to_string() +
+                             "); listeners need distinct addresses or ports");
+                break;
+            }
+        }
+        seen.push_back(bound{lf, *ep});
+        if (key == "https") {
+            out.https = *ep;
+            https = lf;
+        } else if (key == "http") {
+            out.http = *ep;
+        } else {
+            out.admin = *ep;
+        }
+    }
+}
+
+void checker::check_workers(const field& f, gateway& gw) {
+    const std::string expected = "auto or a number of workers from 1 to " + std::to_string(max_workers);
+    const auto text = scalar(f, expected);
+    if (!text) {
+        return;
+    }
+    if (*text == "auto") {
+        gw.workers = 0;
+        return;
+    }
+    const auto n = parse_decimal(*text);
+    if (!n || *n < 1 || *n > max_workers) {
+        fail(f, "expected " + expected + ", got " + in_quotes(*text));
+        return;
+    }
+    gw.workers = static_cast<unsigned>(*n);
+}
+
+void checker::check_tls(const field& f, tls& out) {
+    const auto m = read_map(f, tls_keys);
+    if (!m) {
+        return;
+    }
+    if (const auto c = m->get("certificates")) {
+        if (const auto list = read_list(*c, "a list of { cert, key } file pairs")) {
+            for (const auto& item : *list) {
+                const auto pair = read_map(item, certificate_keys, "a map with cert and key");
+                if (!pair) {
+                    continue;
+                }
+                certificate cert;
+                if (const auto p = required(*pair, "cert", "the certificate chain's PEM file")) {
+                    cert.cert_file = file_path(*p).value_or("");
+                    cert.cert_at = where(p->at);
+                }
+                if (const auto p = required(*pair, "key", "the private key's PEM file")) {
+                    cert.key_file = file_path(*p).value_or("");
+                    cert.key_at = where(p->at);
+                }
+                out.certificates.push_back(std::move(cert));
+            }
+        }
+    }
+    optional_value(*m, "session_tickets", out.session_tickets, [&](const field& b) { return boolean(b); });
+    optional_value(*m, "ticket_rotation", out.ticket_rotation,
+                   [&](const field& d) { return duration_value(d, std::chrono::minutes(1)); });
+    if (const auto a = m->get("alpn")) {
+        if (const auto list = read_list(*a, "a list of protocols: h2, http/1.1")) {
+            std::vector<std::string> protocols;
+            bool ok = true;
+            for (const auto& item : *list) {
+                const auto name = scalar(item, "h2 or http/1.1");
+                if (!name) {
+                    ok = false;
+                } else if (*name != "h2" && *name != "http/1.1") {
+                    fail(item, "unknown protocol " + in_quotes(*name) + "; expected h2 or http/1.1");
+                    ok = false;
+                } else if (std::find(protocols.begin(), protocols.end(), *name) != protocols.end()) {
+                    fail(item, in_quotes(*name) + " is listed twice");
+                    ok = false;
+                } else {
+                    protocols.push_back(*name);
+                }
+            }
+            if (ok && protocols.empty()) {
+                fail(*a, "at least one protocol is needed (h2, http/1.1)");
+            } else if (ok) {
+                out.alpn = std::move(protocols);
+            }
+        }
+    }
+}
+
+void checker::check_h2(const field& f, h2& out) {
+    const auto m = read_map(f, h2_keys);
+    if (!m) {
+        return;
+    }
+    optional_count(*m, "max_concurrent_streams", out.max_concurrent_streams, 1, 1000);
+    std::uint64_t v = 0;
+    v = out.initial_window;
+    optional_value(*m, "initial_window", v, [&](const field& x) { return size_value(x, 1024, 16 * 1024 * 1024); });
+    out.initial_window = static_cast<std::uint32_t>(v);
+    v = out.max_frame_size;
+    optional_value(*m, "max_frame_size", v,
+                   [&](const field& x) { return size_value(x, 16 * 1024, 16 * 1024 * 1024 - 1); });
+    out.max_frame_size = static_cast<std::uint32_t>(v);
+    v = out.header_table_size;
+    if (const auto t = m->get("header_table_size")) {
+        if (const auto text = scalar(*t, size_expected); text && *text == "0") {
+            v = 0;
+        } else {
+            optional_value(*m, "header_table_size", v, [&](const field& x) { return size_value(x, 1, 64 * 1024); });
+        }
+    }
+    out.header_table_size = static_cast<std::uint32_t>(v);
+}
+
+void checker::check_hsts(const field& f, hsts& out) {
+    // `hsts: off` is the short form people reach for first.
+    constexpr std::string_view expected = "a map of hsts settings, or on/off";
+    if (f.node.IsScalar()) {
+        if (const auto on = parse_bool(f.node.Scalar())) {
+            out.enabled = *on;
+        } else {
+            fail(f, "expected " + std::string(expected) + ", got " + in_quotes(f.node.Scalar()));
+        }
+        return;
+    }
+    const auto m = read_map(f, hsts_keys, expected);
+    if (!m) {
+        return;
+    }
+    optional_value(*m, "enabled", out.enabled, [&](const field& b) { return boolean(b); });
+    if (const auto a = m->get("max_age")) {
+        if (const auto d = duration_value(*a, std::chrono::seconds(1))) {
+            // max-age is whole seconds on the wire; rounding would silently change it.
+            if (d->count() % 1000 != 0) {
+                fail(*a, "expected a whole number of seconds, got " + in_quotes(a->node.Scalar()));
+            } else {
+                out.max_age = std::chrono::duration_cast<std::chrono::seconds>(*d);
+            }
+        }
+    }
+    optional_value(*m, "include_subdomains", out.include_subdomains, [&](const field& b) { return boolean(b); });
+    optional_value(*m, "preload", out.preload, [&](const field& b) { return boolean(b); });
+}
+
+void checker::check_timeouts(const field& f, timeouts& out) {
+    const auto keys = names_of(timeout_fields);
+    const auto m = read_map(f, keys);
+    if (!m) {
+        return;
+    }
+    for (const auto& entry : timeout_fields) {
+        optional_value(*m, entry.name, out.*entry.value, [&](const field& d) { return duration_value(d); });
+    }
+}
+
+void checker::check_limits(const field& f, limits& out) {
+    const auto m = read_map(f, limit_keys);
+    if (!m) {
+        return;
+    }
+    optional_value(*m, "header_bytes", out.header_bytes,
+                   [&](const field& v) { return size_value(v, 1024, 1024 * 1024); });
+    if (const auto c = m->get("header_count")) {
+        if (const auto n = integer(*c, 1, 1000)) {
+            out.header_count = static_cast<unsigned>(*n);
+        }
+    }
+    optional_value(*m, "body_bytes", out.body_bytes,
+                   [&](const field& v) { return size_value(v, 1, std::numeric_limits<std::uint64_t>::max()); });
+    if (const auto c = m->get("upstream_idle_per_server")) {
+        if (const auto n = integer(*c, 0, 10000)) {
+            out.upstream_idle_per_server = static_cast<unsigned>(*n);
+        }
+    }
+    optional_count(*m, "max_connections", out.max_connections, 0, 10'000'000);
+    optional_count(*m, "max_connections_per_client", out.max_connections_per_client, 0, 10'000'000);
+    optional_count(*m, "tunnels", out.tunnels, 0, 10'000'000);
+    if (const auto b = m->get("buffer_body_bytes")) {
+        if (const auto text = scalar(*b, size_expected); text && *text == "0") {
+            out.buffer_body_bytes = 0;
+        } else {
+            optional_value(*m, "buffer_body_bytes", out.buffer_body_bytes,
+                           [&](const field& v) { return size_value(v, 1, 16 * 1024 * 1024); });
+        }
+    }
+}
+
+// `off` drops every default; a map adds headers or replaces a default's
+// value, and "" as a value drops that one.
+void checker::check_security_headers(const field& f, std::vector<std::pair<std::string, std::string>>& out) {
+    if (f.node.IsScalar()) {
+        if (const auto b = boolean(f)) {
+            if (!*b) {
+                out.clear();
+            }
+        }
+        return;
+    }
+    const auto m = read_map(f, nullptr, "a map of header name to value, or off");
+    if (!m) {
+        return;
+    }
+    for (const auto& entry_field : m->entries) {
+        // Not a structured binding: clang 14 cannot capture one in a lambda.
+        const std::string& name = entry_field.first;
+        const field& value = entry_field.second;
+        const bool token = !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+            return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_';
+        });
+        if (!token) {
+            fail(value.key_at, value.path, "expected a header name of letters, digits and dashes");
+            continue;
+        }
+        const auto text = scalar(value, "a header value");
+        if (!text) {
+            continue;
+        }
+        if (std::any_of(text->begin(), text->end(),
+                        [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+            fail(value, "control characters are not allowed in a header value");
+            continue;
+        }
+        auto same = [&](const auto& entry) {
+            return entry.first.size() == name.size() &&
+                   std::equal(name.begin(), name.end(), entry.first.begin(), [](char a, char b) {
+                       return std::tolower(static_cast<unsigned char>(a)) ==
+                              std::tolower(static_cast<unsigned char>(b));
+                   });
+        };
+        std::erase_if(out, same);
+        if (!text->empty()) {
+            out.emplace_back(name, *text);
+        }
+    }
+}
+
+// The token is a secret: its file must be private like a key, and its
+// content never appears in an error message.
+void checker::check_admin_token(const field& f, gateway& gw) {
+    if (auto secret = secret_file(f, "admin token", 16)) {
+        gw.admin_token_file = std::move(secret->first);
+        gw.admin_token = std::move(secret->second);
+    }
+}
+
+// A file holding a secret (the admin token, the HA pair's peer secret): mode
+// 0600 or stricter, at least `min_size` printable characters without spaces
+// (trailing white space ignored). Returns its path and content.
+std::optional<std::pair<std::string, std::string>> checker::secret_file(const field& f, const std::string& what,
+                                                                        std::size_t min_size) {
+    const auto path = file_path(f);
+    if (!path) {
+        return std::nullopt;
+    }
+    struct stat st {};
+    if (::stat(path->c_str(), &st) != 0) {
+        fail(f, "cannot read the " + what + " file " + *path + ": " + std::strerror(errno));
+        return std::nullopt;
+    }
+    if ((st.st_mode & 077) != 0) {
+        fail(f, "the " + what + " file " + *path + " is readable by group or others; run: chmod 600 " + *path);
+        return std::nullopt;
+    }
+    std::ifstream in(*path);
+    std::string secret((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    while (!secret.empty() && std::isspace(static_cast<unsigned char>(secret.back())) != 0) {
+        secret.pop_back();
+    }
+    const bool printable = std::all_of(secret.begin(), secret.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+    if (!in.good() && !in.eof()) {
+        fail(f, "cannot read the " + what + " file " + *path);
+    } else if (secret.size() < min_size || !printable) {
+        fail(f, "the " + what + " in " + *path + " must be at least " + std::to_string(min_size) +
+                    " printable characters without spaces");
+    } else {
+        return std::pair(*path, std::move(secret));
+    }
+    return std::nullopt;
+}
+
+// `access_log: off` and `access_log: /var/log/rampart/access.log` are the
+// short forms; the map form adds the buffer size.
+void checker::check_access_log(const field& f, access_log& out) {
+    constexpr std::string_view expected = "a map with path and buffer, or off, on, stdout or a file path";
+    const auto target = [&](const field& p) -> std::optional<std::string> {
+        if (p.node.IsScalar() && p.node.Scalar() == "stdout") {
+            return std::string("stdout");
+        }
+        return file_path(p);
+    };
+    if (f.node.IsScalar()) {
+        if (const auto on = parse_bool(f.node.Scalar())) {
+            out.enabled = *on;
+        } else if (auto path = target(f)) {
+            out.enabled = true;
+            out.path = std::move(*path);
+        }
+        return;
+    }
+    const auto m = read_map(f, access_log_keys, expected);
+    if (!m) {
+        return;
+    }
+    out.enabled = true;
+    optional_value(*m, "path", out.path, target);
+    optional_value(*m, "buffer", out.buffer_bytes, [&](const field& b) { return size_value(b, 4096, 64ULL << 20); });
+}
+
+void checker::check_abuse(const field& f, abuse& out) {
+    const auto m = read_map(f, abuse_keys, "a map with block, threshold, window, block_for and allow");
+    if (!m) {
+        return;
+    }
+    optional_value(*m, "block", out.block, [&](const field& b) { return boolean(b); });
+    optional_count(*m, "threshold", out.threshold, 1, 1'000'000);
+    optional_value(*m, "window", out.window, [&](const field& d) { return duration_value(d, duration{1000}); });
+    optional_value(*m, "block_for", out.block_for, [&](const field& d) { return duration_value(d, duration{1000}); });
+    if (const auto a = m->get("allow")) {
+        out.allow = network_list(*a);
+    }
+}
+
+} // namespace rampart::config::detail

@@ -1,0 +1,222 @@
+// The gateway section: listeners, TLS, seccomp, HSTS, the access log
+// (check_gateway.cpp).
+
+#include "config/config.hpp"
+#include "tests/unit/config/config_support.hpp"
+#include "tests/unit/support.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <string>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+namespace cfg = rampart::config;
+using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
+using namespace std::chrono_literals;
+using namespace rampart::config::test;
+
+TEST_CASE("short forms: hsts off, empty sections, yes/no booleans", "[unit][config]") {
+    const auto off = load_ok(minimal + "  hsts: off\n  limits:\n  tls: { session_tickets: no }\n");
+    CHECK_FALSE(off->gw.hsts_settings.enabled);
+    CHECK(off->gw.limits_settings.header_count == 100);
+    CHECK_FALSE(off->gw.tls_settings.session_tickets);
+
+    const auto on = load_ok(minimal + "  hsts: true\n");
+    CHECK(on->gw.hsts_settings.enabled);
+    CHECK(on->gw.hsts_settings.max_age == std::chrono::seconds(31536000));
+}
+
+TEST_CASE("relative certificate paths follow the file, wherever it is", "[unit][config]") {
+    const auto dir = std::filesystem::temp_directory_path() / ("rampart-config-test-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const auto file = dir / "rampart.yaml";
+    {
+        std::ofstream out(file);
+        out << minimal << "  tls: { certificates: [ { cert: ecdsa.pem, key: ./sub/../ecdsa.key } ] }\n";
+    }
+    const auto result = cfg::load(file.string());
+    std::filesystem::remove_all(dir);
+    REQUIRE(result);
+    const auto& cert = result.config->gw.tls_settings.certificates.at(0);
+    CHECK(cert.cert_file == (dir / "ecdsa.pem").string());
+    CHECK(cert.key_file == (dir / "ecdsa.key").string());
+    CHECK(result.config->source_file == file.string());
+}
+
+TEST_CASE("bad listener endpoints", "[unit][config]") {
+    const auto text = [](const std::string& listen) {
+        return "site: www.foobar.com\nservers:\n  app1: { address: 192.0.2.21, role: app, port: 8080 }\n"
+               "gateway:\n  listen: { http: \"" +
+               listen + "\" }\n  pools: { app: { servers: [app1] } }\n";
+    };
+    CHECK(only_error(text("127.0.0.1:70000")) ==
+          "config.yaml:5:19: gateway.listen.http: expected an address:port like 127.0.0.1:8443 or [::]:443, got "
+          "\"127.0.0.1:70000\" (the port must be a number from 1 to 65535)");
+    CHECK_THAT(only_error(text("127.0.0.1:0")), Contains("the port must be a number from 1 to 65535"));
+    CHECK_THAT(only_error(text("::1:80")),
+               StartsWith("config.yaml:5:19: gateway.listen.http: expected an address:port") &&
+                   Contains("IPv6 addresses go in brackets"));
+    CHECK_THAT(only_error(text("localhost:80")), Contains("literal IPv4 or bracketed IPv6"));
+    CHECK_THAT(only_error(text("127.0.0.1")), Contains("missing :port"));
+}
+
+TEST_CASE("listeners must not share an address and port", "[unit][config]") {
+    const std::string text = R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+gateway:
+  listen:
+    http: "[::]:8080"
+    admin: "127.0.0.1:8080"
+  pools: { app: { servers: [app1] } }
+)";
+    CHECK(only_error(text) == "config.yaml:7:12: gateway.listen.admin: 127.0.0.1:8080 clashes with gateway.listen.http "
+                              "([::]:8080); listeners need distinct addresses or ports");
+
+    // One message per listener, even when it clashes with both others; the
+    // IPv4 wildcard does not cover an IPv6 address.
+    const auto errors = errors_of(R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+gateway:
+  listen: { http: "0.0.0.0:80", https: "[::]:80", admin: "127.0.0.1:80" }
+  tls: { certificates: [ { cert: a.pem, key: a.key } ] }
+  pools: { app: { servers: [app1] } }
+)");
+    REQUIRE(errors.size() == 2);
+    CHECK_THAT(errors[0],
+               StartsWith("config.yaml:5:40: gateway.listen.https: [::]:80 clashes with gateway.listen.http"));
+    CHECK_THAT(errors[1],
+               StartsWith("config.yaml:5:58: gateway.listen.admin: 127.0.0.1:80 clashes with gateway.listen.http"));
+    CHECK(load_ok(R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+gateway:
+  listen: { http: "0.0.0.0:80", admin: "[::1]:80" }
+  pools: { app: { servers: [app1] } }
+)")
+              ->gw.listen.admin->port == 80);
+}
+
+TEST_CASE("an https listener needs a certificate", "[unit][config]") {
+    const std::string text = R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+gateway:
+  listen: { https: "[::]:8443" }
+  pools: { app: { servers: [app1] } }
+)";
+    CHECK(only_error(text) == "config.yaml:5:20: gateway.listen.https: an https listener needs at least one "
+                              "certificate in gateway.tls.certificates");
+    CHECK_THAT(
+        only_error(text + "  tls: { certificates: [ { cert: a.pem, key: \"\" } ] }\n"),
+        StartsWith("config.yaml:7:46: gateway.tls.certificates[0].key: expected a file path, got an empty string"));
+    // A certificate entry that is itself wrong does not also count as "no certificate".
+    CHECK(only_error(text + "  tls: { certificates: [ a.pem ] }\n") ==
+          "config.yaml:7:26: gateway.tls.certificates[0]: expected a map with cert and key, got \"a.pem\"");
+    CHECK_THAT(only_error(text + "  tls: { certificates: [ { cert: a.pem } ] }\n"),
+               StartsWith("config.yaml:7:26: gateway.tls.certificates[0]: missing required key 'key'"));
+}
+
+TEST_CASE("gateway.seccomp: enforce, log or off", "[unit][config]") {
+    CHECK(load_ok(minimal + "  seccomp: enforce\n")->gw.seccomp == cfg::seccomp_mode::enforce);
+    CHECK(load_ok(minimal + "  seccomp: log\n")->gw.seccomp == cfg::seccomp_mode::log);
+    // "off" is a YAML boolean word; here it is the mode's name.
+    CHECK(load_ok(minimal + "  seccomp: off\n")->gw.seccomp == cfg::seccomp_mode::off);
+    CHECK(only_error(minimal + "  seccomp: kill\n") ==
+          "config.yaml:7:12: gateway.seccomp: expected one of enforce, log or off, got \"kill\"");
+    CHECK(only_error(minimal + "  seccomp: logs\n") ==
+          "config.yaml:7:12: gateway.seccomp: expected one of enforce, log or off, got \"logs\"; "
+          "did you mean 'log'?");
+    CHECK_THAT(only_error(minimal + "  seccomp: [log]\n"), StartsWith("config.yaml:7:12: gateway.seccomp: expected"));
+    CHECK_THAT(only_error(minimal + "  secomp: log\n"), Contains("did you mean 'seccomp'?"));
+}
+
+TEST_CASE("access log and log level: defaults, short forms and the map", "[unit][config]") {
+    const auto d = load_ok(minimal);
+    CHECK_FALSE(d->gw.access_log_settings.enabled);
+    CHECK(d->gw.access_log_settings.path == "stdout");
+    CHECK(d->gw.access_log_settings.buffer_bytes == 256 * 1024);
+    CHECK(d->gw.error_log_level == cfg::log_level::info);
+    CHECK_THAT(cfg::summary(*d), Contains("logs       access off, level info"));
+
+    const auto on = load_ok(minimal + "  access_log: on\n  log_level: warn\n");
+    CHECK(on->gw.access_log_settings.enabled);
+    CHECK(on->gw.access_log_settings.path == "stdout");
+    CHECK(on->gw.error_log_level == cfg::log_level::warn);
+
+    const auto out = load_ok(minimal + "  access_log: stdout\n");
+    CHECK(out->gw.access_log_settings.enabled);
+    CHECK(out->gw.access_log_settings.path == "stdout");
+
+    const auto off = load_ok(minimal + "  access_log: off\n  log_level: debug\n");
+    CHECK_FALSE(off->gw.access_log_settings.enabled);
+    CHECK(off->gw.error_log_level == cfg::log_level::debug);
+
+    const auto file = load_ok(minimal + "  access_log: /var/log/rampart/access.log\n");
+    CHECK(file->gw.access_log_settings.enabled);
+    CHECK(file->gw.access_log_settings.path == "/var/log/rampart/access.log");
+
+    const auto map = load_ok(minimal + "  access_log: { path: /var/log/rampart/a.log, buffer: 1MiB }\n"
+                                       "  log_level: error\n");
+    CHECK(map->gw.access_log_settings.enabled);
+    CHECK(map->gw.access_log_settings.path == "/var/log/rampart/a.log");
+    CHECK(map->gw.access_log_settings.buffer_bytes == 1024 * 1024);
+    CHECK(map->gw.error_log_level == cfg::log_level::error);
+    CHECK_THAT(cfg::summary(*map), Contains("logs       access /var/log/rampart/a.log (buffer 1MiB), level error"));
+
+    const auto buffer_only = load_ok(minimal + "  access_log: { buffer: 8KiB }\n");
+    CHECK(buffer_only->gw.access_log_settings.enabled);
+    CHECK(buffer_only->gw.access_log_settings.path == "stdout");
+    CHECK(buffer_only->gw.access_log_settings.buffer_bytes == 8 * 1024);
+
+    const auto empty = load_ok(minimal + "  access_log:\n");
+    CHECK(empty->gw.access_log_settings.enabled);
+    CHECK(empty->gw.access_log_settings.path == "stdout");
+}
+
+TEST_CASE("a relative access log path follows the file", "[unit][config]") {
+    const auto dir = std::filesystem::temp_directory_path() / ("rampart-config-alog-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const auto file = dir / "rampart.yaml";
+    {
+        std::ofstream out(file);
+        out << minimal << "  access_log: { path: logs/../access.log }\n";
+    }
+    const auto result = cfg::load(file.string());
+    std::filesystem::remove_all(dir);
+    REQUIRE(result);
+    CHECK(result.config->gw.access_log_settings.path == (dir / "access.log").string());
+}
+
+TEST_CASE("access log and log level mistakes are named with their positions", "[unit][config]") {
+    CHECK(only_error(minimal + "  log_level: verbose\n") ==
+          "config.yaml:7:14: gateway.log_level: expected one of debug, info, warn or error, got \"verbose\"");
+    CHECK(only_error(minimal + "  log_level: eror\n") ==
+          "config.yaml:7:14: gateway.log_level: expected one of debug, info, warn or error, got \"eror\"; "
+          "did you mean 'error'?");
+    CHECK(only_error(minimal + "  access_log: { path: /a.log, buffer: 1KiB }\n") ==
+          "config.yaml:7:39: gateway.access_log.buffer: expected a size from 4KiB to 64MiB, got \"1KiB\"");
+    CHECK(only_error(minimal + "  access_log: { path: /a.log, buffer: lots }\n") ==
+          "config.yaml:7:39: gateway.access_log.buffer: expected a size like 512, 16KiB, 10MiB or 1GB, got \"lots\"");
+    CHECK(only_error(minimal + "  access_log: { file: /a.log }\n") ==
+          "config.yaml:7:17: gateway.access_log.file: unknown key, expected one of path or buffer");
+    CHECK(only_error(minimal + "  access_log: { path: \"\" }\n") ==
+          "config.yaml:7:23: gateway.access_log.path: expected a file path, got an empty string");
+    CHECK(only_error(minimal + "  access_log: { path: [a, b] }\n") ==
+          "config.yaml:7:23: gateway.access_log.path: expected a file path, got a list");
+    CHECK(only_error(minimal + "  access_log: [stdout]\n") ==
+          "config.yaml:7:15: gateway.access_log: expected a map with path and buffer, or off, on, stdout or a file "
+          "path, got a list");
+    CHECK(only_error(minimal + "  acces_log: off\n") ==
+          "config.yaml:7:3: gateway.acces_log: unknown key, did you mean 'access_log'?");
+}
