@@ -25,6 +25,9 @@ packages=(
   clang-14 libclang-rt-14-dev llvm-14
   # scripts/format.sh: the layout of every C and C++ file, checked by test.sh
   clang-format-14
+  # monitoring/: promtool tests the alert rules; test_monitoring.py runs a
+  # real Prometheus (its own, on loopback) against a real gateway
+  prometheus
 )
 packages+=("$@")
 

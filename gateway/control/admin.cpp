@@ -490,6 +490,22 @@ std::string render_metrics(const admin_state& a) {
         out << "rampart_health_checks_total{server=\"" << cfg.servers[i].name << "\",result=\"failed\"} "
             << server(i).checks_failed() << '\n';
     }
+    // Per pool, so that an alert can say "every server of a pool is down"
+    // (the server metrics carry no pool: a server may be in several).
+    metric(out, "rampart_pool_servers", "gauge", "Servers in the pool.");
+    for (std::size_t p = 0; p < cfg.gw.pools.size(); ++p) {
+        out << "rampart_pool_servers{pool=\"" << cfg.gw.pools[p].name << "\"} " << cfg.gw.pools[p].members.size()
+            << '\n';
+    }
+    metric(out, "rampart_pool_servers_available", "gauge",
+           "Servers of the pool that take requests now: healthy, not drained, not ejected.");
+    for (std::size_t p = 0; p < cfg.gw.pools.size(); ++p) {
+        const auto& members = cfg.gw.pools[p].members;
+        const auto available = std::count_if(members.begin(), members.end(), [&](const config::pool_member& m) {
+            return server(m.server).available(now);
+        });
+        out << "rampart_pool_servers_available{pool=\"" << cfg.gw.pools[p].name << "\"} " << available << '\n';
+    }
     metric(out, "rampart_pool_queue_length", "gauge", "Requests waiting for a server slot.");
     for (std::size_t p = 0; p < cfg.gw.pools.size(); ++p) {
         out << "rampart_pool_queue_length{pool=\"" << cfg.gw.pools[p].name << "\"} " << pool(p).queued.load() << '\n';
