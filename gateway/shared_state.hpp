@@ -82,6 +82,7 @@ struct alignas(64) worker_counters {
     std::atomic<std::uint64_t> h2_streams_total{0};           ///< request streams opened
     std::atomic<std::uint64_t> h2_requests_total{0};          ///< of requests_total, those over h2
     std::atomic<std::uint64_t> h2_abuse[h2_abuse_counters]{}; ///< connections closed for abuse, by h2_abuse kind
+    std::atomic<std::uint64_t> h2_idle_releases{0};           ///< idle h2 connections' pages handed back to the kernel
 };
 
 /// One client address in the shared client table: open connections, a

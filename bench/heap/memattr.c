@@ -47,7 +47,7 @@ static void* (*real_aligned_alloc)(size_t, size_t);
 static entry* table;
 static stack_t_* stacks;
 static uint32_t nstacks;
-static int64_t live, base = -1, step = 2 << 20, next_dump;
+static int64_t live, base = -1, step = 1 << 20, next_dump;
 static atomic_flag lock = ATOMIC_FLAG_INIT;
 static __thread int in_hook;
 static char boot[1 << 16];
@@ -73,8 +73,10 @@ static void init(void) {
     ready = 1;
 }
 
+// The high bits of a multiplicative hash: page-aligned blocks differ only in
+// their high address bits, which the low bits of the product would lose.
 static uint64_t hptr(uintptr_t p) {
-    return (p >> 4) * 0x9E3779B97F4A7C15ull;
+    return ((p >> 4) * 0x9E3779B97F4A7C15ull) >> (64 - 23);
 }
 
 // The memory map, for attribute.py to symbolize the stacks (once per process).
@@ -163,7 +165,7 @@ static void track(void* p, size_t size) {
     while (atomic_flag_test_and_set(&lock)) {
     }
     uint32_t sid = stack_id();
-    uint64_t i = hptr((uintptr_t)p) % PTR_CAP;
+    uint64_t i = hptr((uintptr_t)p);
     while (table[i].p != 0 && table[i].p != 1)
         i = (i + 1) % PTR_CAP;
     table[i].p = (uintptr_t)p;
@@ -189,7 +191,7 @@ static void untrack(void* p) {
         return;
     while (atomic_flag_test_and_set(&lock)) {
     }
-    uint64_t i = hptr((uintptr_t)p) % PTR_CAP;
+    uint64_t i = hptr((uintptr_t)p);
     for (uint32_t probe = 0; probe < PTR_CAP && table[i].p != 0; ++probe, i = (i + 1) % PTR_CAP) {
         if (table[i].p == (uintptr_t)p) {
             stacks[table[i].stack].bytes -= table[i].size;
@@ -250,12 +252,16 @@ void* realloc(void* p, size_t n) {
         init();
     if (p && is_boot(p)) {
         void* q = malloc(n);
-        memcpy(q, p, n);
+        const size_t left = (size_t)(boot + sizeof boot - (char*)p);
+        if (q)
+            memcpy(q, p, n < left ? n : left);
         return q;
     }
-    untrack(p);
     void* q = real_realloc(p, n);
-    track(q, n);
+    if (q || n == 0) {
+        untrack(p); // only once the old block is gone
+        track(q, n);
+    }
     return q;
 }
 int posix_memalign(void** out, size_t al, size_t n) {

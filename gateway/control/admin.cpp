@@ -306,8 +306,10 @@ net::awaitable<void> serve_admin_connection(tcp_socket socket, admin_state& stat
         // binary serves the same page.
         res.set(http::field::cache_control, "no-cache");
         res.set(http::field::etag, status_page_etag());
-        if (if_none_match_matches(req[http::field::if_none_match], status_page_etag())) {
+        const bool safe = req.method() == http::verb::get || req.method() == http::verb::head;
+        if (safe && if_none_match_matches(req[http::field::if_none_match], status_page_etag())) {
             res.result(http::status::not_modified);
+            res.erase(http::field::content_type); // no representation in a 304 (RFC 9110 15.4.5)
         } else {
             res.body() = status_page_html();
         }
@@ -336,6 +338,11 @@ net::awaitable<void> serve_admin_connection(tcp_socket socket, admin_state& stat
     }
     res.keep_alive(false);
     res.prepare_payload();
+    if (res.result() == http::status::not_modified) {
+        // Beast writes "Content-Length: 0"; a 304 must not state a length
+        // other than the 200's (RFC 9110 8.6): none.
+        res.erase(http::field::content_length);
+    }
     co_await http::async_write(socket, res, use_tuple);
     deadline.cancel();
     error_code ignored;
@@ -389,6 +396,9 @@ std::string render_metrics(const admin_state& a) {
     out << "rampart_h2_connections_total " << sum(&worker_counters::h2_connections_total) << '\n';
     metric(out, "rampart_h2_streams_total", "counter", "HTTP/2 request streams opened.");
     out << "rampart_h2_streams_total " << sum(&worker_counters::h2_streams_total) << '\n';
+    metric(out, "rampart_h2_idle_releases_total", "counter",
+           "Times an h2 connection without streams for a second handed its frame buffer and zero pages back.");
+    out << "rampart_h2_idle_releases_total " << sum(&worker_counters::h2_idle_releases) << '\n';
     metric(out, "rampart_requests_by_protocol_total", "counter", "Requests, by client protocol.");
     out << "rampart_requests_by_protocol_total{protocol=\"h2\"} " << sum(&worker_counters::h2_requests_total) << '\n';
     out << "rampart_requests_by_protocol_total{protocol=\"http/1.1\"} "
@@ -498,12 +508,19 @@ std::string render_metrics(const admin_state& a) {
             << '\n';
     }
     metric(out, "rampart_pool_servers_available", "gauge",
-           "Servers of the pool that take requests now: healthy, not drained, not ejected.");
+           "Servers of the pool that take requests now: healthy, not drained, not ejected (when every healthy "
+           "one is ejected, the balancer ignores ejection: those count).");
     for (std::size_t p = 0; p < cfg.gw.pools.size(); ++p) {
         const auto& members = cfg.gw.pools[p].members;
-        const auto available = std::count_if(members.begin(), members.end(), [&](const config::pool_member& m) {
-            return server(m.server).available(now);
-        });
+        const auto count = [&](bool ignore_ejection) {
+            return std::count_if(members.begin(), members.end(), [&](const config::pool_member& m) {
+                return server(m.server).available(now, ignore_ejection);
+            });
+        };
+        auto available = count(false);
+        if (available == 0) {
+            available = count(true);
+        }
         out << "rampart_pool_servers_available{pool=\"" << cfg.gw.pools[p].name << "\"} " << available << '\n';
     }
     metric(out, "rampart_pool_queue_length", "gauge", "Requests waiting for a server slot.");
@@ -592,7 +609,10 @@ std::string render_metrics(const admin_state& a) {
         out << "rampart_ha_healthy " << (a.vrrp.healthy ? 1 : 0) << '\n';
         metric(out, "rampart_vrrp_vip_held", "gauge",
                "1 when the VIP is on an interface of this node: alert when two nodes say 1.");
-        out << "rampart_vrrp_vip_held{node=\"" << a.vrrp.node << "\"} " << (a.vrrp.vip_held ? 1 : 0) << '\n';
+        // vrid: the pair (its virtual router id), so that Prometheus can sum
+        // the nodes of each pair when it scrapes several.
+        out << "rampart_vrrp_vip_held{node=\"" << a.vrrp.node << "\",vrid=\""
+            << (cfg.ha_pair ? cfg.ha_pair->virtual_router_id : 0U) << "\"} " << (a.vrrp.vip_held ? 1 : 0) << '\n';
         metric(out, "rampart_vrrp_vip_removals_total", "counter",
                "VIPs the master removed from this node because keepalived was not running.");
         out << "rampart_vrrp_vip_removals_total " << a.vrrp.vip_removals << '\n';

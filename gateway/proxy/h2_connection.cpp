@@ -1003,6 +1003,7 @@ void h2_session::release_when_idle() {
         }
         if (self->streams_.empty() && self->running_ == 0 && !self->writing_) {
             self->memory_.release_idle();
+            self->worker().counters.h2_idle_releases.fetch_add(1, std::memory_order_relaxed);
         }
     });
 }
@@ -1040,19 +1041,22 @@ net::awaitable<bool> h2_session::run() {
     // connection: no group state, no second spawn, no cancellation slots).
     writer_running_ = true;
     net::co_spawn(w.io, run_writer(shared_from_this()), log_failure{"HTTP/2 writer failed: "});
+    std::exception_ptr failure;
     try {
         co_await reader();
     } catch (...) {
-        dead_ = true; // the writer ends after what it is writing
+        // The writer ends after what it is writing; the connection ends
+        // once it has (the writer uses the stream and the connection).
+        failure = std::current_exception();
+        dead_ = true;
         want_write();
-        throw;
     }
     if (writer_running_) {
         writer_done_.emplace(w.io);
         writer_done_->expires_at(clock::time_point::max());
         co_await writer_done_->async_wait(use_tuple);
     }
-    const bool linger = (abused_ || goaway_sent_) && !peer_closed_;
+    const bool linger = !failure && (abused_ || goaway_sent_) && !peer_closed_;
     if (linger) {
         co_await linger_close();
     }
@@ -1065,6 +1069,9 @@ net::awaitable<bool> h2_session::run() {
     streams_.clear();
     for (auto& [id, s] : streams) {
         s->closed(NGHTTP2_CANCEL); // wakes the exchange and cancels its upstream
+    }
+    if (failure) {
+        std::rethrow_exception(failure);
     }
     // After a lingering close the TLS and TCP shutdown are done.
     co_return !linger && !abused_ && !input_closed_ && goaway_sent_;
@@ -1149,6 +1156,9 @@ net::awaitable<void> h2_session::reader() {
 }
 
 net::awaitable<void> h2_session::run_writer(std::shared_ptr<h2_session> self) {
+    // The session refers to its connection and TLS stream: they stay while
+    // the writer may still use them.
+    const auto keep = self->conn_.shared_from_this();
     try {
         co_await self->writer();
     } catch (...) {

@@ -266,7 +266,7 @@ def _one_holder_after_keepalived_died(res: ha_lab.Failover) -> None:
     h.check(not both, f"both nodes held the VIP {SPLIT_BRAIN_WITHIN_S}s and more after {res.master}'s keepalived "
             f"was killed, at {both[:10]} s")
     metrics = lab().admin_get(res.master, "/metrics")
-    h.check(f'rampart_vrrp_vip_held{{node="{res.master}"}} 0' in metrics and
+    h.check(f'rampart_vrrp_vip_held{{node="{res.master}",vrid="{lab().vrid}"}} 0' in metrics and
             "rampart_vrrp_vip_removals_total 1" in metrics,
             f"{res.master}'s metrics: " + "\n".join(x for x in metrics.splitlines() if "vip" in x))
 

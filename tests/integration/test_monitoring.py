@@ -125,8 +125,10 @@ scrape_configs:
         h.wait_until(lambda: _try(lambda: _prometheus_get(port, "/api/v1/rules")["data"]["groups"]), 30, 0.2,
                      "the rules loaded")
         time.sleep(3)  # a few evaluations with every server up
-        firing = [a for a in _alerts(port) if a["state"] in ("pending", "firing")]
-        h.check(not firing, f"alerts with every server up: {firing}")
+        # Firing only: a health check slow on a busy machine may make an
+        # alert pending for a moment, which is what "for" is there to absorb.
+        firing = [a for a in _alerts(port) if a["state"] == "firing"]
+        h.check(not firing, f"alerts firing with every server up: {firing}")
 
         start = time.monotonic()
         S.pop("app1").stop()
