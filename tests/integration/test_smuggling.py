@@ -19,7 +19,6 @@ Content-Length with leading zeros, Transfer-Encoding in capitals, padded field v
 
 import json
 import os
-import socket
 import sys
 import time
 
@@ -359,19 +358,7 @@ def test_pipelined_requests_arrive_one_by_one():
 
 def _plain(data: bytes, timeout: float = 15.0) -> bytes:
     """Sends data to the plain-HTTP listener and reads until it closes (bounded)."""
-    received = b""
-    with socket.create_connection((h.LOOPBACK, S["gw"].http_port), timeout=timeout) as s:
-        s.sendall(data)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                chunk = s.recv(65536)
-            except (ConnectionResetError, socket.timeout):
-                break
-            if not chunk:
-                break
-            received += chunk
-    return received
+    return h.plain_exchange(S["gw"].http_port, data, timeout)
 
 
 def test_plain_http_listener_applies_the_same_rules():

@@ -816,6 +816,24 @@ class Response:
         return f"HTTP {self.status} {self.headers} {self.body[:200]!r}"
 
 
+def plain_exchange(port: int, data: bytes, timeout: float = 15.0) -> bytes:
+    """Sends data over plain TCP to a loopback port and reads until the peer
+    closes, resets or timeout passes; returns what arrived."""
+    received = b""
+    with socket.create_connection((LOOPBACK, port), timeout=timeout) as s:
+        s.sendall(data)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            received += chunk
+    return received
+
+
 def parse_head(data: bytes) -> Response | None:
     """Parses the status line and headers at the start of data (None if incomplete/absent)."""
     end = data.find(b"\r\n\r\n")

@@ -1,17 +1,22 @@
 #pragma once
 // What the configuration's unit tests share: loading a file that must load,
-// the errors of one that must not, and the smallest valid file.
+// the errors of one that must not, the smallest valid file, and the names
+// they use (`using namespace rampart::config::test;` brings them in).
 
 #include "config/config.hpp"
 
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <string>
 #include <vector>
 
 namespace rampart::config::test {
 
 namespace cfg = rampart::config;
+using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
+using namespace std::chrono_literals;
 
 // The errors of a file that must not load, as "file:line:column: what".
 inline std::vector<std::string> errors_of(const std::string& text) {

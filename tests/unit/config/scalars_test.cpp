@@ -18,10 +18,6 @@
 #include <unistd.h>
 #include <vector>
 
-namespace cfg = rampart::config;
-using Catch::Matchers::Contains;
-using Catch::Matchers::StartsWith;
-using namespace std::chrono_literals;
 using namespace rampart::config::test;
 
 TEST_CASE("bad durations", "[unit][config]") {

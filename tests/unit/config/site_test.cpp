@@ -17,10 +17,6 @@
 #include <unistd.h>
 #include <vector>
 
-namespace cfg = rampart::config;
-using Catch::Matchers::Contains;
-using Catch::Matchers::StartsWith;
-using namespace std::chrono_literals;
 using namespace rampart::config::test;
 
 TEST_CASE("server addresses must be literal IPs", "[unit][config]") {
