@@ -329,6 +329,13 @@ net::awaitable<void> serve_admin_connection(tcp_socket socket, admin_state& stat
         state.status.vrrp_state = state.vrrp.enabled ? state.vrrp.state : "unknown";
         state.status.workers = state.worker_slots;
         res.body() = status_json(*state.cfg, state.shared, state.slots, state.status);
+    } else if (target == "/api/history") {
+        res.set(http::field::content_type, "application/json");
+        std::vector<metrics_history::named_slot> servers;
+        for (const std::size_t i : pooled_servers(*state.cfg)) {
+            servers.push_back({state.cfg->servers[i].name, state.slots.servers[i]});
+        }
+        res.body() = state.history.json(servers);
     } else if (target.starts_with("/api/")) {
         res = api(req, state);
         res.set(http::field::server, "rampart");
@@ -366,6 +373,32 @@ bool ready(const admin_state& a) {
         }
     }
     return true;
+}
+
+history_totals history_now(const admin_state& a) {
+    history_totals t;
+    const shared_block& shared = a.shared;
+    for (unsigned w = 0; w < a.worker_slots; ++w) {
+        const worker_counters& c = shared.workers[w];
+        for (std::size_t k = 0; k < 6; ++k) {
+            t.responses[k] += c.responses_by_class[k].load(std::memory_order_relaxed);
+        }
+        for (std::size_t b = 0; b <= latency_buckets; ++b) {
+            t.latency[b] += c.request_latency.buckets[b].load(std::memory_order_relaxed);
+        }
+        t.handshakes_full += c.handshakes_full.load(std::memory_order_relaxed);
+        t.handshakes_resumed += c.handshakes_resumed.load(std::memory_order_relaxed);
+        t.handshake_failures += c.handshake_failures.load(std::memory_order_relaxed);
+        t.connections_open += c.connections_active.load(std::memory_order_relaxed);
+    }
+    for (const std::size_t i : pooled_servers(*a.cfg)) {
+        const server_health& s = shared.servers[a.slots.servers[i]];
+        t.servers.push_back({a.slots.servers[i], s.requests(), s.failures()});
+    }
+    t.vrrp = a.vrrp.enabled;
+    t.vrrp_state = a.vrrp.state;
+    t.vrrp_transitions = a.vrrp.transitions;
+    return t;
 }
 
 std::string render_metrics(const admin_state& a) {
@@ -593,6 +626,12 @@ std::string render_metrics(const admin_state& a) {
     out << "rampart_config_reloads_total{result=\"failed\"} " << a.reloads_failed << '\n';
     metric(out, "rampart_config_last_reload_ok", "gauge", "1 when the last reload went live (also before any).");
     out << "rampart_config_last_reload_ok " << (a.last_reload.starts_with("failed") ? 0 : 1) << '\n';
+    if (cfg.gw.listen.https) {
+        metric(out, "rampart_tls_ticket_keys_shared", "gauge",
+               "1 when session-ticket keys derive from ha.ticket_secret_file (tickets resume on the peer), 0 when "
+               "this process made its own.");
+        out << "rampart_tls_ticket_keys_shared " << (a.ticket_keys_shared ? 1 : 0) << '\n';
+    }
     metric(out, "rampart_worker_restarts_total", "counter", "Workers that died and were replaced.");
     out << "rampart_worker_restarts_total " << a.worker_restarts << '\n';
     if (a.vrrp.enabled) {

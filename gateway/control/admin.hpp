@@ -4,6 +4,7 @@
 
 #include "config/config.hpp"
 #include "gateway/control/ha_link.hpp"
+#include "gateway/control/history.hpp"
 #include "gateway/control/status_page.hpp"
 #include "gateway/net.hpp"
 #include "gateway/shared_state.hpp"
@@ -41,11 +42,20 @@ struct admin_state {
     status_extra status;
     /// The HA pair as the master's ha_link knows it.
     vrrp_info vrrp;
+    /// Session-ticket keys derived from ha.ticket_secret_file (shared by the
+    /// pair) rather than made by this process.
+    bool ticket_keys_shared = false;
+    /// The last 15 minutes for the status page's charts; the master samples
+    /// into it every history_step.
+    metrics_history history;
 };
 
 /// Ready to serve (/readyz, and the HA health): every pool a route uses
 /// (default_pool without routes) has an available server.
 bool ready(const admin_state& a);
+
+/// The counters the history samples, summed now.
+history_totals history_now(const admin_state& a);
 
 /// Prometheus text exposition of the shared counters.
 std::string render_metrics(const admin_state& a);

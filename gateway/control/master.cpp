@@ -279,6 +279,7 @@ public:
             }
         }
         net::co_spawn(io_, watch_certificates(), log_failure{"certificate watcher failed: "});
+        net::co_spawn(io_, sample_history(), log_failure{"history sampler failed: "});
         for (unsigned i = 0; i < current_->workers; ++i) {
             spawn(*current_, i);
         }
@@ -531,6 +532,7 @@ private:
         admin_.status.last_reload = admin_.last_reload;
         admin_.status.certificates = current_->certificates;
         admin_.status.workers = current_->workers;
+        admin_.ticket_keys_shared = !keys_secret_file_.empty();
         if (admin_.status.started_unix == 0) {
             admin_.status.started_unix =
                 std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -556,6 +558,23 @@ private:
                     break;
                 }
             }
+        }
+    }
+
+    // The status page's charts: the shared counters every history_step,
+    // on a steady schedule (a late wake-up does not shift the later ones).
+    net::awaitable<void> sample_history() {
+        net::steady_timer timer(io_);
+        auto next = std::chrono::steady_clock::now();
+        while (!stopping_) {
+            admin_.history.add(history_now(admin_), std::chrono::system_clock::now());
+            next += history_step;
+            const auto now = std::chrono::steady_clock::now();
+            if (next < now) {
+                next = now + history_step; // asleep for over a step (suspended): start again from now
+            }
+            timer.expires_at(next);
+            co_await timer.async_wait(use_tuple);
         }
     }
 

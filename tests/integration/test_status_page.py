@@ -286,6 +286,98 @@ def test_site_over_h2_in_chromium_and_the_protocol_table():
             f"protocols: {protocols}")
 
 
+def _history(base):
+    with urllib.request.urlopen(base + "/api/history", timeout=30) as r:
+        h.check(r.status == 200 and r.headers.get("Content-Type") == "application/json", f"/api/history: {r.status}")
+        return json.loads(r.read())
+
+
+def _notify(fifo, state, priority):
+    """One state change as keepalived's vrrp_notify_fifo writes it (the master reads nothing else)."""
+    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.write(fd, f'INSTANCE "rampart_vrid51" {state} {priority}\n'.encode())
+    finally:
+        os.close(fd)
+
+
+def test_charts_during_a_failover():
+    """Under load, app3 dies (passive checks only: the requests that reach it fail and are
+    retried on app4) and the node goes BACKUP then MASTER: /api/history has every series, the
+    page draws every chart with data points and both VRRP marks, and the screenshot is saved."""
+    state = h.temp_dir() / "ha-state"
+    app3, app4 = h.Backend("app3").start(), h.Backend("app4").start()
+    gw = h.Gateway(S["certs"], {"app3": app3, "app4": app4}, http=False, workers=1)
+    gw.config["servers"]["gw1"] = {"address": h.LOOPBACK, "role": "gateway"}
+    gw.config["servers"]["gw2"] = {"address": "127.0.0.2", "role": "gateway"}
+    gw.config["ha"] = {"vip": "127.0.0.10/8", "interface": "lo", "virtual_router_id": 51,
+                       "nodes": {"gw1": {"priority": 150}, "gw2": {"priority": 100}},
+                       "state_dir": str(state), "health": {"interval": "100ms", "track_process": False}}
+    gw.start()
+    base = f"http://127.0.0.1:{gw.admin_port}"
+    fifo = state / "gw1.fifo"
+    h.wait_until(fifo.exists, 15, what="the notify FIFO")
+    page = S["browser"].new_page()
+    page.navigate(base + "/status")
+    _notify(fifo, "BACKUP", 150)
+    load = h.Load(gw, keepalive=2, fresh=1, seconds=90).start()
+    try:
+        # Bounds below guard against a hang; the history gains a point every 2 s.
+        h.wait_until(lambda: sum(_history(base)["responses"]["2xx"]) > 0 and len(_history(base)["t"]) >= 3, 30,
+                     interval=0.5, what="three points of history with requests")
+        _notify(fifo, "MASTER", 150)
+        h.wait_until(lambda: [m["state"] for m in _history(base)["ha"]][-2:] == ["BACKUP", "MASTER"], 30,
+                     interval=0.5, what="the BACKUP and MASTER marks in /api/history")
+        app3.stop()
+        stopped = len(_history(base)["t"])
+
+        def failed_over():
+            hist = _history(base)
+            servers = {sv["name"]: sv for sv in hist["servers"]}
+            return (sum(servers["app3"]["failures"]) > 0 and len(hist["t"]) >= stopped + 3
+                    and servers["app3"]["requests"][-1] == 0 and servers["app4"]["requests"][-1] > 0)
+        h.wait_until(failed_over, 60, interval=0.5, what="app3's failures, then only app4 serving, in the history")
+        page.wait_for("document.querySelectorAll('figure.chart').length === 6 && "
+                      "[...document.querySelectorAll('figure.chart')].every(f => Number(f.dataset.points) > 0) && "
+                      "Number(document.body.dataset.historyPoints || 0) >= " + str(stopped + 3),
+                      30, what="six charts with data points, drawn after the failover")
+    finally:
+        load.stop().join()
+    hist = _history(base)
+    h.check(hist["step_ms"] == 2000 and hist["capacity"] == 450 and len(hist["t"]) <= 450, f"ring: {hist['capacity']}")
+    h.check(all(b - a >= 1000 for a, b in zip(hist["t"], hist["t"][1:])), f"points closer than a step: {hist['t']}")
+    h.check(sum(hist["handshakes"]["full"]) > 0, f"no full handshake counted: {hist['handshakes']}")
+    h.check(any(v is not None and v > 0 for v in hist["latency_us"]["p99"]), f"no p99: {hist['latency_us']}")
+    h.check(max(hist["connections"]) >= 1, f"no open connection seen: {hist['connections']}")
+    h.check(sum(sum(sv["requests"]) for sv in hist["servers"]) >= sum(hist["responses"]["2xx"]) * 0.9,
+            "the servers' requests do not add up to the responses")
+    charts = page.evaluate("""[...document.querySelectorAll('figure.chart')].map(f => ({
+        id: f.dataset.chart, points: Number(f.dataset.points), series: f.dataset.series,
+        marks: f.querySelectorAll('line.mark').length, paths: f.querySelectorAll('path.line').length,
+        caption: f.querySelector('figcaption').textContent}))""")
+    ids = [c["id"] for c in charts]
+    h.check(ids == ["requests", "latency", "connections", "handshakes", "servers", "failures"], f"charts: {ids}")
+    for c in charts:
+        h.check(c["paths"] >= 1 and c["marks"] >= 2, f"chart {c['id']}: {c}")
+    by_id = {c["id"]: c for c in charts}
+    h.check(by_id["servers"]["series"] == "app3,app4" and "2xx" in by_id["requests"]["series"],
+            f"series: {by_id['servers']} {by_id['requests']}")
+    text = page.evaluate("document.getElementById('charts').textContent")
+    h.check("VRRP MASTER" in text and "VRRP BACKUP" in text, f"no VRRP marks drawn: {text[:300]!r}")
+    h.check(page.evaluate("document.getElementById('banner').hidden") is True, "a banner is shown")
+    path = page.screenshot(h.temp_dir() / "status-page-failover.png")
+    h.check(path.stat().st_size > 20_000, f"screenshot too small: {path.stat().st_size} bytes")
+    keep = os.environ.get("RAMPART_SCREENSHOT_DIR")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        target = os.path.join(keep, "status-page-failover.png")
+        with open(target, "wb") as f:
+            f.write(path.read_bytes())
+        path = target
+    print(f"  screenshot: {path}", flush=True)
+    gw.stop()
+
+
 def test_error_banner_when_the_admin_listener_is_gone():
     page = S["page"]
     S["gw"].stop()

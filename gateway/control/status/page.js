@@ -256,6 +256,162 @@
     });
   }
 
+
+  // -------------------------------------------------------------------------
+  // Charts of the last 15 minutes (/api/history), drawn as SVG. Every series
+  // is a count per 2 s interval made a rate here (or a gauge, or a latency).
+  // Each chart exposes what it drew: data-points (points with a value) and
+  // data-series (the series' names).
+  // -------------------------------------------------------------------------
+  var SVG = "http://www.w3.org/2000/svg";
+  var WINDOW_MS = 15 * 60 * 1000;
+  var CLASS_COLOURS = { "1xx": 7, "2xx": 0, "3xx": 1, "4xx": 2, "5xx": 3 };
+
+  function perSecond(h, counts) {
+    return counts.map(function (n, i) {
+      var dt = i > 0 ? (h.t[i] - h.t[i - 1]) / 1000 : h.step_ms / 1000;
+      return n === null || dt <= 0 ? null : n / dt;
+    });
+  }
+  var CHARTS = [
+    { id: "requests", title: "Requests per second", unit: "/s", series: function (h) {
+      return ["2xx", "3xx", "4xx", "5xx", "1xx"].map(function (c) {
+        return { name: c, colour: CLASS_COLOURS[c], values: perSecond(h, h.responses[c]) };
+      }).filter(function (s) { return s.name !== "1xx" || s.values.some(function (v) { return v > 0; }); });
+    } },
+    { id: "latency", title: "Latency", unit: " ms", series: function (h) {
+      function ms(v) { return v === null ? null : v / 1000; }
+      return [{ name: "p50", colour: 1, values: h.latency_us.p50.map(ms) },
+              { name: "p99", colour: 4, values: h.latency_us.p99.map(ms) }];
+    } },
+    { id: "connections", title: "Connections open", unit: "", series: function (h) {
+      return [{ name: "open", colour: 5, values: h.connections }];
+    } },
+    { id: "handshakes", title: "TLS handshakes per second", unit: "/s", series: function (h) {
+      return [{ name: "full", colour: 1, values: perSecond(h, h.handshakes.full) },
+              { name: "resumed", colour: 0, values: perSecond(h, h.handshakes.resumed) },
+              { name: "failed", colour: 3, values: perSecond(h, h.handshakes.failed) }];
+    } },
+    { id: "servers", title: "Requests per second by server", unit: "/s", series: function (h) {
+      return h.servers.map(function (sv, i) {
+        return { name: sv.name, colour: i % 8, values: perSecond(h, sv.requests) };
+      });
+    } },
+    { id: "failures", title: "Failures per second by server", unit: "/s", series: function (h) {
+      return h.servers.map(function (sv, i) {
+        return { name: sv.name, colour: i % 8, values: perSecond(h, sv.failures) };
+      });
+    } }
+  ];
+
+  function svg(tag, attrs, parent) {
+    var e = document.createElementNS(SVG, tag);
+    Object.keys(attrs).forEach(function (k) { e.setAttribute(k, String(attrs[k])); });
+    if (parent) { parent.appendChild(e); }
+    return e;
+  }
+  /// The smallest of 1, 2, 5 x 10^k at or above v.
+  function niceCeiling(v) {
+    if (!(v > 0)) { return 1; }
+    var p = Math.pow(10, Math.floor(Math.log10(v)));
+    var steps = [1, 2, 5, 10];
+    for (var i = 0; i < steps.length; ++i) {
+      if (steps[i] * p >= v) { return steps[i] * p; }
+    }
+    return 10 * p;
+  }
+  function short(v) {
+    if (v >= 1e6) { return (v / 1e6).toFixed(v >= 1e7 ? 0 : 1) + "M"; }
+    if (v >= 1e3) { return (v / 1e3).toFixed(v >= 1e4 ? 0 : 1) + "k"; }
+    return v >= 10 || v === 0 ? String(Math.round(v)) : v.toFixed(1);
+  }
+
+  function drawChart(def, h, end) {
+    var fig = document.querySelector('figure.chart[data-chart="' + def.id + '"]');
+    if (!fig) {
+      fig = el("figure", "chart");
+      fig.dataset.chart = def.id;
+      fig.appendChild(el("figcaption"));
+      fig.appendChild(svg("svg", { role: "img", "aria-label": def.title }));
+      $("charts").appendChild(fig);
+    }
+    var series = def.series(h);
+    var caption = fig.querySelector("figcaption");
+    caption.replaceChildren(el("b", null, def.title));
+    var max = 0, points = 0;
+    series.forEach(function (s) {
+      var last = null;
+      s.values.forEach(function (v) {
+        if (v !== null) { max = Math.max(max, v); points += 1; last = v; }
+      });
+      var key = el("span", "key c" + s.colour);
+      key.appendChild(el("i"));
+      key.appendChild(document.createTextNode(s.name + " " + (last === null ? "\u2013" : short(last) + def.unit)));
+      caption.appendChild(key);
+    });
+    fig.dataset.points = String(points);
+    fig.dataset.series = series.map(function (s) { return s.name; }).join(",");
+
+    var box = fig.querySelector("svg");
+    var W = Math.max(240, Math.round(box.getBoundingClientRect().width) || 360), H = 150;
+    var left = 40, right = 6, top = 14, bottom = 18;
+    box.setAttribute("viewBox", "0 0 " + W + " " + H);
+    box.replaceChildren();
+    var top_ = niceCeiling(max);
+    // The window grows with the history (a minute at least) up to its 15
+    // minutes, so that a young gateway's points are not crowded at the edge.
+    var span = h.t.length ? end - h.t[0] + h.step_ms : 0;
+    var win = Math.min(WINDOW_MS, Math.max(60000, span));
+    var start = end - win;
+    function x(t) { return left + (W - left - right) * (t - start) / win; }
+    function y(v) { return top + (H - top - bottom) * (1 - v / top_); }
+    [0, 0.5, 1].forEach(function (f) {
+      var gy = y(top_ * f);
+      svg("line", { "class": "grid", x1: left, x2: W - right, y1: gy, y2: gy }, box);
+      svg("text", { "class": "axis", x: left - 4, y: gy + 3.5, "text-anchor": "end" }, box).textContent =
+        short(top_ * f);
+    });
+    var tick = [15000, 30000, 60000, 120000, 300000].filter(function (t) { return win / t <= 5; })[0] || 300000;
+    for (var ago = 0; ago <= win; ago += tick) {
+      var tx = x(end - ago);
+      var anchor = ago === 0 ? "end" : ago + tick > win ? "start" : "middle";
+      svg("text", { "class": "axis", x: tx, y: H - 4, "text-anchor": anchor }, box).textContent =
+        ago === 0 ? "now" : "\u2212" + (ago >= 60000 ? ago / 60000 + " min" : ago / 1000 + " s");
+    }
+    series.forEach(function (s) {
+      var d = "", pen = false;
+      s.values.forEach(function (v, i) {
+        var gap = i > 0 && h.t[i] - h.t[i - 1] > 1.5 * h.step_ms;
+        if (v === null || h.t[i] < start) { pen = false; return; }
+        d += (pen && !gap ? "L" : "M") + x(h.t[i]).toFixed(1) + " " + y(v).toFixed(1);
+        pen = true;
+      });
+      if (d) { svg("path", { "class": "line c" + s.colour, d: d }, box).dataset.series = s.name; }
+    });
+    h.ha.forEach(function (mark, i) {
+      if (mark.t < start) { return; }
+      var mx = x(mark.t);
+      svg("line", { "class": "mark", x1: mx, x2: mx, y1: top - 2, y2: H - bottom }, box);
+      // Labels alternate between two rows, and turn left near the right edge.
+      var nearEnd = mx > W - 90;
+      var label = svg("text", { "class": "mark-label", x: nearEnd ? mx - 3 : mx + 3, y: top + 8 + (i % 2) * 12,
+                                "text-anchor": nearEnd ? "end" : "start" }, box);
+      label.textContent = "VRRP " + mark.state;
+      svg("title", {}, label).textContent = "VRRP " + mark.state + " at " + clock(new Date(mark.t));
+    });
+    fig.dataset.marks = String(h.ha.length);
+  }
+
+  function renderHistory(h) {
+    var end = h.t.length ? h.t[h.t.length - 1] : Date.now();
+    CHARTS.forEach(function (def) { drawChart(def, h, end); });
+    var minutes = h.t.length * h.step_ms / 60000;
+    $("history-note").textContent = "every " + h.step_ms / 1000 + " s \u00b7 " +
+      (minutes < 15 ? (minutes < 1 ? Math.round(minutes * 60) + " s" : minutes.toFixed(1) + " min") +
+                      " kept so far, up to 15 min" : "15 min") + " \u00b7 VRRP state changes are marked";
+    document.body.dataset.historyPoints = String(h.t.length);
+  }
+
   function render(s) {
     var t = performance.now();
     var dt = prev ? (t - prev.t) / 1000 : 0;
@@ -280,18 +436,26 @@
     busy = true;
     var ctl = new AbortController();
     var abort = setTimeout(function () { ctl.abort(); }, 5000);
-    fetch("/api/status", { headers: authHeaders(), cache: "no-store", credentials: "same-origin",
+    function get(path) {
+      return fetch(path, { headers: authHeaders(), cache: "no-store", credentials: "same-origin",
                            signal: ctl.signal })
-      .then(function (r) {
-        if (r.status === 401 || r.status === 403) {
-          throw { auth: true, message: getToken() ? "the admin API refused the token (HTTP " + r.status + ")"
-                                                  : "the admin API needs a token (HTTP " + r.status + ")" };
-        }
-        if (!r.ok) { throw { message: "HTTP " + r.status + " from /api/status" }; }
-        return r.json();
-      })
+        .then(function (r) {
+          if (r.status === 401 || r.status === 403) {
+            throw { auth: true, message: getToken() ? "the admin API refused the token (HTTP " + r.status + ")"
+                                                    : "the admin API needs a token (HTTP " + r.status + ")" };
+          }
+          if (!r.ok) { throw { message: "HTTP " + r.status + " from " + path }; }
+          return r.json();
+        });
+    }
+    // One after the other: a refused token is learned from the first.
+    get("/api/status")
       .then(function (s) {
-        render(s);
+        return get("/api/history").then(function (history) { return [s, history]; });
+      })
+      .then(function (both) {
+        render(both[0]);
+        renderHistory(both[1]);
         updates += 1;
         lastOk = new Date();
         document.body.dataset.updates = String(updates);
