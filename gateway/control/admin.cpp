@@ -112,6 +112,13 @@ std::string servers_json(const admin_state& a) {
 
 namespace {
 
+/// What the status shows that changes without a reload.
+void refresh_status(admin_state& state) {
+    state.status.worker_restarts = state.worker_restarts;
+    state.status.vrrp_state = state.vrrp.enabled ? state.vrrp.state : "unknown";
+    state.status.workers = state.worker_slots;
+}
+
 /// The runtime API: GET /api/servers, POST /api/servers/NAME/drain|enable.
 http::response<http::string_body> api(const http::request<http::empty_body>& req, admin_state& a) {
     const config::snapshot& cfg = *a.cfg;
@@ -325,10 +332,16 @@ net::awaitable<void> serve_admin_connection(tcp_socket socket, admin_state& stat
         res.body() = render_metrics(state);
     } else if (target == "/api/status") {
         res.set(http::field::content_type, "application/json");
-        state.status.worker_restarts = state.worker_restarts;
-        state.status.vrrp_state = state.vrrp.enabled ? state.vrrp.state : "unknown";
-        state.status.workers = state.worker_slots;
+        refresh_status(state);
         res.body() = status_json(*state.cfg, state.shared, state.slots, state.status);
+    } else if (target == "/status/tables") {
+        res.set(http::field::content_type, "text/html; charset=utf-8");
+        res.set("Content-Security-Policy", status_tables_csp());
+        res.set("X-Content-Type-Options", "nosniff");
+        res.set(http::field::cache_control, "no-store");
+        refresh_status(state);
+        res.body() =
+            status_tables_html(*state.cfg, state.shared, state.slots, state.status, std::chrono::system_clock::now());
     } else if (target == "/api/history") {
         res.set(http::field::content_type, "application/json");
         std::vector<metrics_history::named_slot> servers;

@@ -5,9 +5,11 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <cctype>
 #include <concepts>
 #include <cstdio>
 #include <ctime>
+#include <initializer_list>
 #include <stdexcept>
 #include <type_traits>
 
@@ -278,87 +280,180 @@ std::string_view status_page_csp() {
     return csp;
 }
 
-std::string status_json(const config::snapshot& cfg, const shared_block& shared, const slot_map& slots,
-                        const status_extra& extra, std::chrono::system_clock::time_point now) {
-    const std::int64_t now_unix = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+namespace {
+
+// ---------------------------------------------------------------------------
+// What the status shows, read once from the configuration and the shared
+// counters; written out as the JSON the page polls, or as the tables of the
+// page without JavaScript.
+// ---------------------------------------------------------------------------
+
+struct protocol_view {
+    const char* protocol;
+    std::uint64_t open, total, requests;
+};
+
+struct server_view {
+    std::string name, address;
+    unsigned port = 0, weight = 0;
+    const char* state = "up";
+    bool healthy = true, drained = false;
+    std::int64_t ejected_ms = 0;
+    std::uint64_t active = 0, requests = 0, failures = 0;
+    std::int32_t last_check = 0;
+    std::uint64_t checks_passed = 0, checks_failed = 0;
+};
+
+struct pool_view {
+    std::string name, balance;
+    std::uint64_t queue = 0, queue_timeouts = 0, rate_limited = 0;
+    const config::health_check* health = nullptr;
+    std::vector<server_view> servers;
+};
+
+struct status_view {
+    status_view(const config::snapshot& c, const status_extra& e) : cfg(c), extra(e) {}
+    const config::snapshot& cfg;
+    const status_extra& extra;
+    std::int64_t now_unix = 0;
+    std::int64_t uptime_s = 0;
+    unsigned workers = 0;
+    std::uint64_t open = 0, total = 0, tunnels = 0, tunnels_total = 0, requests = 0;
+    protocol_view protocols[2] = {};
+    std::uint64_t responses[6] = {};
+    std::uint64_t full = 0, resumed = 0, failed = 0;
+    std::vector<pool_view> pools;
+};
+
+status_view collect(const config::snapshot& cfg, const shared_block& shared, const slot_map& slots,
+                    const status_extra& extra, std::chrono::system_clock::time_point now) {
+    status_view v(cfg, extra);
+    v.now_unix = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+    v.uptime_s = extra.started_unix > 0 ? std::max<std::int64_t>(0, v.now_unix - extra.started_unix) : 0;
     const mono_ns mono = mono_now();
-    const unsigned workers = std::min<unsigned>(extra.workers, max_workers);
+    v.workers = std::min<unsigned>(extra.workers, max_workers);
     auto sum = [&](auto member) {
         std::uint64_t total = 0;
-        for (unsigned w = 0; w < workers; ++w) {
+        for (unsigned w = 0; w < v.workers; ++w) {
             total += (shared.workers[w].*member).load(std::memory_order_relaxed);
         }
         return total;
     };
-
-    json_writer j;
-    j.begin_object();
-    j.field("site", cfg.site);
-    j.field("version", RAMPART_VERSION);
-    j.field("generation", extra.generation);
-    j.field("last_reload", extra.last_reload);
-    j.field("uptime_s", extra.started_unix > 0 ? std::max<std::int64_t>(0, now_unix - extra.started_unix) : 0);
-    j.field("vrrp_state", extra.vrrp_state);
-    j.field("workers", workers);
-    j.field("worker_restarts", extra.worker_restarts);
-
-    j.key("connections").begin_object();
-    j.field("open", sum(&worker_counters::connections_active));
-    j.field("total", sum(&worker_counters::connections_total));
-    j.field("tunnels", sum(&worker_counters::tunnels_active));
-    j.field("tunnels_total", sum(&worker_counters::tunnels_total));
-    j.end_object();
-    j.field("requests_total", sum(&worker_counters::requests_total));
+    v.open = sum(&worker_counters::connections_active);
+    v.total = sum(&worker_counters::connections_total);
+    v.tunnels = sum(&worker_counters::tunnels_active);
+    v.tunnels_total = sum(&worker_counters::tunnels_total);
+    v.requests = sum(&worker_counters::requests_total);
     // Connections per protocol: h2 is what ALPN chose; http/1.1 is every
     // other connection (HTTP/1.0 clients, the port-80 redirect, handshakes
     // in progress).
-    {
-        const auto open = sum(&worker_counters::connections_active);
-        const auto total = sum(&worker_counters::connections_total);
-        const auto requests = sum(&worker_counters::requests_total);
-        const auto h2_open = std::min(open, sum(&worker_counters::h2_connections_active));
-        const auto h2_total = std::min(total, sum(&worker_counters::h2_connections_total));
-        const auto h2_requests = std::min(requests, sum(&worker_counters::h2_requests_total));
-        j.key("protocols").begin_array();
-        j.begin_object()
-            .field("protocol", "h2")
-            .field("open", h2_open)
-            .field("total", h2_total)
-            .field("requests", h2_requests)
-            .end_object();
-        j.begin_object()
-            .field("protocol", "http/1.1")
-            .field("open", open - h2_open)
-            .field("total", total - h2_total)
-            .field("requests", requests - h2_requests)
-            .end_object();
-        j.end_array();
-    }
-    j.key("responses").begin_object();
+    const auto h2_open = std::min(v.open, sum(&worker_counters::h2_connections_active));
+    const auto h2_total = std::min(v.total, sum(&worker_counters::h2_connections_total));
+    const auto h2_requests = std::min(v.requests, sum(&worker_counters::h2_requests_total));
+    v.protocols[0] = {"h2", h2_open, h2_total, h2_requests};
+    v.protocols[1] = {"http/1.1", v.open - h2_open, v.total - h2_total, v.requests - h2_requests};
     for (unsigned c = 1; c <= 5; ++c) {
-        std::uint64_t total = 0;
-        for (unsigned w = 0; w < workers; ++w) {
-            total += shared.workers[w].responses_by_class[c].load(std::memory_order_relaxed);
+        for (unsigned w = 0; w < v.workers; ++w) {
+            v.responses[c] += shared.workers[w].responses_by_class[c].load(std::memory_order_relaxed);
         }
-        j.field(std::to_string(c) + "xx", total);
     }
-    j.end_object();
-    j.key("handshakes").begin_object();
-    j.field("full", sum(&worker_counters::handshakes_full));
-    j.field("resumed", sum(&worker_counters::handshakes_resumed));
-    j.field("failed", sum(&worker_counters::handshake_failures));
-    j.end_object();
+    v.full = sum(&worker_counters::handshakes_full);
+    v.resumed = sum(&worker_counters::handshakes_resumed);
+    v.failed = sum(&worker_counters::handshake_failures);
 
-    j.key("pools").begin_array();
     for (std::size_t p = 0; p < cfg.gw.pools.size() && p < max_pools; ++p) {
         const config::pool& pool = cfg.gw.pools[p];
         const pool_state& ps = shared.pools[slots.pools.empty() ? p : slots.pools[p]];
+        pool_view pv;
+        pv.name = pool.name;
+        pv.balance = config::to_string(pool.algorithm);
+        pv.queue = ps.queued.load(std::memory_order_relaxed);
+        pv.queue_timeouts = ps.queue_timeouts.load(std::memory_order_relaxed);
+        pv.rate_limited = ps.rate_limited.load(std::memory_order_relaxed);
+        pv.health = pool.health ? &*pool.health : nullptr;
+        for (const config::pool_member& m : pool.members) {
+            const config::server* srv = cfg.find_server(m.name);
+            if (srv == nullptr) {
+                continue; // validated configs never get here
+            }
+            const auto index = static_cast<std::size_t>(srv - cfg.servers.data());
+            if (index >= max_servers) {
+                continue;
+            }
+            const server_health& s = shared.servers[slots.servers.empty() ? index : slots.servers[index]];
+            const mono_ns until = s.ejected_until();
+            server_view sv;
+            sv.name = srv->name;
+            sv.address = m.address.host;
+            sv.port = m.address.port;
+            // A weight set through the runtime API wins over the configured one.
+            sv.weight = s.weight() != 0 ? static_cast<unsigned>(s.weight()) : m.weight;
+            sv.state = server_state_name(s, mono);
+            sv.healthy = s.healthy();
+            sv.drained = s.drained();
+            sv.ejected_ms = until > mono ? (until - mono) / 1'000'000 : 0;
+            sv.active = s.active();
+            sv.requests = s.requests();
+            sv.failures = s.failures();
+            sv.last_check = s.last_check();
+            sv.checks_passed = s.checks_passed();
+            sv.checks_failed = s.checks_failed();
+            pv.servers.push_back(std::move(sv));
+        }
+        v.pools.push_back(std::move(pv));
+    }
+    return v;
+}
+
+std::string to_json(const status_view& v) {
+    const status_extra& extra = v.extra;
+    json_writer j;
+    j.begin_object();
+    j.field("site", v.cfg.site);
+    j.field("version", RAMPART_VERSION);
+    j.field("generation", extra.generation);
+    j.field("last_reload", extra.last_reload);
+    j.field("uptime_s", v.uptime_s);
+    j.field("vrrp_state", extra.vrrp_state);
+    j.field("workers", v.workers);
+    j.field("worker_restarts", extra.worker_restarts);
+
+    j.key("connections").begin_object();
+    j.field("open", v.open);
+    j.field("total", v.total);
+    j.field("tunnels", v.tunnels);
+    j.field("tunnels_total", v.tunnels_total);
+    j.end_object();
+    j.field("requests_total", v.requests);
+    j.key("protocols").begin_array();
+    for (const protocol_view& p : v.protocols) {
+        j.begin_object()
+            .field("protocol", p.protocol)
+            .field("open", p.open)
+            .field("total", p.total)
+            .field("requests", p.requests)
+            .end_object();
+    }
+    j.end_array();
+    j.key("responses").begin_object();
+    for (unsigned c = 1; c <= 5; ++c) {
+        j.field(std::to_string(c) + "xx", v.responses[c]);
+    }
+    j.end_object();
+    j.key("handshakes").begin_object();
+    j.field("full", v.full);
+    j.field("resumed", v.resumed);
+    j.field("failed", v.failed);
+    j.end_object();
+
+    j.key("pools").begin_array();
+    for (const pool_view& pool : v.pools) {
         j.begin_object();
         j.field("name", pool.name);
-        j.field("balance", config::to_string(pool.algorithm));
-        j.field("queue", ps.queued.load(std::memory_order_relaxed));
-        j.field("queue_timeouts", ps.queue_timeouts.load(std::memory_order_relaxed));
-        j.field("rate_limited", ps.rate_limited.load(std::memory_order_relaxed));
+        j.field("balance", pool.balance);
+        j.field("queue", pool.queue);
+        j.field("queue_timeouts", pool.queue_timeouts);
+        j.field("rate_limited", pool.rate_limited);
         j.key("health");
         if (pool.health) {
             j.begin_object();
@@ -372,33 +467,22 @@ std::string status_json(const config::snapshot& cfg, const shared_block& shared,
             j.null();
         }
         j.key("servers").begin_array();
-        for (const config::pool_member& m : pool.members) {
-            const config::server* srv = cfg.find_server(m.name);
-            if (srv == nullptr) {
-                continue; // validated configs never get here
-            }
-            const auto index = static_cast<std::size_t>(srv - cfg.servers.data());
-            if (index >= max_servers) {
-                continue;
-            }
-            const server_health& s = shared.servers[slots.servers.empty() ? index : slots.servers[index]];
-            const mono_ns until = s.ejected_until();
+        for (const server_view& s : pool.servers) {
             j.begin_object();
-            j.field("name", srv->name);
-            j.field("address", m.address.host);
-            j.field("port", static_cast<unsigned>(m.address.port));
-            // A weight set through the runtime API wins over the configured one.
-            j.field("weight", s.weight() != 0 ? static_cast<unsigned>(s.weight()) : m.weight);
-            j.field("state", server_state_name(s, mono));
-            j.field("healthy", s.healthy());
-            j.field("drained", s.drained());
-            j.field("ejected_ms", until > mono ? (until - mono) / 1'000'000 : 0);
-            j.field("active", s.active());
-            j.field("requests", s.requests());
-            j.field("failures", s.failures());
-            j.field("last_check", s.last_check());
-            j.field("checks_passed", s.checks_passed());
-            j.field("checks_failed", s.checks_failed());
+            j.field("name", s.name);
+            j.field("address", s.address);
+            j.field("port", s.port);
+            j.field("weight", s.weight);
+            j.field("state", s.state);
+            j.field("healthy", s.healthy);
+            j.field("drained", s.drained);
+            j.field("ejected_ms", s.ejected_ms);
+            j.field("active", s.active);
+            j.field("requests", s.requests);
+            j.field("failures", s.failures);
+            j.field("last_check", s.last_check);
+            j.field("checks_passed", s.checks_passed);
+            j.field("checks_failed", s.checks_failed);
             j.end_object();
         }
         j.end_array();
@@ -417,12 +501,188 @@ std::string status_json(const config::snapshot& cfg, const shared_block& shared,
         }
         j.end_array();
         j.field("not_after", iso8601_utc(c.not_after_unix));
-        j.field("days_left", days_between(now_unix, c.not_after_unix));
+        j.field("days_left", days_between(v.now_unix, c.not_after_unix));
         j.end_object();
     }
     j.end_array();
     j.end_object();
     return j.take();
+}
+
+/// `text` as HTML text or attribute content (invalid UTF-8 replaced).
+std::string html(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    for (std::size_t i = 0; i < text.size();) {
+        const unsigned char c = static_cast<unsigned char>(text[i]);
+        const std::size_t len = c >= 0x80 ? utf8_sequence(text, i) : 1;
+        if (len == 0) {
+            out += "\xef\xbf\xbd";
+            ++i;
+            continue;
+        }
+        switch (c) {
+        case '&':
+            out += "&amp;";
+            break;
+        case '<':
+            out += "&lt;";
+            break;
+        case '>':
+            out += "&gt;";
+            break;
+        case '"':
+            out += "&quot;";
+            break;
+        case '\'':
+            out += "&#39;";
+            break;
+        default:
+            out.append(text.substr(i, len));
+        }
+        i += len;
+    }
+    return out;
+}
+
+constexpr std::string_view tables_style =
+    "body{font:14px/1.4 system-ui,sans-serif;margin:16px 24px;color:#1d2430}"
+    "table{border-collapse:collapse;margin:6px 0 18px}th,td{border:1px solid #dde2ea;padding:4px 10px;"
+    "text-align:left}td.num{text-align:right}th{background:#f4f6f9}h1{font-size:20px}h2{font-size:16px}";
+
+std::string to_html(const status_view& v) {
+    const status_extra& extra = v.extra;
+    std::string o;
+    o.reserve(4096);
+    auto cell = [&](std::string_view text, bool num = false) {
+        o += num ? "<td class=\"num\">" : "<td>";
+        o += html(text);
+        o += "</td>";
+    };
+    auto number = [&](std::uint64_t n) { cell(std::to_string(n), true); };
+    auto head = [&](std::initializer_list<std::string_view> names) {
+        o += "<tr>";
+        for (const auto n : names) {
+            o += "<th>";
+            o += n;
+            o += "</th>";
+        }
+        o += "</tr>";
+    };
+    o += "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+         "<meta http-equiv=\"refresh\" content=\"10\"><meta name=\"referrer\" content=\"no-referrer\">"
+         "<title>Rampart status (tables) \xc2\xb7 ";
+    o += html(v.cfg.site);
+    o += "</title><style>";
+    o += tables_style;
+    o += "</style></head><body><h1>Rampart \xc2\xb7 ";
+    o += html(v.cfg.site);
+    o += "</h1><p>The status page without JavaScript: these tables, read again every 10 s. "
+         "<a href=\"/status\">The live page</a> adds charts.</p><table id=\"gateway\">";
+    auto row = [&](std::string_view name, std::string_view value) {
+        o += "<tr><th>";
+        o += name;
+        o += "</th>";
+        cell(value);
+        o += "</tr>";
+    };
+    row("version", RAMPART_VERSION);
+    row("config generation", std::to_string(extra.generation));
+    row("last reload", extra.last_reload);
+    row("uptime", std::to_string(v.uptime_s) + " s");
+    row("VRRP", extra.vrrp_state);
+    row("workers", std::to_string(v.workers) + " (" + std::to_string(extra.worker_restarts) + " restarted)");
+    row("connections open", std::to_string(v.open) + " (" + std::to_string(v.tunnels) + " WebSocket)");
+    row("connections total", std::to_string(v.total));
+    row("requests total", std::to_string(v.requests));
+    row("responses", "1xx " + std::to_string(v.responses[1]) + ", 2xx " + std::to_string(v.responses[2]) + ", 3xx " +
+                         std::to_string(v.responses[3]) + ", 4xx " + std::to_string(v.responses[4]) + ", 5xx " +
+                         std::to_string(v.responses[5]));
+    row("TLS handshakes", "full " + std::to_string(v.full) + ", resumed " + std::to_string(v.resumed) + ", failed " +
+                              std::to_string(v.failed));
+    o += "</table>";
+    for (const pool_view& pool : v.pools) {
+        o += "<h2>Pool ";
+        o += html(pool.name);
+        o += "</h2><p>";
+        o += html(pool.balance);
+        o += ", queue " + std::to_string(pool.queue) + ", " + std::to_string(pool.queue_timeouts) +
+             " queue timeouts, " + std::to_string(pool.rate_limited) + " rate limited</p><table data-pool=\"";
+        o += html(pool.name);
+        o += "\">";
+        head({"Server", "Address", "State", "Weight", "Active", "Requests", "Failures", "Last check", "Checks ok",
+              "Checks failed"});
+        for (const server_view& s : pool.servers) {
+            o += "<tr data-server=\"" + html(s.name) + "\">";
+            cell(s.name);
+            cell(s.address.find(':') != std::string::npos ? "[" + s.address + "]:" + std::to_string(s.port)
+                                                          : s.address + ":" + std::to_string(s.port));
+            std::string state = s.state;
+            std::transform(state.begin(), state.end(), state.begin(), [](unsigned char c) { return std::toupper(c); });
+            if (s.ejected_ms > 0 && std::string_view(s.state) == "ejected") {
+                state += " " + std::to_string((s.ejected_ms + 999) / 1000) + " s";
+            }
+            cell(state);
+            number(s.weight);
+            number(s.active);
+            number(s.requests);
+            number(s.failures);
+            cell(!pool.health        ? "no checks"
+                 : s.last_check == 0 ? "pending"
+                 : s.last_check < 0  ? "no response"
+                                     : "HTTP " + std::to_string(s.last_check));
+            number(s.checks_passed);
+            number(s.checks_failed);
+            o += "</tr>";
+        }
+        o += "</table>";
+    }
+    o += "<h2>Client protocols</h2><table id=\"protocols\">";
+    head({"Protocol", "Connections open", "Connections total", "Requests"});
+    for (const protocol_view& p : v.protocols) {
+        o += "<tr>";
+        cell(p.protocol);
+        number(p.open);
+        number(p.total);
+        number(p.requests);
+        o += "</tr>";
+    }
+    o += "</table><h2>Certificates</h2><table id=\"certs\">";
+    head({"File", "Key", "Names", "Not after", "Days left"});
+    for (const cert_info& c : extra.certificates) {
+        o += "<tr>";
+        cell(c.file);
+        cell(c.key_type);
+        std::string names;
+        for (const std::string& n : c.names) {
+            names += (names.empty() ? "" : ", ") + n;
+        }
+        cell(names);
+        cell(iso8601_utc(c.not_after_unix));
+        const std::int64_t days = days_between(v.now_unix, c.not_after_unix);
+        cell(days < 0 ? "expired" : std::to_string(days), true);
+        o += "</tr>";
+    }
+    o += "</table></body></html>\n";
+    return o;
+}
+
+} // namespace
+
+std::string status_json(const config::snapshot& cfg, const shared_block& shared, const slot_map& slots,
+                        const status_extra& extra, std::chrono::system_clock::time_point now) {
+    return to_json(collect(cfg, shared, slots, extra, now));
+}
+
+std::string status_tables_html(const config::snapshot& cfg, const shared_block& shared, const slot_map& slots,
+                               const status_extra& extra, std::chrono::system_clock::time_point now) {
+    return to_html(collect(cfg, shared, slots, extra, now));
+}
+
+std::string_view status_tables_csp() {
+    static const std::string csp = "default-src 'none'; style-src " + csp_hash(tables_style) +
+                                   "; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+    return csp;
 }
 
 std::string status_json(const config::snapshot& cfg, const shared_block& shared, const slot_map& slots,

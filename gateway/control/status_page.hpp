@@ -57,6 +57,15 @@ std::string_view status_page_csp();
 std::string status_json(const config::snapshot& cfg, const shared_block& shared, const slot_map& slots,
                         const status_extra& extra, std::chrono::system_clock::time_point now);
 
+/// GET /status/tables: the status page's tables as plain HTML, no script,
+/// read again by the browser every 10 s (<meta http-equiv="refresh">): for a
+/// browser without JavaScript (the page's <noscript> links to it).
+std::string status_tables_html(const config::snapshot& cfg, const shared_block& shared, const slot_map& slots,
+                               const status_extra& extra, std::chrono::system_clock::time_point now);
+
+/// The Content-Security-Policy of /status/tables: its one style block, nothing else.
+std::string_view status_tables_csp();
+
 /// The JSON of GET /api/status, now.
 std::string status_json(const config::snapshot& cfg, const shared_block& shared, const slot_map& slots,
                         const status_extra& extra);

@@ -286,6 +286,30 @@ def test_site_over_h2_in_chromium_and_the_protocol_table():
             f"protocols: {protocols}")
 
 
+def test_tables_without_javascript():
+    """With JavaScript off, /status says so and links to /status/tables: the same tables as
+    plain HTML (no script), served under its own CSP and read again every 10 s."""
+    page = S["browser"].new_page()
+    page.send("Emulation.setScriptExecutionDisabled", {"value": True})
+    page.navigate(S["base"] + "/status")
+    link = page.evaluate("(() => { const a = document.querySelector('a[href=\"/status/tables\"]'); "
+                         "return a ? a.getBoundingClientRect().height : -1; })()")
+    h.check(isinstance(link, (int, float)) and link > 0, f"no visible link to /status/tables with JavaScript off: {link!r}")
+    page.navigate(S["base"] + "/status/tables")
+    rows = page.evaluate("""[...document.querySelectorAll('table[data-pool="app"] tr[data-server]')]
+                            .map(tr => [...tr.cells].map(td => td.textContent))""")
+    h.check([r[0] for r in rows] == ["app1", "app2"] and all(r[2] == "UP" for r in rows), f"server rows: {rows}")
+    text = page.evaluate("document.body.innerText")
+    for needle in (h.SITE, "config generation", "ecdsa.pem", "rsa.pem", "http/1.1", "HTTP 200"):
+        h.check(needle in text, f"{needle!r} not in the tables:\n{text}")
+    status, headers, body = _get("/status/tables")
+    h.check(status == 200 and headers.get("Content-Type") == "text/html; charset=utf-8", f"{status} {headers}")
+    csp = headers.get("Content-Security-Policy", "")
+    h.check("default-src 'none'" in csp and "script-src" not in csp and "<script" not in body, f"CSP {csp}")
+    h.check('http-equiv="refresh" content="10"' in body and headers.get("Cache-Control") == "no-store",
+            f"refresh/caching: {headers}")
+
+
 def _history(base):
     with urllib.request.urlopen(base + "/api/history", timeout=30) as r:
         h.check(r.status == 200 and r.headers.get("Content-Type") == "application/json", f"/api/history: {r.status}")

@@ -369,3 +369,40 @@ TEST_CASE("status page: self-contained, and the CSP allows exactly its script an
     CHECK(html.find("Authorization") != std::string_view::npos);
     CHECK(html.find("sessionStorage") != std::string_view::npos);
 }
+
+TEST_CASE("status tables: the page's tables without script, escaped, under their own CSP", "[unit][gateway][status]") {
+    auto cfg = small_config();
+    auto block = std::make_unique<gateway::shared_block>();
+    block->workers[0].requests_total = 42;
+    block->workers[0].responses_by_class[5] = 3;
+    block->servers[0].on_check(false, 503, 1, 1, gateway::mono_now());
+    block->servers[1].drain();
+    status_extra extra;
+    extra.workers = 2;
+    extra.vrrp_state = "BACKUP";
+    extra.certificates.push_back(
+        {"/etc/rampart/<script>alert(1)</script>&\"x'.pem", "RSA", {"caf\xc3\xa9.example"}, 86400 * 20});
+    const std::string html = gateway::status_tables_html(*cfg, *block, {}, extra, at(86400 * 3 + 1));
+    CHECK(html.starts_with("<!DOCTYPE html>"));
+    CHECK(html.find("<meta http-equiv=\"refresh\" content=\"10\">") != std::string::npos);
+    CHECK(html.find("<script") == std::string::npos); // no script of its own, and none smuggled in
+    CHECK(html.find("/etc/rampart/&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;x&#39;.pem") != std::string::npos);
+    CHECK(html.find("caf\xc3\xa9.example") != std::string::npos);
+    CHECK(html.find("<tr data-server=\"app1\"><td>app1</td><td>192.0.2.21:8080</td><td>DOWN</td>") !=
+          std::string::npos);
+    CHECK(html.find("<tr data-server=\"app2\"><td>app2</td><td>[2001:db8::22]:8081</td><td>DRAINED</td>") !=
+          std::string::npos);
+    CHECK(html.find("<th>requests total</th><td>42</td>") != std::string::npos);
+    CHECK(html.find("5xx 3") != std::string::npos);
+    CHECK(html.find("<th>VRRP</th><td>BACKUP</td>") != std::string::npos);
+    CHECK(html.find("<td class=\"num\">16</td>") != std::string::npos); // days left: 20 - 3 - 1 s, rounded down
+    const std::string_view csp = gateway::status_tables_csp();
+    CHECK(csp.find("style-src 'sha256-" + sha256_base64(between(html, "<style>", "</style>")) + "'") !=
+          std::string_view::npos);
+    CHECK(csp.find("script-src") == std::string_view::npos);
+    CHECK(csp.find("default-src 'none'") != std::string_view::npos);
+    // The live page links to it for browsers without JavaScript.
+    CHECK(gateway::status_page_html().find("<noscript>") != std::string_view::npos);
+    CHECK(between(gateway::status_page_html(), "<noscript>", "</noscript>").find("href=\"/status/tables\"") !=
+          std::string_view::npos);
+}
