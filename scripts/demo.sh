@@ -3,7 +3,8 @@
 #
 # As root: the whole deployment (scripts/deployment_demo.py): network namespaces for a
 # client, gw1 and gw2 (Rampart + keepalived on a VRRP VIP), app1 and app2 (the sample app),
-# db1 and db2 (listeners on 3306), every server's firewall applied from the one deployment
+# db1 and db2 (MariaDB, primary and replica; www.foobar.com's app on app1 and app2 writes each
+# visit to db1 and reads the count from db2), every server's firewall applied from the one deployment
 # file; the client fetches https://www.foobar.com through the VIP while the MASTER goes down
 # and the backup takes over. Without root (or where namespaces are unavailable): Rampart
 # on loopback, round robin across two sample app servers.

@@ -9,17 +9,20 @@ config/examples/foobar.yaml; a unique name prefix per run):
     client  192.0.2.100  curl https://www.foobar.com, resolved to the VIP
     gw1     192.0.2.11   rampart serve + keepalived (priority 150)   } a VRRP pair on the
     gw2     192.0.2.12   rampart serve + keepalived (priority 100)   } VIP 192.0.2.10
-    app1    192.0.2.21   the sample app (tests/support/backend.py) on :8080
-    app2    192.0.2.22   the sample app on :8080
-    db1     192.0.2.31   a listener on :3306 standing for the MySQL primary
-    db2     192.0.2.32   a listener on :3306 standing for the replica
+    app1    192.0.2.21   www.foobar.com's app (tests/support/foobar_app.py) on :8080
+    app2    192.0.2.22   the same app on :8080
+    db1     192.0.2.31   MariaDB, the primary, on :3306 (the app writes each visit here)
+    db2     192.0.2.32   MariaDB, its replica (binary-log replication), on :3306 (the app reads here)
 
 One deployment file for every host (servers and roles, gateway, firewall, ha). Each server's
 firewall is applied from it (``rampart firewall apply --host NAME``), the keepalived.conf of each
 gateway is rendered from it (``rampart ha render``), then one connect per flow shows the firewall
-roles (the client cannot reach the databases; app servers can), and the client fetches
-https://www.foobar.com through the VIP while the demo takes the MASTER down (default: power off,
-i.e. link down and rampart + keepalived SIGKILL) and shows the backup taking over.
+roles (the client cannot reach the databases; app servers can), real MySQL logins show them for
+the database tier (an app logs in; the client and a gateway are dropped, with the nftables counter
+that dropped them) and replication runs through db1's firewall, and the client fetches
+https://www.foobar.com through the VIP (each fetch writes a visit to the primary and reads the
+count from the replica) while the demo takes the MASTER down (default: power off, i.e. link down
+and rampart + keepalived SIGKILL) and shows the backup taking over.
 
 Without --requests it fetches once a second until Ctrl-C (at most an hour): the MASTER goes down
 after 5 fetches, comes back 8 fetches after the takeover (as BACKUP: no preemption). With
@@ -27,8 +30,8 @@ after 5 fetches, comes back 8 fetches after the takeover (as BACKUP: no preempti
 that probe the failover), then exit 0 if every fetch but the probes was answered through the
 expected gateway (the MASTER before the fault, the backup after it), 1 otherwise.
 
-Exit 77 with ``SKIP: ...`` when this machine cannot run it (not root, no ip netns, no keepalived
-or nft): demo.sh then runs the loopback demo. Everything is torn down on exit, also on failure
+Exit 77 with ``SKIP: ...`` when this machine cannot run it (not root, no ip netns, no keepalived,
+nft or MariaDB): demo.sh then runs the loopback demo. Everything is torn down on exit, also on failure
 and Ctrl-C; only processes started here are stopped, by PID.
 """
 
@@ -47,6 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 import ha_lab  # noqa: E402
+import mariadb  # noqa: E402
 import netns  # noqa: E402
 
 HOSTS = {**ha_lab.HOSTS, **ha_lab.DB_HOSTS}
@@ -68,12 +72,23 @@ def say(msg: str = "") -> None:
     print(msg, flush=True)
 
 
+def drop_counter(lab: ha_lab.HaLab, host: str) -> int:
+    """Packets counted by the 'default drop' rule of the host's table inet rampart."""
+    r = lab.lab.exec(host, ["nft", "list", "chain", "inet", "rampart", "input"], timeout=30)
+    for line in r.stdout.splitlines():
+        if '"default drop"' in line and "counter packets" in line:
+            words = line.split()
+            return int(words[words.index("packets") + 1])
+    return 0
+
+
 class Demo:
     def __init__(self, args) -> None:
         self.args = args
         self.lab = ha_lab.HaLab("rdemo", args.rampart, hosts=HOSTS, http_port=80, firewall=FIREWALL, log=say)
         self.down: set[str] = set()     # gateways taken down by the demo
         self.fetches = 0
+        self.visits = "?"               # the X-Visits of the last answer
 
     # -- set-up -------------------------------------------------------------------
 
@@ -91,10 +106,10 @@ class Demo:
         say("   client  192.0.2.100   curl https://www.foobar.com (resolved to the VIP)")
         say("   gw1     192.0.2.11    gateway: rampart + keepalived, priority 150   VIP 192.0.2.10")
         say("   gw2     192.0.2.12    gateway: rampart + keepalived, priority 100")
-        say("   app1    192.0.2.21    app: the sample app on :8080")
-        say("   app2    192.0.2.22    app: the sample app on :8080")
-        say("   db1     192.0.2.31    db-primary: a listener on :3306 (stands for MySQL)")
-        say("   db2     192.0.2.32    db-replica: a listener on :3306")
+        say("   app1    192.0.2.21    app: www.foobar.com's app on :8080 (visits: write db1, read db2)")
+        say("   app2    192.0.2.22    app: the same app on :8080")
+        say("   db1     192.0.2.31    db-primary: MariaDB on :3306")
+        say("   db2     192.0.2.32    db-replica: MariaDB on :3306, replicating db1")
         say()
         say(f"One deployment file for every host ({config}; RAMPART_KEEP_TMP=1 keeps it); rampart check:")
         r = subprocess.run([lab.bin, "check", "-c", config], capture_output=True, text=True, timeout=30)
@@ -113,9 +128,12 @@ class Demo:
                 f"input policy drop")
         say()
 
-        lab.start_apps()
-        lab.start_dbs()
-        say("Services: app1, app2 answer on :8080; db1, db2 accept on :3306")
+        t0 = time.monotonic()
+        lab.start_databases()
+        say(f"Databases: mariadbd on db1 (primary) and db2 (replica), replication started, schema "
+            f"foobar.visits and the app user made on db1 and replicated to db2 ({time.monotonic() - t0:.1f} s)")
+        lab.start_apps(site=True)
+        say("Services: app1, app2 answer on :8080; GET /health there fails when a database does not answer")
         say("HA: rampart ha render --node gw1|gw2 -> keepalived.conf (keepalived --config-test: ok); "
             "starting rampart serve and keepalived on both gateways")
         lab.start_pair()
@@ -159,6 +177,33 @@ class Demo:
         say()
         return ok
 
+    def database_proof(self) -> bool:
+        """Real MySQL logins per flow, the counter of db1's default drop, and replication's state."""
+        lab = self.lab
+        say("Database tier, real MySQL logins as the app user (mariadb client, 2 s to connect):")
+        ok = True
+        for src, db, allowed, why in (("app1", "db1", True, "app -> primary"),
+                                      ("app2", "db2", True, "app -> replica (reads)"),
+                                      ("client", "db1", False, "the client has no business with the database"),
+                                      ("gw1", "db1", False, "nor has a gateway")):
+            before = drop_counter(lab, db)
+            logged_in, said = lab.mysql_login(src, db, timeout=2)
+            dropped = drop_counter(lab, db) - before
+            good = logged_in == allowed and (allowed or dropped > 0)
+            ok &= good
+            last = said.splitlines()[-1][:64].strip() if said else ""
+            what = f"logged in, {said} visits" if logged_in else f"no login ({last})"
+            extra = "" if allowed else f"; db1's 'default drop' counted {dropped} packets" if db == "db1" else ""
+            say(f"   {src:<6} -> {db}  {what}{extra}   {'ok' if good else 'UNEXPECTED'}   ({why})")
+        st = mariadb.replica_status(lab.databases["db2"])
+        running = st.get("Slave_IO_Running") == "Yes" and st.get("Slave_SQL_Running") == "Yes"
+        ok &= running
+        say(f"   db2 SHOW SLAVE STATUS: Slave_IO_Running: {st.get('Slave_IO_Running')}, Slave_SQL_Running: "
+            f"{st.get('Slave_SQL_Running')}, Master_Host: {st.get('Master_Host')} (through db1's firewall)   "
+            f"{'ok' if running else 'UNEXPECTED'}")
+        say()
+        return ok
+
     # -- fetching -------------------------------------------------------------------
 
     def serving(self) -> str:
@@ -175,7 +220,8 @@ class Demo:
         return "+".join(now) if now else "nobody"
 
     def curl(self, url: str, *extra: str, max_time: float = 2.0, connect_timeout: float = 1.0):
-        """curl in the client namespace: (exit code, status, X-Backend, Location, seconds, error)."""
+        """curl in the client namespace: (exit code, status, X-Backend, Location, seconds, error);
+        the X-Visits header, when there is one, goes to self.visits."""
         port = 80 if url.startswith("http:") else 443
         argv = ["curl", "-sS", "-o", "/dev/null", "-D", "-", "--max-time", str(max_time),
                 "--connect-timeout", str(connect_timeout), "--resolve", f"www.foobar.com:{port}:{self.lab.vip}",
@@ -193,6 +239,8 @@ class Demo:
                 status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
             elif low.startswith("x-backend:"):
                 backend = line.split(":", 1)[1].strip()
+            elif low.startswith("x-visits:"):
+                self.visits = line.split(":", 1)[1].strip()
             elif low.startswith("location:"):
                 location = line.split(":", 1)[1].strip()
             elif line.startswith("time="):
@@ -209,7 +257,8 @@ class Demo:
         via = self.serving()
         ok = rc == 0 and status == 200
         if ok:
-            say(f"   fetch {n:<3} {status}  answered by {backend:<4}  via {via:<4}  {took * 1000:4.0f} ms{label}")
+            say(f"   fetch {n:<3} {status}  answered by {backend:<4}  via {via:<4}  {took * 1000:4.0f} ms  "
+                f"visits {self.visits:>4} (on the replica){label}")
         else:
             say(f"   fetch {n:<3} ---  failed: {err or f'curl exit {rc}, status {status}'}{label}")
         return ok, backend, via
@@ -352,6 +401,10 @@ def main() -> int:
     if shutil.which("curl") is None:
         print("SKIP: curl not found", flush=True)
         return 77
+    reason = mariadb.skip_reason()
+    if reason:
+        print(f"SKIP: {reason}", flush=True)
+        return 77
 
     netns.install_signal_handlers()
     demo = Demo(args)
@@ -359,6 +412,7 @@ def main() -> int:
     try:
         demo.build()
         firewall_ok = demo.firewall_proof()
+        firewall_ok &= demo.database_proof()
         rc = demo.run_requests(args.requests) if args.requests else demo.run_forever()
         if not firewall_ok:
             say("demo: a firewall flow was not what the roles say")

@@ -28,6 +28,9 @@ packages=(
   # monitoring/: promtool tests the alert rules; test_monitoring.py runs a
   # real Prometheus (its own, on loopback) against a real gateway
   prometheus
+  # the seed's database tier, real (tests/support/mariadb.py): MariaDB primary and replica in the
+  # demo's and the tests' namespaces, each with its own data directory; PyMySQL for the site's app
+  mariadb-server mariadb-client python3-pymysql
 )
 packages+=("$@")
 
@@ -47,8 +50,11 @@ if ((${#missing[@]})); then
   # Only prometheus's binaries are wanted (the tests start their own, on
   # loopback): the service its package starts under systemd is stopped and
   # disabled, when this run installed it.
-  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null &&
-    systemctl is-enabled --quiet prometheus 2>/dev/null; then
-    systemctl disable --now prometheus >/dev/null 2>&1 || true
-  fi
+  # The same for mariadb: the demo and the tests start their own servers.
+  for service in prometheus:prometheus mariadb-server:mariadb; do
+    if [[ " ${missing[*]} " == *" ${service%%:*} "* ]] && command -v systemctl >/dev/null &&
+      systemctl is-enabled --quiet "${service#*:}" 2>/dev/null; then
+      systemctl disable --now "${service#*:}" >/dev/null 2>&1 || true
+    fi
+  done
 fi

@@ -6,8 +6,10 @@ assertions), bench/ha/failover_bench.py and scripts/deployment_demo.py, as a reu
 one namespace per host on one bridge (tests/support/netns.py), TEST-NET addresses only, the
 real ``rampart serve`` and the real keepalived on each gateway with the keepalived.conf that
 ``rampart ha render`` writes from the one deployment file, the sample app
-(tests/support/backend.py) on the app servers, and optionally database stand-ins (TCP listeners
-on 3306) and every server's firewall (``rampart firewall apply --host NAME``).
+(tests/support/backend.py) on the app servers, optionally the seed's database tier (either TCP
+listeners on 3306 standing in for it, or real MariaDB: db1 the primary, db2 its replica, with
+www.foobar.com's application tests/support/foobar_app.py on the app servers) and every server's
+firewall (``rampart firewall apply --host NAME``).
 
     lab = HaLab("rhab", rampart_bin, hosts=HOSTS)
     lab.up(); lab.configure(advert_int="1s"); lab.start_apps(); lab.start_pair()
@@ -47,6 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
+import mariadb  # noqa: E402
 import netns  # noqa: E402
 
 GATEWAYS = ("gw1", "gw2")
@@ -58,6 +61,7 @@ HOSTS = {
     "app2": "192.0.2.22",
 }
 DB_HOSTS = {"db1": "192.0.2.31", "db2": "192.0.2.32"}
+SITE_APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "foobar_app.py")
 ROLES = {"gw1": "gateway", "gw2": "gateway", "app1": "app", "app2": "app", "db1": "db-primary",
          "db2": "db-replica"}
 VIP = "192.0.2.10"
@@ -164,6 +168,8 @@ class HaLab:
         self.keepalived: dict[str, h.Process] = {}
         self.backends: dict[str, h.Backend] = {}
         self.db_listeners: netns.TcpListeners | None = None
+        self.databases: dict[str, mariadb.MariaDB] = {}
+        self.site_apps: dict[str, h.Process] = {}
         self.config: str | None = None
         self.conf: dict[str, str] = {}
         self.advert_int: str | None = None
@@ -288,7 +294,19 @@ class HaLab:
 
     # -- processes ----------------------------------------------------------------
 
-    def start_apps(self) -> None:
+    def start_apps(self, site: bool = False) -> None:
+        """The sample app on every app server; with `site`, www.foobar.com's application on the
+        databases of start_databases() (which must run first)."""
+        if site:
+            for app in self.apps:
+                p = h.Process(self.lab.argv(app, [sys.executable, SITE_APP, "--name", app, "--port", self.app_port,
+                                                  "--host", self.hosts[app], "--primary", self.hosts["db1"],
+                                                  "--replica", self.hosts["db2"], "--db-port", self.db_port,
+                                                  "--password-file", self.app_db_secret]), f"site-app-{app}")
+                p.start()
+                p.wait_output("ready\n", timeout=h.READY_TIMEOUT_S)
+                self.site_apps[app] = p
+            return
         for app in self.apps:
             backend = h.Backend(app, port=self.app_port, host=self.hosts[app])
             backend.process.argv = self.lab.argv(app, backend.process.argv)
@@ -302,6 +320,32 @@ class HaLab:
         for db in self.dbs:
             self.db_listeners.listen(self.lab, db, self.db_port)
         self.db_listeners.start()
+
+    def start_databases(self) -> None:
+        """MariaDB (tests/support/mariadb.py): db1 the primary, db2 its replica through binary-log
+        replication, the site's schema and the app servers' user, all replicated. Raises with the
+        server's log when one cannot start; mariadb.skip_reason() says beforehand whether it can."""
+        self.app_db_secret = self.tmp / "app-db.secret"
+        self.app_db_secret.write_text(os.urandom(16).hex() + "\n")
+        os.chmod(self.app_db_secret, 0o600)
+        primary = mariadb.MariaDB(self.lab, "db1", self.tmp, server_id=1, port=self.db_port)
+        replica = mariadb.MariaDB(self.lab, "db2", self.tmp, server_id=2, port=self.db_port)
+        self.databases = {"db1": primary, "db2": replica}
+        primary.install().start(primary=True)
+        replica.install().start(primary=False)
+        mariadb.replicate(primary, replica, os.urandom(16).hex())
+        mariadb.create_site(primary, [self.hosts[a] for a in self.apps], self.app_db_secret.read_text().strip())
+        mariadb.wait_replicated(primary, replica)
+
+    def mysql_login(self, host: str, db: str, timeout: float = 3.0) -> tuple[bool, str]:
+        """A real MySQL login as the app user from `host`'s namespace to `db` (the mariadb client,
+        `timeout` to connect): (logged in and counted the visits, what the client said)."""
+        argv = ["mariadb", "--no-defaults", f"--connect-timeout={int(timeout)}", "-h", self.hosts[db],
+                "-P", str(self.db_port), "-u", mariadb.APP_USER, "-N", "-B", "-e",
+                f"SELECT COUNT(*) FROM {mariadb.SITE_DB}.visits"]
+        env = {**os.environ, "MYSQL_PWD": self.app_db_secret.read_text().strip()}
+        r = self.lab.exec(host, argv, timeout=timeout + 15, env=env)
+        return r.returncode == 0, (r.stdout.strip() or r.stderr.strip())
 
     def start_rampart(self, gw: str) -> h.Process:
         p = h.Process(self.lab.argv(gw, [self.bin, "serve", "-c", self.config]), f"rampart-{gw}")
@@ -477,11 +521,16 @@ class HaLab:
 
     def fetch(self, path: str = "/") -> tuple[int, str]:
         """(status or 0, X-Backend) of one HTTPS GET through the VIP, new connection, short timeouts."""
-        try:
-            r, _, _ = self._get(path, CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S)
-        except (OSError, ssl.SSLError):
-            return 0, ""
+        r = self.get(path)
         return (r.status, r.header("X-Backend") or "") if r else (0, "")
+
+    def get(self, path: str = "/") -> "h.Response | None":
+        """One HTTPS GET through the VIP from the client namespace (new connection, short
+        timeouts): the response, or None when there was none."""
+        try:
+            return self._get(path, CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S)[0]
+        except (OSError, ssl.SSLError):
+            return None
 
     def tls_get(self, session: ssl.SSLSession | None = None,
                 timeout: float = 5.0) -> tuple[int, ssl.SSLSession | None, bool]:
@@ -697,6 +746,16 @@ class HaLab:
                 backend.process.stop(timeout=5)
             except h.ProcessError as e:
                 problems.append(str(e))
+        for app in self.site_apps.values():
+            try:
+                app.stop(timeout=5)
+            except h.ProcessError as e:
+                problems.append(str(e))
+        for db in self.databases.values():
+            try:
+                db.stop()
+            except Exception as e:  # noqa: BLE001 (removing the namespaces matters more)
+                problems.append(f"stopping mariadbd on {db.host}: {e}")
         if self.db_listeners is not None:
             self.db_listeners.close()
         if self.lab is not None:
