@@ -99,6 +99,17 @@ void checker::check_gateway(const field& f, snapshot& s) {
         check_access_log(*a, gw.access_log_settings);
     }
     optional_value(*m, "log_level", gw.error_log_level, [&](const field& l) { return one_of(l, log_level_names); });
+    bool trusted_failed = false;
+    if (const auto t = m->get("trusted_proxies")) {
+        const std::size_t errors_before = error_count_;
+        gw.trusted_proxies = network_list(*t);
+        trusted_failed = error_count_ != errors_before; // said once, where it is wrong
+    }
+    if (gw.listen.proxy_protocol && gw.trusted_proxies.empty() && !trusted_failed) {
+        const auto l = m->get("listen");
+        fail(l->node["proxy_protocol"].Mark(), l->path + ".proxy_protocol",
+             "needs gateway.trusted_proxies: the networks of the balancers allowed to send the header");
+    }
     if (https && gw.tls_settings.certificates.empty() && !tls_failed) {
         fail(*https, "an https listener needs at least one certificate in gateway.tls.certificates");
     }
@@ -118,6 +129,12 @@ void checker::check_listen(const field& f, listeners& out, std::optional<field>&
     };
     std::vector<bound> seen;
     for (const auto& [key, lf] : m->entries) {
+        if (key == "proxy_protocol") {
+            if (const auto b = boolean(lf)) {
+                out.proxy_protocol = *b;
+            }
+            continue;
+        }
         auto ep = endpoint_value(lf);
         if (!ep) {
             continue;

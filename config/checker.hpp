@@ -92,11 +92,11 @@ inline constexpr std::array ha_node_keys{"priority"sv, "interface"sv, "keepalive
 inline constexpr std::array ha_health_keys{"interval"sv, "require_backend"sv, "weight"sv, "track_process"sv};
 inline constexpr std::array server_keys{"address"sv, "role"sv, "port"sv, "weight"sv};
 inline constexpr std::array gateway_keys{
-    "listen"sv,     "workers"sv,  "user"sv,  "seccomp"sv,          "tls"sv,
-    "h2"sv,         "hsts"sv,     "pools"sv, "default_pool"sv,     "routes"sv,
-    "timeouts"sv,   "limits"sv,   "abuse"sv, "security_headers"sv, "admin_token_file"sv,
-    "access_log"sv, "log_level"sv};
-inline constexpr std::array listen_keys{"https"sv, "http"sv, "admin"sv};
+    "listen"sv,     "workers"sv,   "user"sv,           "seccomp"sv,          "tls"sv,
+    "h2"sv,         "hsts"sv,      "pools"sv,          "default_pool"sv,     "routes"sv,
+    "timeouts"sv,   "limits"sv,    "abuse"sv,          "security_headers"sv, "admin_token_file"sv,
+    "access_log"sv, "log_level"sv, "trusted_proxies"sv};
+inline constexpr std::array listen_keys{"https"sv, "http"sv, "admin"sv, "proxy_protocol"sv};
 inline constexpr std::array tls_keys{"certificates"sv, "session_tickets"sv, "ticket_rotation"sv, "alpn"sv};
 inline constexpr std::array h2_keys{"max_concurrent_streams"sv, "initial_window"sv, "max_frame_size"sv,
                                     "header_table_size"sv};

@@ -168,6 +168,9 @@ struct listeners {
     std::optional<endpoint> https;
     std::optional<endpoint> http;  ///< plain HTTP: answers 301 to https
     std::optional<endpoint> admin; ///< admin listener (health, metrics)
+    /// The https and http listeners expect a PROXY protocol header (v1 or
+    /// v2) first, from a peer in gateway.trusted_proxies only.
+    bool proxy_protocol = false;
 };
 
 struct timeouts {
@@ -283,6 +286,9 @@ struct gateway {
     };
     access_log access_log_settings;
     log_level error_log_level = log_level::info; ///< RAMPART_LOG overrides it
+    /// Peers whose word on the client's address is taken: the PROXY protocol
+    /// header they send. Never pushed into the firewall's blocklist.
+    std::vector<network> trusted_proxies;
 };
 
 /// One `firewall.extra_rules` item: open `port` on hosts of `role` to `from`.

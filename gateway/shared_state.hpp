@@ -83,6 +83,10 @@ struct alignas(64) worker_counters {
     std::atomic<std::uint64_t> h2_requests_total{0};          ///< of requests_total, those over h2
     std::atomic<std::uint64_t> h2_abuse[h2_abuse_counters]{}; ///< connections closed for abuse, by h2_abuse kind
     std::atomic<std::uint64_t> h2_idle_releases{0};           ///< idle h2 connections' pages handed back to the kernel
+    std::atomic<std::uint64_t> proxy_headers{0};              ///< PROXY headers that named a client
+    std::atomic<std::uint64_t> proxy_header_errors{0}; ///< connections closed for a missing or broken PROXY header
+    std::atomic<std::uint64_t> proxy_refused{0};       ///< connections refused: PROXY listener, peer not trusted
+    std::atomic<std::uint64_t> requests_blocked{0};    ///< 403s to clients blocked at layer 7
 };
 
 /// One client address in the shared client table: open connections, a
@@ -95,6 +99,10 @@ struct client_slot {
     std::atomic<std::uint32_t> violations{0}; ///< since the master last looked
     std::atomic<std::uint64_t> bucket{0};     ///< token bucket: ms stamp << 32 | milli-tokens; 0 = full
     std::atomic<mono_ns> last_seen{0};
+    /// Blocked at layer 7 until then (403 to every request): a client behind
+    /// a trusted proxy, whose packets the firewall cannot tell apart.
+    std::atomic<mono_ns> blocked_until{0};
+    std::atomic<std::uint32_t> via_proxy{0}; ///< 1: its address came from a PROXY header
 };
 
 constexpr std::size_t max_servers = 1024;
@@ -121,6 +129,7 @@ struct shared_block {
     std::atomic<std::uint64_t> abuse_violations{0};
     std::atomic<std::uint64_t> firewall_blocks{0}; ///< addresses pushed to the blocklist (master)
     std::atomic<std::uint64_t> firewall_block_errors{0};
+    std::atomic<std::uint64_t> l7_blocks{0};           ///< clients behind a trusted proxy blocked at layer 7 (master)
     std::atomic<std::uint64_t> client_table_full{0};   ///< lookups that found no slot
     std::atomic<std::uint32_t> access_log_mid_line{0}; ///< the access log file ends inside a line (access_log.hpp)
     client_slot clients[client_slots];

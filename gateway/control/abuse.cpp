@@ -37,6 +37,9 @@ void abuse_guard::set_config(config::snapshot_ptr cfg) {
     if (cfg_->fw) {
         allow_.insert(allow_.end(), cfg_->fw->admin_networks.begin(), cfg_->fw->admin_networks.end());
     }
+    // A trusted proxy carries everybody's traffic: never blocked itself (its
+    // clients are, at layer 7).
+    allow_.insert(allow_.end(), cfg_->gw.trusted_proxies.begin(), cfg_->gw.trusted_proxies.end());
 }
 
 bool abuse_guard::allowed(const client_address& a) const {
@@ -64,6 +67,7 @@ std::vector<std::string> abuse_guard::sweep(mono_ns now) {
     }
     const mono_ns idle_limit = used > client_slots / 2 ? slot_idle_crowded : slot_idle;
     std::vector<std::string> offenders;
+    std::vector<std::string> behind_proxies; ///< blocked at layer 7 instead
     for (std::size_t i = 0; i < client_slots; ++i) {
         client_slot& s = shared_.clients[i];
         window_entry& w = windows_[i];
@@ -102,16 +106,28 @@ std::vector<std::string> abuse_guard::sweep(mono_ns now) {
             in_window = 0;
             client_address a{s.addr_hi.load(std::memory_order_relaxed), s.addr_lo.load(std::memory_order_relaxed)};
             if (!allowed(a)) {
-                offenders.push_back(a.to_string());
+                if (s.via_proxy.load(std::memory_order_relaxed) != 0) {
+                    // Its packets come from the proxy: the firewall would
+                    // block everybody behind it. The workers answer 403.
+                    if (settings.block) {
+                        s.blocked_until.store(now + to_ns(settings.block_for), std::memory_order_relaxed);
+                    }
+                    behind_proxies.push_back(a.to_string());
+                } else {
+                    offenders.push_back(a.to_string());
+                }
             }
         }
         if (in_window == 0 && s.connections.load(std::memory_order_relaxed) == 0 &&
             s.violations.load(std::memory_order_relaxed) == 0 &&
+            s.blocked_until.load(std::memory_order_relaxed) <= now &&
             now - s.last_seen.load(std::memory_order_relaxed) > idle_limit) {
             // Free the slot. A worker racing with this may count one
             // connection or token into a slot just freed: the limits are
             // approximate for that instant, never stuck.
             s.bucket.store(0, std::memory_order_relaxed);
+            s.blocked_until.store(0, std::memory_order_relaxed);
+            s.via_proxy.store(0, std::memory_order_relaxed);
             s.key.compare_exchange_strong(key, 0, std::memory_order_acq_rel);
         }
     }
@@ -125,7 +141,23 @@ std::vector<std::string> abuse_guard::sweep(mono_ns now) {
             }
         }
     }
-    return settings.block ? offenders : std::vector<std::string>{};
+    for (const auto& a : behind_proxies) {
+        if (settings.block) {
+            log(log_level::warn, "blocked client " + a + " at layer 7 (403, it comes through a trusted proxy) for " +
+                                     std::to_string(settings.block_for.count() / 1000) + " s (" +
+                                     std::to_string(settings.threshold) + "+ violations within " +
+                                     std::to_string(settings.window.count() / 1000) + " s)");
+        } else {
+            log(log_level::warn, "client " + a + " (through a trusted proxy) reached " +
+                                     std::to_string(settings.threshold) + " violations (blocking is off)");
+        }
+    }
+    if (settings.block) {
+        shared_.l7_blocks.fetch_add(behind_proxies.size(), std::memory_order_relaxed);
+        offenders.insert(offenders.end(), behind_proxies.begin(), behind_proxies.end());
+        return offenders;
+    }
+    return {};
 }
 
 void abuse_guard::block(const std::vector<std::string>& addresses) {

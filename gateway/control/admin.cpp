@@ -590,6 +590,12 @@ std::string render_metrics(const admin_state& a) {
         << '\n';
     out << "rampart_connections_refused_total{limit=\"descriptors\"} "
         << sum(&worker_counters::connections_refused_descriptors) << '\n';
+    metric(out, "rampart_proxy_protocol_total", "counter",
+           "Connections on a PROXY-protocol listener, by result: a header named the client; the header was missing, "
+           "broken or late (closed); the peer is not in gateway.trusted_proxies (refused).");
+    out << "rampart_proxy_protocol_total{result=\"client\"} " << sum(&worker_counters::proxy_headers) << '\n';
+    out << "rampart_proxy_protocol_total{result=\"bad_header\"} " << sum(&worker_counters::proxy_header_errors) << '\n';
+    out << "rampart_proxy_protocol_total{result=\"untrusted_peer\"} " << sum(&worker_counters::proxy_refused) << '\n';
     metric(out, "rampart_requests_rejected_total", "counter",
            "Requests refused as malformed or too slow, before any backend.");
     out << "rampart_requests_rejected_total " << sum(&worker_counters::requests_rejected) << '\n';
@@ -603,6 +609,12 @@ std::string render_metrics(const admin_state& a) {
     metric(out, "rampart_client_table_full_total", "counter",
            "Per-client lookups that found no free slot (that client went unlimited for the moment).");
     out << "rampart_client_table_full_total " << shared.client_table_full.load() << '\n';
+    metric(out, "rampart_l7_blocks_total", "counter",
+           "Clients behind a trusted proxy blocked at layer 7 (403 to every request) instead of in the firewall.");
+    out << "rampart_l7_blocks_total " << shared.l7_blocks.load() << '\n';
+    metric(out, "rampart_requests_blocked_total", "counter",
+           "Requests answered 403: their client is blocked at layer 7.");
+    out << "rampart_requests_blocked_total " << sum(&worker_counters::requests_blocked) << '\n';
     metric(out, "rampart_firewall_block_errors_total", "counter", "Blocklist updates the kernel refused.");
     out << "rampart_firewall_block_errors_total " << shared.firewall_block_errors.load() << '\n';
     auto histogram = [&](const char* name, const char* help, latency_histogram worker_counters::*member) {

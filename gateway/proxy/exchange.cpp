@@ -101,6 +101,15 @@ net::awaitable<exchange_end> exchange::serve() {
         log_refused(facts_.client.address, http::status::bad_request, "a WebSocket upgrade that breaks RFC 6455 4.1");
         co_return co_await reject(http::status::bad_request);
     }
+    if (const client_slot* slot = conn_.admitted().slot; slot != nullptr) {
+        // Blocked for abuse behind a trusted proxy (the firewall would block the proxy).
+        const mono_ns blocked = slot->blocked_until.load(std::memory_order_relaxed);
+        if (blocked != 0 && blocked > mono_now()) {
+            w_.counters.requests_blocked.fetch_add(1, std::memory_order_relaxed);
+            log_refused(facts_.client.address, http::status::forbidden, "client blocked for abuse (layer 7)");
+            co_return co_await reject(http::status::forbidden);
+        }
+    }
     rewrite_request(req.base(), facts_.client, w_.cfg->site);
     req.set("X-Request-Id", request_id_);
 

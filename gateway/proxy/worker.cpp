@@ -2,13 +2,17 @@
 
 #include "gateway/log.hpp"
 #include "gateway/proxy/client_connection.hpp"
+#include "gateway/proxy/proxy_protocol.hpp"
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <csignal>
+#include <span>
 #include <vector>
 
 namespace rampart::gateway {
@@ -212,7 +216,7 @@ net::awaitable<void> worker::sweep_upstreams() {
 // TLS work is paid for. A refused connection is closed at once; one over the
 // per-client cap also counts as a violation (a slowloris flood from one
 // source ends in the blocklist).
-std::optional<admission> worker::admit(const tcp::endpoint& peer) {
+std::optional<admission> worker::admit(const tcp::endpoint& peer, bool proxied) {
     const auto& limits = ctx_.cfg->gw.limits_settings;
     admission a;
     const auto address = peer.address();
@@ -228,6 +232,10 @@ std::optional<admission> worker::admit(const tcp::endpoint& peer) {
     }
     const mono_ns now = mono_now();
     a.slot = find_client(ctx_.shared, a.address, scope_connections, now);
+    if (a.slot != nullptr && proxied) {
+        // The master then blocks it at layer 7, not in the firewall.
+        a.slot->via_proxy.store(1, std::memory_order_relaxed);
+    }
     if (a.slot != nullptr && limits.max_connections_per_client != 0 &&
         a.slot->connections.load(std::memory_order_relaxed) >= limits.max_connections_per_client) {
         ctx_.counters.connections_refused_client.fetch_add(1, std::memory_order_relaxed);
@@ -286,26 +294,141 @@ net::awaitable<void> worker::accept_loop(tcp_acceptor& acceptor, bool tls) {
             co_await backoff.async_wait(use_tuple);
             continue;
         }
-        auto admitted = admit(peer);
-        if (!admitted) {
-            error_code ignored;
-            socket.close(ignored);
+        if (ctx_.cfg->gw.listen.proxy_protocol) {
+            if (!trusted_proxy(peer)) {
+                // Only a trusted balancer may say whose connection it is.
+                ctx_.counters.proxy_refused.fetch_add(1, std::memory_order_relaxed);
+                error_code ignored;
+                socket.close(ignored);
+                continue;
+            }
+            net::co_spawn(io_, accept_proxied(tcp_socket(std::move(socket)), peer, tls),
+                          log_failure{"PROXY header read failed: "});
             continue;
         }
-        error_code ignored;
-        socket.set_option(tcp::no_delay(true), ignored);
-        // Setting up a connection can fail only for want of memory or
-        // descriptors: that connection is dropped, the worker goes on.
-        try {
-            if (tls) {
-                start_tls_connection(ctx_, tcp_socket(std::move(socket)), *admitted);
-            } else {
-                start_redirect_connection(ctx_, tcp_socket(std::move(socket)), *admitted);
-            }
-        } catch (const std::exception& e) {
-            log(log_level::warn, std::string("cannot start a connection: ") + e.what());
-        }
+        start(tcp_socket(std::move(socket)), peer, tls);
     }
+}
+
+void worker::start(tcp_socket socket, const tcp::endpoint& client, bool tls, bool proxied) {
+    auto admitted = admit(client, proxied);
+    error_code ignored;
+    if (!admitted) {
+        socket.close(ignored);
+        return;
+    }
+    socket.set_option(tcp::no_delay(true), ignored);
+    // Setting up a connection can fail only for want of memory or
+    // descriptors: that connection is dropped, the worker goes on.
+    try {
+        if (tls) {
+            start_tls_connection(ctx_, std::move(socket), *admitted);
+        } else {
+            start_redirect_connection(ctx_, std::move(socket), *admitted);
+        }
+    } catch (const std::exception& e) {
+        log(log_level::warn, std::string("cannot start a connection: ") + e.what());
+    }
+}
+
+bool worker::trusted_proxy(const tcp::endpoint& peer) const {
+    const auto address = peer.address();
+    const auto v6 = address.is_v6() ? address.to_v6() : net::ip::make_address_v6(net::ip::v4_mapped, address.to_v4());
+    const auto bytes = v6.to_bytes();
+    unsigned char raw[16];
+    std::copy(bytes.begin(), bytes.end(), raw);
+    const client_address a = client_address::from_bytes(raw);
+    const auto& trusted = ctx_.cfg->gw.trusted_proxies;
+    return std::any_of(trusted.begin(), trusted.end(), [&](const config::network& n) { return a.in(n); });
+}
+
+// The PROXY header is read without reading past it: what follows is the
+// client's (a TLS ClientHello). The bytes are looked at with MSG_PEEK; while
+// the header is incomplete, every byte seen belongs to it and is taken, so
+// the next wait is for new bytes; once it is complete, exactly the rest of
+// it is taken.
+namespace {
+
+/// What accept_proxied() reads the header into (off the coroutine frame).
+struct proxy_header_read {
+    unsigned char bytes[proxy_protocol::max_header];
+    std::size_t have = 0;
+    proxy_protocol::result result;
+    const char* failure = nullptr;
+
+    /// One look at the socket after it became readable: false when done
+    /// (a whole header, or `failure` set).
+    bool step(int fd) {
+        const ssize_t n = ::recv(fd, bytes + have, sizeof bytes - have, MSG_PEEK);
+        if (n <= 0) {
+            if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+                return true;
+            }
+            failure = "the connection closed before its PROXY header ended";
+            return false;
+        }
+        result = proxy_protocol::parse(std::span<const unsigned char>(bytes, have + static_cast<std::size_t>(n)));
+        if (result.what == proxy_protocol::outcome::invalid) {
+            failure = result.error.data();
+            return false;
+        }
+        const bool whole = result.what == proxy_protocol::outcome::header;
+        const std::size_t take = whole ? result.length - have : static_cast<std::size_t>(n);
+        if (::recv(fd, bytes + have, take, 0) != static_cast<ssize_t>(take)) {
+            failure = "the PROXY header could not be read";
+            return false;
+        }
+        have += take;
+        if (!whole && have == sizeof bytes) {
+            failure = "a PROXY header longer than its limit";
+            return false;
+        }
+        return !whole;
+    }
+};
+
+} // namespace
+
+net::awaitable<void> worker::accept_proxied(tcp_socket socket, tcp::endpoint peer, bool tls) {
+    auto read = std::make_unique<proxy_header_read>();
+    auto alive = std::make_shared<bool>(true);
+    net::steady_timer deadline(io_);
+    deadline.expires_after(ctx_.cfg->gw.timeouts_settings.handshake);
+    deadline.async_wait([alive, &socket](const error_code& ec) {
+        if (!ec && *alive) {
+            error_code ignored;
+            socket.cancel(ignored);
+        }
+    });
+    bool more = true;
+    for (int round = 0; round < 64 && more; ++round) {
+        auto [ec] = co_await socket.async_wait(tcp::socket::wait_read);
+        if (ec) {
+            read->failure = ec == net::error::operation_aborted ? "no whole PROXY header within the handshake timeout"
+                                                                : "the connection failed before its PROXY header";
+            break;
+        }
+        more = read->step(socket.native_handle());
+    }
+    *alive = false;
+    deadline.cancel();
+    const proxy_protocol::result& r = read->result;
+    if (read->failure == nullptr && r.what != proxy_protocol::outcome::header) {
+        read->failure = "a PROXY header sent in too many pieces";
+    }
+    if (read->failure != nullptr) {
+        ctx_.counters.proxy_header_errors.fetch_add(1, std::memory_order_relaxed);
+        log(log_level::debug, "connection from " + peer.address().to_string() + " refused: " + read->failure);
+        error_code ignored;
+        socket.close(ignored);
+        co_return;
+    }
+    tcp::endpoint client = peer;
+    if (!r.local) {
+        client = tcp::endpoint(net::ip::make_address(r.source.to_string()), r.source_port);
+        ctx_.counters.proxy_headers.fetch_add(1, std::memory_order_relaxed);
+    }
+    start(std::move(socket), client, tls, !r.local);
 }
 
 } // namespace rampart::gateway

@@ -86,7 +86,14 @@ public:
 private:
     void begin_drain();
     net::awaitable<void> accept_loop(tcp_acceptor& acceptor, bool tls);
-    std::optional<admission> admit(const tcp::endpoint& peer);
+    /// Admits and starts an accepted connection (TLS or the port-80 redirect).
+    void start(tcp_socket socket, const tcp::endpoint& client, bool tls, bool proxied = false);
+    /// gateway.listen.proxy_protocol: reads the PROXY header a trusted
+    /// balancer sends first (exactly its bytes, within the handshake
+    /// timeout), then start()s the connection as the client it names.
+    net::awaitable<void> accept_proxied(tcp_socket socket, tcp::endpoint peer, bool tls);
+    bool trusted_proxy(const tcp::endpoint& peer) const;
+    std::optional<admission> admit(const tcp::endpoint& peer, bool proxied);
     bool refuse_one(tcp_acceptor& acceptor);
     net::awaitable<void> drain_deadline();
     net::awaitable<void> sweep_upstreams();

@@ -216,3 +216,26 @@ TEST_CASE("access log and log level mistakes are named with their positions", "[
     CHECK(only_error(minimal + "  acces_log: off\n") ==
           "config.yaml:7:3: gateway.acces_log: unknown key, did you mean 'access_log'?");
 }
+
+TEST_CASE("trusted proxies and the PROXY protocol", "[unit][config]") {
+    const std::string listen =
+        "site: www.foobar.com\nservers:\n  app1: { address: 192.0.2.21, role: app, port: 8080 }\n"
+        "gateway:\n  listen: { http: \"127.0.0.1:8080\", proxy_protocol: true }\n"
+        "  pools: { app: { servers: [app1] } }\n";
+    const auto ok = load_ok(listen + "  trusted_proxies: [192.0.2.50/32, \"2001:db8:1::/48\"]\n");
+    CHECK(ok->gw.listen.proxy_protocol);
+    REQUIRE(ok->gw.trusted_proxies.size() == 2);
+    CHECK(ok->gw.trusted_proxies[0].to_string() == "192.0.2.50/32");
+    CHECK(ok->gw.trusted_proxies[1].to_string() == "2001:db8:1::/48");
+    CHECK_FALSE(load_ok(minimal)->gw.listen.proxy_protocol);
+    CHECK(load_ok(minimal)->gw.trusted_proxies.empty());
+    // Whom to believe must be said: a PROXY header from anyone would let anyone choose its address.
+    CHECK(only_error(listen) == "config.yaml:5:53: gateway.listen.proxy_protocol: needs gateway.trusted_proxies: the "
+                                "networks of the balancers allowed to send the header");
+    CHECK_THAT(only_error(listen + "  trusted_proxies: [192.0.2.500/32]\n"),
+               Contains("config.yaml:7:21: gateway.trusted_proxies[0]: expected a network"));
+    CHECK_THAT(only_error(listen + "  trusted_proxies: 192.0.2.50/32\n"), Contains("config.yaml:7:20: "));
+    std::string maybe = listen;
+    maybe.replace(maybe.find("true"), 4, "maybe");
+    CHECK_THAT(only_error(maybe), Contains("config.yaml:5:53: gateway.listen.proxy_protocol: expected"));
+}

@@ -192,3 +192,39 @@ TEST_CASE("abuse guard counts a refused block and keeps going", "[unit][gateway]
     CHECK(block->firewall_block_errors.load() == 1);
     CHECK(block->firewall_blocks.load() == 0);
 }
+
+TEST_CASE("abuse guard: a client behind a trusted proxy is blocked at layer 7, the proxy never",
+          "[unit][gateway][abuse]") {
+    auto block = std::make_unique<gateway::shared_block>();
+    std::vector<std::string> in_firewall;
+    auto cfg = std::make_shared<config::snapshot>(*abuse_config(3, {}));
+    cfg->gw.trusted_proxies.push_back(net("203.0.113.50/32"));
+    cfg->gw.abuse_settings.block_for = std::chrono::hours(1); // longer than a slot's ten idle minutes
+    gateway::abuse_guard guard(cfg, *block, [&](const std::vector<std::string>& a, std::chrono::milliseconds) {
+        in_firewall.insert(in_firewall.end(), a.begin(), a.end());
+    });
+    const mono_ns t0 = 100 * sec;
+    guard.sweep(t0);
+    // A client whose address came in a PROXY header (the worker marks its slot).
+    auto* behind = gateway::find_client(*block, client_address::parse("198.51.100.77"), gateway::scope_connections, t0);
+    REQUIRE(behind != nullptr);
+    behind->via_proxy.store(1);
+    for (int i = 0; i < 3; ++i) {
+        gateway::count_violation(*block, client_address::parse("198.51.100.77"), t0);
+        gateway::count_violation(*block, client_address::parse("203.0.113.50"), t0); // the proxy itself
+        gateway::count_violation(*block, client_address::parse("203.0.113.9"), t0);  // a direct client
+    }
+    CHECK(guard.sweep(t0 + sec) == std::vector<std::string>{"203.0.113.9", "198.51.100.77"});
+    CHECK(in_firewall == std::vector<std::string>{"203.0.113.9"}); // never the proxy, never who is behind it
+    CHECK(block->l7_blocks.load() == 1);
+    CHECK(block->firewall_blocks.load() == 1);
+    CHECK(behind->blocked_until.load() == t0 + sec + 3600 * sec);
+    // The slot is kept while blocked, however idle, and cleaned when freed.
+    guard.sweep(t0 + 50 * 60 * sec);
+    CHECK(behind->key.load() != 0);
+    CHECK(behind->blocked_until.load() == t0 + sec + 3600 * sec);
+    guard.sweep(t0 + 62 * 60 * sec);
+    CHECK(behind->key.load() == 0); // freed once the block ended (and it was idle)
+    CHECK(behind->blocked_until.load() == 0);
+    CHECK(behind->via_proxy.load() == 0);
+}
