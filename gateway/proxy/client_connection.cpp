@@ -50,7 +50,7 @@ public:
 private:
     // The address is read before the socket moves into the TLS stream.
     tls_connection(worker_context& w, tcp_socket&& socket, admission a, std::string address)
-        : http1_connection(w, a, connection_facts{client_info{std::move(address), true}}, std::move(socket),
+        : http1_connection(w, a, connection_facts{client_info{std::move(address), true, {}}}, std::move(socket),
                            w.tls_context) {}
 
     net::awaitable<void> run(std::shared_ptr<tls_connection> self) {

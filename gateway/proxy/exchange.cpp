@@ -87,7 +87,36 @@ private:
 } // namespace
 
 exchange::exchange(worker_context& w, exchange_host& conn, downstream& down, const connection_facts& facts)
-    : w_(w), conn_(conn), down_(down), facts_(facts) {}
+    : w_(w), conn_(conn), down_(down), facts_(facts), client_(facts.client), client_slot_(conn.admitted().slot) {}
+
+void exchange::take_forwarded_client(const http::fields& f) {
+    const auto& trusted = w_.cfg->gw.trusted_proxies;
+    const client_address& peer = conn_.admitted().address;
+    if (trusted.empty() ||
+        std::none_of(trusted.begin(), trusted.end(), [&](const config::network& n) { return peer.in(n); })) {
+        return;
+    }
+    client_.via = facts_.client.address;
+    const std::string who = client_from_forwarded_for(f, trusted);
+    if (who.empty()) {
+        return; // the proxy's own request (a health check), or a chain not to be believed
+    }
+    client_.address = who;
+    forwarded_ = client_address::parse(who);
+    client_slot* slot = find_client(w_.shared, *forwarded_, scope_connections, mono_now());
+    if (slot != nullptr) {
+        slot->via_proxy.store(1, std::memory_order_relaxed); // blocked at layer 7, never in the firewall
+    }
+    client_slot_ = slot;
+}
+
+void exchange::violation() {
+    if (forwarded_) {
+        count_violation(w_.shared, *forwarded_, mono_now());
+    } else {
+        conn_.violation();
+    }
+}
 
 net::awaitable<exchange_end> exchange::serve() {
     auto& req = down_.request();
@@ -97,20 +126,21 @@ net::awaitable<exchange_end> exchange::serve() {
     const bool expect_continue = iequals(req[http::field::expect], "100-continue");
     const upgrade_kind upgrade = classify_upgrade(req.base(), down_.version(),
                                                   !down_.request_done() || down_.request_remaining().value_or(0) > 0);
+    take_forwarded_client(req.base());
     if (upgrade == upgrade_kind::bad) {
-        log_refused(facts_.client.address, http::status::bad_request, "a WebSocket upgrade that breaks RFC 6455 4.1");
+        log_refused(client_.address, http::status::bad_request, "a WebSocket upgrade that breaks RFC 6455 4.1");
         co_return co_await reject(http::status::bad_request);
     }
-    if (const client_slot* slot = conn_.admitted().slot; slot != nullptr) {
+    if (client_slot_ != nullptr) {
         // Blocked for abuse behind a trusted proxy (the firewall would block the proxy).
-        const mono_ns blocked = slot->blocked_until.load(std::memory_order_relaxed);
+        const mono_ns blocked = client_slot_->blocked_until.load(std::memory_order_relaxed);
         if (blocked != 0 && blocked > mono_now()) {
             w_.counters.requests_blocked.fetch_add(1, std::memory_order_relaxed);
-            log_refused(facts_.client.address, http::status::forbidden, "client blocked for abuse (layer 7)");
-            co_return co_await reject(http::status::forbidden);
+            log_refused(client_.address, http::status::forbidden, "client blocked for abuse (layer 7)");
+            co_return co_await reply(http::status::forbidden, true);
         }
     }
-    rewrite_request(req.base(), facts_.client, w_.cfg->site);
+    rewrite_request(req.base(), client_, w_.cfg->site);
     req.set("X-Request-Id", request_id_);
 
     // The path routes are matched in and the app server receives, in
@@ -121,7 +151,7 @@ net::awaitable<exchange_end> exchange::serve() {
         if (!is_normal_path(raw_path)) { // the common case needs no copy
             const auto path = normalise_path(raw_path);
             if (!path) {
-                log_refused(facts_.client.address, http::status::bad_request,
+                log_refused(client_.address, http::status::bad_request,
                             "request path with an encoded '/' or '\\', a control character, a bad escape or a '..' "
                             "above the root");
                 co_return co_await reject(http::status::bad_request);
@@ -152,7 +182,7 @@ net::awaitable<exchange_end> exchange::serve() {
     }
     const config::pool& pool_cfg = w_.cfg->gw.pools[pool];
     if (pool_cfg.rate_limit && !within_rate(pool, *pool_cfg.rate_limit)) {
-        conn_.violation();
+        violation();
         co_return co_await reply(http::status::too_many_requests, false, retry_after(*pool_cfg.rate_limit));
     }
     std::optional<tunnel_slot> tunnel;
@@ -560,7 +590,7 @@ net::awaitable<exchange_end> exchange::refuse(http::status status, bool head_rea
 // violation of the client; the connection closes after the answer.
 net::awaitable<exchange_end> exchange::reject(http::status status) {
     w_.counters.requests_rejected.fetch_add(1, std::memory_order_relaxed);
-    conn_.violation();
+    violation();
     co_return co_await reply(status, true);
 }
 
@@ -602,7 +632,8 @@ net::awaitable<exchange_end> exchange::send(http::response<http::string_body>& r
 // The client's request token bucket for this pool (shared by all workers).
 bool exchange::within_rate(std::size_t pool, const config::rate& r) {
     const mono_ns now = mono_now();
-    client_slot* bucket = find_client(w_.shared, conn_.admitted().address, static_cast<std::uint32_t>(pool), now);
+    client_slot* bucket = find_client(w_.shared, forwarded_ ? *forwarded_ : conn_.admitted().address,
+                                      static_cast<std::uint32_t>(pool), now);
     if (bucket == nullptr || take_token(*bucket, r.per_second(), r.burst, now)) {
         return true;
     }
@@ -653,7 +684,7 @@ void exchange::finish(const http::request_header<>& h) {
     }
     access_record r;
     r.time = wall_;
-    r.client = facts_.client.address;
+    r.client = client_.address;
     r.method = h.method_string();
     r.host = h[http::field::host];
     r.path = h.target();

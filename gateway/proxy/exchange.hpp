@@ -16,6 +16,7 @@
 #include "gateway/proxy/retry_policy.hpp"
 #include "gateway/proxy/upstream.hpp"
 #include "gateway/server_health.hpp"
+#include "gateway/shared_state.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -73,6 +74,11 @@ private:
     net::awaitable<exchange_end> send(http::response<http::string_body>& res, bool close);
     net::awaitable<exchange_end> reject(http::status status);
     bool within_rate(std::size_t pool, const config::rate& r);
+    /// From a trusted proxy: the client it forwards for (X-Forwarded-For)
+    /// becomes this request's client.
+    void take_forwarded_client(const http::fields& f);
+    /// Counts a violation against this request's client.
+    void violation();
     void record_failure(server_health& s, std::size_t server, const config::pool& pc);
     void count_status(unsigned status);
     const std::string& request_id();
@@ -81,6 +87,12 @@ private:
     exchange_host& conn_;
     downstream& down_;
     const connection_facts& facts_;
+    /// This request's client: the connection's peer, or whom a trusted
+    /// proxy forwards for (then `forwarded_` holds it, and `client_slot_`
+    /// is its entry in the client table).
+    client_info client_;
+    std::optional<client_address> forwarded_;
+    const client_slot* client_slot_ = nullptr;
     const config::route* route_ = nullptr; ///< null without routes
     bool head_request_ = false;
     std::string body_prefix_; ///< the request body read before a server was chosen

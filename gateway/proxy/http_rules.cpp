@@ -1,5 +1,7 @@
 #include "gateway/proxy/http_rules.hpp"
 
+#include "gateway/shared_state.hpp"
+
 #include <boost/beast/http/rfc7230.hpp>
 #include <chrono>
 #include <cstring>
@@ -439,6 +441,49 @@ std::string forwarded_value(const client_info& client, std::string_view host) {
     return v;
 }
 
+std::string client_from_forwarded_for(const http::fields& f, const std::vector<config::network>& trusted) {
+    std::vector<std::string_view> chain;
+    const auto fields = f.equal_range("X-Forwarded-For");
+    for (auto it = fields.first; it != fields.second; ++it) {
+        std::string_view v = it->value();
+        while (!v.empty()) {
+            const auto comma = v.find(',');
+            std::string_view item = v.substr(0, comma);
+            while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) {
+                item.remove_prefix(1);
+            }
+            while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) {
+                item.remove_suffix(1);
+            }
+            chain.push_back(item);
+            if (comma == std::string_view::npos) {
+                break;
+            }
+            v.remove_prefix(comma + 1);
+        }
+    }
+    for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+        std::string_view item = *it;
+        if (item.size() > 2 && item.front() == '[' && item.back() == ']') {
+            item = item.substr(1, item.size() - 2); // "[2001:db8::1]"
+        }
+        if (item.empty() || item.size() > 45) {
+            return {};
+        }
+        const std::string text(item);
+        error_code ec;
+        const auto address = net::ip::make_address(text, ec);
+        if (ec || (address.is_v6() && address.to_v6().scope_id() != 0)) {
+            return {};
+        }
+        const client_address a = client_address::parse(address.to_string());
+        if (std::none_of(trusted.begin(), trusted.end(), [&](const config::network& n) { return a.in(n); })) {
+            return a.to_string();
+        }
+    }
+    return {};
+}
+
 void rewrite_request(http::request_header<>& h, const client_info& client, std::string_view default_host) {
     strip_hop_by_hop(h);
     // An HTTP/1.0 request may come without Host; it goes upstream as
@@ -448,13 +493,22 @@ void rewrite_request(http::request_header<>& h, const client_info& client, std::
     }
     h.erase(http::field::expect);
     // Client-supplied forwarding fields are replaced, never appended to: the
-    // gateway is the edge, nothing before it is trusted.
+    // gateway is the edge, nothing before it is trusted. From a trusted
+    // proxy, its X-Forwarded-For chain is kept and the proxy appended.
+    std::string chain;
+    if (!client.via.empty()) {
+        const auto fields = h.equal_range("X-Forwarded-For");
+        for (auto it = fields.first; it != fields.second; ++it) {
+            chain.append(it->value()).append(", ");
+        }
+        chain += client.via;
+    }
     for (auto name : {"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "X-Real-IP"}) {
         h.erase(name);
     }
     h.erase(http::field::forwarded);
     std::string host{h[http::field::host]};
-    h.set("X-Forwarded-For", client.address);
+    h.set("X-Forwarded-For", chain.empty() ? client.address : chain);
     h.set("X-Forwarded-Proto", client.tls ? "https" : "http");
     if (!host.empty()) {
         h.set("X-Forwarded-Host", host);

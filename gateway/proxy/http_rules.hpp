@@ -19,7 +19,18 @@ namespace rampart::gateway {
 struct client_info {
     std::string address; ///< peer IP, no port ("192.0.2.7", "2001:db8::1")
     bool tls = true;
+    /// The request came from a trusted proxy (gateway.trusted_proxies) with
+    /// this address: its X-Forwarded-For chain is kept and this appended.
+    /// "" (the usual): forwarding fields from the client are replaced.
+    std::string via;
 };
+
+/// The client a trusted proxy forwards for: walking the X-Forwarded-For
+/// fields from the right, the first address that is not in `trusted`
+/// (proxies in a chain add themselves on the right). "" when there is no
+/// such field, or an element that is not an IP address comes first (the
+/// chain is not to be believed past it) and no untrusted address was seen.
+std::string client_from_forwarded_for(const http::fields& f, const std::vector<config::network>& trusted);
 
 /// Why a request is refused before it reaches a backend.
 struct rejection {

@@ -111,7 +111,7 @@ class test_connection final : public gw::http1_connection<test_stream> {
 public:
     template <class... StreamArgs>
     test_connection(gw::worker_context& w, run_record& rec, StreamArgs&&... stream_args)
-        : http1_connection(w, gw::admission{}, gw::connection_facts{gw::client_info{"192.0.2.9", true}},
+        : http1_connection(w, gw::admission{}, gw::connection_facts{gw::client_info{"192.0.2.9", true, {}}},
                            std::forward<StreamArgs>(stream_args)...),
           rec_(rec) {}
 

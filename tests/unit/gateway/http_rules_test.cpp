@@ -48,7 +48,7 @@ TEST_CASE("forwarding fields are replaced, not appended", "[unit][gateway][http]
                       {"X-Forwarded-Proto", "http"},
                       {"Forwarded", "for=6.6.6.6"},
                       {"X-Real-IP", "6.6.6.6"}});
-    rewrite_request(h, client_info{"192.0.2.7", true});
+    rewrite_request(h, client_info{"192.0.2.7", true, {}});
     CHECK(h["X-Forwarded-For"] == "192.0.2.7");
     CHECK(h["X-Forwarded-Proto"] == "https");
     CHECK(h["X-Forwarded-Host"] == "www.foobar.com");
@@ -57,8 +57,51 @@ TEST_CASE("forwarding fields are replaced, not appended", "[unit][gateway][http]
     CHECK(h.count("X-Forwarded-For") == 1);
 }
 
+TEST_CASE("from a trusted proxy: the client is the rightmost untrusted address of X-Forwarded-For",
+          "[unit][gateway][http]") {
+    std::vector<rampart::config::network> trusted;
+    for (const char* n : {"203.0.113.0/24", "2001:db8:cd::/48"}) {
+        trusted.push_back(*rampart::config::parse_network(n));
+    }
+    auto client = [&](std::initializer_list<std::pair<const char*, const char*>> fields) {
+        return client_from_forwarded_for(request(fields), trusted);
+    };
+    CHECK(client({{"Host", "a"}}).empty()); // no field: the proxy's own request
+    CHECK(client({{"X-Forwarded-For", "198.51.100.7"}}) == "198.51.100.7");
+    // What the client wrote itself on the left is not believed: the proxies add on the right.
+    CHECK(client({{"X-Forwarded-For", "6.6.6.6, 198.51.100.7, 203.0.113.9"}}) == "198.51.100.7");
+    CHECK(client({{"X-Forwarded-For", "6.6.6.6"}, {"X-Forwarded-For", "198.51.100.7 ,\t203.0.113.9"}}) ==
+          "198.51.100.7");
+    CHECK(client({{"X-Forwarded-For", "2001:db8::7, 2001:db8:cd::1"}}) == "2001:db8::7");
+    CHECK(client({{"X-Forwarded-For", "[2001:db8::7]"}}) == "2001:db8::7");
+    CHECK(client({{"X-Forwarded-For", "::ffff:198.51.100.7"}}) == "198.51.100.7");
+    // Garbage before an untrusted address: the chain is not believed past it.
+    CHECK(client({{"X-Forwarded-For", "198.51.100.7, unknown, 203.0.113.9"}}).empty());
+    CHECK(client({{"X-Forwarded-For", "198.51.100.7:4711"}}).empty());
+    CHECK(client({{"X-Forwarded-For", "fe80::1%eth0"}}).empty());
+    CHECK(client({{"X-Forwarded-For", ""}}).empty());
+    // Only trusted addresses: nobody to name.
+    CHECK(client({{"X-Forwarded-For", "203.0.113.1, 203.0.113.9"}}).empty());
+}
+
+TEST_CASE("from a trusted proxy, X-Forwarded-For is kept and the proxy appended", "[unit][gateway][http]") {
+    auto h = request({{"Host", "www.foobar.com"},
+                      {"X-Forwarded-For", "6.6.6.6, 198.51.100.7"},
+                      {"Forwarded", "for=6.6.6.6"},
+                      {"X-Real-IP", "6.6.6.6"}});
+    rewrite_request(h, client_info{"198.51.100.7", true, "203.0.113.9"});
+    CHECK(h["X-Forwarded-For"] == "6.6.6.6, 198.51.100.7, 203.0.113.9");
+    CHECK(h.count("X-Forwarded-For") == 1);
+    CHECK(h[http::field::forwarded] == "for=198.51.100.7;proto=https;host=\"www.foobar.com\"");
+    CHECK(h.count("X-Real-IP") == 0);
+    // A trusted proxy's own request (no X-Forwarded-For): just the proxy.
+    auto own = request({{"Host", "www.foobar.com"}});
+    rewrite_request(own, client_info{"203.0.113.9", true, "203.0.113.9"});
+    CHECK(own["X-Forwarded-For"] == "203.0.113.9");
+}
+
 TEST_CASE("Forwarded quotes IPv6 clients", "[unit][gateway][http]") {
-    CHECK(forwarded_value(client_info{"2001:db8::1", true}, "a.example") ==
+    CHECK(forwarded_value(client_info{"2001:db8::1", true, {}}, "a.example") ==
           "for=\"[2001:db8::1]\";proto=https;host=\"a.example\"");
 }
 
@@ -71,7 +114,7 @@ TEST_CASE("hop-by-hop fields and the fields Connection names are removed", "[uni
                       {"Upgrade", "websocket"},
                       {"Proxy-Authorization", "Basic x"},
                       {"X-Kept", "yes"}});
-    rewrite_request(h, client_info{"127.0.0.1", true});
+    rewrite_request(h, client_info{"127.0.0.1", true, {}});
     for (auto name : {"X-Secret", "Keep-Alive", "TE", "Upgrade", "Proxy-Authorization"}) {
         INFO(name);
         CHECK(h.count(name) == 0);
@@ -382,7 +425,7 @@ TEST_CASE("an HTTP/1.0 request without Host goes upstream with the site as Host"
     h.target("/");
     h.version(10);
     REQUIRE_FALSE(validate_request(h, 100));
-    rewrite_request(h, client_info{"192.0.2.7", true}, "www.foobar.com");
+    rewrite_request(h, client_info{"192.0.2.7", true, {}}, "www.foobar.com");
     CHECK(h.version() == 11);
     CHECK(h[http::field::host] == "www.foobar.com");
 }
