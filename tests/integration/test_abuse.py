@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """L7 -> L3 abuse blocking: the gateway's master pushes abusive clients into the nftables blocklist.
 
 Topology (tests/support/netns.py, one bridge, TEST-NET addresses only; the three /24s share the
@@ -45,9 +44,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
-import netns  # noqa: E402
+import harness as h
+import netns
 
 HOSTS = {
     "gw1": "198.51.100.10",
@@ -617,6 +615,4 @@ def test_429_ends_a_connection_close_request():
             f"a 429 to a request with Connection: close left the connection open for 2 s (closed: "
             f"{limited.closed}) and its headers have no Connection: close: {limited.response.headers}")
     check_gateways()
-
-if __name__ == "__main__":
-    h.main(globals(), tools=("ip", "nft"), budget_s=240)
+# MAIN globals(), tools=("ip", "nft"), budget_s=240

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Access log and request ids: one JSON line per request, with the right fields.
 
 A real gateway (two workers, two named backends) writes its access log to a
@@ -28,8 +27,7 @@ import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 S = {}
 FIELDS = ["time", "client", "method", "host", "path", "status", "bytes_sent", "bytes_received", "request_time_ms",
@@ -526,7 +524,4 @@ def test_unopenable_log_file_stops_the_start():
     h.check(rc == 1, f"exit code {rc}")
     h.check(f"cannot open {missing}" in proc.read_stderr(), f"stderr: {proc.read_stderr()}")
     proc.stop()
-
-
-if __name__ == "__main__":
-    h.main(globals())
+# MAIN globals()

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The admin listener: /readyz flips with the backends' health, the bearer
 token guards /metrics and /api/* (never /healthz, /readyz or the page), and a
 token file readable by others is refused with its position."""
@@ -8,8 +7,7 @@ import subprocess
 import sys
 import urllib.request
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 S = {}
 TOKEN = "s3cret-admin-token-0123456789"
@@ -167,7 +165,4 @@ def test_runtime_weight_changes_the_shares():
     gw.stop()
     app1.stop()
     app2.stop()
-
-
-if __name__ == "__main__":
-    h.main(globals())
+# MAIN globals()

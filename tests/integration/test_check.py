@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """``rampart check -c FILE``: a valid file exits 0 with a summary; each broken
 file exits 1 and names the exact FILE:LINE:COL of its one mistake on stderr.
 
@@ -11,8 +10,7 @@ import re
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 S = {}
 ERROR_LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): (?P<msg>.+)$")
@@ -156,7 +154,4 @@ def test_track_process_where_keepalived_cannot_follow_processes_is_warned():
     r = subprocess.run([str(h.rampart_bin()), "check", "-c", str(on)], capture_output=True, text=True, timeout=30)
     h.check(r.returncode == 0 and "warning" not in r.stderr,
             f"check in the initial network namespace warned about track_process: {r.stderr!r}")
-
-
-if __name__ == "__main__":
-    h.main(globals(), tools=())
+# MAIN globals(), tools=()

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The two executables behind the command line (cmd/CMakeLists.txt):
 
 * ``rampart``, the command operators type, links neither OpenSSL, Boost, a
@@ -17,8 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 S = {}
 
@@ -119,7 +117,4 @@ def test_installed_layout_finds_rampart_gateway():
     out = h.temp_dir() / "installed-certs"
     r = _run([installed, "certs", "dev", "--out", out])
     h.check(r.returncode == 0 and (out / "ecdsa.pem").is_file(), f"installed rampart certs dev: {r}")
-
-
-if __name__ == "__main__":
-    h.main(globals())
+# MAIN globals()

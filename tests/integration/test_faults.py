@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Faults under load, against the real gateway and real backends on loopback:
 
 - a worker SIGKILLed under keep-alive and new-connection load: the master
@@ -27,8 +26,7 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 S = {}
 REPLACE_WITHIN_S = 0.1
@@ -303,7 +301,4 @@ def test_descriptors_exhausted_refuse_new_connections_cleanly_and_recover():
     text = gw.process.read_stderr()
     h.check(text.count("out of descriptors") <= 4, "the descriptor shortage was logged more than once per 10 s")
     h.check(gw.stop() == 0, "exit code after SIGTERM")
-
-
-if __name__ == "__main__":
-    h.main(globals())
+# MAIN globals()

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """``rampart firewall``: the role policies enforced on real packets, in network namespaces.
 
 Topology (tests/support/netns.py): hosts client, admin, gw1, gw2, app1, app2, db1, db2, each a
@@ -30,9 +29,8 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
-import netns  # noqa: E402
+import harness as h
+import netns
 
 ADMIN_NET = "192.0.2.248/29"   # admin (192.0.2.250) is inside, nobody else is
 CLIENT_NET = "192.0.2.48/29"   # added to the admin networks by the "other" config: client gets SSH
@@ -768,7 +766,4 @@ def test_tables_rampart_does_not_own_survived_everything():
         check_other_tables(host, "during the run")
         h.check(nft(host, "list", "table", "inet", "rampart", check=False).returncode == 0,
                 f"{host}: table inet rampart missing at the end")
-
-
-if __name__ == "__main__":
-    h.main(globals(), tools=("ip",), budget_s=240)
+# MAIN globals(), tools=("ip",), budget_s=240

@@ -27,8 +27,7 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 hpack = h.debian_module("hpack", "python3-h2 (its hpack)")
 
@@ -749,7 +748,4 @@ def test_metrics_count_by_protocol():
     doc = json.loads(text)
     protocols = {p["protocol"]: p for p in doc["protocols"]}
     h.check(protocols["h2"]["total"] >= 10 and protocols["h2"]["requests"] >= 2000, f"status: {protocols}")
-
-
-if __name__ == "__main__":
-    h.main(globals(), tools=("curl", "openssl"))
+# MAIN globals(), tools=("curl", "openssl")

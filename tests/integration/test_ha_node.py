@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """One HA node on its own (no keepalived, loopback only): what the master tells keepalived and
 `rampart ha status` when its state directory or the master itself fails.
 
@@ -17,8 +16,7 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 S = {}
 
@@ -94,7 +92,4 @@ def test_status_of_a_killed_master_is_stale_and_ha_down_marks_the_node():
                        text=True, timeout=30)
     h.check(r.returncode == 0, f"ha down: exit {r.returncode}: {r.stderr}")
     h.check((state / "gw1.health").read_text() == "1\n", "ha down did not write 1")
-
-
-if __name__ == "__main__":
-    h.main(globals())
+# MAIN globals()

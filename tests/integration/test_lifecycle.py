@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Process lifecycle: SIGTERM while a slow request is in flight closes the
 listeners at once, lets the request finish with 200, then exits 0 within the
 drain deadline, leaving no worker behind; workers started as root run as the
@@ -11,8 +10,7 @@ import signal
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 DRAIN_S = 10
 SLOW_MS = 3000
@@ -217,7 +215,4 @@ def test_workers_end_with_a_killed_master_and_hold_only_their_own_descriptors():
     gw.start()  # the same ports
     h.check(h.curl(gw, "/after-kill").status == 200, "a new gateway on the same ports does not answer")
     h.check(gw.stop() == 0, "exit code of the new gateway after SIGTERM")
-
-
-if __name__ == "__main__":
-    h.main(globals())
+# MAIN globals()

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Error answers: 400 (also for ambiguous framing), 431, 413, 408, 504 and 502, each followed by a normal request.
 
 The main gateway has header timeout 2s, upstream_response 2s and body_bytes 1MiB.
@@ -11,8 +10,7 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 S = {}
 HEADER_TIMEOUT_S = 2
@@ -177,7 +175,4 @@ def test_dead_backend_502():
         if revived is not None:
             revived.stop()
     _still_serves()
-
-
-if __name__ == "__main__":
-    h.main(globals())
+# MAIN globals()

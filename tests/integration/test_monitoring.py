@@ -20,8 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "monitoring" / "rampart.rules.yml"
@@ -164,7 +163,4 @@ def _try(fn):
         return fn()
     except (OSError, ValueError, KeyError, IndexError):
         return None
-
-
-if __name__ == "__main__":
-    h.main(globals(), tools=("curl", "openssl", "prometheus", "promtool"))
+# MAIN globals(), tools=("curl", "openssl", "prometheus", "promtool")

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Privilege separation, as the kernel sees it: started as root with
 gateway.user nobody, every worker runs as nobody with no capability in any set,
 NO_NEW_PRIVS and a seccomp filter (Seccomp: 2), and keeps serving HTTPS,
@@ -24,8 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 S = {}
 
@@ -296,7 +294,4 @@ def test_a_master_without_cap_net_admin_says_the_blocklist_cannot_work():
     normal = h.Gateway(S["certs"], {"app1": S["app1"]}, http=False, workers=1).start()
     h.check(normal.stop() == 0, "exit code after SIGTERM")
     h.check("no CAP_NET_ADMIN" not in normal.process.read_stderr(), "warned although it has CAP_NET_ADMIN")
-
-
-if __name__ == "__main__":
-    h.main(globals())
+# MAIN globals()

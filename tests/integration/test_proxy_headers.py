@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Request and response headers: X-Forwarded-*, Forwarded, hop-by-hop removal,
 HSTS, and the plain-HTTP listener's redirect to HTTPS.
 
@@ -9,8 +8,7 @@ exactly what crossed the gateway.
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 S = {}
 SPOOF = "6.6.6.6"
@@ -104,7 +102,4 @@ def test_http_redirects_to_https():
                                                   f"expected {expected!r}")
         h.check(r.header("Strict-Transport-Security") is None, "HSTS sent over plain HTTP")
     h.check(not S["app1"].saw("/some/path"), "the redirected request reached the backend")
-
-
-if __name__ == "__main__":
-    h.main(globals())
+# MAIN globals()

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Configuration reload without loss, against the real gateway.
 
 - 20 reloads (pools and certificates changing each time) under a bounded load
@@ -23,8 +22,7 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 S = {}
 
@@ -222,7 +220,4 @@ def test_certificate_replaced_on_disk_is_picked_up():
     h.wait_until(lambda: len(_children(gw)) == 1, 15, what="old workers gone")
     gw.workers = {p: h._identity(p) for p in _children(gw)}
     gw.stop()
-
-
-if __name__ == "__main__":
-    h.main(globals())
+# MAIN globals()

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Backends failing and hostile clients: health checks, retries, outlier
 ejection, queueing, drain, rate limits and connection caps, against the real
 gateway and real backends on loopback.
@@ -23,8 +22,7 @@ import socket
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 S = {}
 
@@ -293,7 +291,4 @@ def test_five_thousand_idle_connections_from_one_address_do_not_stop_others():
             s.close()
     gw.stop()
     app1.stop()
-
-
-if __name__ == "__main__":
-    h.main(globals())
+# MAIN globals()

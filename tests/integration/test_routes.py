@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Routes (gateway.routes): the real gateway, two real backends (app1 in pool app, api1 in pool
 api), curl as the client.
 
@@ -15,8 +14,7 @@ import os
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 S = {}
 
@@ -160,7 +158,4 @@ def test_check_lists_routes_and_warns_about_one_that_never_matches():
 def test_backends_still_healthy():
     for b in ("app1", "api1"):
         S[b].check_health()
-
-
-if __name__ == "__main__":
-    h.main(globals())
+# MAIN globals()

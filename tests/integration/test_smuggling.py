@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Request smuggling and desync: malformed or ambiguous requests are refused with the right status, the
 connection is closed, and nothing of them (nor of a request smuggled inside them) reaches the backend.
 
@@ -22,8 +21,7 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 S = {}
 RUN = f"{os.getpid()}x{time.monotonic_ns() % 10**9}"
@@ -386,7 +384,4 @@ def test_plain_http_listener_applies_the_same_rules():
 
 def test_gateway_still_serves():
     _still_serves()
-
-
-if __name__ == "__main__":
-    h.main(globals())
+# MAIN globals()

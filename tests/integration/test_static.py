@@ -17,8 +17,7 @@ import select
 import struct
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 S = {}
 FILES_HOST = "files.foobar.com"
@@ -210,7 +209,4 @@ def test_gateway_still_serves():
     h.check(S["gw"].process.running, "the gateway is running")
     r = get("/static/app.css")
     h.check(r.status == 200, f"after the attempts: {r}")
-
-
-if __name__ == "__main__":
-    h.main(globals())
+# MAIN globals()

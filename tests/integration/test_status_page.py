@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The live status page (GET /status on the admin listener) in real headless
 Chromium, driven over the DevTools protocol (tests/support/browser.py):
 
@@ -23,9 +22,8 @@ import os
 import sys
 import urllib.request
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import browser as cdp  # noqa: E402
-import harness as h  # noqa: E402
+import browser as cdp
+import harness as h
 
 S = {}
 
@@ -295,7 +293,4 @@ def test_error_banner_when_the_admin_listener_is_gone():
     h.check(banner.startswith("Cannot fetch /api/status") and "Showing the data of" in banner,
             f"error banner: {banner!r}")
     h.check(_row_state("app2") == "UP", "the last data is no longer shown")
-
-
-if __name__ == "__main__":
-    h.main(globals())
+# MAIN globals()

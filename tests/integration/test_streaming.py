@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Bodies stream both ways: 64 MiB uploads and downloads, with Content-Length and
 chunked, arrive intact (SHA-256), and the gateway's memory (VmRSS of the master
 and all its workers) stays within 32 MiB of its baseline while they run.
@@ -11,8 +10,7 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 SIZE = 64 * h.MiB
 RSS_HEADROOM = 32 * h.MiB
@@ -92,7 +90,4 @@ def test_download_content_length_64mib():
 
 def test_download_chunked_64mib():
     _download("&chunked=1")
-
-
-if __name__ == "__main__":
-    h.main(globals())
+# MAIN globals()

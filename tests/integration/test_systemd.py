@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The Debian package under a real systemd: rampart.service in a booted Debian 12 container.
 
 What it does:
@@ -55,10 +54,9 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
-import netns  # noqa: E402
-from systemd_root import BASE_PACKAGES, SHARE, Container, cached_root, depends_packages, make_deb, out  # noqa: E402
+import harness as h
+import netns
+from systemd_root import BASE_PACKAGES, SHARE, Container, cached_root, depends_packages, make_deb, out
 
 
 GW_ADDR = "192.0.2.11"

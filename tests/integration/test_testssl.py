@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """TLS posture: the real testssl.sh (Debian package ``testssl.sh``) against the gateway.
 
 One backend and one gateway (two workers, the harness's ECDSA + RSA dev
@@ -29,8 +28,7 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 # A full scan takes 45 s to 1.5 minutes on a quiet machine and over 4 minutes on
 # one whose two cores are busy with other work (testssl.sh is a shell script that
@@ -305,7 +303,4 @@ def test_certificates_trusted_for_the_name():
         h.check(f["severity"] == "OK", f"certificate: {describe(f)}")
     keys = sorted(f["finding"].split()[0] for f in by_id(items, "cert_keySize"))
     h.check(keys == ["EC", "RSA"], f"certificate key types {keys}, expected one EC and one RSA")
-
-
-if __name__ == "__main__":
-    h.main(globals(), budget_s=SCRIPT_BUDGET_S)
+# MAIN globals(), budget_s=SCRIPT_BUDGET_S

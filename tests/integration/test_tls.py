@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """TLS front end: protocol versions, SNI, ECDSA/RSA selection, ALPN, cipher policy.
 
 One gateway serves two certificate sets: the default one for www.foobar.com and
@@ -9,8 +8,7 @@ is an ECDSA + RSA pair). Every check uses the real ``openssl s_client``.
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 API = "api.example.test"
 S = {}
@@ -89,7 +87,4 @@ def test_alpn_http11_negotiated():
 def test_tls12_without_ecdhe_refused():
     r = h.s_client(_port(), "-tls1_2", "-cipher", "AES128-GCM-SHA256")
     h.check(not r.handshake_ok, f"TLS 1.2 with AES128-GCM-SHA256 (RSA key exchange) accepted: {r.summary()}")
-
-
-if __name__ == "__main__":
-    h.main(globals())
+# MAIN globals()

@@ -18,8 +18,7 @@ import ssl
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
 websockets = h.debian_module("websockets", "python3-websockets")
 h.debian_module("websockets.client", "python3-websockets")
@@ -254,7 +253,4 @@ def test_limit_and_idle_timeout():
     idle = run(go())
     h.check(len(idle) == 2 and all(1.9 <= t <= 32 for t in idle),
             f"idle tunnels ended after {', '.join(f'{t:.1f}s' for t in idle)} of silence (timeouts.tunnel 2s)")
-
-
-if __name__ == "__main__":
-    h.main(globals())
+# MAIN globals()

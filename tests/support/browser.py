@@ -31,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-import harness as h
+import processes as h
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
 
@@ -102,7 +102,7 @@ class Browser:
     def start(self, timeout: float = 60.0) -> "Browser":
         exe = chromium_path()
         if exe is None:
-            h.skip_module("chromium not installed (Debian package `chromium`; scripts/setup.sh installs it)")
+            raise h.Skip("chromium not installed (Debian package `chromium`; scripts/setup.sh installs it)")
         profile = h.temp_dir() / "chromium-profile"
         profile.mkdir(exist_ok=True)
         cmd_r, cmd_w = (_high_fd(fd) for fd in os.pipe())

@@ -727,7 +727,7 @@ def kill_hard(p: h.Process, extra: list[int] = ()) -> None:
 def reap_tree(p: h.Process, timeout: float = 5.0) -> None:
     """Waits (bounded) for the recorded descendants of a killed process, then SIGKILLs any left, by PID."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(h._identity(pid) == ident for pid, ident in p._tree.items()):
+    while time.monotonic() < deadline and any(h.identity(pid) == ident for pid, ident in p._tree.items()):
         time.sleep(0.05)
     p._kill_leftovers()
 
