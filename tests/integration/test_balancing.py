@@ -112,7 +112,6 @@ def test_least_connections_avoids_busy_server(gateway_for, backends):
     h.check(r.status == 200 and r.json()["server"] == busy, f"slow request: {r}")
 
 
-
 def test_upstream_connection_closed_by_backend_is_replaced(certs):
     """A backend that closes idle keep-alive connections (0.3 s here) must not cost
     a request: a GET is sent again on a new connection, a POST with a body gets a

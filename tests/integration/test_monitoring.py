@@ -15,38 +15,41 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import harness as h
+import pytest
+
+pytestmark = pytest.mark.tools("curl", "openssl", "prometheus", "promtool")
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "monitoring" / "rampart.rules.yml"
 DASHBOARD = ROOT / "monitoring" / "grafana-dashboard.json"
 HEALTH = {"path": "/health", "interval": "300ms", "timeout": "250ms", "rise": 2, "fall": 2}
-S = {}
 
 
-def setup_module():
-    h.require_tools("prometheus", "promtool")
-    S["certs"] = h.make_certs()
-    S["app1"] = h.Backend("app1").start()
-    S["app2"] = h.Backend("app2").start()
-    gw = h.Gateway(S["certs"], {"app1": S["app1"], "app2": S["app2"]}, workers=1)
-    gw.config["gateway"]["pools"]["app"]["health"] = HEALTH
-    S["gw"] = gw.start()
+@pytest.fixture(scope="module")
+def env():
+    """The shared state of this file's tests (what setup made), torn down at its end."""
+    env = {}
+    try:
+        env["certs"] = h.make_certs()
+        env["app1"] = h.Backend("app1").start()
+        env["app2"] = h.Backend("app2").start()
+        gw = h.Gateway(env["certs"], {"app1": env["app1"], "app2": env["app2"]}, workers=1)
+        gw.config["gateway"]["pools"]["app"]["health"] = HEALTH
+        env["gw"] = gw.start()
+        yield env
+    finally:
+        for key in ("gw", "app1", "app2"):
+            if key in env:
+                env[key].stop()
 
 
-def teardown_module():
-    for key in ("gw", "app1", "app2"):
-        if key in S:
-            S[key].stop()
-
-
-def _metrics_text() -> str:
-    with urllib.request.urlopen(f"http://{h.LOOPBACK}:{S['gw'].admin_port}/metrics", timeout=30) as r:
+def _metrics_text(env) -> str:
+    with urllib.request.urlopen(f"http://{h.LOOPBACK}:{env['gw'].admin_port}/metrics", timeout=30) as r:
         return r.read().decode()
 
 
@@ -63,8 +66,8 @@ def _names_used() -> dict[str, set[str]]:
     return {"rules": rules, "dashboard": set(re.findall(r"\b(rampart_[a-z0-9_]+)", "\n".join(exprs)))}
 
 
-def test_every_metric_named_is_one_the_gateway_exposes():
-    text = _metrics_text()
+def test_every_metric_named_is_one_the_gateway_exposes(env):
+    text = _metrics_text(env)
     exposed = set()
     for line in text.splitlines():
         if line.startswith("# TYPE "):
@@ -98,8 +101,8 @@ def _alerts(port: int) -> list[dict]:
     return _prometheus_get(port, "/api/v1/alerts")["data"]["alerts"]
 
 
-def test_prometheus_fires_pool_down_when_the_app_servers_stop():
-    gw = S["gw"]
+def test_prometheus_fires_pool_down_when_the_app_servers_stop(env):
+    gw = env["gw"]
     work = h.temp_dir() / "prometheus"
     work.mkdir(parents=True, exist_ok=True)
     port = h.free_port()
@@ -130,8 +133,8 @@ scrape_configs:
         h.check(not firing, f"alerts firing with every server up: {firing}")
 
         start = time.monotonic()
-        S.pop("app1").stop()
-        S.pop("app2").stop()
+        env.pop("app1").stop()
+        env.pop("app2").stop()
 
         def pool_down():
             for a in _alerts(port):
@@ -163,4 +166,3 @@ def _try(fn):
         return fn()
     except (OSError, ValueError, KeyError, IndexError):
         return None
-# MAIN globals(), tools=("curl", "openssl", "prometheus", "promtool")

@@ -23,17 +23,20 @@ import sys
 import time
 
 import harness as h
+import pytest
 
-S = {}
 
-
-def setup_module():
-    S["a"] = h.make_certs(h.temp_dir() / "certs-a")
-    S["b"] = h.make_certs(h.temp_dir() / "certs-b")
+@pytest.fixture(scope="module")
+def env():
+    """The shared state of this file's tests (what setup made), torn down at its end."""
+    env = {}
+    env["a"] = h.make_certs(h.temp_dir() / "certs-a")
+    env["b"] = h.make_certs(h.temp_dir() / "certs-b")
     bundle = h.temp_dir() / "ca-bundle.pem"
-    bundle.write_text(S["a"].ca.read_text() + S["b"].ca.read_text())
-    S["bundle"] = bundle
-    S["apps"] = {n: h.Backend(n).start() for n in ("app1", "app2", "app3")}
+    bundle.write_text(env["a"].ca.read_text() + env["b"].ca.read_text())
+    env["bundle"] = bundle
+    env["apps"] = {n: h.Backend(n).start() for n in ("app1", "app2", "app3")}
+    yield env
 
 
 def _metric(gw, name):
@@ -44,8 +47,8 @@ def _metric(gw, name):
     raise AssertionError(f"metric {name} missing")
 
 
-def _gateway(members, certs, **kw):
-    apps = S["apps"]
+def _gateway(env, members, certs, **kw):
+    apps = env["apps"]
     gw = h.Gateway(certs, {n: apps[n] for n in ("app1", "app2", "app3")}, members=members, **kw)
     return gw
 
@@ -62,18 +65,18 @@ def _rewrite(gw, members=None, certs=None, mutate=None):
     h.write_config(gw.config_path, cfg)
 
 
-def _context():
-    ctx = ssl.create_default_context(cafile=str(S["bundle"]))
+def _context(bundle):
+    ctx = ssl.create_default_context(cafile=str(bundle))
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
 
 
-class _Conn(h._LoopbackHTTPSConnection):
+class _Conn(h.LoopbackHTTPSConnection):
     pass
 
 
-def _connection(gw):
-    return _Conn(gw.https_port, h.SITE, _context(), 10)
+def _connection(env, gw):
+    return _Conn(gw.https_port, h.SITE, _context(env["bundle"]), 10)
 
 
 def _served_issuer(gw):
@@ -93,17 +96,17 @@ def _children(gw):
     return h.children_of(gw.pid)
 
 
-def test_twenty_reloads_under_load_lose_nothing():
-    gw = _gateway(["app1", "app2"], S["a"], workers=2).start()
+def test_twenty_reloads_under_load_lose_nothing(env):
+    gw = _gateway(env, ["app1", "app2"], env["a"], workers=2).start()
     # The load lasts until the last reload is a second old (60 s at most, a guard against a
     # hang): every reload happens under it however long a busy machine takes for them.
-    load = h.Load(gw, keepalive=3, fresh=2, seconds=60, path="/r", connect=_connection).start()
+    load = h.Load(gw, keepalive=3, fresh=2, seconds=60, path="/r", connect=lambda g: _connection(env, g)).start()
     try:
         time.sleep(1)
         times = []
         for i in range(20):
             members = ["app2", "app3"] if i % 2 == 0 else ["app1", "app2"]
-            certs = S["b"] if i % 2 == 0 else S["a"]
+            certs = env["b"] if i % 2 == 0 else env["a"]
             _rewrite(gw, members, certs)
             t0 = time.monotonic()
             status, body = h.admin(gw, "/api/reload", "POST")
@@ -120,23 +123,23 @@ def test_twenty_reloads_under_load_lose_nothing():
     h.check(_metric(gw, 'rampart_config_reloads_total{result="ok"}') == 20, "reloads not counted")
     # The last reload served set A; its certificate is what a new client sees (once the
     # previous generation's workers have handled their SIGTERM and stopped accepting: bounded).
-    h.wait_until(lambda: _served_issuer(gw) == _cert_digest(S["a"]), 15,
+    h.wait_until(lambda: _served_issuer(gw) == _cert_digest(env["a"]), 15,
                  what="the certificate of the last reload served")
     print(f"    reload API round trip: median {sorted(times)[10] * 1000:.0f} ms, max {max(times) * 1000:.0f} ms",
           flush=True)
     # Old generations drain and exit: only the current workers remain. A feature bound: the
     # drain (5 s here) and the master's kill 5 s after it, with 5 s to spare.
     h.wait_until(lambda: len(_children(gw)) == 2, 15, what="old workers gone after the drain")
-    gw.workers = {p: h._identity(p) for p in _children(gw)}
+    gw.workers = {p: h.identity(p) for p in _children(gw)}
     gw.stop()
 
 
-def test_streaming_download_survives_a_reload():
-    gw = _gateway(["app1"], S["a"], workers=2, timeouts={"drain": "30s"}).start()
+def test_streaming_download_survives_a_reload(env):
+    gw = _gateway(env, ["app1"], env["a"], workers=2, timeouts={"drain": "30s"}).start()
     size = 48 * 1024 * 1024
     out = h.temp_dir() / "download.bin"
     job = h.CurlJob(gw.url(f"/download?bytes={size}"), "--limit-rate", "8M", port=gw.https_port,
-                    ca=S["bundle"], max_time=60, output=out, background=True)
+                    ca=env["bundle"], max_time=60, output=out, background=True)
     h.wait_until(lambda: out.exists() and out.stat().st_size > 4 * 1024 * 1024, 20, what="the download under way")
     _rewrite(gw, ["app2"])
     status, body = h.admin(gw, "/api/reload", "POST")
@@ -145,8 +148,8 @@ def test_streaming_download_survives_a_reload():
     h.check(r.status == 200 and out.stat().st_size == size, f"download cut: {r.status}, {out.stat().st_size} bytes")
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     h.check(digest == _backend_content_sha(size), "download corrupted across the reload")
-    h.check(h.curl(gw, "/after", "--cacert", str(S["bundle"])).header("X-Backend") == "app2", "new pool not live")
-    gw.workers = {p: h._identity(p) for p in _children(gw)}
+    h.check(h.curl(gw, "/after", "--cacert", str(env["bundle"])).header("X-Backend") == "app2", "new pool not live")
+    gw.workers = {p: h.identity(p) for p in _children(gw)}
     gw.stop()
 
 
@@ -156,8 +159,8 @@ def _backend_content_sha(n):
     return backend.content_sha256(n)
 
 
-def test_invalid_configuration_changes_nothing():
-    gw = _gateway(["app1"], S["a"], workers=2).start()
+def test_invalid_configuration_changes_nothing(env):
+    gw = _gateway(env, ["app1"], env["a"], workers=2).start()
     workers_before = sorted(_children(gw))
     # 1. YAML that does not parse: `rampart reload` refuses before asking.
     good = gw.config_path.read_text()
@@ -187,8 +190,8 @@ def test_invalid_configuration_changes_nothing():
     gw.stop()
 
 
-def test_sighup_and_reload_command_go_live():
-    gw = _gateway(["app1"], S["a"], workers=1).start()
+def test_sighup_and_reload_command_go_live(env):
+    gw = _gateway(env, ["app1"], env["a"], workers=1).start()
     _rewrite(gw, ["app2"])
     os.kill(gw.pid, signal.SIGHUP)
     h.wait_until(lambda: h.curl(gw, "/x").header("X-Backend") == "app2", 30, what="SIGHUP reload live")
@@ -201,23 +204,22 @@ def test_sighup_and_reload_command_go_live():
     # signal (on a busy machine, some time later), so the new pool shows within a bounded wait.
     h.wait_until(lambda: h.curl(gw, "/y").header("X-Backend") == "app3", 30, what="reload command live")
     h.wait_until(lambda: len(_children(gw)) == 1, 15, what="old workers gone")
-    gw.workers = {p: h._identity(p) for p in _children(gw)}
+    gw.workers = {p: h.identity(p) for p in _children(gw)}
     gw.stop()
 
 
-def test_certificate_replaced_on_disk_is_picked_up():
+def test_certificate_replaced_on_disk_is_picked_up(env):
     live = h.temp_dir() / "certs-live"
-    shutil.copytree(S["a"].dir, live)
-    certs = h.CertSet(live, S["a"].names)
-    gw = _gateway(["app1"], certs, workers=1).start()
-    h.check(_served_issuer(gw) == _cert_digest(S["a"]), "not serving set A at start")
+    shutil.copytree(env["a"].dir, live)
+    certs = h.CertSet(live, env["a"].names)
+    gw = _gateway(env, ["app1"], certs, workers=1).start()
+    h.check(_served_issuer(gw) == _cert_digest(env["a"]), "not serving set A at start")
     for name in ("ecdsa.pem", "ecdsa.key", "rsa.pem", "rsa.key"):
         tmp = live / (name + ".new")
-        shutil.copy2(S["b"].dir / name, tmp)
+        shutil.copy2(env["b"].dir / name, tmp)
         os.replace(tmp, live / name)  # atomic, as certbot's deploy does
-    h.wait_until(lambda: _served_issuer(gw) == _cert_digest(S["b"]), 15, what="the new certificate served")
+    h.wait_until(lambda: _served_issuer(gw) == _cert_digest(env["b"]), 15, what="the new certificate served")
     h.check("changed" in gw.process.read_stderr(), "the certificate reload was not logged")
     h.wait_until(lambda: len(_children(gw)) == 1, 15, what="old workers gone")
-    gw.workers = {p: h._identity(p) for p in _children(gw)}
+    gw.workers = {p: h.identity(p) for p in _children(gw)}
     gw.stop()
-# MAIN globals()
