@@ -19,24 +19,36 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
+from pathlib import Path
 
 import harness as h
 import pytest
 
 
 @pytest.fixture(scope="module")
-def env():
-    """The shared state of this file's tests (what setup made), torn down at its end."""
-    env = {}
-    env["a"] = h.make_certs(h.temp_dir() / "certs-a")
-    env["b"] = h.make_certs(h.temp_dir() / "certs-b")
-    bundle = h.temp_dir() / "ca-bundle.pem"
-    bundle.write_text(env["a"].ca.read_text() + env["b"].ca.read_text())
-    env["bundle"] = bundle
-    env["apps"] = {n: h.Backend(n).start() for n in ("app1", "app2", "app3")}
-    yield env
+def certs_a() -> h.CertSet:
+    """Certificate set A (its own dev CA)."""
+    return h.make_certs(h.temp_dir() / "certs-a")
+
+
+@pytest.fixture(scope="module")
+def certs_b() -> h.CertSet:
+    """Certificate set B (another dev CA)."""
+    return h.make_certs(h.temp_dir() / "certs-b")
+
+
+@pytest.fixture(scope="module")
+def bundle(certs_a, certs_b) -> Path:
+    """A CA file trusting both sets: clients keep verifying across a certificate change."""
+    path = h.temp_dir() / "ca-bundle.pem"
+    path.write_text(certs_a.ca.read_text() + certs_b.ca.read_text())
+    return path
+
+
+@pytest.fixture(scope="module")
+def apps() -> dict[str, h.Backend]:
+    return {n: h.Backend(n).start() for n in ("app1", "app2", "app3")}
 
 
 def _metric(gw, name):
@@ -47,8 +59,7 @@ def _metric(gw, name):
     raise AssertionError(f"metric {name} missing")
 
 
-def _gateway(env, members, certs, **kw):
-    apps = env["apps"]
+def _gateway(apps, members, certs, **kw):
     gw = h.Gateway(certs, {n: apps[n] for n in ("app1", "app2", "app3")}, members=members, **kw)
     return gw
 
@@ -75,13 +86,13 @@ class _Conn(h.LoopbackHTTPSConnection):
     pass
 
 
-def _connection(env, gw):
-    return _Conn(gw.https_port, h.SITE, _context(env["bundle"]), 10)
+def _connection(bundle, gw):
+    return _Conn(gw.https_port, h.SITE, _context(bundle), 10)
 
 
-def _served_issuer(gw):
+def _served_issuer(bundle, gw):
     raw = socket.create_connection(("127.0.0.1", gw.https_port), timeout=5)
-    with _context().wrap_socket(raw, server_hostname=h.SITE) as s:
+    with _context(bundle).wrap_socket(raw, server_hostname=h.SITE) as s:
         der = s.getpeercert(binary_form=True)
     return hashlib.sha256(der).hexdigest()
 
@@ -96,17 +107,17 @@ def _children(gw):
     return h.children_of(gw.pid)
 
 
-def test_twenty_reloads_under_load_lose_nothing(env):
-    gw = _gateway(env, ["app1", "app2"], env["a"], workers=2).start()
+def test_twenty_reloads_under_load_lose_nothing(apps, certs_a, certs_b, bundle):
+    gw = _gateway(apps, ["app1", "app2"], certs_a, workers=2).start()
     # The load lasts until the last reload is a second old (60 s at most, a guard against a
     # hang): every reload happens under it however long a busy machine takes for them.
-    load = h.Load(gw, keepalive=3, fresh=2, seconds=60, path="/r", connect=lambda g: _connection(env, g)).start()
+    load = h.Load(gw, keepalive=3, fresh=2, seconds=60, path="/r", connect=lambda g: _connection(bundle, g)).start()
     try:
         time.sleep(1)
         times = []
         for i in range(20):
             members = ["app2", "app3"] if i % 2 == 0 else ["app1", "app2"]
-            certs = env["b"] if i % 2 == 0 else env["a"]
+            certs = certs_b if i % 2 == 0 else certs_a
             _rewrite(gw, members, certs)
             t0 = time.monotonic()
             status, body = h.admin(gw, "/api/reload", "POST")
@@ -123,7 +134,7 @@ def test_twenty_reloads_under_load_lose_nothing(env):
     h.check(_metric(gw, 'rampart_config_reloads_total{result="ok"}') == 20, "reloads not counted")
     # The last reload served set A; its certificate is what a new client sees (once the
     # previous generation's workers have handled their SIGTERM and stopped accepting: bounded).
-    h.wait_until(lambda: _served_issuer(gw) == _cert_digest(env["a"]), 15,
+    h.wait_until(lambda: _served_issuer(bundle, gw) == _cert_digest(certs_a), 15,
                  what="the certificate of the last reload served")
     print(f"    reload API round trip: median {sorted(times)[10] * 1000:.0f} ms, max {max(times) * 1000:.0f} ms",
           flush=True)
@@ -134,12 +145,12 @@ def test_twenty_reloads_under_load_lose_nothing(env):
     gw.stop()
 
 
-def test_streaming_download_survives_a_reload(env):
-    gw = _gateway(env, ["app1"], env["a"], workers=2, timeouts={"drain": "30s"}).start()
+def test_streaming_download_survives_a_reload(apps, certs_a, bundle):
+    gw = _gateway(apps, ["app1"], certs_a, workers=2, timeouts={"drain": "30s"}).start()
     size = 48 * 1024 * 1024
     out = h.temp_dir() / "download.bin"
     job = h.CurlJob(gw.url(f"/download?bytes={size}"), "--limit-rate", "8M", port=gw.https_port,
-                    ca=env["bundle"], max_time=60, output=out, background=True)
+                    ca=bundle, max_time=60, output=out, background=True)
     h.wait_until(lambda: out.exists() and out.stat().st_size > 4 * 1024 * 1024, 20, what="the download under way")
     _rewrite(gw, ["app2"])
     status, body = h.admin(gw, "/api/reload", "POST")
@@ -147,20 +158,14 @@ def test_streaming_download_survives_a_reload(env):
     r = job.wait()
     h.check(r.status == 200 and out.stat().st_size == size, f"download cut: {r.status}, {out.stat().st_size} bytes")
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
-    h.check(digest == _backend_content_sha(size), "download corrupted across the reload")
-    h.check(h.curl(gw, "/after", "--cacert", str(env["bundle"])).header("X-Backend") == "app2", "new pool not live")
+    h.check(digest == h.download_sha256(size), "download corrupted across the reload")
+    h.check(h.curl(gw, "/after", "--cacert", str(bundle)).header("X-Backend") == "app2", "new pool not live")
     gw.workers = {p: h.identity(p) for p in _children(gw)}
     gw.stop()
 
 
-def _backend_content_sha(n):
-    sys.path.insert(0, str(h.SUPPORT_DIR))
-    import backend  # noqa: PLC0415 (the test backend's own content generator)
-    return backend.content_sha256(n)
-
-
-def test_invalid_configuration_changes_nothing(env):
-    gw = _gateway(env, ["app1"], env["a"], workers=2).start()
+def test_invalid_configuration_changes_nothing(apps, certs_a):
+    gw = _gateway(apps, ["app1"], certs_a, workers=2).start()
     workers_before = sorted(_children(gw))
     # 1. YAML that does not parse: `rampart reload` refuses before asking.
     good = gw.config_path.read_text()
@@ -190,8 +195,8 @@ def test_invalid_configuration_changes_nothing(env):
     gw.stop()
 
 
-def test_sighup_and_reload_command_go_live(env):
-    gw = _gateway(env, ["app1"], env["a"], workers=1).start()
+def test_sighup_and_reload_command_go_live(apps, certs_a):
+    gw = _gateway(apps, ["app1"], certs_a, workers=1).start()
     _rewrite(gw, ["app2"])
     os.kill(gw.pid, signal.SIGHUP)
     h.wait_until(lambda: h.curl(gw, "/x").header("X-Backend") == "app2", 30, what="SIGHUP reload live")
@@ -208,17 +213,17 @@ def test_sighup_and_reload_command_go_live(env):
     gw.stop()
 
 
-def test_certificate_replaced_on_disk_is_picked_up(env):
+def test_certificate_replaced_on_disk_is_picked_up(apps, certs_a, certs_b, bundle):
     live = h.temp_dir() / "certs-live"
-    shutil.copytree(env["a"].dir, live)
-    certs = h.CertSet(live, env["a"].names)
-    gw = _gateway(env, ["app1"], certs, workers=1).start()
-    h.check(_served_issuer(gw) == _cert_digest(env["a"]), "not serving set A at start")
+    shutil.copytree(certs_a.dir, live)
+    certs = h.CertSet(live, certs_a.names)
+    gw = _gateway(apps, ["app1"], certs, workers=1).start()
+    h.check(_served_issuer(bundle, gw) == _cert_digest(certs_a), "not serving set A at start")
     for name in ("ecdsa.pem", "ecdsa.key", "rsa.pem", "rsa.key"):
         tmp = live / (name + ".new")
-        shutil.copy2(env["b"].dir / name, tmp)
+        shutil.copy2(certs_b.dir / name, tmp)
         os.replace(tmp, live / name)  # atomic, as certbot's deploy does
-    h.wait_until(lambda: _served_issuer(gw) == _cert_digest(env["b"]), 15, what="the new certificate served")
+    h.wait_until(lambda: _served_issuer(bundle, gw) == _cert_digest(certs_b), 15, what="the new certificate served")
     h.check("changed" in gw.process.read_stderr(), "the certificate reload was not logged")
     h.wait_until(lambda: len(_children(gw)) == 1, 15, what="old workers gone")
     gw.workers = {p: h.identity(p) for p in _children(gw)}
