@@ -100,7 +100,7 @@ def test_without_rampart_gateway_only_serve_and_certs_fail(certs, app1):
     h.check(r.returncode == 0, f"check without rampart-gateway: exit {r.returncode}, {r.stderr}")
 
 
-def test_installed_layout_finds_rampart_gateway(certs):
+def test_installed_layout_finds_rampart_gateway():
     build = h.rampart_bin().parent.parent
     if not (build / "cmake_install.cmake").is_file() or shutil.which("cmake") is None:
         pytest.skip(f"no CMake build tree at {build} to install from")

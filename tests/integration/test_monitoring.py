@@ -31,25 +31,25 @@ HEALTH = {"path": "/health", "interval": "300ms", "timeout": "250ms", "rise": 2,
 
 
 @pytest.fixture(scope="module")
-def env():
-    """The shared state of this file's tests (what setup made), torn down at its end."""
-    env = {}
-    try:
-        env["certs"] = h.make_certs()
-        env["app1"] = h.Backend("app1").start()
-        env["app2"] = h.Backend("app2").start()
-        gw = h.Gateway(env["certs"], {"app1": env["app1"], "app2": env["app2"]}, workers=1)
-        gw.config["gateway"]["pools"]["app"]["health"] = HEALTH
-        env["gw"] = gw.start()
-        yield env
-    finally:
-        for key in ("gw", "app1", "app2"):
-            if key in env:
-                env[key].stop()
+def backends() -> dict[str, h.Backend]:
+    """app1 and app2; a test that stops one takes it out of the dict."""
+    backends = {"app1": h.Backend("app1").start(), "app2": h.Backend("app2").start()}
+    yield backends
+    for backend in backends.values():
+        backend.stop()
 
 
-def _metrics_text(env) -> str:
-    with urllib.request.urlopen(f"http://{h.LOOPBACK}:{env['gw'].admin_port}/metrics", timeout=30) as r:
+@pytest.fixture(scope="module")
+def gw(certs, backends) -> h.Gateway:
+    """One worker; health checks every 300 ms."""
+    gw = h.Gateway(certs, dict(backends), workers=1)
+    gw.config["gateway"]["pools"]["app"]["health"] = HEALTH
+    gw.start()
+    yield gw
+    gw.stop()
+
+def _metrics_text(gw) -> str:
+    with urllib.request.urlopen(f"http://{h.LOOPBACK}:{gw.admin_port}/metrics", timeout=30) as r:
         return r.read().decode()
 
 
@@ -66,8 +66,8 @@ def _names_used() -> dict[str, set[str]]:
     return {"rules": rules, "dashboard": set(re.findall(r"\b(rampart_[a-z0-9_]+)", "\n".join(exprs)))}
 
 
-def test_every_metric_named_is_one_the_gateway_exposes(env):
-    text = _metrics_text(env)
+def test_every_metric_named_is_one_the_gateway_exposes(gw):
+    text = _metrics_text(gw)
     exposed = set()
     for line in text.splitlines():
         if line.startswith("# TYPE "):
@@ -101,8 +101,7 @@ def _alerts(port: int) -> list[dict]:
     return _prometheus_get(port, "/api/v1/alerts")["data"]["alerts"]
 
 
-def test_prometheus_fires_pool_down_when_the_app_servers_stop(env):
-    gw = env["gw"]
+def test_prometheus_fires_pool_down_when_the_app_servers_stop(gw, backends):
     work = h.temp_dir() / "prometheus"
     work.mkdir(parents=True, exist_ok=True)
     port = h.free_port()
@@ -133,8 +132,8 @@ scrape_configs:
         h.check(not firing, f"alerts firing with every server up: {firing}")
 
         start = time.monotonic()
-        env.pop("app1").stop()
-        env.pop("app2").stop()
+        backends.pop("app1").stop()
+        backends.pop("app2").stop()
 
         def pool_down():
             for a in _alerts(port):

@@ -38,15 +38,24 @@ UNIT = h.SOURCE_DIR / "systemd" / "rampart.service"
 
 
 @pytest.fixture(scope="module")
-def env():
-    """The shared state of this file's tests (what setup made), torn down at its end."""
-    env = {}
-    env["certs"] = h.make_certs()
-    env["app1"] = h.Backend("app1").start()
-    env["app2"] = h.Backend("app2").start()
-    env["nobody"] = pwd.getpwnam("nobody")
-    yield env
+def app1() -> h.Backend:
+    return h.Backend("app1").start()
 
+
+@pytest.fixture(scope="module")
+def app2() -> h.Backend:
+    return h.Backend("app2").start()
+
+
+@pytest.fixture(scope="module")
+def nobody() -> pwd.struct_passwd:
+    return pwd.getpwnam("nobody")
+
+
+@pytest.fixture(scope="module")
+def gw(certs, app1, app2) -> h.Gateway:
+    """The gateway the first tests share: started as root, workers as nobody, seccomp enforced."""
+    return _gateway(certs, app1, app2)
 
 def _status(pid: int) -> dict:
     """/proc/<pid>/status as name -> value (the text after the colon, stripped)."""
@@ -58,8 +67,8 @@ def _status(pid: int) -> dict:
     return fields
 
 
-def _gateway(env, seccomp=None, workers=2):
-    gw = h.Gateway(env["certs"], {"app1": env["app1"], "app2": env["app2"]}, http=False, workers=workers)
+def _gateway(certs, app1, app2, seccomp=None, workers=2):
+    gw = h.Gateway(certs, {"app1": app1, "app2": app2}, http=False, workers=workers)
     gw.config["gateway"]["user"] = "nobody"
     if seccomp is not None:
         gw.config["gateway"]["seccomp"] = seccomp
@@ -67,7 +76,7 @@ def _gateway(env, seccomp=None, workers=2):
     return gw.start()
 
 
-def _check_worker_sandboxed(env, pid: int, seccomp_mode: int = 2) -> None:
+def _check_worker_sandboxed(nobody, pid: int, seccomp_mode: int = 2) -> None:
     """A worker's sandbox, once it has finished starting: a worker that was just forked (the
     master's port is open before its workers have run their first lines) goes through the
     credential change, NO_NEW_PRIVS and the filter in that order before it accepts anything,
@@ -79,7 +88,6 @@ def _check_worker_sandboxed(env, pid: int, seccomp_mode: int = 2) -> None:
         if st["Seccomp"] == str(seccomp_mode) and st["NoNewPrivs"] == "1" or time.monotonic() > deadline:
             break
         time.sleep(0.01)
-    nobody = env["nobody"]
     h.check(st["Name"] == "rampart-worker", f"pid {pid} is not a worker: {st['Name']}")
     h.check(st["Uid"].split() == [str(nobody.pw_uid)] * 4, f"worker {pid} uids {st['Uid']}, expected nobody's")
     h.check(st["Gid"].split() == [str(nobody.pw_gid)] * 4, f"worker {pid} gids {st['Gid']}, expected nobody's")
@@ -91,29 +99,27 @@ def _check_worker_sandboxed(env, pid: int, seccomp_mode: int = 2) -> None:
 
 
 @pytest.mark.root("checks what a gateway started as root gives up")
-def test_workers_run_as_user_with_no_capabilities_and_seccomp(env):
-    gw = env["gw"] = _gateway(env)
+def test_workers_run_as_user_with_no_capabilities_and_seccomp(gw, nobody):
     h.check(len(gw.workers) == 2, f"expected 2 workers, found {sorted(gw.workers)}")
     for pid in gw.workers:
-        _check_worker_sandboxed(env, pid)
+        _check_worker_sandboxed(nobody, pid)
 
 
 @pytest.mark.root("checks what a gateway started as root gives up")
-def test_master_keeps_only_the_capabilities_it_needs(env):
-    st = _status(env["gw"].pid)
+def test_master_keeps_only_the_capabilities_it_needs(gw):
+    st = _status(gw.pid)
     h.check(st["Uid"].split() == ["0"] * 4, f"master uids {st['Uid']}: it keeps uid 0 (root-owned keys)")
     got = {c: int(st[c], 16) for c in CAP_SETS}
     h.check(got["CapEff"] == MASTER_EFFECTIVE, f"master CapEff {got['CapEff']:#x}, expected {MASTER_EFFECTIVE:#x}")
     h.check(got["CapPrm"] == MASTER_PERMITTED, f"master CapPrm {got['CapPrm']:#x}, expected {MASTER_PERMITTED:#x}")
     h.check(got["CapBnd"] == MASTER_PERMITTED, f"master CapBnd {got['CapBnd']:#x}, expected {MASTER_PERMITTED:#x}")
     h.check(got["CapInh"] == 0 and got["CapAmb"] == 0, f"master CapInh/CapAmb {got['CapInh']:#x}/{got['CapAmb']:#x}")
-    h.check("master capabilities: kill,setgid,setuid,net_bind_service,net_admin" in env["gw"].process.read_stderr(),
+    h.check("master capabilities: kill,setgid,setuid,net_bind_service,net_admin" in gw.process.read_stderr(),
             "the master did not log the capabilities it kept")
 
 
 @pytest.mark.root("checks what a gateway started as root gives up")
-def test_sandboxed_workers_serve_keepalive_and_uploads(env):
-    gw = env["gw"]
+def test_sandboxed_workers_serve_keepalive_and_uploads(gw):
     before = dict(gw.workers)
     r = h.curl(gw, "/sandboxed")
     h.check(r.status == 200, f"request through sandboxed workers: {r}")
@@ -145,8 +151,7 @@ def test_sandboxed_workers_serve_keepalive_and_uploads(env):
 
 
 @pytest.mark.root("checks what a gateway started as root gives up")
-def test_master_still_supervises_checks_and_drains(env):
-    gw = env["gw"]
+def test_master_still_supervises_checks_and_drains(gw, nobody):
     # Health checks from the restricted master (outgoing TCP), seen through
     # the admin listener it serves.
     def passed():
@@ -165,7 +170,7 @@ def test_master_still_supervises_checks_and_drains(env):
     h.monitor(gw)
     h.check(victim not in gw.workers, f"worker {victim} still listed")
     for pid in gw.workers:
-        _check_worker_sandboxed(env, pid)
+        _check_worker_sandboxed(nobody, pid)
     h.check(h.curl(gw, "/after-respawn").status == 200, "no answer after a worker was replaced")
     # SIGTERM: the master signals workers that run as nobody (CAP_KILL) and
     # exits 0 once they drained.
@@ -175,26 +180,26 @@ def test_master_still_supervises_checks_and_drains(env):
 
 
 @pytest.mark.root("checks what a gateway started as root gives up")
-def test_seccomp_log_and_off_modes(env):
-    gw = _gateway(env, seccomp="log", workers=1)
+def test_seccomp_log_and_off_modes(app1, app2, certs, nobody):
+    gw = _gateway(certs, app1, app2, seccomp="log", workers=1)
     h.check(h.curl(gw, "/log-mode").status == 200, "no answer in log mode")
     for pid in gw.workers:
-        _check_worker_sandboxed(env, pid, seccomp_mode=2)
+        _check_worker_sandboxed(nobody, pid, seccomp_mode=2)
     gw.stop()
-    gw = _gateway(env, seccomp="off", workers=1)
+    gw = _gateway(certs, app1, app2, seccomp="off", workers=1)
     h.check(h.curl(gw, "/off-mode").status == 200, "no answer without a filter")
     for pid in gw.workers:
-        _check_worker_sandboxed(env, pid, seccomp_mode=0)  # still nobody, no capabilities, NO_NEW_PRIVS
+        _check_worker_sandboxed(nobody, pid, seccomp_mode=0)  # still nobody, no capabilities, NO_NEW_PRIVS
     gw.stop()
 
 
 @pytest.mark.root("checks what a gateway started as root gives up")
-def test_key_owned_by_another_user_is_reported(env):
+def test_key_owned_by_another_user_is_reported(app1, nobody):
     # A key the master can read at start but, without CAP_DAC_READ_SEARCH,
     # not again on a reload: the start-up log says so.
     certs = h.make_certs(h.temp_dir() / "certs-nobody")
-    os.chown(certs.dir / "ecdsa.key", env["nobody"].pw_uid, env["nobody"].pw_gid)
-    gw = h.Gateway(certs, {"app1": env["app1"]}, http=False, admin=False, workers=1)
+    os.chown(certs.dir / "ecdsa.key", nobody.pw_uid, nobody.pw_gid)
+    gw = h.Gateway(certs, {"app1": app1}, http=False, admin=False, workers=1)
     gw.config["gateway"]["user"] = "nobody"
     gw.start()
     h.check(h.curl(gw, "/").status == 200, "no answer")
@@ -245,7 +250,7 @@ def test_systemd_unit_matches_the_master():
     h.check(int(settings["TimeoutStopSec"].rstrip("s")) >= 35, f"TimeoutStopSec={settings['TimeoutStopSec']}")
 
 
-def test_ready_and_stopping_reach_the_service_manager(env):
+def test_ready_and_stopping_reach_the_service_manager(app1, certs):
     # NOTIFY_SOCKET as systemd sets it: the master sends READY=1 once its
     # workers run and STOPPING=1 when SIGTERM starts the drain.
     name = f"rampart-it-notify-{os.getpid()}"
@@ -253,7 +258,7 @@ def test_ready_and_stopping_reach_the_service_manager(env):
     sock.bind("\0" + name)
     sock.settimeout(10)
     try:
-        gw = h.Gateway(env["certs"], {"app1": env["app1"]}, http=False, admin=False, workers=1)
+        gw = h.Gateway(certs, {"app1": app1}, http=False, admin=False, workers=1)
         if os.geteuid() == 0:
             gw.config["gateway"]["user"] = "nobody"
         notify_env = dict(os.environ, NOTIFY_SOCKET="@" + name)
@@ -269,13 +274,13 @@ def test_ready_and_stopping_reach_the_service_manager(env):
         sock.close()
 
 
-def test_a_master_without_cap_net_admin_says_the_blocklist_cannot_work(env):
+def test_a_master_without_cap_net_admin_says_the_blocklist_cannot_work(app1, certs):
     # Started as root with CAP_NET_ADMIN out of its bounding set (as a unit's
     # CapabilityBoundingSet= could do): it serves, and says at start that
     # abusive clients cannot be blocked, instead of failing at the first block.
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv")
-    gw = h.Gateway(env["certs"], {"app1": env["app1"]}, http=False, workers=1)
+    gw = h.Gateway(certs, {"app1": app1}, http=False, workers=1)
     gw.config["gateway"]["user"] = "nobody"
     h.write_config(gw.config_path, gw.config)
     gw.process = h.Process(["setpriv", "--bounding-set=-net_admin", h.rampart_bin(), "serve", "-c", gw.config_path],
@@ -288,6 +293,6 @@ def test_a_master_without_cap_net_admin_says_the_blocklist_cannot_work(env):
                  in gw.process.read_stderr(), 10, what="the warning on stderr")
     h.check(gw.stop() == 0, "exit code after SIGTERM")
     # With it (the default), not a word of it.
-    normal = h.Gateway(env["certs"], {"app1": env["app1"]}, http=False, workers=1).start()
+    normal = h.Gateway(certs, {"app1": app1}, http=False, workers=1).start()
     h.check(normal.stop() == 0, "exit code after SIGTERM")
     h.check("no CAP_NET_ADMIN" not in normal.process.read_stderr(), "warned although it has CAP_NET_ADMIN")
