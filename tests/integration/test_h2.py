@@ -25,6 +25,7 @@ import struct
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import harness as h
 import pytest
@@ -193,49 +194,61 @@ def header(resp: dict, name: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def env():
-    """The shared state of this file's tests (what setup made), torn down at its end."""
-    env = {}
-    try:
-        env["certs"] = h.make_certs()
-        env["app1"] = h.Backend("app1").start()
-        env["app2"] = h.Backend("app2").start()
-        env["root"] = h.temp_dir() / "h2-static"
-        env["root"].mkdir()
-        env["big_sha"] = h.write_random_file(env["root"] / "big.bin", 5 * 1024 * 1024)
-        env["log"] = h.temp_dir() / "h2-access.log"
-        gw = h.Gateway(env["certs"], {"app1": env["app1"], "app2": env["app2"]}, workers=1,
-                       timeouts={"body": f"{BODY_TIMEOUT_S}s", "drain": "10s"},
-                       limits={"max_connections_per_client": 5000})
-        gw.config["gateway"]["routes"] = [
-            {"path": "/files/", "static": {"root": str(env["root"])}},
-            {"path": "/", "pool": "app"},
-        ]
-        gw.config["gateway"]["access_log"] = {"path": str(env["log"])}
-        gw.config["gateway"]["abuse"] = {"block": False}
-        gw.config["gateway"]["log_level"] = "debug"
-        env["gw"] = gw.start()
-        yield env
-    finally:
-        for key in ("idle_gw", "gw"):
-            if key in env:
-                env[key].stop()
-        for key in ("app1", "app2"):
-            if key in env:
-                env[key].stop()
+def backends() -> dict[str, h.Backend]:
+    backends = {"app1": h.Backend("app1").start(), "app2": h.Backend("app2").start()}
+    yield backends
+    for backend in backends.values():
+        backend.stop()
 
 
-def _metrics(env) -> dict:
-    return h.metrics(env["gw"])
+@pytest.fixture(scope="module")
+def static_root() -> Path:
+    """The root of the /files/ route."""
+    root = h.temp_dir() / "h2-static"
+    root.mkdir()
+    return root
 
 
-def _abuse(env, kind: str) -> float:
-    return _metrics(env).get(f'rampart_h2_abuse_total{{kind="{kind}"}}', 0.0)
+@pytest.fixture(scope="module")
+def big_sha(static_root) -> str:
+    """SHA-256 of /files/big.bin (5 MiB of random bytes)."""
+    return h.write_random_file(static_root / "big.bin", 5 * 1024 * 1024)
 
 
-def _never_reached(env, marker: str) -> None:
+@pytest.fixture(scope="module")
+def access_log() -> Path:
+    return h.temp_dir() / "h2-access.log"
+
+
+@pytest.fixture(scope="module")
+def gw(certs, backends, static_root, big_sha, access_log) -> h.Gateway:
+    """One worker: static files under /files/, the rest to app1 and app2; an access log;
+    abusive clients counted, not blocked."""
+    gw = h.Gateway(certs, dict(backends), workers=1,
+                   timeouts={"body": f"{BODY_TIMEOUT_S}s", "drain": "10s"},
+                   limits={"max_connections_per_client": 5000})
+    gw.config["gateway"]["routes"] = [
+        {"path": "/files/", "static": {"root": str(static_root)}},
+        {"path": "/", "pool": "app"},
+    ]
+    gw.config["gateway"]["access_log"] = {"path": str(access_log)}
+    gw.config["gateway"]["abuse"] = {"block": False}
+    gw.config["gateway"]["log_level"] = "debug"
+    gw.start()
+    yield gw
+    gw.stop()
+
+def _metrics(gw) -> dict:
+    return h.metrics(gw)
+
+
+def _abuse(gw, kind: str) -> float:
+    return _metrics(gw).get(f'rampart_h2_abuse_total{{kind="{kind}"}}', 0.0)
+
+
+def _never_reached(backends, marker: str) -> None:
     for b in ("app1", "app2"):
-        h.check(not env[b].saw(marker), f"{marker} reached {b}")
+        h.check(not backends[b].saw(marker), f"{marker} reached {b}")
 
 
 # ---------------------------------------------------------------------------
@@ -243,14 +256,14 @@ def _never_reached(env, marker: str) -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_curl_over_h2_and_access_log_protocol(env):
-    r = h.curl(env["gw"], "/curl-h2?x=1", "--http2", "-v")
+def test_curl_over_h2_and_access_log_protocol(gw, backends, certs, big_sha, access_log):
+    r = h.curl(gw, "/curl-h2?x=1", "--http2", "-v")
     h.check(r.status == 200, f"curl --http2: {r}")
     # The -v trace is on stderr: ALPN and the h2 status line.
-    job = h.CurlJob(env["gw"].url("/curl-h2-trace"), "--http2", "-v", port=env["gw"].https_port, ca=env["certs"].ca)
+    job = h.CurlJob(gw.url("/curl-h2-trace"), "--http2", "-v", port=gw.https_port, ca=certs.ca)
     h.check("ALPN: server accepted h2" in job.stderr, f"ALPN h2 not negotiated: {job.stderr[-800:]}")
     h.check("< HTTP/2 200" in job.stderr, f"no HTTP/2 status line: {job.stderr[-800:]}")
-    got = env[r.header("x-backend")].wait_for_request("/curl-h2?x=1")
+    got = backends[r.header("x-backend")].wait_for_request("/curl-h2?x=1")
     h.check(got.method == "GET", f"the backend got {got.line}")
     # The app server speaks HTTP/1.1 and sees the usual forwarded fields.
     doc = r.json()
@@ -258,20 +271,20 @@ def test_curl_over_h2_and_access_log_protocol(env):
     h.check({"host", "x-forwarded-for", "x-forwarded-proto", "x-request-id"} <= names, f"headers: {doc['headers']}")
     # A 1 MiB static file and a 1 MiB chunked backend answer, intact.
     out = h.temp_dir() / "h2-big.bin"
-    r = h.curl(env["gw"], "/files/big.bin", "--http2", output=out)
-    h.check(r.status == 200 and h.sha256_file(out) == env["big_sha"], f"static over h2: {r.status}")
-    r = h.curl(env["gw"], "/download?bytes=3000000&chunked=1", "--http2", output=out)
+    r = h.curl(gw, "/files/big.bin", "--http2", output=out)
+    h.check(r.status == 200 and h.sha256_file(out) == big_sha, f"static over h2: {r.status}")
+    r = h.curl(gw, "/download?bytes=3000000&chunked=1", "--http2", output=out)
     h.check(r.status == 200 and h.sha256_file(out) == h.download_sha256(3000000), "chunked download over h2")
     # An upload larger than any window and than buffer_body_bytes.
     up = h.temp_dir() / "h2-upload.bin"
     sha = h.write_random_file(up, 4 * 1024 * 1024)
-    r = h.curl(env["gw"], "/upload", "--http2", "--data-binary", f"@{up}")
+    r = h.curl(gw, "/upload", "--http2", "--data-binary", f"@{up}")
     h.check(r.status == 200 and r.json()["sha256"] == sha and r.json()["bytes"] == 4 * 1024 * 1024,
             f"upload over h2: {r.status} {r.body[:200]!r}")
 
     def lines():
         import json
-        return [json.loads(x) for x in env["log"].read_text().splitlines() if x.strip()]
+        return [json.loads(x) for x in access_log.read_text().splitlines() if x.strip()]
     rec = h.wait_until(lambda: next((x for x in lines() if x["path"] == "/curl-h2?x=1"), None), 10,
                        what="the access log line")
     h.check(rec["protocol"] == "h2" and rec["status"] == 200, f"access log: {rec}")
@@ -280,8 +293,8 @@ def test_curl_over_h2_and_access_log_protocol(env):
     h.check(up_rec["bytes_received"] == 4 * 1024 * 1024, f"upload logged: {up_rec}")
 
 
-def test_nghttp_shows_the_settings(env):
-    out = subprocess.run(["nghttp", "-nv", "--timeout=10", f"https://{h.LOOPBACK}:{env['gw'].https_port}/nghttp"],
+def test_nghttp_shows_the_settings(gw):
+    out = subprocess.run(["nghttp", "-nv", "--timeout=10", f"https://{h.LOOPBACK}:{gw.https_port}/nghttp"],
                          capture_output=True, text=True, timeout=30).stdout
     for want in ("SETTINGS_MAX_CONCURRENT_STREAMS(0x03):100", "SETTINGS_INITIAL_WINDOW_SIZE(0x04):65536",
                  "SETTINGS_MAX_FRAME_SIZE(0x05):16384", "SETTINGS_HEADER_TABLE_SIZE(0x01):4096",
@@ -290,8 +303,8 @@ def test_nghttp_shows_the_settings(env):
         h.check(want in out, f"nghttp -nv lacks {want!r}:\n{out[:2000]}")
 
 
-def test_streams_run_at_once_on_one_connection(env):
-    c = H2(env["gw"])
+def test_streams_run_at_once_on_one_connection(gw):
+    c = H2(gw)
     try:
         n = 40
         start = time.monotonic()
@@ -309,20 +322,20 @@ def test_streams_run_at_once_on_one_connection(env):
         c.close()
 
 
-def test_connection_works_after_its_idle_pages_went_back(env):
+def test_connection_works_after_its_idle_pages_went_back(gw):
     """An h2 connection without streams for a second hands nghttp2's frame
     buffer and its all-zero pages (the stream map) back to the kernel; the
     next streams on it must find the session intact: the HPACK table the
     client built up, the stream map, the frame buffer."""
-    c = H2(env["gw"])
+    c = H2(gw)
     try:
         extra = [("x-state", "-".join(["kept in the decoder dynamic table"] * 4))]
         for sid in (1, 3, 5):
             c.request(sid, f"/before?i={sid}", extra=extra)
         h.check(all(c.response(sid)["status"] == 200 for sid in (1, 3, 5)), "requests before the pause")
-        releases = _metrics(env).get("rampart_h2_idle_releases_total", 0.0)
+        releases = _metrics(gw).get("rampart_h2_idle_releases_total", 0.0)
         # idle_release is 1 s; on a busy machine the timer may fire later.
-        h.wait_until(lambda: _metrics(env).get("rampart_h2_idle_releases_total", 0.0) > releases, 30, 0.2,
+        h.wait_until(lambda: _metrics(gw).get("rampart_h2_idle_releases_total", 0.0) > releases, 30, 0.2,
                      "the idle connection's pages handed back")
         ids = [7 + 2 * i for i in range(30)]
         for sid in ids:
@@ -336,9 +349,9 @@ def test_connection_works_after_its_idle_pages_went_back(env):
         c.close()
 
 
-def test_h2load_many_clients(env):
+def test_h2load_many_clients(gw):
     out = subprocess.run(["h2load", "-n", "2000", "-c", "16", "-m", "10", "--connect-to",
-                          f"{h.LOOPBACK}:{env['gw'].https_port}", f"https://{h.SITE}:{env['gw'].https_port}/h2load"],
+                          f"{h.LOOPBACK}:{gw.https_port}", f"https://{h.SITE}:{gw.https_port}/h2load"],
                          capture_output=True, text=True, timeout=120).stdout
     h.check("2000 succeeded, 0 failed, 0 errored" in out and "status codes: 2000 2xx" in out,
             f"h2load:\n{out[-1500:]}")
@@ -349,11 +362,11 @@ def test_h2load_many_clients(env):
 # ---------------------------------------------------------------------------
 
 
-def _refused(env, name: str, headers: list, body: bytes | None = None) -> None:
+def _refused(gw, backends, name: str, headers: list, body: bytes | None = None) -> None:
     """Sends a request built from `headers` (`MARK` in :path is replaced by a marker);
     it must end in RST_STREAM or a 4xx, and never reach an app server."""
     marker = h.unique("/h2-bad-" + name.replace(" ", "-"))
-    c = H2(env["gw"])
+    c = H2(gw)
     try:
         hdrs = [(k, v.replace("MARK", marker) if isinstance(v, str) else v) for k, v in headers]
         c.request(1, headers=hdrs, body=body)
@@ -367,12 +380,12 @@ def _refused(env, name: str, headers: list, body: bytes | None = None) -> None:
             h.check(ok["status"] == 200, f"{name}: the next stream got {ok}")
     finally:
         c.close()
-    _never_reached(env, marker)
+    _never_reached(backends, marker)
     return r
 
 
-def test_malformed_requests_never_reach_an_app_server(env):
-    auth = f"{h.SITE}:{env['gw'].https_port}"
+def test_malformed_requests_never_reach_an_app_server(gw, backends):
+    auth = f"{h.SITE}:{gw.https_port}"
     base = [(":method", "GET"), (":scheme", "https"), (":path", "MARK"), (":authority", auth)]
     without = lambda name: [x for x in base if x[0] != name]  # noqa: E731
     cases = {
@@ -408,26 +421,26 @@ def test_malformed_requests_never_reach_an_app_server(env):
     }
     refused = []
     for name, headers in cases.items():
-        r = _refused(env, name, headers)
+        r = _refused(gw, backends, name, headers)
         refused.append(f"{name}: {'RST ' + str(r['reset']) if r['reset'] is not None else r['status']}")
     print("    " + ", ".join(refused), flush=True)
 
 
-def test_content_length_must_match_the_data(env):
-    auth = f"{h.SITE}:{env['gw'].https_port}"
+def test_content_length_must_match_the_data(gw, backends):
+    auth = f"{h.SITE}:{gw.https_port}"
 
     def post(cl):
         return [(":method", "POST"), (":scheme", "https"), (":path", "MARK"), (":authority", auth),
                 ("content-length", str(cl))]
-    _refused(env, "content-length above the data", post(10), body=b"12345")
-    _refused(env, "content-length below the data", post(5), body=b"1234567890")
-    _refused(env, "content-length without data", post(5))
-    _refused(env, "two content-lengths", post(5) + [("content-length", "6")], body=b"12345")
+    _refused(gw, backends, "content-length above the data", post(10), body=b"12345")
+    _refused(gw, backends, "content-length below the data", post(5), body=b"1234567890")
+    _refused(gw, backends, "content-length without data", post(5))
+    _refused(gw, backends, "two content-lengths", post(5) + [("content-length", "6")], body=b"12345")
     # Beyond buffer_body_bytes the body streams: the app server may see the
     # start, never a request longer than the content-length promised.
     big = os.urandom(200_000)
     marker = "/upload?" + h.unique("h2-cl-stream")
-    c = H2(env["gw"])
+    c = H2(gw)
     try:
         c.request(1, headers=[(":method", "POST"), (":scheme", "https"), (":path", marker), (":authority", auth),
                               ("content-length", str(len(big) - 1000))], body=big)
@@ -437,15 +450,15 @@ def test_content_length_must_match_the_data(env):
         c.close()
     # The app server got at most a request cut short (the last byte is held
     # until the client's END_STREAM proved the length): never a whole one.
-    h.wait_until(lambda: env["app1"].saw(marker) or env["app2"].saw(marker), 10, what="the streamed request's head")
+    h.wait_until(lambda: backends["app1"].saw(marker) or backends["app2"].saw(marker), 10, what="the streamed request's head")
     time.sleep(0.5)
     for b in ("app1", "app2"):
-        whole = [x for x in env[b].process.read_stdout().splitlines() if x.startswith("UPLOADED " + marker)]
+        whole = [x for x in backends[b].process.read_stdout().splitlines() if x.startswith("UPLOADED " + marker)]
         h.check(not whole, f"an over-long streamed body reached {b} whole: {whole}")
 
 
-def test_cookie_crumbs_joined_and_te_trailers_accepted(env):
-    c = H2(env["gw"])
+def test_cookie_crumbs_joined_and_te_trailers_accepted(gw):
+    c = H2(gw)
     try:
         c.request(1, "/cookies", extra=[("cookie", "a=1"), ("cookie", "b=2"), ("te", "trailers"),
                                         ("cookie", "c=3")])
@@ -461,8 +474,8 @@ def test_cookie_crumbs_joined_and_te_trailers_accepted(env):
         c.close()
 
 
-def test_expect_100_continue(env):
-    c = H2(env["gw"])
+def test_expect_100_continue(gw):
+    c = H2(gw)
     try:
         hdrs = c.request_headers("/upload", "POST", [("expect", "100-continue"), ("content-length", "5")])
         c.send(frame(HEADERS, END_HEADERS, 1, c.block(hdrs)))
@@ -478,17 +491,17 @@ def test_expect_100_continue(env):
         c.close()
 
 
-def test_oversized_header_list_is_refused(env):
+def test_oversized_header_list_is_refused(gw, backends):
     # Larger than limits.header_bytes (16 KiB) but not an HPACK bomb: 431.
     marker = h.unique("/h2-big-header")
-    c = H2(env["gw"])
+    c = H2(gw)
     try:
         c.request(1, marker, extra=[(f"x-big-{i}", "v" * 1000) for i in range(20)])
         r = c.response(1)
         h.check(r["status"] == 431, f"oversized header list: {r} (GOAWAY {c.goaway})")
     finally:
         c.close()
-    _never_reached(env, marker)
+    _never_reached(backends, marker)
 
 
 # ---------------------------------------------------------------------------
@@ -536,11 +549,11 @@ class Bystander:
         h.check(self.ok >= 3, f"the bystander got {self.ok} answers")
 
 
-def _attack(env, kind: str, run) -> None:
-    before_kind = _abuse(env, kind)
-    before_violations = _metrics(env).get("rampart_abuse_violations_total", 0)
-    with Bystander(env["gw"]):
-        c = H2(env["gw"])
+def _attack(gw, kind: str, run) -> None:
+    before_kind = _abuse(gw, kind)
+    before_violations = _metrics(gw).get("rampart_abuse_violations_total", 0)
+    with Bystander(gw):
+        c = H2(gw)
         try:
             run(c)
             closed = c.wait_closed(30)
@@ -549,12 +562,12 @@ def _attack(env, kind: str, run) -> None:
                     f"{kind}: GOAWAY {c.goaway} (expected ENHANCE_YOUR_CALM)")
         finally:
             c.close()
-    h.wait_until(lambda: _abuse(env, kind) >= before_kind + 1, 10, what=f"rampart_h2_abuse_total{{kind={kind}}}")
-    after = _metrics(env).get("rampart_abuse_violations_total", 0)
+    h.wait_until(lambda: _abuse(gw, kind) >= before_kind + 1, 10, what=f"rampart_h2_abuse_total{{kind={kind}}}")
+    after = _metrics(gw).get("rampart_abuse_violations_total", 0)
     h.check(after >= before_violations + 1, f"{kind}: violations {before_violations} -> {after}")
 
 
-def test_rapid_reset(env):
+def test_rapid_reset(gw):
     def run(c):
         out = b""
         for i in range(1000):
@@ -562,19 +575,19 @@ def test_rapid_reset(env):
             out += frame(HEADERS, END_HEADERS | END_STREAM, sid, c.block(c.request_headers(f"/rapid/{i}")))
             out += frame(RST_STREAM, 0, sid, struct.pack(">I", CANCEL))
         c.send(out)
-    _attack(env, "rapid_reset", run)
+    _attack(gw, "rapid_reset", run)
 
 
-def test_continuation_flood(env):
+def test_continuation_flood(gw):
     def run(c):
         c.send(frame(HEADERS, 0, 1, c.block(c.request_headers("/continuation"))))
         for _ in range(200):
             if not c.send(frame(CONTINUATION, 0, 1, c.block([("x-flood", "a" * 100)]))):
                 break
-    _attack(env, "continuation_flood", run)
+    _attack(gw, "continuation_flood", run)
 
 
-def test_hpack_bomb(env):
+def test_hpack_bomb(gw):
     def run(c):
         # One 4 KiB entry in the dynamic table (literal with incremental
         # indexing), then 2,000 one-byte references to it: ~6 KiB on the
@@ -583,10 +596,10 @@ def test_hpack_bomb(env):
         literal = b"\x40" + bytes([len(name)]) + name + b"\x7f" + _hpack_int(len(value) - 127) + value
         block = c.block(c.request_headers("/bomb"), huffman=False) + literal + b"\xbe" * 2000
         c.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, block))
-    _attack(env, "hpack_bomb", run)
+    _attack(gw, "hpack_bomb", run)
 
 
-def test_hpack_bomb_in_trailers(env):
+def test_hpack_bomb_in_trailers(gw):
     def run(c):
         # A request with a body, then a trailer block that is the bomb.
         c.send(frame(HEADERS, END_HEADERS, 1, c.block(c.request_headers("/bomb-trailers", "POST"))))
@@ -594,7 +607,7 @@ def test_hpack_bomb_in_trailers(env):
         name, value = b"x-bomb", b"a" * 4000
         literal = b"\x40" + bytes([len(name)]) + name + b"\x7f" + _hpack_int(len(value) - 127) + value
         c.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, literal + b"\xbe" * 2000))
-    _attack(env, "hpack_bomb", run)
+    _attack(gw, "hpack_bomb", run)
 
 
 def _hpack_int(n: int) -> bytes:
@@ -605,27 +618,27 @@ def _hpack_int(n: int) -> bytes:
     return out + bytes([n])
 
 
-def test_ping_flood(env):
-    _attack(env, "ping_flood", lambda c: c.send(b"".join(frame(PING, 0, 0, struct.pack(">Q", i)) for i in range(2000))))
+def test_ping_flood(gw):
+    _attack(gw, "ping_flood", lambda c: c.send(b"".join(frame(PING, 0, 0, struct.pack(">Q", i)) for i in range(2000))))
 
 
-def test_settings_flood(env):
-    _attack(env, "settings_flood", lambda c: c.send(b"".join(settings_frame({4: 65535}) for _ in range(2000))))
+def test_settings_flood(gw):
+    _attack(gw, "settings_flood", lambda c: c.send(b"".join(settings_frame({4: 65535}) for _ in range(2000))))
 
 
-def test_empty_data_flood(env):
+def test_empty_data_flood(gw):
     def run(c):
         c.send(frame(HEADERS, END_HEADERS, 1, c.block(c.request_headers("/empty-data", "POST"))))
         c.send(b"".join(frame(DATA, 0, 1) for _ in range(2000)))
-    _attack(env, "empty_data_flood", run)
+    _attack(gw, "empty_data_flood", run)
 
 
-def test_window_update_flood(env):
-    _attack(env, "window_update_flood",
+def test_window_update_flood(gw):
+    _attack(gw, "window_update_flood",
             lambda c: c.send(b"".join(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1)) for _ in range(5000))))
 
 
-def test_too_many_streams(env):
+def test_too_many_streams(gw):
     def run(c):
         # Wait for the SETTINGS exchange, then open 150 streams that never end.
         c.read_once(2)
@@ -633,11 +646,11 @@ def test_too_many_streams(env):
         for i in range(250):
             out += frame(HEADERS, END_HEADERS, 1 + 2 * i, c.block(c.request_headers(f"/many/{i}", "POST")))
         c.send(out)
-    before = _metrics(env).get("rampart_abuse_violations_total", 0)
+    before = _metrics(gw).get("rampart_abuse_violations_total", 0)
     # nghttp2 answers a stream beyond the acknowledged limit with GOAWAY
     # PROTOCOL_ERROR itself; either code ends the connection.
-    with Bystander(env["gw"]):
-        c = H2(env["gw"])
+    with Bystander(gw):
+        c = H2(gw)
         try:
             run(c)
             h.check(c.wait_closed(30), "the connection with 250 open streams is still open")
@@ -645,11 +658,11 @@ def test_too_many_streams(env):
                     f"GOAWAY {c.goaway}")
         finally:
             c.close()
-    h.wait_until(lambda: _abuse(env, "too_many_streams") >= 1, 10, what="too_many_streams counted")
-    h.check(_metrics(env).get("rampart_abuse_violations_total", 0) > before, "no violation counted")
+    h.wait_until(lambda: _abuse(gw, "too_many_streams") >= 1, 10, what="too_many_streams counted")
+    h.check(_metrics(gw).get("rampart_abuse_violations_total", 0) > before, "no violation counted")
 
 
-def test_zero_window_slow_read(env):
+def test_zero_window_slow_read(gw):
     def run(c):
         # SETTINGS_INITIAL_WINDOW_SIZE 0 was announced (see below): the
         # response can never be sent.
@@ -682,9 +695,9 @@ def test_zero_window_slow_read(env):
         c.closed = True
         c.took = time.monotonic() - start
 
-    before_kind = _abuse(env, "zero_window")
-    with Bystander(env["gw"]):
-        c = H2(env["gw"], settings={4: 0})
+    before_kind = _abuse(gw, "zero_window")
+    with Bystander(gw):
+        c = H2(gw, settings={4: 0})
         try:
             run(c)
             h.check(c.goaway is not None and c.goaway[1] == ENHANCE_YOUR_CALM, f"GOAWAY {c.goaway}")
@@ -693,7 +706,7 @@ def test_zero_window_slow_read(env):
                                                           f"{BODY_TIMEOUT_S}s)")
         finally:
             c.close()
-    h.wait_until(lambda: _abuse(env, "zero_window") >= before_kind + 1, 10, what="zero_window counted")
+    h.wait_until(lambda: _abuse(gw, "zero_window") >= before_kind + 1, 10, what="zero_window counted")
 
 
 # ---------------------------------------------------------------------------
@@ -701,12 +714,12 @@ def test_zero_window_slow_read(env):
 # ---------------------------------------------------------------------------
 
 
-def test_goaway_on_reload_lets_the_stream_finish(env):
-    c = H2(env["gw"])
+def test_goaway_on_reload_lets_the_stream_finish(gw):
+    c = H2(gw)
     try:
         c.request(1, "/slow?ms=1500&reload")
         time.sleep(0.3)  # the request is at the app server
-        os.kill(env["gw"].pid, signal.SIGHUP)
+        os.kill(gw.pid, signal.SIGHUP)
         r = c.response(1, timeout=30)
         h.check(r["status"] == 200, f"the stream in flight during the reload: {r}")
         h.check(c.wait_closed(20), "the old worker's connection did not close after its last stream")
@@ -715,16 +728,15 @@ def test_goaway_on_reload_lets_the_stream_finish(env):
     finally:
         c.close()
     # New connections reach the new worker; the old one exits once drained.
-    r = h.curl(env["gw"], "/after-reload", "--http2")
+    r = h.curl(gw, "/after-reload", "--http2")
     h.check(r.status == 200, f"after the reload: {r}")
-    gw = env["gw"]
     h.wait_until(lambda: len(h.children_of(gw.pid)) == 1, 30, what="the old worker to exit")
     gw.workers = {p: h.identity(p) for p in h.children_of(gw.pid)}
 
 
-def test_idle_connection_gets_goaway(env):
-    gw = h.Gateway(env["certs"], {"app1": env["app1"]}, workers=1, timeouts={"idle": "2s"})
-    env["idle_gw"] = gw.start()
+def test_idle_connection_gets_goaway(backends, certs):
+    gw = h.Gateway(certs, {"app1": backends["app1"]}, workers=1, timeouts={"idle": "2s"})
+    gw.start()
     c = H2(gw)
     try:
         c.request(1, "/before-idle")
@@ -737,16 +749,15 @@ def test_idle_connection_gets_goaway(env):
     finally:
         c.close()
         gw.stop()
-        del env["idle_gw"]
 
 
-def test_metrics_count_by_protocol(env):
-    m = _metrics(env)
+def test_metrics_count_by_protocol(gw):
+    m = _metrics(gw)
     h.check(m.get("rampart_h2_connections_total", 0) >= 10, f"h2 connections {m.get('rampart_h2_connections_total')}")
     h2req = m.get('rampart_requests_by_protocol_total{protocol="h2"}', 0)
     h.check(h2req >= 2000, f"h2 requests {h2req}")
     h.check('rampart_connections_by_protocol{protocol="h2"}' in m, "connections by protocol missing")
-    code, text = h.admin(env["gw"], "/api/status")
+    code, text = h.admin(gw, "/api/status")
     import json
     doc = json.loads(text)
     protocols = {p["protocol"]: p for p in doc["protocols"]}

@@ -33,63 +33,70 @@ HEALTH = {"path": "/health", "interval": "300ms", "timeout": "250ms", "rise": 2,
 
 
 @pytest.fixture(scope="module")
-def env():
-    """The shared state of this file's tests (what setup made), torn down at its end."""
-    env = {}
-    try:
-        env["certs"] = h.make_certs()
-        env["app1"] = h.Backend("app1").start()
-        env["app2"] = h.Backend("app2").start()
-        gw = h.Gateway(env["certs"], {"app1": env["app1"], "app2": env["app2"]}, workers=2)
-        gw.config["gateway"]["pools"]["app"]["health"] = HEALTH
-        env["gw"] = gw.start()
-        env["base"] = f"http://127.0.0.1:{gw.admin_port}"
-        env["browser"] = cdp.Browser(window=(1280, 860)).start()
-        print(f"  {env['browser'].version}", flush=True)
-        env["page"] = env["browser"].new_page()
-        yield env
-    finally:
-        if "browser" in env:
-            env["browser"].close()
+def gw(certs) -> h.Gateway:
+    """Two workers in front of app1 and app2, health checks every 300 ms."""
+    backends = {"app1": h.Backend("app1").start(), "app2": h.Backend("app2").start()}
+    gw = h.Gateway(certs, backends, workers=2)
+    gw.config["gateway"]["pools"]["app"]["health"] = HEALTH
+    return gw.start()
 
 
-def _get(env, path):
-    with urllib.request.urlopen(env["base"] + path, timeout=30) as r:
+@pytest.fixture(scope="module")
+def base(gw) -> str:
+    """The admin listener's URL (it serves the status page)."""
+    return f"http://127.0.0.1:{gw.admin_port}"
+
+
+@pytest.fixture(scope="module")
+def browser(gw) -> cdp.Browser:
+    """Headless Chromium (tests/support/browser.py), closed at the end of the file."""
+    chromium = cdp.Browser(window=(1280, 860)).start()
+    print(f"  {chromium.version}", flush=True)
+    yield chromium
+    chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser) -> cdp.Page:
+    """The tab the tests share."""
+    return browser.new_page()
+
+def _get(base, path):
+    with urllib.request.urlopen(base + path, timeout=30) as r:
         return r.status, dict(r.getheaders()), r.read().decode()
 
 
-def _backends(env, n):
+def _backends(gw, n):
     """Sends n HTTPS requests through the gateway; the X-Backend of each answer."""
     out = []
     for i in range(n):
-        r = h.curl(env["gw"], f"/status-page-test?i={i}")
+        r = h.curl(gw, f"/status-page-test?i={i}")
         h.check(r.status == 200, f"request {i}: {r}")
         out.append(r.header("X-Backend"))
     return out
 
 
-def _row_state(env, name):
-    page = env["page"]
+def _row_state(page, name):
     return page.evaluate(f"""(() => {{
         const tr = document.querySelector('#pools tr[data-server="{name}"]');
         return tr ? tr.querySelector('.badge').textContent : null;
     }})()""")
 
 
-def _updates(env):
-    return int(env["page"].evaluate("Number(document.body.dataset.updates || 0)"))
+def _updates(page):
+    return int(page.evaluate("Number(document.body.dataset.updates || 0)"))
 
 
-def _wait_updates(env, more, timeout=30):
+def _wait_updates(page, more, timeout=30):
     """Waits for `more` further successful refreshes of the page (one every 2 s; the bound is
     a guard against a hang, sized for a busy machine running Chromium)."""
-    start = _updates(env)
-    env["page"].wait_for(f"Number(document.body.dataset.updates || 0) >= {start + more}", timeout,
+    start = _updates(page)
+    page.wait_for(f"Number(document.body.dataset.updates || 0) >= {start + more}", timeout,
                        what=f"{more} more page refreshes")
 
 
-def _click(env, name, action):
-    env["page"].evaluate(f"""(() => {{
+def _click(page, name, action):
+    page.evaluate(f"""(() => {{
         const b = document.querySelector('button[data-server="{name}"][data-action="{action}"]');
         if (!b) throw new Error('no {action} button for {name}');
         if (b.disabled) throw new Error('{action} button for {name} is disabled');
@@ -98,8 +105,8 @@ def _click(env, name, action):
     }})()""")
 
 
-def test_status_and_api_status_over_http(env):
-    status, headers, body = _get(env, "/status")
+def test_status_and_api_status_over_http(base):
+    status, headers, body = _get(base, "/status")
     h.check(status == 200, f"/status: {status}")
     h.check(headers.get("Content-Type") == "text/html; charset=utf-8", f"content type {headers}")
     csp = headers.get("Content-Security-Policy", "")
@@ -113,7 +120,7 @@ def test_status_and_api_status_over_http(env):
             f"ETag {etag!r}, Cache-Control {headers.get('Cache-Control')!r}")
     # Revalidation: the same page answers 304 without a body (read off the
     # wire: an HTTP library would drop one); another tag gets the page.
-    port = int(env["base"].rsplit(":", 1)[1])
+    port = int(base.rsplit(":", 1)[1])
     raw = h.plain_exchange(port, (f'GET /status HTTP/1.1\r\nHost: {h.LOOPBACK}\r\nIf-None-Match: W/"x", {etag}\r\n'
                                   "Connection: close\r\n\r\n").encode(), 30)
     r = h.parse_head(raw)
@@ -121,11 +128,11 @@ def test_status_and_api_status_over_http(env):
     h.check(r.header("ETag") == etag, f"304 without the tag: {r.headers}")
     h.check(r.header("Content-Length") is None and r.header("Content-Type") is None and r.body == b"",
             f"304 with a body or its metadata: {r.headers} {r.body[:80]!r}")
-    req = urllib.request.Request(env["base"] + "/status", headers={"If-None-Match": '"other"'})
+    req = urllib.request.Request(base + "/status", headers={"If-None-Match": '"other"'})
     with urllib.request.urlopen(req, timeout=30) as r:
         h.check(r.status == 200 and b"/api/status" in r.read(), "a stale tag got the page")
 
-    status, headers, body = _get(env, "/api/status")
+    status, headers, body = _get(base, "/api/status")
     h.check(status == 200 and headers.get("Content-Type") == "application/json", f"/api/status: {status} {headers}")
     s = json.loads(body)
     h.check(s["site"] == h.SITE and s["workers"] == 2 and s["generation"] == 1, f"header fields: {s}")
@@ -133,7 +140,7 @@ def test_status_and_api_status_over_http(env):
     servers = {sv["name"]: sv for sv in s["pools"][0]["servers"]}
     h.check(set(servers) == {"app1", "app2"}, f"servers: {servers}")
     h.wait_until(lambda: all(sv["last_check"] == 200 for sv in
-                             json.loads(_get(env, "/api/status")[2])["pools"][0]["servers"]), 15,
+                             json.loads(_get(base, "/api/status")[2])["pools"][0]["servers"]), 15,
                  what="a passed health check on both servers")
     h.check(all(sv["state"] == "up" for sv in servers.values()), f"states: {servers}")
     certs = s["certificates"]
@@ -142,13 +149,12 @@ def test_status_and_api_status_over_http(env):
             f"dev certificates live 825 days: {certs}")
 
 
-def test_page_shows_both_servers_up(env):
-    page = env["page"]
-    page.navigate(env["base"] + "/status")
-    _backends(env, 4)  # some traffic for the counters
+def test_page_shows_both_servers_up(gw, base, page):
+    page.navigate(base + "/status")
+    _backends(gw, 4)  # some traffic for the counters
     page.wait_for("Number(document.body.dataset.updates || 0) >= 2", 30, what="two refreshes of the page")
     for name in ("app1", "app2"):
-        h.wait_until(lambda: _row_state(env, name) == "UP", 15, what=f"{name} UP on the page")
+        h.wait_until(lambda: _row_state(page, name) == "UP", 15, what=f"{name} UP on the page")
     text = page.evaluate("document.body.innerText")  # what is rendered (CSS may upper-case labels)
     for needle in (h.SITE, "Pool app", "round robin", "app1", "app2", "ecdsa.pem", "rsa.pem", "ECDSA", "RSA",
                    "Connections open", "Requests per second", "TLS handshakes", "HTTP 200", "Last update",
@@ -159,28 +165,26 @@ def test_page_shows_both_servers_up(env):
     h.check(page.evaluate("document.title").startswith("Rampart"), "title")
 
 
-def test_drain_from_the_page_stops_its_traffic(env):
-    page = env["page"]
-    _click(env, "app1", "drain")
-    h.wait_until(lambda: _row_state(env, "app1") == "DRAINED", 15, interval=0.1, what="app1 DRAINED on the page")
-    h.check(_row_state(env, "app2") == "UP", "app2 is no longer UP")
+def test_drain_from_the_page_stops_its_traffic(gw, base, page):
+    _click(page, "app1", "drain")
+    h.wait_until(lambda: _row_state(page, "app1") == "DRAINED", 15, interval=0.1, what="app1 DRAINED on the page")
+    h.check(_row_state(page, "app2") == "UP", "app2 is no longer UP")
     banner = page.evaluate("document.getElementById('banner').textContent")
     h.check("app1 drained" in banner, f"no confirmation shown: {banner!r}")
     h.check(page.evaluate("""document.querySelector('button[data-server="app1"][data-action="drain"]').disabled
                              && !document.querySelector('button[data-server="app1"][data-action="enable"]').disabled"""),
             "after a drain only Enable is offered")
-    seen = _backends(env, 8)
+    seen = _backends(gw, 8)
     h.check(seen == ["app2"] * 8, f"requests after the drain went to {seen}")
-    servers = {sv["name"]: sv for sv in json.loads(_get(env, "/api/status")[2])["pools"][0]["servers"]}
+    servers = {sv["name"]: sv for sv in json.loads(_get(base, "/api/status")[2])["pools"][0]["servers"]}
     h.check(servers["app1"]["drained"] is True and servers["app1"]["state"] == "drained", f"API: {servers}")
     # The page's per-server rate shows app2's traffic on a later refresh.
-    _wait_updates(env, 2)
+    _wait_updates(page, 2)
 
 
-def test_screenshot(env):
-    page = env["page"]
-    _backends(env, 6)
-    _wait_updates(env, 1)
+def test_screenshot(gw, page):
+    _backends(gw, 6)
+    _wait_updates(page, 1)
     path = page.screenshot(h.temp_dir() / "status-page.png")
     h.check(path.stat().st_size > 10_000, f"screenshot too small: {path.stat().st_size} bytes")
     keep = os.environ.get("RAMPART_SCREENSHOT_DIR")
@@ -193,19 +197,18 @@ def test_screenshot(env):
     print(f"  screenshot: {path}", flush=True)
 
 
-def test_enable_from_the_page_restores_rotation(env):
-    _click(env, "app1", "enable")
-    h.wait_until(lambda: _row_state(env, "app1") == "UP", 15, interval=0.1, what="app1 UP again on the page")
-    seen = _backends(env, 8)
+def test_enable_from_the_page_restores_rotation(gw, page):
+    _click(page, "app1", "enable")
+    h.wait_until(lambda: _row_state(page, "app1") == "UP", 15, interval=0.1, what="app1 UP again on the page")
+    seen = _backends(gw, 8)
     h.check(sorted(set(seen)) == ["app1", "app2"], f"requests after enable went to {seen}")
     h.check(all(a != b for a, b in zip(seen, seen[1:])), f"round robin does not alternate: {seen}")
 
 
-def test_token_prompt_on_401_and_bearer_token_sent(env):
+def test_token_prompt_on_401_and_bearer_token_sent(browser, page):
     """The admin API's bearer token: a 401 from /api/status (answered by the
     browser's Fetch interception) puts the token field forward; the token
     entered there is sent on the following calls."""
-    browser, page = env["browser"], env["page"]
     page.send("Fetch.enable", {"patterns": [{"urlPattern": "*/api/*", "requestStage": "Request"}]})
     try:
         start = browser.event_count()
@@ -240,11 +243,10 @@ def test_token_prompt_on_401_and_bearer_token_sent(env):
     page.evaluate("document.getElementById('token-clear').click(), true")
 
 
-def test_page_contacts_only_the_admin_listener_and_raises_no_error(env):
-    browser, page = env["browser"], env["page"]
+def test_page_contacts_only_the_admin_listener_and_raises_no_error(base, browser, page):
     urls = [e["params"]["request"]["url"] for e in browser.events("Network.requestWillBeSent", page.session)]
     h.check(len(urls) > 5, f"too few requests recorded: {urls}")
-    origin = env["base"] + "/"
+    origin = base + "/"
     others = sorted({u for u in urls if not (u.startswith(origin) or u.startswith("data:"))})
     h.check(not others, f"the page contacted more than the admin listener: {others}")
     paths = {u[len(origin) - 1:] for u in urls if u.startswith(origin)}
@@ -258,21 +260,19 @@ def test_page_contacts_only_the_admin_listener_and_raises_no_error(env):
     h.check(not errors, f"console errors (CSP?): {errors}")
 
 
-def test_site_over_h2_in_chromium_and_the_protocol_table(env):
+def test_site_over_h2_in_chromium_and_the_protocol_table(gw, base, browser, page):
     """Chromium loads https://www.foobar.com through the gateway over HTTP/2 (ALPN h2),
     and the status page's protocol table counts it."""
-    browser = env["browser"]
     site = browser.new_page()
     # The dev CA is not in Chromium's store; the certificate itself is checked by test_tls.
     site.send("Security.setIgnoreCertificateErrors", {"ignore": True})
     for i in range(3):
-        site.navigate(env["gw"].url(f"/h2-in-chromium/{i}"))
+        site.navigate(gw.url(f"/h2-in-chromium/{i}"))
     proto = site.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol")
     h.check(proto == "h2", f"Chromium used {proto!r}, not h2")
     body = site.evaluate("document.body.innerText")
     h.check('"path": "/h2-in-chromium/2"' in body, f"the page is not the app server's answer: {body[:200]}")
-    page = env["page"]
-    page.navigate(env["base"] + "/status")
+    page.navigate(base + "/status")
     cells = page.wait_for("""(() => {
         const tr = document.querySelector('#protocols tr[data-protocol="h2"]');
         if (!tr) return null;
@@ -281,18 +281,17 @@ def test_site_over_h2_in_chromium_and_the_protocol_table(env):
     })()""", 30, what="the h2 row of the protocol table to count Chromium's requests")
     h.check(cells[0] == "h2", f"protocol column: {cells}")
     h.check(int(cells[2].replace(",", "").replace("\u202f", "")) >= 1, f"h2 connections total: {cells}")
-    s = json.loads(_get(env, "/api/status")[2])
+    s = json.loads(_get(base, "/api/status")[2])
     protocols = {p["protocol"]: p for p in s["protocols"]}
     h.check(protocols["h2"]["requests"] >= 3 and protocols["h2"]["total"] >= 1 and "http/1.1" in protocols,
             f"protocols: {protocols}")
 
 
-def test_error_banner_when_the_admin_listener_is_gone(env):
-    page = env["page"]
-    env["gw"].stop()
+def test_error_banner_when_the_admin_listener_is_gone(gw, page):
+    gw.stop()
     # The next refresh (2 s) fails at once (refused) or after its 5 s abort: a guard against a hang.
     page.wait_for("document.body.classList.contains('stale')", 30, what="the page to mark its data stale")
     banner = page.evaluate("document.getElementById('banner').textContent")
     h.check(banner.startswith("Cannot fetch /api/status") and "Showing the data of" in banner,
             f"error banner: {banner!r}")
-    h.check(_row_state(env, "app2") == "UP", "the last data is no longer shown")
+    h.check(_row_state(page, "app2") == "UP", "the last data is no longer shown")

@@ -59,7 +59,7 @@ import pytest
 import netns
 from systemd_root import BASE_PACKAGES, SHARE, Container, cached_root, depends_packages, make_deb, out
 
-pytestmark = [pytest.mark.root, pytest.mark.netns]
+pytestmark = [pytest.mark.root("network namespaces, debootstrap, systemd-nspawn"), pytest.mark.netns]
 BUDGET_S = 1500
 
 
@@ -211,8 +211,6 @@ def ctx():
     """The namespace lab of this file and what its tests share, built once and torn down at its end."""
     ctx = {}
     try:
-        if os.geteuid() != 0:
-            pytest.skip("needs root (network namespaces, debootstrap, systemd-nspawn)")
         netns.ensure_packages({"debootstrap": "debootstrap", "systemd-nspawn": "systemd-container",
                                "dpkg-shlibdeps": "dpkg-dev", "file": "file", "nsenter": "util-linux",
                                "ip": "iproute2"}, timeout=300)
