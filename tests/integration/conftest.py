@@ -85,7 +85,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def test_file_guard(request: pytest.FixtureRequest):
+def file_guard(request: pytest.FixtureRequest):
     """The rampart binary exists; the file's time budget runs; at the end, every process
     it started is stopped (a crash found then fails the file) and its temp dir removed."""
     path = processes.rampart_bin()
