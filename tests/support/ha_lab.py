@@ -39,15 +39,13 @@ import shutil
 import signal
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness as h  # noqa: E402
-import netns  # noqa: E402
+import harness as h
+import netns
 
 GATEWAYS = ("gw1", "gw2")
 HOSTS = {
