@@ -30,8 +30,8 @@ D. no table: a gateway whose namespace has no firewall keeps serving, counts
    rampart_firewall_block_errors_total and logs the error once (not once per attempt).
 E. a 429 to a request with Connection: close ends the connection, like a 200 or a 400.
 
-Needs root, ``ip netns`` and ``nft``: otherwise SKIP (77). Every loop is bounded in count and
-time; only processes this script started are stopped, by PID.
+Needs root, ``ip netns`` and ``nft``: otherwise skipped (exit 77). Every loop is bounded in count and
+time; only processes these tests started are stopped, by PID.
 """
 
 import ipaddress

@@ -18,7 +18,7 @@ hand-made drift, lint refusals and a run without CAP_NET_ADMIN that must change 
 nftables generation id, read with NFT_MSG_GETGEN, proves that no transaction was committed).
 
 Every nft and rampart command runs inside a test namespace (``ip netns exec``); the host's own
-ruleset is never read or written. Needs root, ``ip netns`` and ``nft``: otherwise SKIP (77).
+ruleset is never read or written. Needs root, ``ip netns`` and ``nft``: otherwise skipped (exit 77).
 """
 
 import json

@@ -34,10 +34,10 @@ Tests:
   on both nodes, back to 1 when the adverts flow again.
 
 The lab, its processes, the client loop and the faults are tests/support/ha_lab.py's ``HaLab``
-(also behind bench/ha and the deployment demo); this script holds the assertions.
+(also behind bench/ha and the deployment demo); this file holds the assertions.
 
-Needs root, ``ip netns`` and keepalived (installed with apt-get when missing): otherwise SKIP (77).
-Every loop is bounded in count and time; only processes this script started are stopped, by PID;
+Needs root, ``ip netns`` and keepalived (installed with apt-get when missing): otherwise skipped (exit 77).
+Every loop is bounded in count and time; only processes these tests started are stopped, by PID;
 the namespaces (and so every link) are removed at exit, also on failure.
 """
 

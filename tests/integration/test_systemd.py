@@ -37,9 +37,9 @@ restart (KillMode=mixed kills the sentinel together with the master), sampled ev
 
 Needs root, ip netns, debootstrap, systemd-nspawn, dpkg-shlibdeps and file (these four installed
 with apt-get when missing) and CMake's cpack; otherwise, or when debootstrap cannot download or
-the container does not boot, SKIP (77). The first run downloads and installs the root (a few
+the container does not boot, skipped (exit 77). The first run downloads and installs the root (a few
 minutes); later runs take well under a minute. Every wait and loop is bounded; only processes
-this script started are stopped, by PID.
+these tests started are stopped, by PID.
 """
 
 from __future__ import annotations

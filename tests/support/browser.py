@@ -4,7 +4,7 @@
 its fd 3 and writes responses and events to its fd 4, one JSON message per
 NUL-terminated chunk. No port is opened, no npm/pip package is needed.
 
-    browser = Browser().start()          # skips the script (77) without chromium
+    browser = Browser().start()          # a skip (pytest) without chromium
     page = browser.new_page()
     page.navigate("http://127.0.0.1:9100/status")
     text = page.evaluate("document.body.innerText")
