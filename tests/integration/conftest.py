@@ -130,9 +130,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         return
     for obj in processes.MONITORED:
         if isinstance(obj, gateway.Gateway) and obj.process is not None:
-            excerpt = obj.process.stderr_excerpt(10)
-            if excerpt:
-                report.sections.append((f"stderr of {obj.name} (pid {obj.pid})", excerpt.lstrip("\n")))
+            tail = obj.process.read_stderr().splitlines()[-10:]
+            if tail:
+                report.sections.append((f"last {len(tail)} stderr lines of {obj.name} (pid {obj.pid})",
+                                        "\n".join(tail)))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
