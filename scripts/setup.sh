@@ -9,6 +9,8 @@ packages=(
   # the gateway's malloc (cmd/CMakeLists.txt says why)
   libtcmalloc-minimal4
   openssl curl python3 procps iproute2 ca-certificates nftables keepalived
+  # tests/integration: the integration tests run under pytest
+  python3-pytest
   testssl.sh chromium
   # tests/integration/test_websocket.py: a real WebSocket client and server
   python3-websockets

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Access log and request ids: one JSON line per request, with the right fields.
 
 A real gateway (two workers, two named backends) writes its access log to a
@@ -16,22 +15,22 @@ runs at log level debug). Separate gateways cover retries and 429s, stdout as
 the destination, the log level setting and a log file that cannot be opened.
 """
 
+import dataclasses
 import json
 import os
 import re
 import signal
 import socket
 import ssl
-import sys
 import threading
 import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
+import pytest
 
-S = {}
 FIELDS = ["time", "client", "method", "host", "path", "status", "bytes_sent", "bytes_received", "request_time_ms",
           "upstream", "upstream_time_ms", "protocol", "tls_version", "cipher", "resumed", "request_id", "retries"]
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -39,37 +38,54 @@ TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 BURST = 2000
 
 
-def setup_module():
-    S["certs"] = h.make_certs()
-    S["app1"] = h.Backend("app1").start()
-    S["app2"] = h.Backend("app2").start()
-    S["log"] = h.temp_dir() / "access.log"
-    gw = h.Gateway(S["certs"], {"app1": S["app1"], "app2": S["app2"]}, workers=2)
-    gw.config["gateway"]["access_log"] = {"path": str(S["log"]), "buffer": "64KiB"}
-    gw.config["gateway"]["log_level"] = "debug"
-    S["gw"] = gw.start()
-    S["expected"] = {}  # path -> dict of fields every line of that path must have
-    S["sent"] = 0       # requests sent to S["gw"]
-    S["secrets"] = []
-    S["started"] = datetime.now(timezone.utc) - timedelta(seconds=2)
+@pytest.fixture(scope="module")
+def backends() -> dict[str, h.Backend]:
+    return {"app1": h.Backend("app1").start(), "app2": h.Backend("app2").start()}
 
+
+@pytest.fixture(scope="module")
+def access_log() -> Path:
+    return h.temp_dir() / "access.log"
+
+
+@pytest.fixture(scope="module")
+def gw(certs, backends, access_log) -> h.Gateway:
+    """Two workers writing one access log (64 KiB buffer); debug log level."""
+    gw = h.Gateway(certs, dict(backends), workers=2)
+    gw.config["gateway"]["access_log"] = {"path": str(access_log), "buffer": "64KiB"}
+    gw.config["gateway"]["log_level"] = "debug"
+    return gw.start()
+
+
+@dataclasses.dataclass
+class Ledger:
+    """What the tests sent to gw, to check its access log against."""
+    started: datetime
+    expected: dict = dataclasses.field(default_factory=dict)  # path -> fields every line of that path must have
+    sent: int = 0  # requests sent to gw
+    secrets: list = dataclasses.field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def ledger(gw) -> Ledger:
+    return Ledger(started=datetime.now(timezone.utc) - timedelta(seconds=2))
 
 # ---------------------------------------------------------------------------
 # Clients
 # ---------------------------------------------------------------------------
 
 
-def _context(max_version=None):
-    ctx = h.client_context(S["certs"].ca)
+def _context(certs, max_version=None):
+    ctx = h.client_context(certs.ca)
     if max_version is not None:
         ctx.maximum_version = max_version
     return ctx
 
 
-def _expect(path, **fields):
-    h.check(path not in S["expected"], f"path {path} used twice")
-    S["expected"][path] = fields
-    S["sent"] += 1
+def _expect(ledger, path, **fields):
+    h.check(path not in ledger.expected, f"path {path} used twice")
+    ledger.expected[path] = fields
+    ledger.sent += 1
 
 
 def _https_request(conn, method, path, body=None, headers=None):
@@ -78,10 +94,10 @@ def _https_request(conn, method, path, body=None, headers=None):
     return r, conn.sock.version(), conn.sock.cipher()[0]
 
 
-def _raw_exchange(ctx, data, session=None, timeout=10.0):
+def _raw_exchange(gw, ctx, data, session=None, timeout=10.0):
     """Sends raw bytes over a new TLS connection (the request says Connection: close)
     and reads until the gateway closes. Returns (response, tls socket facts)."""
-    raw = socket.create_connection((h.LOOPBACK, S["gw"].https_port), timeout=timeout)
+    raw = socket.create_connection((h.LOOPBACK, gw.https_port), timeout=timeout)
     tls = ctx.wrap_socket(raw, server_hostname=h.SITE, session=session)
     try:
         tls.sendall(data)
@@ -120,8 +136,7 @@ def _check_echo(r, sent_id=None):
 # ---------------------------------------------------------------------------
 
 
-def test_requests_of_every_kind():
-    gw = S["gw"]
+def test_requests_of_every_kind(gw, backends, certs, ledger):
     host = f"{h.SITE}:{gw.https_port}"
 
     # Five GETs on one keep-alive connection, TLS 1.3 by default.
@@ -133,48 +148,48 @@ def test_requests_of_every_kind():
         h.check(r.header("X-Backend") == server, f"X-Backend {r.header('X-Backend')} vs {server}")
         h.check(HEX32.match(rid), f"generated request id {rid!r}")
         h.check(version == "TLSv1.3", f"negotiated {version}")
-        _expect(path, method="GET", host=host, status=200, bytes_sent=len(r.body), bytes_received=0,
+        _expect(ledger, path, method="GET", host=host, status=200, bytes_sent=len(r.body), bytes_received=0,
                 upstream=server, tls_version=version, cipher=cipher, resumed=False, request_id=rid, retries=0)
 
     # A POST with a body.
     body = os.urandom(3000)
     r, version, cipher = _https_request(conn, "POST", "/upload", body=body)
     h.check(r.status == 200 and r.json()["bytes"] == len(body), f"upload: {r}")
-    _expect("/upload", method="POST", status=200, bytes_sent=len(r.body), bytes_received=len(body),
+    _expect(ledger, "/upload", method="POST", status=200, bytes_sent=len(r.body), bytes_received=len(body),
             upstream=r.header("X-Backend"), tls_version=version, cipher=cipher,
             request_id=r.header("X-Request-Id"))
 
     # A HEAD: no body bytes either way.
     r, version, cipher = _https_request(conn, "HEAD", "/head-request")
     h.check(r.status == 200 and r.body == b"", f"HEAD: {r}")
-    _expect("/head-request", method="HEAD", status=200, bytes_sent=0, bytes_received=0,
+    _expect(ledger, "/head-request", method="HEAD", status=200, bytes_sent=0, bytes_received=0,
             upstream=r.header("X-Backend"), request_id=r.header("X-Request-Id"))
 
     # A 404 from the backend.
     r, version, cipher = _https_request(conn, "GET", "/status/404")
     h.check(r.status == 404 and r.header("X-Backend") in ("app1", "app2"), f"404: {r}")
-    _expect("/status/404", status=404, bytes_sent=len(r.body), upstream=r.header("X-Backend"),
+    _expect(ledger, "/status/404", status=404, bytes_sent=len(r.body), upstream=r.header("X-Backend"),
             request_id=r.header("X-Request-Id"))
 
     # A valid client id is kept; an invalid one (a space) and a repeated one are replaced.
     client_id = "f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
     r, _, _ = _https_request(conn, "GET", "/id/valid", headers={"X-Request-Id": client_id})
     _check_echo(r, sent_id=client_id)
-    _expect("/id/valid", status=200, request_id=client_id, upstream=r.header("X-Backend"))
+    _expect(ledger, "/id/valid", status=200, request_id=client_id, upstream=r.header("X-Backend"))
     r, _, _ = _https_request(conn, "GET", "/id/invalid", headers={"X-Request-Id": "not valid"})
     rid, _ = _check_echo(r)
     h.check(HEX32.match(rid), f"an invalid client id was not replaced: {rid!r}")
-    _expect("/id/invalid", status=200, request_id=rid)
+    _expect(ledger, "/id/invalid", status=200, request_id=rid)
 
     # A slow answer: request and upstream times cover it.
     r, _, _ = _https_request(conn, "GET", "/slow?ms=200")
     _check_echo(r)
-    _expect("/slow?ms=200", status=200, min_request_ms=200, min_upstream_ms=200,
+    _expect(ledger, "/slow?ms=200", status=200, min_request_ms=200, min_upstream_ms=200,
             request_id=r.header("X-Request-Id"))
 
     # Secrets in Cookie, Authorization and Proxy-Authorization.
     secrets = [h.unique("COOKIESECRET"), h.unique("AUTHSECRET"), h.unique("PROXYSECRET")]
-    S["secrets"] += secrets
+    ledger.secrets += secrets
     r, _, _ = _https_request(conn, "GET", "/secret", headers={
         "Cookie": f"session={secrets[0]}; theme=dark",
         "Authorization": f"Bearer {secrets[1]}",
@@ -184,63 +199,63 @@ def test_requests_of_every_kind():
     received = dict((k.lower(), v) for k, v in r.json()["headers"])
     h.check(secrets[0] in received.get("cookie", "") and secrets[1] in received.get("authorization", ""),
             f"the backend did not get the cookie and the credentials: {received}")
-    _expect("/secret", status=200, request_id=rid)
+    _expect(ledger, "/secret", status=200, request_id=rid)
     conn.close()
 
     # TLS 1.2, then a resumed session.
-    ctx12 = _context(ssl.TLSVersion.TLSv1_2)
-    conn12 = h._LoopbackHTTPSConnection(gw.https_port, h.SITE, ctx12, 10.0)
+    ctx12 = _context(certs, ssl.TLSVersion.TLSv1_2)
+    conn12 = h.LoopbackHTTPSConnection(gw.https_port, h.SITE, ctx12, 10.0)
     r, version, cipher = _https_request(conn12, "GET", "/tls12")
     h.check(version == "TLSv1.2", f"negotiated {version}")
     rid, _ = _check_echo(r)
-    _expect("/tls12", status=200, tls_version="TLSv1.2", cipher=cipher, resumed=False, request_id=rid)
+    _expect(ledger, "/tls12", status=200, tls_version="TLSv1.2", cipher=cipher, resumed=False, request_id=rid)
     conn12.close()
 
-    ctx = _context()
+    ctx = _context(certs)
     request = f"GET /resume/first HTTP/1.1\r\nHost: {h.SITE}\r\nConnection: close\r\n\r\n".encode()
-    r, first = _raw_exchange(ctx, request)
+    r, first = _raw_exchange(gw, ctx, request)
     h.check(r is not None and r.status == 200, f"first: {r}")
-    _expect("/resume/first", status=200, resumed=False, tls_version=first["version"], cipher=first["cipher"],
+    _expect(ledger, "/resume/first", status=200, resumed=False, tls_version=first["version"], cipher=first["cipher"],
             request_id=r.header("X-Request-Id"))
     request = f"GET /resume/second HTTP/1.1\r\nHost: {h.SITE}\r\nConnection: close\r\n\r\n".encode()
-    r, second = _raw_exchange(ctx, request, session=first["session"])
+    r, second = _raw_exchange(gw, ctx, request, session=first["session"])
     h.check(r is not None and r.status == 200, f"second: {r}")
     h.check(second["reused"], "the TLS session was not resumed")
-    _expect("/resume/second", status=200, resumed=True, tls_version=second["version"],
+    _expect(ledger, "/resume/second", status=200, resumed=True, tls_version=second["version"],
             request_id=r.header("X-Request-Id"))
 
     # A malformed request (two Content-Length fields), with a secret cookie:
     # 400 from the gateway, nothing upstream, a line all the same.
     secret = h.unique("REJECTEDCOOKIE")
-    S["secrets"].append(secret)
+    ledger.secrets.append(secret)
     bad = (f"GET /malformed HTTP/1.1\r\nHost: {h.SITE}\r\nCookie: s={secret}\r\n"
            f"Content-Length: 1\r\nContent-Length: 2\r\n\r\nx").encode()
-    r, facts = _raw_exchange(ctx, bad)
+    r, facts = _raw_exchange(gw, ctx, bad)
     h.check(r is not None and r.status == 400, f"malformed: {r}")
     rid = r.header("X-Request-Id")
     h.check(rid is not None and HEX32.match(rid), f"400 without a request id: {r}")
-    _expect("/malformed", method="GET", status=400, bytes_sent=len(r.body), bytes_received=0, upstream="",
+    _expect(ledger, "/malformed", method="GET", status=400, bytes_sent=len(r.body), bytes_received=0, upstream="",
             upstream_time_ms=None, tls_version=facts["version"], request_id=rid, retries=0)
-    h.check(not S["app1"].saw("/malformed") and not S["app2"].saw("/malformed"),
+    h.check(not backends["app1"].saw("/malformed") and not backends["app2"].saw("/malformed"),
             "the malformed request reached a backend")
 
     # HTTP/2 (curl prefers h2 in ALPN) and HTTP/1.0.
     r = h.curl(gw, "/over-h2?x=1", "--http2")
     h.check(r.status == 200, f"h2: {r}")
-    _expect("/over-h2?x=1", method="GET", status=200, protocol="h2", bytes_sent=len(r.body),
+    _expect(ledger, "/over-h2?x=1", method="GET", status=200, protocol="h2", bytes_sent=len(r.body),
             upstream=r.header("X-Backend"), request_id=r.header("X-Request-Id"))
     r = h.curl(gw, "/over-http10", "--http1.0")
     h.check(r.status == 200, f"HTTP/1.0: {r}")
-    _expect("/over-http10", method="GET", status=200, protocol="http/1.0", bytes_sent=len(r.body),
+    _expect(ledger, "/over-http10", method="GET", status=200, protocol="http/1.0", bytes_sent=len(r.body),
             upstream=r.header("X-Backend"), request_id=r.header("X-Request-Id"))
-    S["expected"]["/upload"]["protocol"] = "http/1.1"
+    ledger.expected["/upload"]["protocol"] = "http/1.1"
 
     # The plain-HTTP listener's 301.
     r = h.curl(gw, "/redirect/me?x=1", scheme="http")
     h.check(r.status == 301, f"http: {r}")
     rid = r.header("X-Request-Id")
     h.check(rid is not None and HEX32.match(rid), f"301 without a request id: {r}")
-    _expect("/redirect/me?x=1", method="GET", status=301, bytes_sent=len(r.body), upstream="",
+    _expect(ledger, "/redirect/me?x=1", method="GET", status=301, bytes_sent=len(r.body), upstream="",
             upstream_time_ms=None, tls_version=None, cipher=None, resumed=None, request_id=rid, retries=0)
 
 
@@ -252,8 +267,7 @@ def _metric(gw, name):
     return values[0]
 
 
-def test_burst_drops_nothing():
-    gw = S["gw"]
+def test_burst_drops_nothing(gw, ledger):
     errors = []
     per_thread = BURST // 8
 
@@ -276,26 +290,25 @@ def test_burst_drops_nothing():
         t.join(timeout=max(t0 + 120 - time.monotonic(), 0))  # a guard against a hang
     h.check(not any(t.is_alive() for t in threads), "burst clients still running after 120 s")
     h.check(not errors, f"burst errors: {errors[:5]}")
-    S["sent"] += BURST
+    ledger.sent += BURST
     print(f"    {BURST} requests in {time.monotonic() - t0:.1f}s", flush=True)
     h.check(_metric(gw, "rampart_access_log_dropped_total") == 0, "access log lines were dropped")
 
 
-def test_last_lines_survive_sigterm():
-    gw = S["gw"]
+def test_last_lines_survive_sigterm(gw, ledger):
     conn = h.https_connection(gw)
     for i in range(20):
         r = h.request(conn, "GET", f"/last/{i}")
         h.check(r.status == 200, f"/last/{i}: {r}")
-        _expect(f"/last/{i}", status=200, request_id=r.header("X-Request-Id"))
+        _expect(ledger, f"/last/{i}", status=200, request_id=r.header("X-Request-Id"))
     conn.close()
     # At once: the writer threads flush every 50 ms, so these lines are
     # still queued when the workers get SIGTERM.
     h.check(gw.stop() == 0, "the gateway did not exit 0")
 
 
-def test_every_line_parses_with_correct_fields():
-    text = S["log"].read_bytes().decode("utf-8")
+def test_every_line_parses_with_correct_fields(backends, ledger, access_log):
+    text = access_log.read_bytes().decode("utf-8")
     h.check(text.endswith("\n"), "the log does not end with a newline")
     lines = text.splitlines()
     records = []
@@ -306,14 +319,14 @@ def test_every_line_parses_with_correct_fields():
             raise AssertionError(f"line {n} is not JSON ({e}): {line[:300]}") from None
         h.check(list(rec) == FIELDS, f"line {n} fields: {list(rec)}")
         records.append(rec)
-    h.check(len(records) == S["sent"], f"{len(records)} lines for {S['sent']} requests")
+    h.check(len(records) == ledger.sent, f"{len(records)} lines for {ledger.sent} requests")
 
     now = datetime.now(timezone.utc) + timedelta(seconds=2)
     by_path = {}
     for rec in records:
         h.check(TIME.match(rec["time"]), f"time {rec['time']!r}")
         t = datetime.strptime(rec["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
-        h.check(S["started"] <= t <= now, f"time {rec['time']} outside the test run")
+        h.check(ledger.started <= t <= now, f"time {rec['time']} outside the test run")
         h.check(rec["client"] == "127.0.0.1", f"client {rec['client']!r}")
         h.check(0 <= rec["request_time_ms"] < 10_000, f"request_time_ms {rec['request_time_ms']}")
         if rec["upstream_time_ms"] is not None:
@@ -330,7 +343,7 @@ def test_every_line_parses_with_correct_fields():
     burst_paths = {r["path"] for r in by_path["burst"]}
     h.check(len(burst_paths) == BURST, "duplicate burst lines")
 
-    for path, want in S["expected"].items():
+    for path, want in ledger.expected.items():
         rec = by_path.get(path)
         h.check(rec is not None, f"no line for {path}")
         for key, value in want.items():
@@ -348,15 +361,15 @@ def test_every_line_parses_with_correct_fields():
     # Each backend received exactly the requests the access log says it answered.
     for name in ("app1", "app2"):
         answered = sum(1 for r in records if r["upstream"] == name)
-        h.check(answered == len(S[name].requests()),
-                f"{name}: {answered} lines vs {len(S[name].requests())} requests in its log")
+        h.check(answered == len(backends[name].requests()),
+                f"{name}: {answered} lines vs {len(backends[name].requests())} requests in its log")
 
 
-def test_secrets_never_logged():
-    log = S["log"].read_text(errors="replace")
-    stderr = S["gw"].process.read_stderr()
+def test_secrets_never_logged(gw, ledger, access_log):
+    log = access_log.read_text(errors="replace")
+    stderr = gw.process.read_stderr()
     h.check(" debug: " in stderr, "the gateway did not log at debug level")
-    for secret in S["secrets"]:
+    for secret in ledger.secrets:
         h.check(secret not in log, f"{secret} is in the access log")
         h.check(secret not in stderr, f"{secret} is in the gateway's stderr")
 
@@ -366,11 +379,11 @@ def test_secrets_never_logged():
 # ---------------------------------------------------------------------------
 
 
-def test_retries_and_rate_limit_are_logged():
-    app1 = S["app1"]
+def test_retries_and_rate_limit_are_logged(backends, certs):
+    app1 = backends["app1"]
     dead = h.free_port()  # nothing listens there: connection refused, retried on app1
     log = h.temp_dir() / "access-retries.log"
-    gw = h.Gateway(S["certs"], {"dead": dead, "app1": app1}, workers=1, http=False)
+    gw = h.Gateway(certs, {"dead": dead, "app1": app1}, workers=1, http=False)
     gw.config["gateway"]["pools"]["app"].update({"retries": 1,
                                                 "rate_limit": {"rate": "1/minute", "burst": 4}})
     gw.config["gateway"]["access_log"] = str(log)
@@ -397,9 +410,9 @@ def test_retries_and_rate_limit_are_logged():
         h.check(r["bytes_received"] == 0 and r["bytes_sent"] > 0, f"429 line {r}")
 
 
-def test_stdout_destination_and_log_level():
-    app1 = S["app1"]
-    gw = h.Gateway(S["certs"], {"app1": app1}, workers=1, http=False)
+def test_stdout_destination_and_log_level(backends, certs):
+    app1 = backends["app1"]
+    gw = h.Gateway(certs, {"app1": app1}, workers=1, http=False)
     gw.config["gateway"]["access_log"] = "stdout"
     gw.config["gateway"]["log_level"] = "warn"
     gw.start()
@@ -429,11 +442,10 @@ def _thread_names(pid):
     return sorted(names)
 
 
-def test_unprivileged_workers_append_to_a_root_file():
-    if os.geteuid() != 0:
-        raise h.Skip("needs root: checks that workers running as 'nobody' write a file only root may open")
+@pytest.mark.root("checks that workers running as 'nobody' write a file only root may open")
+def test_unprivileged_workers_append_to_a_root_file(backends, certs):
     log = h.temp_dir() / "root-only.log"  # the temp dir is root's, mode 0700
-    gw = h.Gateway(S["certs"], {"app1": S["app1"]}, workers=2, http=False)
+    gw = h.Gateway(certs, {"app1": backends["app1"]}, workers=2, http=False)
     gw.config["gateway"]["user"] = "nobody"
     gw.config["gateway"]["access_log"] = {"path": str(log)}
     gw.start()
@@ -461,7 +473,7 @@ def _lines(path):
         return 0
 
 
-def test_sigusr1_reopens_the_file_after_rotation():
+def test_sigusr1_reopens_the_file_after_rotation(backends, certs):
     """logrotate's way: move the file away, then SIGUSR1. New lines go to a new
     file at the path, the last lines of the old workers to the moved one, no
     request fails and no line is lost or split. The configuration file is not
@@ -469,7 +481,7 @@ def test_sigusr1_reopens_the_file_after_rotation():
     reopen changes nothing."""
     log = h.temp_dir() / "rotate.log"
     rotated = h.temp_dir() / "rotate.log.1"
-    gw = h.Gateway(S["certs"], {"app1": S["app1"], "app2": S["app2"]}, workers=2, http=False)
+    gw = h.Gateway(certs, {"app1": backends["app1"], "app2": backends["app2"]}, workers=2, http=False)
     gw.config["gateway"]["access_log"] = {"path": str(log)}
     gw.start()
     # The load runs until each file has more than 50 lines (bounded polls; 60 s at most, a
@@ -506,7 +518,7 @@ def test_sigusr1_reopens_the_file_after_rotation():
     h.check(all(status == 200 for _, status in old + new), "a logged status is not 200")
     print(f"    {load.ok} requests: {len(old)} lines in the moved file, {len(new)} in the new one", flush=True)
 
-    quiet = h.Gateway(S["certs"], {"app1": S["app1"]}, workers=1, http=False).start()  # access log off
+    quiet = h.Gateway(certs, {"app1": backends["app1"]}, workers=1, http=False).start()  # access log off
     before = set(quiet.workers)
     quiet.process.send_signal(signal.SIGUSR1)
     h.wait_until(lambda: "no access log file to reopen" in quiet.process.read_stderr(), timeout=15,
@@ -516,8 +528,8 @@ def test_sigusr1_reopens_the_file_after_rotation():
     h.check(quiet.stop() == 0, "the gateway did not exit 0")
 
 
-def test_unopenable_log_file_stops_the_start():
-    gw = h.Gateway(S["certs"], {"app1": S["app1"]}, workers=1, http=False, admin=False)
+def test_unopenable_log_file_stops_the_start(backends, certs):
+    gw = h.Gateway(certs, {"app1": backends["app1"]}, workers=1, http=False, admin=False)
     missing = h.temp_dir() / "no-such-dir" / "access.log"
     gw.config["gateway"]["access_log"] = {"path": str(missing)}
     h.write_config(gw.config_path, gw.config)
@@ -526,7 +538,3 @@ def test_unopenable_log_file_stops_the_start():
     h.check(rc == 1, f"exit code {rc}")
     h.check(f"cannot open {missing}" in proc.read_stderr(), f"stderr: {proc.read_stderr()}")
     proc.stop()
-
-
-if __name__ == "__main__":
-    h.main(globals())

@@ -1,22 +1,13 @@
-#!/usr/bin/env python3
 """The admin listener: /readyz flips with the backends' health, the bearer
 token guards /metrics and /api/* (never /healthz, /readyz or the page), and a
 token file readable by others is refused with its position."""
 
-import os
 import subprocess
-import sys
 import urllib.request
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
 
-S = {}
 TOKEN = "s3cret-admin-token-0123456789"
-
-
-def setup_module():
-    S["certs"] = h.make_certs()
 
 
 def _get(gw, path, token=None, method="GET"):
@@ -30,9 +21,9 @@ def _get(gw, path, token=None, method="GET"):
         return e.code, e.read().decode()
 
 
-def test_readyz_follows_the_health_of_the_backends():
+def test_readyz_follows_the_health_of_the_backends(certs):
     app1 = h.Backend("app1").start()
-    gw = h.Gateway(S["certs"], {"app1": app1}, workers=1)
+    gw = h.Gateway(certs, {"app1": app1}, workers=1)
     gw.config["gateway"]["pools"]["app"]["health"] = {"interval": "200ms", "timeout": "150ms", "rise": 1, "fall": 1}
     gw.start()
     h.check(_get(gw, "/readyz") == (200, "ready\n"), "not ready with a healthy backend")
@@ -49,12 +40,12 @@ def test_readyz_follows_the_health_of_the_backends():
     revived.stop()
 
 
-def test_bearer_token_guards_metrics_and_api():
+def test_bearer_token_guards_metrics_and_api(certs):
     app1 = h.Backend("app1").start()
     token_file = h.temp_dir() / "admin.token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
-    gw = h.Gateway(S["certs"], {"app1": app1}, workers=1)
+    gw = h.Gateway(certs, {"app1": app1}, workers=1)
     gw.config["gateway"]["admin_token_file"] = str(token_file)
     gw.start()
     for path in ("/metrics", "/api/servers", "/api/status"):
@@ -74,11 +65,11 @@ def test_bearer_token_guards_metrics_and_api():
     app1.stop()
 
 
-def test_token_file_readable_by_others_is_refused():
+def test_token_file_readable_by_others_is_refused(certs):
     token_file = h.temp_dir() / "open.token"
     token_file.write_text(TOKEN)
     token_file.chmod(0o644)
-    gw = h.Gateway(S["certs"], {"app1": 18099}, workers=1)
+    gw = h.Gateway(certs, {"app1": 18099}, workers=1)
     gw.config["gateway"]["admin_token_file"] = str(token_file)
     h.write_config(gw.config_path, gw.config)
     r = subprocess.run([str(h.rampart_bin()), "check", "-c", str(gw.config_path)], capture_output=True, text=True,
@@ -99,10 +90,10 @@ def _metrics(gw):
     return values
 
 
-def test_metrics_count_known_traffic_exactly():
+def test_metrics_count_known_traffic_exactly(certs):
     app1 = h.Backend("app1").start()
     app2 = h.Backend("app2").start()
-    gw = h.Gateway(S["certs"], {"app1": app1, "app2": app2}, workers=2).start()
+    gw = h.Gateway(certs, {"app1": app1, "app2": app2}, workers=2).start()
     before = _metrics(gw)
     for i in range(20):
         h.check(h.curl(gw, f"/m?i={i}").status == 200, "request failed")
@@ -153,10 +144,10 @@ def test_metrics_count_known_traffic_exactly():
     app2.stop()
 
 
-def test_runtime_weight_changes_the_shares():
+def test_runtime_weight_changes_the_shares(certs):
     app1 = h.Backend("app1").start()
     app2 = h.Backend("app2").start()
-    gw = h.Gateway(S["certs"], {"app1": app1, "app2": app2}, balance="weighted_round_robin", workers=2).start()
+    gw = h.Gateway(certs, {"app1": app1, "app2": app2}, balance="weighted_round_robin", workers=2).start()
     status, body = _get(gw, "/api/servers/app1/weight?value=3", method="POST")
     h.check(status == 200, f"weight: {status} {body}")
     seen = [h.curl(gw, f"/w?i={i}").header("X-Backend") for i in range(16)]
@@ -167,7 +158,3 @@ def test_runtime_weight_changes_the_shares():
     gw.stop()
     app1.stop()
     app2.stop()
-
-
-if __name__ == "__main__":
-    h.main(globals())

@@ -1,37 +1,42 @@
-#!/usr/bin/env python3
 """Load balancing over two named backends: round robin, weighted round robin,
 least connections, and upstream keep-alive reuse.
 
 Each balancing mode gets its own gateway (2 workers); the two backends are shared.
 """
 
-import os
 import subprocess
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
+import pytest
 
-S = {}
-
-
-def setup_module():
-    S["certs"] = h.make_certs()
-    S["app1"] = h.Backend("app1").start()
-    S["app2"] = h.Backend("app2").start()
+@pytest.fixture(scope="module")
+def backends() -> dict[str, h.Backend]:
+    """The two backends every balancing mode shares."""
+    return {"app1": h.Backend("app1").start(), "app2": h.Backend("app2").start()}
 
 
-def _gateway(balance, members=None):
-    """The gateway for this balance mode; stops the previous one (one at a time)."""
-    current = S.get("gw")
-    if current is not None and current.config["gateway"]["pools"]["app"]["balance"] == balance:
-        return current
-    if current is not None:
-        S.pop("gw")
-        current.stop()
-    S["gw"] = h.Gateway(S["certs"], {"app1": S["app1"], "app2": S["app2"]}, balance=balance,
-                        members=members, workers=2).start()
-    return S["gw"]
+class _GatewayPerMode:
+    """One gateway per balance mode, one at a time: asking for another mode stops the previous one."""
+
+    def __init__(self, certs: h.CertSet, backends: dict[str, h.Backend]) -> None:
+        self.certs, self.backends = certs, backends
+        self.gw: h.Gateway | None = None
+
+    def __call__(self, balance: str, members=None) -> h.Gateway:
+        current = self.gw
+        if current is not None and current.config["gateway"]["pools"]["app"]["balance"] == balance:
+            return current
+        if current is not None:
+            self.gw = None
+            current.stop()
+        self.gw = h.Gateway(self.certs, dict(self.backends), balance=balance, members=members, workers=2).start()
+        return self.gw
+
+
+@pytest.fixture(scope="module")
+def gateway_for(certs, backends) -> _GatewayPerMode:
+    """gateway_for(balance, members=None): the gateway for this balance mode (2 workers)."""
+    return _GatewayPerMode(certs, backends)
 
 
 def _keepalive_get(conn, path):
@@ -45,8 +50,8 @@ def _keepalive_get(conn, path):
     return r.json()
 
 
-def test_round_robin_alternates():
-    gw = _gateway("round_robin")
+def test_round_robin_alternates(gateway_for):
+    gw = gateway_for("round_robin")
     # Separate connections, so requests land on both workers: exact alternation
     # only holds if the round-robin position is shared between them.
     order = [h.curl(gw, f"/rr?i={i}").json()["server"] for i in range(10)]
@@ -55,8 +60,8 @@ def test_round_robin_alternates():
     h.check(order.count("app1") == 5, f"not 5/5: {order}")
 
 
-def test_keepalive_reuses_upstream_connection():
-    gw = _gateway("round_robin")
+def test_keepalive_reuses_upstream_connection(gateway_for):
+    gw = gateway_for("round_robin")
     conn = h.https_connection(gw)
     try:
         seen = [_keepalive_get(conn, f"/ka?i={i}") for i in range(20)]
@@ -74,8 +79,8 @@ def test_keepalive_reuses_upstream_connection():
                 f"{name}: per-connection request counts not increasing: {counts}")
 
 
-def test_weighted_round_robin_3_to_1():
-    gw = _gateway("weighted_round_robin",
+def test_weighted_round_robin_3_to_1(gateway_for):
+    gw = gateway_for("weighted_round_robin",
                   members=[{"server": "app1", "weight": 3}, {"server": "app2", "weight": 1}])
     counts = {"app1": 0, "app2": 0}
     conn = h.https_connection(gw)
@@ -89,14 +94,14 @@ def test_weighted_round_robin_3_to_1():
     h.check(counts == {"app1": 750, "app2": 250}, f"weights 3:1 over 1000 requests gave {counts}")
 
 
-def test_least_connections_avoids_busy_server():
-    gw = _gateway("least_connections")
+def test_least_connections_avoids_busy_server(gateway_for, backends):
+    gw = gateway_for("least_connections")
     tag = h.unique("busy")
     # 6 s: longer than five quick requests take on a busy machine (well under a second on a
     # quiet one), or the check below calls the test void.
     slow = h.curl(gw, f"/slow?ms=6000&tag={tag}", background=True, max_time=30)
     try:
-        busy = h.wait_until(lambda: next((n for n in ("app1", "app2") if S[n].saw(tag)), None), 15,
+        busy = h.wait_until(lambda: next((n for n in ("app1", "app2") if backends[n].saw(tag)), None), 15,
                             what="the slow request to reach a backend")
         other = "app2" if busy == "app1" else "app1"
         quick = [h.curl(gw, f"/quick?i={i}").json()["server"] for i in range(5)]
@@ -107,13 +112,12 @@ def test_least_connections_avoids_busy_server():
     h.check(r.status == 200 and r.json()["server"] == busy, f"slow request: {r}")
 
 
-
-def test_upstream_connection_closed_by_backend_is_replaced():
+def test_upstream_connection_closed_by_backend_is_replaced(certs):
     """A backend that closes idle keep-alive connections (0.3 s here) must not cost
     a request: a GET is sent again on a new connection, a POST with a body gets a
     connection checked before use."""
     idle = h.Backend("idler", extra_args=("--idle-timeout", "0.3")).start()
-    gw = h.Gateway(S["certs"], {"idler": idle}, http=False, workers=1).start()
+    gw = h.Gateway(certs, {"idler": idle}, http=False, workers=1).start()
 
     def sockets(state: str, local_port: int | None = None) -> int:
         """Gateway-side sockets to the backend in `state` (from local_port, when given)."""
@@ -157,8 +161,8 @@ def _metric(text, name):
     raise AssertionError(f"metric {name} not found in:\n{text}")
 
 
-def test_admin_health_and_metrics_count_what_was_served():
-    gw = _gateway("round_robin")
+def test_admin_health_and_metrics_count_what_was_served(gateway_for):
+    gw = gateway_for("round_robin")
     status, body = h.admin(gw, "/healthz")
     h.check(status == 200 and body == "ok\n", f"/healthz: {status} {body!r}")
     _, before = h.admin(gw, "/metrics")
@@ -179,6 +183,3 @@ def test_admin_health_and_metrics_count_what_was_served():
     h.check(_metric(after, 'rampart_tls_handshakes_total{kind="full"}') >= 6, "handshakes not counted")
     status, _ = h.admin(gw, "/nope")
     h.check(status == 404, f"/nope on the admin listener: {status}")
-
-if __name__ == "__main__":
-    h.main(globals())

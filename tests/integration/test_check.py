@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """``rampart check -c FILE``: a valid file exits 0 with a summary; each broken
 file exits 1 and names the exact FILE:LINE:COL of its one mistake on stderr.
 
@@ -9,22 +8,22 @@ computed from the edited text (1-based line and column of the offending token).
 import os
 import re
 import subprocess
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
+import pytest
 
-S = {}
+pytestmark = pytest.mark.tools()  # rampart check only: no client
+
 ERROR_LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): (?P<msg>.+)$")
 
 
-def setup_module():
-    certs = h.make_certs()
+@pytest.fixture(scope="module")
+def good(certs) -> str:
+    """A valid configuration file's text."""
     https, http, admin, p1, p2 = h.free_ports(5)
     config = h.gateway_config(https_port=https, http_port=http, admin_port=admin,
                               certificates=certs.certificates, servers={"app1": p1, "app2": p2})
-    S["good"] = h.to_yaml(config) + "\n"
-    S["certs"] = certs
+    return h.to_yaml(config) + "\n"
 
 
 def _check(name, text):
@@ -35,9 +34,8 @@ def _check(name, text):
     return path, r
 
 
-def _edit(old, new):
+def _edit(good, old, new):
     """The valid text with its only occurrence of the fragment old replaced by new."""
-    good = S["good"]
     h.check(good.count(old) == 1, f"test bug: {old!r} is not exactly once in the valid config")
     return good.replace(old, new, 1)
 
@@ -69,46 +67,46 @@ def _expect_error(name, text, needle, *message_words, offset=0):
         h.check(word.lower() in msg, f"{name}: message {errors[0][2]!r} does not mention {word!r}")
 
 
-def test_valid_file_exits_0():
-    path, r = _check("good.yaml", S["good"])
+def test_valid_file_exits_0(good):
+    path, r = _check("good.yaml", good)
     h.check(r.returncode == 0, f"valid file: exit {r.returncode}; stderr: {r.stderr.strip()!r}")
     h.check(r.stdout.strip() != "", "valid file: no summary on stdout")
     h.check(not any(ERROR_LINE.match(x) for x in r.stderr.splitlines()), f"valid file: errors {r.stderr!r}")
 
 
-def test_unknown_key():
-    text = _edit("\n  workers: 2\n", "\n  workers: 2\n  bogus_key: 1\n")
+def test_unknown_key(good):
+    text = _edit(good, "\n  workers: 2\n", "\n  workers: 2\n  bogus_key: 1\n")
     _expect_error("unknown-key.yaml", text, "bogus_key", "bogus_key")
 
 
-def test_bad_duration():
-    text = _edit("\n    header: 10s\n", "\n    header: 10parsecs\n")
+def test_bad_duration(good):
+    text = _edit(good, "\n    header: 10s\n", "\n    header: 10parsecs\n")
     _expect_error("bad-duration.yaml", text, "10parsecs", "10parsecs")
 
 
-def test_unknown_server_in_pool():
-    text = _edit("\n        - app2\n", "\n        - app9\n")
+def test_unknown_server_in_pool(good):
+    text = _edit(good, "\n        - app2\n", "\n        - app9\n")
     _expect_error("unknown-server.yaml", text, "app9", "app9")
 
 
-def test_yaml_syntax_error():
+def test_yaml_syntax_error(good):
     # A flow mapping closed twice: yaml-cpp reports "illegal flow end" at the second '}'.
-    listen = re.search(r"\n  listen:\n(    .*\n)+", S["good"]).group(0)
+    listen = re.search(r"\n  listen:\n(    .*\n)+", good).group(0)
     https = re.search(r'https: "([^"]+)"', listen).group(1)
-    text = S["good"].replace(listen, f'\n  listen: {{ https: "{https}" }}}}\n', 1)
+    text = good.replace(listen, f'\n  listen: {{ https: "{https}" }}}}\n', 1)
     _expect_error("syntax.yaml", text, "}}", offset=1)
 
 
-def test_missing_key_and_unreadable_certificate_files():
+def test_missing_key_and_unreadable_certificate_files(good, certs):
     """The files the gateway reads at start are checked too: each path that cannot be read is
     reported at the position where the file names it."""
-    key = S["certs"].certificates[0]["key"]
+    key = certs.certificates[0]["key"]
     missing = key + ".missing"
-    text = _edit(f" {key}\n", f" {missing}\n")
+    text = _edit(good, f" {key}\n", f" {missing}\n")
     _expect_error("missing-key.yaml", text, missing, "gateway.tls.certificates[0].key", "cannot read", missing)
-    cert = S["certs"].certificates[0]["cert"]
+    cert = certs.certificates[0]["cert"]
     directory = str(h.temp_dir())  # exists and can be opened, but holds no PEM
-    text = _edit(f" {cert}\n", f" {directory}\n")
+    text = _edit(good, f" {cert}\n", f" {directory}\n")
     _expect_error("dir-cert.yaml", text, directory, "gateway.tls.certificates[0].cert", "not a regular file")
 
 
@@ -128,12 +126,12 @@ ha:
 """
 
 
+@pytest.mark.root("runs rampart check inside a network namespace of its own")
+@pytest.mark.netns
 def test_track_process_where_keepalived_cannot_follow_processes_is_warned():
     """keepalived's track_process needs the kernel's process events, which exist only in the
     initial network namespace: elsewhere keepalived stays FAULT. check and ha render say so
     there (and only where it is on)."""
-    if os.geteuid() != 0 or subprocess.run(["ip", "netns", "help"], capture_output=True).returncode not in (0, 255):
-        raise h.Skip("needs root and ip netns: runs rampart check inside a network namespace of its own")
     on = h.write_config(h.temp_dir() / "ha-track-on.yaml", f"site: {h.SITE}\n" + HA_PAIR % "true")
     off = h.write_config(h.temp_dir() / "ha-track-off.yaml", f"site: {h.SITE}\n" + HA_PAIR % "false")
     ns = f"rck{os.getpid()}"
@@ -156,7 +154,3 @@ def test_track_process_where_keepalived_cannot_follow_processes_is_warned():
     r = subprocess.run([str(h.rampart_bin()), "check", "-c", str(on)], capture_output=True, text=True, timeout=30)
     h.check(r.returncode == 0 and "warning" not in r.stderr,
             f"check in the initial network namespace warned about track_process: {r.stderr!r}")
-
-
-if __name__ == "__main__":
-    h.main(globals(), tools=())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The two executables behind the command line (cmd/CMakeLists.txt):
 
 * ``rampart``, the command operators type, links neither OpenSSL, Boost, a
@@ -14,18 +13,14 @@
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
+import pytest
 
-S = {}
-
-
-def setup_module():
-    S["certs"] = h.make_certs()
-    S["app1"] = h.Backend("app1").start()
+@pytest.fixture(scope="module")
+def app1() -> h.Backend:
+    return h.Backend("app1").start()
 
 
 def _needed(binary: Path) -> list[str]:
@@ -77,8 +72,8 @@ def test_rampart_links_only_what_the_firewall_needs():
             f"rampart-gateway should link OpenSSL: {gateway_needed}")
 
 
-def test_serve_becomes_rampart_gateway_in_the_same_process():
-    gw = h.Gateway(S["certs"], {"app1": S["app1"]}, http=False, workers=1).start()
+def test_serve_becomes_rampart_gateway_in_the_same_process(certs, app1):
+    gw = h.Gateway(certs, {"app1": app1}, http=False, workers=1).start()
     exe = os.readlink(f"/proc/{gw.pid}/exe")
     h.check(Path(exe).name == "rampart-gateway", f"the process started as `rampart serve` runs {exe}")
     r = h.curl(gw, "/via-exec")
@@ -86,12 +81,12 @@ def test_serve_becomes_rampart_gateway_in_the_same_process():
     h.check(gw.stop() == 0, "exit code after SIGTERM")
 
 
-def test_without_rampart_gateway_only_serve_and_certs_fail():
+def test_without_rampart_gateway_only_serve_and_certs_fail(certs, app1):
     alone = h.temp_dir() / "alone"
     alone.mkdir()
     shutil.copy2(h.rampart_bin(), alone / "rampart")
-    config = h.gateway_config(https_port=h.free_port(), certificates=S["certs"].certificates,
-                              servers={"app1": S["app1"].port})
+    config = h.gateway_config(https_port=h.free_port(), certificates=certs.certificates,
+                              servers={"app1": app1.port})
     path = h.write_config(alone / "rampart.yaml", config)
     for argv in (["certs", "dev", "--out", alone / "certs"], ["serve", "-c", path]):
         r = _run([alone / "rampart", *argv])
@@ -108,7 +103,7 @@ def test_without_rampart_gateway_only_serve_and_certs_fail():
 def test_installed_layout_finds_rampart_gateway():
     build = h.rampart_bin().parent.parent
     if not (build / "cmake_install.cmake").is_file() or shutil.which("cmake") is None:
-        raise h.Skip(f"no CMake build tree at {build} to install from")
+        pytest.skip(f"no CMake build tree at {build} to install from")
     prefix = h.temp_dir() / "prefix"
     r = _run(["cmake", "--install", build, "--prefix", prefix], timeout=120)
     h.check(r.returncode == 0, f"cmake --install: {r.stdout}{r.stderr}")
@@ -119,7 +114,3 @@ def test_installed_layout_finds_rampart_gateway():
     out = h.temp_dir() / "installed-certs"
     r = _run([installed, "certs", "dev", "--out", out])
     h.check(r.returncode == 0 and (out / "ecdsa.pem").is_file(), f"installed rampart certs dev: {r}")
-
-
-if __name__ == "__main__":
-    h.main(globals())

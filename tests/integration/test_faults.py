@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Faults under load, against the real gateway and real backends on loopback:
 
 - a worker SIGKILLed under keep-alive and new-connection load: the master
@@ -23,21 +22,23 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
+import pytest
 
-S = {}
 REPLACE_WITHIN_S = 0.1
 
 
-def setup_module():
-    S["certs"] = h.make_certs()
-    S["app1"] = h.Backend("app1").start()
-    S["app2"] = h.Backend("app2").start()
+@pytest.fixture(scope="module")
+def app1() -> h.Backend:
+    return h.Backend("app1").start()
+
+
+@pytest.fixture(scope="module")
+def app2() -> h.Backend:
+    return h.Backend("app2").start()
 
 
 class RetryingLoad:
@@ -122,8 +123,8 @@ def _worker_ready(pid: int) -> bool:
     return fields.get("Name", "").strip() == "rampart-worker" and fields.get("Seccomp", "").strip() == "2"
 
 
-def test_killed_workers_are_replaced_at_once_and_retrying_clients_lose_nothing():
-    gw = h.Gateway(S["certs"], {"app1": S["app1"], "app2": S["app2"]}, http=False, workers=2)
+def test_killed_workers_are_replaced_at_once_and_retrying_clients_lose_nothing(certs, app1, app2):
+    gw = h.Gateway(certs, {"app1": app1, "app2": app2}, http=False, workers=2)
     gw.start()
     h.wait_until(lambda: all(_worker_ready(p) for p in h.children_of(gw.pid)), 5,
                  what="both workers started")
@@ -181,9 +182,8 @@ def _umount(path) -> None:
     subprocess.run(["umount", str(path)], capture_output=True, text=True, timeout=20)
 
 
-def test_access_log_disk_full_keeps_serving_counts_drops_and_resumes():
-    if os.geteuid() != 0:
-        raise h.Skip("needs root: mounts a small tmpfs for the access log")
+@pytest.mark.root("mounts a small tmpfs for the access log")
+def test_access_log_disk_full_keeps_serving_counts_drops_and_resumes(certs, app1):
     logs = h.temp_dir() / "full-fs"
     logs.mkdir()
     _mount_tmpfs(logs, "256k")
@@ -197,7 +197,7 @@ def test_access_log_disk_full_keeps_serving_counts_drops_and_resumes():
                 f.write(b"\0" * (256 * 1024 - 24 * 1024))
             except OSError:
                 pass
-        gw = h.Gateway(S["certs"], {"app1": S["app1"]}, http=False, workers=2)
+        gw = h.Gateway(certs, {"app1": app1}, http=False, workers=2)
         gw.config["gateway"]["access_log"] = {"path": str(path)}
         gw.start()
         statuses = []
@@ -244,10 +244,10 @@ def test_access_log_disk_full_keeps_serving_counts_drops_and_resumes():
             _umount(logs)
 
 
-def test_descriptors_exhausted_refuse_new_connections_cleanly_and_recover():
+def test_descriptors_exhausted_refuse_new_connections_cleanly_and_recover(certs, app1):
     nofile = 128
     idle_clients = 300
-    gw = h.Gateway(S["certs"], {"app1": S["app1"]}, http=False, workers=2,
+    gw = h.Gateway(certs, {"app1": app1}, http=False, workers=2,
                    timeouts={"handshake": "60s"})
     h.write_config(gw.config_path, gw.config)
     # prlimit sets the limit and execs rampart (same PID): the master cannot raise the soft limit
@@ -256,7 +256,7 @@ def test_descriptors_exhausted_refuse_new_connections_cleanly_and_recover():
                             gw.config_path], gw.name).start()
     gw.process.wait_port(gw.https_port, timeout=10)
     gw._record_workers()
-    h._MONITORED.append(gw)
+    h.monitor(gw)
     h.check(h.curl(gw, "/before").status == 200, "no answer before the flood")
     held = []
     try:
@@ -303,7 +303,3 @@ def test_descriptors_exhausted_refuse_new_connections_cleanly_and_recover():
     text = gw.process.read_stderr()
     h.check(text.count("out of descriptors") <= 4, "the descriptor shortage was logged more than once per 10 s")
     h.check(gw.stop() == 0, "exit code after SIGTERM")
-
-
-if __name__ == "__main__":
-    h.main(globals())

@@ -23,16 +23,17 @@ import socket
 import ssl
 import struct
 import subprocess
-import sys
 import threading
 import time
+from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
+import pytest
 
-hpack = h.debian_module("hpack", "python3-h2 (its hpack)")
+pytestmark = pytest.mark.tools("curl", "openssl", "nghttp", "h2load")
 
-S = {}
+hpack = pytest.importorskip("hpack", reason="python3-h2 (its hpack) is not installed")
+
 BODY_TIMEOUT_S = 3
 
 # Frame types and flags (RFC 9113 6).
@@ -192,49 +193,62 @@ def header(resp: dict, name: str) -> str | None:
 # ---------------------------------------------------------------------------
 
 
-def setup_module():
-    for tool in ("nghttp", "h2load"):
-        h.require_tools(tool)
-    S["certs"] = h.make_certs()
-    S["app1"] = h.Backend("app1").start()
-    S["app2"] = h.Backend("app2").start()
-    S["root"] = h.temp_dir() / "h2-static"
-    S["root"].mkdir()
-    S["big_sha"] = h.write_random_file(S["root"] / "big.bin", 5 * 1024 * 1024)
-    S["log"] = h.temp_dir() / "h2-access.log"
-    gw = h.Gateway(S["certs"], {"app1": S["app1"], "app2": S["app2"]}, workers=1,
+@pytest.fixture(scope="module")
+def backends() -> dict[str, h.Backend]:
+    backends = {"app1": h.Backend("app1").start(), "app2": h.Backend("app2").start()}
+    yield backends
+    for backend in backends.values():
+        backend.stop()
+
+
+@pytest.fixture(scope="module")
+def static_root() -> Path:
+    """The root of the /files/ route."""
+    root = h.temp_dir() / "h2-static"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def big_sha(static_root) -> str:
+    """SHA-256 of /files/big.bin (5 MiB of random bytes)."""
+    return h.write_random_file(static_root / "big.bin", 5 * 1024 * 1024)
+
+
+@pytest.fixture(scope="module")
+def access_log() -> Path:
+    return h.temp_dir() / "h2-access.log"
+
+
+@pytest.fixture(scope="module")
+def gw(certs, backends, static_root, big_sha, access_log) -> h.Gateway:
+    """One worker: static files under /files/, the rest to app1 and app2; an access log;
+    abusive clients counted, not blocked."""
+    gw = h.Gateway(certs, dict(backends), workers=1,
                    timeouts={"body": f"{BODY_TIMEOUT_S}s", "drain": "10s"},
                    limits={"max_connections_per_client": 5000})
     gw.config["gateway"]["routes"] = [
-        {"path": "/files/", "static": {"root": str(S["root"])}},
+        {"path": "/files/", "static": {"root": str(static_root)}},
         {"path": "/", "pool": "app"},
     ]
-    gw.config["gateway"]["access_log"] = {"path": str(S["log"])}
+    gw.config["gateway"]["access_log"] = {"path": str(access_log)}
     gw.config["gateway"]["abuse"] = {"block": False}
     gw.config["gateway"]["log_level"] = "debug"
-    S["gw"] = gw.start()
+    gw.start()
+    yield gw
+    gw.stop()
+
+def _metrics(gw) -> dict:
+    return h.metrics(gw)
 
 
-def teardown_module():
-    for key in ("idle_gw", "gw"):
-        if key in S:
-            S[key].stop()
-    for key in ("app1", "app2"):
-        if key in S:
-            S[key].stop()
+def _abuse(gw, kind: str) -> float:
+    return _metrics(gw).get(f'rampart_h2_abuse_total{{kind="{kind}"}}', 0.0)
 
 
-def _metrics() -> dict:
-    return h.metrics(S["gw"])
-
-
-def _abuse(kind: str) -> float:
-    return _metrics().get(f'rampart_h2_abuse_total{{kind="{kind}"}}', 0.0)
-
-
-def _never_reached(marker: str) -> None:
+def _never_reached(backends, marker: str) -> None:
     for b in ("app1", "app2"):
-        h.check(not S[b].saw(marker), f"{marker} reached {b}")
+        h.check(not backends[b].saw(marker), f"{marker} reached {b}")
 
 
 # ---------------------------------------------------------------------------
@@ -242,14 +256,14 @@ def _never_reached(marker: str) -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_curl_over_h2_and_access_log_protocol():
-    r = h.curl(S["gw"], "/curl-h2?x=1", "--http2", "-v")
+def test_curl_over_h2_and_access_log_protocol(gw, backends, certs, big_sha, access_log):
+    r = h.curl(gw, "/curl-h2?x=1", "--http2", "-v")
     h.check(r.status == 200, f"curl --http2: {r}")
     # The -v trace is on stderr: ALPN and the h2 status line.
-    job = h.CurlJob(S["gw"].url("/curl-h2-trace"), "--http2", "-v", port=S["gw"].https_port, ca=S["certs"].ca)
+    job = h.CurlJob(gw.url("/curl-h2-trace"), "--http2", "-v", port=gw.https_port, ca=certs.ca)
     h.check("ALPN: server accepted h2" in job.stderr, f"ALPN h2 not negotiated: {job.stderr[-800:]}")
     h.check("< HTTP/2 200" in job.stderr, f"no HTTP/2 status line: {job.stderr[-800:]}")
-    got = S[r.header("x-backend")].wait_for_request("/curl-h2?x=1")
+    got = backends[r.header("x-backend")].wait_for_request("/curl-h2?x=1")
     h.check(got.method == "GET", f"the backend got {got.line}")
     # The app server speaks HTTP/1.1 and sees the usual forwarded fields.
     doc = r.json()
@@ -257,20 +271,20 @@ def test_curl_over_h2_and_access_log_protocol():
     h.check({"host", "x-forwarded-for", "x-forwarded-proto", "x-request-id"} <= names, f"headers: {doc['headers']}")
     # A 1 MiB static file and a 1 MiB chunked backend answer, intact.
     out = h.temp_dir() / "h2-big.bin"
-    r = h.curl(S["gw"], "/files/big.bin", "--http2", output=out)
-    h.check(r.status == 200 and h.sha256_file(out) == S["big_sha"], f"static over h2: {r.status}")
-    r = h.curl(S["gw"], "/download?bytes=3000000&chunked=1", "--http2", output=out)
+    r = h.curl(gw, "/files/big.bin", "--http2", output=out)
+    h.check(r.status == 200 and h.sha256_file(out) == big_sha, f"static over h2: {r.status}")
+    r = h.curl(gw, "/download?bytes=3000000&chunked=1", "--http2", output=out)
     h.check(r.status == 200 and h.sha256_file(out) == h.download_sha256(3000000), "chunked download over h2")
     # An upload larger than any window and than buffer_body_bytes.
     up = h.temp_dir() / "h2-upload.bin"
     sha = h.write_random_file(up, 4 * 1024 * 1024)
-    r = h.curl(S["gw"], "/upload", "--http2", "--data-binary", f"@{up}")
+    r = h.curl(gw, "/upload", "--http2", "--data-binary", f"@{up}")
     h.check(r.status == 200 and r.json()["sha256"] == sha and r.json()["bytes"] == 4 * 1024 * 1024,
             f"upload over h2: {r.status} {r.body[:200]!r}")
 
     def lines():
         import json
-        return [json.loads(x) for x in S["log"].read_text().splitlines() if x.strip()]
+        return [json.loads(x) for x in access_log.read_text().splitlines() if x.strip()]
     rec = h.wait_until(lambda: next((x for x in lines() if x["path"] == "/curl-h2?x=1"), None), 10,
                        what="the access log line")
     h.check(rec["protocol"] == "h2" and rec["status"] == 200, f"access log: {rec}")
@@ -279,8 +293,8 @@ def test_curl_over_h2_and_access_log_protocol():
     h.check(up_rec["bytes_received"] == 4 * 1024 * 1024, f"upload logged: {up_rec}")
 
 
-def test_nghttp_shows_the_settings():
-    out = subprocess.run(["nghttp", "-nv", "--timeout=10", f"https://{h.LOOPBACK}:{S['gw'].https_port}/nghttp"],
+def test_nghttp_shows_the_settings(gw):
+    out = subprocess.run(["nghttp", "-nv", "--timeout=10", f"https://{h.LOOPBACK}:{gw.https_port}/nghttp"],
                          capture_output=True, text=True, timeout=30).stdout
     for want in ("SETTINGS_MAX_CONCURRENT_STREAMS(0x03):100", "SETTINGS_INITIAL_WINDOW_SIZE(0x04):65536",
                  "SETTINGS_MAX_FRAME_SIZE(0x05):16384", "SETTINGS_HEADER_TABLE_SIZE(0x01):4096",
@@ -289,8 +303,8 @@ def test_nghttp_shows_the_settings():
         h.check(want in out, f"nghttp -nv lacks {want!r}:\n{out[:2000]}")
 
 
-def test_streams_run_at_once_on_one_connection():
-    c = H2(S["gw"])
+def test_streams_run_at_once_on_one_connection(gw):
+    c = H2(gw)
     try:
         n = 40
         start = time.monotonic()
@@ -308,20 +322,20 @@ def test_streams_run_at_once_on_one_connection():
         c.close()
 
 
-def test_connection_works_after_its_idle_pages_went_back():
+def test_connection_works_after_its_idle_pages_went_back(gw):
     """An h2 connection without streams for a second hands nghttp2's frame
     buffer and its all-zero pages (the stream map) back to the kernel; the
     next streams on it must find the session intact: the HPACK table the
     client built up, the stream map, the frame buffer."""
-    c = H2(S["gw"])
+    c = H2(gw)
     try:
         extra = [("x-state", "-".join(["kept in the decoder dynamic table"] * 4))]
         for sid in (1, 3, 5):
             c.request(sid, f"/before?i={sid}", extra=extra)
         h.check(all(c.response(sid)["status"] == 200 for sid in (1, 3, 5)), "requests before the pause")
-        releases = _metrics().get("rampart_h2_idle_releases_total", 0.0)
+        releases = _metrics(gw).get("rampart_h2_idle_releases_total", 0.0)
         # idle_release is 1 s; on a busy machine the timer may fire later.
-        h.wait_until(lambda: _metrics().get("rampart_h2_idle_releases_total", 0.0) > releases, 30, 0.2,
+        h.wait_until(lambda: _metrics(gw).get("rampart_h2_idle_releases_total", 0.0) > releases, 30, 0.2,
                      "the idle connection's pages handed back")
         ids = [7 + 2 * i for i in range(30)]
         for sid in ids:
@@ -335,9 +349,9 @@ def test_connection_works_after_its_idle_pages_went_back():
         c.close()
 
 
-def test_h2load_many_clients():
+def test_h2load_many_clients(gw):
     out = subprocess.run(["h2load", "-n", "2000", "-c", "16", "-m", "10", "--connect-to",
-                          f"{h.LOOPBACK}:{S['gw'].https_port}", f"https://{h.SITE}:{S['gw'].https_port}/h2load"],
+                          f"{h.LOOPBACK}:{gw.https_port}", f"https://{h.SITE}:{gw.https_port}/h2load"],
                          capture_output=True, text=True, timeout=120).stdout
     h.check("2000 succeeded, 0 failed, 0 errored" in out and "status codes: 2000 2xx" in out,
             f"h2load:\n{out[-1500:]}")
@@ -348,11 +362,11 @@ def test_h2load_many_clients():
 # ---------------------------------------------------------------------------
 
 
-def _refused(name: str, headers: list, body: bytes | None = None) -> None:
+def _refused(gw, backends, name: str, headers: list, body: bytes | None = None) -> None:
     """Sends a request built from `headers` (`MARK` in :path is replaced by a marker);
     it must end in RST_STREAM or a 4xx, and never reach an app server."""
     marker = h.unique("/h2-bad-" + name.replace(" ", "-"))
-    c = H2(S["gw"])
+    c = H2(gw)
     try:
         hdrs = [(k, v.replace("MARK", marker) if isinstance(v, str) else v) for k, v in headers]
         c.request(1, headers=hdrs, body=body)
@@ -366,12 +380,12 @@ def _refused(name: str, headers: list, body: bytes | None = None) -> None:
             h.check(ok["status"] == 200, f"{name}: the next stream got {ok}")
     finally:
         c.close()
-    _never_reached(marker)
+    _never_reached(backends, marker)
     return r
 
 
-def test_malformed_requests_never_reach_an_app_server():
-    auth = f"{h.SITE}:{S['gw'].https_port}"
+def test_malformed_requests_never_reach_an_app_server(gw, backends):
+    auth = f"{h.SITE}:{gw.https_port}"
     base = [(":method", "GET"), (":scheme", "https"), (":path", "MARK"), (":authority", auth)]
     without = lambda name: [x for x in base if x[0] != name]  # noqa: E731
     cases = {
@@ -407,26 +421,26 @@ def test_malformed_requests_never_reach_an_app_server():
     }
     refused = []
     for name, headers in cases.items():
-        r = _refused(name, headers)
+        r = _refused(gw, backends, name, headers)
         refused.append(f"{name}: {'RST ' + str(r['reset']) if r['reset'] is not None else r['status']}")
     print("    " + ", ".join(refused), flush=True)
 
 
-def test_content_length_must_match_the_data():
-    auth = f"{h.SITE}:{S['gw'].https_port}"
+def test_content_length_must_match_the_data(gw, backends):
+    auth = f"{h.SITE}:{gw.https_port}"
 
     def post(cl):
         return [(":method", "POST"), (":scheme", "https"), (":path", "MARK"), (":authority", auth),
                 ("content-length", str(cl))]
-    _refused("content-length above the data", post(10), body=b"12345")
-    _refused("content-length below the data", post(5), body=b"1234567890")
-    _refused("content-length without data", post(5))
-    _refused("two content-lengths", post(5) + [("content-length", "6")], body=b"12345")
+    _refused(gw, backends, "content-length above the data", post(10), body=b"12345")
+    _refused(gw, backends, "content-length below the data", post(5), body=b"1234567890")
+    _refused(gw, backends, "content-length without data", post(5))
+    _refused(gw, backends, "two content-lengths", post(5) + [("content-length", "6")], body=b"12345")
     # Beyond buffer_body_bytes the body streams: the app server may see the
     # start, never a request longer than the content-length promised.
     big = os.urandom(200_000)
     marker = "/upload?" + h.unique("h2-cl-stream")
-    c = H2(S["gw"])
+    c = H2(gw)
     try:
         c.request(1, headers=[(":method", "POST"), (":scheme", "https"), (":path", marker), (":authority", auth),
                               ("content-length", str(len(big) - 1000))], body=big)
@@ -436,15 +450,15 @@ def test_content_length_must_match_the_data():
         c.close()
     # The app server got at most a request cut short (the last byte is held
     # until the client's END_STREAM proved the length): never a whole one.
-    h.wait_until(lambda: S["app1"].saw(marker) or S["app2"].saw(marker), 10, what="the streamed request's head")
+    h.wait_until(lambda: backends["app1"].saw(marker) or backends["app2"].saw(marker), 10, what="the streamed request's head")
     time.sleep(0.5)
     for b in ("app1", "app2"):
-        whole = [x for x in S[b].process.read_stdout().splitlines() if x.startswith("UPLOADED " + marker)]
+        whole = [x for x in backends[b].process.read_stdout().splitlines() if x.startswith("UPLOADED " + marker)]
         h.check(not whole, f"an over-long streamed body reached {b} whole: {whole}")
 
 
-def test_cookie_crumbs_joined_and_te_trailers_accepted():
-    c = H2(S["gw"])
+def test_cookie_crumbs_joined_and_te_trailers_accepted(gw):
+    c = H2(gw)
     try:
         c.request(1, "/cookies", extra=[("cookie", "a=1"), ("cookie", "b=2"), ("te", "trailers"),
                                         ("cookie", "c=3")])
@@ -460,8 +474,8 @@ def test_cookie_crumbs_joined_and_te_trailers_accepted():
         c.close()
 
 
-def test_expect_100_continue():
-    c = H2(S["gw"])
+def test_expect_100_continue(gw):
+    c = H2(gw)
     try:
         hdrs = c.request_headers("/upload", "POST", [("expect", "100-continue"), ("content-length", "5")])
         c.send(frame(HEADERS, END_HEADERS, 1, c.block(hdrs)))
@@ -477,17 +491,17 @@ def test_expect_100_continue():
         c.close()
 
 
-def test_oversized_header_list_is_refused():
+def test_oversized_header_list_is_refused(gw, backends):
     # Larger than limits.header_bytes (16 KiB) but not an HPACK bomb: 431.
     marker = h.unique("/h2-big-header")
-    c = H2(S["gw"])
+    c = H2(gw)
     try:
         c.request(1, marker, extra=[(f"x-big-{i}", "v" * 1000) for i in range(20)])
         r = c.response(1)
         h.check(r["status"] == 431, f"oversized header list: {r} (GOAWAY {c.goaway})")
     finally:
         c.close()
-    _never_reached(marker)
+    _never_reached(backends, marker)
 
 
 # ---------------------------------------------------------------------------
@@ -499,7 +513,8 @@ def test_oversized_header_list_is_refused():
 class Bystander:
     """A well-behaved h2 client sending requests while an attack runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, gw) -> None:
+        self.gw = gw
         self.ok = 0
         self.failed: list[str] = []
         self.stop = threading.Event()
@@ -509,7 +524,7 @@ class Bystander:
         deadline = time.monotonic() + 60
         while not self.stop.is_set() and time.monotonic() < deadline:
             try:
-                c = H2(S["gw"])
+                c = H2(self.gw)
                 c.request(1, "/bystander")
                 r = c.response(1, timeout=15)
                 c.close()
@@ -534,11 +549,11 @@ class Bystander:
         h.check(self.ok >= 3, f"the bystander got {self.ok} answers")
 
 
-def _attack(kind: str, run) -> None:
-    before_kind = _abuse(kind)
-    before_violations = _metrics().get("rampart_abuse_violations_total", 0)
-    with Bystander():
-        c = H2(S["gw"])
+def _attack(gw, kind: str, run) -> None:
+    before_kind = _abuse(gw, kind)
+    before_violations = _metrics(gw).get("rampart_abuse_violations_total", 0)
+    with Bystander(gw):
+        c = H2(gw)
         try:
             run(c)
             closed = c.wait_closed(30)
@@ -547,12 +562,12 @@ def _attack(kind: str, run) -> None:
                     f"{kind}: GOAWAY {c.goaway} (expected ENHANCE_YOUR_CALM)")
         finally:
             c.close()
-    h.wait_until(lambda: _abuse(kind) >= before_kind + 1, 10, what=f"rampart_h2_abuse_total{{kind={kind}}}")
-    after = _metrics().get("rampart_abuse_violations_total", 0)
+    h.wait_until(lambda: _abuse(gw, kind) >= before_kind + 1, 10, what=f"rampart_h2_abuse_total{{kind={kind}}}")
+    after = _metrics(gw).get("rampart_abuse_violations_total", 0)
     h.check(after >= before_violations + 1, f"{kind}: violations {before_violations} -> {after}")
 
 
-def test_rapid_reset():
+def test_rapid_reset(gw):
     def run(c):
         out = b""
         for i in range(1000):
@@ -560,19 +575,19 @@ def test_rapid_reset():
             out += frame(HEADERS, END_HEADERS | END_STREAM, sid, c.block(c.request_headers(f"/rapid/{i}")))
             out += frame(RST_STREAM, 0, sid, struct.pack(">I", CANCEL))
         c.send(out)
-    _attack("rapid_reset", run)
+    _attack(gw, "rapid_reset", run)
 
 
-def test_continuation_flood():
+def test_continuation_flood(gw):
     def run(c):
         c.send(frame(HEADERS, 0, 1, c.block(c.request_headers("/continuation"))))
         for _ in range(200):
             if not c.send(frame(CONTINUATION, 0, 1, c.block([("x-flood", "a" * 100)]))):
                 break
-    _attack("continuation_flood", run)
+    _attack(gw, "continuation_flood", run)
 
 
-def test_hpack_bomb():
+def test_hpack_bomb(gw):
     def run(c):
         # One 4 KiB entry in the dynamic table (literal with incremental
         # indexing), then 2,000 one-byte references to it: ~6 KiB on the
@@ -581,10 +596,10 @@ def test_hpack_bomb():
         literal = b"\x40" + bytes([len(name)]) + name + b"\x7f" + _hpack_int(len(value) - 127) + value
         block = c.block(c.request_headers("/bomb"), huffman=False) + literal + b"\xbe" * 2000
         c.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, block))
-    _attack("hpack_bomb", run)
+    _attack(gw, "hpack_bomb", run)
 
 
-def test_hpack_bomb_in_trailers():
+def test_hpack_bomb_in_trailers(gw):
     def run(c):
         # A request with a body, then a trailer block that is the bomb.
         c.send(frame(HEADERS, END_HEADERS, 1, c.block(c.request_headers("/bomb-trailers", "POST"))))
@@ -592,7 +607,7 @@ def test_hpack_bomb_in_trailers():
         name, value = b"x-bomb", b"a" * 4000
         literal = b"\x40" + bytes([len(name)]) + name + b"\x7f" + _hpack_int(len(value) - 127) + value
         c.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, literal + b"\xbe" * 2000))
-    _attack("hpack_bomb", run)
+    _attack(gw, "hpack_bomb", run)
 
 
 def _hpack_int(n: int) -> bytes:
@@ -603,27 +618,27 @@ def _hpack_int(n: int) -> bytes:
     return out + bytes([n])
 
 
-def test_ping_flood():
-    _attack("ping_flood", lambda c: c.send(b"".join(frame(PING, 0, 0, struct.pack(">Q", i)) for i in range(2000))))
+def test_ping_flood(gw):
+    _attack(gw, "ping_flood", lambda c: c.send(b"".join(frame(PING, 0, 0, struct.pack(">Q", i)) for i in range(2000))))
 
 
-def test_settings_flood():
-    _attack("settings_flood", lambda c: c.send(b"".join(settings_frame({4: 65535}) for _ in range(2000))))
+def test_settings_flood(gw):
+    _attack(gw, "settings_flood", lambda c: c.send(b"".join(settings_frame({4: 65535}) for _ in range(2000))))
 
 
-def test_empty_data_flood():
+def test_empty_data_flood(gw):
     def run(c):
         c.send(frame(HEADERS, END_HEADERS, 1, c.block(c.request_headers("/empty-data", "POST"))))
         c.send(b"".join(frame(DATA, 0, 1) for _ in range(2000)))
-    _attack("empty_data_flood", run)
+    _attack(gw, "empty_data_flood", run)
 
 
-def test_window_update_flood():
-    _attack("window_update_flood",
+def test_window_update_flood(gw):
+    _attack(gw, "window_update_flood",
             lambda c: c.send(b"".join(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1)) for _ in range(5000))))
 
 
-def test_too_many_streams():
+def test_too_many_streams(gw):
     def run(c):
         # Wait for the SETTINGS exchange, then open 150 streams that never end.
         c.read_once(2)
@@ -631,11 +646,11 @@ def test_too_many_streams():
         for i in range(250):
             out += frame(HEADERS, END_HEADERS, 1 + 2 * i, c.block(c.request_headers(f"/many/{i}", "POST")))
         c.send(out)
-    before = _metrics().get("rampart_abuse_violations_total", 0)
+    before = _metrics(gw).get("rampart_abuse_violations_total", 0)
     # nghttp2 answers a stream beyond the acknowledged limit with GOAWAY
     # PROTOCOL_ERROR itself; either code ends the connection.
-    with Bystander():
-        c = H2(S["gw"])
+    with Bystander(gw):
+        c = H2(gw)
         try:
             run(c)
             h.check(c.wait_closed(30), "the connection with 250 open streams is still open")
@@ -643,11 +658,11 @@ def test_too_many_streams():
                     f"GOAWAY {c.goaway}")
         finally:
             c.close()
-    h.wait_until(lambda: _abuse("too_many_streams") >= 1, 10, what="too_many_streams counted")
-    h.check(_metrics().get("rampart_abuse_violations_total", 0) > before, "no violation counted")
+    h.wait_until(lambda: _abuse(gw, "too_many_streams") >= 1, 10, what="too_many_streams counted")
+    h.check(_metrics(gw).get("rampart_abuse_violations_total", 0) > before, "no violation counted")
 
 
-def test_zero_window_slow_read():
+def test_zero_window_slow_read(gw):
     def run(c):
         # SETTINGS_INITIAL_WINDOW_SIZE 0 was announced (see below): the
         # response can never be sent.
@@ -680,9 +695,9 @@ def test_zero_window_slow_read():
         c.closed = True
         c.took = time.monotonic() - start
 
-    before_kind = _abuse("zero_window")
-    with Bystander():
-        c = H2(S["gw"], settings={4: 0})
+    before_kind = _abuse(gw, "zero_window")
+    with Bystander(gw):
+        c = H2(gw, settings={4: 0})
         try:
             run(c)
             h.check(c.goaway is not None and c.goaway[1] == ENHANCE_YOUR_CALM, f"GOAWAY {c.goaway}")
@@ -691,7 +706,7 @@ def test_zero_window_slow_read():
                                                           f"{BODY_TIMEOUT_S}s)")
         finally:
             c.close()
-    h.wait_until(lambda: _abuse("zero_window") >= before_kind + 1, 10, what="zero_window counted")
+    h.wait_until(lambda: _abuse(gw, "zero_window") >= before_kind + 1, 10, what="zero_window counted")
 
 
 # ---------------------------------------------------------------------------
@@ -699,12 +714,12 @@ def test_zero_window_slow_read():
 # ---------------------------------------------------------------------------
 
 
-def test_goaway_on_reload_lets_the_stream_finish():
-    c = H2(S["gw"])
+def test_goaway_on_reload_lets_the_stream_finish(gw):
+    c = H2(gw)
     try:
         c.request(1, "/slow?ms=1500&reload")
         time.sleep(0.3)  # the request is at the app server
-        os.kill(S["gw"].pid, signal.SIGHUP)
+        os.kill(gw.pid, signal.SIGHUP)
         r = c.response(1, timeout=30)
         h.check(r["status"] == 200, f"the stream in flight during the reload: {r}")
         h.check(c.wait_closed(20), "the old worker's connection did not close after its last stream")
@@ -713,16 +728,15 @@ def test_goaway_on_reload_lets_the_stream_finish():
     finally:
         c.close()
     # New connections reach the new worker; the old one exits once drained.
-    r = h.curl(S["gw"], "/after-reload", "--http2")
+    r = h.curl(gw, "/after-reload", "--http2")
     h.check(r.status == 200, f"after the reload: {r}")
-    gw = S["gw"]
     h.wait_until(lambda: len(h.children_of(gw.pid)) == 1, 30, what="the old worker to exit")
-    gw.workers = {p: h._identity(p) for p in h.children_of(gw.pid)}
+    gw.workers = {p: h.identity(p) for p in h.children_of(gw.pid)}
 
 
-def test_idle_connection_gets_goaway():
-    gw = h.Gateway(S["certs"], {"app1": S["app1"]}, workers=1, timeouts={"idle": "2s"})
-    S["idle_gw"] = gw.start()
+def test_idle_connection_gets_goaway(backends, certs):
+    gw = h.Gateway(certs, {"app1": backends["app1"]}, workers=1, timeouts={"idle": "2s"})
+    gw.start()
     c = H2(gw)
     try:
         c.request(1, "/before-idle")
@@ -735,21 +749,16 @@ def test_idle_connection_gets_goaway():
     finally:
         c.close()
         gw.stop()
-        del S["idle_gw"]
 
 
-def test_metrics_count_by_protocol():
-    m = _metrics()
+def test_metrics_count_by_protocol(gw):
+    m = _metrics(gw)
     h.check(m.get("rampart_h2_connections_total", 0) >= 10, f"h2 connections {m.get('rampart_h2_connections_total')}")
     h2req = m.get('rampart_requests_by_protocol_total{protocol="h2"}', 0)
     h.check(h2req >= 2000, f"h2 requests {h2req}")
     h.check('rampart_connections_by_protocol{protocol="h2"}' in m, "connections by protocol missing")
-    code, text = h.admin(S["gw"], "/api/status")
+    code, text = h.admin(gw, "/api/status")
     import json
     doc = json.loads(text)
     protocols = {p["protocol"]: p for p in doc["protocols"]}
     h.check(protocols["h2"]["total"] >= 10 and protocols["h2"]["requests"] >= 2000, f"status: {protocols}")
-
-
-if __name__ == "__main__":
-    h.main(globals(), tools=("curl", "openssl"))

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """One HA node on its own (no keepalived, loopback only): what the master tells keepalived and
 `rampart ha status` when its state directory or the master itself fails.
 
@@ -11,25 +10,20 @@
 The node is gw1 at 127.0.0.1, so it is found by its local address.
 """
 
-import os
 import signal
 import subprocess
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
+import pytest
 
-S = {}
-
-
-def setup_module():
-    S["certs"] = h.make_certs()
-    S["app1"] = h.Backend("app1").start()
+@pytest.fixture(scope="module")
+def app1() -> h.Backend:
+    return h.Backend("app1").start()
 
 
-def _gateway(state_dir) -> h.Gateway:
-    gw = h.Gateway(S["certs"], {"app1": S["app1"]}, http=False, workers=1)
+def _gateway(certs, app1, state_dir) -> h.Gateway:
+    gw = h.Gateway(certs, {"app1": app1}, http=False, workers=1)
     gw.config["servers"]["gw1"] = {"address": h.LOOPBACK, "role": "gateway"}
     gw.config["servers"]["gw2"] = {"address": "127.0.0.2", "role": "gateway"}
     gw.config["ha"] = {"vip": "127.0.0.10/8", "interface": "lo", "virtual_router_id": 51,
@@ -52,11 +46,11 @@ def _status(gw) -> str:
     return r.stdout
 
 
-def test_unwritable_state_dir_reports_unhealthy_and_logs_once():
+def test_unwritable_state_dir_reports_unhealthy_and_logs_once(certs, app1):
     blocker = h.temp_dir() / "not-a-dir"
     blocker.write_text("a file where the state directory's parent should be\n")
     state = blocker / "ha"
-    gw = _gateway(state).start()
+    gw = _gateway(certs, app1, state).start()
     h.check(h.curl(gw, "/served").status == 200, "the gateway does not serve")
     time.sleep(1.5)  # fifteen health intervals
     h.check(_healthy(gw) == 0, "rampart_ha_healthy is 1 although the track file cannot be written")
@@ -72,9 +66,9 @@ def test_unwritable_state_dir_reports_unhealthy_and_logs_once():
     h.check(gw.stop() == 0, "exit code after SIGTERM")
 
 
-def test_status_of_a_killed_master_is_stale_and_ha_down_marks_the_node():
+def test_status_of_a_killed_master_is_stale_and_ha_down_marks_the_node(certs, app1):
     state = h.temp_dir() / "ha-state"
-    gw = _gateway(state).start()
+    gw = _gateway(certs, app1, state).start()
     h.wait_until(lambda: (state / "gw1.health").is_file() and (state / "gw1.health").read_text() == "0\n", 10,
                  what="the track file saying 0")
     live = _status(gw)
@@ -94,7 +88,3 @@ def test_status_of_a_killed_master_is_stale_and_ha_down_marks_the_node():
                        text=True, timeout=30)
     h.check(r.returncode == 0, f"ha down: exit {r.returncode}: {r.stderr}")
     h.check((state / "gw1.health").read_text() == "1\n", "ha down did not write 1")
-
-
-if __name__ == "__main__":
-    h.main(globals())

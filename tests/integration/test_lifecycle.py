@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Process lifecycle: SIGTERM while a slow request is in flight closes the
 listeners at once, lets the request finish with 200, then exits 0 within the
 drain deadline, leaving no worker behind; workers started as root run as the
@@ -8,29 +7,27 @@ configured unprivileged user.
 import os
 import pwd
 import signal
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
+import pytest
 
 DRAIN_S = 10
 SLOW_MS = 3000
-S = {}
 
 
-def setup_module():
-    S["certs"] = h.make_certs()
-    S["app1"] = h.Backend("app1").start()
+@pytest.fixture(scope="module")
+def app1() -> h.Backend:
+    return h.Backend("app1").start()
 
 
-def test_sigterm_drains_in_flight_request():
-    gw = h.Gateway(S["certs"], {"app1": S["app1"]}, http=False, workers=2,
+def test_sigterm_drains_in_flight_request(certs, app1):
+    gw = h.Gateway(certs, {"app1": app1}, http=False, workers=2,
                    timeouts={"drain": f"{DRAIN_S}s"}).start()
     h.curl(gw, "/warmup")
     tag = h.unique("drain")
     slow = h.curl(gw, f"/slow?ms={SLOW_MS}&tag={tag}", background=True, max_time=20)
-    S["app1"].wait_for_request(tag, timeout=5)
+    app1.wait_for_request(tag, timeout=5)
 
     t_term = time.monotonic()
     gw.process.send_signal(signal.SIGTERM)
@@ -65,10 +62,9 @@ def _ids(pid: int) -> dict:
     return fields
 
 
-def test_workers_drop_privileges():
-    if os.geteuid() != 0:
-        raise h.Skip("needs root: checks that workers switch from root to 'nobody'")
-    gw = h.Gateway(S["certs"], {"app1": S["app1"]}, http=False, workers=2)
+@pytest.mark.root("checks that workers switch from root to 'nobody'")
+def test_workers_drop_privileges(certs, app1):
+    gw = h.Gateway(certs, {"app1": app1}, http=False, workers=2)
     gw.config["gateway"]["user"] = "nobody"
     gw.start()
     r = h.curl(gw, "/unprivileged")
@@ -96,7 +92,7 @@ def _blocked_signals(pid: int) -> int | None:
     return 0
 
 
-def test_reload_and_reopen_signals_during_start_are_not_fatal():
+def test_reload_and_reopen_signals_during_start_are_not_fatal(certs, app1):
     """SIGHUP and SIGUSR1 end a process by default. Sent while the gateway is
     still starting (a reload, or logrotate's reopen, during a restart), they
     must wait for the master, which then handles them, and must never reach
@@ -111,7 +107,7 @@ def test_reload_and_reopen_signals_during_start_are_not_fatal():
     long the exec took on this machine (seen here: a cold start on a loaded
     machine took longer than 2 ms)."""
     log = h.temp_dir() / "early-signals.log"
-    gw = h.Gateway(S["certs"], {"app1": S["app1"]}, http=False, workers=2)
+    gw = h.Gateway(certs, {"app1": app1}, http=False, workers=2)
     gw.config["gateway"]["access_log"] = {"path": str(log)}
     h.write_config(gw.config_path, gw.config)
     wanted = (1 << (signal.SIGHUP - 1)) | (1 << (signal.SIGUSR1 - 1))
@@ -174,13 +170,13 @@ def _listening_inodes(pid: int, port: int) -> set[str]:
     return inodes
 
 
-def test_workers_end_with_a_killed_master_and_hold_only_their_own_descriptors():
+def test_workers_end_with_a_killed_master_and_hold_only_their_own_descriptors(certs, app1):
     """A SIGKILLed master (no supervisor around it) takes its workers with it: they stop
     listening and exit at once, also when they run as another user (setuid clears the
     parent-death signal, so it is armed after it, and the master's life line covers the rest),
     and a new gateway binds the same ports right away. While they run, workers hold neither
     the admin listener nor the write end of any pipe of the master's."""
-    gw = h.Gateway(S["certs"], {"app1": S["app1"]}, http=False, workers=2)
+    gw = h.Gateway(certs, {"app1": app1}, http=False, workers=2)
     if os.geteuid() == 0:
         gw.config["gateway"]["user"] = "nobody"
     gw.start()
@@ -217,7 +213,3 @@ def test_workers_end_with_a_killed_master_and_hold_only_their_own_descriptors():
     gw.start()  # the same ports
     h.check(h.curl(gw, "/after-kill").status == 200, "a new gateway on the same ports does not answer")
     h.check(gw.stop() == 0, "exit code of the new gateway after SIGTERM")
-
-
-if __name__ == "__main__":
-    h.main(globals())

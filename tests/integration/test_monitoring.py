@@ -15,39 +15,41 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
+import pytest
+
+pytestmark = pytest.mark.tools("curl", "openssl", "prometheus", "promtool")
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "monitoring" / "rampart.rules.yml"
 DASHBOARD = ROOT / "monitoring" / "grafana-dashboard.json"
 HEALTH = {"path": "/health", "interval": "300ms", "timeout": "250ms", "rise": 2, "fall": 2}
-S = {}
 
 
-def setup_module():
-    h.require_tools("prometheus", "promtool")
-    S["certs"] = h.make_certs()
-    S["app1"] = h.Backend("app1").start()
-    S["app2"] = h.Backend("app2").start()
-    gw = h.Gateway(S["certs"], {"app1": S["app1"], "app2": S["app2"]}, workers=1)
+@pytest.fixture(scope="module")
+def backends() -> dict[str, h.Backend]:
+    """app1 and app2; a test that stops one takes it out of the dict."""
+    backends = {"app1": h.Backend("app1").start(), "app2": h.Backend("app2").start()}
+    yield backends
+    for backend in backends.values():
+        backend.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(certs, backends) -> h.Gateway:
+    """One worker; health checks every 300 ms."""
+    gw = h.Gateway(certs, dict(backends), workers=1)
     gw.config["gateway"]["pools"]["app"]["health"] = HEALTH
-    S["gw"] = gw.start()
+    gw.start()
+    yield gw
+    gw.stop()
 
-
-def teardown_module():
-    for key in ("gw", "app1", "app2"):
-        if key in S:
-            S[key].stop()
-
-
-def _metrics_text() -> str:
-    with urllib.request.urlopen(f"http://{h.LOOPBACK}:{S['gw'].admin_port}/metrics", timeout=30) as r:
+def _metrics_text(gw) -> str:
+    with urllib.request.urlopen(f"http://{h.LOOPBACK}:{gw.admin_port}/metrics", timeout=30) as r:
         return r.read().decode()
 
 
@@ -64,8 +66,8 @@ def _names_used() -> dict[str, set[str]]:
     return {"rules": rules, "dashboard": set(re.findall(r"\b(rampart_[a-z0-9_]+)", "\n".join(exprs)))}
 
 
-def test_every_metric_named_is_one_the_gateway_exposes():
-    text = _metrics_text()
+def test_every_metric_named_is_one_the_gateway_exposes(gw):
+    text = _metrics_text(gw)
     exposed = set()
     for line in text.splitlines():
         if line.startswith("# TYPE "):
@@ -99,8 +101,7 @@ def _alerts(port: int) -> list[dict]:
     return _prometheus_get(port, "/api/v1/alerts")["data"]["alerts"]
 
 
-def test_prometheus_fires_pool_down_when_the_app_servers_stop():
-    gw = S["gw"]
+def test_prometheus_fires_pool_down_when_the_app_servers_stop(gw, backends):
     work = h.temp_dir() / "prometheus"
     work.mkdir(parents=True, exist_ok=True)
     port = h.free_port()
@@ -131,8 +132,8 @@ scrape_configs:
         h.check(not firing, f"alerts firing with every server up: {firing}")
 
         start = time.monotonic()
-        S.pop("app1").stop()
-        S.pop("app2").stop()
+        backends.pop("app1").stop()
+        backends.pop("app2").stop()
 
         def pool_down():
             for a in _alerts(port):
@@ -164,7 +165,3 @@ def _try(fn):
         return fn()
     except (OSError, ValueError, KeyError, IndexError):
         return None
-
-
-if __name__ == "__main__":
-    h.main(globals(), tools=("curl", "openssl", "prometheus", "promtool"))

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Privilege separation, as the kernel sees it: started as root with
 gateway.user nobody, every worker runs as nobody with no capability in any set,
 NO_NEW_PRIVS and a seccomp filter (Seccomp: 2), and keeps serving HTTPS,
@@ -20,14 +19,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
+import pytest
 
-S = {}
 
 # Capability numbers (linux/capability.h) and the sets privileges.hpp promises.
 CAPS = {"CAP_KILL": 5, "CAP_SETGID": 6, "CAP_SETUID": 7, "CAP_SETPCAP": 8,
@@ -40,17 +37,25 @@ HEALTH = {"path": "/health", "interval": "300ms", "timeout": "250ms", "rise": 1,
 UNIT = h.SOURCE_DIR / "systemd" / "rampart.service"
 
 
-def setup_module():
-    S["certs"] = h.make_certs()
-    S["app1"] = h.Backend("app1").start()
-    S["app2"] = h.Backend("app2").start()
-    S["nobody"] = pwd.getpwnam("nobody")
+@pytest.fixture(scope="module")
+def app1() -> h.Backend:
+    return h.Backend("app1").start()
 
 
-def _require_root():
-    if os.geteuid() != 0:
-        raise h.Skip("needs root: checks what a gateway started as root gives up")
+@pytest.fixture(scope="module")
+def app2() -> h.Backend:
+    return h.Backend("app2").start()
 
+
+@pytest.fixture(scope="module")
+def nobody() -> pwd.struct_passwd:
+    return pwd.getpwnam("nobody")
+
+
+@pytest.fixture(scope="module")
+def gw(certs, app1, app2) -> h.Gateway:
+    """The gateway the first tests share: started as root, workers as nobody, seccomp enforced."""
+    return _gateway(certs, app1, app2)
 
 def _status(pid: int) -> dict:
     """/proc/<pid>/status as name -> value (the text after the colon, stripped)."""
@@ -62,8 +67,8 @@ def _status(pid: int) -> dict:
     return fields
 
 
-def _gateway(seccomp=None, workers=2):
-    gw = h.Gateway(S["certs"], {"app1": S["app1"], "app2": S["app2"]}, http=False, workers=workers)
+def _gateway(certs, app1, app2, seccomp=None, workers=2):
+    gw = h.Gateway(certs, {"app1": app1, "app2": app2}, http=False, workers=workers)
     gw.config["gateway"]["user"] = "nobody"
     if seccomp is not None:
         gw.config["gateway"]["seccomp"] = seccomp
@@ -71,7 +76,7 @@ def _gateway(seccomp=None, workers=2):
     return gw.start()
 
 
-def _check_worker_sandboxed(pid: int, seccomp_mode: int = 2) -> None:
+def _check_worker_sandboxed(nobody, pid: int, seccomp_mode: int = 2) -> None:
     """A worker's sandbox, once it has finished starting: a worker that was just forked (the
     master's port is open before its workers have run their first lines) goes through the
     credential change, NO_NEW_PRIVS and the filter in that order before it accepts anything,
@@ -83,7 +88,6 @@ def _check_worker_sandboxed(pid: int, seccomp_mode: int = 2) -> None:
         if st["Seccomp"] == str(seccomp_mode) and st["NoNewPrivs"] == "1" or time.monotonic() > deadline:
             break
         time.sleep(0.01)
-    nobody = S["nobody"]
     h.check(st["Name"] == "rampart-worker", f"pid {pid} is not a worker: {st['Name']}")
     h.check(st["Uid"].split() == [str(nobody.pw_uid)] * 4, f"worker {pid} uids {st['Uid']}, expected nobody's")
     h.check(st["Gid"].split() == [str(nobody.pw_gid)] * 4, f"worker {pid} gids {st['Gid']}, expected nobody's")
@@ -94,30 +98,28 @@ def _check_worker_sandboxed(pid: int, seccomp_mode: int = 2) -> None:
     h.check(st["Seccomp"] == str(seccomp_mode), f"worker {pid} Seccomp = {st['Seccomp']}, expected {seccomp_mode}")
 
 
-def test_workers_run_as_user_with_no_capabilities_and_seccomp():
-    _require_root()
-    gw = S["gw"] = _gateway()
+@pytest.mark.root("checks what a gateway started as root gives up")
+def test_workers_run_as_user_with_no_capabilities_and_seccomp(gw, nobody):
     h.check(len(gw.workers) == 2, f"expected 2 workers, found {sorted(gw.workers)}")
     for pid in gw.workers:
-        _check_worker_sandboxed(pid)
+        _check_worker_sandboxed(nobody, pid)
 
 
-def test_master_keeps_only_the_capabilities_it_needs():
-    _require_root()
-    st = _status(S["gw"].pid)
+@pytest.mark.root("checks what a gateway started as root gives up")
+def test_master_keeps_only_the_capabilities_it_needs(gw):
+    st = _status(gw.pid)
     h.check(st["Uid"].split() == ["0"] * 4, f"master uids {st['Uid']}: it keeps uid 0 (root-owned keys)")
     got = {c: int(st[c], 16) for c in CAP_SETS}
     h.check(got["CapEff"] == MASTER_EFFECTIVE, f"master CapEff {got['CapEff']:#x}, expected {MASTER_EFFECTIVE:#x}")
     h.check(got["CapPrm"] == MASTER_PERMITTED, f"master CapPrm {got['CapPrm']:#x}, expected {MASTER_PERMITTED:#x}")
     h.check(got["CapBnd"] == MASTER_PERMITTED, f"master CapBnd {got['CapBnd']:#x}, expected {MASTER_PERMITTED:#x}")
     h.check(got["CapInh"] == 0 and got["CapAmb"] == 0, f"master CapInh/CapAmb {got['CapInh']:#x}/{got['CapAmb']:#x}")
-    h.check("master capabilities: kill,setgid,setuid,net_bind_service,net_admin" in S["gw"].process.read_stderr(),
+    h.check("master capabilities: kill,setgid,setuid,net_bind_service,net_admin" in gw.process.read_stderr(),
             "the master did not log the capabilities it kept")
 
 
-def test_sandboxed_workers_serve_keepalive_and_uploads():
-    _require_root()
-    gw = S["gw"]
+@pytest.mark.root("checks what a gateway started as root gives up")
+def test_sandboxed_workers_serve_keepalive_and_uploads(gw):
     before = dict(gw.workers)
     r = h.curl(gw, "/sandboxed")
     h.check(r.status == 200, f"request through sandboxed workers: {r}")
@@ -142,15 +144,14 @@ def test_sandboxed_workers_serve_keepalive_and_uploads():
     h.check(r.status == 431, f"oversized header block: {r}")
     # A worker killed by its filter dies by SIGSYS and is replaced: same PIDs
     # means no call outside the list was made.
-    after = {p: h._identity(p) for p in before}
+    after = {p: h.identity(p) for p in before}
     h.check(after == before, f"workers changed during the traffic: {before} -> {after}"
                              + gw.process.stderr_excerpt())
     h.check("died" not in gw.process.read_stderr(), "a worker died" + gw.process.stderr_excerpt())
 
 
-def test_master_still_supervises_checks_and_drains():
-    _require_root()
-    gw = S["gw"]
+@pytest.mark.root("checks what a gateway started as root gives up")
+def test_master_still_supervises_checks_and_drains(gw, nobody):
     # Health checks from the restricted master (outgoing TCP), seen through
     # the admin listener it serves.
     def passed():
@@ -161,15 +162,15 @@ def test_master_still_supervises_checks_and_drains():
     # A dead worker is replaced: fork, setgid/setuid to nobody (CAP_SETUID,
     # CAP_SETGID), then its own sandbox. The worker is this test's grandchild.
     victim = sorted(gw.workers)[0]
-    h._unmonitor(gw)
+    h.unmonitor(gw)
     os.kill(victim, signal.SIGKILL)
-    h.wait_until(lambda: h._identity(victim) is None and len(h.children_of(gw.pid)) == 2, 10,
+    h.wait_until(lambda: h.identity(victim) is None and len(h.children_of(gw.pid)) == 2, 10,
                  what="a replacement worker")
     gw._record_workers()
-    h._MONITORED.append(gw)
+    h.monitor(gw)
     h.check(victim not in gw.workers, f"worker {victim} still listed")
     for pid in gw.workers:
-        _check_worker_sandboxed(pid)
+        _check_worker_sandboxed(nobody, pid)
     h.check(h.curl(gw, "/after-respawn").status == 200, "no answer after a worker was replaced")
     # SIGTERM: the master signals workers that run as nobody (CAP_KILL) and
     # exits 0 once they drained.
@@ -178,27 +179,27 @@ def test_master_still_supervises_checks_and_drains():
     h.check("ignored the drain" not in gw.process.read_stderr(), "a worker ignored the master's SIGTERM")
 
 
-def test_seccomp_log_and_off_modes():
-    _require_root()
-    gw = _gateway(seccomp="log", workers=1)
+@pytest.mark.root("checks what a gateway started as root gives up")
+def test_seccomp_log_and_off_modes(app1, app2, certs, nobody):
+    gw = _gateway(certs, app1, app2, seccomp="log", workers=1)
     h.check(h.curl(gw, "/log-mode").status == 200, "no answer in log mode")
     for pid in gw.workers:
-        _check_worker_sandboxed(pid, seccomp_mode=2)
+        _check_worker_sandboxed(nobody, pid, seccomp_mode=2)
     gw.stop()
-    gw = _gateway(seccomp="off", workers=1)
+    gw = _gateway(certs, app1, app2, seccomp="off", workers=1)
     h.check(h.curl(gw, "/off-mode").status == 200, "no answer without a filter")
     for pid in gw.workers:
-        _check_worker_sandboxed(pid, seccomp_mode=0)  # still nobody, no capabilities, NO_NEW_PRIVS
+        _check_worker_sandboxed(nobody, pid, seccomp_mode=0)  # still nobody, no capabilities, NO_NEW_PRIVS
     gw.stop()
 
 
-def test_key_owned_by_another_user_is_reported():
-    _require_root()
+@pytest.mark.root("checks what a gateway started as root gives up")
+def test_key_owned_by_another_user_is_reported(app1, nobody):
     # A key the master can read at start but, without CAP_DAC_READ_SEARCH,
     # not again on a reload: the start-up log says so.
     certs = h.make_certs(h.temp_dir() / "certs-nobody")
-    os.chown(certs.dir / "ecdsa.key", S["nobody"].pw_uid, S["nobody"].pw_gid)
-    gw = h.Gateway(certs, {"app1": S["app1"]}, http=False, admin=False, workers=1)
+    os.chown(certs.dir / "ecdsa.key", nobody.pw_uid, nobody.pw_gid)
+    gw = h.Gateway(certs, {"app1": app1}, http=False, admin=False, workers=1)
     gw.config["gateway"]["user"] = "nobody"
     gw.start()
     h.check(h.curl(gw, "/").status == 200, "no answer")
@@ -219,7 +220,7 @@ def _unit_with_binary(tmp: Path) -> Path:
 
 def test_systemd_unit_verifies():
     if shutil.which("systemd-analyze") is None:
-        raise h.Skip("systemd-analyze not found")
+        pytest.skip("systemd-analyze not found")
     path = _unit_with_binary(h.temp_dir())
     r = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60)
     h.check(r.returncode == 0 and "rampart.service" not in r.stderr,
@@ -249,7 +250,7 @@ def test_systemd_unit_matches_the_master():
     h.check(int(settings["TimeoutStopSec"].rstrip("s")) >= 35, f"TimeoutStopSec={settings['TimeoutStopSec']}")
 
 
-def test_ready_and_stopping_reach_the_service_manager():
+def test_ready_and_stopping_reach_the_service_manager(app1, certs):
     # NOTIFY_SOCKET as systemd sets it: the master sends READY=1 once its
     # workers run and STOPPING=1 when SIGTERM starts the drain.
     name = f"rampart-it-notify-{os.getpid()}"
@@ -257,12 +258,12 @@ def test_ready_and_stopping_reach_the_service_manager():
     sock.bind("\0" + name)
     sock.settimeout(10)
     try:
-        gw = h.Gateway(S["certs"], {"app1": S["app1"]}, http=False, admin=False, workers=1)
+        gw = h.Gateway(certs, {"app1": app1}, http=False, admin=False, workers=1)
         if os.geteuid() == 0:
             gw.config["gateway"]["user"] = "nobody"
-        env = dict(os.environ, NOTIFY_SOCKET="@" + name)
+        notify_env = dict(os.environ, NOTIFY_SOCKET="@" + name)
         h.write_config(gw.config_path, gw.config)
-        gw.process = h.Process([h.rampart_bin(), "serve", "-c", gw.config_path], gw.name, env=env).start()
+        gw.process = h.Process([h.rampart_bin(), "serve", "-c", gw.config_path], gw.name, env=notify_env).start()
         h.check(sock.recv(256) == b"READY=1", "no READY=1")
         gw.process.wait_port(gw.https_port)
         h.check(h.curl(gw, "/notify").status == 200, "no answer")
@@ -273,14 +274,13 @@ def test_ready_and_stopping_reach_the_service_manager():
         sock.close()
 
 
-def test_a_master_without_cap_net_admin_says_the_blocklist_cannot_work():
+def test_a_master_without_cap_net_admin_says_the_blocklist_cannot_work(app1, certs):
     # Started as root with CAP_NET_ADMIN out of its bounding set (as a unit's
     # CapabilityBoundingSet= could do): it serves, and says at start that
     # abusive clients cannot be blocked, instead of failing at the first block.
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        print("    (skipped: needs root and setpriv)", flush=True)
-        return
-    gw = h.Gateway(S["certs"], {"app1": S["app1"]}, http=False, workers=1)
+        pytest.skip("needs root and setpriv")
+    gw = h.Gateway(certs, {"app1": app1}, http=False, workers=1)
     gw.config["gateway"]["user"] = "nobody"
     h.write_config(gw.config_path, gw.config)
     gw.process = h.Process(["setpriv", "--bounding-set=-net_admin", h.rampart_bin(), "serve", "-c", gw.config_path],
@@ -293,10 +293,6 @@ def test_a_master_without_cap_net_admin_says_the_blocklist_cannot_work():
                  in gw.process.read_stderr(), 10, what="the warning on stderr")
     h.check(gw.stop() == 0, "exit code after SIGTERM")
     # With it (the default), not a word of it.
-    normal = h.Gateway(S["certs"], {"app1": S["app1"]}, http=False, workers=1).start()
+    normal = h.Gateway(certs, {"app1": app1}, http=False, workers=1).start()
     h.check(normal.stop() == 0, "exit code after SIGTERM")
     h.check("no CAP_NET_ADMIN" not in normal.process.read_stderr(), "warned although it has CAP_NET_ADMIN")
-
-
-if __name__ == "__main__":
-    h.main(globals())

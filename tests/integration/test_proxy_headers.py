@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Request and response headers: X-Forwarded-*, Forwarded, hop-by-hop removal,
 HSTS, and the plain-HTTP listener's redirect to HTTPS.
 
@@ -6,23 +5,24 @@ The backend echoes the headers it received, in order, so every check looks at
 exactly what crossed the gateway.
 """
 
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
+import pytest
 
-S = {}
 SPOOF = "6.6.6.6"
 
 
-def setup_module():
-    S["certs"] = h.make_certs()
-    S["app1"] = h.Backend("app1").start()
-    S["gw"] = h.Gateway(S["certs"], {"app1": S["app1"]}, http=True).start()
+@pytest.fixture(scope="module")
+def app1() -> h.Backend:
+    return h.Backend("app1").start()
 
 
-def _echo(*headers):
+@pytest.fixture(scope="module")
+def gw(certs, app1) -> h.Gateway:
+    return h.Gateway(certs, {"app1": app1}, http=True).start()
+
+
+def _echo(gw, *headers):
     """Sends GET with Host: www.foobar.com and the given extra headers over
     HTTP/1.1 (hop-by-hop fields exist there; HTTP/2's connection-specific
     fields are refused, see test_h2.py); returns (response, headers the
@@ -30,7 +30,7 @@ def _echo(*headers):
     args = ["--http1.1", "-H", f"Host: {h.SITE}"]
     for hdr in headers:
         args += ["-H", hdr]
-    r = h.curl(S["gw"], "/echo?q=1", *args)
+    r = h.curl(gw, "/echo?q=1", *args)
     h.check(r.status == 200, f"echo: {r}")
     return r, [(k, v) for k, v in r.json()["headers"]]
 
@@ -48,22 +48,22 @@ def _forwarded_params(value):
     return params
 
 
-def test_x_forwarded_for_replaces_client_value():
-    _, received = _echo(f"X-Forwarded-For: {SPOOF}")
+def test_x_forwarded_for_replaces_client_value(gw):
+    _, received = _echo(gw, f"X-Forwarded-For: {SPOOF}")
     h.check(_values(received, "X-Forwarded-For") == ["127.0.0.1"],
             f"X-Forwarded-For at the backend: {_values(received, 'X-Forwarded-For')}")
 
 
-def test_x_forwarded_proto_and_host():
-    _, received = _echo("X-Forwarded-Proto: http", "X-Forwarded-Host: evil.example")
+def test_x_forwarded_proto_and_host(gw):
+    _, received = _echo(gw, "X-Forwarded-Proto: http", "X-Forwarded-Host: evil.example")
     h.check(_values(received, "X-Forwarded-Proto") == ["https"],
             f"X-Forwarded-Proto at the backend: {_values(received, 'X-Forwarded-Proto')}")
     h.check(_values(received, "X-Forwarded-Host") == [h.SITE],
             f"X-Forwarded-Host at the backend: {_values(received, 'X-Forwarded-Host')}")
 
 
-def test_forwarded_header_replaces_client_value():
-    _, received = _echo(f"Forwarded: for={SPOOF};proto=http", f"X-Forwarded-For: {SPOOF}")
+def test_forwarded_header_replaces_client_value(gw):
+    _, received = _echo(gw, f"Forwarded: for={SPOOF};proto=http", f"X-Forwarded-For: {SPOOF}")
     values = _values(received, "Forwarded")
     h.check(len(values) == 1 and "," not in values[0], f"Forwarded at the backend: {values}")
     params = _forwarded_params(values[0])
@@ -74,10 +74,10 @@ def test_forwarded_header_replaces_client_value():
     h.check(not leaked, f"the spoofed address reached the backend: {leaked}")
 
 
-def test_hop_by_hop_headers_removed():
+def test_hop_by_hop_headers_removed(gw):
     sent = ["Connection: X-Secret", "X-Secret: 1", "Keep-Alive: timeout=5, max=100", "TE: trailers",
             "Upgrade: websocket", "Proxy-Connection: keep-alive", "Trailer: X-Checksum"]
-    _, received = _echo(*sent)
+    _, received = _echo(gw, *sent)
     names = {k.lower() for k, _ in received}
     for hop in ("x-secret", "keep-alive", "te", "upgrade", "proxy-connection", "trailer"):
         h.check(hop not in names, f"hop-by-hop header {hop} reached the backend: {received}")
@@ -85,15 +85,14 @@ def test_hop_by_hop_headers_removed():
         h.check("x-secret" not in value.lower(), f"Connection: {value} reached the backend")
 
 
-def test_hsts_on_https():
-    r = h.curl(S["gw"], "/")
+def test_hsts_on_https(gw):
+    r = h.curl(gw, "/")
     h.check(r.status == 200, f"GET /: {r}")
     h.check(r.header_all("Strict-Transport-Security") == ["max-age=31536000; includeSubDomains"],
             f"Strict-Transport-Security: {r.header_all('Strict-Transport-Security')}")
 
 
-def test_http_redirects_to_https():
-    gw = S["gw"]
+def test_http_redirects_to_https(gw, app1):
     path = f"/some/path?a=1&b={h.unique('redir')}"
     expected = f"https://{h.SITE}:{gw.https_port}{path}"
     # curl's own Host (with the http port) and a bare Host must both map to the https port.
@@ -103,8 +102,4 @@ def test_http_redirects_to_https():
         h.check(r.header("Location") == expected, f"http {extra}: Location {r.header('Location')!r}, "
                                                   f"expected {expected!r}")
         h.check(r.header("Strict-Transport-Security") is None, "HSTS sent over plain HTTP")
-    h.check(not S["app1"].saw("/some/path"), "the redirected request reached the backend")
-
-
-if __name__ == "__main__":
-    h.main(globals())
+    h.check(not app1.saw("/some/path"), "the redirected request reached the backend")

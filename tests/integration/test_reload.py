@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Configuration reload without loss, against the real gateway.
 
 - 20 reloads (pools and certificates changing each time) under a bounded load
@@ -20,22 +19,36 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
+from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
-
-S = {}
+import harness as h
+import pytest
 
 
-def setup_module():
-    S["a"] = h.make_certs(h.temp_dir() / "certs-a")
-    S["b"] = h.make_certs(h.temp_dir() / "certs-b")
-    bundle = h.temp_dir() / "ca-bundle.pem"
-    bundle.write_text(S["a"].ca.read_text() + S["b"].ca.read_text())
-    S["bundle"] = bundle
-    S["apps"] = {n: h.Backend(n).start() for n in ("app1", "app2", "app3")}
+@pytest.fixture(scope="module")
+def certs_a() -> h.CertSet:
+    """Certificate set A (its own dev CA)."""
+    return h.make_certs(h.temp_dir() / "certs-a")
+
+
+@pytest.fixture(scope="module")
+def certs_b() -> h.CertSet:
+    """Certificate set B (another dev CA)."""
+    return h.make_certs(h.temp_dir() / "certs-b")
+
+
+@pytest.fixture(scope="module")
+def bundle(certs_a, certs_b) -> Path:
+    """A CA file trusting both sets: clients keep verifying across a certificate change."""
+    path = h.temp_dir() / "ca-bundle.pem"
+    path.write_text(certs_a.ca.read_text() + certs_b.ca.read_text())
+    return path
+
+
+@pytest.fixture(scope="module")
+def apps() -> dict[str, h.Backend]:
+    return {n: h.Backend(n).start() for n in ("app1", "app2", "app3")}
 
 
 def _metric(gw, name):
@@ -46,8 +59,7 @@ def _metric(gw, name):
     raise AssertionError(f"metric {name} missing")
 
 
-def _gateway(members, certs, **kw):
-    apps = S["apps"]
+def _gateway(apps, members, certs, **kw):
     gw = h.Gateway(certs, {n: apps[n] for n in ("app1", "app2", "app3")}, members=members, **kw)
     return gw
 
@@ -64,23 +76,23 @@ def _rewrite(gw, members=None, certs=None, mutate=None):
     h.write_config(gw.config_path, cfg)
 
 
-def _context():
-    ctx = ssl.create_default_context(cafile=str(S["bundle"]))
+def _context(bundle):
+    ctx = ssl.create_default_context(cafile=str(bundle))
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
 
 
-class _Conn(h._LoopbackHTTPSConnection):
+class _Conn(h.LoopbackHTTPSConnection):
     pass
 
 
-def _connection(gw):
-    return _Conn(gw.https_port, h.SITE, _context(), 10)
+def _connection(bundle, gw):
+    return _Conn(gw.https_port, h.SITE, _context(bundle), 10)
 
 
-def _served_issuer(gw):
+def _served_issuer(bundle, gw):
     raw = socket.create_connection(("127.0.0.1", gw.https_port), timeout=5)
-    with _context().wrap_socket(raw, server_hostname=h.SITE) as s:
+    with _context(bundle).wrap_socket(raw, server_hostname=h.SITE) as s:
         der = s.getpeercert(binary_form=True)
     return hashlib.sha256(der).hexdigest()
 
@@ -95,17 +107,17 @@ def _children(gw):
     return h.children_of(gw.pid)
 
 
-def test_twenty_reloads_under_load_lose_nothing():
-    gw = _gateway(["app1", "app2"], S["a"], workers=2).start()
+def test_twenty_reloads_under_load_lose_nothing(apps, certs_a, certs_b, bundle):
+    gw = _gateway(apps, ["app1", "app2"], certs_a, workers=2).start()
     # The load lasts until the last reload is a second old (60 s at most, a guard against a
     # hang): every reload happens under it however long a busy machine takes for them.
-    load = h.Load(gw, keepalive=3, fresh=2, seconds=60, path="/r", connect=_connection).start()
+    load = h.Load(gw, keepalive=3, fresh=2, seconds=60, path="/r", connect=lambda g: _connection(bundle, g)).start()
     try:
         time.sleep(1)
         times = []
         for i in range(20):
             members = ["app2", "app3"] if i % 2 == 0 else ["app1", "app2"]
-            certs = S["b"] if i % 2 == 0 else S["a"]
+            certs = certs_b if i % 2 == 0 else certs_a
             _rewrite(gw, members, certs)
             t0 = time.monotonic()
             status, body = h.admin(gw, "/api/reload", "POST")
@@ -122,23 +134,23 @@ def test_twenty_reloads_under_load_lose_nothing():
     h.check(_metric(gw, 'rampart_config_reloads_total{result="ok"}') == 20, "reloads not counted")
     # The last reload served set A; its certificate is what a new client sees (once the
     # previous generation's workers have handled their SIGTERM and stopped accepting: bounded).
-    h.wait_until(lambda: _served_issuer(gw) == _cert_digest(S["a"]), 15,
+    h.wait_until(lambda: _served_issuer(bundle, gw) == _cert_digest(certs_a), 15,
                  what="the certificate of the last reload served")
     print(f"    reload API round trip: median {sorted(times)[10] * 1000:.0f} ms, max {max(times) * 1000:.0f} ms",
           flush=True)
     # Old generations drain and exit: only the current workers remain. A feature bound: the
     # drain (5 s here) and the master's kill 5 s after it, with 5 s to spare.
     h.wait_until(lambda: len(_children(gw)) == 2, 15, what="old workers gone after the drain")
-    gw.workers = {p: h._identity(p) for p in _children(gw)}
+    gw.workers = {p: h.identity(p) for p in _children(gw)}
     gw.stop()
 
 
-def test_streaming_download_survives_a_reload():
-    gw = _gateway(["app1"], S["a"], workers=2, timeouts={"drain": "30s"}).start()
+def test_streaming_download_survives_a_reload(apps, certs_a, bundle):
+    gw = _gateway(apps, ["app1"], certs_a, workers=2, timeouts={"drain": "30s"}).start()
     size = 48 * 1024 * 1024
     out = h.temp_dir() / "download.bin"
     job = h.CurlJob(gw.url(f"/download?bytes={size}"), "--limit-rate", "8M", port=gw.https_port,
-                    ca=S["bundle"], max_time=60, output=out, background=True)
+                    ca=bundle, max_time=60, output=out, background=True)
     h.wait_until(lambda: out.exists() and out.stat().st_size > 4 * 1024 * 1024, 20, what="the download under way")
     _rewrite(gw, ["app2"])
     status, body = h.admin(gw, "/api/reload", "POST")
@@ -146,20 +158,14 @@ def test_streaming_download_survives_a_reload():
     r = job.wait()
     h.check(r.status == 200 and out.stat().st_size == size, f"download cut: {r.status}, {out.stat().st_size} bytes")
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
-    h.check(digest == _backend_content_sha(size), "download corrupted across the reload")
-    h.check(h.curl(gw, "/after", "--cacert", str(S["bundle"])).header("X-Backend") == "app2", "new pool not live")
-    gw.workers = {p: h._identity(p) for p in _children(gw)}
+    h.check(digest == h.download_sha256(size), "download corrupted across the reload")
+    h.check(h.curl(gw, "/after", "--cacert", str(bundle)).header("X-Backend") == "app2", "new pool not live")
+    gw.workers = {p: h.identity(p) for p in _children(gw)}
     gw.stop()
 
 
-def _backend_content_sha(n):
-    sys.path.insert(0, str(h.SUPPORT_DIR))
-    import backend  # noqa: PLC0415 (the test backend's own content generator)
-    return backend.content_sha256(n)
-
-
-def test_invalid_configuration_changes_nothing():
-    gw = _gateway(["app1"], S["a"], workers=2).start()
+def test_invalid_configuration_changes_nothing(apps, certs_a):
+    gw = _gateway(apps, ["app1"], certs_a, workers=2).start()
     workers_before = sorted(_children(gw))
     # 1. YAML that does not parse: `rampart reload` refuses before asking.
     good = gw.config_path.read_text()
@@ -189,8 +195,8 @@ def test_invalid_configuration_changes_nothing():
     gw.stop()
 
 
-def test_sighup_and_reload_command_go_live():
-    gw = _gateway(["app1"], S["a"], workers=1).start()
+def test_sighup_and_reload_command_go_live(apps, certs_a):
+    gw = _gateway(apps, ["app1"], certs_a, workers=1).start()
     _rewrite(gw, ["app2"])
     os.kill(gw.pid, signal.SIGHUP)
     h.wait_until(lambda: h.curl(gw, "/x").header("X-Backend") == "app2", 30, what="SIGHUP reload live")
@@ -203,26 +209,22 @@ def test_sighup_and_reload_command_go_live():
     # signal (on a busy machine, some time later), so the new pool shows within a bounded wait.
     h.wait_until(lambda: h.curl(gw, "/y").header("X-Backend") == "app3", 30, what="reload command live")
     h.wait_until(lambda: len(_children(gw)) == 1, 15, what="old workers gone")
-    gw.workers = {p: h._identity(p) for p in _children(gw)}
+    gw.workers = {p: h.identity(p) for p in _children(gw)}
     gw.stop()
 
 
-def test_certificate_replaced_on_disk_is_picked_up():
+def test_certificate_replaced_on_disk_is_picked_up(apps, certs_a, certs_b, bundle):
     live = h.temp_dir() / "certs-live"
-    shutil.copytree(S["a"].dir, live)
-    certs = h.CertSet(live, S["a"].names)
-    gw = _gateway(["app1"], certs, workers=1).start()
-    h.check(_served_issuer(gw) == _cert_digest(S["a"]), "not serving set A at start")
+    shutil.copytree(certs_a.dir, live)
+    certs = h.CertSet(live, certs_a.names)
+    gw = _gateway(apps, ["app1"], certs, workers=1).start()
+    h.check(_served_issuer(bundle, gw) == _cert_digest(certs_a), "not serving set A at start")
     for name in ("ecdsa.pem", "ecdsa.key", "rsa.pem", "rsa.key"):
         tmp = live / (name + ".new")
-        shutil.copy2(S["b"].dir / name, tmp)
+        shutil.copy2(certs_b.dir / name, tmp)
         os.replace(tmp, live / name)  # atomic, as certbot's deploy does
-    h.wait_until(lambda: _served_issuer(gw) == _cert_digest(S["b"]), 15, what="the new certificate served")
+    h.wait_until(lambda: _served_issuer(bundle, gw) == _cert_digest(certs_b), 15, what="the new certificate served")
     h.check("changed" in gw.process.read_stderr(), "the certificate reload was not logged")
     h.wait_until(lambda: len(_children(gw)) == 1, 15, what="old workers gone")
-    gw.workers = {p: h._identity(p) for p in _children(gw)}
+    gw.workers = {p: h.identity(p) for p in _children(gw)}
     gw.stop()
-
-
-if __name__ == "__main__":
-    h.main(globals())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Backends failing and hostile clients: health checks, retries, outlier
 ejection, queueing, drain, rate limits and connection caps, against the real
 gateway and real backends on loopback.
@@ -20,23 +19,16 @@ import os
 import resource
 import signal
 import socket
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
-
-S = {}
+import harness as h
+import pytest
 
 HEALTH = {"path": "/health", "interval": "300ms", "timeout": "250ms", "rise": 2, "fall": 2}
 
 
-def setup_module():
-    S["certs"] = h.make_certs()
-
-
-def _gateway(backends, pool_extra=None, limits=None, timeouts=None, workers=2):
-    gw = h.Gateway(S["certs"], backends, workers=workers, limits=limits, timeouts=timeouts)
+def _gateway(certs, backends, pool_extra=None, limits=None, timeouts=None, workers=2):
+    gw = h.Gateway(certs, backends, workers=workers, limits=limits, timeouts=timeouts)
     gw.config["gateway"]["pools"]["app"].update(pool_extra or {})
     return gw.start()
 
@@ -60,16 +52,16 @@ def _metric(gw, name):
 
 
 def _kill_backend(backend, sig=signal.SIGKILL):
-    h._unmonitor(backend)
+    h.unmonitor(backend)
     if sig == signal.SIGKILL:
         backend.process.killed = True  # its death is the test, not a crash
     os.kill(backend.process.pid, sig)
 
 
-def test_killed_backend_costs_no_request_and_comes_back_after_rise():
+def test_killed_backend_costs_no_request_and_comes_back_after_rise(certs):
     app1 = h.Backend("app1").start()
     app2 = h.Backend("app2").start()
-    gw = _gateway({"app1": app1, "app2": app2}, {"health": HEALTH})
+    gw = _gateway(certs, {"app1": app1, "app2": app2}, {"health": HEALTH})
     # Keep-alive clients and clients that open a connection per request: the GETs in flight
     # to app2 when it dies are retried on app1 by the gateway, whichever kind of client sent them.
     load = h.Load(gw, keepalive=6, fresh=2, seconds=8).start()
@@ -107,10 +99,10 @@ def test_killed_backend_costs_no_request_and_comes_back_after_rise():
     app1.stop()
 
 
-def test_hanging_backend_is_ejected_with_bounded_latency():
+def test_hanging_backend_is_ejected_with_bounded_latency(certs):
     app1 = h.Backend("app1").start()
     app2 = h.Backend("app2").start()
-    gw = _gateway({"app1": app1, "app2": app2},
+    gw = _gateway(certs, {"app1": app1, "app2": app2},
                   {"health": {**HEALTH, "interval": "1s", "timeout": "500ms"},
                    "outlier": {"consecutive_failures": 2, "base_ejection": "20s"}},
                   timeouts={"upstream_response": "1s"})
@@ -145,9 +137,9 @@ def _gateway_time(job):
     return first - pre
 
 
-def test_queue_serves_when_a_slot_frees_and_503s_on_timeout_or_overflow():
+def test_queue_serves_when_a_slot_frees_and_503s_on_timeout_or_overflow(certs):
     app1 = h.Backend("app1").start()
-    gw = _gateway({"app1": app1}, {"max_connections": 1,
+    gw = _gateway(certs, {"app1": app1}, {"max_connections": 1,
                                    "queue": {"size": 2, "timeout": f"{QUEUE_TIMEOUT_S:g}s"}})
     # One slot: a 1.5 s request holds it; a second waits and is then served. It waits what is
     # left of the 1.5 s when it arrives (the slow one seen at the backend, then a curl started):
@@ -185,10 +177,10 @@ def test_queue_serves_when_a_slot_frees_and_503s_on_timeout_or_overflow():
     app1.stop()
 
 
-def test_drain_and_enable_through_the_admin_api():
+def test_drain_and_enable_through_the_admin_api(certs):
     app1 = h.Backend("app1").start()
     app2 = h.Backend("app2").start()
-    gw = _gateway({"app1": app1, "app2": app2})
+    gw = _gateway(certs, {"app1": app1, "app2": app2})
     # Two slow requests, one on each server (round robin), in flight during the drain.
     slow = [h.curl(gw, f"/slow?ms=1500&i={i}", background=True) for i in range(2)]
     h.wait_until(lambda: app1.saw("/slow?ms=1500") and app2.saw("/slow?ms=1500"), 15,
@@ -219,10 +211,10 @@ def test_drain_and_enable_through_the_admin_api():
     app2.stop()
 
 
-def test_rate_limit_answers_429_across_workers():
+def test_rate_limit_answers_429_across_workers(certs):
     app1 = h.Backend("app1").start()
     # 30/minute: one token every 2 s after a burst of 5.
-    gw = _gateway({"app1": app1}, {"rate_limit": {"rate": "30/minute", "burst": 5}})
+    gw = _gateway(certs, {"app1": app1}, {"rate_limit": {"rate": "30/minute", "burst": 5}})
     # Separate connections, so both workers take requests from this address. The bucket
     # refills during the ten requests: in E seconds at most 5 + E/2 are served, so at least
     # 5 - floor(E/2) are refused (3 on a machine that needs 2 to 4 s for ten curls).
@@ -260,13 +252,13 @@ def test_rate_limit_answers_429_across_workers():
     app1.stop()
 
 
-def test_five_thousand_idle_connections_from_one_address_do_not_stop_others():
+def test_five_thousand_idle_connections_from_one_address_do_not_stop_others(certs):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < 6000:
-        raise h.Skip(f"RLIMIT_NOFILE hard limit {hard} < 6000")
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < 6000")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 12000)), hard))
     app1 = h.Backend("app1").start()
-    gw = _gateway({"app1": app1}, limits={"max_connections_per_client": 100}, timeouts={"handshake": "20s"})
+    gw = _gateway(certs, {"app1": app1}, limits={"max_connections_per_client": 100}, timeouts={"handshake": "20s"})
     attackers = []
     try:
         t0 = time.monotonic()
@@ -293,7 +285,3 @@ def test_five_thousand_idle_connections_from_one_address_do_not_stop_others():
             s.close()
     gw.stop()
     app1.stop()
-
-
-if __name__ == "__main__":
-    h.main(globals())

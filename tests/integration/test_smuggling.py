@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Request smuggling and desync: malformed or ambiguous requests are refused with the right status, the
 connection is closed, and nothing of them (nor of a request smuggled inside them) reaches the backend.
 
@@ -19,23 +18,25 @@ Content-Length with leading zeros, Transfer-Encoding in capitals, padded field v
 
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
+import pytest
 
-S = {}
 RUN = f"{os.getpid()}x{time.monotonic_ns() % 10**9}"
 HEADER_COUNT = 30
 HOST = f"Host: {h.SITE}\r\n"
 
 
-def setup_module():
-    S["certs"] = h.make_certs()
-    S["app1"] = h.Backend("app1").start()
-    S["gw"] = h.Gateway(S["certs"], {"app1": S["app1"]}, http=True, limits={"header_count": HEADER_COUNT}).start()
+@pytest.fixture(scope="module")
+def app1() -> h.Backend:
+    return h.Backend("app1").start()
 
+
+@pytest.fixture(scope="module")
+def gw(certs, app1) -> h.Gateway:
+    """HTTPS and plain HTTP, at most HEADER_COUNT header fields."""
+    return h.Gateway(certs, {"app1": app1}, http=True, limits={"header_count": HEADER_COUNT}).start()
 
 # ---------------------------------------------------------------------------
 # The corpus. Each entry: (name, expected status, request text). "{T}" is replaced by the variant's marker
@@ -159,10 +160,10 @@ def _render(text: str, marker: str) -> bytes:
     return text.replace("{I}", inner).replace("{T}", marker).encode("latin-1")
 
 
-def _send_variant(name: str, status: int, data: bytes) -> tuple[list[str], h.RawTLS]:
+def _send_variant(gw, name: str, status: int, data: bytes) -> tuple[list[str], h.RawTLS]:
     """One variant on its own connection: the exact status, one response only, then the gateway closes."""
     problems = []
-    with h.RawTLS(S["gw"].https_port, S["certs"].ca) as c:
+    with h.RawTLS(gw.https_port, gw.certs.ca) as c:
         c.send(data)
         # Both return as soon as the answer is in and the gateway closed: guards against a hang.
         r = c.read_response(timeout=15)
@@ -182,39 +183,39 @@ def _send_variant(name: str, status: int, data: bytes) -> tuple[list[str], h.Raw
     return problems, c
 
 
-def _log_lines() -> list[str]:
-    return S["app1"].process.read_stdout().splitlines()
+def _log_lines(app1) -> list[str]:
+    return app1.process.read_stdout().splitlines()
 
 
-def _unseen(names_markers) -> list[str]:
-    log = "\n".join(_log_lines())
+def _unseen(app1, names_markers) -> list[str]:
+    log = "\n".join(_log_lines(app1))
     return [f"{name}: the backend received {marker} (or its inner request)"
             for name, marker in names_markers if marker in log]
 
 
-def _barrier() -> None:
+def _barrier(gw, app1) -> None:
     """A normal request through the gateway, waited for in the backend's log: anything the
     gateway forwarded before it had its time to be logged (on a busy machine a fixed pause
     could be too short); the control line is left out of the checks by its tag."""
     tag = h.unique("/smuggle-barrier")
-    r = h.curl(S["gw"], tag)
+    r = h.curl(gw, tag)
     h.check(r.status == 200, f"control request: {r}")
-    S["app1"].wait_for_request(tag)
+    app1.wait_for_request(tag)
 
 
-def _grown(before: int) -> list[str]:
-    return [line for line in _log_lines()[before:] if "/smuggle-barrier" not in line]
+def _grown(app1, before: int) -> list[str]:
+    return [line for line in _log_lines(app1)[before:] if "/smuggle-barrier" not in line]
 
 
-def _still_serves():
+def _still_serves(gw):
     tag = h.unique("/after")
-    r = h.curl(S["gw"], f"{tag}?x=1")
+    r = h.curl(gw, f"{tag}?x=1")
     h.check(r.status == 200 and r.json()["path"] == f"{tag}?x=1", f"normal request after the corpus: {r}")
 
 
-def _echo(data: bytes, status: int = 200) -> tuple[h.Response, dict, h.RawTLS]:
+def _echo(gw, data: bytes, status: int = 200) -> tuple[h.Response, dict, h.RawTLS]:
     """Sends one valid raw request; returns the response, the backend's JSON echo and the connection."""
-    with h.RawTLS(S["gw"].https_port, S["certs"].ca) as c:
+    with h.RawTLS(gw.https_port, gw.certs.ca) as c:
         c.send(data)
         r = c.read_response(timeout=10)
     h.check(r is not None, f"no response to {data[:80]!r}: {c.received[:200]!r}")
@@ -241,127 +242,127 @@ def test_corpus_size():
     print(f"    {len(VARIANTS)} header variants, {len(BODY_VARIANTS)} chunked-body variants", flush=True)
 
 
-def test_backend_log_is_live():
+def test_backend_log_is_live(gw, app1):
     """The check below relies on the backend's log: a normal request must show up in it."""
     tag = h.unique("/smuggle-control")
-    r = h.curl(S["gw"], tag)
+    r = h.curl(gw, tag)
     h.check(r.status == 200, f"control request: {r}")
-    S["app1"].wait_for_request(tag, timeout=5)
+    app1.wait_for_request(tag, timeout=5)
 
 
-def test_header_variants_refused_and_never_forwarded():
-    before = len(_log_lines())
+def test_header_variants_refused_and_never_forwarded(gw, app1):
+    before = len(_log_lines(app1))
     problems = []
     markers = []
     for i, (name, status, text) in enumerate(VARIANTS):
         marker = _marker(i)
         markers.append((name, marker))
-        found, _ = _send_variant(name, status, _render(text, marker))
+        found, _ = _send_variant(gw, name, status, _render(text, marker))
         problems += found
-    _barrier()  # anything forwarded by mistake is logged by now
-    problems += _unseen(markers)
-    grown = _grown(before)
+    _barrier(gw, app1)  # anything forwarded by mistake is logged by now
+    problems += _unseen(app1, markers)
+    grown = _grown(app1, before)
     if grown:
         problems.append(f"the backend log grew by {len(grown)} line(s) while only refused requests were sent: "
                         f"{grown[:5]}")
     h.check(not problems, f"{len(problems)} problem(s) over {len(VARIANTS)} variants:\n    " +
             "\n    ".join(problems))
-    _still_serves()
+    _still_serves(gw)
 
 
-def test_chunked_body_variants_refused():
-    before = len(_log_lines())
+def test_chunked_body_variants_refused(gw, app1):
+    before = len(_log_lines(app1))
     problems = []
     markers = []
     for i, (name, status, text) in enumerate(BODY_VARIANTS):
         marker = _marker(100 + i)
         markers.append((name, marker))
-        found, _ = _send_variant(name, status, _render(text, marker))
+        found, _ = _send_variant(gw, name, status, _render(text, marker))
         problems += found
-    _barrier()
+    _barrier(gw, app1)
     # Neither the request nor the inner one is forwarded: the body is read whole first.
-    inner = "\n".join(_log_lines())
+    inner = "\n".join(_log_lines(app1))
     problems += [f"{name}: the backend received the smuggled {marker}-inner"
                  for name, marker in markers if f"{marker}-inner" in inner]
-    problems += _unseen(markers)
-    grown = _grown(before)
+    problems += _unseen(app1, markers)
+    grown = _grown(app1, before)
     if grown:
         problems.append(f"the backend log grew by {len(grown)} line(s): {grown[:5]}")
     h.check(not problems, f"{len(problems)} problem(s) over {len(BODY_VARIANTS)} variants:\n    " +
             "\n    ".join(problems))
-    _still_serves()
+    _still_serves(gw)
 
 
-def test_absolute_form_matching_host_arrives_in_origin_form():
+def test_absolute_form_matching_host_arrives_in_origin_form(gw, app1):
     for i, target in enumerate([f"https://{h.SITE.upper()}{{T}}?x=1", f"https://{h.SITE}:443{{T}}?x=1",
                                 f"http://{h.SITE}:80{{T}}?x=1"]):
         marker = h.unique(f"/ok-absolute-{i}")
         data = _render(_get(HOST, f"GET {target} HTTP/1.1\r\n"), marker)
-        _, doc, _ = _echo(data)
+        _, doc, _ = _echo(gw, data)
         h.check(doc["path"] == f"{marker}?x=1", f"{target}: the backend saw target {doc['path']!r}")
-        logged = S["app1"].wait_for_request(marker)
+        logged = app1.wait_for_request(marker)
         h.check(logged.target == f"{marker}?x=1", f"backend request line: {logged.line!r}")
 
 
-def test_http10_without_host_passes():
+def test_http10_without_host_passes(gw):
     marker = h.unique("/ok-http10")
-    r, doc, c = _echo(_render("GET {T} HTTP/1.0\r\n\r\n", marker))
+    r, doc, c = _echo(gw, _render("GET {T} HTTP/1.0\r\n\r\n", marker))
     h.check(doc["path"] == marker, f"HTTP/1.0: the backend saw {doc['path']!r}")
     h.check(c.received.startswith(b"HTTP/1.0 200"), f"HTTP/1.0 client got {c.received[:40]!r}")
 
 
-def test_chunked_with_extensions_is_rechunked():
+def test_chunked_with_extensions_is_rechunked(gw):
     marker = h.unique("/ok-chunked-ext")
     body = '5;name=value\r\nhello\r\n6;q="a b";x\r\n world\r\n0;last=1\r\nX-Trailer: t\r\n\r\n'
     data = _render(CHUNKED_HEAD + body, marker)
-    _, doc, _ = _echo(data)
+    _, doc, _ = _echo(gw, data)
     got = _received_headers(doc)
     h.check(doc["body_bytes"] == 11, f"body bytes at the backend: {doc['body_bytes']}")
     h.check(got.get("transfer-encoding") == ["chunked"] and "content-length" not in got,
             f"framing at the backend: {doc['headers']}")
 
 
-def test_framing_fields_normalised():
+def test_framing_fields_normalised(gw):
     marker = h.unique("/ok-cl-zeros")
-    _, doc, _ = _echo(_render(_post("Content-Length: 005\r\n", "hello"), marker))
+    _, doc, _ = _echo(gw, _render(_post("Content-Length: 005\r\n", "hello"), marker))
     got = _received_headers(doc)
     h.check(got.get("content-length") == ["5"] and doc["body_bytes"] == 5,
             f"Content-Length: 005 reached the backend as {got.get('content-length')} ({doc['body_bytes']} bytes)")
     marker = h.unique("/ok-te-caps")
-    _, doc, _ = _echo(_render(_post("Transfer-Encoding: CHUNKED\r\n", "5\r\nhello\r\n0\r\n\r\n"), marker))
+    _, doc, _ = _echo(gw, _render(_post("Transfer-Encoding: CHUNKED\r\n", "5\r\nhello\r\n0\r\n\r\n"), marker))
     got = _received_headers(doc)
     h.check(got.get("transfer-encoding") == ["chunked"] and doc["body_bytes"] == 5,
             f"Transfer-Encoding: CHUNKED reached the backend as {got.get('transfer-encoding')}")
 
 
-def test_field_whitespace_and_upgrade_normalised():
+def test_field_whitespace_and_upgrade_normalised(gw):
     marker = h.unique("/ok-fields")
     fields = HOST + "X-Pad: \t padded value \t\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n" \
                     "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
-    _, doc, _ = _echo(_render(_get(fields), marker))
+    _, doc, _ = _echo(gw, _render(_get(fields), marker))
     got = _received_headers(doc)
     h.check(got.get("x-pad") == ["padded value"], f"X-Pad at the backend: {got.get('x-pad')}")
     for name in ("upgrade", "http2-settings"):
         h.check(name not in got, f"{name} reached the backend: {doc['headers']}")
 
 
-def test_pipelined_requests_arrive_one_by_one():
+def test_pipelined_requests_arrive_one_by_one(gw, app1, certs):
     first, second = h.unique("/ok-pipe-1"), h.unique("/ok-pipe-2")
     data = (f"GET {first} HTTP/1.1\r\n{HOST}\r\nGET {second} HTTP/1.1\r\n{HOST}Connection: close\r\n\r\n")
-    with h.RawTLS(S["gw"].https_port, S["certs"].ca) as c:
+    with h.RawTLS(gw.https_port, certs.ca) as c:
         c.send(data.encode())
         c.read_until_close(timeout=10)
     h.check(c.received.count(b"HTTP/1.1 200") == 2, f"two pipelined requests: {c.received[:300]!r}")
     for tag in (first, second):
-        S["app1"].wait_for_request(tag)
+        app1.wait_for_request(tag)
 
 
-def _plain(data: bytes, timeout: float = 15.0) -> bytes:
+def _plain(gw, data: bytes, timeout: float = 15.0) -> bytes:
     """Sends data to the plain-HTTP listener and reads until it closes (bounded)."""
-    return h.plain_exchange(S["gw"].http_port, data, timeout)
+    return h.plain_exchange(gw.http_port, data, timeout)
 
 
-def test_plain_http_listener_applies_the_same_rules():
+def test_plain_http_listener_applies_the_same_rules(gw):
     cases = [
         ("obs-fold", _get(HOST + "X-A: b\r\n c\r\n"), 400),
         ("version-2.0", _get(HOST, "GET {T} HTTP/2.0\r\n"), 505),
@@ -371,22 +372,18 @@ def test_plain_http_listener_applies_the_same_rules():
     ]
     problems = []
     for name, text, status in cases:
-        got = _plain(_render(text, h.unique("/plain")))
+        got = _plain(gw, _render(text, h.unique("/plain")))
         r = h.parse_head(got)
         if r is None or r.status != status or r.header("Location"):
             problems.append(f"{name}: expected {status} without Location, got {got[:150]!r}")
     marker = h.unique("/plain-ok")
-    got = _plain(_render(_get(HOST, f"GET http://{h.SITE}{{T}}?a=1 HTTP/1.1\r\n"), marker))
+    got = _plain(gw, _render(_get(HOST, f"GET http://{h.SITE}{{T}}?a=1 HTTP/1.1\r\n"), marker))
     r = h.parse_head(got)
-    want = f"https://{h.SITE}:{S['gw'].https_port}{marker}?a=1"
+    want = f"https://{h.SITE}:{gw.https_port}{marker}?a=1"
     if r is None or r.status != 301 or r.header("Location") != want:
         problems.append(f"absolute-form redirect: expected 301 to {want}, got {got[:200]!r}")
     h.check(not problems, "\n    ".join(problems))
 
 
-def test_gateway_still_serves():
-    _still_serves()
-
-
-if __name__ == "__main__":
-    h.main(globals())
+def test_gateway_still_serves(gw):
+    _still_serves(gw)

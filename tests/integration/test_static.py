@@ -11,16 +11,16 @@ server, and inotify shows that no file outside the root was opened.
 
 import ctypes
 import ctypes.util
+import dataclasses
 import hashlib
 import os
 import select
 import struct
-import sys
+from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
+import pytest
 
-S = {}
 FILES_HOST = "files.foobar.com"
 
 
@@ -54,7 +54,18 @@ class Inotify:
         os.close(self.fd)
 
 
-def setup_module():
+@dataclasses.dataclass
+class Tree:
+    """The files served: root (the static root), base (its parent, with a secret next to the root),
+    outside (a directory beside it) and big (the bytes of root/big.bin)."""
+    base: Path
+    root: Path
+    outside: Path
+    big: bytes
+
+
+@pytest.fixture(scope="module")
+def tree() -> Tree:
     base = h.temp_dir() / "static"
     root = base / "root"
     outside = base / "outside"
@@ -65,8 +76,8 @@ def setup_module():
     (root / "index.html").write_text("<h1>home</h1>\n")
     (root / "sub" / "index.html").write_text("<p>sub</p>\n")
     (root / "app.css").write_text("body { color: #333 }\n")
-    S["big"] = os.urandom(1024 * 1024 - 77)  # the harness reads bodies up to 1 MiB
-    (root / "big.bin").write_bytes(S["big"])
+    big = os.urandom(1024 * 1024 - 77)  # the harness reads bodies up to 1 MiB
+    (root / "big.bin").write_bytes(big)
     (root / "app.js").write_text("console.log('plain')\n" * 50)
     (root / "app.js.br").write_bytes(b"BR-BYTES")
     (root / "app.js.gz").write_bytes(b"GZ-BYTES")
@@ -81,88 +92,92 @@ def setup_module():
     os.mkfifo(root / "fifo")
     for d in (base, root, outside, root / "sub", root / "empty", root / ".git"):
         os.chmod(d, 0o755)
-    S["root"], S["base"], S["outside"] = root, base, outside
-    S["certs"] = h.make_certs()
-    S["app1"] = h.Backend("app1").start()
-    gw = h.Gateway(S["certs"], {"app1": S["app1"]}, http=False)
+    return Tree(base, root, outside, big)
+
+
+@pytest.fixture(scope="module")
+def app1() -> h.Backend:
+    app1 = h.Backend("app1").start()
+    yield app1
+    app1.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(certs, app1, tree) -> h.Gateway:
+    """Static routes: /static/ of the site (with Cache-Control) and all of FILES_HOST; the rest to app1."""
+    gw = h.Gateway(certs, {"app1": app1}, http=False)
     gw.config["gateway"]["routes"] = [
         {"host": h.SITE, "path": "/static/",
-         "static": {"root": str(root), "cache_control": "public, max-age=60"}},
-        {"host": FILES_HOST, "static": {"root": str(root)}},
+         "static": {"root": str(tree.root), "cache_control": "public, max-age=60"}},
+        {"host": FILES_HOST, "static": {"root": str(tree.root)}},
         {"path": "/", "pool": "app"},
     ]
-    S["gw"] = gw.start()
+    gw.start()
+    yield gw
+    gw.stop()
+
+def get(gw, path, *args, host=h.SITE):
+    return h.curl(gw, path, "--path-as-is", *args, host=host)
 
 
-def teardown_module():
-    if "gw" in S:
-        S["gw"].stop()
-    if "app1" in S:
-        S["app1"].stop()
-
-
-def get(path, *args, host=h.SITE):
-    return h.curl(S["gw"], path, "--path-as-is", *args, host=host)
-
-
-def raw(target, host=FILES_HOST, method="GET"):
-    with h.RawTLS(S["gw"].https_port, S["certs"].ca) as c:
+def raw(gw, target, host=FILES_HOST, method="GET"):
+    with h.RawTLS(gw.https_port, gw.certs.ca) as c:
         c.send(f"{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode("latin-1"))
         return c.read_response(timeout=15)
 
 
-def test_file_with_validators():
-    r = get("/static/app.css")
-    h.check(r.status == 200 and r.body == (S["root"] / "app.css").read_bytes(), f"GET app.css: {r}")
+def test_file_with_validators(gw, tree):
+    r = get(gw, "/static/app.css")
+    h.check(r.status == 200 and r.body == (tree.root / "app.css").read_bytes(), f"GET app.css: {r}")
     h.check(r.header("Content-Type") == "text/css; charset=utf-8", f"Content-Type: {r.header('Content-Type')}")
     h.check(r.header("Cache-Control") == "public, max-age=60", f"Cache-Control: {r.header('Cache-Control')}")
     h.check(r.header("Accept-Ranges") == "bytes", "Accept-Ranges")
     h.check(r.header("X-Content-Type-Options") == "nosniff", "the security headers are added")
     etag, modified = r.header("ETag"), r.header("Last-Modified")
     h.check(bool(etag) and etag.startswith('"') and bool(modified), f"ETag {etag}, Last-Modified {modified}")
-    r2 = get("/static/app.css", "-H", f"If-None-Match: {etag}")
+    r2 = get(gw, "/static/app.css", "-H", f"If-None-Match: {etag}")
     h.check(r2.status == 304 and r2.body == b"" and r2.header("ETag") == etag, f"If-None-Match: {r2}")
-    r3 = get("/static/app.css", "-H", f"If-Modified-Since: {modified}")
+    r3 = get(gw, "/static/app.css", "-H", f"If-Modified-Since: {modified}")
     h.check(r3.status == 304, f"If-Modified-Since: {r3}")
-    r4 = get("/static/app.css", "-H", 'If-None-Match: "other"')
+    r4 = get(gw, "/static/app.css", "-H", 'If-None-Match: "other"')
     h.check(r4.status == 200, f"another ETag: {r4}")
 
 
-def test_big_file_and_ranges():
-    r = get("/static/big.bin")
-    h.check(r.status == 200 and hashlib.sha256(r.body).digest() == hashlib.sha256(S["big"]).digest(),
+def test_big_file_and_ranges(gw, tree):
+    r = get(gw, "/static/big.bin")
+    h.check(r.status == 200 and hashlib.sha256(r.body).digest() == hashlib.sha256(tree.big).digest(),
             f"1 MiB file: status {r.status}, {len(r.body)} bytes")
-    r = get("/static/big.bin", "-H", "Range: bytes=100-199")
-    h.check(r.status == 206 and r.body == S["big"][100:200], f"Range 100-199: {r.status} {len(r.body)} bytes")
-    h.check(r.header("Content-Range") == f"bytes 100-199/{len(S['big'])}", f"Content-Range: {r.header('Content-Range')}")
-    r = get("/static/big.bin", "-H", "Range: bytes=-10")
-    h.check(r.status == 206 and r.body == S["big"][-10:], f"suffix range: {r.status}")
-    r = get("/static/big.bin", "-H", f"Range: bytes={len(S['big'])}-")
-    h.check(r.status == 416 and r.header("Content-Range") == f"bytes */{len(S['big'])}", f"416: {r}")
+    r = get(gw, "/static/big.bin", "-H", "Range: bytes=100-199")
+    h.check(r.status == 206 and r.body == tree.big[100:200], f"Range 100-199: {r.status} {len(r.body)} bytes")
+    h.check(r.header("Content-Range") == f"bytes 100-199/{len(tree.big)}", f"Content-Range: {r.header('Content-Range')}")
+    r = get(gw, "/static/big.bin", "-H", "Range: bytes=-10")
+    h.check(r.status == 206 and r.body == tree.big[-10:], f"suffix range: {r.status}")
+    r = get(gw, "/static/big.bin", "-H", f"Range: bytes={len(tree.big)}-")
+    h.check(r.status == 416 and r.header("Content-Range") == f"bytes */{len(tree.big)}", f"416: {r}")
 
 
-def test_index_redirect_head_and_precompressed():
-    r = get("/static/sub/")
+def test_index_redirect_head_and_precompressed(gw, tree):
+    r = get(gw, "/static/sub/")
     h.check(r.status == 200 and r.body == b"<p>sub</p>\n", f"directory index: {r}")
-    r = get("/static/sub?x=1")
+    r = get(gw, "/static/sub?x=1")
     h.check(r.status == 301 and r.header("Location") == "/static/sub/?x=1", f"directory without '/': {r}")
-    r = get("/static/empty/")
+    r = get(gw, "/static/empty/")
     h.check(r.status == 404, f"a directory without index is never listed: {r}")
-    r = raw("/static/big.bin", host=h.SITE, method="HEAD")
-    h.check(r is not None and r.status == 200 and r.header("Content-Length") == str(len(S["big"])) and r.body == b"",
+    r = raw(gw, "/static/big.bin", host=h.SITE, method="HEAD")
+    h.check(r is not None and r.status == 200 and r.header("Content-Length") == str(len(tree.big)) and r.body == b"",
             f"HEAD: {r}")
-    r = get("/static/app.js", "-H", "Accept-Encoding: gzip, br")
+    r = get(gw, "/static/app.js", "-H", "Accept-Encoding: gzip, br")
     h.check(r.status == 200 and r.header("Content-Encoding") == "br" and r.body == b"BR-BYTES", f"br: {r}")
     h.check(r.header("Vary") == "Accept-Encoding", f"Vary: {r.header('Vary')}")
     h.check(r.header("Content-Type") == "text/javascript; charset=utf-8" or
             "javascript" in (r.header("Content-Type") or ""), f"type of the original: {r.header('Content-Type')}")
-    r = get("/static/app.js", "-H", "Accept-Encoding: gzip, br;q=0")
+    r = get(gw, "/static/app.js", "-H", "Accept-Encoding: gzip, br;q=0")
     h.check(r.header("Content-Encoding") == "gzip" and r.body == b"GZ-BYTES", f"gzip: {r}")
-    r = get("/static/app.js")
+    r = get(gw, "/static/app.js")
     h.check(r.header("Content-Encoding") is None and r.body.startswith(b"console.log"), f"identity: {r}")
-    r = get("/static/app.css", "-X", "POST", "-d", "x")
+    r = get(gw, "/static/app.css", "-X", "POST", "-d", "x")
     h.check(r.status == 405 and r.header("Allow") == "GET, HEAD", f"POST: {r}")
-    r = get("/other")
+    r = get(gw, "/other")
     h.check(r.status == 200 and r.json()["server"] == "app1", f"a path outside the static route reaches the pool: {r}")
 
 
@@ -175,42 +190,38 @@ TRAVERSALS = [
 ]
 
 
-def test_traversal_reads_nothing():
-    watch = Inotify([S["base"] / "secret.txt", S["outside"] / "secret2.txt", S["outside"]])
+def test_traversal_reads_nothing(gw, app1, tree):
+    watch = Inotify([tree.base / "secret.txt", tree.outside / "secret2.txt", tree.outside])
     try:
         watch.events()  # nothing before
         tag = h.unique("trav")
         results = []
         for i, target in enumerate(TRAVERSALS):
-            r = raw(f"{target}?{tag}-{i}")
+            r = raw(gw, f"{target}?{tag}-{i}")
             results.append((target, r.status if r else None))
             h.check(r is not None and r.status in (400, 404), f"{target}: {r}")
             h.check(b"SECRET" not in (r.body if r else b""), f"{target}: a secret in the body")
         events = watch.events()
         h.check(not events, f"files outside the root were opened: {events}")
-        h.check(not S["app1"].saw(tag), "a traversal attempt reached the app server")
+        h.check(not app1.saw(tag), "a traversal attempt reached the app server")
         print(f"    {len(TRAVERSALS)} attempts: " + ", ".join(f"{t} {s}" for t, s in results))
     finally:
         watch.close()
     # The watch works: reading the secret directly is seen.
-    watch = Inotify([S["base"] / "secret.txt"])
-    (S["base"] / "secret.txt").read_bytes()
+    watch = Inotify([tree.base / "secret.txt"])
+    (tree.base / "secret.txt").read_bytes()
     h.check(watch.events(), "inotify saw a direct read (the check above can fail)")
     watch.close()
 
 
-def test_files_host_serves_the_root():
-    r = raw("/index.html")
+def test_files_host_serves_the_root(gw):
+    r = raw(gw, "/index.html")
     h.check(r is not None and r.status == 200 and r.body == b"<h1>home</h1>\n", f"files host: {r}")
-    r = raw("/")
+    r = raw(gw, "/")
     h.check(r is not None and r.status == 200 and r.body == b"<h1>home</h1>\n", f"files host index: {r}")
 
 
-def test_gateway_still_serves():
-    h.check(S["gw"].process.running, "the gateway is running")
-    r = get("/static/app.css")
+def test_gateway_still_serves(gw):
+    h.check(gw.process.running, "the gateway is running")
+    r = get(gw, "/static/app.css")
     h.check(r.status == 200, f"after the attempts: {r}")
-
-
-if __name__ == "__main__":
-    h.main(globals())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The Debian package under a real systemd: rampart.service in a booted Debian 12 container.
 
 What it does:
@@ -38,13 +37,14 @@ restart (KillMode=mixed kills the sentinel together with the master), sampled ev
 
 Needs root, ip netns, debootstrap, systemd-nspawn, dpkg-shlibdeps and file (these four installed
 with apt-get when missing) and CMake's cpack; otherwise, or when debootstrap cannot download or
-the container does not boot, SKIP (77). The first run downloads and installs the root (a few
+the container does not boot, skipped (exit 77). The first run downloads and installs the root (a few
 minutes); later runs take well under a minute. Every wait and loop is bounded; only processes
-this script started are stopped, by PID.
+these tests started are stopped, by PID.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -54,11 +54,15 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
-import netns  # noqa: E402
-from systemd_root import BASE_PACKAGES, SHARE, Container, cached_root, depends_packages, make_deb, out  # noqa: E402
+import harness as h
+import pytest
+import netns
+from systemd_root import BASE_PACKAGES, SHARE, Container, cached_root, depends_packages, make_deb, out
+
+pytestmark = [pytest.mark.root("network namespaces, debootstrap, systemd-nspawn"), pytest.mark.netns]
+BUDGET_S = 1500
 
 
 GW_ADDR = "192.0.2.11"
@@ -72,26 +76,20 @@ HEALTH = f"{STATE_DIR}/gw1.health"
 FIFO = f"{STATE_DIR}/gw1.fifo"
 ACCESS_LOG = "/var/log/rampart/access.log"
 
-S: dict = {}
-
-
-def container() -> Container:
-    return S["container"]
-
 
 # ---------------------------------------------------------------------------
 # Clients inside the namespace
 # ---------------------------------------------------------------------------
 
 
-def https_get(path: str = "/", timeout: float = 5.0) -> h.Response:
+def https_get(ns, service, path: str = "/", timeout: float = 5.0) -> h.Response:
     """One GET over a new TLS connection to the gateway's address, from inside the namespace,
     verified against the container's dev CA."""
-    raw = netns.socket_in_ns(S["ns"], socket.AF_INET, socket.SOCK_STREAM)
+    raw = netns.socket_in_ns(ns, socket.AF_INET, socket.SOCK_STREAM)
     raw.settimeout(timeout)
     try:
         raw.connect((GW_ADDR, HTTPS))
-        tls = h.client_context(S["ca"]).wrap_socket(raw, server_hostname=h.SITE)
+        tls = h.client_context(service.ca).wrap_socket(raw, server_hostname=h.SITE)
     except (OSError, ssl.SSLError):
         raw.close()
         raise
@@ -112,48 +110,48 @@ def https_get(path: str = "/", timeout: float = 5.0) -> h.Response:
     return r
 
 
-def serves() -> bool:
+def serves(ns, service) -> bool:
     try:
-        return https_get("/", timeout=2).status == 200
+        return https_get(ns, service, "/", timeout=2).status == 200
     except (OSError, ssl.SSLError, AssertionError):
         return False
 
 
-def admin(path: str, method: str = "GET") -> tuple[int, str]:
-    data = netns.http_request(S["ns"], "127.0.0.1", ADMIN_PORT, method, path)
+def admin(ns, path: str, method: str = "GET") -> tuple[int, str]:
+    data = netns.http_request(ns, "127.0.0.1", ADMIN_PORT, method, path)
     r = h.parse_head(data)
     h.check(r is not None, f"{method} {path}: no response: {data[:200]!r}")
     return r.status, r.body.decode(errors="replace")
 
 
-def metrics() -> dict[str, float]:
-    status, body = admin("/metrics")
+def metrics(ns) -> dict[str, float]:
+    status, body = admin(ns, "/metrics")
     h.check(status == 200, f"GET /metrics: {status} {body[:200]}")
     return h.parse_metrics(body)
 
 
-def generation() -> int:
-    return int(metrics()["rampart_config_generation"])
+def generation(ns) -> int:
+    return int(metrics(ns)["rampart_config_generation"])
 
 
-def vrrp_state() -> str | None:
+def vrrp_state(ns) -> str | None:
     """The VRRP state the master learned from keepalived's notify FIFO (1 in rampart_vrrp_state)."""
-    for name, value in metrics().items():
+    for name, value in metrics(ns).items():
         m = re.match(r'rampart_vrrp_state\{node="gw1",state="(\w+)"\}', name)
         if m and value == 1:
             return m.group(1)
     return None
 
 
-def holds_vip() -> bool:
-    r = subprocess.run(["ip", "-n", S["ns"], "-o", "-4", "addr", "show", "dev", "eth0"], capture_output=True,
+def holds_vip(ns) -> bool:
+    r = subprocess.run(["ip", "-n", ns, "-o", "-4", "addr", "show", "dev", "eth0"], capture_output=True,
                        text=True, timeout=10)
     return f" {VIP}/" in r.stdout
 
 
-def service_mounts(main_pid: int) -> dict[str, str]:
+def service_mounts(container, main_pid: int) -> dict[str, str]:
     """Mount options of /, /run and /run/rampart* as the service sees them (its mount namespace)."""
-    text = container().run(["cat", f"/proc/{main_pid}/mountinfo"]).stdout
+    text = container.run(["cat", f"/proc/{main_pid}/mountinfo"]).stdout
     found = {}
     for line in text.splitlines():
         fields = line.split()
@@ -206,88 +204,114 @@ def deployment() -> dict:
 # ---------------------------------------------------------------------------
 
 
-def setup_module() -> None:
-    if os.geteuid() != 0:
-        raise h.Skip("needs root (network namespaces, debootstrap, systemd-nspawn)")
+@dataclasses.dataclass
+class Package:
+    """The .deb made from the build tree (its file name in the shared directory), the Debian root
+    it installs into, and how long making both took."""
+    deb: str
+    root: Path
+    share: Path
+    prepared_s: float
+
+
+@dataclasses.dataclass
+class Service:
+    """What the tests learn about the installed service as they go: the dev CA its package made
+    and the PID of the current master."""
+    ca: Path | None = None
+    main_pid: int = 0
+
+
+@pytest.fixture(scope="module")
+def package() -> Package:
     netns.ensure_packages({"debootstrap": "debootstrap", "systemd-nspawn": "systemd-container",
                            "dpkg-shlibdeps": "dpkg-dev", "file": "file", "nsenter": "util-linux",
                            "ip": "iproute2"}, timeout=300)
     for tool in ("debootstrap", "systemd-nspawn", "nsenter", "cpack", "dpkg-deb", "dpkg-shlibdeps", "file", "ip"):
         if shutil.which(tool) is None:
-            raise h.Skip(f"{tool} not found in PATH (after trying apt-get)")
+            pytest.skip(f"{tool} not found in PATH (after trying apt-get)")
     reason = netns.skip_reason(tools=("ip",))
     if reason:
-        raise h.Skip(reason)
+        pytest.skip(reason)
     t0 = time.monotonic()
     share = h.temp_dir() / "share"
     deb = make_deb(share)
-    S["deb"] = deb.name
     root = cached_root(BASE_PACKAGES + depends_packages(deb))
-    S["prepared_s"] = time.monotonic() - t0
+    return Package(deb.name, root, share, time.monotonic() - t0)
 
+
+@pytest.fixture(scope="module")
+def lab(package) -> netns.Lab:
+    """The container's network namespace, with eth0 (GW_ADDR) on a veth; removed at the end."""
     lab = netns.Lab("rsd")
-    S["lab"] = lab
-    S["ns"] = lab.add_namespace("ct")
+    ns = lab.add_namespace("ct")
     try:
         lab.up()
         for args in (["link", "add", "eth0", "type", "veth", "peer", "name", "peer0"],
                      ["addr", "add", f"{GW_ADDR}/24", "dev", "eth0"],
                      ["link", "set", "peer0", "up"], ["link", "set", "eth0", "up"]):
-            lab._ip("-n", S["ns"], *args)
-        app = h.Process(lab.argv("ct", [sys.executable, h.BACKEND_SCRIPT, "--name", "app1", "--port", APP_PORT,
-                                        "--host", "127.0.0.1"]), "backend-app1").start()
-        app.wait_output("ready\n", timeout=10)
-        S["app"] = app
-        S["container"] = Container(root, S["ns"], share).start()
-    except BaseException:
-        teardown_module()
-        raise
-
-
-def teardown_module() -> None:
-    c = S.pop("container", None)
-    problems = []
-    if c is not None:
-        try:
-            c.stop()
-        except h.ProcessError as e:
-            problems.append(str(e))
-        if (c.root / "etc" / "rampart").exists():
-            problems.append(f"the cached root {c.root} was changed (it has /etc/rampart)")
-    app = S.pop("app", None)
-    if app is not None:
-        try:
-            app.stop(timeout=5)
-        except h.ProcessError as e:
-            problems.append(str(e))
-    lab = S.pop("lab", None)
-    if lab is not None:
+            lab._ip("-n", ns, *args)
+        yield lab
+    finally:
         left = lab.close()
         if left:
             print(f"    (stopped {len(left)} leftover process(es) in the namespace)", flush=True)
-        h.check(S["ns"] not in netns.netns_names(), f"namespace {S['ns']} still exists")
-    h.check(not problems, "; ".join(problems))
+        h.check(ns not in netns.netns_names(), f"namespace {ns} still exists")
 
+
+@pytest.fixture(scope="module")
+def ns(lab) -> str:
+    """The name of the container's network namespace."""
+    return lab.ns("ct")
+
+
+@pytest.fixture(scope="module")
+def app(lab) -> h.Process:
+    """The app server, inside the namespace on 127.0.0.1."""
+    app = h.Process(lab.argv("ct", [sys.executable, h.BACKEND_SCRIPT, "--name", "app1", "--port", APP_PORT,
+                                    "--host", "127.0.0.1"]), "backend-app1").start()
+    try:
+        app.wait_output("ready\n", timeout=10)
+        yield app
+    finally:
+        app.stop(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def container(package, ns, app) -> Container:
+    """The Debian root booted with systemd-nspawn in the namespace; the cached root must come out unchanged."""
+    c = Container(package.root, ns, package.share).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+        h.check(not (c.root / "etc" / "rampart").exists(),
+                f"the cached root {c.root} was changed (it has /etc/rampart)")
+
+
+@pytest.fixture(scope="module")
+def service() -> Service:
+    return Service()
 
 # ---------------------------------------------------------------------------
 # Tests
 # ---------------------------------------------------------------------------
 
 
-def test_lintian_finds_no_errors():
+def test_lintian_finds_no_errors(package):
     if shutil.which("lintian") is None:
-        raise h.Skip("lintian not installed (apt-get install lintian)")
-    deb = h.temp_dir() / "share" / S["deb"]
+        pytest.skip("lintian not installed (apt-get install lintian)")
+    deb = h.temp_dir() / "share" / package.deb
     r = subprocess.run(["lintian", "--fail-on", "error", str(deb)], capture_output=True, text=True, timeout=300)
     tags = [line for line in r.stdout.splitlines() if re.match(r"^[EW]: ", line)]
     print(f"    lintian: {len(tags)} error(s) and warning(s)" + "".join(f"\n      {t}" for t in tags), flush=True)
     h.check(r.returncode == 0 and not any(t.startswith("E: ") for t in tags), f"lintian: {out(r)}")
 
 
-def test_package_installs_without_starting():
-    c = container()
+def test_package_installs_without_starting(container, package, service):
+    c = container
     t0 = time.monotonic()
-    r = c.run(["dpkg", "-i", f"{SHARE}/{S['deb']}"], timeout=120)
+    r = c.run(["dpkg", "-i", f"{SHARE}/{package.deb}"], timeout=120)
     print(f"    dpkg -i: {time.monotonic() - t0:.1f}s", flush=True)
     h.check("systemctl enable --now rampart" in r.stdout + r.stderr, f"no hint to the operator: {out(r)}")
     for path in ("/usr/bin/rampart", "/usr/libexec/rampart/rampart-gateway"):
@@ -311,12 +335,12 @@ def test_package_installs_without_starting():
         h.check(line.endswith(" 600 root"), f"key not root's 0600: {line}")
     ca = h.temp_dir() / "ca.pem"
     ca.write_text(c.run(["cat", f"{TLS_DIR}/ca.pem"]).stdout)
-    S["ca"] = ca
+    service.ca = ca
     print(f"    version: {c.run(['rampart', 'version']).stdout.strip()}", flush=True)
 
 
-def test_keepalived_started_first_finds_the_state_dir():
-    c = container()
+def test_keepalived_started_first_finds_the_state_dir(container, ns):
+    c = container
     c.write(CONFIG, h.to_yaml(deployment()) + "\n")
     c.run(["rampart", "check", "-c", CONFIG])
     c.run(["rampart", "ha", "render", "-c", CONFIG, "--node", "gw1", "--out", "/etc/keepalived"])
@@ -333,39 +357,39 @@ def test_keepalived_started_first_finds_the_state_dir():
                              f"(ls: {c.run(['ls', '-la', '/run/rampart'], check=False).stdout.strip()!r}):\n"
                              + c.journal("keepalived.service")) from None
     h.check(c.read(HEALTH).strip() == "1", f"{HEALTH} before rampart runs: {c.read(HEALTH)!r}")
-    h.check(not holds_vip(), "keepalived took the VIP without rampart")
+    h.check(not holds_vip(ns), "keepalived took the VIP without rampart")
 
 
-def test_start_returns_when_serving():
-    c = container()
+def test_start_returns_when_serving(container, ns, service):
+    c = container
     t0 = time.monotonic()
     r = c.run(["systemctl", "start", "rampart.service"], timeout=60, check=False)
     took = time.monotonic() - t0
     h.check(r.returncode == 0, f"systemctl start: {out(r)}\n" + c.journal("rampart.service"))
     # One request, no retry: READY=1 must mean serving.
-    resp = https_get("/")
+    resp = https_get(ns, service, "/")
     print(f"    systemctl start returned in {took:.2f}s; first request: {resp.status} from "
           f"{resp.header('X-Backend')}", flush=True)
     h.check(resp.status == 200 and resp.header("X-Backend") == "app1", f"right after start: {resp}")
-    h.check(generation() == 1, "generation after start is not 1")
-    S["main_pid"] = c.main_pid()
+    h.check(generation(ns) == 1, "generation after start is not 1")
+    service.main_pid = c.main_pid()
 
 
-def test_reload_moves_the_generation_on():
-    c = container()
-    before = generation()
+def test_reload_moves_the_generation_on(container, ns, service):
+    c = container
+    before = generation(ns)
     t0 = time.monotonic()
     c.run(["systemctl", "reload", "rampart.service"], timeout=60)
     took = time.monotonic() - t0
-    after = generation()
+    after = generation(ns)
     print(f"    systemctl reload returned in {took:.2f}s; generation {before} -> {after}", flush=True)
     h.check(after == before + 1, f"generation {before} -> {after} across systemctl reload")
-    h.check(c.main_pid() == S["main_pid"], "the master changed on a reload")
-    h.check(serves(), "not serving after the reload")
+    h.check(c.main_pid() == service.main_pid, "the master changed on a reload")
+    h.check(serves(ns, service), "not serving after the reload")
 
 
-def test_ha_state_files_and_keepalived():
-    c = container()
+def test_ha_state_files_and_keepalived(container, ns, service):
+    c = container
     listing = c.run(["ls", "-la", STATE_DIR], check=False).stdout
     h.check(c.read(HEALTH) is not None, f"no health file {HEALTH}: {listing}\n" + c.journal("rampart.service"))
     kind = c.run(["stat", "-c", "%F", FIFO], check=False).stdout.strip()
@@ -374,38 +398,38 @@ def test_ha_state_files_and_keepalived():
     h.check("ha: cannot" not in journal, f"the master could not use {STATE_DIR}:\n{journal}")
     # ProtectSystem=strict leaves /run read-only on a host (in this container systemd leaves the
     # container's /run writable, so the mount is what tells): RuntimeDirectory= is a writable mount.
-    mounts = service_mounts(S["main_pid"])
+    mounts = service_mounts(container, service.main_pid)
     print(f"    in the service's mount namespace: {mounts}", flush=True)
     h.check(mounts.get("/run/rampart") == "rw", f"/run/rampart is not a writable mount of the service: {mounts}")
     # keepalived reads the health file (track_file) and tells the master through the FIFO.
     t0 = time.monotonic()
     wait(lambda: c.read(HEALTH) == "0\n", 10, "the master to report healthy")
-    wait(lambda: holds_vip() and vrrp_state() == "MASTER", 15, "keepalived MASTER with the VIP, as the master "
+    wait(lambda: holds_vip(ns) and vrrp_state(ns) == "MASTER", 15, "keepalived MASTER with the VIP, as the master "
          "learned through the FIFO")
     print(f"    healthy -> MASTER with the VIP in {time.monotonic() - t0:.2f}s", flush=True)
-    status, _ = admin("/api/ha/release", "POST")
+    status, _ = admin(ns, "/api/ha/release", "POST")
     h.check(status == 200, f"POST /api/ha/release: {status}")
-    wait(lambda: c.read(HEALTH) == "1\n" and vrrp_state() == "FAULT" and not holds_vip(), 10,
+    wait(lambda: c.read(HEALTH) == "1\n" and vrrp_state(ns) == "FAULT" and not holds_vip(ns), 10,
          "FAULT after the release (track file 1)")
-    status, _ = admin("/api/ha/resume", "POST")
+    status, _ = admin(ns, "/api/ha/resume", "POST")
     h.check(status == 200, f"POST /api/ha/resume: {status}")
-    wait(lambda: holds_vip() and vrrp_state() == "MASTER", 15, "MASTER again after the resume")
-    h.check(c.main_pid() == S["main_pid"], "the master changed")
+    wait(lambda: holds_vip(ns) and vrrp_state(ns) == "MASTER", 15, "MASTER again after the resume")
+    h.check(c.main_pid() == service.main_pid, "the master changed")
 
 
-def test_stop_drains_and_exits_zero():
-    c = container()
+def test_stop_drains_and_exits_zero(app, container, ns, service):
+    c = container
     result: dict = {}
 
     def slow() -> None:
         try:
-            result["response"] = https_get("/slow?ms=1500", timeout=20)
+            result["response"] = https_get(ns, service, "/slow?ms=1500", timeout=20)
         except Exception as e:  # noqa: BLE001
             result["error"] = repr(e)
 
     client = threading.Thread(target=slow, daemon=True)
     client.start()
-    wait(lambda: any(line.startswith("REQ ") and "/slow" in line for line in S["app"].read_stdout().splitlines()),
+    wait(lambda: any(line.startswith("REQ ") and "/slow" in line for line in app.read_stdout().splitlines()),
          5, "the slow request to reach the app server")
     t0 = time.monotonic()
     c.run(["systemctl", "stop", "rampart.service"], timeout=60)
@@ -421,37 +445,37 @@ def test_stop_drains_and_exits_zero():
     # What keepalived watches stays: the directory, and a health file that says "not able to serve".
     h.check(c.read(HEALTH) == "1\n", f"{HEALTH} after the stop: {c.read(HEALTH)!r} "
             f"({c.run(['ls', '-la', '/run/rampart'], check=False).stdout.strip()})")
-    wait(lambda: not holds_vip(), 5, "keepalived to give the VIP up with rampart stopped")
+    wait(lambda: not holds_vip(ns), 5, "keepalived to give the VIP up with rampart stopped")
     time.sleep(1.0)
-    h.check(not holds_vip(), "keepalived took the VIP back while rampart is stopped")
+    h.check(not holds_vip(ns), "keepalived took the VIP back while rampart is stopped")
 
 
-def test_started_again_keepalived_follows():
-    c = container()
+def test_started_again_keepalived_follows(container, ns, service):
+    c = container
     c.run(["systemctl", "start", "rampart.service"], timeout=60)
-    h.check(serves(), "not serving after the second start")
-    wait(lambda: holds_vip() and vrrp_state() == "MASTER", 15,
+    h.check(serves(ns, service), "not serving after the second start")
+    wait(lambda: holds_vip(ns) and vrrp_state(ns) == "MASTER", 15,
          "keepalived to follow the health file again after a stop and start")
-    S["main_pid"] = c.main_pid()
+    service.main_pid = c.main_pid()
 
 
-def test_reinstall_restarts_the_running_gateway():
-    c = container()
-    before = S["main_pid"]
+def test_reinstall_restarts_the_running_gateway(container, ns, package, service):
+    c = container
+    before = service.main_pid
     t0 = time.monotonic()
-    c.run(["dpkg", "-i", f"{SHARE}/{S['deb']}"], timeout=120)
+    c.run(["dpkg", "-i", f"{SHARE}/{package.deb}"], timeout=120)
     print(f"    dpkg -i over the running gateway: {time.monotonic() - t0:.1f}s", flush=True)
     h.check(c.run(["systemctl", "is-active", "rampart.service"], check=False).stdout.strip() == "active",
             "not active after the reinstall")
     after = c.main_pid()
     h.check(after not in (0, before), f"MainPID {before} -> {after}: the postinst did not restart it")
-    h.check(serves(), "not serving after the reinstall")
+    h.check(serves(ns, service), "not serving after the reinstall")
     h.check(c.read(CONFIG) == h.to_yaml(deployment()) + "\n", "the reinstall changed the edited conffile")
-    S["main_pid"] = after
+    service.main_pid = after
 
 
-def test_crash_is_restarted():
-    c = container()
+def test_crash_is_restarted(container, ns, service):
+    c = container
     before = c.main_pid()
     restarts = int(c.show("rampart.service", "NRestarts")["NRestarts"])
     t0 = time.monotonic()
@@ -459,26 +483,26 @@ def test_crash_is_restarted():
     new = wait(lambda: (p := c.main_pid()) not in (0, before) and p, 15, "a new MainPID after SIGSEGV",
                interval=0.1)
     t_new = time.monotonic() - t0
-    wait(serves, 10, "the restarted gateway to serve", interval=0.1)
+    wait(lambda: serves(ns, service), 10, "the restarted gateway to serve", interval=0.1)
     t_serving = time.monotonic() - t0
     n = int(c.show("rampart.service", "NRestarts")["NRestarts"])
     print(f"    SIGSEGV of {before}: new master {new} after {t_new:.2f}s, serving after {t_serving:.2f}s, "
           f"NRestarts {restarts} -> {n}", flush=True)
     h.check(n == restarts + 1, f"NRestarts {restarts} -> {n}")
-    S["main_pid"] = new
+    service.main_pid = new
 
 
 MARKED_DOWN_WITHIN_S = 0.5
 
 
-def test_sigkill_marks_the_node_down_before_the_restart():
+def test_sigkill_marks_the_node_down_before_the_restart(container, ns, service):
     """KillMode=mixed SIGKILLs the sentinel child together with the master, so the sentinel
     cannot be what says "not ready" after a crash: the unit's ExecStopPost (`rampart ha down`)
     writes "1" into the track file once systemd has seen the master die, and keepalived hands
     the VIP over then, not after the restart. The file is read every ~2 ms from the host; a
     thread watches for the new MainPID (nsenter + systemctl take ~20 ms, too slow for the
     sampling loop)."""
-    c = container()
+    c = container
     wait(lambda: c.read(HEALTH) == "0\n", 10, "healthy before the SIGKILL")
     before = c.main_pid()
     health = c.path(HEALTH)
@@ -529,22 +553,22 @@ def test_sigkill_marks_the_node_down_before_the_restart():
             f"nothing marked the node down between the SIGKILL and the restart: {changes}")
     h.check(down_at <= MARKED_DOWN_WITHIN_S, f"the node was marked down {down_at:.2f}s after the SIGKILL "
             f"(bound {MARKED_DOWN_WITHIN_S}s): {changes}")
-    wait(serves, 15, "serving again after the SIGKILL", interval=0.1)
-    S["main_pid"] = c.main_pid()
+    wait(lambda: serves(ns, service), 15, "serving again after the SIGKILL", interval=0.1)
+    service.main_pid = c.main_pid()
 
 
-def test_logrotate_reopens_the_access_log():
-    c = container()
+def test_logrotate_reopens_the_access_log(container, ns, service):
+    c = container
     for i in range(3):
-        h.check(https_get(f"/before-rotation-{i}").status == 200, "request before the rotation")
+        h.check(https_get(ns, service, f"/before-rotation-{i}").status == 200, "request before the rotation")
     wait(lambda: "before-rotation-2" in (c.read(ACCESS_LOG) or ""), 5, "the access log lines")
-    before = generation()
+    before = generation(ns)
     r = c.run(["logrotate", "-v", "-f", "/etc/logrotate.d/rampart"], timeout=60, check=False)
     h.check(r.returncode == 0, f"logrotate: {out(r)}")
     rotated = c.read(ACCESS_LOG + ".1") or ""
     h.check("before-rotation-2" in rotated, f"{ACCESS_LOG}.1 lacks the old lines: {rotated[-300:]!r}")
-    wait(lambda: generation() == before + 1, 5, "SIGUSR1 to reopen the log (generation + 1)")
-    h.check(https_get("/after-rotation").status == 200, "request after the rotation")
+    wait(lambda: generation(ns) == before + 1, 5, "SIGUSR1 to reopen the log (generation + 1)")
+    h.check(https_get(ns, service, "/after-rotation").status == 200, "request after the rotation")
     wait(lambda: "after-rotation" in (c.read(ACCESS_LOG) or ""), 5, "the new line in the new access.log")
     h.check("after-rotation" not in (c.read(ACCESS_LOG + ".1") or ""), "the new line went to the old file")
     # With the service stopped, the postrotate script must not fail the rotation.
@@ -554,8 +578,8 @@ def test_logrotate_reopens_the_access_log():
     h.check("running postrotate script" in r.stdout + r.stderr, f"the postrotate script did not run: {out(r)}")
 
 
-def test_remove_and_purge():
-    c = container()
+def test_remove_and_purge(container, package):
+    c = container
     c.run(["systemctl", "start", "rampart.service"], timeout=60)
     c.run(["systemctl", "enable", "rampart.service"])
     c.run(["dpkg", "-r", "rampart"], timeout=120)
@@ -568,9 +592,4 @@ def test_remove_and_purge():
     h.check(c.path(f"{TLS_DIR}/ecdsa.key").exists(), "the purge removed the operator's keys")
     h.check(not c.path("/etc/systemd/system/multi-user.target.wants/rampart.service").exists(),
             "the enable link is left after the purge")
-    print(f"    prepared (package + root) in {S['prepared_s']:.0f}s", flush=True)
-
-
-if __name__ == "__main__":
-    netns.install_signal_handlers()
-    h.main(globals(), budget_s=1500)
+    print(f"    prepared (package + root) in {package.prepared_s:.0f}s", flush=True)

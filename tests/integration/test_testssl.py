@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """TLS posture: the real testssl.sh (Debian package ``testssl.sh``) against the gateway.
 
 One backend and one gateway (two workers, the harness's ECDSA + RSA dev
@@ -26,17 +25,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
+import pytest
 
 # A full scan takes 45 s to 1.5 minutes on a quiet machine and over 4 minutes on
 # one whose two cores are busy with other work (testssl.sh is a shell script that
 # starts an openssl process per probe): these bounds only guard against a hang.
 SCAN_TIMEOUT_S = 600
-SCRIPT_BUDGET_S = 690  # the harness's alarm; ctest's TIMEOUT is 720
+BUDGET_S = 690  # the file's time budget (conftest.py); ctest's TIMEOUT is 720
 
 FAILING = ("MEDIUM", "HIGH", "CRITICAL")
 SCAN_ERRORS = ("WARN", "FATAL")
@@ -78,12 +76,14 @@ VULNERABILITIES = (
 WEAK_CIPHER_LISTS = ("cipherlist_NULL", "cipherlist_aNULL", "cipherlist_EXPORT", "cipherlist_LOW",
                      "cipherlist_3DES_IDEA", "cipherlist_AVERAGE")
 
-S: dict = {}
-
 
 def _testssl() -> str | None:
     """Debian installs the script as /usr/bin/testssl; upstream calls it testssl.sh."""
     return shutil.which("testssl") or shutil.which("testssl.sh")
+
+
+pytestmark = pytest.mark.skipif(_testssl() is None,
+                                reason="testssl.sh not installed (Debian package testssl.sh; scripts/setup.sh installs it)")
 
 
 def base_id(finding_id: str) -> str:
@@ -124,9 +124,9 @@ def describe(f: dict) -> str:
     return f"{f['severity']:8} {f['id']}: {f.get('finding', '')}"
 
 
-def setup_module():
-    if _testssl() is None:
-        h.skip_module("testssl.sh not installed (Debian package testssl.sh; scripts/setup.sh installs it)")
+@pytest.fixture(scope="module")
+def scan():
+    """One testssl.sh scan of a gateway: its JSON (doc), its findings (items) and the gateway (gw)."""
     certs = h.make_certs(h.temp_dir() / "certs")
     app = h.Backend("app1").start()
     gw = h.Gateway(certs, {"app1": app}, http=False, admin=False).start()
@@ -163,7 +163,7 @@ def setup_module():
     doc = json.loads(out.read_text())
     items = findings(doc)
     h.check(len(items) > 50, f"testssl.sh JSON has only {len(items)} findings (exit {r.returncode})")
-    S.update(doc=doc, items=items, gw=gw)
+    scan = {"doc": doc, "items": items, "gw": gw}
 
     counts = collections.Counter(f["severity"] for f in items)
     version = (doc.get("version") or "?").split()[0]
@@ -175,6 +175,7 @@ def setup_module():
         if f["severity"] in ("LOW", *FAILING, *SCAN_ERRORS):
             note = " (excluded)" if base_id(f["id"]) in EXCLUDED else ""
             print(f"  {describe(f)}{note}", flush=True)
+    return scan
 
 
 def _s_client(gw, *args: str, session_file=None) -> subprocess.CompletedProcess:
@@ -209,8 +210,8 @@ def _resumes(gw) -> bool:
     return first.returncode == 0 and second.returncode == 0 and "\nReused," in second.stdout
 
 
-def test_no_finding_medium_or_above():
-    bad = [f for f in S["items"] if f["severity"] in FAILING + SCAN_ERRORS and base_id(f["id"]) not in EXCLUDED]
+def test_no_finding_medium_or_above(scan):
+    bad = [f for f in scan["items"] if f["severity"] in FAILING + SCAN_ERRORS and base_id(f["id"]) not in EXCLUDED]
     # testssl.sh's session-resumption probe now and then reports "check failed
     # because of connect problem": its first s_client closes before the TLS
     # 1.3 ticket arrives (see _s_client), a race of the scanner, not a server
@@ -219,21 +220,21 @@ def test_no_finding_medium_or_above():
     # other WARN still fails the test.
     flaky = [f for f in bad if f["severity"] == "WARN" and base_id(f["id"]).startswith("sessionresumption")
              and "connect problem" in f.get("finding", "")]
-    if flaky and all(_resumes(S["gw"]) for _ in range(3)):
+    if flaky and all(_resumes(scan["gw"]) for _ in range(3)):
         print("    re-checked " + ", ".join(f["id"] for f in flaky) + ": sessions resume", flush=True)
         bad = [f for f in bad if f not in flaky]
     h.check(not bad, "testssl.sh findings:\n  " + "\n  ".join(describe(f) for f in bad))
 
 
-def test_exclusions_still_needed():
+def test_exclusions_still_needed(scan):
     # An exclusion that no longer matches anything hides nothing and should go.
     for finding_id in EXCLUDED:
-        h.check(any(f["severity"] in FAILING for f in by_id(S["items"], finding_id)),
+        h.check(any(f["severity"] in FAILING for f in by_id(scan["items"], finding_id)),
                 f"EXCLUDED has '{finding_id}' but testssl.sh no longer flags it: remove the exclusion")
 
 
-def test_only_tls12_and_tls13():
-    items = S["items"]
+def test_only_tls12_and_tls13(scan):
+    items = scan["items"]
     for proto in ("SSLv2", "SSLv3", "TLS1", "TLS1_1"):
         f = one(items, proto)
         h.check(f["finding"].startswith("not offered"), f"{proto}: {describe(f)}")
@@ -242,8 +243,8 @@ def test_only_tls12_and_tls13():
         h.check(f["finding"].startswith("offered") and f["severity"] == "OK", f"{proto}: {describe(f)}")
 
 
-def test_only_strong_forward_secret_ciphers():
-    items = S["items"]
+def test_only_strong_forward_secret_ciphers(scan):
+    items = scan["items"]
     for list_id in WEAK_CIPHER_LISTS:
         f = one(items, list_id)
         h.check(f["finding"].startswith("not offered"), f"weak cipher category offered: {describe(f)}")
@@ -264,8 +265,8 @@ def test_only_strong_forward_secret_ciphers():
                 f"cipher without ECDHE or without AEAD: {describe(f)}")
 
 
-def test_named_vulnerabilities_not_vulnerable():
-    items = S["items"]
+def test_named_vulnerabilities_not_vulnerable(scan):
+    items = scan["items"]
     problems = []
     for vuln in VULNERABILITIES:
         found = by_id(items, vuln)
@@ -275,19 +276,19 @@ def test_named_vulnerabilities_not_vulnerable():
     h.check(not problems, "vulnerability checks not OK:\n  " + "\n  ".join(problems))
 
 
-def test_breach_not_applicable():
+def test_breach_not_applicable(scan):
     # BREACH needs a compressed response body carrying a secret next to
     # attacker-controlled input. Rampart never compresses and passes bodies
     # through; the test backend does not compress either, so testssl.sh must
     # see no Content-Encoding. A deployment whose application compresses would
     # be flagged here (MEDIUM): that is the application's call, not the gateway's.
-    f = one(S["items"], "BREACH")
+    f = one(scan["items"], "BREACH")
     h.check(f["severity"] == "OK" and f["finding"].startswith("not vulnerable, no HTTP compression"),
             f"BREACH: {describe(f)}")
 
 
-def test_hsts_sent():
-    items = S["items"]
+def test_hsts_sent(scan):
+    items = scan["items"]
     missing = [describe(f) for f in by_id(items, "HSTS") if "not offered" in f["finding"]]
     h.check(not missing, f"no Strict-Transport-Security header: {missing}")
     hsts = one(items, "HSTS_time")
@@ -296,16 +297,12 @@ def test_hsts_sent():
     h.check(bool(sub) and sub[0]["finding"].startswith("includes"), f"HSTS without includeSubDomains: {sub}")
 
 
-def test_certificates_trusted_for_the_name():
+def test_certificates_trusted_for_the_name(scan):
     # Both certificates (ECDSA and RSA) chain to the added dev CA and match the SNI name.
-    items = S["items"]
+    items = scan["items"]
     trust = by_id(items, "cert_chain_of_trust")
     h.check(len(trust) == 2, f"expected 2 server certificates, got {[describe(f) for f in trust]}")
     for f in trust + by_id(items, "cert_trust"):
         h.check(f["severity"] == "OK", f"certificate: {describe(f)}")
     keys = sorted(f["finding"].split()[0] for f in by_id(items, "cert_keySize"))
     h.check(keys == ["EC", "RSA"], f"certificate key types {keys}, expected one EC and one RSA")
-
-
-if __name__ == "__main__":
-    h.main(globals(), budget_s=SCRIPT_BUDGET_S)

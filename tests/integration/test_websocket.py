@@ -13,18 +13,16 @@ the client vanishing (the tunnel ends on both sides), a malformed handshake
 import asyncio
 import os
 import resource
-import socket
 import ssl
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-import harness as h  # noqa: E402
+import harness as h
+import pytest
 
-websockets = h.debian_module("websockets", "python3-websockets")
-h.debian_module("websockets.client", "python3-websockets")
+websockets = pytest.importorskip("websockets", reason="python3-websockets is not installed")
+pytest.importorskip("websockets.client", reason="python3-websockets is not installed")
 
-S = {}
 WS_BACKEND = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support", "ws_backend.py")
 DRAIN_S = 3
 MANY = 1000
@@ -52,32 +50,41 @@ def _raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
 
 
-def setup_module():
+@pytest.fixture(scope="module")
+def ws_app() -> WsBackend:
+    """The WebSocket app server (tests/support/ws_backend.py)."""
+    app = WsBackend().start()
+    yield app
+    app.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(certs, ws_app) -> h.Gateway:
+    """A gateway in front of ws1 (drain DRAIN_S, room for MANY tunnels from one client)."""
     _raise_fd_limit()
-    S["certs"] = h.make_certs()
-    S["ws"] = WsBackend().start()
-    S["gw"] = h.Gateway(S["certs"], {"ws1": S["ws"].port}, http=False,
-                        timeouts={"drain": f"{DRAIN_S}s"},
-                        limits={"max_connections_per_client": 4 * MANY})
-    S["gw"].start()
+    gw = h.Gateway(certs, {"ws1": ws_app.port}, http=False,
+                   timeouts={"drain": f"{DRAIN_S}s"},
+                   limits={"max_connections_per_client": 4 * MANY})
+    gw.start()
+    yield gw
+    gw.stop()
 
 
-def teardown_module():
-    for key in ("gw", "small"):
-        if key in S:
-            S[key].stop()
-    if "ws" in S:
-        S["ws"].stop()
+@pytest.fixture
+def small(certs, ws_app) -> h.Gateway:
+    """A gateway of one test: at most 2 tunnels, each ended after 2 s of silence."""
+    small = h.Gateway(certs, {"ws1": ws_app.port}, name="small", http=False,
+                      timeouts={"tunnel": "2s"}, limits={"tunnels": 2}).start()
+    yield small
+    small.stop()
 
-
-def _context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(S["certs"].ca))
+def _context(certs) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(certs.ca))
     return ctx
 
 
-def _connect(gw=None, path="/ws", **kw):
-    gw = gw or S["gw"]
-    return websockets.client.connect(f"wss://{h.SITE}:{gw.https_port}{path}", ssl=_context(), host=h.LOOPBACK,
+def _connect(gw, path="/ws", **kw):
+    return websockets.client.connect(f"wss://{h.SITE}:{gw.https_port}{path}", ssl=_context(gw.certs), host=h.LOOPBACK,
                                      port=gw.https_port, server_hostname=h.SITE, max_size=16 * 1024 * 1024,
                                      ping_interval=None, open_timeout=30, close_timeout=10, **kw)
 
@@ -86,13 +93,13 @@ def run(coro, timeout=120):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-def _metric(name, gw=None):
-    return h.metrics(gw or S["gw"]).get(name, 0)
+def _metric(gw, name):
+    return h.metrics(gw).get(name, 0)
 
 
-def test_echo_both_ways():
+def test_echo_both_ways(gw):
     async def go():
-        async with _connect() as ws:
+        async with _connect(gw) as ws:
             await ws.send("hello")
             h.check(await ws.recv() == "hello", "text echo")
             await ws.send(b"\x00\x01\xff")
@@ -110,11 +117,11 @@ def test_echo_both_ways():
     h.check("X-Request-Id" in headers, f"the 101 carries X-Request-Id: {headers}")
 
 
-def test_large_message_and_ping():
+def test_large_message_and_ping(gw):
     payload = os.urandom(4 * h.MiB)
 
     async def go():
-        async with _connect() as ws:
+        async with _connect(gw) as ws:
             await ws.send(payload)
             got = await ws.recv()
             h.check(got == payload, f"4 MiB echo: {len(got)} bytes back")
@@ -123,9 +130,9 @@ def test_large_message_and_ping():
     run(go())
 
 
-def test_app_closes():
+def test_app_closes(gw):
     async def go():
-        async with _connect() as ws:
+        async with _connect(gw) as ws:
             await ws.send("close-me")
             try:
                 await asyncio.wait_for(ws.recv(), 15)
@@ -133,38 +140,38 @@ def test_app_closes():
             except websockets.ConnectionClosed as e:
                 h.check(e.rcvd is not None and e.rcvd.code == 4000, f"close code from the app: {e}")
     run(go())
-    h.wait_until(lambda: _metric("rampart_tunnels_active") == 0, 15, what="tunnels_active back to 0")
+    h.wait_until(lambda: _metric(gw, "rampart_tunnels_active") == 0, 15, what="tunnels_active back to 0")
 
 
-def test_client_vanishes():
-    before = S["ws"].closed_count()
+def test_client_vanishes(gw, ws_app):
+    before = ws_app.closed_count()
 
     async def go():
-        ws = await _connect()
+        ws = await _connect(gw)
         await ws.send("x")
         await ws.recv()
         ws.transport.abort()  # no close frame, no TLS close_notify: a reset
     run(go())
-    h.wait_until(lambda: S["ws"].closed_count() > before, 15, what="the app saw the tunnel end")
-    h.wait_until(lambda: _metric("rampart_tunnels_active") == 0, 15, what="tunnels_active back to 0")
+    h.wait_until(lambda: ws_app.closed_count() > before, 15, what="the app saw the tunnel end")
+    h.wait_until(lambda: _metric(gw, "rampart_tunnels_active") == 0, 15, what="tunnels_active back to 0")
 
 
-def test_bad_handshake_400():
+def test_bad_handshake_400(gw, ws_app, certs):
     tag = h.unique("badws")
     for fields in ("Sec-WebSocket-Version: 13\r\n",  # no key
                    "Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n",
                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n"):
-        with h.RawTLS(S["gw"].https_port, S["certs"].ca) as c:
+        with h.RawTLS(gw.https_port, certs.ca) as c:
             c.send(f"GET /ws?{tag} HTTP/1.1\r\nHost: {h.SITE}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                    f"{fields}\r\n".encode())
             r = c.read_response(timeout=15)
         h.check(r is not None and r.status == 400, f"bad handshake ({fields.strip()!r}): {r}")
-    h.check(tag not in S["ws"].process.read_stdout(), "a bad handshake reached the app")
+    h.check(tag not in ws_app.process.read_stdout(), "a bad handshake reached the app")
 
 
-def test_h2c_upgrade_not_tunnelled():
+def test_h2c_upgrade_not_tunnelled(gw, certs):
     """Another Upgrade is not a tunnel: the fields go, the request is served as a plain one."""
-    with h.RawTLS(S["gw"].https_port, S["certs"].ca) as c:
+    with h.RawTLS(gw.https_port, certs.ca) as c:
         c.send(f"GET / HTTP/1.1\r\nHost: {h.SITE}\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
                f"HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n".encode())
         r = c.read_response(timeout=15)
@@ -172,20 +179,20 @@ def test_h2c_upgrade_not_tunnelled():
     h.check(r is not None and r.status != 101, f"h2c upgrade: {r}")
 
 
-def test_many_tunnels():
+def test_many_tunnels(gw):
     async def go():
         sockets = []
         sem = asyncio.Semaphore(100)  # handshakes in flight at once
 
         async def one(i):
             async with sem:
-                ws = await _connect()
+                ws = await _connect(gw)
             sockets.append(ws)
             await ws.send(f"m{i}")
             h.check(await ws.recv() == f"m{i}", f"echo on tunnel {i}")
 
         await asyncio.gather(*(one(i) for i in range(MANY)))
-        open_now = _metric("rampart_tunnels_active")
+        open_now = _metric(gw, "rampart_tunnels_active")
         h.check(open_now == MANY, f"rampart_tunnels_active with {MANY} open: {open_now}")
         # Every tunnel still works with all of them open.
         await asyncio.gather(*(ws.send("again") for ws in sockets))
@@ -195,21 +202,21 @@ def test_many_tunnels():
     t0 = time.monotonic()
     run(go(), timeout=600)
     print(f"    {MANY} tunnels opened, used twice and closed in {time.monotonic() - t0:.1f}s")
-    h.wait_until(lambda: _metric("rampart_tunnels_active") == 0, 30, what="tunnels_active back to 0")
-    h.check(_metric("rampart_tunnels_total") >= MANY, "rampart_tunnels_total counts them")
+    h.wait_until(lambda: _metric(gw, "rampart_tunnels_active") == 0, 30, what="tunnels_active back to 0")
+    h.check(_metric(gw, "rampart_tunnels_total") >= MANY, "rampart_tunnels_total counts them")
 
 
-def test_reload_with_tunnels_open():
+def test_reload_with_tunnels_open(gw):
     async def go():
-        old = [await _connect() for _ in range(5)]
-        status, body = h.admin(S["gw"], "/api/reload", "POST")
+        old = [await _connect(gw) for _ in range(5)]
+        status, body = h.admin(gw, "/api/reload", "POST")
         h.check(status == 200, f"reload: {status} {body}")
         # The old workers drain: their tunnels still carry bytes ...
         for ws in old:
             await ws.send("still")
             h.check(await ws.recv() == "still", "a tunnel of the old workers works during the drain")
         # ... new tunnels are served by the new workers ...
-        async with _connect() as ws:
+        async with _connect(gw) as ws:
             await ws.send("new")
             h.check(await ws.recv() == "new", "a tunnel after the reload")
         # ... and the old ones end when the drain deadline passes.
@@ -223,24 +230,21 @@ def test_reload_with_tunnels_open():
         return time.monotonic() - t0
     waited = run(go())
     h.check(waited <= DRAIN_S + 30, f"old tunnels ended {waited:.1f}s after the reload")
-    S["gw"]._record_workers()
+    gw._record_workers()
 
 
-def test_limit_and_idle_timeout():
-    S["small"] = h.Gateway(S["certs"], {"ws1": S["ws"].port}, name="small", http=False,
-                           timeouts={"tunnel": "2s"}, limits={"tunnels": 2}).start()
-
+def test_limit_and_idle_timeout(small):
     async def go():
-        a = await _connect(S["small"])
+        a = await _connect(small)
         opened_a = time.monotonic()  # the 101 arrived: the gateway armed the idle deadline before it
-        b = await _connect(S["small"])
+        b = await _connect(small)
         opened_b = time.monotonic()
         try:
-            await _connect(S["small"])
+            await _connect(small)
             h.check(False, "a third tunnel over limits.tunnels 2")
         except websockets.InvalidStatusCode as e:
             h.check(e.status_code == 503, f"over the limit: {e.status_code}")
-        h.check(_metric("rampart_tunnels_refused_total", S["small"]) >= 1, "refused tunnels are counted")
+        h.check(_metric(small, "rampart_tunnels_refused_total") >= 1, "refused tunnels are counted")
         # Idle for longer than timeouts.tunnel: the gateway ends both, and
         # never before 2 s of silence (the 30 s bound only guards a hang).
         idle = []
@@ -254,7 +258,3 @@ def test_limit_and_idle_timeout():
     idle = run(go())
     h.check(len(idle) == 2 and all(1.9 <= t <= 32 for t in idle),
             f"idle tunnels ended after {', '.join(f'{t:.1f}s' for t in idle)} of silence (timeouts.tunnel 2s)")
-
-
-if __name__ == "__main__":
-    h.main(globals())

@@ -4,7 +4,7 @@
 its fd 3 and writes responses and events to its fd 4, one JSON message per
 NUL-terminated chunk. No port is opened, no npm/pip package is needed.
 
-    browser = Browser().start()          # skips the script (77) without chromium
+    browser = Browser().start()          # a skip (pytest) without chromium
     page = browser.new_page()
     page.navigate("http://127.0.0.1:9100/status")
     text = page.evaluate("document.body.innerText")
@@ -31,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-import harness as h
+import processes as h
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
 
@@ -102,7 +102,7 @@ class Browser:
     def start(self, timeout: float = 60.0) -> "Browser":
         exe = chromium_path()
         if exe is None:
-            h.skip_module("chromium not installed (Debian package `chromium`; scripts/setup.sh installs it)")
+            raise h.Skip("chromium not installed (Debian package `chromium`; scripts/setup.sh installs it)")
         profile = h.temp_dir() / "chromium-profile"
         profile.mkdir(exist_ok=True)
         cmd_r, cmd_w = (_high_fd(fd) for fd in os.pipe())

@@ -41,16 +41,14 @@ import shutil
 import signal
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness as h  # noqa: E402
-import mariadb  # noqa: E402
-import netns  # noqa: E402
+import harness as h
+import mariadb
+import netns
 
 GATEWAYS = ("gw1", "gw2")
 HOSTS = {
@@ -786,7 +784,7 @@ def kill_hard(p: h.Process, extra: list[int] = ()) -> None:
 def reap_tree(p: h.Process, timeout: float = 5.0) -> None:
     """Waits (bounded) for the recorded descendants of a killed process, then SIGKILLs any left, by PID."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(h._identity(pid) == ident for pid, ident in p._tree.items()):
+    while time.monotonic() < deadline and any(h.identity(pid) == ident for pid, ident in p._tree.items()):
         time.sleep(0.05)
     p._kill_leftovers()
 

@@ -19,7 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import harness as h
+import processes as h
 
 SUITE = "bookworm"
 CACHE_DIR = Path("/var/cache/rampart-tests")
