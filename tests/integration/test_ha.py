@@ -42,6 +42,7 @@ the namespaces (and so every link) are removed at exit, also on failure.
 """
 
 import hashlib
+import json
 import hmac
 import os
 import time
@@ -151,6 +152,10 @@ def test_converged_one_holder_https_through_the_vip(lab):
     h.check('rampart_vrrp_state{node="gw1",state="MASTER"} 1' in metrics, "rampart_vrrp_state: " +
             "\n".join(line for line in metrics.splitlines() if "vrrp" in line))
     h.check("rampart_ha_healthy 1" in metrics, "rampart_ha_healthy is not 1")
+    # Both nodes derive their ticket keys from the pair's secret file.
+    for gw in ("gw1", "gw2"):
+        h.check("\nrampart_tls_ticket_keys_shared 1\n" in lab.admin_get(gw, "/metrics"),
+                f"{gw}: rampart_tls_ticket_keys_shared is not 1")
     h.check('"vrrp_state":"BACKUP"' in lab.admin_get("gw2", "/api/status").replace(" ", ""),
             "gw2's /api/status does not say BACKUP")
     # The peer check: each node sees the other.
@@ -223,6 +228,9 @@ def test_a_rampart_sigkill_and_tls_resumption_across_the_pair(lab, figures):
 
     _, _, reused = lab.tls_get(session=session)
     h.check(lab.holders() == ["gw2"], "gw2 does not hold the VIP")
+    # The takeover is a mark on gw2's status-page charts (its history, sampled every 2 s).
+    h.wait_until(lambda: "MASTER" in [m["state"] for m in json.loads(lab.admin_get("gw2", "/api/history"))["ha"]],
+                 10, interval=0.5, what="a VRRP MASTER mark in gw2's /api/history")
     h.check(reused, "the TLS session from gw1 was not resumed on gw2")
     metrics = lab.admin_get("gw2", "/metrics")
     resumed = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()

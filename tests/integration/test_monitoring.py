@@ -90,6 +90,9 @@ def test_every_metric_named_is_one_the_gateway_exposes(gw):
             if not n.startswith(("rampart_vrrp_", "rampart_ha_")):
                 h.check(n in exposed, f"{where}: {n} not on /metrics")
     print(f"    rules: {len(used['rules'])} metrics, dashboard: {len(used['dashboard'])}, all exposed", flush=True)
+    # A gateway without ha.ticket_secret_file makes its own ticket keys: what the
+    # RampartTicketSecretMissing alert looks for on a node of a pair (test_ha checks the 1).
+    h.check("\nrampart_tls_ticket_keys_shared 0\n" in text, "rampart_tls_ticket_keys_shared is not 0 here")
 
 
 def _prometheus_get(port: int, path: str) -> dict:

@@ -41,6 +41,7 @@ import shutil
 import signal
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
