@@ -18,6 +18,8 @@
 //       https                   "ip:port", "[ipv6]:port"       none; needs >= 1 tls certificate
 //       http                    endpoint                       none
 //       admin                   endpoint                       none
+//       proxy_protocol          bool                           false; https and http expect a PROXY header
+//                               (v1 or v2) first, from gateway.trusted_proxies only (then required)
 //                               no two listeners may share an address and port ("::" and
 //                               "0.0.0.0" cover every address of their families)
 //     workers                   auto | integer 1..256          auto (one per CPU)
@@ -107,6 +109,8 @@
 //       window                  duration >= 1s                 10s
 //       block_for               duration >= 1s                 10m
 //       allow                   list of CIDR                   empty (firewall.admin_networks are added)
+//     trusted_proxies           list of CIDR                   empty; peers whose PROXY header or
+//                               X-Forwarded-For names the client; never blocked themselves
 //     security_headers          map name -> value, or off      X-Content-Type-Options: nosniff,
 //                               X-Frame-Options: SAMEORIGIN, Referrer-Policy: strict-origin-when-cross-origin;
 //                               added when the backend sent none of that name; "" drops a default
