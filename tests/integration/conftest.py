@@ -155,3 +155,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def certs() -> certificates.CertSet:
     """A dev CA and ECDSA + RSA certificates for www.foobar.com (rampart certs dev), per file."""
     return certificates.make_certs()
+
+
+@pytest.fixture(scope="module")
+def app1() -> gateway.Backend:
+    """tests/support/backend.py named app1, per file (stopped with the file's other processes)."""
+    return gateway.Backend("app1").start()
+
+
+@pytest.fixture(scope="module")
+def app2() -> gateway.Backend:
+    """The same, named app2."""
+    return gateway.Backend("app2").start()
+
+
+@pytest.fixture(scope="module")
+def backends(app1, app2) -> dict:
+    """app1 and app2 by name; a test that stops one takes it out of the dict."""
+    return {"app1": app1, "app2": app2}

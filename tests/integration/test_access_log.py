@@ -39,11 +39,6 @@ BURST = 2000
 
 
 @pytest.fixture(scope="module")
-def backends() -> dict[str, h.Backend]:
-    return {"app1": h.Backend("app1").start(), "app2": h.Backend("app2").start()}
-
-
-@pytest.fixture(scope="module")
 def access_log() -> Path:
     return h.temp_dir() / "access.log"
 

@@ -9,11 +9,6 @@ import subprocess
 import harness as h
 import pytest
 
-@pytest.fixture(scope="module")
-def backends() -> dict[str, h.Backend]:
-    """The two backends every balancing mode shares."""
-    return {"app1": h.Backend("app1").start(), "app2": h.Backend("app2").start()}
-
 
 class _GatewayPerMode:
     """One gateway per balance mode, one at a time: asking for another mode stops the previous one."""

@@ -18,10 +18,6 @@ from pathlib import Path
 import harness as h
 import pytest
 
-@pytest.fixture(scope="module")
-def app1() -> h.Backend:
-    return h.Backend("app1").start()
-
 
 def _needed(binary: Path) -> list[str]:
     r = subprocess.run(["readelf", "-d", str(binary)], capture_output=True, text=True, timeout=30)

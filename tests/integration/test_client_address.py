@@ -22,7 +22,6 @@ A gateway with trusted proxies and no PROXY protocol (a CDN speaking HTTP):
 
 import json
 import socket
-import ssl
 import struct
 import time
 
@@ -30,11 +29,6 @@ import harness as h
 import pytest
 
 PEER_UNTRUSTED = "127.0.0.2"
-
-
-@pytest.fixture(scope="module")
-def app1() -> h.Backend:
-    return h.Backend("app1").start()
 
 
 @pytest.fixture(scope="module")

@@ -31,16 +31,6 @@ import pytest
 REPLACE_WITHIN_S = 0.1
 
 
-@pytest.fixture(scope="module")
-def app1() -> h.Backend:
-    return h.Backend("app1").start()
-
-
-@pytest.fixture(scope="module")
-def app2() -> h.Backend:
-    return h.Backend("app2").start()
-
-
 class RetryingLoad:
     """Like harness.Load (keep-alive and new-connection clients sending GETs for `seconds`,
     at most 100,000 requests each), but a client whose request dies with its connection

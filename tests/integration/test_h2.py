@@ -194,14 +194,6 @@ def header(resp: dict, name: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def backends() -> dict[str, h.Backend]:
-    backends = {"app1": h.Backend("app1").start(), "app2": h.Backend("app2").start()}
-    yield backends
-    for backend in backends.values():
-        backend.stop()
-
-
-@pytest.fixture(scope="module")
 def static_root() -> Path:
     """The root of the /files/ route."""
     root = h.temp_dir() / "h2-static"

@@ -15,11 +15,6 @@ import subprocess
 import time
 
 import harness as h
-import pytest
-
-@pytest.fixture(scope="module")
-def app1() -> h.Backend:
-    return h.Backend("app1").start()
 
 
 def _gateway(certs, app1, state_dir) -> h.Gateway:

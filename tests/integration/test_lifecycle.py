@@ -16,11 +16,6 @@ DRAIN_S = 10
 SLOW_MS = 3000
 
 
-@pytest.fixture(scope="module")
-def app1() -> h.Backend:
-    return h.Backend("app1").start()
-
-
 def test_sigterm_drains_in_flight_request(certs, app1):
     gw = h.Gateway(certs, {"app1": app1}, http=False, workers=2,
                    timeouts={"drain": f"{DRAIN_S}s"}).start()

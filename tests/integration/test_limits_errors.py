@@ -17,11 +17,6 @@ BODY_LIMIT = 1 * h.MiB
 
 
 @pytest.fixture(scope="module")
-def app1() -> h.Backend:
-    return h.Backend("app1").start()
-
-
-@pytest.fixture(scope="module")
 def gw(certs, app1) -> h.Gateway:
     return h.Gateway(certs, {"app1": app1}, http=False,
                      timeouts={"header": f"{HEADER_TIMEOUT_S}s", "upstream_response": f"{UPSTREAM_RESPONSE_S}s"},

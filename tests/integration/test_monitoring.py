@@ -31,15 +31,6 @@ HEALTH = {"path": "/health", "interval": "300ms", "timeout": "250ms", "rise": 2,
 
 
 @pytest.fixture(scope="module")
-def backends() -> dict[str, h.Backend]:
-    """app1 and app2; a test that stops one takes it out of the dict."""
-    backends = {"app1": h.Backend("app1").start(), "app2": h.Backend("app2").start()}
-    yield backends
-    for backend in backends.values():
-        backend.stop()
-
-
-@pytest.fixture(scope="module")
 def gw(certs, backends) -> h.Gateway:
     """One worker; health checks every 300 ms."""
     gw = h.Gateway(certs, dict(backends), workers=1)

@@ -38,16 +38,6 @@ UNIT = h.SOURCE_DIR / "systemd" / "rampart.service"
 
 
 @pytest.fixture(scope="module")
-def app1() -> h.Backend:
-    return h.Backend("app1").start()
-
-
-@pytest.fixture(scope="module")
-def app2() -> h.Backend:
-    return h.Backend("app2").start()
-
-
-@pytest.fixture(scope="module")
 def nobody() -> pwd.struct_passwd:
     return pwd.getpwnam("nobody")
 

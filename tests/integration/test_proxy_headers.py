@@ -13,11 +13,6 @@ SPOOF = "6.6.6.6"
 
 
 @pytest.fixture(scope="module")
-def app1() -> h.Backend:
-    return h.Backend("app1").start()
-
-
-@pytest.fixture(scope="module")
 def gw(certs, app1) -> h.Gateway:
     return h.Gateway(certs, {"app1": app1}, http=True).start()
 

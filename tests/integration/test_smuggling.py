@@ -29,11 +29,6 @@ HOST = f"Host: {h.SITE}\r\n"
 
 
 @pytest.fixture(scope="module")
-def app1() -> h.Backend:
-    return h.Backend("app1").start()
-
-
-@pytest.fixture(scope="module")
 def gw(certs, app1) -> h.Gateway:
     """HTTPS and plain HTTP, at most HEADER_COUNT header fields."""
     return h.Gateway(certs, {"app1": app1}, http=True, limits={"header_count": HEADER_COUNT}).start()

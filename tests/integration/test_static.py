@@ -96,13 +96,6 @@ def tree() -> Tree:
 
 
 @pytest.fixture(scope="module")
-def app1() -> h.Backend:
-    app1 = h.Backend("app1").start()
-    yield app1
-    app1.stop()
-
-
-@pytest.fixture(scope="module")
 def gw(certs, app1, tree) -> h.Gateway:
     """Static routes: /static/ of the site (with Cache-Control) and all of FILES_HOST; the rest to app1."""
     gw = h.Gateway(certs, {"app1": app1}, http=False)

@@ -188,19 +188,24 @@ def test_drain_from_the_page_stops_its_traffic(gw, base, page):
     _wait_updates(page, 2)
 
 
-def test_screenshot(gw, page):
-    _backends(gw, 6)
-    _wait_updates(page, 1)
-    path = page.screenshot(h.temp_dir() / "status-page.png")
-    h.check(path.stat().st_size > 10_000, f"screenshot too small: {path.stat().st_size} bytes")
+def _save_screenshot(page, name: str, min_bytes: int) -> None:
+    """A screenshot into the temp dir (and RAMPART_SCREENSHOT_DIR when set); its path printed."""
+    path = page.screenshot(h.temp_dir() / name)
+    h.check(path.stat().st_size > min_bytes, f"{name}: screenshot too small: {path.stat().st_size} bytes")
     keep = os.environ.get("RAMPART_SCREENSHOT_DIR")
     if keep:
         os.makedirs(keep, exist_ok=True)
-        target = os.path.join(keep, "status-page.png")
+        target = os.path.join(keep, name)
         with open(target, "wb") as f:
             f.write(path.read_bytes())
         path = target
     print(f"  screenshot: {path}", flush=True)
+
+
+def test_screenshot(gw, page):
+    _backends(gw, 6)
+    _wait_updates(page, 1)
+    _save_screenshot(page, "status-page.png", 10_000)
 
 
 def test_enable_from_the_page_restores_rotation(gw, page):
@@ -396,16 +401,7 @@ def test_charts_during_a_failover(certs, browser):
     text = page.evaluate("document.getElementById('charts').textContent")
     h.check("VRRP MASTER" in text and "VRRP BACKUP" in text, f"no VRRP marks drawn: {text[:300]!r}")
     h.check(page.evaluate("document.getElementById('banner').hidden") is True, "a banner is shown")
-    path = page.screenshot(h.temp_dir() / "status-page-failover.png")
-    h.check(path.stat().st_size > 20_000, f"screenshot too small: {path.stat().st_size} bytes")
-    keep = os.environ.get("RAMPART_SCREENSHOT_DIR")
-    if keep:
-        os.makedirs(keep, exist_ok=True)
-        target = os.path.join(keep, "status-page-failover.png")
-        with open(target, "wb") as f:
-            f.write(path.read_bytes())
-        path = target
-    print(f"  screenshot: {path}", flush=True)
+    _save_screenshot(page, "status-page-failover.png", 20_000)
     gw.stop()
 
 

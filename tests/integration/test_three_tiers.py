@@ -31,7 +31,6 @@ Only processes this file started are stopped, by PID; the namespaces are removed
 on failure.
 """
 
-import time
 
 import harness as h
 import pytest
