@@ -92,6 +92,10 @@ bool client_address::is_loopback() const {
     return hi == 0 && lo == 1;
 }
 
+bool client_address::in_any(const std::vector<config::network>& networks) const {
+    return std::any_of(networks.begin(), networks.end(), [&](const config::network& n) { return in(n); });
+}
+
 bool client_address::in(const config::network& n) const {
     const client_address net = parse(n.address);
     unsigned prefix = n.prefix;

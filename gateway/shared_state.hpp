@@ -159,6 +159,8 @@ struct client_address {
     std::string to_string() const;
     bool is_loopback() const;
     bool in(const config::network& n) const;
+    /// In one of `networks`.
+    bool in_any(const std::vector<config::network>& networks) const;
 };
 
 /// Scope of a client slot: connections, or the rate limit of pool N.

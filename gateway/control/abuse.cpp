@@ -43,15 +43,7 @@ void abuse_guard::set_config(config::snapshot_ptr cfg) {
 }
 
 bool abuse_guard::allowed(const client_address& a) const {
-    if (a.is_loopback() || (a.hi == 0 && a.lo == 0)) {
-        return true;
-    }
-    for (const auto& n : allow_) {
-        if (a.in(n)) {
-            return true;
-        }
-    }
-    return false;
+    return a.is_loopback() || (a.hi == 0 && a.lo == 0) || a.in_any(allow_);
 }
 
 std::vector<std::string> abuse_guard::sweep(mono_ns now) {

@@ -91,9 +91,7 @@ exchange::exchange(worker_context& w, exchange_host& conn, downstream& down, con
 
 void exchange::take_forwarded_client(const http::fields& f) {
     const auto& trusted = w_.cfg->gw.trusted_proxies;
-    const client_address& peer = conn_.admitted().address;
-    if (trusted.empty() ||
-        std::none_of(trusted.begin(), trusted.end(), [&](const config::network& n) { return peer.in(n); })) {
+    if (trusted.empty() || !conn_.admitted().address.in_any(trusted)) {
         return;
     }
     client_.via = facts_.client.address;

@@ -477,7 +477,7 @@ std::string client_from_forwarded_for(const http::fields& f, const std::vector<c
             return {};
         }
         const client_address a = client_address::parse(address.to_string());
-        if (std::none_of(trusted.begin(), trusted.end(), [&](const config::network& n) { return a.in(n); })) {
+        if (!a.in_any(trusted)) {
             return a.to_string();
         }
     }

@@ -18,6 +18,16 @@
 namespace rampart::gateway {
 namespace {
 
+/// The peer's address as the client table keys it (IPv4 as v4-mapped).
+client_address address_of(const tcp::endpoint& peer) {
+    const auto address = peer.address();
+    const auto v6 = address.is_v6() ? address.to_v6() : net::ip::make_address_v6(net::ip::v4_mapped, address.to_v4());
+    const auto bytes = v6.to_bytes();
+    unsigned char raw[16];
+    std::copy(bytes.begin(), bytes.end(), raw);
+    return client_address::from_bytes(raw);
+}
+
 /// How long an idle upstream keep-alive connection is kept. Below the usual
 /// backend keep-alive timeouts (nginx 75 s, Apache 5 s is the outlier the
 /// peek in upstream_cache::take covers).
@@ -219,12 +229,7 @@ net::awaitable<void> worker::sweep_upstreams() {
 std::optional<admission> worker::admit(const tcp::endpoint& peer, bool proxied) {
     const auto& limits = ctx_.cfg->gw.limits_settings;
     admission a;
-    const auto address = peer.address();
-    const auto v6 = address.is_v6() ? address.to_v6() : net::ip::make_address_v6(net::ip::v4_mapped, address.to_v4());
-    const auto bytes = v6.to_bytes();
-    unsigned char raw[16];
-    std::copy(bytes.begin(), bytes.end(), raw);
-    a.address = client_address::from_bytes(raw);
+    a.address = address_of(peer);
     if (limits.max_connections != 0 &&
         ctx_.shared.connections_open.load(std::memory_order_relaxed) >= limits.max_connections) {
         ctx_.counters.connections_refused_total.fetch_add(1, std::memory_order_relaxed);
@@ -236,8 +241,11 @@ std::optional<admission> worker::admit(const tcp::endpoint& peer, bool proxied) 
         // The master then blocks it at layer 7, not in the firewall.
         a.slot->via_proxy.store(1, std::memory_order_relaxed);
     }
+    // A trusted proxy carries many clients' connections: the per-client cap
+    // is not its to meet (its clients', named by a PROXY header, are).
     if (a.slot != nullptr && limits.max_connections_per_client != 0 &&
-        a.slot->connections.load(std::memory_order_relaxed) >= limits.max_connections_per_client) {
+        a.slot->connections.load(std::memory_order_relaxed) >= limits.max_connections_per_client &&
+        (proxied || !trusted_proxy(a.address))) {
         ctx_.counters.connections_refused_client.fetch_add(1, std::memory_order_relaxed);
         a.slot->violations.fetch_add(1, std::memory_order_relaxed);
         ctx_.shared.abuse_violations.fetch_add(1, std::memory_order_relaxed);
@@ -295,7 +303,7 @@ net::awaitable<void> worker::accept_loop(tcp_acceptor& acceptor, bool tls) {
             continue;
         }
         if (ctx_.cfg->gw.listen.proxy_protocol) {
-            if (!trusted_proxy(peer)) {
+            if (!trusted_proxy(address_of(peer))) {
                 // Only a trusted balancer may say whose connection it is.
                 ctx_.counters.proxy_refused.fetch_add(1, std::memory_order_relaxed);
                 error_code ignored;
@@ -331,15 +339,8 @@ void worker::start(tcp_socket socket, const tcp::endpoint& client, bool tls, boo
     }
 }
 
-bool worker::trusted_proxy(const tcp::endpoint& peer) const {
-    const auto address = peer.address();
-    const auto v6 = address.is_v6() ? address.to_v6() : net::ip::make_address_v6(net::ip::v4_mapped, address.to_v4());
-    const auto bytes = v6.to_bytes();
-    unsigned char raw[16];
-    std::copy(bytes.begin(), bytes.end(), raw);
-    const client_address a = client_address::from_bytes(raw);
-    const auto& trusted = ctx_.cfg->gw.trusted_proxies;
-    return std::any_of(trusted.begin(), trusted.end(), [&](const config::network& n) { return a.in(n); });
+bool worker::trusted_proxy(const client_address& a) const {
+    return a.in_any(ctx_.cfg->gw.trusted_proxies);
 }
 
 // The PROXY header is read without reading past it: what follows is the

@@ -92,7 +92,7 @@ private:
     /// balancer sends first (exactly its bytes, within the handshake
     /// timeout), then start()s the connection as the client it names.
     net::awaitable<void> accept_proxied(tcp_socket socket, tcp::endpoint peer, bool tls);
-    bool trusted_proxy(const tcp::endpoint& peer) const;
+    bool trusted_proxy(const client_address& a) const;
     std::optional<admission> admit(const tcp::endpoint& peer, bool proxied);
     bool refuse_one(tcp_acceptor& acceptor);
     net::awaitable<void> drain_deadline();

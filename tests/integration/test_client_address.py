@@ -22,6 +22,7 @@ A gateway with trusted proxies and no PROXY protocol (a CDN speaking HTTP):
 
 import json
 import socket
+import ssl
 import struct
 import time
 
@@ -51,6 +52,7 @@ def cdn(certs, app1):
     gw = h.Gateway(certs, {"app1": app1}, http=False, workers=1)
     gw.config["gateway"]["trusted_proxies"] = ["127.0.0.1/32", "203.0.113.0/24"]
     gw.config["gateway"]["access_log"] = {"path": str(log), "buffer": "4KiB"}
+    gw.config["gateway"]["limits"]["max_connections_per_client"] = 2
     return gw.start(), log
 
 
@@ -223,3 +225,24 @@ def test_x_forwarded_for_from_a_trusted_peer_names_the_client(cdn):
     h.check(status == 200 and forwarded_for(echo) == [PEER_UNTRUSTED], f"untrusted peer: {forwarded_for(echo)}")
     h.wait_until(lambda: len(log_clients(log, "/echo/")) >= 2, 10, what="two access log lines")
     h.check(log_clients(log, "/echo/") == ["198.51.100.7", PEER_UNTRUSTED], f"access log: {log_clients(log, '/echo/')}")
+
+
+def test_the_per_client_cap_is_not_the_trusted_proxys_to_meet(cdn):
+    gw, _ = cdn
+    for source, served in ((h.LOOPBACK, 4), (PEER_UNTRUSTED, 2)):
+        conns, ok = [], 0
+        try:
+            for _ in range(4):
+                raw = connect(gw.https_port, source)
+                conns.append(raw)
+                try:
+                    tls = h.client_context(gw.certs.ca, alpn=False).wrap_socket(raw, server_hostname=h.SITE)
+                    tls.sendall(f"GET /echo/cap HTTP/1.1\r\nHost: {h.SITE}\r\n\r\n".encode())
+                    ok += tls.recv(64).startswith(b"HTTP/1.1 200")
+                    conns.append(tls)
+                except (OSError, ssl.SSLError):
+                    pass  # refused over the cap: closed before the handshake
+        finally:
+            for c in conns:
+                c.close()
+        h.check(ok == served, f"from {source}: {ok} of 4 connections served at once, expected {served}")
