@@ -2,10 +2,10 @@
 # Builds the libFuzzer targets with clang 14, ASan and UBSan (build-fuzz/) and
 # runs each over its seed corpus for a bounded time.
 #
-#   scripts/fuzz.sh [--seconds N] [request|config|connection]...
+#   scripts/fuzz.sh [--seconds N] [request|config|proxy_protocol|connection]...
 #
-# N defaults to 30 seconds per target; no target named means request and
-# config (connection builds the whole data plane with clang: run it by name). The seed
+# N defaults to 30 seconds per target; no target named means request,
+# config and proxy_protocol (connection builds the whole data plane with clang: run it by name). The seed
 # corpus in tests/fuzz/corpus/<target>/ is only read: inputs the run finds go
 # to a temporary directory, removed at the end. A crash, leak, timeout (5 s)
 # or memory blow-up (2 GiB) leaves its reproducer in build-fuzz/artifacts/,
@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { echo "scripts/fuzz.sh [--seconds N] [request|config|connection]..."; }
+usage() { echo "scripts/fuzz.sh [--seconds N] [request|config|proxy_protocol|connection]..."; }
 
 seconds=30
 targets=()
@@ -22,7 +22,7 @@ while (($#)); do
   case "$1" in
     --seconds) seconds=${2:?--seconds needs a value}; shift 2 ;;
     --seconds=*) seconds=${1#--seconds=}; shift ;;
-    request | config | connection) targets+=("$1"); shift ;;
+    request | config | proxy_protocol | connection) targets+=("$1"); shift ;;
     -h | --help) echo "usage: $(usage)"; exit 0 ;;
     *) echo "fuzz: unknown argument '$1'; usage: $(usage)" >&2; exit 2 ;;
   esac
@@ -31,7 +31,7 @@ if ! [[ $seconds =~ ^[1-9][0-9]*$ ]]; then
   echo "fuzz: --seconds wants a positive whole number, got '$seconds'" >&2
   exit 2
 fi
-((${#targets[@]})) || targets=(request config)
+((${#targets[@]})) || targets=(request config proxy_protocol)
 
 ./scripts/setup.sh
 

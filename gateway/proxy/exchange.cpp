@@ -87,20 +87,22 @@ private:
 } // namespace
 
 exchange::exchange(worker_context& w, exchange_host& conn, downstream& down, const connection_facts& facts)
-    : w_(w), conn_(conn), down_(down), facts_(facts), client_(facts.client), client_slot_(conn.admitted().slot) {}
+    : w_(w), conn_(conn), down_(down), facts_(facts), client_(&facts.client), client_slot_(conn.admitted().slot) {}
 
 void exchange::take_forwarded_client(const http::fields& f) {
     const auto& trusted = w_.cfg->gw.trusted_proxies;
     if (trusted.empty() || !conn_.admitted().address.in_any(trusted)) {
         return;
     }
-    client_.via = facts_.client.address;
-    const std::string who = client_from_forwarded_for(f, trusted);
+    forwarded_client_ = facts_.client;
+    forwarded_client_.via = facts_.client.address;
+    client_ = &forwarded_client_;
+    std::string who = client_from_forwarded_for(f, trusted);
     if (who.empty()) {
         return; // the proxy's own request (a health check), or a chain not to be believed
     }
-    client_.address = who;
-    forwarded_ = client_address::parse(who);
+    forwarded_client_.address = std::move(who);
+    forwarded_ = client_address::parse(forwarded_client_.address);
     client_slot* slot = find_client(w_.shared, *forwarded_, scope_connections, mono_now());
     if (slot != nullptr) {
         slot->via_proxy.store(1, std::memory_order_relaxed); // blocked at layer 7, never in the firewall
@@ -126,7 +128,7 @@ net::awaitable<exchange_end> exchange::serve() {
                                                   !down_.request_done() || down_.request_remaining().value_or(0) > 0);
     take_forwarded_client(req.base());
     if (upgrade == upgrade_kind::bad) {
-        log_refused(client_.address, http::status::bad_request, "a WebSocket upgrade that breaks RFC 6455 4.1");
+        log_refused(client_->address, http::status::bad_request, "a WebSocket upgrade that breaks RFC 6455 4.1");
         co_return co_await reject(http::status::bad_request);
     }
     if (client_slot_ != nullptr) {
@@ -134,11 +136,11 @@ net::awaitable<exchange_end> exchange::serve() {
         const mono_ns blocked = client_slot_->blocked_until.load(std::memory_order_relaxed);
         if (blocked != 0 && blocked > mono_now()) {
             w_.counters.requests_blocked.fetch_add(1, std::memory_order_relaxed);
-            log_refused(client_.address, http::status::forbidden, "client blocked for abuse (layer 7)");
+            log_refused(client_->address, http::status::forbidden, "client blocked for abuse (layer 7)");
             co_return co_await reply(http::status::forbidden, true);
         }
     }
-    rewrite_request(req.base(), client_, w_.cfg->site);
+    rewrite_request(req.base(), *client_, w_.cfg->site);
     req.set("X-Request-Id", request_id_);
 
     // The path routes are matched in and the app server receives, in
@@ -149,7 +151,7 @@ net::awaitable<exchange_end> exchange::serve() {
         if (!is_normal_path(raw_path)) { // the common case needs no copy
             const auto path = normalise_path(raw_path);
             if (!path) {
-                log_refused(client_.address, http::status::bad_request,
+                log_refused(client_->address, http::status::bad_request,
                             "request path with an encoded '/' or '\\', a control character, a bad escape or a '..' "
                             "above the root");
                 co_return co_await reject(http::status::bad_request);
@@ -682,7 +684,7 @@ void exchange::finish(const http::request_header<>& h) {
     }
     access_record r;
     r.time = wall_;
-    r.client = client_.address;
+    r.client = client_->address;
     r.method = h.method_string();
     r.host = h[http::field::host];
     r.path = h.target();

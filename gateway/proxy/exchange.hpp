@@ -87,10 +87,12 @@ private:
     exchange_host& conn_;
     downstream& down_;
     const connection_facts& facts_;
-    /// This request's client: the connection's peer, or whom a trusted
-    /// proxy forwards for (then `forwarded_` holds it, and `client_slot_`
-    /// is its entry in the client table).
-    client_info client_;
+    /// This request's client: the connection's (facts_.client), or whom a
+    /// trusted proxy forwards for, kept in `forwarded_client_` (then
+    /// `forwarded_` holds its address and `client_slot_` its entry in the
+    /// client table). A pointer, so the usual request copies nothing.
+    const client_info* client_;
+    client_info forwarded_client_;
     std::optional<client_address> forwarded_;
     const client_slot* client_slot_ = nullptr;
     const config::route* route_ = nullptr; ///< null without routes

@@ -79,6 +79,13 @@ result parse_v1(std::span<const unsigned char> data) {
         r.version = 1;
         return r;
     }
+    // Printable ASCII only, UNKNOWN's ignored rest included: a whole line is
+    // refused exactly when some prefix of it would have been.
+    for (const char c : text.substr(0, crlf)) {
+        if (c < 0x20 || c > 0x7e) {
+            return invalid("a PROXY v1 line with a control character", 1);
+        }
+    }
     const std::string_view line = text.substr(v1_prefix.size(), crlf - v1_prefix.size());
     result r;
     r.version = 1;

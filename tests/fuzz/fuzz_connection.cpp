@@ -137,7 +137,7 @@ struct run_record {
 class fuzz_connection final : public gw::http1_connection<test_stream> {
 public:
     fuzz_connection(gw::worker_context& w, run_record& rec, net::io_context& io)
-        : http1_connection(w, gw::admission{}, gw::connection_facts{gw::client_info{"192.0.2.9", true}}, io),
+        : http1_connection(w, gw::admission{}, gw::connection_facts{gw::client_info{"192.0.2.9", true, {}}}, io),
           rec_(rec) {}
 
     void start() {

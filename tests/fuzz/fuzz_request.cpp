@@ -51,7 +51,7 @@ constexpr std::size_t piece_size = 256;
 constexpr int max_requests = 16;
 constexpr int max_steps = 1 << 16;
 
-const client_info client{"203.0.113.7", true};
+const client_info client{"203.0.113.7", true, {}};
 
 using field_list = std::vector<std::pair<std::string, std::string>>;
 

@@ -140,3 +140,12 @@ TEST_CASE("PROXY v2: truncated asks for more; wrong signature, version, command,
     CHECK(parse(std::vector<unsigned char>(big.begin(), big.begin() + 16)).what == outcome::invalid);
     CHECK(parse(bytes("\x16\x03\x01\x02\x00")).what == outcome::invalid); // a TLS ClientHello without a header
 }
+
+TEST_CASE("PROXY v1: a whole line is held to the characters its beginning is", "[unit][gateway][proxy_protocol]") {
+    // Found by fuzz_proxy_protocol: UNKNOWN's rest with bytes above 0x7e was
+    // accepted whole but refused as a beginning.
+    CHECK(parse(bytes("PROXY UNKNOWN \xd8\xcd\r\n")).what == outcome::invalid);
+    CHECK(parse(bytes("PROXY UNKNOWN \xd8\xcd")).what == outcome::invalid);
+    CHECK(parse(bytes("PROXY UNKNOWN x\r y\r\n")).what == outcome::invalid);
+    CHECK(parse(bytes("PROXY UNKNOWN anything printable\r\n")).what == outcome::header);
+}
