@@ -41,7 +41,10 @@ if ((!loopback)) && [ "$(id -u)" -eq 0 ]; then
   args=(--rampart "$bin")
   ((requests)) && args+=(--requests "$requests")
   rc=0
-  python3 "$root/scripts/deployment_demo.py" "${args[@]}" || rc=$?
+  # Debian's interpreter: the one setup.sh installed python3-pymysql for.
+  python=python3
+  [ -x /usr/bin/python3 ] && python=/usr/bin/python3
+  "$python" "$root/scripts/deployment_demo.py" "${args[@]}" || rc=$?
   if ((rc != 77)); then exit "$rc"; fi
   echo "demo: the deployment demo cannot run here (see SKIP above); running the loopback demo" >&2
 fi
