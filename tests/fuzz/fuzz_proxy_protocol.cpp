@@ -50,8 +50,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     require(r.version != 1 || r.length <= proxy_protocol::v1_max, "a v1 line past 107 bytes");
     const auto alone = proxy_protocol::parse(all.first(r.length));
     require(alone.what == outcome::header && alone.length == r.length && alone.local == r.local &&
-                alone.source.hi == r.source.hi && alone.source.lo == r.source.lo &&
-                alone.source_port == r.source_port,
+                alone.source.hi == r.source.hi && alone.source.lo == r.source.lo && alone.source_port == r.source_port,
             "the header alone parses differently from the header with what follows");
     for (std::size_t n = 0; n < r.length; ++n) {
         require(proxy_protocol::parse(all.first(n)).what == outcome::need_more,
