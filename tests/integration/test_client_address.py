@@ -7,7 +7,7 @@ A PROXY-protocol gateway (listen.proxy_protocol, trusted proxy 127.0.0.1):
   behind the header) and on the port-80 redirect; a v2 LOCAL header keeps the peer's address;
 - a connection from an untrusted peer (127.0.0.2) is refused before a byte is read; a broken
   header (wrong signature, a v1 line without its ports, an oversized v2 length) is refused at
-  once, a truncated one when the handshake timeout passes; each is counted in
+  once, a truncated one when the handshake timeout (3 s) passes; each is counted in
   rampart_proxy_protocol_total and reaches no app server;
 - a client behind the proxy that keeps sending malformed requests is blocked at layer 7: its
   requests get 403 while another client behind the same proxy is served, and nothing goes to the
@@ -40,7 +40,7 @@ def proxied(certs, app1):
     gw.config["gateway"]["listen"]["proxy_protocol"] = True
     gw.config["gateway"]["trusted_proxies"] = ["127.0.0.1/32"]
     gw.config["gateway"]["access_log"] = {"path": str(log), "buffer": "4KiB"}
-    gw.config["gateway"]["timeouts"]["handshake"] = "1s"
+    gw.config["gateway"]["timeouts"]["handshake"] = "3s"
     gw.config["gateway"]["abuse"] = {"threshold": 3, "window": "30s", "block_for": "60s", "block": True}
     return gw.start(), log
 
@@ -181,10 +181,11 @@ def test_untrusted_peers_and_broken_headers_are_refused(proxied, app1):
                 b"PROXY TCP4 198.51.100.7 127.0.0.1\r\n",                     # v1 without its ports
                 V2_SIGNATURE + bytes([0x21, 0x11]) + struct.pack("!H", 2000)):  # v2 longer than 536
         took = closed_without_answer(gw.https_port, bad)
-        h.check(took < 0.9, f"{bad[:20]!r}: closed after {took:.2f}s, not at once")
-    # Truncated: closed when the handshake timeout (1 s) passes; a guard against a hang above it.
-    took = closed_without_answer(gw.https_port, v2("198.51.100.7")[:20])
-    h.check(0.9 <= took < 10, f"a truncated header was closed after {took:.2f}s")
+        # At once, not at the handshake timeout (3 s): the margin is for a busy machine.
+        h.check(took < 2.5, f"{bad[:20]!r}: closed after {took:.2f}s, not at once")
+    # Truncated: closed when the handshake timeout (3 s) passes; a guard against a hang above it.
+    took = closed_without_answer(gw.https_port, v2("198.51.100.7")[:20], timeout=30)
+    h.check(2.9 <= took < 25, f"a truncated header was closed after {took:.2f}s")
     h.wait_until(lambda: metric(gw, 'rampart_proxy_protocol_total{result="bad_header"}') - before_bad >= 5, 10,
                  what="five bad headers counted")
     h.check(metric(gw, 'rampart_proxy_protocol_total{result="untrusted_peer"}') - before_untrusted == 1,
