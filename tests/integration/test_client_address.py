@@ -87,13 +87,7 @@ def https_exchange(gw, header: bytes, request: bytes, source: str = h.LOOPBACK) 
         raw.sendall(header)
         tls = h.client_context(gw.certs.ca, alpn=False).wrap_socket(raw, server_hostname=h.SITE)
         tls.sendall(request)
-        data = b""
-        for _ in range(1000):
-            chunk = tls.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        return data
+        return h.recv_until_close(tls)
     finally:
         raw.close()
 

@@ -69,6 +69,18 @@ def plain_exchange(port: int, data: bytes, timeout: float = 15.0) -> bytes:
     return received
 
 
+def recv_until_close(sock, max_chunks: int = 1000) -> bytes:
+    """What `sock` (plain or TLS, with its own timeout) receives until the peer closes; at most
+    `max_chunks` reads of up to 64 KiB."""
+    data = b""
+    for _ in range(max_chunks):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def parse_head(data: bytes) -> Response | None:
     """Parses the status line and headers at the start of data (None if incomplete/absent)."""
     end = data.find(b"\r\n\r\n")

@@ -550,12 +550,7 @@ class HaLab:
             tls = self.tls.wrap_socket(s, server_hostname=h.SITE, session=session)
             s = tls
             tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {h.SITE}\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            for _ in range(100):
-                chunk = tls.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = h.recv_until_close(tls, max_chunks=100)
             return h.parse_head(data), tls.session, tls.session_reused
         finally:
             s.close()
