@@ -92,23 +92,21 @@ bool client_address::is_loopback() const {
     return hi == 0 && lo == 1;
 }
 
-bool client_address::in_any(const std::vector<config::network>& networks) const {
-    return std::any_of(networks.begin(), networks.end(), [&](const config::network& n) { return in(n); });
+network_set::network_set(const std::vector<config::network>& networks) {
+    const auto mask = [](unsigned bits) { return bits == 0 ? 0 : bits >= 64 ? ~0ULL : ~(~0ULL >> bits); };
+    for (const auto& n : networks) {
+        const client_address net = client_address::parse(n.address);
+        // An IPv4 network covers the v4-mapped addresses only: ::ffff:0:0/96 and its prefix.
+        const unsigned prefix = n.v6 ? n.prefix : n.prefix + 96;
+        const std::uint64_t mask_hi = mask(std::min(prefix, 64U));
+        const std::uint64_t mask_lo = mask(prefix > 64 ? prefix - 64 : 0);
+        entries_.push_back({net.hi & mask_hi, net.lo & mask_lo, mask_hi, mask_lo});
+    }
 }
 
-bool client_address::in(const config::network& n) const {
-    const client_address net = parse(n.address);
-    unsigned prefix = n.prefix;
-    if (!n.v6) {
-        if (!(hi == 0 && (lo >> 32) == 0xffff)) {
-            return false;
-        }
-        prefix += 96;
-    }
-    auto masked = [](std::uint64_t v, unsigned bits) { return bits == 0 ? 0 : bits >= 64 ? v : v & ~(~0ULL >> bits); };
-    const unsigned hi_bits = std::min(prefix, 64U);
-    const unsigned lo_bits = prefix > 64 ? prefix - 64 : 0;
-    return masked(hi, hi_bits) == masked(net.hi, hi_bits) && masked(lo, lo_bits) == masked(net.lo, lo_bits);
+bool network_set::contains(const client_address& a) const {
+    return std::any_of(entries_.begin(), entries_.end(),
+                       [&](const entry& e) { return (a.hi & e.mask_hi) == e.hi && (a.lo & e.mask_lo) == e.lo; });
 }
 
 client_slot* find_client(shared_block& b, const client_address& a, std::uint32_t scope, mono_ns now) {

@@ -158,9 +158,24 @@ struct client_address {
     static client_address from_bytes(const unsigned char (&bytes)[16]);
     std::string to_string() const;
     bool is_loopback() const;
-    bool in(const config::network& n) const;
-    /// In one of `networks`.
-    bool in_any(const std::vector<config::network>& networks) const;
+};
+
+/// Networks parsed once (the configuration keeps them as text), for the
+/// membership tests of the request and accept paths: trusted proxies, the
+/// abuse allow list.
+class network_set {
+public:
+    network_set() = default;
+    explicit network_set(const std::vector<config::network>& networks);
+    bool contains(const client_address& a) const;
+    bool empty() const { return entries_.empty(); }
+
+private:
+    struct entry {
+        std::uint64_t hi, lo;           ///< the network's address, masked
+        std::uint64_t mask_hi, mask_lo; ///< its prefix (IPv4 as v4-mapped /96+n)
+    };
+    std::vector<entry> entries_;
 };
 
 /// Scope of a client slot: connections, or the rate limit of pool N.

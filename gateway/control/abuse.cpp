@@ -33,17 +33,18 @@ abuse_guard::abuse_guard(config::snapshot_ptr cfg, shared_block& shared, block_f
 
 void abuse_guard::set_config(config::snapshot_ptr cfg) {
     cfg_ = std::move(cfg);
-    allow_ = cfg_->gw.abuse_settings.allow;
+    std::vector<config::network> allow = cfg_->gw.abuse_settings.allow;
     if (cfg_->fw) {
-        allow_.insert(allow_.end(), cfg_->fw->admin_networks.begin(), cfg_->fw->admin_networks.end());
+        allow.insert(allow.end(), cfg_->fw->admin_networks.begin(), cfg_->fw->admin_networks.end());
     }
     // A trusted proxy carries everybody's traffic: never blocked itself (its
     // clients are, at layer 7).
-    allow_.insert(allow_.end(), cfg_->gw.trusted_proxies.begin(), cfg_->gw.trusted_proxies.end());
+    allow.insert(allow.end(), cfg_->gw.trusted_proxies.begin(), cfg_->gw.trusted_proxies.end());
+    allow_ = network_set(allow);
 }
 
 bool abuse_guard::allowed(const client_address& a) const {
-    return a.is_loopback() || (a.hi == 0 && a.lo == 0) || a.in_any(allow_);
+    return a.is_loopback() || (a.hi == 0 && a.lo == 0) || allow_.contains(a);
 }
 
 std::vector<std::string> abuse_guard::sweep(mono_ns now) {

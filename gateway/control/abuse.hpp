@@ -53,7 +53,7 @@ private:
     config::snapshot_ptr cfg_;
     shared_block& shared_;
     block_function block_;
-    std::vector<config::network> allow_;
+    network_set allow_;
     mono_ns last_error_log_ = 0;
 
     // A sliding window, in tenths: per client slot, the violations the

@@ -90,8 +90,8 @@ exchange::exchange(worker_context& w, exchange_host& conn, downstream& down, con
     : w_(w), conn_(conn), down_(down), facts_(facts), client_(&facts.client), client_slot_(conn.admitted().slot) {}
 
 void exchange::take_forwarded_client(const http::fields& f) {
-    const auto& trusted = w_.cfg->gw.trusted_proxies;
-    if (trusted.empty() || !conn_.admitted().address.in_any(trusted)) {
+    const network_set& trusted = w_.trusted_proxies;
+    if (trusted.empty() || !trusted.contains(conn_.admitted().address)) {
         return;
     }
     forwarded_client_ = facts_.client;

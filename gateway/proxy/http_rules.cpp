@@ -441,7 +441,7 @@ std::string forwarded_value(const client_info& client, std::string_view host) {
     return v;
 }
 
-std::string client_from_forwarded_for(const http::fields& f, const std::vector<config::network>& trusted) {
+std::string client_from_forwarded_for(const http::fields& f, const network_set& trusted) {
     std::vector<std::string_view> chain;
     const auto fields = f.equal_range("X-Forwarded-For");
     for (auto it = fields.first; it != fields.second; ++it) {
@@ -477,7 +477,7 @@ std::string client_from_forwarded_for(const http::fields& f, const std::vector<c
             return {};
         }
         const client_address a = client_address::parse(address.to_string());
-        if (!a.in_any(trusted)) {
+        if (!trusted.contains(a)) {
             return a.to_string();
         }
     }

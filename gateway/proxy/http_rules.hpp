@@ -4,6 +4,7 @@
 
 #include "config/config.hpp"
 #include "gateway/net.hpp"
+#include "gateway/shared_state.hpp"
 
 #include <array>
 #include <cstdint>
@@ -30,7 +31,7 @@ struct client_info {
 /// (proxies in a chain add themselves on the right). "" when there is no
 /// such field, or an element that is not an IP address comes first (the
 /// chain is not to be believed past it) and no untrusted address was seen.
-std::string client_from_forwarded_for(const http::fields& f, const std::vector<config::network>& trusted);
+std::string client_from_forwarded_for(const http::fields& f, const network_set& trusted);
 
 /// Why a request is refused before it reaches a backend.
 struct rejection {

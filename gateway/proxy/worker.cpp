@@ -39,7 +39,7 @@ worker_context::worker_context(net::io_context& io_, config::snapshot_ptr cfg_, 
                                const slot_map& slots, unsigned counter_slot)
     : io(io_), cfg(std::move(cfg_)), tls_context(tls_ctx), shared(shared_), counters(shared_.workers[counter_slot]),
       upstreams(cfg->servers.size(), cfg->gw.limits_settings.upstream_idle_per_server, upstream_idle_time),
-      routes(cfg->gw), request_ids(random_seed()) {
+      routes(cfg->gw), trusted_proxies(cfg->gw.trusted_proxies), request_ids(random_seed()) {
     for (std::size_t si : slots.servers) {
         server_states.push_back(&shared.servers[si]);
     }
@@ -340,7 +340,7 @@ void worker::start(tcp_socket socket, const tcp::endpoint& client, bool tls, boo
 }
 
 bool worker::trusted_proxy(const client_address& a) const {
-    return a.in_any(ctx_.cfg->gw.trusted_proxies);
+    return ctx_.trusted_proxies.contains(a);
 }
 
 // The PROXY header is read without reading past it: what follows is the

@@ -61,7 +61,8 @@ struct worker_context {
     router routes; ///< gateway.routes of cfg
     /// Per route of cfg: its static root, opened once (null for other routes).
     std::vector<std::unique_ptr<static_root>> static_roots;
-    std::string hsts_value; ///< "" when HSTS is off
+    std::string hsts_value;      ///< "" when HSTS is off
+    network_set trusted_proxies; ///< gateway.trusted_proxies, parsed once
     std::uint16_t https_port = 443;
     bool draining = false;
     std::unordered_set<connection_base*> connections;

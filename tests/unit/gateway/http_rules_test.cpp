@@ -59,10 +59,11 @@ TEST_CASE("forwarding fields are replaced, not appended", "[unit][gateway][http]
 
 TEST_CASE("from a trusted proxy: the client is the rightmost untrusted address of X-Forwarded-For",
           "[unit][gateway][http]") {
-    std::vector<rampart::config::network> trusted;
+    std::vector<rampart::config::network> networks;
     for (const char* n : {"203.0.113.0/24", "2001:db8:cd::/48"}) {
-        trusted.push_back(*rampart::config::parse_network(n));
+        networks.push_back(*rampart::config::parse_network(n));
     }
+    const network_set trusted(networks);
     auto client = [&](std::initializer_list<std::pair<const char*, const char*>> fields) {
         return client_from_forwarded_for(request(fields), trusted);
     };

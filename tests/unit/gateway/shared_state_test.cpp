@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,14 +44,14 @@ TEST_CASE("client addresses: v4 as v4-mapped, text round trip, networks, loopbac
     CHECK(a.to_string() == "203.0.113.7");
     CHECK(client_address::parse("2001:db8::42").to_string() == "2001:db8::42");
     CHECK(client_address::parse("::ffff:203.0.113.7").to_string() == "203.0.113.7");
-    CHECK(a.in(net("203.0.113.0/24")));
-    CHECK_FALSE(a.in(net("203.0.112.0/24")));
-    CHECK(a.in(net("0.0.0.0/0")));
-    CHECK_FALSE(client_address::parse("2001:db8::42").in(net("203.0.113.0/24")));
-    CHECK(client_address::parse("2001:db8::42").in(net("2001:db8::/32")));
-    CHECK_FALSE(client_address::parse("2001:db9::42").in(net("2001:db8::/32")));
-    CHECK(client_address::parse("2001:db8:0:0:8000::1").in(net("2001:db8::/64")));
-    CHECK_FALSE(client_address::parse("2001:db8:0:1::1").in(net("2001:db8::/64")));
+    CHECK(gateway::network_set({net("203.0.113.0/24")}).contains(a));
+    CHECK_FALSE(gateway::network_set({net("203.0.112.0/24")}).contains(a));
+    CHECK(gateway::network_set({net("0.0.0.0/0")}).contains(a));
+    CHECK_FALSE(gateway::network_set({net("203.0.113.0/24")}).contains(client_address::parse("2001:db8::42")));
+    CHECK(gateway::network_set({net("2001:db8::/32")}).contains(client_address::parse("2001:db8::42")));
+    CHECK_FALSE(gateway::network_set({net("2001:db8::/32")}).contains(client_address::parse("2001:db9::42")));
+    CHECK(gateway::network_set({net("2001:db8::/64")}).contains(client_address::parse("2001:db8:0:0:8000::1")));
+    CHECK_FALSE(gateway::network_set({net("2001:db8::/64")}).contains(client_address::parse("2001:db8:0:1::1")));
     CHECK(client_address::parse("127.0.0.2").is_loopback());
     CHECK(client_address::parse("::1").is_loopback());
     CHECK_FALSE(a.is_loopback());
@@ -227,4 +228,32 @@ TEST_CASE("abuse guard: a client behind a trusted proxy is blocked at layer 7, t
     CHECK(behind->key.load() == 0); // freed once the block ended (and it was idle)
     CHECK(behind->blocked_until.load() == 0);
     CHECK(behind->via_proxy.load() == 0);
+}
+
+TEST_CASE("a network set: prefixes of both families, IPv4 as v4-mapped", "[unit][gateway][shared]") {
+    const std::vector<config::network> nets = {net("203.0.113.0/24"), net("2001:db8::/32"), net("192.0.2.7"),
+                                               net("0.0.0.0/0")};
+    const gateway::network_set set(nets);
+    CHECK_FALSE(set.empty());
+    CHECK(gateway::network_set().empty());
+    struct probe {
+        const char* address;
+        bool inside;
+    };
+    for (const auto& [a, inside] :
+         {probe{"203.0.113.9", true}, probe{"203.0.112.9", true}, // 0.0.0.0/0
+          probe{"2001:db8::1", true}, probe{"2001:db9::1", false}, probe{"192.0.2.7", true},
+          probe{"::ffff:198.51.100.1", true}, probe{"::1", false}, probe{"2001:db8:ffff::", true}}) {
+        INFO(a);
+        CHECK(set.contains(client_address::parse(a)) == inside);
+    }
+    const gateway::network_set some({net("203.0.113.0/24"), net("192.0.2.7")});
+    CHECK(some.contains(client_address::parse("192.0.2.7")));
+    CHECK_FALSE(some.contains(client_address::parse("192.0.2.8")));
+    CHECK_FALSE(some.contains(client_address::parse("::ffff:c000:208")));
+    // 0.0.0.0/0 is every IPv4 address and no IPv6 one.
+    const gateway::network_set v4_all({net("0.0.0.0/0")});
+    CHECK(v4_all.contains(client_address::parse("198.51.100.1")));
+    CHECK_FALSE(v4_all.contains(client_address::parse("2001:db8::1")));
+    CHECK_FALSE(gateway::network_set({net("2001:db8::/32")}).contains(client_address::parse("203.0.113.9")));
 }
