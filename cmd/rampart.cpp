@@ -11,6 +11,7 @@
 
 #include "cmd/commands.hpp"
 #include "config/config.hpp"
+#include "config/htpasswd.hpp"
 #include "firewall/firewall.hpp"
 #include "firewall/policy.hpp"
 #include "ha/keepalived.hpp"
@@ -20,8 +21,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -92,6 +95,8 @@ commands:
   ha status -c FILE [--node NAME]
                             this node's VRRP state, priority, peer, and whether it holds the VIP
                             (the node is the one whose address is local, unless --node says)
+  passwd [--bcrypt] [USER]  read a password on stdin and print its yescrypt (or bcrypt) hash, as
+                            USER:HASH when USER is given: a line of a basic_auth users file
   version                   print the version
 )";
 
@@ -126,6 +131,65 @@ namespace {
 using rampart::cmd::config_path;
 using rampart::cmd::fail_usage;
 using rampart::cmd::load_or_report;
+
+// A users-file line for basic_auth. The password comes from stdin (without
+// echo on a terminal, asked twice), never from the command line, where other
+// users could read it in /proc.
+int cmd_passwd(const std::vector<std::string>& args) {
+    bool bcrypt = false;
+    std::string user;
+    for (const auto& a : args) {
+        if (a == "--bcrypt") {
+            bcrypt = true;
+        } else if (!a.empty() && a[0] == '-') {
+            return rampart::cmd::fail_usage("passwd: unknown option " + a);
+        } else if (user.empty()) {
+            user = a;
+        } else {
+            return rampart::cmd::fail_usage("passwd: one user at a time");
+        }
+    }
+    if (user.find(':') != std::string::npos ||
+        std::any_of(user.begin(), user.end(), [](char c) { return c <= 0x20 || c >= 0x7f; })) {
+        std::cerr << "rampart: passwd: a user name is printable ASCII without spaces or ':'\n";
+        return 2;
+    }
+    const bool terminal = ::isatty(STDIN_FILENO) == 1;
+    termios saved{};
+    if (terminal && ::tcgetattr(STDIN_FILENO, &saved) == 0) {
+        termios quiet = saved;
+        quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+        ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    }
+    const auto read_line = [&](const char* prompt) {
+        if (terminal) {
+            std::cerr << prompt << std::flush;
+        }
+        std::string line;
+        std::getline(std::cin, line);
+        if (terminal) {
+            std::cerr << '\n';
+        }
+        return line;
+    };
+    std::string password = read_line("password: ");
+    const bool again = !terminal || read_line("again: ") == password;
+    if (terminal) {
+        ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+    }
+    if (!again) {
+        std::cerr << "rampart: passwd: the passwords differ\n";
+        return 1;
+    }
+    if (password.empty()) {
+        std::cerr << "rampart: passwd: an empty password\n";
+        return 1;
+    }
+    const std::string hash = rampart::config::make_password_hash(password, bcrypt);
+    std::fill(password.begin(), password.end(), '\0');
+    std::cout << (user.empty() ? "" : user + ":") << hash << '\n';
+    return 0;
+}
 
 int cmd_check(const std::vector<std::string>& args) {
     auto path = config_path(args);
@@ -479,6 +543,9 @@ int main(int argc, char** argv) {
         }
         if (command == "check") {
             return cmd_check(args);
+        }
+        if (command == "passwd") {
+            return cmd_passwd(args);
         }
         if (command == "reload") {
             return cmd_reload(args);

@@ -2,6 +2,7 @@
 // redirects, static files, header rules).
 
 #include "config/checker.hpp"
+#include "config/htpasswd.hpp"
 
 #include <sys/stat.h>
 
@@ -27,7 +28,9 @@
 
 namespace rampart::config::detail {
 
-constexpr std::array route_keys{"host"sv, "path"sv, "methods"sv, "pool"sv, "redirect"sv, "static"sv, "headers"sv};
+constexpr std::array route_keys{"host"sv,   "path"sv,    "methods"sv, "pool"sv, "redirect"sv,
+                                "static"sv, "headers"sv, "allow"sv,   "deny"sv, "basic_auth"sv};
+constexpr std::array basic_auth_keys{"realm"sv, "users"sv};
 constexpr std::array redirect_keys{"to"sv, "status"sv};
 constexpr std::array static_keys{"root"sv, "index"sv, "cache_control"sv, "types"sv, "hidden"sv, "precompressed"sv};
 constexpr std::array route_header_keys{"request"sv, "response"sv};
@@ -217,10 +220,75 @@ std::optional<route> checker::check_route(const field& f, const std::vector<std:
             }
         }
     }
+    if (const auto a = m->get("allow")) {
+        r.access.allow = network_list(*a);
+    }
+    if (const auto d = m->get("deny")) {
+        r.access.deny = network_list(*d);
+    }
+    if (const auto b = m->get("basic_auth")) {
+        r.access.auth = check_basic_auth(*b);
+    }
     if (error_count_ != errors_before) {
         return std::nullopt;
     }
     return r;
+}
+
+// The users file is read now, like a certificate: a reload re-reads it, and
+// the workers never open it (they may run as nobody). Its hashes are
+// secrets of a kind: the file may not be readable by others nor writable by
+// anyone but its owner, and its content never appears in a message.
+std::optional<basic_auth> checker::check_basic_auth(const field& f) {
+    const auto m = read_map(f, basic_auth_keys, "a map with realm and users (an htpasswd file)");
+    if (!m) {
+        return std::nullopt;
+    }
+    basic_auth out;
+    if (const auto realm = required(*m, "realm", "a realm like \"Administration\"")) {
+        if (const auto text = scalar(*realm, "a realm like \"Administration\"")) {
+            const bool ok = !text->empty() && text->size() <= 100 &&
+                            std::all_of(text->begin(), text->end(),
+                                        [](char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; });
+            if (!ok) {
+                fail(*realm, "expected a realm of 1 to 100 printable ASCII characters without '\"' or '\\', got " +
+                                 in_quotes(*text));
+            }
+            out.realm = *text;
+        }
+    }
+    const auto users = required(*m, "users", "an htpasswd file of bcrypt or yescrypt hashes");
+    if (!users) {
+        return std::nullopt;
+    }
+    const auto path = file_path(*users);
+    if (!path) {
+        return std::nullopt;
+    }
+    struct stat st {};
+    if (::stat(path->c_str(), &st) != 0) {
+        fail(*users, "cannot read the users file " + *path + ": " + std::strerror(errno));
+        return std::nullopt;
+    }
+    if ((st.st_mode & 022) != 0 || (st.st_mode & 004) != 0) {
+        fail(*users, "the users file " + *path +
+                         " is readable by others or writable by group or others; run: chmod 640 " + *path);
+        return std::nullopt;
+    }
+    std::ifstream in(*path);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!in.good() && !in.eof()) {
+        fail(*users, "cannot read the users file " + *path);
+        return std::nullopt;
+    }
+    auto parsed = parse_htpasswd(text);
+    if (const auto* e = std::get_if<htpasswd_error>(&parsed)) {
+        fail_at(location{*path, e->line, e->column}, e->what + " (the users file of " + users->path + ")");
+        return std::nullopt;
+    }
+    out.users_file = *path;
+    out.users = std::move(std::get<std::vector<auth_user>>(parsed));
+    return out;
 }
 
 void checker::check_header_rules(const field& f, header_rules& out) {

@@ -224,6 +224,13 @@ private:
         }
     }
     void fail(const field& f, std::string what) { fail(f.at, f.path, std::move(what)); }
+    /// A problem in another file the configuration names (a users file).
+    void fail_at(location at, std::string what) {
+        ++error_count_;
+        if (errors_.size() < max_errors) {
+            errors_.push_back(error{std::move(at), std::move(what)});
+        }
+    }
     std::vector<error> take_errors();
 
     location where(const YAML::Mark& m) const {
@@ -285,6 +292,7 @@ private:
     void check_header_rules(const field& f, header_rules& out);
     std::optional<route> check_route(const field& f, const std::vector<std::string>& pool_names);
     std::optional<route_static> check_static(const field& f);
+    std::optional<basic_auth> check_basic_auth(const field& f);
     void check_pool(const std::string& name, const field& f, const snapshot& s, pool& out);
     void check_timeouts(const field& f, timeouts& out);
     void check_limits(const field& f, limits& out);

@@ -91,6 +91,13 @@
 //           request|response    map { set, remove }            set: name -> value (replaces), remove: [names];
 //                                                              not framing, hop-by-hop, X-Forwarded-*,
 //                                                              Forwarded, X-Request-Id, Host, HSTS
+//         allow                 list of CIDR                   any; only clients in these networks (else 403)
+//         deny                  list of CIDR                   none; clients refused (403), checked before allow;
+//                                                              the client is the one after trusted_proxies
+//         basic_auth            map { realm, users }           none; HTTP Basic authentication (RFC 7617)
+//           realm               printable ASCII, no '"' '\\'   required; shown by the browser's prompt
+//           users               htpasswd file: name:hash       required; bcrypt ($2y$, $2b$) or yescrypt ($y$)
+//                                                              only; mode 0640 or stricter; read at load/reload
 //     timeouts                  map of durations
 //       handshake 10s, header 10s, body 30s, idle 60s, upstream_connect 3s,
 //       upstream_response 30s, drain 30s, tunnel 1h (an upgraded connection without a byte either way)
@@ -713,6 +720,24 @@ std::string summary(const snapshot& s) {
             line("", "  " + m.name + "  " + m.address.to_string() + "  weight " + std::to_string(m.weight));
         }
     }
+    const auto access_summary = [](const route_access& a) {
+        std::string text;
+        const auto list = [&](const char* what, const std::vector<network>& nets) {
+            if (!nets.empty()) {
+                text += std::string(text.empty() ? "; " : ", ") + what;
+                for (std::size_t k = 0; k < nets.size(); ++k) {
+                    text += (k == 0 ? " " : ",") + nets[k].to_string();
+                }
+            }
+        };
+        list("deny", a.deny);
+        list("allow", a.allow);
+        if (a.auth) {
+            text += std::string(text.empty() ? "; " : ", ") + "basic auth \"" + a.auth->realm + "\" (" +
+                    std::to_string(a.auth->users.size()) + " users from " + a.auth->users_file + ")";
+        }
+        return text;
+    };
     for (std::size_t i = 0; i < gw.routes.size(); ++i) {
         const route& r = gw.routes[i];
         std::string methods;
@@ -724,7 +749,8 @@ std::string summary(const snapshot& s) {
                  (methods.empty() ? "" : " " + methods) + " -> " +
                  (r.redirect ? "redirect " + std::to_string(r.redirect->status) + " " + r.redirect->to
                   : r.files  ? "static " + r.files->root
-                             : "pool " + r.pool));
+                             : "pool " + r.pool) +
+                 access_summary(r.access));
     }
 
     const timeouts& to = gw.timeouts_settings;

@@ -246,6 +246,29 @@ struct header_rules {
     bool empty() const { return set.empty() && remove.empty(); }
 };
 
+/// One user of a basic_auth users file: the name and its crypt(3) hash
+/// (bcrypt `$2b$`/`$2y$` or yescrypt `$y$`; nothing weaker is accepted).
+struct auth_user {
+    std::string name;
+    std::string hash;
+};
+
+/// HTTP Basic authentication of a route (RFC 7617).
+struct basic_auth {
+    std::string realm;            ///< the challenge's realm: printable ASCII, no '"' or '\'
+    std::string users_file;       ///< the htpasswd-style file the users were read from
+    std::vector<auth_user> users; ///< that file's content, read when the configuration is
+};
+
+/// Who may use a route: the client's address (after gateway.trusted_proxies)
+/// against `deny`, then `allow`; then the credentials of `auth`.
+struct route_access {
+    std::vector<network> allow; ///< empty: any address not denied
+    std::vector<network> deny;
+    std::optional<basic_auth> auth;
+    bool empty() const { return allow.empty() && deny.empty() && !auth; }
+};
+
 /// One entry of `gateway.routes`: the first whose host, path and method
 /// match a request decides what serves it.
 struct route {
@@ -258,6 +281,7 @@ struct route {
     std::optional<route_static> files;      ///< ... or serve files (`static:`; the word is C++'s)
     header_rules request_headers;           ///< applied to the request sent to the pool
     header_rules response_headers;          ///< applied to the pool's response, or to a static route's answer
+    route_access access;                    ///< allow, deny, basic_auth: checked before the action
     location where;                         ///< the list item
 };
 

@@ -87,6 +87,8 @@ struct alignas(64) worker_counters {
     std::atomic<std::uint64_t> proxy_header_errors{0}; ///< connections closed for a missing or broken PROXY header
     std::atomic<std::uint64_t> proxy_refused{0};       ///< connections refused: PROXY listener, peer not trusted
     std::atomic<std::uint64_t> requests_blocked{0};    ///< 403s to clients blocked at layer 7
+    std::atomic<std::uint64_t> access_denied{0};       ///< 403s from a route's allow/deny lists
+    std::atomic<std::uint64_t> auth_results[3]{};      ///< basic_auth: passed, failed, busy (503)
 };
 
 /// One client address in the shared client table: open connections, a

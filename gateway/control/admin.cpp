@@ -615,6 +615,19 @@ std::string render_metrics(const admin_state& a) {
     metric(out, "rampart_requests_blocked_total", "counter",
            "Requests answered 403: their client is blocked at layer 7.");
     out << "rampart_requests_blocked_total " << sum(&worker_counters::requests_blocked) << '\n';
+    metric(out, "rampart_access_denied_total", "counter", "Requests answered 403 by a route's allow or deny list.");
+    out << "rampart_access_denied_total " << sum(&worker_counters::access_denied) << '\n';
+    metric(out, "rampart_basic_auth_total", "counter",
+           "Basic authentication of routes by result (failed: credentials given that did not match; busy: 503, "
+           "too many verifications waiting).");
+    for (unsigned r = 0; r < 3; ++r) {
+        static constexpr const char* results[] = {"passed", "failed", "busy"};
+        std::uint64_t total = 0;
+        for (unsigned w = 0; w < workers; ++w) {
+            total += shared.workers[w].auth_results[r].load(std::memory_order_relaxed);
+        }
+        out << "rampart_basic_auth_total{result=\"" << results[r] << "\"} " << total << '\n';
+    }
     metric(out, "rampart_firewall_block_errors_total", "counter", "Blocklist updates the kernel refused.");
     out << "rampart_firewall_block_errors_total " << shared.firewall_block_errors.load() << '\n';
     auto histogram = [&](const char* name, const char* help, latency_histogram worker_counters::*member) {

@@ -179,7 +179,7 @@ void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t) {
 
 // The bounded fields add up to well under access_line_max: path 2048, host
 // 256, request id 128 (validated), method 32, client and upstream 64 each,
-// TLS names 64 each, numbers and keys about 330.
+// TLS names 64 each, the basic_auth user 256, numbers and keys about 340.
 void format_access_line(const access_record& r, std::string& out) {
     out += "{\"time\":\"";
     append_rfc3339(out, r.time);
@@ -211,6 +211,9 @@ void format_access_line(const access_record& r, std::string& out) {
     append_string_field(out, "request_id", r.request_id, 128);
     out += ",\"retries\":";
     append_u64(out, r.retries);
+    if (!r.user.empty()) {
+        append_string_field(out, "user", r.user, 256); // a configured name: printable ASCII, at most 255
+    }
     out += "}\n";
 }
 

@@ -50,6 +50,7 @@ struct access_record {
     bool resumed = false;
     std::string_view request_id;
     unsigned retries = 0;
+    std::string_view user; ///< the basic_auth user; "" when the route asks for none
 };
 
 /// No line is longer: PIPE_BUF, so a line written to a pipe is never split.

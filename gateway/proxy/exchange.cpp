@@ -169,6 +169,11 @@ net::awaitable<exchange_end> exchange::serve() {
         if (route_ == nullptr) {
             co_return co_await reply(http::status::not_found, false);
         }
+        if (!route_->access.empty()) {
+            if (const auto refused = co_await check_access(req.base())) {
+                co_return *refused;
+            }
+        }
         if (route_->redirect) {
             // The request's path and query go with it; a body is not read.
             const std::string location = route_->redirect->to + std::string(target == "*" ? "/" : target);
@@ -594,6 +599,51 @@ net::awaitable<exchange_end> exchange::reject(http::status status) {
     co_return co_await reply(status, true);
 }
 
+// The route's allow/deny lists, then its basic_auth. Answers 403, 401 (with
+// the challenge) or 503 (too many verifications waiting) and returns how the
+// exchange ended; none when the request may go on. Credentials that pass are
+// taken out of the request: the app server does not see them.
+net::awaitable<std::optional<exchange_end>> exchange::check_access(http::fields& f) {
+    const std::size_t index = static_cast<std::size_t>(route_ - w_.cfg->gw.routes.data());
+    const route_guard& guard = w_.route_guards[index];
+    const client_address& who = forwarded_ ? *forwarded_ : conn_.admitted().address;
+    if (!guard.admits(who)) {
+        w_.counters.access_denied.fetch_add(1, std::memory_order_relaxed);
+        log_refused(client_->address, http::status::forbidden, "client address not allowed on this route");
+        co_return co_await reply(http::status::forbidden, false);
+    }
+    if (guard.auth == nullptr) {
+        co_return std::nullopt;
+    }
+    const auto given = f.find(http::field::authorization);
+    const auto credentials = given == f.end() ? std::nullopt : parse_basic_authorization(given->value());
+    credential_checker::verdict v = credential_checker::verdict::wrong;
+    if (credentials) {
+        v = co_await w_.credentials.check(guard, index, *credentials);
+    }
+    if (v == credential_checker::verdict::ok) {
+        w_.counters.auth_results[0].fetch_add(1, std::memory_order_relaxed);
+        auth_user_ = credentials->user;
+        f.erase(http::field::authorization);
+        co_return std::nullopt;
+    }
+    if (v == credential_checker::verdict::busy) {
+        w_.counters.auth_results[2].fetch_add(1, std::memory_order_relaxed);
+        co_return co_await reply(http::status::service_unavailable, false, "1");
+    }
+    if (given != f.end()) {
+        // Credentials that do not match (or do not parse) count against the
+        // client; a request without any is a browser asking for the prompt.
+        w_.counters.auth_results[1].fetch_add(1, std::memory_order_relaxed);
+        violation();
+        log_refused(client_->address, http::status::unauthorized, "basic authentication failed");
+    }
+    auto res =
+        make_error_response(http::status::unauthorized, down_.version() == 10 ? 10 : 11, w_.hsts_value, w_.draining);
+    res.set(http::field::www_authenticate, basic_challenge(guard.auth->realm));
+    co_return co_await send(res, false);
+}
+
 // A short response made here. `close`: the connection ends after it
 // (always when the request could not be read whole).
 net::awaitable<exchange_end> exchange::reply(http::status status, bool close, std::string_view retry_after,
@@ -700,6 +750,7 @@ void exchange::finish(const http::request_header<>& h) {
     r.resumed = facts_.resumed;
     r.request_id = request_id();
     r.retries = retries_;
+    r.user = auth_user_;
     w_.requests_log->write(r);
 }
 

@@ -73,6 +73,7 @@ private:
                                        std::string_view location = {});
     net::awaitable<exchange_end> send(http::response<http::string_body>& res, bool close);
     net::awaitable<exchange_end> reject(http::status status);
+    net::awaitable<std::optional<exchange_end>> check_access(http::fields& f);
     bool within_rate(std::size_t pool, const config::rate& r);
     /// From a trusted proxy: the client it forwards for (X-Forwarded-For)
     /// becomes this request's client.
@@ -112,6 +113,7 @@ private:
     std::optional<std::chrono::steady_clock::duration> upstream_time_;
     unsigned retries_ = 0;
     std::string request_id_;
+    std::string auth_user_; ///< the basic_auth user the request was let in as; "" none
 };
 
 } // namespace rampart::gateway

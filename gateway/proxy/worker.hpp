@@ -7,6 +7,7 @@
 #include "config/config.hpp"
 #include "gateway/net.hpp"
 #include "gateway/proxy/access_log.hpp"
+#include "gateway/proxy/basic_auth.hpp"
 #include "gateway/proxy/connection_base.hpp"
 #include "gateway/proxy/http_rules.hpp"
 #include "gateway/proxy/router.hpp"
@@ -61,8 +62,11 @@ struct worker_context {
     router routes; ///< gateway.routes of cfg
     /// Per route of cfg: its static root, opened once (null for other routes).
     std::vector<std::unique_ptr<static_root>> static_roots;
-    std::string hsts_value;      ///< "" when HSTS is off
-    network_set trusted_proxies; ///< gateway.trusted_proxies, parsed once
+    /// Per route of cfg: its allow, deny and basic_auth, prepared once.
+    std::vector<route_guard> route_guards;
+    credential_checker credentials; ///< basic_auth's hashing thread (started on first use)
+    std::string hsts_value;         ///< "" when HSTS is off
+    network_set trusted_proxies;    ///< gateway.trusted_proxies, parsed once
     std::uint16_t https_port = 443;
     bool draining = false;
     std::unordered_set<connection_base*> connections;
