@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   build-essential g++ cmake ninja-build ccache pkg-config
   libssl-dev libboost1.81-dev libyaml-cpp-dev catch2 libnftnl-dev libmnl-dev libseccomp-dev libnghttp2-dev
+  # basic_auth's bcrypt and yescrypt hashes (libxcrypt)
+  libcrypt-dev
   # the gateway's malloc (cmd/CMakeLists.txt says why)
   libtcmalloc-minimal4
   openssl curl python3 procps iproute2 ca-certificates nftables keepalived
