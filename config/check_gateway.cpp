@@ -4,6 +4,7 @@
 #include "config/checker.hpp"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -424,11 +425,31 @@ std::optional<std::pair<std::string, std::string>> checker::secret_file(const fi
 
 // `access_log: off` and `access_log: /var/log/rampart/access.log` are the
 // short forms; the map form adds the buffer size.
+namespace {
+
+// RFC 5424's HOSTNAME: printable ASCII without spaces, "-" when unknown.
+std::string syslog_hostname() {
+    char name[256] = {};
+    if (::gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') {
+        return "-";
+    }
+    std::string out(name);
+    for (char& c : out) {
+        if (c <= 0x20 || c >= 0x7f) {
+            c = '_';
+        }
+    }
+    return out;
+}
+
+} // namespace
+
 void checker::check_access_log(const field& f, access_log& out) {
-    constexpr std::string_view expected = "a map with path and buffer, or off, on, stdout or a file path";
+    constexpr std::string_view expected =
+        "a map with path, format, buffer, facility and syslog_socket, or off, on, stdout, syslog or a file path";
     const auto target = [&](const field& p) -> std::optional<std::string> {
-        if (p.node.IsScalar() && p.node.Scalar() == "stdout") {
-            return std::string("stdout");
+        if (p.node.IsScalar() && (p.node.Scalar() == "stdout" || p.node.Scalar() == "syslog")) {
+            return p.node.Scalar();
         }
         return file_path(p);
     };
@@ -438,6 +459,7 @@ void checker::check_access_log(const field& f, access_log& out) {
         } else if (auto path = target(f)) {
             out.enabled = true;
             out.path = std::move(*path);
+            out.hostname = out.path == "syslog" ? syslog_hostname() : std::string();
         }
         return;
     }
@@ -448,6 +470,44 @@ void checker::check_access_log(const field& f, access_log& out) {
     out.enabled = true;
     optional_value(*m, "path", out.path, target);
     optional_value(*m, "buffer", out.buffer_bytes, [&](const field& b) { return size_value(b, 4096, 64ULL << 20); });
+    optional_value(*m, "format", out.format, [&](const field& v) -> std::optional<access_log_format> {
+        const auto text = scalar(v, "json or combined");
+        if (!text) {
+            return std::nullopt;
+        }
+        if (*text == "json") {
+            return access_log_format::json;
+        }
+        if (*text == "combined") {
+            return access_log_format::combined;
+        }
+        fail(v, "expected json or combined, got " + in_quotes(*text));
+        return std::nullopt;
+    });
+    for (const char* key : {"facility", "syslog_socket"}) {
+        if (const auto k = m->get(key); k && out.path != "syslog") {
+            fail(*k, std::string(key) + " applies to path: syslog only");
+        }
+    }
+    optional_value(*m, "facility", out.facility, [&](const field& v) -> std::optional<unsigned> {
+        const auto text = scalar(v, "local0 .. local7, user or daemon");
+        if (!text) {
+            return std::nullopt;
+        }
+        if (*text == "user") {
+            return 1U;
+        }
+        if (*text == "daemon") {
+            return 3U;
+        }
+        if (text->size() == 6 && text->starts_with("local") && (*text)[5] >= '0' && (*text)[5] <= '7') {
+            return 16U + static_cast<unsigned>((*text)[5] - '0');
+        }
+        fail(v, "expected local0 .. local7, user or daemon, got " + in_quotes(*text));
+        return std::nullopt;
+    });
+    optional_value(*m, "syslog_socket", out.syslog_socket, [&](const field& v) { return file_path(v); });
+    out.hostname = out.path == "syslog" ? syslog_hostname() : std::string();
 }
 
 void checker::check_abuse(const field& f, abuse& out) {

@@ -109,7 +109,7 @@ inline constexpr std::array health_keys{"path"sv, "expect_status"sv, "interval"s
 inline constexpr std::array outlier_keys{"consecutive_failures"sv, "base_ejection"sv, "max_ejection"sv};
 inline constexpr std::array queue_keys{"size"sv, "timeout"sv};
 inline constexpr std::array abuse_keys{"block"sv, "threshold"sv, "window"sv, "block_for"sv, "allow"sv};
-inline constexpr std::array access_log_keys{"path"sv, "buffer"sv};
+inline constexpr std::array access_log_keys{"path"sv, "buffer"sv, "format"sv, "facility"sv, "syslog_socket"sv};
 inline constexpr std::array member_keys{"server"sv, "weight"sv};
 inline constexpr std::array limit_keys{"header_bytes"sv,    "header_count"sv,
                                        "body_bytes"sv,      "upstream_idle_per_server"sv,

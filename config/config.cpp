@@ -125,10 +125,14 @@
 //                               "Authorization: Bearer <token>"; /healthz and /readyz never do
 //     access_log                map, or off / on / stdout      off (no access log)
 //                               / a file path (short forms of { path: ... })
-//       path                    stdout, or a file path         stdout; relative to the file's directory;
-//                               opened by the master (O_APPEND, created 0640) before the workers start
+//       path                    stdout, syslog, or a file path stdout; relative to the file's directory;
+//                               opened by the master (O_APPEND, created 0640) before the workers start;
+//                               syslog: one RFC 5424 message per line to syslog_socket
+//       format                  json | combined                json (combined: Apache/nginx, time in UTC)
 //       buffer                  size 4KiB..64MiB               256KiB (per worker; a line that does not
 //                               fit is dropped and counted)
+//       facility                local0..local7, user, daemon   local7 (path: syslog only)
+//       syslog_socket           path of a datagram socket      /dev/log (path: syslog only)
 //     log_level                 debug | info | warn | error    info (the stderr log; RAMPART_LOG overrides)
 //   firewall                    map                            none (no host firewall)
 //     admin_networks            list of CIDR or address        required; may reach SSH and the admin
@@ -788,8 +792,11 @@ std::string summary(const snapshot& s) {
                        ", body_bytes " + format_size(l.body_bytes) + ", upstream_idle_per_server " +
                        std::to_string(l.upstream_idle_per_server));
     const access_log& al = gw.access_log_settings;
-    const std::string access =
-        al.enabled ? al.path + " (buffer " + format_size(al.buffer_bytes) + ")" : std::string("off");
+    const std::string access = al.enabled
+                                   ? al.path + (al.path == "syslog" ? " " + al.syslog_socket : std::string()) + " (" +
+                                         (al.format == access_log_format::combined ? "combined" : "json") +
+                                         ", buffer " + format_size(al.buffer_bytes) + ")"
+                                   : std::string("off");
     line("logs", "access " + access + ", level " + to_string(gw.error_log_level));
     return out;
 }

@@ -206,12 +206,21 @@ struct abuse {
     std::vector<network> allow; ///< never blocked (firewall.admin_networks are added)
 };
 
-/// The access log: one JSON line per request, written by each worker's own
-/// writer thread to a descriptor the master opened.
+/// How an access log line is written: Rampart's JSON object, or the
+/// Apache/nginx "combined" format existing log tools parse.
+enum class access_log_format { json, combined };
+
+/// The access log: one line per request, written by each worker's own
+/// writer thread to a descriptor the master opened: stdout, a file, or the
+/// local syslog socket (one RFC 5424 message per line).
 struct access_log {
     bool enabled = false;                    ///< off unless configured
-    std::string path = "stdout";             ///< "stdout", or an absolute file path (opened O_APPEND)
+    std::string path = "stdout";             ///< "stdout", "syslog", or an absolute file path (opened O_APPEND)
     std::uint64_t buffer_bytes = 256 * 1024; ///< per worker; a line that does not fit is dropped and counted
+    access_log_format format = access_log_format::json;
+    std::string syslog_socket = "/dev/log"; ///< with path: syslog, the local datagram socket
+    unsigned facility = 23;                 ///< with path: syslog; 16..23 = local0..local7 (nginx's default local7)
+    std::string hostname;                   ///< with path: syslog, this host's name, read with the file
 };
 
 /// Severity threshold of the error log (stderr).

@@ -6,9 +6,11 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -217,9 +219,120 @@ void format_access_line(const access_record& r, std::string& out) {
     out += "}\n";
 }
 
+namespace {
+
+// nginx's escaping of its log variables: '"', '\\', control characters and
+// bytes from 0x7f become \xHH. At most `max` bytes of output, never cut
+// inside an escape; "-" for an empty value when `dash`.
+void append_escaped(std::string& out, std::string_view text, std::size_t max, bool dash = true) {
+    if (text.empty() && dash) {
+        out += '-';
+        return;
+    }
+    static constexpr char hex[] = "0123456789ABCDEF";
+    std::size_t used = 0;
+    for (const char ch : text) {
+        const auto c = static_cast<unsigned char>(ch);
+        const bool plain = c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+        const std::size_t need = plain ? 1 : 4;
+        if (used + need > max) {
+            return;
+        }
+        if (plain) {
+            out += ch;
+        } else {
+            out += "\\x";
+            out += hex[c >> 4];
+            out += hex[c & 0xf];
+        }
+        used += need;
+    }
+}
+
+constexpr const char* month_names[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+} // namespace
+
+void format_combined_line(const access_record& r, std::string& out) {
+    using namespace std::chrono;
+    append_escaped(out, r.client, 64);
+    out += " - ";
+    append_escaped(out, r.user, 256);
+    const auto s = floor<seconds>(r.time);
+    const auto day = floor<days>(s);
+    const year_month_day ymd{day};
+    const hh_mm_ss<seconds> hms{s - day};
+    out += " [";
+    append_digits(out, static_cast<unsigned>(ymd.day()), 2);
+    out += '/';
+    out += month_names[static_cast<unsigned>(ymd.month()) - 1];
+    out += '/';
+    append_digits(out, static_cast<unsigned>(static_cast<int>(ymd.year())), 4);
+    out += ':';
+    append_digits(out, static_cast<unsigned>(hms.hours().count()), 2);
+    out += ':';
+    append_digits(out, static_cast<unsigned>(hms.minutes().count()), 2);
+    out += ':';
+    append_digits(out, static_cast<unsigned>(hms.seconds().count()), 2);
+    out += " +0000] \"";
+    if (r.method.empty()) {
+        out += '-';
+    } else {
+        append_escaped(out, r.method, 32);
+        out += ' ';
+        append_escaped(out, r.path, access_path_max);
+        out += ' ';
+        const std::string_view protocol = r.protocol;
+        out += protocol == "h2" ? "HTTP/2.0" : protocol == "http/1.0" ? "HTTP/1.0" : "HTTP/1.1";
+    }
+    out += "\" ";
+    append_u64(out, r.status);
+    out += ' ';
+    append_u64(out, r.bytes_sent);
+    out += " \"";
+    append_escaped(out, r.referer, 512);
+    out += "\" \"";
+    append_escaped(out, r.user_agent, 512);
+    out += "\"\n";
+}
+
+void append_syslog_header(std::string& out, unsigned facility, std::chrono::system_clock::time_point now,
+                          std::string_view hostname, long pid) {
+    out += '<';
+    append_u64(out, facility * 8 + 6);
+    out += ">1 ";
+    append_rfc3339(out, now);
+    out += ' ';
+    out += hostname.empty() ? std::string_view("-") : hostname.substr(0, 255);
+    out += " rampart ";
+    append_u64(out, static_cast<std::uint64_t>(pid));
+    out += " access - ";
+}
+
 int open_access_log(const config::access_log& settings) {
     if (!settings.enabled) {
         return -1;
+    }
+    if (settings.path == "syslog") {
+        // A datagram socket, connected now (the workers' sandbox allows no
+        // new AF_UNIX socket; it allows connect() again, when the syslog
+        // daemon was restarted). One message per line.
+        sockaddr_un to{};
+        to.sun_family = AF_UNIX;
+        if (settings.syslog_socket.size() >= sizeof to.sun_path) {
+            throw std::runtime_error("access log: syslog socket path too long: " + settings.syslog_socket);
+        }
+        std::memcpy(to.sun_path, settings.syslog_socket.c_str(), settings.syslog_socket.size() + 1);
+        const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || ::connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof to) != 0) {
+            const std::string why = std::strerror(errno);
+            if (fd >= 0) {
+                ::close(fd);
+            }
+            throw std::runtime_error("access log: cannot reach syslog at " + settings.syslog_socket + ": " + why);
+        }
+        return fd;
     }
     if (settings.path == "stdout") {
         const int fd = ::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
@@ -266,9 +379,10 @@ timespec to_timespec(std::chrono::nanoseconds d) {
 // writes tail (release) after the bytes reached the kernel. Each side reads
 // the other's position with acquire, so the bytes between them are settled.
 struct access_log::ring {
-    ring(int fd_, std::size_t capacity, std::atomic<std::uint64_t>& dropped_, std::atomic<std::uint32_t>* mid_line_)
+    ring(int fd_, std::size_t capacity, std::atomic<std::uint64_t>& dropped_, std::atomic<std::uint32_t>* mid_line_,
+         std::string syslog_socket_)
         : fd(fd_), size(capacity), mask(capacity - 1), data(new char[capacity]), dropped(&dropped_),
-          mid_line(mid_line_ != nullptr ? mid_line_ : &own_mid_line) {}
+          mid_line(mid_line_ != nullptr ? mid_line_ : &own_mid_line), syslog_socket(std::move(syslog_socket_)) {}
     ~ring() {
         if (fd >= 0) {
             ::close(fd);
@@ -282,6 +396,7 @@ struct access_log::ring {
     std::atomic<std::uint64_t>* const dropped;
     std::atomic<std::uint32_t> own_mid_line{0};
     std::atomic<std::uint32_t>* const mid_line; ///< 1: the file ends inside a line (see the constructor)
+    const std::string syslog_socket;            ///< "" unless each line is a datagram to this socket
 
     alignas(64) std::atomic<std::uint64_t> head{0}; ///< written by the worker
     alignas(64) std::atomic<std::uint64_t> tail{0}; ///< written by the writer thread
@@ -324,6 +439,68 @@ struct access_log::ring {
     }
 
     enum class drained { nothing, emptied, more };
+
+    // Writer side, path: syslog: each line (without its '\n') is one
+    // datagram. A syslog daemon that was restarted has a new socket under
+    // the same name: the descriptor connects to it again, once per line.
+    drained send_datagrams(int rounds) {
+        bool wrote = false;
+        for (int round = 0; round < rounds * 64; ++round) {
+            const std::uint64_t h = head.load(std::memory_order_acquire);
+            const std::uint64_t t = tail.load(std::memory_order_relaxed);
+            if (h == t) {
+                return wrote ? drained::emptied : drained::nothing;
+            }
+            std::size_t n = 0; // every pushed line ends with '\n'
+            while (n < h - t && data[static_cast<std::size_t>(t + n) & mask] != '\n') {
+                ++n;
+            }
+            const std::size_t at = static_cast<std::size_t>(t) & mask;
+            const std::size_t first = std::min(n, size - at);
+            iovec iov[2] = {{data.get() + at, first}, {data.get(), n - first}};
+            msghdr message{};
+            message.msg_iov = iov;
+            message.msg_iovlen = n > first ? 2 : 1;
+            ssize_t w = -1;
+            bool reconnected = false;
+            for (int attempt = 0; attempt < 8; ++attempt) { // bounded: EINTR, one reconnection
+                w = ::sendmsg(fd, &message, MSG_NOSIGNAL);
+                if (w >= 0) {
+                    break;
+                }
+                if (errno == EINTR) {
+                    continue;
+                }
+                if ((errno == ECONNREFUSED || errno == ENOTCONN) && !reconnected) {
+                    reconnected = true;
+                    sockaddr_un to{};
+                    to.sun_family = AF_UNIX;
+                    std::memcpy(to.sun_path, syslog_socket.c_str(),
+                                std::min(syslog_socket.size() + 1, sizeof to.sun_path - 1));
+                    if (::connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof to) == 0) {
+                        continue;
+                    }
+                }
+                break;
+            }
+            if (w < 0) {
+                if (!failing) {
+                    failing = true;
+                    log(log_level::error, "access log: syslog at " + syslog_socket + ": " + std::strerror(errno) +
+                                              "; lines are dropped and counted until it takes them");
+                }
+                dropped->fetch_add(1, std::memory_order_relaxed);
+            } else {
+                if (failing) {
+                    failing = false;
+                    log(log_level::info, "access log: syslog takes lines again");
+                }
+                wrote = true;
+            }
+            tail.store(t + n + 1, std::memory_order_release);
+        }
+        return drained::more;
+    }
 
     // Writer side. Writes what the ring holds, in at most `rounds` batches
     // so that a busy worker cannot keep the writer from checking `stopping`.
@@ -407,12 +584,13 @@ struct access_log::ring {
         const timespec interval = to_timespec(flush_interval);
         for (;;) {
             const std::uint32_t seen = wake.load(std::memory_order_seq_cst);
-            const drained result = drain(regular_file, 64);
+            const bool datagrams = !syslog_socket.empty();
+            const drained result = datagrams ? send_datagrams(64) : drain(regular_file, 64);
             if (stopping.load(std::memory_order_acquire)) {
                 // The worker pushes nothing after setting stopping: this
                 // drain sees every line it queued.
                 for (int i = 0; i < 1024 && head.load(std::memory_order_acquire) != tail.load(); ++i) {
-                    drain(regular_file, 64);
+                    datagrams ? send_datagrams(64) : drain(regular_file, 64);
                 }
                 break;
             }
@@ -454,9 +632,19 @@ std::size_t ring_size(std::size_t wanted) {
 } // namespace
 
 access_log::access_log(int fd, std::size_t capacity, std::atomic<std::uint64_t>& dropped,
-                       std::atomic<std::uint32_t>* mid_line)
-    : ring_(std::make_shared<ring>(fd, ring_size(capacity), dropped, mid_line)), dropped_(dropped) {
+                       std::atomic<std::uint32_t>* mid_line, const config::access_log* settings)
+    : ring_(std::make_shared<ring>(fd, ring_size(capacity), dropped, mid_line,
+                                   settings != nullptr && settings->path == "syslog" ? settings->syslog_socket
+                                                                                     : std::string())),
+      dropped_(dropped) {
     line_.reserve(access_line_max);
+    if (settings != nullptr) {
+        format_ = settings->format;
+        syslog_ = settings->path == "syslog";
+        facility_ = settings->facility;
+        hostname_ = settings->hostname;
+        pid_ = static_cast<long>(::getpid());
+    }
 }
 
 access_log::~access_log() {
@@ -484,7 +672,14 @@ void access_log::start() {
 
 void access_log::write(const access_record& r) {
     line_.clear();
-    format_access_line(r, line_);
+    if (syslog_) {
+        append_syslog_header(line_, facility_, std::chrono::system_clock::now(), hostname_, pid_);
+    }
+    if (format_ == config::access_log_format::combined) {
+        format_combined_line(r, line_);
+    } else {
+        format_access_line(r, line_);
+    }
     if (stopped_ || !ring_->push(line_)) {
         dropped_.fetch_add(1, std::memory_order_relaxed);
     }

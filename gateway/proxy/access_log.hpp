@@ -50,7 +50,9 @@ struct access_record {
     bool resumed = false;
     std::string_view request_id;
     unsigned retries = 0;
-    std::string_view user; ///< the basic_auth user; "" when the route asks for none
+    std::string_view user;       ///< the basic_auth user; "" when the route asks for none
+    std::string_view referer;    ///< the Referer header (combined format)
+    std::string_view user_agent; ///< the User-Agent header (combined format)
 };
 
 /// No line is longer: PIPE_BUF, so a line written to a pipe is never split.
@@ -73,9 +75,23 @@ void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t);
 /// access_line_max bytes.
 void format_access_line(const access_record& r, std::string& out);
 
+/// Appends the record in the Apache/nginx "combined" format and a '\n':
+/// client - user [07/Dec/2026:20:52:54 +0000] "GET /path HTTP/1.1" 200 153
+/// "referer" "user agent". The time is UTC; "-" stands for an empty user,
+/// referer or agent, and for a request line that could not be read. Bytes
+/// nginx would escape (", \, control characters, bytes >= 0x7f) become \xHH;
+/// the path is cut at 2,048 bytes of output, referer and agent at 512.
+void format_combined_line(const access_record& r, std::string& out);
+
+/// Appends an RFC 5424 header for an access log message: <PRI>1 TIMESTAMP
+/// HOSTNAME rampart PROCID access - (PRI: facility * 8 + 6, informational).
+void append_syslog_header(std::string& out, unsigned facility, std::chrono::system_clock::time_point now,
+                          std::string_view hostname, long pid);
+
 /// Opens where the access log goes, in the master before any worker forks:
-/// a duplicate of stdout, or the file (O_WRONLY | O_APPEND | O_CREAT, mode
-/// 0640). Returns -1 when the log is off. Throws std::runtime_error with the
+/// a duplicate of stdout, the file (O_WRONLY | O_APPEND | O_CREAT, mode
+/// 0640), or a datagram socket connected to settings.syslog_socket for
+/// `path: syslog`. Returns -1 when the log is off. Throws std::runtime_error with the
 /// path and the reason when the file cannot be opened.
 int open_access_log(const config::access_log& settings);
 
@@ -98,8 +114,11 @@ public:
     /// the same file (the workers'): set when a short write (a full disk) left
     /// the file ending inside a line, so that the next writer to succeed
     /// first ends that line; null: this log's own.
+    /// `settings` (null: JSON lines to a stream or file) says the format
+    /// and, for `path: syslog`, that each line leaves as one datagram with
+    /// an RFC 5424 header.
     access_log(int fd, std::size_t capacity, std::atomic<std::uint64_t>& dropped,
-               std::atomic<std::uint32_t>* mid_line = nullptr);
+               std::atomic<std::uint32_t>* mid_line = nullptr, const config::access_log* settings = nullptr);
     ~access_log();
     access_log(const access_log&) = delete;
     access_log& operator=(const access_log&) = delete;
@@ -124,6 +143,11 @@ private:
     std::shared_ptr<ring> ring_;
     std::atomic<std::uint64_t>& dropped_;
     std::string line_; ///< reused for formatting
+    config::access_log_format format_ = config::access_log_format::json;
+    bool syslog_ = false;
+    unsigned facility_ = 23;
+    std::string hostname_;
+    long pid_ = 0;
     std::thread thread_;
     bool started_ = false;
     bool stopped_ = false;

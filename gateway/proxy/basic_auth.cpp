@@ -10,6 +10,8 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include <sys/prctl.h>
+
 #include <cstring>
 #include <new>
 #include <stdexcept>
@@ -217,6 +219,7 @@ bool credential_checker::enqueue(job j) {
 }
 
 void credential_checker::run() {
+    ::prctl(PR_SET_NAME, "rampart-auth", 0, 0, 0); // for top -H
     for (;;) {
         job j;
         {

@@ -192,6 +192,8 @@ private:
             r.method = req.method_string();
             r.host = req[http::field::host];
             r.path = req.target();
+            r.referer = req[http::field::referer];
+            r.user_agent = req[http::field::user_agent];
             r.protocol = !ec && req.version() == 10 ? "http/1.0" : "http/1.1";
             r.status = res.result_int();
             r.bytes_sent = wec ? 0 : res.body().size();

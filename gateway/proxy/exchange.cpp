@@ -738,6 +738,8 @@ void exchange::finish(const http::request_header<>& h) {
     r.method = h.method_string();
     r.host = h[http::field::host];
     r.path = h.target();
+    r.referer = h[http::field::referer];
+    r.user_agent = h[http::field::user_agent];
     r.status = status_ != 0 ? status_ : 499;
     r.bytes_sent = bytes_sent_;
     r.bytes_received = bytes_received_;

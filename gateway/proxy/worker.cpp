@@ -88,7 +88,8 @@ worker::worker(config::snapshot_ptr cfg, SSL_CTX* tls, shared_block& shared, con
     : ctx_(io_, std::move(cfg), tls, shared, slots, counter_slot) {
     if (sockets.access_log >= 0) {
         access_log_ = std::make_unique<access_log>(sockets.access_log, ctx_.cfg->gw.access_log_settings.buffer_bytes,
-                                                   ctx_.counters.access_log_dropped, &ctx_.shared.access_log_mid_line);
+                                                   ctx_.counters.access_log_dropped, &ctx_.shared.access_log_mid_line,
+                                                   &ctx_.cfg->gw.access_log_settings);
         ctx_.requests_log = access_log_.get();
     }
     auto adopt_socket = [this](int fd) {

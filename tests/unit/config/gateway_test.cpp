@@ -168,7 +168,8 @@ TEST_CASE("access log and log level: defaults, short forms and the map", "[unit]
     CHECK(map->gw.access_log_settings.path == "/var/log/rampart/a.log");
     CHECK(map->gw.access_log_settings.buffer_bytes == 1024 * 1024);
     CHECK(map->gw.error_log_level == cfg::log_level::error);
-    CHECK_THAT(cfg::summary(*map), Contains("logs       access /var/log/rampart/a.log (buffer 1MiB), level error"));
+    CHECK_THAT(cfg::summary(*map),
+               Contains("logs       access /var/log/rampart/a.log (json, buffer 1MiB), level error"));
 
     const auto buffer_only = load_ok(minimal + "  access_log: { buffer: 8KiB }\n");
     CHECK(buffer_only->gw.access_log_settings.enabled);
@@ -178,6 +179,41 @@ TEST_CASE("access log and log level: defaults, short forms and the map", "[unit]
     const auto empty = load_ok(minimal + "  access_log:\n");
     CHECK(empty->gw.access_log_settings.enabled);
     CHECK(empty->gw.access_log_settings.path == "stdout");
+}
+
+TEST_CASE("access log formats and syslog", "[unit][config]") {
+    const auto combined = load_ok(minimal + "  access_log: { path: stdout, format: combined }\n");
+    CHECK(combined->gw.access_log_settings.format == cfg::access_log_format::combined);
+    CHECK(combined->gw.access_log_settings.hostname.empty());
+
+    const auto short_form = load_ok(minimal + "  access_log: syslog\n");
+    const auto& s = short_form->gw.access_log_settings;
+    CHECK(s.enabled);
+    CHECK(s.path == "syslog");
+    CHECK(s.syslog_socket == "/dev/log");
+    CHECK(s.facility == 23);
+    CHECK(s.format == cfg::access_log_format::json);
+    CHECK_FALSE(s.hostname.empty());
+    CHECK(s.hostname.find(' ') == std::string::npos);
+
+    const auto map = load_ok(minimal + "  access_log: { path: syslog, format: combined, facility: local0, "
+                                       "syslog_socket: /run/systemd/journal/syslog }\n");
+    const auto& m = map->gw.access_log_settings;
+    CHECK(m.facility == 16);
+    CHECK(m.syslog_socket == "/run/systemd/journal/syslog");
+    CHECK_THAT(cfg::summary(*map),
+               Contains("logs       access syslog /run/systemd/journal/syslog (combined, buffer 256KiB)"));
+    CHECK(load_ok(minimal + "  access_log: { path: syslog, facility: daemon }\n")->gw.access_log_settings.facility ==
+          3);
+
+    CHECK(only_error(minimal + "  access_log: { format: apache }\n") ==
+          "config.yaml:7:25: gateway.access_log.format: expected json or combined, got \"apache\"");
+    CHECK(only_error(minimal + "  access_log: { path: syslog, facility: local8 }\n") ==
+          "config.yaml:7:41: gateway.access_log.facility: expected local0 .. local7, user or daemon, got \"local8\"");
+    CHECK(only_error(minimal + "  access_log: { path: stdout, facility: local1 }\n") ==
+          "config.yaml:7:41: gateway.access_log.facility: facility applies to path: syslog only");
+    CHECK(only_error(minimal + "  access_log: { syslog_socket: /dev/log }\n") ==
+          "config.yaml:7:32: gateway.access_log.syslog_socket: syslog_socket applies to path: syslog only");
 }
 
 TEST_CASE("a relative access log path follows the file", "[unit][config]") {
@@ -205,14 +241,15 @@ TEST_CASE("access log and log level mistakes are named with their positions", "[
     CHECK(only_error(minimal + "  access_log: { path: /a.log, buffer: lots }\n") ==
           "config.yaml:7:39: gateway.access_log.buffer: expected a size like 512, 16KiB, 10MiB or 1GB, got \"lots\"");
     CHECK(only_error(minimal + "  access_log: { file: /a.log }\n") ==
-          "config.yaml:7:17: gateway.access_log.file: unknown key, expected one of path or buffer");
+          "config.yaml:7:17: gateway.access_log.file: unknown key, expected one of path, buffer, format, facility or "
+          "syslog_socket");
     CHECK(only_error(minimal + "  access_log: { path: \"\" }\n") ==
           "config.yaml:7:23: gateway.access_log.path: expected a file path, got an empty string");
     CHECK(only_error(minimal + "  access_log: { path: [a, b] }\n") ==
           "config.yaml:7:23: gateway.access_log.path: expected a file path, got a list");
     CHECK(only_error(minimal + "  access_log: [stdout]\n") ==
-          "config.yaml:7:15: gateway.access_log: expected a map with path and buffer, or off, on, stdout or a file "
-          "path, got a list");
+          "config.yaml:7:15: gateway.access_log: expected a map with path, format, buffer, facility and "
+          "syslog_socket, or off, on, stdout, syslog or a file path, got a list");
     CHECK(only_error(minimal + "  acces_log: off\n") ==
           "config.yaml:7:3: gateway.acces_log: unknown key, did you mean 'access_log'?");
 }

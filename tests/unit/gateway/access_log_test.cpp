@@ -11,11 +11,15 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -316,4 +320,120 @@ TEST_CASE("under a flood, every line arrives whole or is counted as dropped", "[
     CHECK(ordered);
     INFO("dropped " << dropped.load() << " of " << total);
     CHECK(lines.size() > 0);
+}
+
+namespace {
+
+std::string combined_of(const access_record& r) {
+    std::string out;
+    format_combined_line(r, out);
+    return out;
+}
+
+/// A datagram socket bound at `path` (removed first), with a receive timeout.
+int bound_datagram_socket(const std::string& path) {
+    ::unlink(path.c_str());
+    const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+    REQUIRE(::bind(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0);
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+std::string receive(int fd) {
+    char buf[8192];
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+}
+
+} // namespace
+
+TEST_CASE("the combined format is Apache's and nginx's, in UTC", "[unit][gateway][access_log]") {
+    access_record r = sample();
+    r.referer = "https://www.foobar.com/";
+    r.user_agent = "curl/7.88.1";
+    CHECK(combined_of(r) == "192.0.2.7 - - [01/May/2024:12:34:56 +0000] \"GET /a?b=1 HTTP/2.0\" 200 1234 "
+                            "\"https://www.foobar.com/\" \"curl/7.88.1\"\n");
+    r.user = "alice";
+    r.protocol = "http/1.0";
+    r.referer = "";
+    r.user_agent = "";
+    CHECK(combined_of(r) ==
+          "192.0.2.7 - alice [01/May/2024:12:34:56 +0000] \"GET /a?b=1 HTTP/1.0\" 200 1234 \"-\" \"-\"\n");
+    r.method = "";
+    r.status = 400;
+    r.bytes_sent = 0;
+    CHECK(combined_of(r) == "192.0.2.7 - alice [01/May/2024:12:34:56 +0000] \"-\" 400 0 \"-\" \"-\"\n");
+}
+
+TEST_CASE("combined lines escape what would break a log parser", "[unit][gateway][access_log]") {
+    access_record r = sample();
+    r.path = "/a\"b\\c\x01\x7f\xc3\xa9";
+    r.user_agent = std::string("x\" \"y\r\nz");
+    const std::string line = combined_of(r);
+    CHECK(line == "192.0.2.7 - - [01/May/2024:12:34:56 +0000] \"GET /a\\x22b\\x5Cc\\x01\\x7F\\xC3\\xA9 HTTP/2.0\" 200 "
+                  "1234 \"-\" \"x\\x22 \\x22y\\x0D\\x0Az\"\n");
+    r.path = std::string(10000, '"');
+    r.referer = std::string(10000, 'r');
+    r.user_agent = std::string(10000, 'a');
+    const std::string longest = combined_of(r);
+    CHECK(longest.size() < access_line_max - 400); // room for a syslog header
+    CHECK(std::count(longest.begin(), longest.end(), '\n') == 1);
+}
+
+TEST_CASE("syslog: an RFC 5424 header per message", "[unit][gateway][access_log]") {
+    std::string out;
+    append_syslog_header(out, 16, sample().time, "gw1", 4242);
+    CHECK(out == "<134>1 2024-05-01T12:34:56.789Z gw1 rampart 4242 access - ");
+    out.clear();
+    append_syslog_header(out, 23, sample().time, "", 1);
+    CHECK(out == "<190>1 2024-05-01T12:34:56.789Z - rampart 1 access - ");
+}
+
+TEST_CASE("syslog: one datagram per line, and again after the daemon's restart", "[unit][gateway][access_log]") {
+    char dir[] = "/tmp/rampart-syslog-XXXXXX";
+    REQUIRE(::mkdtemp(dir) != nullptr);
+    rampart::config::access_log settings;
+    settings.enabled = true;
+    settings.path = "syslog";
+    settings.syslog_socket = std::string(dir) + "/log";
+    settings.facility = 16;
+    settings.hostname = "gw1";
+    settings.format = rampart::config::access_log_format::combined;
+    int daemon = bound_datagram_socket(settings.syslog_socket);
+    std::atomic<std::uint64_t> dropped{0};
+    {
+        access_log log(open_access_log(settings), 64 * 1024, dropped, nullptr, &settings);
+        log.start();
+        access_record r = sample();
+        r.user_agent = "first";
+        log.write(r);
+        const std::string got = receive(daemon);
+        CHECK_THAT(got, Catch::Matchers::StartsWith("<134>1 "));
+        CHECK_THAT(got, Catch::Matchers::Contains(" gw1 rampart " + std::to_string(::getpid()) +
+                                                  " access - 192.0.2.7 - - "
+                                                  "[01/May/2024:12:34:56 +0000] \"GET /a?b=1 HTTP/2.0\""));
+        CHECK_THAT(got, Catch::Matchers::EndsWith("\"first\"")); // no newline inside the message
+        // The daemon restarts: a new socket under the same name.
+        ::close(daemon);
+        daemon = bound_datagram_socket(settings.syslog_socket);
+        r.user_agent = "second";
+        log.write(r);
+        r.user_agent = "third";
+        log.write(r);
+        CHECK_THAT(receive(daemon), Catch::Matchers::EndsWith("\"second\""));
+        CHECK_THAT(receive(daemon), Catch::Matchers::EndsWith("\"third\""));
+        log.stop();
+    }
+    CHECK(dropped.load() == 0);
+    ::close(daemon);
+    ::unlink(settings.syslog_socket.c_str());
+    settings.syslog_socket = std::string(dir) + "/nobody-listens";
+    CHECK_THROWS_WITH(open_access_log(settings),
+                      Catch::Matchers::Contains("cannot reach syslog at " + settings.syslog_socket));
+    ::rmdir(dir);
 }
