@@ -93,6 +93,9 @@ void checker::check_gateway(const field& f, snapshot& s) {
     if (const auto h = m->get("security_headers")) {
         check_security_headers(*h, gw.security_headers);
     }
+    if (const auto e = m->get("error_pages")) {
+        check_error_pages(*e, gw.error_pages);
+    }
     if (const auto t = m->get("admin_token_file")) {
         check_admin_token(*t, gw);
     }
@@ -332,6 +335,60 @@ void checker::check_limits(const field& f, limits& out) {
 
 // `off` drops every default; a map adds headers or replaces a default's
 // value, and "" as a value drops that one.
+// The pages are read now, like certificates: a reload reads them again, and
+// the workers (sandboxed, maybe nobody) never open them.
+void checker::check_error_pages(const field& f, std::vector<error_page>& out) {
+    const auto m = read_map(f, nullptr, "a map of status (400..599) to a .html, .json or .txt file");
+    if (!m) {
+        return;
+    }
+    constexpr std::size_t max_page = 64 * 1024;
+    for (const auto& entry : m->entries) {
+        const std::string& key = entry.first;
+        const field& value = entry.second;
+        unsigned status = 0;
+        const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), status);
+        if (ec != std::errc{} || end != key.data() + key.size() || status < 400 || status > 599) {
+            fail(value.key_at, value.path, "expected a status from 400 to 599, got " + in_quotes(key));
+            continue;
+        }
+        const auto path = file_path(value);
+        if (!path) {
+            continue;
+        }
+        const std::string ext = std::filesystem::path(*path).extension().string();
+        std::string type;
+        if (ext == ".html" || ext == ".htm") {
+            type = "text/html; charset=utf-8";
+        } else if (ext == ".json") {
+            type = "application/json";
+        } else if (ext == ".txt") {
+            type = "text/plain; charset=utf-8";
+        } else {
+            fail(value, "expected a .html, .json or .txt file (its type), got " + in_quotes(*path));
+            continue;
+        }
+        std::error_code size_ec;
+        const auto size = std::filesystem::file_size(*path, size_ec);
+        if (size_ec) {
+            fail(value, "cannot read the error page " + *path + ": " + size_ec.message());
+            continue;
+        }
+        if (size > max_page) {
+            fail(value, "the error page " + *path + " is " + std::to_string(size) + " bytes; at most 64KiB");
+            continue;
+        }
+        std::ifstream in(*path, std::ios::binary);
+        std::string body((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        if (!in.good() && !in.eof()) {
+            fail(value, "cannot read the error page " + *path);
+            continue;
+        }
+        out.push_back(error_page{status, *path, std::move(type), std::move(body)});
+    }
+    std::sort(out.begin(), out.end(), [](const error_page& a, const error_page& b) { return a.status < b.status; });
+}
+
 void checker::check_security_headers(const field& f, std::vector<std::pair<std::string, std::string>>& out) {
     if (f.node.IsScalar()) {
         if (const auto b = boolean(f)) {

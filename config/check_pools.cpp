@@ -28,8 +28,8 @@
 
 namespace rampart::config::detail {
 
-constexpr std::array route_keys{"host"sv,   "path"sv,    "methods"sv, "pool"sv, "redirect"sv,
-                                "static"sv, "headers"sv, "allow"sv,   "deny"sv, "basic_auth"sv};
+constexpr std::array route_keys{"name"sv,   "host"sv,    "path"sv,  "methods"sv, "pool"sv,      "redirect"sv,
+                                "static"sv, "headers"sv, "allow"sv, "deny"sv,    "basic_auth"sv};
 constexpr std::array basic_auth_keys{"realm"sv, "users"sv};
 constexpr std::array redirect_keys{"to"sv, "status"sv};
 constexpr std::array static_keys{"root"sv, "index"sv, "cache_control"sv, "types"sv, "hidden"sv, "precompressed"sv};
@@ -94,6 +94,15 @@ void checker::check_routes(const field& f, gateway& gw, const std::vector<std::s
     }
     for (const auto& item : *list) {
         if (auto r = check_route(item, pool_names)) {
+            if (!r->name.empty()) {
+                const auto same = std::find_if(gw.routes.begin(), gw.routes.end(),
+                                               [&](const route& other) { return other.name == r->name; });
+                if (same != gw.routes.end()) {
+                    fail(item, "route name " + in_quotes(r->name) + " is already taken by the route at line " +
+                                   std::to_string(same->where.line));
+                    continue;
+                }
+            }
             gw.routes.push_back(std::move(*r));
         }
     }
@@ -107,6 +116,18 @@ std::optional<route> checker::check_route(const field& f, const std::vector<std:
     const std::size_t errors_before = error_count_;
     route r;
     r.where = where(f.at);
+    if (const auto n = m->get("name")) {
+        if (const auto text = scalar(*n, "a route name like admin")) {
+            const bool ok = !text->empty() && text->size() <= 64 && std::all_of(text->begin(), text->end(), [](char c) {
+                return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+            });
+            if (!ok) {
+                fail(*n, "expected a route name of 1 to 64 lower-case letters, digits, '-' and '_', got " +
+                             in_quotes(*text));
+            }
+            r.name = *text;
+        }
+    }
     if (const auto h = m->get("host")) {
         if (auto text = scalar(*h, "a host name like www.example.com or *.example.com")) {
             std::transform(text->begin(), text->end(), text->begin(),

@@ -91,11 +91,25 @@ inline constexpr std::array ha_peer_check_keys{"secret_file"sv, "interval"sv, "t
 inline constexpr std::array ha_node_keys{"priority"sv, "interface"sv, "keepalived_pid_file"sv};
 inline constexpr std::array ha_health_keys{"interval"sv, "require_backend"sv, "weight"sv, "track_process"sv};
 inline constexpr std::array server_keys{"address"sv, "role"sv, "port"sv, "weight"sv};
-inline constexpr std::array gateway_keys{
-    "listen"sv,     "workers"sv,   "user"sv,           "seccomp"sv,          "tls"sv,
-    "h2"sv,         "hsts"sv,      "pools"sv,          "default_pool"sv,     "routes"sv,
-    "timeouts"sv,   "limits"sv,    "abuse"sv,          "security_headers"sv, "admin_token_file"sv,
-    "access_log"sv, "log_level"sv, "trusted_proxies"sv};
+inline constexpr std::array gateway_keys{"listen"sv,
+                                         "workers"sv,
+                                         "user"sv,
+                                         "seccomp"sv,
+                                         "tls"sv,
+                                         "h2"sv,
+                                         "hsts"sv,
+                                         "pools"sv,
+                                         "default_pool"sv,
+                                         "routes"sv,
+                                         "timeouts"sv,
+                                         "limits"sv,
+                                         "abuse"sv,
+                                         "security_headers"sv,
+                                         "admin_token_file"sv,
+                                         "access_log"sv,
+                                         "log_level"sv,
+                                         "trusted_proxies"sv,
+                                         "error_pages"sv};
 inline constexpr std::array listen_keys{"https"sv, "http"sv, "admin"sv, "proxy_protocol"sv};
 inline constexpr std::array tls_keys{"certificates"sv, "session_tickets"sv, "ticket_rotation"sv, "alpn"sv};
 inline constexpr std::array h2_keys{"max_concurrent_streams"sv, "initial_window"sv, "max_frame_size"sv,
@@ -293,6 +307,7 @@ private:
     std::optional<route> check_route(const field& f, const std::vector<std::string>& pool_names);
     std::optional<route_static> check_static(const field& f);
     std::optional<basic_auth> check_basic_auth(const field& f);
+    void check_error_pages(const field& f, std::vector<error_page>& out);
     void check_pool(const std::string& name, const field& f, const snapshot& s, pool& out);
     void check_timeouts(const field& f, timeouts& out);
     void check_limits(const field& f, limits& out);

@@ -69,7 +69,9 @@
 //                               rate as in firewall.conn_rate; burst defaults to one second's worth)
 //     default_pool              pool name                      the only pool; required with several
 //     routes                    list of maps                   none (everything to default_pool); first match wins
-//       - host                  name or *.name, any case       any host (matched without the port, any case;
+//       - name                  [a-z0-9_-]{1,64}, unique       none; how the maintenance API and the status
+//                                                              page name the route
+//         host                  name or *.name, any case       any host (matched without the port, any case;
 //                                                              *.example.com: any subdomain, not example.com)
 //         path                  normalised prefix "/..."       / (segment-aware: /static/ and /static match
 //                                                              /static/x, /static does not match /staticx)
@@ -133,6 +135,10 @@
 //                               fit is dropped and counted)
 //       facility                local0..local7, user, daemon   local7 (path: syslog only)
 //       syslog_socket           path of a datagram socket      /dev/log (path: syslog only)
+//     error_pages               map status -> file             none; status 400..599; .html, .json or .txt
+//                                                              (its Content-Type), at most 64KiB, read at
+//                                                              load and reload; the body of that status when
+//                                                              the gateway answers it (Cache-Control: no-store)
 //     log_level                 debug | info | warn | error    info (the stderr log; RAMPART_LOG overrides)
 //   firewall                    map                            none (no host firewall)
 //     admin_networks            list of CIDR or address        required; may reach SSH and the admin
@@ -749,8 +755,8 @@ std::string summary(const snapshot& s) {
             methods += (methods.empty() ? "" : ",") + m;
         }
         line(i == 0 ? "routes" : "",
-             std::to_string(i + 1) + ". " + (r.host.empty() ? "*" : r.host) + r.path +
-                 (methods.empty() ? "" : " " + methods) + " -> " +
+             std::to_string(i + 1) + ". " + (r.name.empty() ? "" : r.name + ": ") + (r.host.empty() ? "*" : r.host) +
+                 r.path + (methods.empty() ? "" : " " + methods) + " -> " +
                  (r.redirect ? "redirect " + std::to_string(r.redirect->status) + " " + r.redirect->to
                   : r.files  ? "static " + r.files->root
                              : "pool " + r.pool) +
@@ -797,6 +803,13 @@ std::string summary(const snapshot& s) {
                                          (al.format == access_log_format::combined ? "combined" : "json") +
                                          ", buffer " + format_size(al.buffer_bytes) + ")"
                                    : std::string("off");
+    if (!gw.error_pages.empty()) {
+        std::string pages;
+        for (const auto& p : gw.error_pages) {
+            pages += (pages.empty() ? "" : ", ") + std::to_string(p.status) + " " + p.file;
+        }
+        line("errors", pages);
+    }
     line("logs", "access " + access + ", level " + to_string(gw.error_log_level));
     return out;
 }

@@ -278,9 +278,19 @@ struct route_access {
     bool empty() const { return allow.empty() && deny.empty() && !auth; }
 };
 
+/// A page the gateway answers with instead of its plain-text body, for one
+/// status it produces itself (429, 502, 503, 504, ...).
+struct error_page {
+    unsigned status = 0;
+    std::string file;         ///< where it was read from
+    std::string content_type; ///< from the file's extension
+    std::string body;         ///< the file's content (at most 64 KiB), read when the configuration is
+};
+
 /// One entry of `gateway.routes`: the first whose host, path and method
 /// match a request decides what serves it.
 struct route {
+    std::string name;                       ///< "" = none; what the maintenance API and the status page call it
     std::string host;                       ///< "" any; a lower-case name, or "*.name" for any subdomain of name
     std::string path = "/";                 ///< a normalised path prefix, matched segment by segment
     std::vector<std::string> methods;       ///< empty: any method
@@ -318,6 +328,7 @@ struct gateway {
         {"Referrer-Policy", "strict-origin-when-cross-origin"},
     };
     access_log access_log_settings;
+    std::vector<error_page> error_pages;         ///< by status, ascending
     log_level error_log_level = log_level::info; ///< RAMPART_LOG overrides it
     /// Peers whose word on the client's address is taken: the PROXY protocol
     /// header they send. Never pushed into the firewall's blocklist.

@@ -89,6 +89,7 @@ struct alignas(64) worker_counters {
     std::atomic<std::uint64_t> requests_blocked{0};    ///< 403s to clients blocked at layer 7
     std::atomic<std::uint64_t> access_denied{0};       ///< 403s from a route's allow/deny lists
     std::atomic<std::uint64_t> auth_results[3]{};      ///< basic_auth: passed, failed, busy (503)
+    std::atomic<std::uint64_t> maintenance_answers{0}; ///< 503s while the site or a route is in maintenance
 };
 
 /// One client address in the shared client table: open connections, a
@@ -119,6 +120,9 @@ struct slot_name {
     char text[64] = {};
 };
 
+/// Routes the maintenance API can address: the first this many.
+constexpr std::size_t max_maintenance_routes = 256;
+
 struct shared_block {
     server_health servers[max_servers]; ///< indexed like snapshot::servers
     slot_name server_names[max_servers];
@@ -134,8 +138,20 @@ struct shared_block {
     std::atomic<std::uint64_t> l7_blocks{0};           ///< clients behind a trusted proxy blocked at layer 7 (master)
     std::atomic<std::uint64_t> client_table_full{0};   ///< lookups that found no slot
     std::atomic<std::uint32_t> access_log_mid_line{0}; ///< the access log file ends inside a line (access_log.hpp)
+    /// Maintenance (POST /api/maintenance, the master writes, workers read
+    /// per request): the whole site, routes by their index in the running
+    /// configuration (bit i of word i / 64), and the Retry-After to send.
+    std::atomic<std::uint32_t> maintenance_site{0};
+    std::atomic<std::uint64_t> maintenance_routes[max_maintenance_routes / 64]{};
+    std::atomic<std::uint32_t> maintenance_retry_after{0};
     client_slot clients[client_slots];
 };
+
+/// Whether route `index` (or, with no index, the site) is in maintenance.
+inline bool in_maintenance(const shared_block& b, std::size_t route_index) {
+    return route_index < max_maintenance_routes &&
+           (b.maintenance_routes[route_index / 64].load(std::memory_order_relaxed) >> (route_index % 64) & 1U) != 0;
+}
 
 /// Where a configuration's servers and pools live in the shared block. Slots
 /// are owned by name and outlive configurations: after a reload a server

@@ -119,6 +119,64 @@ void refresh_status(admin_state& state) {
     state.status.workers = state.worker_slots;
 }
 
+} // namespace
+
+void publish_maintenance(admin_state& a) {
+    auto& m = a.maintenance;
+    std::uint64_t bits[max_maintenance_routes / 64] = {};
+    std::vector<std::string> kept;
+    for (const auto& name : m.routes) {
+        const auto& routes = a.cfg->gw.routes;
+        const auto it =
+            std::find_if(routes.begin(), routes.end(), [&](const config::route& r) { return r.name == name; });
+        const auto index = static_cast<std::size_t>(it - routes.begin());
+        if (it == routes.end() || index >= max_maintenance_routes) {
+            log(log_level::warn, "maintenance: the configuration has no route named " + name + " any more");
+            continue;
+        }
+        bits[index / 64] |= std::uint64_t{1} << (index % 64);
+        kept.push_back(name);
+    }
+    m.routes = std::move(kept);
+    a.shared.maintenance_retry_after.store(m.retry_after, std::memory_order_relaxed);
+    for (std::size_t w = 0; w < max_maintenance_routes / 64; ++w) {
+        a.shared.maintenance_routes[w].store(bits[w], std::memory_order_relaxed);
+    }
+    a.shared.maintenance_site.store(m.site ? 1 : 0, std::memory_order_release);
+    std::string text = m.site ? "site" : "off";
+    if (!m.site && !m.routes.empty()) {
+        text = "routes";
+        for (std::size_t i = 0; i < m.routes.size(); ++i) {
+            text += (i == 0 ? " " : ", ") + m.routes[i];
+        }
+    }
+    a.status.maintenance = std::move(text);
+}
+
+namespace {
+
+/// GET /api/maintenance; POST /api/maintenance/on|off[?route=NAME][&retry_after=SECONDS].
+std::string maintenance_json(const admin_state& a) {
+    std::string out = std::string("{\"site\":") + (a.maintenance.site ? "true" : "false") + ",\"routes\":[";
+    for (std::size_t i = 0; i < a.maintenance.routes.size(); ++i) {
+        out += (i == 0 ? "\"" : ",\"") + json_escape(a.maintenance.routes[i]) + "\"";
+    }
+    return out + "],\"retry_after\":" + std::to_string(a.maintenance.retry_after) + "}\n";
+}
+
+/// The value of `key` in a query string ("" when absent).
+std::string_view query_value(std::string_view query, std::string_view key) {
+    while (!query.empty()) {
+        const auto amp = query.find('&');
+        const std::string_view pair = query.substr(0, amp);
+        if (pair.size() > key.size() && pair.starts_with(key) && pair[key.size()] == '=') {
+            return pair.substr(key.size() + 1);
+        }
+        query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    }
+    return {};
+}
+
 /// The runtime API: GET /api/servers, POST /api/servers/NAME/drain|enable.
 http::response<http::string_body> api(const http::request<http::empty_body>& req, admin_state& a) {
     const config::snapshot& cfg = *a.cfg;
@@ -146,6 +204,63 @@ http::response<http::string_body> api(const http::request<http::empty_body>& req
         return json(ok ? http::status::ok : http::status::unprocessable_entity,
                     std::string("{\"reloaded\":") + (ok ? "true" : "false") + ",\"generation\":" +
                         std::to_string(a.generation) + ",\"message\":\"" + json_escape(message) + "\"}\n");
+    }
+    if (target == "/api/maintenance") {
+        if (req.method() != http::verb::get) {
+            return json(http::status::method_not_allowed,
+                        "{\"error\":\"use GET, or POST to /api/maintenance/on or /off\"}\n");
+        }
+        return json(http::status::ok, maintenance_json(a));
+    }
+    if (target.starts_with("/api/maintenance/")) {
+        const auto question = target.find('?');
+        const std::string_view action =
+            target.substr(17, question == std::string_view::npos ? question : question - 17);
+        const std::string_view query = question == std::string_view::npos ? "" : target.substr(question + 1);
+        if (action != "on" && action != "off") {
+            return json(http::status::not_found, "{\"error\":\"use /api/maintenance/on or /api/maintenance/off\"}\n");
+        }
+        if (req.method() != http::verb::post) {
+            return json(http::status::method_not_allowed, "{\"error\":\"use POST\"}\n");
+        }
+        const bool on = action == "on";
+        const std::string route(query_value(query, "route"));
+        if (const std::string_view retry = query_value(query, "retry_after"); !retry.empty()) {
+            unsigned seconds = 0;
+            const auto [end, ec] = std::from_chars(retry.data(), retry.data() + retry.size(), seconds);
+            if (ec != std::errc{} || end != retry.data() + retry.size() || seconds > 86400) {
+                return json(http::status::bad_request, "{\"error\":\"retry_after is 0 to 86400 seconds\"}\n");
+            }
+            a.maintenance.retry_after = seconds;
+        }
+        auto& m = a.maintenance;
+        if (route.empty()) {
+            m.site = on;
+            if (!on) {
+                m.routes.clear(); // off for the site ends every route's maintenance too
+            }
+        } else {
+            const auto& routes = cfg.gw.routes;
+            const auto it =
+                std::find_if(routes.begin(), routes.end(), [&](const config::route& r) { return r.name == route; });
+            if (it == routes.end()) {
+                return json(http::status::not_found, "{\"error\":\"no route named " + json_escape(route) + "\"}\n");
+            }
+            if (static_cast<std::size_t>(it - routes.begin()) >= max_maintenance_routes) {
+                return json(http::status::bad_request,
+                            "{\"error\":\"only the first 256 routes can be put in maintenance\"}\n");
+            }
+            std::erase(m.routes, route);
+            if (on) {
+                m.routes.push_back(route);
+                std::sort(m.routes.begin(), m.routes.end());
+            }
+        }
+        publish_maintenance(a);
+        log(log_level::info, "admin: maintenance " + std::string(on ? "on" : "off") +
+                                 (route.empty() ? " for the site" : " for route " + route) + "; now " +
+                                 a.status.maintenance);
+        return json(http::status::ok, maintenance_json(a));
     }
     if (target == "/api/ha/release" || target == "/api/ha/resume") {
         if (req.method() != http::verb::post) {
@@ -615,6 +730,12 @@ std::string render_metrics(const admin_state& a) {
     metric(out, "rampart_requests_blocked_total", "counter",
            "Requests answered 403: their client is blocked at layer 7.");
     out << "rampart_requests_blocked_total " << sum(&worker_counters::requests_blocked) << '\n';
+    metric(out, "rampart_maintenance", "gauge",
+           "1 while the site (scope=\"site\") or that many routes (scope=\"routes\") are in maintenance.");
+    out << "rampart_maintenance{scope=\"site\"} " << (a.maintenance.site ? 1 : 0) << '\n';
+    out << "rampart_maintenance{scope=\"routes\"} " << a.maintenance.routes.size() << '\n';
+    metric(out, "rampart_maintenance_responses_total", "counter", "Requests answered 503 for maintenance.");
+    out << "rampart_maintenance_responses_total " << sum(&worker_counters::maintenance_answers) << '\n';
     metric(out, "rampart_access_denied_total", "counter", "Requests answered 403 by a route's allow or deny list.");
     out << "rampart_access_denied_total " << sum(&worker_counters::access_denied) << '\n';
     metric(out, "rampart_basic_auth_total", "counter",

@@ -48,7 +48,19 @@ struct admin_state {
     /// The last 15 minutes for the status page's charts; the master samples
     /// into it every history_step.
     metrics_history history;
+    /// POST /api/maintenance: what is in maintenance, by route name, kept
+    /// across reloads (publish_maintenance writes it into the shared block).
+    struct maintenance_state {
+        bool site = false;
+        std::vector<std::string> routes; ///< sorted names
+        unsigned retry_after = 120;      ///< seconds, the Retry-After of the 503s
+    } maintenance;
 };
+
+/// Writes `a.maintenance` into the shared block for a.cfg's routes (by their
+/// index) and into the status; forgets routes the configuration no longer
+/// names. Master only: after each change and each reload.
+void publish_maintenance(admin_state& a);
 
 /// Ready to serve (/readyz, and the HA health): every pool a route uses
 /// (default_pool without routes) has an available server.

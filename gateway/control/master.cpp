@@ -533,6 +533,7 @@ private:
         admin_.status.certificates = current_->certificates;
         admin_.status.workers = current_->workers;
         admin_.ticket_keys_shared = !keys_secret_file_.empty();
+        publish_maintenance(admin_); // route names to the new configuration's indexes
         if (admin_.status.started_unix == 0) {
             admin_.status.started_unix =
                 std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())

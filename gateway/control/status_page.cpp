@@ -415,6 +415,7 @@ std::string to_json(const status_view& v) {
     j.field("last_reload", extra.last_reload);
     j.field("uptime_s", v.uptime_s);
     j.field("vrrp_state", extra.vrrp_state);
+    j.field("maintenance", extra.maintenance);
     j.field("workers", v.workers);
     j.field("worker_restarts", extra.worker_restarts);
 
@@ -591,6 +592,7 @@ std::string to_html(const status_view& v) {
     row("last reload", extra.last_reload);
     row("uptime", std::to_string(v.uptime_s) + " s");
     row("VRRP", extra.vrrp_state);
+    row("maintenance", extra.maintenance);
     row("workers", std::to_string(v.workers) + " (" + std::to_string(extra.worker_restarts) + " restarted)");
     row("connections open", std::to_string(v.open) + " (" + std::to_string(v.tunnels) + " WebSocket)");
     row("connections total", std::to_string(v.total));

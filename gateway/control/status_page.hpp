@@ -35,6 +35,7 @@ struct status_extra {
     std::vector<cert_info> certificates;
     unsigned workers = 1; ///< worker processes whose counters are summed
     std::uint64_t worker_restarts = 0;
+    std::string maintenance = "off"; ///< "off", "site", or "routes NAME, NAME"
 };
 
 /// The status page: one HTML document that fetches /api/status every 2 s

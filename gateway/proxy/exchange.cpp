@@ -161,6 +161,9 @@ net::awaitable<exchange_end> exchange::serve() {
             }
         }
     }
+    if (w_.shared.maintenance_site.load(std::memory_order_relaxed) != 0) {
+        co_return co_await maintenance();
+    }
     std::size_t pool = w_.default_pool;
     if (!w_.routes.empty()) {
         const std::string_view target = req.target();
@@ -168,6 +171,9 @@ net::awaitable<exchange_end> exchange::serve() {
             w_.routes.match(host_name(req[http::field::host]), target.substr(0, target.find('?')), req.method_string());
         if (route_ == nullptr) {
             co_return co_await reply(http::status::not_found, false);
+        }
+        if (in_maintenance(w_.shared, static_cast<std::size_t>(route_ - w_.cfg->gw.routes.data()))) {
+            co_return co_await maintenance();
         }
         if (!route_->access.empty()) {
             if (const auto refused = co_await check_access(req.base())) {
@@ -599,6 +605,13 @@ net::awaitable<exchange_end> exchange::reject(http::status status) {
     co_return co_await reply(status, true);
 }
 
+// 503 with the error page, while the site or the route is in maintenance.
+net::awaitable<exchange_end> exchange::maintenance() {
+    w_.counters.maintenance_answers.fetch_add(1, std::memory_order_relaxed);
+    const std::string retry = std::to_string(w_.shared.maintenance_retry_after.load(std::memory_order_relaxed));
+    co_return co_await reply(http::status::service_unavailable, false, retry);
+}
+
 // The route's allow/deny lists, then its basic_auth. Answers 403, 401 (with
 // the challenge) or 503 (too many verifications waiting) and returns how the
 // exchange ended; none when the request may go on. Credentials that pass are
@@ -661,6 +674,12 @@ net::awaitable<exchange_end> exchange::reply(http::status status, bool close, st
 // Sends a whole response made here, with the fields every response gets.
 net::awaitable<exchange_end> exchange::send(http::response<http::string_body>& res, bool close) {
     count_status(res.result_int());
+    if (const config::error_page* page = w_.error_page_for(res.result_int())) {
+        res.set(http::field::content_type, page->content_type);
+        res.set(http::field::cache_control, "no-store");
+        res.body() = page->body;
+        res.content_length(page->body.size());
+    }
     add_missing_headers(res.base(), w_.cfg->gw.security_headers);
     if (head_request_) {
         // HEAD: the length the body would have, and no body (bytes after

@@ -74,6 +74,7 @@ private:
     net::awaitable<exchange_end> send(http::response<http::string_body>& res, bool close);
     net::awaitable<exchange_end> reject(http::status status);
     net::awaitable<std::optional<exchange_end>> check_access(http::fields& f);
+    net::awaitable<exchange_end> maintenance();
     bool within_rate(std::size_t pool, const config::rate& r);
     /// From a trusted proxy: the client it forwards for (X-Forwarded-For)
     /// becomes this request's client.

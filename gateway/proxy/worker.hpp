@@ -65,8 +65,17 @@ struct worker_context {
     /// Per route of cfg: its allow, deny and basic_auth, prepared once.
     std::vector<route_guard> route_guards;
     credential_checker credentials; ///< basic_auth's hashing thread (started on first use)
-    std::string hsts_value;         ///< "" when HSTS is off
-    network_set trusted_proxies;    ///< gateway.trusted_proxies, parsed once
+    /// gateway.error_pages by status (null: the plain-text body).
+    const config::error_page* error_page_for(unsigned status) const {
+        for (const auto& p : cfg->gw.error_pages) {
+            if (p.status == status) {
+                return &p;
+            }
+        }
+        return nullptr;
+    }
+    std::string hsts_value;      ///< "" when HSTS is off
+    network_set trusted_proxies; ///< gateway.trusted_proxies, parsed once
     std::uint16_t https_port = 443;
     bool draining = false;
     std::unordered_set<connection_base*> connections;

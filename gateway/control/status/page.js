@@ -100,6 +100,8 @@
     chip(chips, "uptime", duration(s.uptime_s));
     var v = String(s.vrrp_state).toUpperCase();
     chip(chips, "VRRP", v, v === "MASTER" ? "good" : v === "BACKUP" ? "info" : v === "FAULT" ? "bad" : null);
+    var m = String(s.maintenance);
+    chip(chips, "maintenance", m, m === "off" ? null : "bad");
     chip(chips, "workers", s.workers + (s.worker_restarts ? " (" + s.worker_restarts + " restarted)" : ""),
          s.worker_restarts ? "bad" : null);
 

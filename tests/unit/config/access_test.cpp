@@ -156,3 +156,48 @@ TEST_CASE("basic_auth errors name the route's line or the users file's", "[unit]
                    StartsWith("config.yaml:8:37: gateway.routes[0].allow[0]: expected"));
     }
 }
+
+TEST_CASE("route names are optional, lower-case and unique", "[unit][config]") {
+    const auto s =
+        load_ok(minimal + "  routes:\n    - { name: admin, path: /admin, pool: app }\n    - { path: /, pool: app }\n");
+    CHECK(s->gw.routes.at(0).name == "admin");
+    CHECK(s->gw.routes.at(1).name.empty());
+    CHECK_THAT(cfg::summary(*s), Contains("1. admin: */admin -> pool app"));
+    CHECK_THAT(only_error(with_route("{ name: Admin, path: /, pool: app }")),
+               StartsWith("config.yaml:8:15: gateway.routes[0].name: expected a route name of 1 to 64 lower-case"));
+    CHECK(only_error(minimal +
+                     "  routes:\n    - { name: a, path: /x, pool: app }\n    - { name: a, path: /, pool: app }\n") ==
+          "config.yaml:9:7: gateway.routes[1]: route name \"a\" is already taken by the route at line 8");
+}
+
+TEST_CASE("error pages are read with the file, typed by their extension", "[unit][config]") {
+    const users_file html("<h1>back soon</h1>\n"); // any small private file will do as a page
+    const auto page = html.dir / "503.html";
+    std::filesystem::rename(html.path, page);
+    {
+        std::ofstream(html.dir / "429.json") << "{\"error\":\"slow down\"}";
+        std::ofstream(html.dir / "502.png") << "png";
+    }
+    const auto s = load_ok(minimal + "  error_pages: { 503: " + page.string() +
+                           ", 429: " + (html.dir / "429.json").string() + " }\n");
+    const auto& pages = s->gw.error_pages;
+    REQUIRE(pages.size() == 2);
+    CHECK(pages[0].status == 429); // sorted by status
+    CHECK(pages[0].content_type == "application/json");
+    CHECK(pages[0].body == "{\"error\":\"slow down\"}");
+    CHECK(pages[1].status == 503);
+    CHECK(pages[1].content_type == "text/html; charset=utf-8");
+    CHECK(pages[1].body == "<h1>back soon</h1>\n");
+    CHECK_THAT(cfg::summary(*s),
+               Contains("errors     429 " + (html.dir / "429.json").string() + ", 503 " + page.string()));
+
+    CHECK_THAT(only_error(minimal + "  error_pages: { 503: " + (html.dir / "502.png").string() + " }\n"),
+               StartsWith("config.yaml:7:23: gateway.error_pages.503: expected a .html, .json or .txt file"));
+    CHECK_THAT(only_error(minimal + "  error_pages: { 302: " + page.string() + " }\n"),
+               StartsWith("config.yaml:7:18: gateway.error_pages.302: expected a status from 400 to 599"));
+    CHECK_THAT(only_error(minimal + "  error_pages: { 503: " + (html.dir / "none.html").string() + " }\n"),
+               StartsWith("config.yaml:7:23: gateway.error_pages.503: cannot read the error page"));
+    { std::ofstream(html.dir / "big.html") << std::string(64 * 1024 + 1, 'x'); }
+    CHECK_THAT(only_error(minimal + "  error_pages: { 503: " + (html.dir / "big.html").string() + " }\n"),
+               Contains("is 65537 bytes; at most 64KiB"));
+}

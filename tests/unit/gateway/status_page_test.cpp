@@ -250,7 +250,7 @@ TEST_CASE("status_json: the whole document for a small config", "[unit][gateway]
     const std::string json = gateway::status_json(*cfg, *block, {}, extra, at(1'700'000'000 + 125));
     const std::string expected =
         R"({"site":"www.foobar.com","version":")" RAMPART_TEST_VERSION
-        R"(","generation":1,"last_reload":"none","uptime_s":125,"vrrp_state":"unknown",)"
+        R"(","generation":1,"last_reload":"none","uptime_s":125,"vrrp_state":"unknown","maintenance":"off",)"
         R"("workers":2,"worker_restarts":0,"connections":{"open":2,"total":15,"tunnels":0,"tunnels_total":0},"requests_total":42,)"
         R"("protocols":[{"protocol":"h2","open":1,"total":6,"requests":30},)"
         R"({"protocol":"http/1.1","open":1,"total":9,"requests":12}],)"
