@@ -517,12 +517,114 @@ void checker::check_pools(const field& f, snapshot& s, std::vector<std::string>&
     }
 }
 
+// `hash: source`, `hash: uri`, `hash: { header: X-User }`, `hash: { cookie: session }`.
+void checker::check_hash_key(const field& f, hash_key& out) {
+    constexpr std::string_view expected = "source, uri, { header: NAME } or { cookie: NAME }";
+    const auto token = [](const std::string& t) {
+        return !t.empty() && t.size() <= 128 && std::all_of(t.begin(), t.end(), [](char c) {
+            return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
+                   std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+        });
+    };
+    if (f.node.IsScalar()) {
+        const std::string& text = f.node.Scalar();
+        if (text == "source") {
+            out.what = hash_key::kind::source;
+        } else if (text == "uri") {
+            out.what = hash_key::kind::uri;
+        } else {
+            fail(f, "expected " + std::string(expected) + ", got " + in_quotes(text));
+        }
+        return;
+    }
+    constexpr std::array keys{"header"sv, "cookie"sv};
+    const auto m = read_map(f, keys, expected);
+    if (!m || m->entries.size() != 1) {
+        if (m) {
+            fail(f, "expected one of header or cookie");
+        }
+        return;
+    }
+    const auto& [key, value] = m->entries.front();
+    const auto text = scalar(value, key == "header" ? "a header name" : "a cookie name");
+    if (!text) {
+        return;
+    }
+    if (!token(*text)) {
+        fail(value, "expected a " + key + " name (letters, digits and !#$%&'*+-.^_`|~), got " + in_quotes(*text));
+        return;
+    }
+    out.what = key == "header" ? hash_key::kind::header : hash_key::kind::cookie;
+    out.name = *text;
+    if (out.what == hash_key::kind::header) {
+        std::transform(out.name.begin(), out.name.end(), out.name.begin(),
+                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    }
+}
+
+std::optional<sticky> checker::check_sticky(const field& f) {
+    const auto m = read_map(f, sticky_keys, "a map with cookie and ttl");
+    if (!m) {
+        return std::nullopt;
+    }
+    sticky out;
+    if (const auto c = required(*m, "cookie", "a cookie name")) {
+        if (const auto text = scalar(*c, "a cookie name")) {
+            const bool ok =
+                !text->empty() && text->size() <= 64 && std::all_of(text->begin(), text->end(), [](char ch) {
+                    return std::isalnum(static_cast<unsigned char>(ch)) != 0 || ch == '_' || ch == '-';
+                });
+            if (!ok) {
+                fail(*c, "expected a cookie name of letters, digits, '_' and '-', got " + in_quotes(*text));
+                return std::nullopt;
+            }
+            out.cookie = *text;
+        }
+    } else {
+        return std::nullopt;
+    }
+    if (const auto t = m->get("ttl")) {
+        if (const auto text = scalar(*t, "a duration, or 0 for a session cookie")) {
+            if (*text == "0") {
+                out.ttl = duration{0};
+            } else if (const auto d = duration_value(*t, std::chrono::seconds(1))) {
+                out.ttl = *d;
+            }
+        }
+    }
+    return out;
+}
+
 void checker::check_pool(const std::string& name, const field& f, const snapshot& s, pool& out) {
     const auto m = read_map(f, pool_keys);
     if (!m) {
         return;
     }
     optional_value(*m, "balance", out.algorithm, [&](const field& b) { return one_of(b, balance_names); });
+    if (const auto h = m->get("hash")) {
+        if (!m->get("balance")) {
+            out.algorithm = balance::hash; // a key says what the balancing is
+        } else if (out.algorithm != balance::hash) {
+            fail(*h, "a hash key needs balance: hash (or no balance at all)");
+        }
+        check_hash_key(*h, out.hash);
+    }
+    if (const auto b = m->get("hash_balance_factor")) {
+        if (out.algorithm != balance::hash) {
+            fail(*b, "hash_balance_factor applies to balance: hash");
+        } else if (const auto text = scalar(*b, "0, or a factor from 1.0 to 10")) {
+            double v = -1;
+            const auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), v);
+            if (ec != std::errc{} || end != text->data() + text->size() || !(v == 0 || (v >= 1.0 && v <= 10.0))) {
+                fail(*b, "expected 0 (unbounded) or a factor from 1.0 to 10, got " + in_quotes(*text));
+            } else {
+                out.hash_balance_factor = v;
+            }
+        }
+    }
+    if (const auto st = m->get("sticky")) {
+        out.sticky_cookie = check_sticky(*st);
+    }
     if (const auto h = m->get("health")) {
         out.health.emplace();
         check_health(*h, *out.health);

@@ -53,10 +53,11 @@ inline constexpr std::array<named<role>, 4> role_names{{
     {"db-replica", role::db_replica},
 }};
 
-inline constexpr std::array<named<balance>, 3> balance_names{{
+inline constexpr std::array<named<balance>, 4> balance_names{{
     {"round_robin", balance::round_robin},
     {"weighted_round_robin", balance::weighted_round_robin},
     {"least_connections", balance::least_connections},
+    {"hash", balance::hash},
 }};
 
 inline constexpr std::array<named<log_level>, 4> log_level_names{{
@@ -116,8 +117,19 @@ inline constexpr std::array h2_keys{"max_concurrent_streams"sv, "initial_window"
                                     "header_table_size"sv};
 inline constexpr std::array certificate_keys{"cert"sv, "key"sv};
 inline constexpr std::array hsts_keys{"enabled"sv, "max_age"sv, "include_subdomains"sv, "preload"sv};
-inline constexpr std::array pool_keys{"balance"sv,         "servers"sv, "health"sv,     "outlier"sv,   "retries"sv,
-                                      "max_connections"sv, "queue"sv,   "slow_start"sv, "rate_limit"sv};
+inline constexpr std::array pool_keys{"balance"sv,
+                                      "servers"sv,
+                                      "health"sv,
+                                      "outlier"sv,
+                                      "retries"sv,
+                                      "max_connections"sv,
+                                      "queue"sv,
+                                      "slow_start"sv,
+                                      "rate_limit"sv,
+                                      "hash"sv,
+                                      "hash_balance_factor"sv,
+                                      "sticky"sv};
+inline constexpr std::array sticky_keys{"cookie"sv, "ttl"sv};
 inline constexpr std::array health_keys{"path"sv, "expect_status"sv, "interval"sv, "timeout"sv,
                                         "rise"sv, "fall"sv,          "host"sv};
 inline constexpr std::array outlier_keys{"consecutive_failures"sv, "base_ejection"sv, "max_ejection"sv};
@@ -308,6 +320,8 @@ private:
     std::optional<route_static> check_static(const field& f);
     std::optional<basic_auth> check_basic_auth(const field& f);
     void check_error_pages(const field& f, std::vector<error_page>& out);
+    void check_hash_key(const field& f, hash_key& out);
+    std::optional<sticky> check_sticky(const field& f);
     void check_pool(const std::string& name, const field& f, const snapshot& s, pool& out);
     void check_timeouts(const field& f, timeouts& out);
     void check_limits(const field& f, limits& out);

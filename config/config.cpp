@@ -44,7 +44,7 @@
 //       include_subdomains      bool                           true
 //       preload                 bool                           false
 //     pools                     map name -> pool               required, >= 1 entry; names use [A-Za-z0-9._-]
-//       <name>.balance          round_robin | weighted_round_robin | least_connections    round_robin
+//       <name>.balance          round_robin | weighted_round_robin | least_connections | hash    round_robin
 //       <name>.servers          list, >= 1, no repeats         required
 //         - <server name>       or { server: <name>, weight: 1..256 }; weight defaults to the server's
 //       <name>.health           map                            none (no active checks; servers count as up)
@@ -67,6 +67,15 @@
 //       <name>.slow_start       duration, or 0                 0   (weight ramp after coming back)
 //       <name>.rate_limit       map { rate, burst }            none (requests per client address;
 //                               rate as in firewall.conn_rate; burst defaults to one second's worth)
+//       <name>.hash             source | uri | { header: N }   source; with balance: hash (a key alone implies
+//                               | { cookie: N }                it): rendezvous hashing on the client address,
+//                                                              the path, a header or a cookie; without the
+//                                                              header or cookie: the pool's schedule
+//       <name>.hash_balance_factor 0 | 1.0..10                 1.25 (bounded load: a member above this times
+//                                                              its share of requests in flight is skipped)
+//       <name>.sticky           map { cookie, ttl }            none; the gateway's cookie names the server
+//                                                              (Secure, HttpOnly, SameSite=Lax; ttl 1h, 0 =
+//                                                              a session cookie); the app never sees it
 //     default_pool              pool name                      the only pool; required with several
 //     routes                    list of maps                   none (everything to default_pool); first match wins
 //       - name                  [a-z0-9_-]{1,64}, unique       none; how the maintenance API and the status
@@ -725,7 +734,15 @@ std::string summary(const snapshot& s) {
     line("hsts", gw.hsts_settings.enabled ? gw.hsts_settings.header_value() : "off");
 
     for (const auto& p : gw.pools) {
-        line("pool", p.name + " (" + to_string(p.algorithm) + (p.name == gw.default_pool ? ", default)" : ")"));
+        std::string how = to_string(p.algorithm);
+        if (p.algorithm == balance::hash) {
+            const char* kinds[] = {"source", "uri", "header ", "cookie "};
+            how += std::string(" ") + kinds[static_cast<int>(p.hash.what)] + p.hash.name;
+        }
+        if (p.sticky_cookie) {
+            how += ", sticky cookie " + p.sticky_cookie->cookie;
+        }
+        line("pool", p.name + " (" + how + (p.name == gw.default_pool ? ", default)" : ")"));
         for (const auto& m : p.members) {
             line("", "  " + m.name + "  " + m.address.to_string() + "  weight " + std::to_string(m.weight));
         }

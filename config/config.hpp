@@ -52,7 +52,7 @@ struct server {
     location address_at;               ///< where `address` is written (firewall lint points here)
 };
 
-enum class balance { round_robin, weighted_round_robin, least_connections };
+enum class balance { round_robin, weighted_round_robin, least_connections, hash };
 
 /// One member of an upstream pool: a server reference resolved to its address.
 struct pool_member {
@@ -101,9 +101,25 @@ struct outlier_detection {
     duration max_ejection{std::chrono::minutes(5)};
 };
 
+/// What `balance: hash` hashes: the client's address (after trusted
+/// proxies), the path (no query), a request header or a cookie.
+struct hash_key {
+    enum class kind { source, uri, header, cookie } what = kind::source;
+    std::string name; ///< the header or cookie (header names in lower case)
+};
+
+/// Sticky sessions: the gateway's own cookie names the server that answered.
+struct sticky {
+    std::string cookie;                       ///< its name
+    duration ttl{std::chrono::seconds(3600)}; ///< Max-Age; 0 = a session cookie
+};
+
 struct pool {
     std::string name;
     balance algorithm = balance::round_robin;
+    hash_key hash;                     ///< with balance: hash
+    double hash_balance_factor = 1.25; ///< bounded load: no member above this times the mean; 0 = unbounded
+    std::optional<sticky> sticky_cookie;
     std::vector<pool_member> members;
     std::optional<health_check> health; ///< absent: no active checks, servers count as up
     outlier_detection outlier;

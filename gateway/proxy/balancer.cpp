@@ -1,5 +1,6 @@
 #include "gateway/proxy/balancer.hpp"
 
+#include <cmath>
 #include <numeric>
 
 namespace rampart::gateway {
@@ -38,9 +39,39 @@ std::vector<std::uint16_t> smooth_schedule(std::span<const unsigned> weights) {
     return order;
 }
 
-balancer::balancer(const config::pool& p) : algorithm_(p.algorithm), slow_start_(to_ns(p.slow_start)) {
+std::uint64_t stable_hash(std::string_view text) {
+    std::uint64_t h = 0xcbf29ce484222325ULL;
+    for (const char c : text) {
+        h ^= static_cast<unsigned char>(c);
+        h *= 0x100000001b3ULL;
+    }
+    // FNV-1a mixes the last bytes poorly; a finalizer (splitmix64's) spreads them.
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebULL;
+    h ^= h >> 31;
+    return h;
+}
+
+namespace {
+
+std::uint64_t mix(std::uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+} // namespace
+
+balancer::balancer(const config::pool& p)
+    : algorithm_(p.algorithm), slow_start_(to_ns(p.slow_start)), hash_factor_(p.hash_balance_factor) {
     for (const auto& m : p.members) {
         weights_.push_back(algorithm_ == config::balance::round_robin ? 1U : m.weight);
+        member_seeds_.push_back(stable_hash(m.name));
     }
     base_weights_ = weights_;
     schedule_ = smooth_schedule(weights_);
@@ -158,10 +189,70 @@ std::optional<std::size_t> balancer::scan(std::uint64_t start, std::span<server_
     return std::nullopt;
 }
 
+// Weighted rendezvous hashing: member i scores w_i / -ln(u_i), u_i a hash of
+// (key, member) in (0, 1); members are tried from the best score down.
+std::optional<std::size_t> balancer::scan_hashed(std::uint64_t key, std::span<server_health* const> members,
+                                                 mono_ns now, std::uint64_t excluded, std::uint32_t max_active,
+                                                 bool ignore_ejection, bool& full) const {
+    const std::size_t n = std::min(members.size(), member_seeds_.size());
+    std::vector<std::pair<double, std::size_t>> ranked;
+    ranked.reserve(n);
+    std::uint64_t total_active = 0;
+    double total_weight = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        if ((i < 64 && (excluded >> i & 1U) != 0) || !members[i]->available(now, ignore_ejection)) {
+            continue;
+        }
+        const double u = (static_cast<double>(mix(key ^ member_seeds_[i]) >> 11) + 0.5) / 9007199254740992.0;
+        const double w = static_cast<double>(std::max(1U, weights_[i]));
+        ranked.emplace_back(w / -std::log(u), i);
+        total_active += members[i]->active();
+        total_weight += w;
+    }
+    std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    std::optional<std::size_t> over_bound; // the best member skipped only for its load
+    for (const auto& [score, i] : ranked) {
+        (void)score;
+        if (max_active != 0 && members[i]->active() >= max_active) {
+            full = true;
+            continue;
+        }
+        if (hash_factor_ > 0) {
+            const double share = static_cast<double>(std::max(1U, weights_[i])) / total_weight;
+            const double bound = std::ceil(hash_factor_ * static_cast<double>(total_active + 1) * share);
+            if (static_cast<double>(members[i]->active()) >= bound) {
+                over_bound = over_bound ? over_bound : std::optional<std::size_t>(i);
+                continue;
+            }
+        }
+        if (members[i]->try_acquire(max_active)) {
+            return i;
+        }
+        full = true;
+    }
+    if (over_bound && members[*over_bound]->try_acquire(max_active)) {
+        return over_bound;
+    }
+    return std::nullopt;
+}
+
 balancer::choice balancer::pick(std::atomic<std::uint64_t>& position, std::span<server_health* const> members,
-                                mono_ns now, std::uint64_t excluded, std::uint32_t max_active) const {
+                                mono_ns now, std::uint64_t excluded, std::uint32_t max_active,
+                                const pick_hint& hint) const {
     choice c;
     if (members.empty() || schedule_.empty()) {
+        return c;
+    }
+    if (hint.sticky && *hint.sticky < members.size() && (*hint.sticky >= 64 || (excluded >> *hint.sticky & 1U) == 0) &&
+        members[*hint.sticky]->available(now) && members[*hint.sticky]->try_acquire(max_active)) {
+        c.member = *hint.sticky;
+        return c;
+    }
+    if (algorithm_ == config::balance::hash && hint.key) {
+        c.member = scan_hashed(*hint.key, members, now, excluded, max_active, false, c.full);
+        if (!c.member && !c.full) {
+            c.member = scan_hashed(*hint.key, members, now, excluded, max_active, true, c.full);
+        }
         return c;
     }
     const std::uint64_t start = position.fetch_add(1, std::memory_order_relaxed);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string_view>
 #include <vector>
 
 namespace rampart::gateway {
@@ -18,6 +19,19 @@ namespace rampart::gateway {
 /// reduced by their greatest common divisor: each member appears weight/gcd
 /// times, spread out rather than in runs. All weights 1 gives 0,1,2,...
 std::vector<std::uint16_t> smooth_schedule(std::span<const unsigned> weights);
+
+/// A 64-bit hash of `text` that is the same in every worker, build and node
+/// (FNV-1a, then a 64-bit finalizer): what `balance: hash` and the sticky
+/// cookie's values are made of.
+std::uint64_t stable_hash(std::string_view text);
+
+/// What a request brings to the choice of its server: the key of
+/// `balance: hash` (none: the pool's schedule), and the member its sticky
+/// cookie names (none: no valid cookie).
+struct pick_hint {
+    std::optional<std::uint64_t> key;
+    std::optional<std::size_t> sticky;
+};
 
 class balancer {
 public:
@@ -38,8 +52,18 @@ public:
         std::optional<std::size_t> member;
         bool full = false;
     };
+    ///
+    /// With a hint: the sticky member first, when it can take the request;
+    /// then, for balance: hash with a key, rendezvous hashing (each member's
+    /// score is a hash of the key and the member's name, scaled by its
+    /// weight; the best available member wins). A member that goes away
+    /// moves only its own keys, to their next-best member; the others keep
+    /// theirs. With hash_balance_factor f > 0 no member takes a request while
+    /// it has more than f times its weighted share of the pool's requests in
+    /// flight (consistent hashing with bounded loads): the key goes to its
+    /// next-best member for that one request.
     choice pick(std::atomic<std::uint64_t>& position, std::span<server_health* const> members, mono_ns now,
-                std::uint64_t excluded = 0, std::uint32_t max_active = 0) const;
+                std::uint64_t excluded = 0, std::uint32_t max_active = 0, const pick_hint& hint = {}) const;
 
     /// Takes runtime weights (server_health::weight, set through the admin
     /// API) into account when `version` moved since the last call: the
@@ -60,6 +84,12 @@ private:
     std::uint64_t weights_version_ = 0;
     std::vector<std::uint16_t> schedule_;
     mono_ns slow_start_ = 0;
+    std::vector<std::uint64_t> member_seeds_; ///< stable_hash of each member's server name
+    double hash_factor_ = 0;
+
+    std::optional<std::size_t> scan_hashed(std::uint64_t key, std::span<server_health* const> members, mono_ns now,
+                                           std::uint64_t excluded, std::uint32_t max_active, bool ignore_ejection,
+                                           bool& full) const;
 
     std::optional<std::size_t> scan(std::uint64_t start, std::span<server_health* const> members, mono_ns now,
                                     std::uint64_t excluded, std::uint32_t max_active, bool ignore_ejection,

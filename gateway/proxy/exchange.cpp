@@ -218,6 +218,45 @@ net::awaitable<exchange_end> exchange::serve() {
     co_return co_await serve_pool(pool, tunnel.has_value());
 }
 
+// The key of balance: hash for this request; none when the request has no
+// such header or cookie (the pool's schedule chooses then).
+std::optional<std::uint64_t> exchange::affinity_key(const http::fields& f, const config::hash_key& k) const {
+    switch (k.what) {
+    case config::hash_key::kind::source:
+        return stable_hash(client_->address);
+    case config::hash_key::kind::uri: {
+        const std::string_view target = down_.request().target();
+        return stable_hash(target.substr(0, target.find('?')));
+    }
+    case config::hash_key::kind::header: {
+        const auto it = f.find(k.name);
+        if (it == f.end()) {
+            return std::nullopt;
+        }
+        return stable_hash(it->value());
+    }
+    case config::hash_key::kind::cookie: {
+        const auto v = find_cookie(f, k.name);
+        if (!v) {
+            return std::nullopt;
+        }
+        return stable_hash(*v);
+    }
+    }
+    return std::nullopt;
+}
+
+// Set-Cookie of a sticky session: the member's value, for the whole site,
+// over HTTPS only, out of scripts' reach.
+std::string exchange::sticky_set_cookie(const config::sticky& st, std::string_view value) {
+    std::string c = st.cookie + "=" + std::string(value) + "; Path=/";
+    const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(st.ttl).count();
+    if (seconds > 0) {
+        c += "; Max-Age=" + std::to_string(seconds);
+    }
+    return c + "; Secure; HttpOnly; SameSite=Lax";
+}
+
 // Proxies the request to a server of `pool_index`, trying others as the
 // retry policy allows, then relays the response.
 net::awaitable<exchange_end> exchange::serve_pool(std::size_t pool_index, bool upgrade) {
@@ -253,18 +292,36 @@ net::awaitable<exchange_end> exchange::serve_pool(std::size_t pool_index, bool u
     // What a retry may resend: the whole request is in memory.
     retry_policy policy(is_idempotent(req.method()), down_.request_done(), pool_cfg.retries);
 
+    // Affinity: the member the sticky cookie names (the cookie itself is the
+    // gateway's and does not go on to the app), and the key of balance: hash.
+    pick_hint hint;
+    if (pool_cfg.sticky_cookie) {
+        if (const auto value = find_cookie(req.base(), pool_cfg.sticky_cookie->cookie)) {
+            hint.sticky = pool.sticky_member(*value);
+        }
+        remove_cookie(req.base(), pool_cfg.sticky_cookie->cookie);
+    }
+    if (pool_cfg.algorithm == config::balance::hash) {
+        hint.key = affinity_key(req.base(), pool_cfg.hash);
+    }
+
     std::optional<upstream_pool::slot> taken;
     std::uint64_t tried = 0;
     for (;;) {
         taken.reset(); // a retry releases the server it leaves
         // The common case needs no coroutine frame: a server has a slot.
-        const auto now_choice = pool.pick_now(tried);
+        const auto now_choice = pool.pick_now(tried, hint);
         std::optional<std::size_t> member = now_choice.member;
         if (!member && now_choice.full) {
-            member = co_await pool.wait_in_queue(tried, conn_, w_.draining);
+            member = co_await pool.wait_in_queue(tried, conn_, w_.draining, hint);
         }
         if (!member) {
             co_return co_await reply(policy.no_server_status(), true);
+        }
+        if (pool_cfg.sticky_cookie && hint.sticky != member) {
+            sticky_cookie_ = sticky_set_cookie(*pool_cfg.sticky_cookie, pool.sticky_value(*member));
+        } else {
+            sticky_cookie_.clear();
         }
         taken.emplace(pool, *member);
         tried |= *member < 64 ? std::uint64_t{1} << *member : 0;
@@ -325,6 +382,9 @@ net::awaitable<exchange_end> exchange::relay_response(upstream_pool& pool, retry
     add_missing_headers(res.base(), w_.cfg->gw.security_headers);
     if (route_ != nullptr) {
         apply_header_rules(res.base(), route_->response_headers);
+    }
+    if (!sticky_cookie_.empty()) {
+        res.insert(http::field::set_cookie, sticky_cookie_); // beside the app's own cookies
     }
     res.set("X-Request-Id", request_id_);
 

@@ -75,6 +75,8 @@ private:
     net::awaitable<exchange_end> reject(http::status status);
     net::awaitable<std::optional<exchange_end>> check_access(http::fields& f);
     net::awaitable<exchange_end> maintenance();
+    std::optional<std::uint64_t> affinity_key(const http::fields& f, const config::hash_key& k) const;
+    static std::string sticky_set_cookie(const config::sticky& st, std::string_view value);
     bool within_rate(std::size_t pool, const config::rate& r);
     /// From a trusted proxy: the client it forwards for (X-Forwarded-For)
     /// becomes this request's client.
@@ -114,7 +116,8 @@ private:
     std::optional<std::chrono::steady_clock::duration> upstream_time_;
     unsigned retries_ = 0;
     std::string request_id_;
-    std::string auth_user_; ///< the basic_auth user the request was let in as; "" none
+    std::string auth_user_;     ///< the basic_auth user the request was let in as; "" none
+    std::string sticky_cookie_; ///< Set-Cookie for the chosen member; "" when the client's cookie named it
 };
 
 } // namespace rampart::gateway

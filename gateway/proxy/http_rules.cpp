@@ -706,4 +706,76 @@ std::string pick_request_id(const http::fields& f, request_id_source& ids) {
     return ids.next();
 }
 
+namespace {
+
+// Calls `each(name, value, whole)` for every cookie of a Cookie value; stops
+// when it returns true.
+template <class Fn> bool for_each_cookie(std::string_view header, Fn&& each) {
+    while (!header.empty()) {
+        const auto semi = header.find(';');
+        std::string_view pair = header.substr(0, semi);
+        header = semi == std::string_view::npos ? std::string_view() : header.substr(semi + 1);
+        const std::string_view whole = pair;
+        while (!pair.empty() && (pair.front() == ' ' || pair.front() == '\t')) {
+            pair.remove_prefix(1);
+        }
+        while (!pair.empty() && (pair.back() == ' ' || pair.back() == '\t')) {
+            pair.remove_suffix(1);
+        }
+        const auto eq = pair.find('=');
+        if (eq != std::string_view::npos && each(pair.substr(0, eq), pair.substr(eq + 1), whole)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+} // namespace
+
+std::optional<std::string_view> find_cookie(const http::fields& f, std::string_view name) {
+    std::optional<std::string_view> found;
+    for (auto it = f.find(http::field::cookie); it != f.end() && it->name() == http::field::cookie; ++it) {
+        if (for_each_cookie(it->value(), [&](std::string_view k, std::string_view v, std::string_view) {
+                if (k == name) {
+                    found = v;
+                    return true;
+                }
+                return false;
+            })) {
+            break;
+        }
+    }
+    return found;
+}
+
+bool remove_cookie(http::fields& f, std::string_view name) {
+    bool removed = false;
+    std::vector<std::string> kept_fields;
+    for (auto it = f.find(http::field::cookie); it != f.end() && it->name() == http::field::cookie; ++it) {
+        std::string kept;
+        for_each_cookie(it->value(), [&](std::string_view k, std::string_view v, std::string_view) {
+            if (k == name) {
+                removed = true;
+            } else {
+                kept += kept.empty() ? "" : "; ";
+                kept.append(k);
+                kept += '=';
+                kept.append(v);
+            }
+            return false;
+        });
+        kept_fields.push_back(std::move(kept));
+    }
+    if (!removed) {
+        return false;
+    }
+    f.erase(http::field::cookie);
+    for (auto& k : kept_fields) {
+        if (!k.empty()) {
+            f.insert(http::field::cookie, k);
+        }
+    }
+    return true;
+}
+
 } // namespace rampart::gateway

@@ -163,4 +163,12 @@ std::array<std::uint64_t, 4> random_seed();
 /// and it is valid, else a fresh one from `ids`.
 std::string pick_request_id(const http::fields& f, request_id_source& ids);
 
+/// The value of cookie `name` in the request's Cookie fields (the first
+/// such cookie), RFC 6265 5.4 syntax: `a=1; b=2`. None when absent.
+std::optional<std::string_view> find_cookie(const http::fields& f, std::string_view name);
+
+/// Removes every cookie `name` from the Cookie fields; a field left empty
+/// goes. Returns whether one was removed.
+bool remove_cookie(http::fields& f, std::string_view name);
+
 } // namespace rampart::gateway

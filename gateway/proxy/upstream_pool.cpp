@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 
 namespace rampart::gateway {
 
@@ -15,6 +16,10 @@ upstream_pool::upstream_pool(const config::pool& cfg, pool_state& shared, const 
     for (const auto& m : cfg.members) {
         members_.push_back(servers[m.server]);
         servers_.push_back(m.server);
+        char hex[17];
+        std::snprintf(hex, sizeof hex, "%016llx",
+                      static_cast<unsigned long long>(stable_hash("rampart-sticky:" + cfg.name + ":" + m.name)));
+        sticky_values_.emplace_back(hex);
     }
 }
 
@@ -25,13 +30,22 @@ upstream_pool::slot::~slot() {
     }
 }
 
-balancer::choice upstream_pool::pick_now(std::uint64_t tried) {
+balancer::choice upstream_pool::pick_now(std::uint64_t tried, const pick_hint& hint) {
     balancer_.refresh_weights(weights_version_->load(std::memory_order_relaxed), members_);
-    return balancer_.pick(shared_->next, members_, mono_now(), tried, cfg_->max_connections);
+    return balancer_.pick(shared_->next, members_, mono_now(), tried, cfg_->max_connections, hint);
+}
+
+std::optional<std::size_t> upstream_pool::sticky_member(std::string_view value) const {
+    for (std::size_t i = 0; i < sticky_values_.size(); ++i) {
+        if (sticky_values_[i] == value) {
+            return i;
+        }
+    }
+    return std::nullopt;
 }
 
 net::awaitable<std::optional<std::size_t>> upstream_pool::wait_in_queue(std::uint64_t tried, exchange_host& c,
-                                                                        bool draining) {
+                                                                        bool draining, pick_hint hint) {
     if (cfg_->queue_size == 0 || draining) {
         co_return std::nullopt;
     }
@@ -51,7 +65,7 @@ net::awaitable<std::optional<std::size_t>> upstream_pool::wait_in_queue(std::uin
     while (!c.closing() && clock::now() < end) {
         wake.expires_after(std::min<clock::duration>(std::chrono::milliseconds(5), end - clock::now()));
         co_await wake.async_wait(use_tuple);
-        const auto choice = balancer_.pick(shared_->next, members_, mono_now(), tried, cfg_->max_connections);
+        const auto choice = balancer_.pick(shared_->next, members_, mono_now(), tried, cfg_->max_connections, hint);
         if (choice.member || !choice.full) {
             got = choice.member;
             break;

@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <deque>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <vector>
 
 namespace rampart::gateway {
@@ -47,11 +49,16 @@ public:
     /// A member not in `tried` (bit i: member i), its slot taken, without
     /// waiting; `full` when only full members were skipped (the request may
     /// queue). Never blocks: the common case needs no coroutine frame.
-    balancer::choice pick_now(std::uint64_t tried);
+    balancer::choice pick_now(std::uint64_t tried, const pick_hint& hint = {});
     /// Every candidate was full: waits in the pool's bounded queue, up to
     /// queue_timeout, for a member's slot (taken on return). nullopt: the
     /// queue is full, the wait timed out, or the worker drains.
-    net::awaitable<std::optional<std::size_t>> wait_in_queue(std::uint64_t tried, exchange_host& c, bool draining);
+    net::awaitable<std::optional<std::size_t>> wait_in_queue(std::uint64_t tried, exchange_host& c, bool draining,
+                                                             pick_hint hint = {});
+    /// Sticky sessions: the member a cookie value names (none: not a value of
+    /// this pool), and the value that names `member`.
+    std::optional<std::size_t> sticky_member(std::string_view value) const;
+    const std::string& sticky_value(std::size_t member) const { return sticky_values_[member]; }
 
     const config::pool& config() const { return *cfg_; }
     pool_state& shared() { return *shared_; }
@@ -66,6 +73,10 @@ private:
     balancer balancer_;
     std::vector<server_health*> members_; ///< shared state of each member
     std::vector<std::size_t> servers_;    ///< each member's index in snapshot::servers
+    /// Each member's sticky cookie value: 16 hex digits of a stable hash of
+    /// the pool's and the server's names (the same in every worker and on
+    /// both nodes of a pair; the server's name does not show).
+    std::vector<std::string> sticky_values_;
     /// Timers of requests of this worker waiting in the queue; a slot freed
     /// here wakes the first at once (other workers' frees are seen by polling).
     std::deque<net::steady_timer*> waiters_;

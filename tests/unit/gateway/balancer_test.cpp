@@ -252,3 +252,108 @@ TEST_CASE("runtime weights rebuild the schedule when their version moves", "[uni
     }
     CHECK(counts[0] == 5);
 }
+
+namespace {
+
+std::optional<std::size_t> pick_key(fixture& f, const balancer& b, std::uint64_t key, gateway::mono_ns now = 1) {
+    gateway::pick_hint hint;
+    hint.key = key;
+    auto c = b.pick(f.pool.next, f.ptrs, now, 0, 0, hint);
+    if (c.member) {
+        f.states[*c.member].release();
+    }
+    return c.member;
+}
+
+} // namespace
+
+TEST_CASE("hash: a key always gets the same member, and keys spread by weight", "[unit][balancer]") {
+    fixture f(3);
+    const balancer b(make_pool(config::balance::hash, {1, 1, 2}));
+    std::map<std::size_t, int> counts;
+    for (int k = 0; k < 20000; ++k) {
+        const auto key = gateway::stable_hash("client-" + std::to_string(k));
+        const auto m = pick_key(f, b, key);
+        REQUIRE(m);
+        CHECK(pick_key(f, b, key) == m);
+        ++counts[*m];
+    }
+    // 1:1:2 of 20,000: 5,000, 5,000, 10,000, within a few percent.
+    CHECK(counts[0] > 4500);
+    CHECK(counts[0] < 5500);
+    CHECK(counts[1] > 4500);
+    CHECK(counts[1] < 5500);
+    CHECK(counts[2] > 9000);
+    CHECK(counts[2] < 11000);
+}
+
+TEST_CASE("hash: a member going away moves only its own keys", "[unit][balancer]") {
+    fixture f(3);
+    const balancer b(make_pool(config::balance::hash, {1, 1, 1}));
+    std::vector<std::size_t> before;
+    for (int k = 0; k < 3000; ++k) {
+        before.push_back(*pick_key(f, b, gateway::stable_hash("k" + std::to_string(k))));
+    }
+    mark_down(f.states[1]);
+    int moved = 0;
+    int had = 0;
+    for (int k = 0; k < 3000; ++k) {
+        const auto now = *pick_key(f, b, gateway::stable_hash("k" + std::to_string(k)));
+        had += before[static_cast<std::size_t>(k)] == 1 ? 1 : 0;
+        if (now != before[static_cast<std::size_t>(k)]) {
+            ++moved;
+            CHECK(before[static_cast<std::size_t>(k)] == 1); // only member 1's keys move
+        }
+        CHECK(now != 1);
+    }
+    CHECK(moved == had);
+    CHECK(had > 800); // about a third
+    CHECK(had < 1200);
+}
+
+TEST_CASE("hash: bounded load sends a key to its next member while its own is over the bound", "[unit][balancer]") {
+    fixture f(3);
+    auto p = make_pool(config::balance::hash, {1, 1, 1});
+    p.hash_balance_factor = 1.25;
+    const balancer b(p);
+    const auto key = gateway::stable_hash("hot key");
+    const auto home = *pick_key(f, b, key);
+    // Its home member has 4 requests in flight, the others none: the bound is
+    // ceil(1.25 * 5 / 3) = 3, so this request goes elsewhere ...
+    hold(f.states[home], 4);
+    const auto elsewhere = pick_key(f, b, key);
+    REQUIRE(elsewhere);
+    CHECK(*elsewhere != home);
+    // ... and comes home again once the load is gone.
+    for (int i = 0; i < 4; ++i) {
+        f.states[home].release();
+    }
+    CHECK(pick_key(f, b, key) == home);
+    // Unbounded (factor 0): it stays home under any load.
+    p.hash_balance_factor = 0;
+    const balancer unbounded(p);
+    hold(f.states[home], 4);
+    CHECK(pick_key(f, unbounded, key) == home);
+}
+
+TEST_CASE("hash: without a key, the schedule; a sticky member first when it can serve", "[unit][balancer]") {
+    fixture f(3);
+    const balancer b(make_pool(config::balance::hash, {1, 1, 1}));
+    std::map<std::size_t, int> counts;
+    for (int i = 0; i < 6; ++i) {
+        ++counts[*f.pick(b)];
+    }
+    CHECK(counts.size() == 3);
+    gateway::pick_hint hint;
+    hint.sticky = 2;
+    hint.key = gateway::stable_hash("whatever");
+    for (int i = 0; i < 5; ++i) {
+        auto c = b.pick(f.pool.next, f.ptrs, 1, 0, 0, hint);
+        REQUIRE(c.member == std::optional<std::size_t>(2));
+        f.states[2].release();
+    }
+    mark_down(f.states[2]);
+    auto c = b.pick(f.pool.next, f.ptrs, 1, 0, 0, hint);
+    REQUIRE(c.member);
+    CHECK(*c.member != 2);
+}
