@@ -201,3 +201,49 @@ TEST_CASE("error pages are read with the file, typed by their extension", "[unit
     CHECK_THAT(only_error(minimal + "  error_pages: { 503: " + (html.dir / "big.html").string() + " }\n"),
                Contains("is 65537 bytes; at most 64KiB"));
 }
+
+TEST_CASE("pools: hash keys, the balance factor and sticky cookies", "[unit][config]") {
+    const std::string pools = R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+  app2: { address: 192.0.2.22, role: app, port: 8080 }
+gateway:
+  listen: { http: "127.0.0.1:8080" }
+  default_pool: a
+  pools:
+)";
+    const auto s = load_ok(pools + R"(    a: { servers: [app1, app2], hash: { header: X-User }, hash_balance_factor: 2 }
+    b: { servers: [app1, app2], balance: hash }
+    c: { servers: [app1, app2], hash: uri, sticky: { cookie: srv, ttl: 0 } }
+    d: { servers: [app1, app2], sticky: { cookie: srv } }
+)");
+    const auto& a = s->gw.pools.at(0);
+    CHECK(a.algorithm == cfg::balance::hash); // a key alone implies hash
+    CHECK(a.hash.what == cfg::hash_key::kind::header);
+    CHECK(a.hash.name == "x-user");
+    CHECK(a.hash_balance_factor == 2.0);
+    CHECK(s->gw.pools.at(1).hash.what == cfg::hash_key::kind::source); // the default key
+    CHECK(s->gw.pools.at(1).hash_balance_factor == 1.25);
+    REQUIRE(s->gw.pools.at(2).sticky_cookie);
+    CHECK(s->gw.pools.at(2).sticky_cookie->ttl == cfg::duration{0});
+    REQUIRE(s->gw.pools.at(3).sticky_cookie);
+    CHECK(s->gw.pools.at(3).sticky_cookie->cookie == "srv");
+    CHECK(s->gw.pools.at(3).sticky_cookie->ttl == std::chrono::hours(1));
+    CHECK_THAT(cfg::summary(*s), Contains("pool       a (hash header x-user, default)"));
+    CHECK_THAT(cfg::summary(*s), Contains("pool       c (hash uri, sticky cookie srv)"));
+
+    CHECK(only_error(pools + "    a: { servers: [app1], balance: round_robin, hash: source }\n") ==
+          "config.yaml:9:55: gateway.pools.a.hash: a hash key needs balance: hash (or no balance at all)");
+    CHECK(only_error(pools + "    a: { servers: [app1], hash: client }\n") ==
+          "config.yaml:9:33: gateway.pools.a.hash: expected source, uri, { header: NAME } or { cookie: NAME }, got "
+          "\"client\"");
+    CHECK_THAT(only_error(pools + "    a: { servers: [app1], hash: { header: \"X User\" } }\n"),
+               StartsWith("config.yaml:9:43: gateway.pools.a.hash.header: expected a header name"));
+    CHECK(only_error(pools + "    a: { servers: [app1], hash: source, hash_balance_factor: 0.5 }\n") ==
+          "config.yaml:9:62: gateway.pools.a.hash_balance_factor: expected 0 (unbounded) or a factor from 1.0 to 10, "
+          "got \"0.5\"");
+    CHECK(only_error(pools + "    a: { servers: [app1], hash_balance_factor: 2 }\n") ==
+          "config.yaml:9:48: gateway.pools.a.hash_balance_factor: hash_balance_factor applies to balance: hash");
+    CHECK_THAT(only_error(pools + "    a: { servers: [app1], sticky: { cookie: \"a b\" } }\n"),
+               StartsWith("config.yaml:9:45: gateway.pools.a.sticky.cookie: expected a cookie name"));
+}

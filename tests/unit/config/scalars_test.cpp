@@ -98,7 +98,7 @@ gateway:
   pools: { app: { balance: random, servers: [app1] } }
 )";
         CHECK(only_error(text) == "config.yaml:6:28: gateway.pools.app.balance: expected one of round_robin, "
-                                  "weighted_round_robin or least_connections, got \"random\"");
+                                  "weighted_round_robin, least_connections or hash, got \"random\"");
     }
 }
 
