@@ -96,6 +96,9 @@ void checker::check_gateway(const field& f, snapshot& s) {
     if (const auto e = m->get("error_pages")) {
         check_error_pages(*e, gw.error_pages);
     }
+    if (const auto c = m->get("compression")) {
+        check_compression(*c, gw.compression_settings);
+    }
     if (const auto t = m->get("admin_token_file")) {
         check_admin_token(*t, gw);
     }
@@ -335,6 +338,73 @@ void checker::check_limits(const field& f, limits& out) {
 
 // `off` drops every default; a map adds headers or replaces a default's
 // value, and "" as a value drops that one.
+// `compression: on` (the defaults) or the map.
+void checker::check_compression(const field& f, compression& out) {
+    if (f.node.IsScalar()) {
+        if (const auto on = boolean(f)) {
+            out.enabled = *on;
+        }
+        return;
+    }
+    const auto m = read_map(f, compression_keys,
+                            "on, off, or a map with enabled, codings, gzip_level, "
+                            "brotli_quality, min_size, types and with_cookies");
+    if (!m) {
+        return;
+    }
+    out.enabled = true;
+    optional_value(*m, "enabled", out.enabled, [&](const field& v) { return boolean(v); });
+    if (const auto c = m->get("codings")) {
+        if (const auto list = read_list(*c, "a list of br and gzip")) {
+            std::vector<std::string> codings;
+            for (const auto& item : *list) {
+                if (const auto text = scalar(item, "br or gzip")) {
+                    if (*text != "br" && *text != "gzip") {
+                        fail(item, "expected br or gzip, got " + in_quotes(*text));
+                    } else if (std::find(codings.begin(), codings.end(), *text) != codings.end()) {
+                        fail(item, *text + " is already in the list");
+                    } else {
+                        codings.push_back(*text);
+                    }
+                }
+            }
+            if (list->empty()) {
+                fail(*c, "expected at least one of br and gzip (or enabled: false)");
+            }
+            out.codings = std::move(codings);
+        }
+    }
+    optional_count(*m, "gzip_level", out.gzip_level, 1, 9);
+    optional_count(*m, "brotli_quality", out.brotli_quality, 0, 11);
+    optional_value(*m, "min_size", out.min_size, [&](const field& b) -> std::optional<std::uint64_t> {
+        if (b.node.IsScalar() && b.node.Scalar() == "0") {
+            return 0; // everything, however small
+        }
+        return size_value(b, 0, 1ULL << 30);
+    });
+    if (const auto t = m->get("types")) {
+        if (const auto list = read_list(*t, "a list of media types like text/html")) {
+            std::vector<std::string> types;
+            for (const auto& item : *list) {
+                if (auto text = scalar(item, "a media type like text/html")) {
+                    std::transform(text->begin(), text->end(), text->begin(),
+                                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+                    const auto slash = text->find('/');
+                    const bool ok = slash != std::string::npos && slash > 0 && slash + 1 < text->size() &&
+                                    text->find_first_of(" ;,\t", 0) == std::string::npos;
+                    if (!ok) {
+                        fail(item, "expected a media type like text/html (no parameters), got " + in_quotes(*text));
+                    } else {
+                        types.push_back(std::move(*text));
+                    }
+                }
+            }
+            out.types = std::move(types);
+        }
+    }
+    optional_value(*m, "with_cookies", out.with_cookies, [&](const field& v) { return boolean(v); });
+}
+
 // The pages are read now, like certificates: a reload reads them again, and
 // the workers (sandboxed, maybe nobody) never open them.
 void checker::check_error_pages(const field& f, std::vector<error_page>& out) {

@@ -28,8 +28,8 @@
 
 namespace rampart::config::detail {
 
-constexpr std::array route_keys{"name"sv,   "host"sv,    "path"sv,  "methods"sv, "pool"sv,      "redirect"sv,
-                                "static"sv, "headers"sv, "allow"sv, "deny"sv,    "basic_auth"sv};
+constexpr std::array route_keys{"name"sv,   "host"sv,    "path"sv,  "methods"sv, "pool"sv,       "redirect"sv,
+                                "static"sv, "headers"sv, "allow"sv, "deny"sv,    "basic_auth"sv, "compress"sv};
 constexpr std::array basic_auth_keys{"realm"sv, "users"sv};
 constexpr std::array redirect_keys{"to"sv, "status"sv};
 constexpr std::array static_keys{"root"sv, "index"sv, "cache_control"sv, "types"sv, "hidden"sv, "precompressed"sv};
@@ -249,6 +249,13 @@ std::optional<route> checker::check_route(const field& f, const std::vector<std:
     }
     if (const auto b = m->get("basic_auth")) {
         r.access.auth = check_basic_auth(*b);
+    }
+    if (const auto c = m->get("compress")) {
+        if (redirect) {
+            fail(*c, "a redirect route has no body to compress");
+        } else if (const auto on = boolean(*c)) {
+            r.compress = *on;
+        }
     }
     if (error_count_ != errors_before) {
         return std::nullopt;

@@ -110,7 +110,10 @@ inline constexpr std::array gateway_keys{"listen"sv,
                                          "access_log"sv,
                                          "log_level"sv,
                                          "trusted_proxies"sv,
-                                         "error_pages"sv};
+                                         "error_pages"sv,
+                                         "compression"sv};
+inline constexpr std::array compression_keys{"enabled"sv,  "codings"sv, "gzip_level"sv,  "brotli_quality"sv,
+                                             "min_size"sv, "types"sv,   "with_cookies"sv};
 inline constexpr std::array listen_keys{"https"sv, "http"sv, "admin"sv, "proxy_protocol"sv};
 inline constexpr std::array tls_keys{"certificates"sv, "session_tickets"sv, "ticket_rotation"sv, "alpn"sv};
 inline constexpr std::array h2_keys{"max_concurrent_streams"sv, "initial_window"sv, "max_frame_size"sv,
@@ -321,6 +324,7 @@ private:
     std::optional<basic_auth> check_basic_auth(const field& f);
     void check_error_pages(const field& f, std::vector<error_page>& out);
     void check_hash_key(const field& f, hash_key& out);
+    void check_compression(const field& f, compression& out);
     std::optional<sticky> check_sticky(const field& f);
     void check_pool(const std::string& name, const field& f, const snapshot& s, pool& out);
     void check_timeouts(const field& f, timeouts& out);

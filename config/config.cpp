@@ -105,6 +105,7 @@
 //         allow                 list of CIDR                   any; only clients in these networks (else 403)
 //         deny                  list of CIDR                   none; clients refused (403), checked before allow;
 //                                                              the client is the one after trusted_proxies
+//         compress              bool                           gateway.compression.enabled (pool and static routes)
 //         basic_auth            map { realm, users }           none; HTTP Basic authentication (RFC 7617)
 //           realm               printable ASCII, no '"' '\\'   required; shown by the browser's prompt
 //           users               htpasswd file: name:hash       required; bcrypt ($2y$, $2b$) or yescrypt ($y$)
@@ -144,6 +145,16 @@
 //                               fit is dropped and counted)
 //       facility                local0..local7, user, daemon   local7 (path: syslog only)
 //       syslog_socket           path of a datagram socket      /dev/log (path: syslog only)
+//     compression               on | off | map                 off; gzip and brotli of what app servers send
+//                                                              uncompressed (routes: compress: true|false)
+//       enabled                 bool                           true in the map form
+//       codings                 list of br, gzip               [br, gzip] (the order breaks q-value ties)
+//       gzip_level              1..9                           6
+//       brotli_quality          0..11                          4
+//       min_size                size                           1KiB (smaller bodies of known length: as is)
+//       types                   list of media types            text/html, text/css, text/plain, JSON, XML,
+//                                                              JavaScript, SVG, ... (no text/event-stream)
+//       with_cookies            bool                           false (responses with Set-Cookie: as is; BREACH)
 //     error_pages               map status -> file             none; status 400..599; .html, .json or .txt
 //                                                              (its Content-Type), at most 64KiB, read at
 //                                                              load and reload; the body of that status when
@@ -820,6 +831,16 @@ std::string summary(const snapshot& s) {
                                          (al.format == access_log_format::combined ? "combined" : "json") +
                                          ", buffer " + format_size(al.buffer_bytes) + ")"
                                    : std::string("off");
+    if (gw.compression_settings.enabled) {
+        const compression& c = gw.compression_settings;
+        std::string codings;
+        for (const auto& name : c.codings) {
+            codings += (codings.empty() ? "" : ", ") + name;
+        }
+        line("compress", codings + " (gzip " + std::to_string(c.gzip_level) + ", brotli " +
+                             std::to_string(c.brotli_quality) + "), from " + format_size(c.min_size) + ", " +
+                             std::to_string(c.types.size()) + " types" + (c.with_cookies ? ", with cookies" : ""));
+    }
     if (!gw.error_pages.empty()) {
         std::string pages;
         for (const auto& p : gw.error_pages) {

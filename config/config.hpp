@@ -239,6 +239,31 @@ struct access_log {
     std::string hostname;                   ///< with path: syslog, this host's name, read with the file
 };
 
+/// Compression of the app servers' uncompressed responses (gzip, brotli).
+struct compression {
+    bool enabled = false;                           ///< off unless configured; routes may say otherwise
+    std::vector<std::string> codings{"br", "gzip"}; ///< offered, in the server's order of preference
+    unsigned gzip_level = 6;                        ///< 1..9 (nginx's gzip_comp_level; 6 is zlib's default)
+    unsigned brotli_quality = 4;                    ///< 0..11; 4 compresses better than gzip -6 at less CPU
+    std::uint64_t min_size = 1024;                  ///< smaller bodies of known length are sent as they are
+    std::vector<std::string> types{"text/html",
+                                   "text/css",
+                                   "text/plain",
+                                   "text/xml",
+                                   "text/javascript",
+                                   "text/csv",
+                                   "text/markdown",
+                                   "application/javascript",
+                                   "application/json",
+                                   "application/xml",
+                                   "application/rss+xml",
+                                   "application/atom+xml",
+                                   "application/manifest+json",
+                                   "application/wasm",
+                                   "image/svg+xml"}; ///< media types, lower case
+    bool with_cookies = false;                       ///< compress responses that set cookies (BREACH: off)
+};
+
 /// Severity threshold of the error log (stderr).
 enum class log_level { debug, info, warn, error };
 
@@ -317,6 +342,7 @@ struct route {
     header_rules request_headers;           ///< applied to the request sent to the pool
     header_rules response_headers;          ///< applied to the pool's response, or to a static route's answer
     route_access access;                    ///< allow, deny, basic_auth: checked before the action
+    std::optional<bool> compress;           ///< none: gateway.compression.enabled decides
     location where;                         ///< the list item
 };
 
@@ -344,7 +370,8 @@ struct gateway {
         {"Referrer-Policy", "strict-origin-when-cross-origin"},
     };
     access_log access_log_settings;
-    std::vector<error_page> error_pages;         ///< by status, ascending
+    std::vector<error_page> error_pages; ///< by status, ascending
+    compression compression_settings;
     log_level error_log_level = log_level::info; ///< RAMPART_LOG overrides it
     /// Peers whose word on the client's address is taken: the PROXY protocol
     /// header they send. Never pushed into the firewall's blocklist.

@@ -84,12 +84,15 @@ struct alignas(64) worker_counters {
     std::atomic<std::uint64_t> h2_abuse[h2_abuse_counters]{}; ///< connections closed for abuse, by h2_abuse kind
     std::atomic<std::uint64_t> h2_idle_releases{0};           ///< idle h2 connections' pages handed back to the kernel
     std::atomic<std::uint64_t> proxy_headers{0};              ///< PROXY headers that named a client
-    std::atomic<std::uint64_t> proxy_header_errors{0}; ///< connections closed for a missing or broken PROXY header
-    std::atomic<std::uint64_t> proxy_refused{0};       ///< connections refused: PROXY listener, peer not trusted
-    std::atomic<std::uint64_t> requests_blocked{0};    ///< 403s to clients blocked at layer 7
-    std::atomic<std::uint64_t> access_denied{0};       ///< 403s from a route's allow/deny lists
-    std::atomic<std::uint64_t> auth_results[3]{};      ///< basic_auth: passed, failed, busy (503)
-    std::atomic<std::uint64_t> maintenance_answers{0}; ///< 503s while the site or a route is in maintenance
+    std::atomic<std::uint64_t> proxy_header_errors{0};   ///< connections closed for a missing or broken PROXY header
+    std::atomic<std::uint64_t> proxy_refused{0};         ///< connections refused: PROXY listener, peer not trusted
+    std::atomic<std::uint64_t> requests_blocked{0};      ///< 403s to clients blocked at layer 7
+    std::atomic<std::uint64_t> access_denied{0};         ///< 403s from a route's allow/deny lists
+    std::atomic<std::uint64_t> auth_results[3]{};        ///< basic_auth: passed, failed, busy (503)
+    std::atomic<std::uint64_t> maintenance_answers{0};   ///< 503s while the site or a route is in maintenance
+    std::atomic<std::uint64_t> compressed_responses{0};  ///< responses sent gzip- or brotli-encoded
+    std::atomic<std::uint64_t> compression_bytes_in{0};  ///< their bytes before ...
+    std::atomic<std::uint64_t> compression_bytes_out{0}; ///< ... and after encoding
 };
 
 /// One client address in the shared client table: open connections, a

@@ -730,6 +730,12 @@ std::string render_metrics(const admin_state& a) {
     metric(out, "rampart_requests_blocked_total", "counter",
            "Requests answered 403: their client is blocked at layer 7.");
     out << "rampart_requests_blocked_total " << sum(&worker_counters::requests_blocked) << '\n';
+    metric(out, "rampart_compressed_responses_total", "counter", "Responses sent gzip- or brotli-encoded.");
+    out << "rampart_compressed_responses_total " << sum(&worker_counters::compressed_responses) << '\n';
+    metric(out, "rampart_compression_bytes_total", "counter",
+           "Bytes of compressed responses before and after encoding.");
+    out << "rampart_compression_bytes_total{stage=\"in\"} " << sum(&worker_counters::compression_bytes_in) << '\n';
+    out << "rampart_compression_bytes_total{stage=\"out\"} " << sum(&worker_counters::compression_bytes_out) << '\n';
     metric(out, "rampart_maintenance", "gauge",
            "1 while the site (scope=\"site\") or that many routes (scope=\"routes\") are in maintenance.");
     out << "rampart_maintenance{scope=\"site\"} " << (a.maintenance.site ? 1 : 0) << '\n';

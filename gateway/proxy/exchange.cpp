@@ -1,6 +1,7 @@
 #include "gateway/proxy/exchange.hpp"
 
 #include "gateway/log.hpp"
+#include "gateway/proxy/compression.hpp"
 #include "gateway/proxy/error_status.hpp"
 #include "gateway/proxy/exchange_host.hpp"
 #include "gateway/proxy/proxy_attempt.hpp"
@@ -387,6 +388,7 @@ net::awaitable<exchange_end> exchange::relay_response(upstream_pool& pool, retry
         res.insert(http::field::set_cookie, sticky_cookie_); // beside the app's own cookies
     }
     res.set("X-Request-Id", request_id_);
+    start_encoding(res.base());
 
     bool read_failed = false;
     error_code ec;
@@ -396,7 +398,7 @@ net::awaitable<exchange_end> exchange::relay_response(upstream_pool& pool, retry
         // to socket through one piece, without the parser's buffer and a
         // second copy. The parser does not see it; the loop counts it.
         conn_.arm(phase::response_body);
-        ec = co_await down_.write_head(res, {}, false, false);
+        ec = co_await emit(res, {}, false, false);
         chunk.reset(new char[relay_chunk]);
         for (std::uint64_t remaining = *len; !ec && remaining > 0;) {
             std::size_t n = 0;
@@ -419,10 +421,7 @@ net::awaitable<exchange_end> exchange::relay_response(upstream_pool& pool, retry
             }
             remaining -= n;
             conn_.arm(phase::response_body);
-            ec = co_await down_.write_body(net::const_buffer(chunk.get(), n), remaining == 0);
-            if (!ec) {
-                bytes_sent_ += n;
-            }
+            ec = co_await emit(res, net::const_buffer(chunk.get(), n), remaining == 0, false);
         }
     } else {
         std::size_t size = relay_chunk;
@@ -457,17 +456,7 @@ net::awaitable<exchange_end> exchange::relay_response(upstream_pool& pool, retry
             }
             last = rp_->is_done();
             conn_.arm(phase::response_body);
-            const net::const_buffer piece(chunk.get(), n);
-            // Not a conditional expression of two co_awaits: GCC 12 resumes
-            // the wrong frame after one (a crash on the first response).
-            if (down_.head_written()) {
-                ec = co_await down_.write_body(piece, last);
-            } else {
-                ec = co_await down_.write_head(res, piece, last, length_unknown);
-            }
-            if (!ec) {
-                bytes_sent_ += n;
-            }
+            ec = co_await emit(res, net::const_buffer(chunk.get(), n), last, length_unknown);
         } while (!ec && !last);
     }
     if (down_.head_written()) {
@@ -505,6 +494,62 @@ net::awaitable<exchange_end> exchange::relay_response(upstream_pool& pool, retry
         up_.reset();
     }
     co_return exchange_end::done;
+}
+
+// Compression of the app server's response, when the route (or the
+// gateway) has it on and the response qualifies: Vary for every qualifying
+// response, then the client's choice of coding.
+void exchange::start_encoding(http::response_header<>& res) {
+    encoder_.reset();
+    const config::compression& cs = w_.cfg->gw.compression_settings;
+    const bool on = route_ != nullptr && route_->compress ? *route_->compress : cs.enabled;
+    if (!on || !compressible(res, down_.request().method(), cs)) {
+        return;
+    }
+    add_vary_accept_encoding(res);
+    const content_coding coding = choose_coding(down_.request()[http::field::accept_encoding], cs.codings);
+    if (coding == content_coding::identity) {
+        return;
+    }
+    mark_encoded(res, coding);
+    encoder_.emplace(coding, cs);
+    w_.counters.compressed_responses.fetch_add(1, std::memory_order_relaxed);
+}
+
+// Writes a piece of the response body (the head first, with it), through the
+// encoder when there is one. Not a conditional expression of two co_awaits:
+// GCC 12 resumes the wrong frame after one (a crash on the first response).
+net::awaitable<error_code> exchange::emit(http::response<http::buffer_body>& res, net::const_buffer piece, bool last,
+                                          bool length_unknown) {
+    net::const_buffer out = piece;
+    if (encoder_) {
+        encoded_.clear();
+        if (!encoder_->encode(std::string_view(static_cast<const char*>(piece.data()), piece.size()), last, encoded_)) {
+            co_return make_error_code(net::error::invalid_argument);
+        }
+        out = net::buffer(encoded_);
+        w_.counters.compression_bytes_in.fetch_add(piece.size(), std::memory_order_relaxed);
+        w_.counters.compression_bytes_out.fetch_add(out.size(), std::memory_order_relaxed);
+        if (down_.head_written() && out.size() == 0 && !last) {
+            co_return error_code{};
+        }
+        if (!down_.head_written()) {
+            if (last) {
+                res.content_length(out.size()); // the whole body in one piece: its length is known now
+            }
+            length_unknown = !last;
+        }
+    }
+    error_code ec;
+    if (down_.head_written()) {
+        ec = co_await down_.write_body(out, last);
+    } else {
+        ec = co_await down_.write_head(res, out, last, length_unknown);
+    }
+    if (!ec) {
+        bytes_sent_ += out.size();
+    }
+    co_return ec;
 }
 
 // The server answered 101 to a WebSocket upgrade: the client gets the 101,

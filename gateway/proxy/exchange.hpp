@@ -11,6 +11,7 @@
 
 #include "config/config.hpp"
 #include "gateway/net.hpp"
+#include "gateway/proxy/compression.hpp"
 #include "gateway/proxy/downstream.hpp"
 #include "gateway/proxy/http_rules.hpp"
 #include "gateway/proxy/retry_policy.hpp"
@@ -75,6 +76,9 @@ private:
     net::awaitable<exchange_end> reject(http::status status);
     net::awaitable<std::optional<exchange_end>> check_access(http::fields& f);
     net::awaitable<exchange_end> maintenance();
+    void start_encoding(http::response_header<>& res);
+    net::awaitable<error_code> emit(http::response<http::buffer_body>& res, net::const_buffer piece, bool last,
+                                    bool length_unknown);
     std::optional<std::uint64_t> affinity_key(const http::fields& f, const config::hash_key& k) const;
     static std::string sticky_set_cookie(const config::sticky& st, std::string_view value);
     bool within_rate(std::size_t pool, const config::rate& r);
@@ -116,8 +120,10 @@ private:
     std::optional<std::chrono::steady_clock::duration> upstream_time_;
     unsigned retries_ = 0;
     std::string request_id_;
-    std::string auth_user_;     ///< the basic_auth user the request was let in as; "" none
-    std::string sticky_cookie_; ///< Set-Cookie for the chosen member; "" when the client's cookie named it
+    std::string auth_user_;               ///< the basic_auth user the request was let in as; "" none
+    std::string sticky_cookie_;           ///< Set-Cookie for the chosen member; "" when the client's cookie named it
+    std::optional<body_encoder> encoder_; ///< set while the response is compressed
+    std::string encoded_;                 ///< the encoder's output for the piece being written
 };
 
 } // namespace rampart::gateway

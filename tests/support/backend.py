@@ -168,6 +168,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             elif route == "/download":
                 self._drain_body()
                 self._download(_int_arg(query, "bytes", 0), _int_arg(query, "chunked", 0) == 1)
+            elif route == "/text" or route.endswith("/text"):  # any prefix: routes with their own paths
+                self._drain_body()
+                self._text(query)
             elif route == "/health":
                 self._drain_body()
                 self._send(200, b"ok\n", "text/plain")
@@ -229,6 +232,38 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
             else:
                 self.wfile.write(piece)
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
+
+    def _text(self, query: dict) -> None:
+        """/text?bytes=N: N bytes of text that compresses like a web page (lines of words and
+        numbers); type=, chunked=1, cookie=1 (a Set-Cookie), cache=VALUE (Cache-Control),
+        encoding=VALUE (a Content-Encoding the body does not have), etag=1 (a strong ETag)."""
+        n = max(_int_arg(query, "bytes", 0), 0)
+        line = b"<li class=\"item\">Rampart serves www.foobar.com item %08d of the catalogue</li>\n"
+        body = b"".join(line % i for i in range(n // 60 + 1))[:n]
+        chunked = _int_arg(query, "chunked", 0) == 1
+        self.send_response(200)
+        self.send_header("X-Backend", self.server.name)
+        self.send_header("Content-Type", query.get("type", ["text/html; charset=utf-8"])[0])
+        if _int_arg(query, "cookie", 0) == 1:
+            self.send_header("Set-Cookie", "session=abc; Path=/")
+        if "cache" in query:
+            self.send_header("Cache-Control", query["cache"][0])
+        if "encoding" in query:
+            self.send_header("Content-Encoding", query["encoding"][0])
+        if _int_arg(query, "etag", 0) == 1:
+            self.send_header("ETag", '"v1"')
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        for at in range(0, len(body), 16384):
+            piece = body[at:at + 16384]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
 

@@ -247,3 +247,43 @@ gateway:
     CHECK_THAT(only_error(pools + "    a: { servers: [app1], sticky: { cookie: \"a b\" } }\n"),
                StartsWith("config.yaml:9:45: gateway.pools.a.sticky.cookie: expected a cookie name"));
 }
+
+TEST_CASE("compression: on, the map, and routes that say otherwise", "[unit][config]") {
+    const auto off = load_ok(minimal);
+    CHECK_FALSE(off->gw.compression_settings.enabled);
+    const auto on = load_ok(minimal + "  compression: on\n");
+    const auto& d = on->gw.compression_settings;
+    CHECK(d.enabled);
+    CHECK(d.codings == std::vector<std::string>{"br", "gzip"});
+    CHECK(d.gzip_level == 6);
+    CHECK(d.brotli_quality == 4);
+    CHECK(d.min_size == 1024);
+    CHECK_FALSE(d.with_cookies);
+    CHECK(std::find(d.types.begin(), d.types.end(), "text/html") != d.types.end());
+    CHECK(std::find(d.types.begin(), d.types.end(), "text/event-stream") == d.types.end());
+    CHECK_THAT(cfg::summary(*on), Contains("compress   br, gzip (gzip 6, brotli 4), from 1KiB, 15 types"));
+
+    const auto map = load_ok(minimal + "  compression: { codings: [gzip], gzip_level: 9, brotli_quality: 11, "
+                                       "min_size: 0, types: [Text/HTML, application/x-custom], with_cookies: true }\n"
+                                       "  routes:\n    - { path: /api/, pool: app, compress: false }\n"
+                                       "    - { path: /, pool: app }\n");
+    const auto& m = map->gw.compression_settings;
+    CHECK(m.enabled);
+    CHECK(m.codings == std::vector<std::string>{"gzip"});
+    CHECK(m.gzip_level == 9);
+    CHECK(m.min_size == 0);
+    CHECK(m.types == std::vector<std::string>{"text/html", "application/x-custom"});
+    CHECK(m.with_cookies);
+    CHECK(map->gw.routes.at(0).compress == std::optional<bool>(false));
+    CHECK_FALSE(map->gw.routes.at(1).compress);
+
+    CHECK(only_error(minimal + "  compression: { codings: [zstd] }\n") ==
+          "config.yaml:7:28: gateway.compression.codings[0]: expected br or gzip, got \"zstd\"");
+    CHECK_THAT(only_error(minimal + "  compression: { gzip_level: 10 }\n"),
+               StartsWith("config.yaml:7:30: gateway.compression.gzip_level: expected"));
+    CHECK(only_error(minimal + "  compression: { types: [\"text/html; charset=utf-8\"] }\n") ==
+          "config.yaml:7:26: gateway.compression.types[0]: expected a media type like text/html (no parameters), got "
+          "\"text/html; charset=utf-8\"");
+    CHECK(only_error(with_route("{ path: /, redirect: { to: \"https://a.example\" }, compress: true }")) ==
+          "config.yaml:8:67: gateway.routes[0].compress: a redirect route has no body to compress");
+}

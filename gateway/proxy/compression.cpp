@@ -1,0 +1,264 @@
+#include "gateway/proxy/compression.hpp"
+
+#include <brotli/encode.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <stdexcept>
+
+namespace rampart::gateway {
+namespace {
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
+        s.remove_prefix(1);
+    }
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
+        s.remove_suffix(1);
+    }
+    return s;
+}
+
+bool iequal(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return (x >= 'A' && x <= 'Z' ? x + 32 : x) == (y >= 'A' && y <= 'Z' ? y + 32 : y);
+           });
+}
+
+// q-value (RFC 9110 12.4.2): "q=0", "q=0.5", "q=1.000"; 1000ths; -1 when malformed.
+int parse_q(std::string_view params) {
+    int q = 1000;
+    while (!params.empty()) {
+        const auto semi = params.find(';');
+        const std::string_view p = trim(params.substr(0, semi));
+        params = semi == std::string_view::npos ? std::string_view() : params.substr(semi + 1);
+        if (p.size() < 2 || (p[0] != 'q' && p[0] != 'Q') || p[1] != '=') {
+            continue;
+        }
+        const std::string_view v = p.substr(2);
+        if (v.empty() || (v[0] != '0' && v[0] != '1')) {
+            return -1;
+        }
+        int value = (v[0] - '0') * 1000;
+        if (v.size() > 1) {
+            if (v[1] != '.' || v.size() > 5) {
+                return -1;
+            }
+            int scale = 100;
+            for (std::size_t i = 2; i < v.size(); ++i, scale /= 10) {
+                if (v[i] < '0' || v[i] > '9') {
+                    return -1;
+                }
+                value += (v[i] - '0') * scale;
+            }
+        }
+        q = value > 1000 ? -1 : value;
+    }
+    return q;
+}
+
+std::string_view media_type(std::string_view content_type) {
+    return trim(content_type.substr(0, content_type.find(';')));
+}
+
+} // namespace
+
+const char* to_string(content_coding c) {
+    switch (c) {
+    case content_coding::gzip:
+        return "gzip";
+    case content_coding::br:
+        return "br";
+    case content_coding::identity:
+        break;
+    }
+    return "identity";
+}
+
+content_coding choose_coding(std::string_view accept_encoding, const std::vector<std::string>& offered) {
+    // The q of each offered coding: named, else `*`, else not acceptable.
+    std::vector<int> q(offered.size(), -2); // -2: not named
+    int star = -2;
+    std::string_view rest = accept_encoding;
+    for (int guard = 0; guard < 64 && !rest.empty(); ++guard) {
+        const auto comma = rest.find(',');
+        const std::string_view item = trim(rest.substr(0, comma));
+        rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+        const auto semi = item.find(';');
+        const std::string_view name = trim(item.substr(0, semi));
+        const int value = parse_q(semi == std::string_view::npos ? std::string_view() : item.substr(semi + 1));
+        if (value < 0 || name.empty()) {
+            continue;
+        }
+        if (name == "*") {
+            star = value;
+            continue;
+        }
+        for (std::size_t i = 0; i < offered.size(); ++i) {
+            if (iequal(name, offered[i]) || (offered[i] == "gzip" && iequal(name, "x-gzip"))) {
+                q[i] = std::max(q[i], value);
+            }
+        }
+    }
+    int best_q = 0;
+    content_coding best = content_coding::identity;
+    for (std::size_t i = 0; i < offered.size(); ++i) {
+        const int v = q[i] == -2 ? star : q[i];
+        if (v > best_q) {
+            best_q = v;
+            best = offered[i] == "br" ? content_coding::br : content_coding::gzip;
+        }
+    }
+    return best;
+}
+
+bool compressible(const http::response_header<>& res, http::verb method, const config::compression& s) {
+    if (res.result() != http::status::ok || method == http::verb::head) {
+        return false;
+    }
+    if (const auto ce = res[http::field::content_encoding]; !ce.empty() && !iequal(trim(ce), "identity")) {
+        return false;
+    }
+    if (res.find(http::field::content_range) != res.end()) {
+        return false;
+    }
+    for (auto it = res.find(http::field::cache_control); it != res.end() && it->name() == http::field::cache_control;
+         ++it) {
+        std::string lower(it->value());
+        std::transform(lower.begin(), lower.end(), lower.begin(),
+                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+        if (lower.find("no-transform") != std::string::npos) {
+            return false;
+        }
+    }
+    if (!s.with_cookies && res.find(http::field::set_cookie) != res.end()) {
+        return false;
+    }
+    const std::string_view type = media_type(res[http::field::content_type]);
+    if (std::none_of(s.types.begin(), s.types.end(), [&](const std::string& t) { return iequal(t, type); })) {
+        return false;
+    }
+    if (const auto cl = res[http::field::content_length]; !cl.empty()) {
+        std::uint64_t n = 0;
+        const auto [end, ec] = std::from_chars(cl.data(), cl.data() + cl.size(), n);
+        if (ec != std::errc{} || n < s.min_size) {
+            return false;
+        }
+    }
+    return true;
+}
+
+void mark_encoded(http::response_header<>& res, content_coding c) {
+    res.set(http::field::content_encoding, to_string(c));
+    res.erase(http::field::content_length);
+    if (const auto etag = res[http::field::etag]; !etag.empty() && etag.starts_with('"')) {
+        res.set(http::field::etag, "W/" + std::string(etag));
+    }
+}
+
+void add_vary_accept_encoding(http::response_header<>& res) {
+    std::string vary;
+    for (auto it = res.find(http::field::vary); it != res.end() && it->name() == http::field::vary; ++it) {
+        std::string_view rest = it->value();
+        while (!rest.empty()) {
+            const auto comma = rest.find(',');
+            const std::string_view token = trim(rest.substr(0, comma));
+            if (token == "*" || iequal(token, "accept-encoding")) {
+                return;
+            }
+            rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+        }
+        vary += (vary.empty() ? "" : ", ") + std::string(it->value());
+    }
+    res.set(http::field::vary, vary.empty() ? "Accept-Encoding" : vary + ", Accept-Encoding");
+}
+
+struct body_encoder::state {
+    content_coding coding;
+    z_stream z{};
+    bool z_ready = false;
+    BrotliEncoderState* br = nullptr;
+};
+
+body_encoder::body_encoder(content_coding c, const config::compression& s) : state_(std::make_unique<state>()) {
+    state_->coding = c;
+    if (c == content_coding::gzip) {
+        // windowBits 15 + 16: a gzip header and trailer; memLevel 8 (zlib's default).
+        if (deflateInit2(&state_->z, static_cast<int>(s.gzip_level), Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
+            Z_OK) {
+            throw std::runtime_error("zlib: deflateInit2 failed");
+        }
+        state_->z_ready = true;
+    } else if (c == content_coding::br) {
+        state_->br = BrotliEncoderCreateInstance(nullptr, nullptr, nullptr);
+        if (state_->br == nullptr) {
+            throw std::runtime_error("brotli: no encoder");
+        }
+        BrotliEncoderSetParameter(state_->br, BROTLI_PARAM_QUALITY, s.brotli_quality);
+        BrotliEncoderSetParameter(state_->br, BROTLI_PARAM_LGWIN, 19); // a 512 KiB window, as nginx's module
+        BrotliEncoderSetParameter(state_->br, BROTLI_PARAM_MODE, BROTLI_MODE_TEXT);
+    }
+}
+
+body_encoder::~body_encoder() {
+    if (state_->z_ready) {
+        deflateEnd(&state_->z);
+    }
+    if (state_->br != nullptr) {
+        BrotliEncoderDestroyInstance(state_->br);
+    }
+}
+
+bool body_encoder::encode(std::string_view in, bool last, std::string& out) {
+    constexpr std::size_t step = 16 * 1024;
+    if (state_->coding == content_coding::gzip) {
+        z_stream& z = state_->z;
+        z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+        z.avail_in = static_cast<uInt>(in.size());
+        const int flush = last ? Z_FINISH : Z_SYNC_FLUSH;
+        for (int round = 0; round < 1 << 16; ++round) { // bounded: each round fills `step` or ends
+            const std::size_t at = out.size();
+            out.resize(at + step);
+            z.next_out = reinterpret_cast<Bytef*>(out.data() + at);
+            z.avail_out = static_cast<uInt>(step);
+            const int r = deflate(&z, flush);
+            out.resize(at + step - z.avail_out);
+            if (r == Z_STREAM_ERROR) {
+                return false;
+            }
+            if (last ? r == Z_STREAM_END : (z.avail_out != 0 && z.avail_in == 0)) {
+                return true;
+            }
+        }
+        return false;
+    }
+    if (state_->coding == content_coding::br) {
+        const auto* next_in = reinterpret_cast<const std::uint8_t*>(in.data());
+        std::size_t avail_in = in.size();
+        const auto op = last ? BROTLI_OPERATION_FINISH : BROTLI_OPERATION_FLUSH;
+        for (int round = 0; round < 1 << 16; ++round) {
+            const std::size_t at = out.size();
+            out.resize(at + step);
+            auto* next_out = reinterpret_cast<std::uint8_t*>(out.data() + at);
+            std::size_t avail_out = step;
+            if (BrotliEncoderCompressStream(state_->br, op, &avail_in, &next_in, &avail_out, &next_out, nullptr) ==
+                BROTLI_FALSE) {
+                out.resize(at);
+                return false;
+            }
+            out.resize(at + step - avail_out);
+            const bool done = last ? BrotliEncoderIsFinished(state_->br) == BROTLI_TRUE
+                                   : avail_in == 0 && BrotliEncoderHasMoreOutput(state_->br) == BROTLI_FALSE;
+            if (done) {
+                return true;
+            }
+        }
+        return false;
+    }
+    out.append(in);
+    return true;
+}
+
+} // namespace rampart::gateway
