@@ -27,7 +27,7 @@
 #   --load-cpus LIST     taskset CPU list for load generators and backends
 #                  (default 0; wrk and h2load run one thread per CPU here)
 #   --figures LIST a subset of idle,keep-alive,fixed,resumed,full,mib,static,
-#                  h2,h2-idle (development; the targets table needs them all)
+#                  gzip,h2,h2-idle (development; the targets table needs them all)
 #
 # On a larger machine, e.g. 16 cores:
 #   ./bench/run.sh --workers 4 --gateway-cpus 8-11 --load-cpus 0-7
@@ -153,6 +153,12 @@ backend_workers="$(python3 -c 'import sys; print(sum(int(h or l) - int(l) + 1 fo
 if [ "$backend_workers" -gt 1 ]; then master=on; else master=off; fi
 mkdir -p "$tmp/www" "$tmp/backend"
 head -c 1048576 /dev/urandom >"$tmp/www/1m"
+# A 1 MiB HTML page for the compression figure: lines like a catalogue page,
+# so that gzip -6 makes about what it makes of real HTML.
+python3 -c 'import sys
+line = "<li class=\"item\"><a href=\"/item/{0}\">Item {0}</a> <span>{1:.2f} EUR</span> in stock: {2}</li>\n"
+out = "".join(line.format(i, i * 0.37 % 500, i * 7 % 13) for i in range(20000)).encode()[:1048576]
+sys.stdout.buffer.write(out)' >"$tmp/www/text1m"
 cat >"$tmp/backend/nginx.conf" <<EOF
 daemon off;
 master_process $master;
@@ -178,12 +184,14 @@ http {
         root $tmp/www;
         location = / { default_type text/plain; return 200 "hello from app1 - a small response of about one hundred bytes for the bench\n"; }
         location = /1m { default_type application/octet-stream; }
+        location = /text1m { default_type text/html; }
     }
     server {
         listen 127.0.0.1:18082 backlog=4096;
         root $tmp/www;
         location = / { default_type text/plain; return 200 "hello from app2 - a small response of about one hundred bytes for the bench\n"; }
         location = /1m { default_type application/octet-stream; }
+        location = /text1m { default_type text/html; }
     }
 }
 EOF

@@ -211,13 +211,13 @@ body_encoder::~body_encoder() {
     }
 }
 
-bool body_encoder::encode(std::string_view in, bool last, std::string& out) {
+bool body_encoder::encode(std::string_view in, bool last, std::string& out, bool flush_now) {
     constexpr std::size_t step = 16 * 1024;
     if (state_->coding == content_coding::gzip) {
         z_stream& z = state_->z;
         z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
         z.avail_in = static_cast<uInt>(in.size());
-        const int flush = last ? Z_FINISH : Z_SYNC_FLUSH;
+        const int flush = last ? Z_FINISH : flush_now ? Z_SYNC_FLUSH : Z_NO_FLUSH;
         for (int round = 0; round < 1 << 16; ++round) { // bounded: each round fills `step` or ends
             const std::size_t at = out.size();
             out.resize(at + step);
@@ -228,7 +228,8 @@ bool body_encoder::encode(std::string_view in, bool last, std::string& out) {
             if (r == Z_STREAM_ERROR) {
                 return false;
             }
-            if (last ? r == Z_STREAM_END : (z.avail_out != 0 && z.avail_in == 0)) {
+            if (last ? r == Z_STREAM_END
+                     : (z.avail_out != 0 && z.avail_in == 0) || (r == Z_BUF_ERROR && z.avail_in == 0)) {
                 return true;
             }
         }
@@ -237,7 +238,7 @@ bool body_encoder::encode(std::string_view in, bool last, std::string& out) {
     if (state_->coding == content_coding::br) {
         const auto* next_in = reinterpret_cast<const std::uint8_t*>(in.data());
         std::size_t avail_in = in.size();
-        const auto op = last ? BROTLI_OPERATION_FINISH : BROTLI_OPERATION_FLUSH;
+        const auto op = last ? BROTLI_OPERATION_FINISH : flush_now ? BROTLI_OPERATION_FLUSH : BROTLI_OPERATION_PROCESS;
         for (int round = 0; round < 1 << 16; ++round) {
             const std::size_t at = out.size();
             out.resize(at + step);
@@ -249,8 +250,9 @@ bool body_encoder::encode(std::string_view in, bool last, std::string& out) {
                 return false;
             }
             out.resize(at + step - avail_out);
-            const bool done = last ? BrotliEncoderIsFinished(state_->br) == BROTLI_TRUE
-                                   : avail_in == 0 && BrotliEncoderHasMoreOutput(state_->br) == BROTLI_FALSE;
+            const bool done =
+                last ? BrotliEncoderIsFinished(state_->br) == BROTLI_TRUE
+                     : avail_in == 0 && (!flush_now || BrotliEncoderHasMoreOutput(state_->br) == BROTLI_FALSE);
             if (done) {
                 return true;
             }

@@ -40,9 +40,10 @@ void mark_encoded(http::response_header<>& res, content_coding c);
 /// it is there or Vary is `*`.
 void add_vary_accept_encoding(http::response_header<>& res);
 
-/// A streaming encoder: each encode() appends what the input produced and
-/// flushes it (a piece of a streamed response reaches the client at once);
-/// `last` ends the stream.
+/// A streaming encoder: each encode() appends what the input produced;
+/// `flush` makes the encoder give out everything it holds (a piece of a
+/// streamed response then reaches the client at once); `last` ends the
+/// stream.
 class body_encoder {
 public:
     body_encoder(content_coding c, const config::compression& s);
@@ -51,7 +52,7 @@ public:
     body_encoder& operator=(const body_encoder&) = delete;
 
     /// Appends the encoding of `in` to `out`; false on an encoder error.
-    bool encode(std::string_view in, bool last, std::string& out);
+    bool encode(std::string_view in, bool last, std::string& out, bool flush = true);
 
 private:
     struct state;

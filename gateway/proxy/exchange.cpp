@@ -421,7 +421,7 @@ net::awaitable<exchange_end> exchange::relay_response(upstream_pool& pool, retry
             }
             remaining -= n;
             conn_.arm(phase::response_body);
-            ec = co_await emit(res, net::const_buffer(chunk.get(), n), remaining == 0, false);
+            ec = co_await emit(res, net::const_buffer(chunk.get(), n), remaining == 0, false, true);
         }
     } else {
         std::size_t size = relay_chunk;
@@ -520,11 +520,19 @@ void exchange::start_encoding(http::response_header<>& res) {
 // encoder when there is one. Not a conditional expression of two co_awaits:
 // GCC 12 resumes the wrong frame after one (a crash on the first response).
 net::awaitable<error_code> exchange::emit(http::response<http::buffer_body>& res, net::const_buffer piece, bool last,
-                                          bool length_unknown) {
+                                          bool length_unknown, bool bulk) {
     net::const_buffer out = piece;
     if (encoder_) {
         encoded_.clear();
-        if (!encoder_->encode(std::string_view(static_cast<const char*>(piece.data()), piece.size()), last, encoded_)) {
+        // A body of known length relayed directly (a download) is not
+        // flushed piece by piece, as nginx's gzip does not: each flush ends
+        // a deflate block and builds new trees (4 % more CPU per MiB). A
+        // parsed body is: a full relay piece means more is on its way, a
+        // shorter one (the source had no more for now) is flushed so that a
+        // streamed response is not held back.
+        const bool flush = !bulk && piece.size() < relay_chunk;
+        if (!encoder_->encode(std::string_view(static_cast<const char*>(piece.data()), piece.size()), last, encoded_,
+                              flush)) {
             co_return make_error_code(net::error::invalid_argument);
         }
         out = net::buffer(encoded_);

@@ -78,7 +78,7 @@ private:
     net::awaitable<exchange_end> maintenance();
     void start_encoding(http::response_header<>& res);
     net::awaitable<error_code> emit(http::response<http::buffer_body>& res, net::const_buffer piece, bool last,
-                                    bool length_unknown);
+                                    bool length_unknown, bool bulk = false);
     std::optional<std::uint64_t> affinity_key(const http::fields& f, const config::hash_key& k) const;
     static std::string sticky_set_cookie(const config::sticky& st, std::string_view value);
     bool within_rate(std::size_t pool, const config::rate& r);
