@@ -1,5 +1,8 @@
 #include "gateway/proxy/compression.hpp"
 
+#include "gateway/proxy/http_rules.hpp"
+#include "gateway/proxy/static_files.hpp"
+
 #include <brotli/encode.h>
 #include <zlib.h>
 
@@ -11,56 +14,8 @@
 namespace rampart::gateway {
 namespace {
 
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
-        s.remove_prefix(1);
-    }
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
-        s.remove_suffix(1);
-    }
-    return s;
-}
-
-bool iequal(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               return (x >= 'A' && x <= 'Z' ? x + 32 : x) == (y >= 'A' && y <= 'Z' ? y + 32 : y);
-           });
-}
-
-// q-value (RFC 9110 12.4.2): "q=0", "q=0.5", "q=1.000"; 1000ths; -1 when malformed.
-int parse_q(std::string_view params) {
-    int q = 1000;
-    while (!params.empty()) {
-        const auto semi = params.find(';');
-        const std::string_view p = trim(params.substr(0, semi));
-        params = semi == std::string_view::npos ? std::string_view() : params.substr(semi + 1);
-        if (p.size() < 2 || (p[0] != 'q' && p[0] != 'Q') || p[1] != '=') {
-            continue;
-        }
-        const std::string_view v = p.substr(2);
-        if (v.empty() || (v[0] != '0' && v[0] != '1')) {
-            return -1;
-        }
-        int value = (v[0] - '0') * 1000;
-        if (v.size() > 1) {
-            if (v[1] != '.' || v.size() > 5) {
-                return -1;
-            }
-            int scale = 100;
-            for (std::size_t i = 2; i < v.size(); ++i, scale /= 10) {
-                if (v[i] < '0' || v[i] > '9') {
-                    return -1;
-                }
-                value += (v[i] - '0') * scale;
-            }
-        }
-        q = value > 1000 ? -1 : value;
-    }
-    return q;
-}
-
 std::string_view media_type(std::string_view content_type) {
-    return trim(content_type.substr(0, content_type.find(';')));
+    return trim_ows(content_type.substr(0, content_type.find(';')));
 }
 
 } // namespace
@@ -77,38 +32,16 @@ const char* to_string(content_coding c) {
     return "identity";
 }
 
+// The q of each offered coding as the static files' negotiation reads it
+// (encoding_quality: RFC 9110's qvalue grammar, `x-gzip`, `*`).
 content_coding choose_coding(std::string_view accept_encoding, const std::vector<std::string>& offered) {
-    // The q of each offered coding: named, else `*`, else not acceptable.
-    std::vector<int> q(offered.size(), -2); // -2: not named
-    int star = -2;
-    std::string_view rest = accept_encoding;
-    for (int guard = 0; guard < 64 && !rest.empty(); ++guard) {
-        const auto comma = rest.find(',');
-        const std::string_view item = trim(rest.substr(0, comma));
-        rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-        const auto semi = item.find(';');
-        const std::string_view name = trim(item.substr(0, semi));
-        const int value = parse_q(semi == std::string_view::npos ? std::string_view() : item.substr(semi + 1));
-        if (value < 0 || name.empty()) {
-            continue;
-        }
-        if (name == "*") {
-            star = value;
-            continue;
-        }
-        for (std::size_t i = 0; i < offered.size(); ++i) {
-            if (iequal(name, offered[i]) || (offered[i] == "gzip" && iequal(name, "x-gzip"))) {
-                q[i] = std::max(q[i], value);
-            }
-        }
-    }
-    int best_q = 0;
+    unsigned best_q = 0;
     content_coding best = content_coding::identity;
-    for (std::size_t i = 0; i < offered.size(); ++i) {
-        const int v = q[i] == -2 ? star : q[i];
-        if (v > best_q) {
-            best_q = v;
-            best = offered[i] == "br" ? content_coding::br : content_coding::gzip;
+    for (const auto& name : offered) {
+        const unsigned q = encoding_quality(accept_encoding, name);
+        if (q > best_q) {
+            best_q = q;
+            best = name == "br" ? content_coding::br : content_coding::gzip;
         }
     }
     return best;
@@ -118,7 +51,7 @@ bool compressible(const http::response_header<>& res, http::verb method, const c
     if (res.result() != http::status::ok || method == http::verb::head) {
         return false;
     }
-    if (const auto ce = res[http::field::content_encoding]; !ce.empty() && !iequal(trim(ce), "identity")) {
+    if (const auto ce = res[http::field::content_encoding]; !ce.empty() && !iequals(trim_ows(ce), "identity")) {
         return false;
     }
     if (res.find(http::field::content_range) != res.end()) {
@@ -137,7 +70,7 @@ bool compressible(const http::response_header<>& res, http::verb method, const c
         return false;
     }
     const std::string_view type = media_type(res[http::field::content_type]);
-    if (std::none_of(s.types.begin(), s.types.end(), [&](const std::string& t) { return iequal(t, type); })) {
+    if (std::none_of(s.types.begin(), s.types.end(), [&](const std::string& t) { return iequals(t, type); })) {
         return false;
     }
     if (const auto cl = res[http::field::content_length]; !cl.empty()) {
@@ -164,8 +97,8 @@ void add_vary_accept_encoding(http::response_header<>& res) {
         std::string_view rest = it->value();
         while (!rest.empty()) {
             const auto comma = rest.find(',');
-            const std::string_view token = trim(rest.substr(0, comma));
-            if (token == "*" || iequal(token, "accept-encoding")) {
+            const std::string_view token = trim_ows(rest.substr(0, comma));
+            if (token == "*" || iequals(token, "accept-encoding")) {
                 return;
             }
             rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);

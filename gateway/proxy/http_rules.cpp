@@ -604,6 +604,16 @@ std::size_t field_count(const http::fields& f) {
     return static_cast<std::size_t>(std::distance(f.begin(), f.end()));
 }
 
+std::string_view trim_ows(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
+        s.remove_prefix(1);
+    }
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
+        s.remove_suffix(1);
+    }
+    return s;
+}
+
 bool iequals(std::string_view a, std::string_view b) {
     if (a.size() != b.size()) {
         return false;
@@ -716,12 +726,7 @@ template <class Fn> bool for_each_cookie(std::string_view header, Fn&& each) {
         std::string_view pair = header.substr(0, semi);
         header = semi == std::string_view::npos ? std::string_view() : header.substr(semi + 1);
         const std::string_view whole = pair;
-        while (!pair.empty() && (pair.front() == ' ' || pair.front() == '\t')) {
-            pair.remove_prefix(1);
-        }
-        while (!pair.empty() && (pair.back() == ' ' || pair.back() == '\t')) {
-            pair.remove_suffix(1);
-        }
+        pair = trim_ows(pair);
         const auto eq = pair.find('=');
         if (eq != std::string_view::npos && each(pair.substr(0, eq), pair.substr(eq + 1), whole)) {
             return true;

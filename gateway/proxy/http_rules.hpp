@@ -133,6 +133,9 @@ std::size_t field_count(const http::fields& f);
 /// Boost 1.81 reads one byte past the end of its arguments when they differ
 /// only in case (AddressSanitizer reports it).
 bool iequals(std::string_view a, std::string_view b);
+
+/// `s` without leading and trailing spaces and tabs (RFC 9110's OWS).
+std::string_view trim_ows(std::string_view s);
 // ---- request ids
 
 /// True for a request id worth keeping from a client: 1 to 128 characters of
