@@ -253,6 +253,9 @@ std::optional<route> checker::check_route(const field& f, const std::vector<std:
     if (const auto c = m->get("compress")) {
         if (redirect) {
             fail(*c, "a redirect route has no body to compress");
+        } else if (files) {
+            fail(*c, "a static route serves its precompressed .br and .gz files (static.precompressed); compress "
+                     "applies to pool routes");
         } else if (const auto on = boolean(*c)) {
             r.compress = *on;
         }

@@ -105,7 +105,7 @@
 //         allow                 list of CIDR                   any; only clients in these networks (else 403)
 //         deny                  list of CIDR                   none; clients refused (403), checked before allow;
 //                                                              the client is the one after trusted_proxies
-//         compress              bool                           gateway.compression.enabled (pool and static routes)
+//         compress              bool                           gateway.compression.enabled (pool routes)
 //         basic_auth            map { realm, users }           none; HTTP Basic authentication (RFC 7617)
 //           realm               printable ASCII, no '"' '\\'   required; shown by the browser's prompt
 //           users               htpasswd file: name:hash       required; bcrypt ($2y$, $2b$) or yescrypt ($y$)

@@ -226,4 +226,14 @@ void check_fits(const config::snapshot& s) {
     }
 }
 
+std::uint64_t route_name_key(std::string_view name) {
+    // FNV-1a: the same in the master and every worker of every generation.
+    std::uint64_t h = 0xcbf29ce484222325ULL;
+    for (const char c : name) {
+        h ^= static_cast<unsigned char>(c);
+        h *= 0x100000001b3ULL;
+    }
+    return h | 1; // never 0
+}
+
 } // namespace rampart::gateway

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <iterator>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace rampart::gateway {
@@ -123,8 +124,11 @@ struct slot_name {
     char text[64] = {};
 };
 
-/// Routes the maintenance API can address: the first this many.
-constexpr std::size_t max_maintenance_routes = 256;
+/// Routes that can be in maintenance at once.
+constexpr std::size_t max_maintenance_routes = 64;
+
+/// A route name's key in the maintenance list (never 0: 0 is "no name").
+std::uint64_t route_name_key(std::string_view name);
 
 struct shared_block {
     server_health servers[max_servers]; ///< indexed like snapshot::servers
@@ -142,18 +146,28 @@ struct shared_block {
     std::atomic<std::uint64_t> client_table_full{0};   ///< lookups that found no slot
     std::atomic<std::uint32_t> access_log_mid_line{0}; ///< the access log file ends inside a line (access_log.hpp)
     /// Maintenance (POST /api/maintenance, the master writes, workers read
-    /// per request): the whole site, routes by their index in the running
-    /// configuration (bit i of word i / 64), and the Retry-After to send.
+    /// per request): the whole site, the routes by their name's key (the
+    /// first maintenance_route_count entries), and the Retry-After to send.
     std::atomic<std::uint32_t> maintenance_site{0};
-    std::atomic<std::uint64_t> maintenance_routes[max_maintenance_routes / 64]{};
+    std::atomic<std::uint32_t> maintenance_route_count{0};
+    std::atomic<std::uint64_t> maintenance_routes[max_maintenance_routes]{};
     std::atomic<std::uint32_t> maintenance_retry_after{0};
     client_slot clients[client_slots];
 };
 
-/// Whether route `index` (or, with no index, the site) is in maintenance.
-inline bool in_maintenance(const shared_block& b, std::size_t route_index) {
-    return route_index < max_maintenance_routes &&
-           (b.maintenance_routes[route_index / 64].load(std::memory_order_relaxed) >> (route_index % 64) & 1U) != 0;
+/// Whether the route whose name has `key` (route_name_key; 0: an unnamed
+/// route) is in maintenance. One load when none is.
+inline bool in_maintenance(const shared_block& b, std::uint64_t key) {
+    const std::uint32_t n = b.maintenance_route_count.load(std::memory_order_acquire);
+    if (n == 0 || key == 0) {
+        return false;
+    }
+    for (std::uint32_t i = 0; i < n && i < max_maintenance_routes; ++i) {
+        if (b.maintenance_routes[i].load(std::memory_order_relaxed) == key) {
+            return true;
+        }
+    }
+    return false;
 }
 
 /// Where a configuration's servers and pools live in the shared block. Slots

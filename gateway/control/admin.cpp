@@ -123,25 +123,24 @@ void refresh_status(admin_state& state) {
 
 void publish_maintenance(admin_state& a) {
     auto& m = a.maintenance;
-    std::uint64_t bits[max_maintenance_routes / 64] = {};
     std::vector<std::string> kept;
     for (const auto& name : m.routes) {
         const auto& routes = a.cfg->gw.routes;
-        const auto it =
-            std::find_if(routes.begin(), routes.end(), [&](const config::route& r) { return r.name == name; });
-        const auto index = static_cast<std::size_t>(it - routes.begin());
-        if (it == routes.end() || index >= max_maintenance_routes) {
+        if (std::none_of(routes.begin(), routes.end(), [&](const config::route& r) { return r.name == name; })) {
             log(log_level::warn, "maintenance: the configuration has no route named " + name + " any more");
             continue;
         }
-        bits[index / 64] |= std::uint64_t{1} << (index % 64);
         kept.push_back(name);
     }
     m.routes = std::move(kept);
+    // By the route's name (its key), not its place: workers of the previous
+    // configuration, still draining, read the same list right.
     a.shared.maintenance_retry_after.store(m.retry_after, std::memory_order_relaxed);
-    for (std::size_t w = 0; w < max_maintenance_routes / 64; ++w) {
-        a.shared.maintenance_routes[w].store(bits[w], std::memory_order_relaxed);
+    for (std::size_t i = 0; i < m.routes.size() && i < max_maintenance_routes; ++i) {
+        a.shared.maintenance_routes[i].store(route_name_key(m.routes[i]), std::memory_order_relaxed);
     }
+    a.shared.maintenance_route_count.store(
+        static_cast<std::uint32_t>(std::min(m.routes.size(), max_maintenance_routes)), std::memory_order_release);
     a.shared.maintenance_site.store(m.site ? 1 : 0, std::memory_order_release);
     std::string text = m.site ? "site" : "off";
     if (!m.site && !m.routes.empty()) {
@@ -225,13 +224,14 @@ http::response<http::string_body> api(const http::request<http::empty_body>& req
         }
         const bool on = action == "on";
         const std::string route(query_value(query, "route"));
+        std::optional<unsigned> retry_after;
         if (const std::string_view retry = query_value(query, "retry_after"); !retry.empty()) {
             unsigned seconds = 0;
             const auto [end, ec] = std::from_chars(retry.data(), retry.data() + retry.size(), seconds);
             if (ec != std::errc{} || end != retry.data() + retry.size() || seconds > 86400) {
                 return json(http::status::bad_request, "{\"error\":\"retry_after is 0 to 86400 seconds\"}\n");
             }
-            a.maintenance.retry_after = seconds;
+            retry_after = seconds;
         }
         auto& m = a.maintenance;
         if (route.empty()) {
@@ -250,11 +250,18 @@ http::response<http::string_body> api(const http::request<http::empty_body>& req
                 return json(http::status::bad_request,
                             "{\"error\":\"only the first 256 routes can be put in maintenance\"}\n");
             }
+            if (m.routes.size() >= max_maintenance_routes && on &&
+                std::find(m.routes.begin(), m.routes.end(), route) == m.routes.end()) {
+                return json(http::status::bad_request, "{\"error\":\"at most 64 routes in maintenance at once\"}\n");
+            }
             std::erase(m.routes, route);
             if (on) {
                 m.routes.push_back(route);
                 std::sort(m.routes.begin(), m.routes.end());
             }
+        }
+        if (retry_after) {
+            m.retry_after = *retry_after; // only once the request is known to be good
         }
         publish_maintenance(a);
         log(log_level::info, "admin: maintenance " + std::string(on ? "on" : "off") +

@@ -464,7 +464,9 @@ struct access_log::ring {
             ssize_t w = -1;
             bool reconnected = false;
             for (int attempt = 0; attempt < 8; ++attempt) { // bounded: EINTR, one reconnection
-                w = ::sendmsg(fd, &message, MSG_NOSIGNAL);
+                // Never waits: a syslog daemon that stopped reading costs
+                // lines (counted), not a worker that cannot finish its drain.
+                w = ::sendmsg(fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
                 if (w >= 0) {
                     break;
                 }

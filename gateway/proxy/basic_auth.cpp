@@ -229,6 +229,8 @@ void credential_checker::run() {
                 return;
             }
             j = std::move(jobs_.front());
+            // A short password lives inside the string: the move copied it.
+            OPENSSL_cleanse(jobs_.front().password.data(), jobs_.front().password.size());
             jobs_.pop_front();
         }
         const bool ok = config::verify_password_hash(j.password, j.hash);

@@ -62,6 +62,7 @@ struct route_guard {
     network_set deny;
     const config::basic_auth* auth = nullptr;                ///< null: no authentication
     std::vector<std::array<unsigned char, 32>> name_digests; ///< SHA-256 of each user's name
+    std::uint64_t name_key = 0; ///< route_name_key of the route's name; 0 without one (maintenance)
 
     /// deny, then allow (empty: anyone)
     bool admits(const client_address& a) const;

@@ -48,7 +48,7 @@ content_coding choose_coding(std::string_view accept_encoding, const std::vector
 }
 
 bool compressible(const http::response_header<>& res, http::verb method, const config::compression& s) {
-    if (res.result() != http::status::ok || method == http::verb::head) {
+    if (res.result() != http::status::ok || (method != http::verb::get && method != http::verb::head)) {
         return false;
     }
     if (const auto ce = res[http::field::content_encoding]; !ce.empty() && !iequals(trim_ows(ce), "identity")) {

@@ -25,7 +25,9 @@ const char* to_string(content_coding c);
 content_coding choose_coding(std::string_view accept_encoding, const std::vector<std::string>& offered);
 
 /// Whether `res` (the app server's answer to a request of `method`) may be
-/// compressed under `s`, whatever the client accepts: a 200 with a body,
+/// compressed under `s`, whatever the client accepts: a 200 to a GET (or,
+/// for its head fields, a HEAD; a POST's answer may echo its form beside a
+/// secret),
 /// not already encoded, not a range, no `Cache-Control: no-transform`, a
 /// listed type, at least min_size when its length is known, and no
 /// Set-Cookie unless s.with_cookies (BREACH).

@@ -12,6 +12,7 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 
+#include <openssl/crypto.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -173,7 +174,8 @@ net::awaitable<exchange_end> exchange::serve() {
         if (route_ == nullptr) {
             co_return co_await reply(http::status::not_found, false);
         }
-        if (in_maintenance(w_.shared, static_cast<std::size_t>(route_ - w_.cfg->gw.routes.data()))) {
+        if (in_maintenance(w_.shared,
+                           w_.route_guards[static_cast<std::size_t>(route_ - w_.cfg->gw.routes.data())].name_key)) {
             co_return co_await maintenance();
         }
         if (!route_->access.empty()) {
@@ -384,11 +386,11 @@ net::awaitable<exchange_end> exchange::relay_response(upstream_pool& pool, retry
     if (route_ != nullptr) {
         apply_header_rules(res.base(), route_->response_headers);
     }
+    start_encoding(res.base()); // before the gateway's own cookie, which holds no secret of the app's
     if (!sticky_cookie_.empty()) {
         res.insert(http::field::set_cookie, sticky_cookie_); // beside the app's own cookies
     }
     res.set("X-Request-Id", request_id_);
-    start_encoding(res.base());
 
     bool read_failed = false;
     error_code ec;
@@ -512,6 +514,9 @@ void exchange::start_encoding(http::response_header<>& res) {
         return;
     }
     mark_encoded(res, coding);
+    if (head_request_) {
+        return; // the head a GET would get, and no body to encode
+    }
     encoder_.emplace(coding, cs);
     w_.counters.compressed_responses.fetch_add(1, std::memory_order_relaxed);
 }
@@ -733,7 +738,12 @@ net::awaitable<std::optional<exchange_end>> exchange::check_access(http::fields&
     const std::size_t index = static_cast<std::size_t>(route_ - w_.cfg->gw.routes.data());
     const route_guard& guard = w_.route_guards[index];
     const client_address& who = forwarded_ ? *forwarded_ : conn_.admitted().address;
-    if (!guard.admits(who)) {
+    // Behind a trusted proxy whose X-Forwarded-For names no client the
+    // gateway can believe (an address with a port, a chain of trusted
+    // proxies only), the proxy's own address would be judged: refuse.
+    const bool unknown_behind_proxy =
+        !forwarded_ && f.count("X-Forwarded-For") != 0 && w_.trusted_proxies.contains(conn_.admitted().address);
+    if (unknown_behind_proxy || !guard.admits(who)) {
         w_.counters.access_denied.fetch_add(1, std::memory_order_relaxed);
         log_refused(client_->address, http::status::forbidden, "client address not allowed on this route");
         co_return co_await reply(http::status::forbidden, false);
@@ -742,14 +752,19 @@ net::awaitable<std::optional<exchange_end>> exchange::check_access(http::fields&
         co_return std::nullopt;
     }
     const auto given = f.find(http::field::authorization);
-    const auto credentials = given == f.end() ? std::nullopt : parse_basic_authorization(given->value());
+    auto credentials = given == f.end() ? std::nullopt : parse_basic_authorization(given->value());
     credential_checker::verdict v = credential_checker::verdict::wrong;
     if (credentials) {
         v = co_await w_.credentials.check(guard, index, *credentials);
+        OPENSSL_cleanse(credentials->password.data(), credentials->password.size());
     }
     if (v == credential_checker::verdict::ok) {
         w_.counters.auth_results[0].fetch_add(1, std::memory_order_relaxed);
         auth_user_ = credentials->user;
+        // The header's bytes are wiped before the field goes: the app
+        // server never gets them, and they do not linger in freed memory.
+        const std::string_view raw = given->value();
+        OPENSSL_cleanse(const_cast<char*>(raw.data()), raw.size());
         f.erase(http::field::authorization);
         co_return std::nullopt;
     }

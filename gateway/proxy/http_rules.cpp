@@ -718,17 +718,21 @@ std::string pick_request_id(const http::fields& f, request_id_source& ids) {
 
 namespace {
 
-// Calls `each(name, value, whole)` for every cookie of a Cookie value; stops
-// when it returns true.
+// Calls `each(name, value, whole)` for every cookie of a Cookie value (name
+// and value empty for a pair without '='); stops when it returns true.
 template <class Fn> bool for_each_cookie(std::string_view header, Fn&& each) {
     while (!header.empty()) {
         const auto semi = header.find(';');
         std::string_view pair = header.substr(0, semi);
         header = semi == std::string_view::npos ? std::string_view() : header.substr(semi + 1);
-        const std::string_view whole = pair;
         pair = trim_ows(pair);
+        if (pair.empty()) {
+            continue;
+        }
         const auto eq = pair.find('=');
-        if (eq != std::string_view::npos && each(pair.substr(0, eq), pair.substr(eq + 1), whole)) {
+        const std::string_view name = eq == std::string_view::npos ? std::string_view() : pair.substr(0, eq);
+        const std::string_view value = eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+        if (each(name, value, pair)) {
             return true;
         }
     }
@@ -741,7 +745,7 @@ std::optional<std::string_view> find_cookie(const http::fields& f, std::string_v
     std::optional<std::string_view> found;
     for (auto it = f.find(http::field::cookie); it != f.end() && it->name() == http::field::cookie; ++it) {
         if (for_each_cookie(it->value(), [&](std::string_view k, std::string_view v, std::string_view) {
-                if (k == name) {
+                if (!k.empty() && k == name) {
                     found = v;
                     return true;
                 }
@@ -758,14 +762,12 @@ bool remove_cookie(http::fields& f, std::string_view name) {
     std::vector<std::string> kept_fields;
     for (auto it = f.find(http::field::cookie); it != f.end() && it->name() == http::field::cookie; ++it) {
         std::string kept;
-        for_each_cookie(it->value(), [&](std::string_view k, std::string_view v, std::string_view) {
-            if (k == name) {
+        for_each_cookie(it->value(), [&](std::string_view k, std::string_view, std::string_view whole) {
+            if (!k.empty() && k == name) {
                 removed = true;
             } else {
                 kept += kept.empty() ? "" : "; ";
-                kept.append(k);
-                kept += '=';
-                kept.append(v);
+                kept.append(whole); // as the client wrote it, a pair without '=' too
             }
             return false;
         });

@@ -39,7 +39,7 @@ worker_context::worker_context(net::io_context& io_, config::snapshot_ptr cfg_, 
                                const slot_map& slots, unsigned counter_slot)
     : io(io_), cfg(std::move(cfg_)), tls_context(tls_ctx), shared(shared_), counters(shared_.workers[counter_slot]),
       upstreams(cfg->servers.size(), cfg->gw.limits_settings.upstream_idle_per_server, upstream_idle_time),
-      routes(cfg->gw), credentials(io_), trusted_proxies(cfg->gw.trusted_proxies), request_ids(random_seed()) {
+      routes(cfg->gw), trusted_proxies(cfg->gw.trusted_proxies), request_ids(random_seed()), credentials(io_) {
     for (std::size_t si : slots.servers) {
         server_states.push_back(&shared.servers[si]);
     }
@@ -74,6 +74,7 @@ worker_context::worker_context(net::io_context& io_, config::snapshot_ptr cfg_, 
         }
         static_roots.push_back(std::move(root));
         route_guards.emplace_back(r.access);
+        route_guards.back().name_key = r.name.empty() ? 0 : route_name_key(r.name);
     }
     if (cfg->gw.hsts_settings.enabled) {
         hsts_value = cfg->gw.hsts_settings.header_value();

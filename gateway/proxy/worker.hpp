@@ -64,7 +64,6 @@ struct worker_context {
     std::vector<std::unique_ptr<static_root>> static_roots;
     /// Per route of cfg: its allow, deny and basic_auth, prepared once.
     std::vector<route_guard> route_guards;
-    credential_checker credentials; ///< basic_auth's hashing thread (started on first use)
     /// gateway.error_pages by status (null: the plain-text body).
     const config::error_page* error_page_for(unsigned status) const {
         for (const auto& p : cfg->gw.error_pages) {
@@ -81,6 +80,10 @@ struct worker_context {
     std::unordered_set<connection_base*> connections;
     access_log* requests_log = nullptr; ///< null when the access log is off
     request_id_source request_ids;      ///< X-Request-Id for requests without one
+    /// basic_auth's hashing thread (started on first use). Declared last,
+    /// destroyed first: the thread is joined, and requests waiting on it are
+    /// let go, while everything they refer to is still there.
+    credential_checker credentials;
 };
 
 class worker {

@@ -4,7 +4,8 @@ One gateway behind a trusted proxy (127.0.0.1 in gateway.trusted_proxies), so th
 can come from another client through X-Forwarded-For, with three routes:
 
 - /net/ allows 198.51.100.0/24 but denies 198.51.100.66: a client of the network is served, the
-  denied one and one outside get 403, and neither request reaches the app server;
+  denied one and one outside get 403, and neither request reaches the app server; nor does one
+  whose X-Forwarded-For names no client the gateway can believe;
 - /admin asks for a users file written by `rampart passwd` (alice with yescrypt, bob with
   bcrypt): no credentials get 401 with the RFC 7617 challenge, right ones pass over HTTP/1.1 and
   h2 with the Authorization header taken out before the app server and the user in the access
@@ -103,7 +104,11 @@ def test_allow_and_deny_lists(guarded, app1):
         r = get(gw, marker, client)
         h.check(r.status == 403, f"{client}: {r.status}")
         h.check(not reached(app1, marker), f"{client}'s refused request reached the app server")
-    h.check(h.metrics(gw).get("rampart_access_denied_total", 0) - before == 2, "403s not counted")
+    # From the trusted proxy, an X-Forwarded-For that names no client to believe (an address with
+    # a port): the proxy's own address is not judged instead: 403.
+    r = get(gw, "/net/port", "198.51.100.7:5678")
+    h.check(r.status == 403 and not reached(app1, "/net/port"), f"an unreadable X-Forwarded-For: {r.status}")
+    h.check(h.metrics(gw).get("rampart_access_denied_total", 0) - before == 3, "403s not counted")
 
 
 def test_basic_auth_challenge_and_users(guarded, app1):
