@@ -8,8 +8,8 @@ packages=(
   libssl-dev libboost1.81-dev libyaml-cpp-dev catch2 libnftnl-dev libmnl-dev libseccomp-dev libnghttp2-dev
   # basic_auth's bcrypt and yescrypt hashes (libxcrypt)
   libcrypt-dev
-  # response compression: gzip and brotli
-  zlib1g-dev libbrotli-dev
+  # response compression: gzip and brotli (the brotli command decodes in test_compression.py)
+  zlib1g-dev libbrotli-dev brotli
   # the gateway's malloc (cmd/CMakeLists.txt says why)
   libtcmalloc-minimal4
   openssl curl python3 procps iproute2 ca-certificates nftables keepalived
