@@ -20,9 +20,17 @@ using namespace rampart::config::test;
 
 namespace {
 
-// Hashes made once by libcrypt (rampart passwd), for the password "secret".
-const std::string yescrypt_hash = cfg::make_password_hash("secret");
-const std::string bcrypt_hash = cfg::make_password_hash("secret", true);
+// Hashes made by libcrypt (as rampart passwd makes them) for the password
+// "secret", on first use: ctest starts this binary once per test case, and
+// bcrypt's cost 12 takes a fifth of a second.
+const std::string& yescrypt_hash_of_secret() {
+    static const std::string h = cfg::make_password_hash("secret");
+    return h;
+}
+const std::string& bcrypt_hash_of_secret() {
+    static const std::string h = cfg::make_password_hash("secret", true);
+    return h;
+}
 
 std::string first_error(const std::string& text) {
     const auto parsed = cfg::parse_htpasswd(text);
@@ -55,24 +63,25 @@ std::string with_route(const std::string& route) {
 } // namespace
 
 TEST_CASE("libcrypt's hashes verify, and only with their password", "[unit][config]") {
-    CHECK(yescrypt_hash.starts_with("$y$"));
-    CHECK(bcrypt_hash.starts_with("$2b$12$"));
-    CHECK(cfg::verify_password_hash("secret", yescrypt_hash));
-    CHECK(cfg::verify_password_hash("secret", bcrypt_hash));
-    CHECK_FALSE(cfg::verify_password_hash("Secret", yescrypt_hash));
-    CHECK_FALSE(cfg::verify_password_hash("secret ", bcrypt_hash));
-    CHECK(cfg::make_password_hash("secret") != yescrypt_hash); // a fresh salt each time
+    CHECK(yescrypt_hash_of_secret().starts_with("$y$"));
+    CHECK(bcrypt_hash_of_secret().starts_with("$2b$12$"));
+    CHECK(cfg::verify_password_hash("secret", yescrypt_hash_of_secret()));
+    CHECK(cfg::verify_password_hash("secret", bcrypt_hash_of_secret()));
+    CHECK_FALSE(cfg::verify_password_hash("Secret", yescrypt_hash_of_secret()));
+    CHECK_FALSE(cfg::verify_password_hash("secret ", bcrypt_hash_of_secret()));
+    CHECK(cfg::make_password_hash("secret") != yescrypt_hash_of_secret()); // a fresh salt each time
 }
 
 TEST_CASE("a users file is name:hash lines of bcrypt or yescrypt", "[unit][config]") {
-    const auto parsed = cfg::parse_htpasswd("# admins\n\nalice:" + yescrypt_hash + "\r\nbob:" + bcrypt_hash + "\n");
+    const auto parsed = cfg::parse_htpasswd("# admins\n\nalice:" + yescrypt_hash_of_secret() +
+                                            "\r\nbob:" + bcrypt_hash_of_secret() + "\n");
     REQUIRE(std::holds_alternative<std::vector<cfg::auth_user>>(parsed));
     const auto& users = std::get<std::vector<cfg::auth_user>>(parsed);
     REQUIRE(users.size() == 2);
     CHECK(users[0].name == "alice");
-    CHECK(users[0].hash == yescrypt_hash);
+    CHECK(users[0].hash == yescrypt_hash_of_secret());
     CHECK(users[1].name == "bob");
-    CHECK(users[1].hash == bcrypt_hash);
+    CHECK(users[1].hash == bcrypt_hash_of_secret());
 }
 
 TEST_CASE("weak, foreign and malformed hashes are refused by name", "[unit][config]") {
@@ -83,26 +92,29 @@ TEST_CASE("weak, foreign and malformed hashes are refused by name", "[unit][conf
     CHECK_THAT(first_error("carol:$6$salt$abc\n"), StartsWith("1:7: user carol: SHA-crypt hashes are not accepted"));
     CHECK_THAT(first_error("carol:secret\n"),
                StartsWith("1:7: user carol: expected a bcrypt ($2y$, $2b$) or yescrypt"));
-    CHECK_THAT(first_error("carol:$2a$10$" + bcrypt_hash.substr(7) + "\n"),
+    CHECK_THAT(first_error("carol:$2a$10$" + bcrypt_hash_of_secret().substr(7) + "\n"),
                StartsWith("1:7: user carol: old bcrypt variants"));
-    CHECK_THAT(first_error("carol:" + bcrypt_hash.substr(0, 59) + "\n"),
+    CHECK_THAT(first_error("carol:" + bcrypt_hash_of_secret().substr(0, 59) + "\n"),
                StartsWith("1:7: user carol: a bcrypt hash is $2y$"));
-    CHECK_THAT(first_error("carol:$2b$03$" + bcrypt_hash.substr(7) + "\n"),
+    CHECK_THAT(first_error("carol:$2b$03$" + bcrypt_hash_of_secret().substr(7) + "\n"),
                StartsWith("1:7: user carol: a bcrypt hash is $2y$"));
     CHECK_THAT(first_error("carol:$y$j9T$onlysalt\n"), StartsWith("1:7: user carol: a yescrypt hash is $y$"));
 }
 
 TEST_CASE("users file lines: names, colons, duplicates, emptiness", "[unit][config]") {
-    CHECK(first_error("alice " + yescrypt_hash + "\n") == "1:1: expected name:hash");
-    CHECK(first_error(":" + yescrypt_hash + "\n") == "1:1: expected a user name of 1 to 255 characters before ':'");
-    CHECK(first_error("al ice:" + yescrypt_hash + "\n") == "1:3: a user name is printable ASCII without spaces");
-    CHECK(first_error("alice:" + yescrypt_hash + "\nalice:" + bcrypt_hash + "\n") == "2:1: user alice appears twice");
+    CHECK(first_error("alice " + yescrypt_hash_of_secret() + "\n") == "1:1: expected name:hash");
+    CHECK(first_error(":" + yescrypt_hash_of_secret() + "\n") ==
+          "1:1: expected a user name of 1 to 255 characters before ':'");
+    CHECK(first_error("al ice:" + yescrypt_hash_of_secret() + "\n") ==
+          "1:3: a user name is printable ASCII without spaces");
+    CHECK(first_error("alice:" + yescrypt_hash_of_secret() + "\nalice:" + bcrypt_hash_of_secret() + "\n") ==
+          "2:1: user alice appears twice");
     CHECK(first_error("# nobody yet\n") == "1:1: no user in the file");
     CHECK(first_error("") == "1:1: no user in the file");
 }
 
 TEST_CASE("routes take allow, deny and basic_auth", "[unit][config]") {
-    const users_file users("alice:" + yescrypt_hash + "\n");
+    const users_file users("alice:" + yescrypt_hash_of_secret() + "\n");
     const auto s = load_ok(with_route("{ path: /admin, pool: app, allow: [192.0.2.0/24, 2001:db8::/32], deny: "
                                       "[192.0.2.66], basic_auth: { realm: \"Site admin\", users: " +
                                       users.path.string() + " } }"));
@@ -115,14 +127,14 @@ TEST_CASE("routes take allow, deny and basic_auth", "[unit][config]") {
     CHECK(a.auth->realm == "Site admin");
     CHECK(a.auth->users_file == users.path.string());
     REQUIRE(a.auth->users.size() == 1);
-    CHECK(a.auth->users[0].hash == yescrypt_hash);
+    CHECK(a.auth->users[0].hash == yescrypt_hash_of_secret());
     CHECK_THAT(cfg::summary(*s), Contains("deny 192.0.2.66/32, allow 192.0.2.0/24,2001:db8::/32, basic auth \"Site "
                                           "admin\" (1 users from " +
                                           users.path.string() + ")"));
 }
 
 TEST_CASE("basic_auth errors name the route's line or the users file's", "[unit][config]") {
-    const users_file good("alice:" + yescrypt_hash + "\n");
+    const users_file good("alice:" + yescrypt_hash_of_secret() + "\n");
     SECTION("no realm") {
         CHECK(only_error(with_route("{ path: /, pool: app, basic_auth: { users: " + good.path.string() + " } }")) ==
               "config.yaml:8:41: gateway.routes[0].basic_auth: missing required key 'realm' (a realm like "
@@ -134,14 +146,14 @@ TEST_CASE("basic_auth errors name the route's line or the users file's", "[unit]
                    StartsWith("config.yaml:8:50: gateway.routes[0].basic_auth.realm: expected a realm of 1 to 100"));
     }
     SECTION("a users file others can read") {
-        const users_file open("alice:" + yescrypt_hash + "\n", 0644);
+        const users_file open("alice:" + yescrypt_hash_of_secret() + "\n", 0644);
         CHECK(only_error(
                   with_route("{ path: /, pool: app, basic_auth: { realm: x, users: " + open.path.string() + " } }")) ==
               "config.yaml:8:60: gateway.routes[0].basic_auth.users: the users file " + open.path.string() +
                   " is readable by others or writable by group or others; run: chmod 640 " + open.path.string());
     }
     SECTION("a weak hash: the users file's line and column") {
-        const users_file weak("alice:" + yescrypt_hash + "\ncarol:$apr1$abcdefgh$0123456789abcdefghijkl\n");
+        const users_file weak("alice:" + yescrypt_hash_of_secret() + "\ncarol:$apr1$abcdefgh$0123456789abcdefghijkl\n");
         CHECK_THAT(only_error(with_route("{ path: /, pool: app, basic_auth: { realm: x, users: " + weak.path.string() +
                                          " } }")),
                    StartsWith(weak.path.string() + ":2:7: user carol: MD5 hashes are not accepted"));

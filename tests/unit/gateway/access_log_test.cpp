@@ -373,13 +373,16 @@ TEST_CASE("the combined format is Apache's and nginx's, in UTC", "[unit][gateway
 TEST_CASE("combined lines escape what would break a log parser", "[unit][gateway][access_log]") {
     access_record r = sample();
     r.path = "/a\"b\\c\x01\x7f\xc3\xa9";
-    r.user_agent = std::string("x\" \"y\r\nz");
+    r.user_agent = "x\" \"y\r\nz";
     const std::string line = combined_of(r);
     CHECK(line == "192.0.2.7 - - [01/May/2024:12:34:56 +0000] \"GET /a\\x22b\\x5Cc\\x01\\x7F\\xC3\\xA9 HTTP/2.0\" 200 "
                   "1234 \"-\" \"x\\x22 \\x22y\\x0D\\x0Az\"\n");
-    r.path = std::string(10000, '"');
-    r.referer = std::string(10000, 'r');
-    r.user_agent = std::string(10000, 'a');
+    const std::string quotes(10000, '"'); // the record's views point here
+    const std::string long_referer(10000, 'r');
+    const std::string long_agent(10000, 'a');
+    r.path = quotes;
+    r.referer = long_referer;
+    r.user_agent = long_agent;
     const std::string longest = combined_of(r);
     CHECK(longest.size() < access_line_max - 400); // room for a syslog header
     CHECK(std::count(longest.begin(), longest.end(), '\n') == 1);
