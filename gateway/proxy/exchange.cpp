@@ -448,7 +448,10 @@ net::awaitable<exchange_end> exchange::relay_response(upstream_pool& pool, retry
                 body.data = chunk.get();
                 body.size = size;
                 conn_.arm(phase::response_body);
-                auto [rec, got] = co_await http::async_read(up_->socket, up_->buffer, *rp_, use_tuple);
+                // read_some, not read: a piece goes on as soon as it arrived,
+                // so a page the app sends slowly (or events) is not held
+                // until 64 KiB have gathered.
+                auto [rec, got] = co_await http::async_read_some(up_->socket, up_->buffer, *rp_, use_tuple);
                 if (rec && rec != http::error::need_buffer) {
                     ec = rec;
                     read_failed = true;
@@ -457,6 +460,9 @@ net::awaitable<exchange_end> exchange::relay_response(upstream_pool& pool, retry
                 n = size - body.size;
             }
             last = rp_->is_done();
+            if (n == 0 && !last && down_.head_written()) {
+                continue; // only chunk framing arrived: nothing to pass on yet
+            }
             conn_.arm(phase::response_body);
             ec = co_await emit(res, net::const_buffer(chunk.get(), n), last, length_unknown);
         } while (!ec && !last);

@@ -16,6 +16,7 @@ A gateway with `compression: on` (gzip level 6, brotli quality 4) and a route th
 
 import gzip
 import subprocess
+import time
 import zlib
 
 import harness as h
@@ -123,3 +124,29 @@ def test_metrics_count_bytes(gw):
     h.check(grown_in == 64000 and 0 < grown_out < 64000 // 5, f"in {grown_in}, out {grown_out}")
     h.check(after["rampart_compressed_responses_total"] - before["rampart_compressed_responses_total"] == 1,
             "the response not counted")
+
+
+def test_a_slow_stream_is_not_held_back(gw):
+    """A chunked page whose second piece comes 3 s after the first: the client decodes the first
+    piece's bytes before the second was even sent (the encoder flushes a short piece)."""
+    conn = h.https_connection(gw, timeout=30)
+    try:
+        start = time.monotonic()
+        conn.request("GET", "/text?bytes=32768&chunked=1&gap_ms=3000", headers={"Accept-Encoding": "gzip"})
+        r = conn.getresponse()
+        h.check(r.status == 200 and r.getheader("Content-Encoding") == "gzip", f"{r.status} {r.getheaders()}")
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        first = b""
+        for _ in range(1000):  # bounded: each read returns what one chunk brought
+            first += d.decompress(r.read1(65536))
+            if first:
+                break
+        got_first = time.monotonic() - start
+        rest = r.read()
+        whole = first + d.decompress(rest) + d.flush()
+        h.check(whole == expected(32768), f"decoded {len(whole)} bytes")
+        # The second piece leaves the app server 3 s after the first: the first piece's text
+        # must have been decoded before then (a generous margin for a busy machine).
+        h.check(len(first) >= 16384 and got_first < 2.9, f"{len(first)} bytes after {got_first:.2f}s")
+    finally:
+        conn.close()

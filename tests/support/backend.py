@@ -238,7 +238,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _text(self, query: dict) -> None:
         """/text?bytes=N: N bytes of text that compresses like a web page (lines of words and
         numbers); type=, chunked=1, cookie=1 (a Set-Cookie), cache=VALUE (Cache-Control),
-        encoding=VALUE (a Content-Encoding the body does not have), etag=1 (a strong ETag)."""
+        encoding=VALUE (a Content-Encoding the body does not have), etag=1 (a strong ETag),
+        gap_ms=N (a pause before each 16 KiB piece after the first, at most 5 s)."""
         n = max(_int_arg(query, "bytes", 0), 0)
         line = b"<li class=\"item\">Rampart serves www.foobar.com item %08d of the catalogue</li>\n"
         body = b"".join(line % i for i in range(n // 60 + 1))[:n]
@@ -261,7 +262,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
+        gap = min(max(_int_arg(query, "gap_ms", 0), 0), 5000) / 1000.0
         for at in range(0, len(body), 16384):
+            if at and gap:
+                self.wfile.flush()
+                time.sleep(gap)  # a page generated slowly: pieces with pauses between them
             piece = body[at:at + 16384]
             self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
         if chunked:
