@@ -226,14 +226,22 @@ void check_fits(const config::snapshot& s) {
     }
 }
 
-std::uint64_t route_name_key(std::string_view name) {
-    // FNV-1a: the same in the master and every worker of every generation.
+std::uint64_t mix64(std::uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+std::uint64_t stable_hash(std::string_view text) {
     std::uint64_t h = 0xcbf29ce484222325ULL;
-    for (const char c : name) {
+    for (const char c : text) {
         h ^= static_cast<unsigned char>(c);
         h *= 0x100000001b3ULL;
     }
-    return h | 1; // never 0
+    return mix64(h); // FNV-1a alone mixes the last bytes poorly
 }
 
 } // namespace rampart::gateway

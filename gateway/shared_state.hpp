@@ -127,8 +127,18 @@ struct slot_name {
 /// Routes that can be in maintenance at once.
 constexpr std::size_t max_maintenance_routes = 64;
 
+/// splitmix64's finalizer: every bit of `x` moves every bit of the result.
+std::uint64_t mix64(std::uint64_t x);
+
+/// A 64-bit hash of `text` that is the same in every worker, build and node
+/// (FNV-1a, then mix64): what `balance: hash`, the sticky cookie's values and
+/// the maintenance list's route keys are made of.
+std::uint64_t stable_hash(std::string_view text);
+
 /// A route name's key in the maintenance list (never 0: 0 is "no name").
-std::uint64_t route_name_key(std::string_view name);
+inline std::uint64_t route_name_key(std::string_view name) {
+    return stable_hash(name) | 1;
+}
 
 struct shared_block {
     server_health servers[max_servers]; ///< indexed like snapshot::servers

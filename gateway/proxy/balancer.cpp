@@ -39,34 +39,6 @@ std::vector<std::uint16_t> smooth_schedule(std::span<const unsigned> weights) {
     return order;
 }
 
-std::uint64_t stable_hash(std::string_view text) {
-    std::uint64_t h = 0xcbf29ce484222325ULL;
-    for (const char c : text) {
-        h ^= static_cast<unsigned char>(c);
-        h *= 0x100000001b3ULL;
-    }
-    // FNV-1a mixes the last bytes poorly; a finalizer (splitmix64's) spreads them.
-    h ^= h >> 30;
-    h *= 0xbf58476d1ce4e5b9ULL;
-    h ^= h >> 27;
-    h *= 0x94d049bb133111ebULL;
-    h ^= h >> 31;
-    return h;
-}
-
-namespace {
-
-std::uint64_t mix(std::uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
-
-} // namespace
-
 balancer::balancer(const config::pool& p)
     : algorithm_(p.algorithm), slow_start_(to_ns(p.slow_start)), hash_factor_(p.hash_balance_factor) {
     for (const auto& m : p.members) {
@@ -203,7 +175,7 @@ std::optional<std::size_t> balancer::scan_hashed(std::uint64_t key, std::span<se
         if ((i < 64 && (excluded >> i & 1U) != 0) || !members[i]->available(now, ignore_ejection)) {
             continue;
         }
-        const double u = (static_cast<double>(mix(key ^ member_seeds_[i]) >> 11) + 0.5) / 9007199254740992.0;
+        const double u = (static_cast<double>(mix64(key ^ member_seeds_[i]) >> 11) + 0.5) / 9007199254740992.0;
         const double w = static_cast<double>(std::max(1U, weights_[i]));
         ranked.emplace_back(w / -std::log(u), i);
         total_active += members[i]->active();

@@ -20,11 +20,6 @@ namespace rampart::gateway {
 /// times, spread out rather than in runs. All weights 1 gives 0,1,2,...
 std::vector<std::uint16_t> smooth_schedule(std::span<const unsigned> weights);
 
-/// A 64-bit hash of `text` that is the same in every worker, build and node
-/// (FNV-1a, then a 64-bit finalizer): what `balance: hash` and the sticky
-/// cookie's values are made of.
-std::uint64_t stable_hash(std::string_view text);
-
 /// What a request brings to the choice of its server: the key of
 /// `balance: hash` (none: the pool's schedule), and the member its sticky
 /// cookie names (none: no valid cookie).

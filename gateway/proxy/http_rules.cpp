@@ -448,14 +448,7 @@ std::string client_from_forwarded_for(const http::fields& f, const network_set& 
         std::string_view v = it->value();
         while (!v.empty()) {
             const auto comma = v.find(',');
-            std::string_view item = v.substr(0, comma);
-            while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) {
-                item.remove_prefix(1);
-            }
-            while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) {
-                item.remove_suffix(1);
-            }
-            chain.push_back(item);
+            chain.push_back(trim_ows(v.substr(0, comma)));
             if (comma == std::string_view::npos) {
                 break;
             }
