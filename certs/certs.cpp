@@ -1,4 +1,5 @@
 #include "certs/certs.hpp"
+#include "certs/openssl_util.hpp"
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -29,39 +30,7 @@
 
 namespace rampart::certs {
 
-namespace {
-
-template <auto Free> struct openssl_deleter {
-    template <typename T> void operator()(T* p) const { Free(p); }
-};
-
-using bio_ptr = std::unique_ptr<BIO, openssl_deleter<BIO_free_all>>;
-using x509_ptr = std::unique_ptr<X509, openssl_deleter<X509_free>>;
-using x509_ext_ptr = std::unique_ptr<X509_EXTENSION, openssl_deleter<X509_EXTENSION_free>>;
-using general_names_ptr = std::unique_ptr<GENERAL_NAMES, openssl_deleter<GENERAL_NAMES_free>>;
-using pkey_ptr = std::unique_ptr<EVP_PKEY, openssl_deleter<EVP_PKEY_free>>;
-using bignum_ptr = std::unique_ptr<BIGNUM, openssl_deleter<BN_free>>;
-using kdf_ptr = std::unique_ptr<EVP_KDF, openssl_deleter<EVP_KDF_free>>;
-using kdf_ctx_ptr = std::unique_ptr<EVP_KDF_CTX, openssl_deleter<EVP_KDF_CTX_free>>;
-
-// Every context gets these. OpenSSL copies most settings (protocol range,
-// cipher list, groups, options, modes) from the *initial* context into the SSL
-// at SSL_new, and SSL_set_SSL_CTX on SNI only swaps certificates, the session
-// id context and the context whose ALPN callback runs; so all contexts must be
-// configured identically or behaviour would depend on which name was asked for.
-constexpr const char* tls12_ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-                                      "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-                                      "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
-// TLS 1.3 in the same spirit as the 1.2 list: AES-128-GCM first. It is the
-// security level of the P-256 and X25519 key exchange (AES-256 buys nothing
-// above it), costs 10 AES rounds instead of 14 per block and keys its schedule
-// with SHA-256, which the CPU's SHA extensions accelerate (SHA-384 has none).
-// OpenSSL's default puts AES-256 first. With PRIORITIZE_CHACHA a client that
-// lists ChaCha20 first (a phone without AES instructions) still gets it.
-constexpr const char* tls13_suites = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384";
-constexpr const char* groups = "X25519:P-256:P-384";
-constexpr std::string_view session_id_context = "rampart";
-constexpr std::string_view ticket_info_label = "rampart ticket key";
+namespace detail {
 
 /// Drains the calling thread's OpenSSL error queue into one line.
 std::string openssl_errors() {
@@ -87,6 +56,96 @@ std::string openssl_errors() {
 [[noreturn]] void fail(const std::string& what) {
     throw cert_error(what + ": " + openssl_errors());
 }
+
+std::string pem_of(const std::function<int(BIO*)>& write, const std::string& what) {
+    bio_ptr bio{BIO_new(BIO_s_mem())};
+    if (!bio || write(bio.get()) != 1) {
+        fail("cannot encode " + what);
+    }
+    char* data = nullptr;
+    const long length = BIO_get_mem_data(bio.get(), &data);
+    return std::string(data, static_cast<std::size_t>(length));
+}
+
+pkey_ptr generate_key(bool rsa) {
+    pkey_ptr key{rsa ? EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<std::size_t>(2048))
+                     : EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256")};
+    if (!key) {
+        fail(rsa ? "cannot generate an RSA key" : "cannot generate an ECDSA key");
+    }
+    return key;
+}
+
+void add_extension(X509* cert, X509* issuer, int nid, const std::string& value) {
+    X509V3_CTX ctx;
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
+    x509_ext_ptr ext{X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str())};
+    if (!ext || X509_add_ext(cert, ext.get(), -1) != 1) {
+        fail(std::string("cannot add extension ") + OBJ_nid2sn(nid) + " = " + value);
+    }
+}
+
+/// An unsigned certificate for `key`, issued by `issuer` (self-issued when null).
+x509_ptr make_certificate(EVP_PKEY* key, const std::string& common_name, long days, X509* issuer) {
+    x509_ptr cert{X509_new()};
+    if (!cert || X509_set_version(cert.get(), X509_VERSION_3) != 1) {
+        fail("cannot create a certificate");
+    }
+    bignum_ptr serial{BN_new()};
+    // 128 random bits with the top one set: positive, non-zero, 17 DER bytes
+    // at most (RFC 5280 allows 20), and unpredictable as the CA/B rules ask.
+    if (!serial || BN_rand(serial.get(), 128, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ANY) != 1 ||
+        BN_to_ASN1_INTEGER(serial.get(), X509_get_serialNumber(cert.get())) == nullptr) {
+        fail("cannot make a serial number");
+    }
+    // Back-dated one hour for clock skew, with notAfter moved back as well so
+    // that the whole period stays exactly `days` (Apple refuses server
+    // certificates valid for more than 825 days).
+    if (X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600) == nullptr ||
+        X509_time_adj_ex(X509_getm_notAfter(cert.get()), static_cast<int>(days), -3600, nullptr) == nullptr) {
+        fail("cannot set validity");
+    }
+    X509_NAME* subject = X509_get_subject_name(cert.get());
+    if (X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8,
+                                   reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0) != 1 ||
+        X509_set_issuer_name(cert.get(), issuer ? X509_get_subject_name(issuer) : subject) != 1 ||
+        X509_set_pubkey(cert.get(), key) != 1) {
+        fail("cannot set certificate names");
+    }
+    return cert;
+}
+
+void sign(X509* cert, EVP_PKEY* issuer_key) {
+    if (X509_sign(cert, issuer_key, EVP_sha256()) <= 0) {
+        fail("cannot sign certificate");
+    }
+}
+
+} // namespace detail
+
+using namespace detail;
+
+namespace {
+
+// Every context gets these. OpenSSL copies most settings (protocol range,
+// cipher list, groups, options, modes) from the *initial* context into the SSL
+// at SSL_new, and SSL_set_SSL_CTX on SNI only swaps certificates, the session
+// id context and the context whose ALPN callback runs; so all contexts must be
+// configured identically or behaviour would depend on which name was asked for.
+constexpr const char* tls12_ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                                      "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                                      "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+// TLS 1.3 in the same spirit as the 1.2 list: AES-128-GCM first. It is the
+// security level of the P-256 and X25519 key exchange (AES-256 buys nothing
+// above it), costs 10 AES rounds instead of 14 per block and keys its schedule
+// with SHA-256, which the CPU's SHA extensions accelerate (SHA-384 has none).
+// OpenSSL's default puts AES-256 first. With PRIORITIZE_CHACHA a client that
+// lists ChaCha20 first (a phone without AES instructions) still gets it.
+constexpr const char* tls13_suites = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384";
+constexpr const char* groups = "X25519:P-256:P-384";
+constexpr std::string_view session_id_context = "rampart";
+constexpr std::string_view ticket_info_label = "rampart ticket key";
 
 // Without this, OpenSSL's default password callback would prompt on the
 // controlling terminal for an encrypted key and block start-up; we refuse such
@@ -206,9 +265,88 @@ int keys_index() {
 
 // SNI: runs after the ClientHello extensions are parsed; switching the SSL's
 // context swaps in that context's certificates (both ECDSA and RSA slots).
+// tls-alpn-01 (RFC 8737): a ClientHello that offers ALPN "acme-tls/1" gets
+// the validation certificate published for its SNI name, and nothing else.
+
+acme_alpn_lookup acme_lookup = nullptr;
+
+int acme_index() {
+    static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+    return index;
+}
+
+bool is_acme_validation(SSL* ssl) {
+    return SSL_get_ex_data(ssl, acme_index()) != nullptr;
+}
+
+/// The host_name of a ClientHello's server_name extension (RFC 6066).
+std::string hello_server_name(SSL* ssl) {
+    const unsigned char* p = nullptr;
+    std::size_t n = 0;
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &n) != 1 || n < 5) {
+        return {};
+    }
+    const std::size_t list = (std::size_t{p[0]} << 8) | p[1];
+    if (list + 2 != n || p[2] != TLSEXT_NAMETYPE_host_name) {
+        return {};
+    }
+    const std::size_t length = (std::size_t{p[3]} << 8) | p[4];
+    if (length == 0 || length + 5 > n) {
+        return {};
+    }
+    return lower(std::string_view(reinterpret_cast<const char*>(p + 5), length));
+}
+
+bool offers_acme_tls(SSL* ssl) {
+    const unsigned char* p = nullptr;
+    std::size_t n = 0;
+    if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &p, &n) != 1 || n < 2) {
+        return false;
+    }
+    for (std::size_t at = 2; at < n;) {
+        const std::size_t length = p[at];
+        if (length == 0 || at + 1 + length > n) {
+            return false;
+        }
+        if (std::string_view(reinterpret_cast<const char*>(p + at + 1), length) == acme_tls_protocol) {
+            return true;
+        }
+        at += 1 + length;
+    }
+    return false;
+}
+
+int on_client_hello(SSL* ssl, int* alert, void*) {
+    if (acme_lookup == nullptr || !offers_acme_tls(ssl)) {
+        return SSL_CLIENT_HELLO_SUCCESS;
+    }
+    try {
+        const std::string name = hello_server_name(ssl);
+        std::string cert_der;
+        std::string key_der;
+        if (!name.empty() && acme_lookup(name, cert_der, key_der) &&
+            SSL_use_certificate_ASN1(ssl, reinterpret_cast<const unsigned char*>(cert_der.data()),
+                                     static_cast<int>(cert_der.size())) == 1 &&
+            SSL_use_PrivateKey_ASN1(EVP_PKEY_EC, ssl, reinterpret_cast<const unsigned char*>(key_der.data()),
+                                    static_cast<long>(key_der.size())) == 1) {
+            OPENSSL_cleanse(key_der.data(), key_der.size());
+            SSL_set_ex_data(ssl, acme_index(), ssl); // any non-null mark
+            return SSL_CLIENT_HELLO_SUCCESS;
+        }
+        OPENSSL_cleanse(key_der.data(), key_der.size());
+    } catch (...) {
+        // No exception may cross OpenSSL's C frames.
+    }
+    ERR_clear_error();
+    // acme-tls/1 for a name with no validation pending: nothing to serve.
+    *alert = SSL_AD_NO_APPLICATION_PROTOCOL;
+    return SSL_CLIENT_HELLO_ERROR;
+}
+
 int on_server_name(SSL* ssl, int* alert, void* arg) {
     const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    if (name == nullptr || arg == nullptr) {
+    if (name == nullptr || arg == nullptr || is_acme_validation(ssl)) {
+        // A validation keeps the certificate on_client_hello set.
         return SSL_TLSEXT_ERR_NOACK;
     }
     try {
@@ -248,9 +386,12 @@ const alpn_order* alpn_order_of(const std::vector<std::string>& alpn) {
     return h2 ? &alpn_h2_only : &alpn_http11_only;
 }
 
-int on_alpn(SSL*, const unsigned char** out, unsigned char* out_length, const unsigned char* in, unsigned int in_length,
-            void* arg) {
-    const auto* order = arg != nullptr ? static_cast<const alpn_order*>(arg) : &alpn_http11_only;
+int on_alpn(SSL* ssl, const unsigned char** out, unsigned char* out_length, const unsigned char* in,
+            unsigned int in_length, void* arg) {
+    static constexpr alpn_order acme_order{{acme_tls_protocol, "", ""}, 1};
+    const auto* order = is_acme_validation(ssl) ? &acme_order
+                        : arg != nullptr        ? static_cast<const alpn_order*>(arg)
+                                                : &alpn_http11_only;
     for (std::size_t i = 0; i < order->count; ++i) {
         const std::string_view wanted = order->protocols[i];
         unsigned int at = 0;
@@ -364,6 +505,7 @@ void configure_context(SSL_CTX* ctx, const config::tls& settings, server_tls* ow
 
     SSL_CTX_set_default_passwd_cb(ctx, no_password);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, const_cast<alpn_order*>(alpn_order_of(settings.alpn)));
+    SSL_CTX_set_client_hello_cb(ctx, on_client_hello, nullptr);
     SSL_CTX_set_tlsext_servername_callback(ctx, on_server_name);
     SSL_CTX_set_tlsext_servername_arg(ctx, owner);
 
@@ -449,73 +591,8 @@ void write_file(const std::string& path, std::string_view data, mode_t mode) {
     }
 }
 
-std::string pem_of(const std::function<int(BIO*)>& write, const std::string& what) {
-    bio_ptr bio{BIO_new(BIO_s_mem())};
-    if (!bio || write(bio.get()) != 1) {
-        fail("cannot encode " + what);
-    }
-    char* data = nullptr;
-    const long length = BIO_get_mem_data(bio.get(), &data);
-    return std::string(data, static_cast<std::size_t>(length));
-}
-
 // ---------------------------------------------------------------------------
 // Development certificates
-
-pkey_ptr generate_key(bool rsa) {
-    pkey_ptr key{rsa ? EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<std::size_t>(2048))
-                     : EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256")};
-    if (!key) {
-        fail(rsa ? "cannot generate an RSA key" : "cannot generate an ECDSA key");
-    }
-    return key;
-}
-
-void add_extension(X509* cert, X509* issuer, int nid, const std::string& value) {
-    X509V3_CTX ctx;
-    X509V3_set_ctx_nodb(&ctx);
-    X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
-    x509_ext_ptr ext{X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str())};
-    if (!ext || X509_add_ext(cert, ext.get(), -1) != 1) {
-        fail(std::string("cannot add extension ") + OBJ_nid2sn(nid) + " = " + value);
-    }
-}
-
-/// An unsigned certificate for `key`, issued by `issuer` (self-issued when null).
-x509_ptr make_certificate(EVP_PKEY* key, const std::string& common_name, long days, X509* issuer) {
-    x509_ptr cert{X509_new()};
-    if (!cert || X509_set_version(cert.get(), X509_VERSION_3) != 1) {
-        fail("cannot create a certificate");
-    }
-    bignum_ptr serial{BN_new()};
-    // 128 random bits with the top one set: positive, non-zero, 17 DER bytes
-    // at most (RFC 5280 allows 20), and unpredictable as the CA/B rules ask.
-    if (!serial || BN_rand(serial.get(), 128, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ANY) != 1 ||
-        BN_to_ASN1_INTEGER(serial.get(), X509_get_serialNumber(cert.get())) == nullptr) {
-        fail("cannot make a serial number");
-    }
-    // Back-dated one hour for clock skew, with notAfter moved back as well so
-    // that the whole period stays exactly `days` (Apple refuses server
-    // certificates valid for more than 825 days).
-    if (X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600) == nullptr ||
-        X509_time_adj_ex(X509_getm_notAfter(cert.get()), static_cast<int>(days), -3600, nullptr) == nullptr) {
-        fail("cannot set validity");
-    }
-    X509_NAME* subject = X509_get_subject_name(cert.get());
-    if (X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8,
-                                   reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0) != 1 ||
-        X509_set_issuer_name(cert.get(), issuer ? X509_get_subject_name(issuer) : subject) != 1 ||
-        X509_set_pubkey(cert.get(), key) != 1) {
-        fail("cannot set certificate names");
-    }
-    return cert;
-}
-
-void sign(X509* cert, EVP_PKEY* issuer_key) {
-    if (X509_sign(cert, issuer_key, EVP_sha256()) <= 0) {
-        fail("cannot sign certificate");
-    }
-}
 
 bool is_ip_literal(const std::string& name) {
     unsigned char buffer[16];
@@ -861,6 +938,14 @@ void make_dev_certificates(const std::string& dir, const std::vector<std::string
     }
     write_file(base + "ca.key", private_key_pem(ca_key.get()), 0600);
     write_file(base + "ca.pem", certificate_pem(ca.get()), 0644);
+}
+
+void set_acme_alpn_lookup(acme_alpn_lookup lookup) {
+    acme_lookup = lookup;
+}
+
+bool is_acme_tls(SSL* ssl) {
+    return is_acme_validation(ssl);
 }
 
 } // namespace rampart::certs

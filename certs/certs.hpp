@@ -18,6 +18,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -138,6 +139,21 @@ private:
     /// "example.com" for a certificate name "*.example.com".
     std::unordered_map<std::string, SSL_CTX*> wildcard_;
 };
+
+/// ALPN of the tls-alpn-01 challenge (RFC 8737).
+inline constexpr std::string_view acme_tls_protocol = "acme-tls/1";
+
+/// Fills the DER certificate and key that answer a tls-alpn-01 validation
+/// of `name`; false when none is pending.
+using acme_alpn_lookup = bool (*)(const std::string& name, std::string& cert_der, std::string& key_der);
+
+/// Where the contexts find validation certificates (a worker: its shared
+/// block). Process-wide; null (the default) refuses every acme-tls/1 hello.
+void set_acme_alpn_lookup(acme_alpn_lookup lookup);
+
+/// Whether the handshake of `ssl` was a tls-alpn-01 validation: the
+/// connection must close once it is done, serving nothing.
+bool is_acme_tls(SSL* ssl);
 
 /// Reads the shared session-ticket secret of an HA pair (ha.ticket_secret_file):
 /// 32 raw bytes or 64 hex digits, in a file not readable by group or others.

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstddef>
@@ -120,6 +121,14 @@ void checker::check_gateway(const field& f, snapshot& s) {
     if (https && gw.tls_settings.certificates.empty() && !tls_failed) {
         fail(*https, "an https listener needs at least one certificate in gateway.tls.certificates");
     }
+    if (const auto& a = gw.tls_settings.acme_settings) {
+        if (!https) {
+            fail_at(a->at, "gateway.tls.acme needs an https listener (gateway.listen.https) to serve what it issues");
+        } else if (a->challenge == "http-01" && !gw.listen.http) {
+            fail_at(a->at, "the http-01 challenge is answered on port 80: it needs gateway.listen.http (or use "
+                           "challenge: tls-alpn-01)");
+        }
+    }
 }
 
 void checker::check_listen(const field& f, listeners& out, std::optional<field>& https) {
@@ -208,6 +217,19 @@ void checker::check_tls(const field& f, tls& out) {
             }
         }
     }
+    if (const auto a = m->get("acme")) {
+        if (auto acme = check_acme(*a)) {
+            // Its files come first: the first name's certificate is the
+            // default one, served when SNI names nothing configured.
+            std::vector<certificate> managed;
+            for (const auto& type : acme->key_types) {
+                const std::string file = acme->file_of(type);
+                managed.push_back(certificate{file, file, acme->at, acme->at});
+            }
+            out.certificates.insert(out.certificates.begin(), managed.begin(), managed.end());
+            out.acme_settings = std::move(acme);
+        }
+    }
     optional_value(*m, "session_tickets", out.session_tickets, [&](const field& b) { return boolean(b); });
     optional_value(*m, "ticket_rotation", out.ticket_rotation,
                    [&](const field& d) { return duration_value(d, std::chrono::minutes(1)); });
@@ -236,6 +258,136 @@ void checker::check_tls(const field& f, tls& out) {
             }
         }
     }
+}
+
+namespace {
+
+/// A host name ACME can validate with http-01 or tls-alpn-01: letters,
+/// digits, '-' and '.', labels of 1..63, 253 at most.
+bool acme_host_name(std::string_view name) {
+    if (name.empty() || name.size() > 253 || name.front() == '.' || name.back() == '.') {
+        return false;
+    }
+    std::size_t label = 0;
+    for (const char c : name) {
+        if (c == '.') {
+            if (label == 0) {
+                return false;
+            }
+            label = 0;
+            continue;
+        }
+        if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '-') ||
+            ++label > 63) {
+            return false;
+        }
+    }
+    return true;
+}
+
+} // namespace
+
+std::optional<acme> checker::check_acme(const field& f) {
+    const auto m = read_map(f, acme_keys, "a map with directory, names and the other acme settings");
+    if (!m) {
+        return std::nullopt;
+    }
+    const std::size_t errors_before = error_count_;
+    acme out;
+    out.at = where(f.at);
+    if (const auto d = required(*m, "directory", "the ACME directory URL (https://...)")) {
+        if (const auto url = scalar(*d, "an https:// URL")) {
+            if (!url->starts_with("https://") || url->size() <= 8 || url->size() > 2048 ||
+                url->find_first_of(" \t\r\n\"") != std::string::npos) {
+                fail(*d, "expected an https:// URL (RFC 8555 servers speak HTTPS only), got " + in_quotes(*url));
+            } else {
+                out.directory = *url;
+            }
+        }
+    }
+    if (const auto e = m->get("email")) {
+        if (const auto email = scalar(*e, "an email address")) {
+            const auto at = email->find('@');
+            const bool ok = at != std::string::npos && at > 0 && at + 1 < email->size() && email->size() <= 254 &&
+                            std::none_of(email->begin(), email->end(), [](unsigned char c) {
+                                return c <= ' ' || c == '"' || c == '\\' || c == ',' || c >= 0x7f;
+                            });
+            if (!ok) {
+                fail(*e, "expected an email address, got " + in_quotes(*email));
+            } else {
+                out.email = *email;
+            }
+        }
+    }
+    if (const auto n = required(*m, "names", "a list of host names")) {
+        if (const auto list = read_list(*n, "a list of host names")) {
+            for (const auto& item : *list) {
+                const auto name = scalar(item, "a host name");
+                if (!name) {
+                    continue;
+                }
+                if (name->starts_with("*.")) {
+                    fail(item, "wildcard names need the dns-01 challenge, which Rampart does not answer: list the "
+                               "names themselves");
+                } else if (!acme_host_name(*name)) {
+                    fail(item, "expected a lower-case host name (letters, digits, '-', '.'), got " + in_quotes(*name));
+                } else if (std::find(out.names.begin(), out.names.end(), *name) != out.names.end()) {
+                    fail(item, in_quotes(*name) + " is listed twice");
+                } else {
+                    out.names.push_back(*name);
+                }
+            }
+            if (list->empty()) {
+                fail(*n, "at least one name is needed");
+            } else if (list->size() > 100) {
+                fail(*n, "at most 100 names fit in one certificate (Let's Encrypt's limit)");
+            }
+        }
+    }
+    if (const auto k = m->get("key_types")) {
+        if (const auto list = read_list(*k, "a list of key types: ecdsa, rsa")) {
+            std::vector<std::string> types;
+            for (const auto& item : *list) {
+                const auto type = scalar(item, "ecdsa or rsa");
+                if (!type) {
+                    continue;
+                }
+                if (*type != "ecdsa" && *type != "rsa") {
+                    fail(item, "unknown key type " + in_quotes(*type) + "; expected ecdsa or rsa");
+                } else if (std::find(types.begin(), types.end(), *type) != types.end()) {
+                    fail(item, in_quotes(*type) + " is listed twice");
+                } else {
+                    types.push_back(*type);
+                }
+            }
+            if (list->empty()) {
+                fail(*k, "at least one key type is needed (ecdsa, rsa)");
+            }
+            out.key_types = std::move(types);
+        }
+    }
+    if (const auto c = m->get("challenge")) {
+        if (const auto text = scalar(*c, "http-01 or tls-alpn-01")) {
+            if (*text != "http-01" && *text != "tls-alpn-01") {
+                fail(*c, "expected http-01 or tls-alpn-01, got " + in_quotes(*text) +
+                             (*text == "dns-01" ? " (dns-01 is not answered: it needs the DNS provider's API)" : ""));
+            } else {
+                out.challenge = *text;
+            }
+        }
+    }
+    optional_value(*m, "renew_before", out.renew_before, [&](const field& d) { return duration_value(d); });
+    optional_value(*m, "ca_file", out.ca_file, [&](const field& p) { return file_path(p); });
+    optional_value(*m, "state_dir", out.state_dir, [&](const field& p) { return file_path(p); });
+    optional_value(*m, "retry_min", out.retry_min, [&](const field& d) { return duration_value(d); });
+    optional_value(*m, "retry_max", out.retry_max, [&](const field& d) { return duration_value(d); });
+    if (out.retry_min > out.retry_max) {
+        fail(f, "retry_min is longer than retry_max");
+    }
+    if (error_count_ != errors_before) {
+        return std::nullopt;
+    }
+    return out;
 }
 
 void checker::check_h2(const field& f, h2& out) {

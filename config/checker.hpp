@@ -115,7 +115,9 @@ inline constexpr std::array gateway_keys{"listen"sv,
 inline constexpr std::array compression_keys{"enabled"sv,  "codings"sv, "gzip_level"sv,  "brotli_quality"sv,
                                              "min_size"sv, "types"sv,   "with_cookies"sv};
 inline constexpr std::array listen_keys{"https"sv, "http"sv, "admin"sv, "proxy_protocol"sv};
-inline constexpr std::array tls_keys{"certificates"sv, "session_tickets"sv, "ticket_rotation"sv, "alpn"sv};
+inline constexpr std::array tls_keys{"certificates"sv, "session_tickets"sv, "ticket_rotation"sv, "alpn"sv, "acme"sv};
+inline constexpr std::array acme_keys{"directory"sv,    "email"sv,   "names"sv,     "key_types"sv, "challenge"sv,
+                                      "renew_before"sv, "ca_file"sv, "state_dir"sv, "retry_min"sv, "retry_max"sv};
 inline constexpr std::array h2_keys{"max_concurrent_streams"sv, "initial_window"sv, "max_frame_size"sv,
                                     "header_table_size"sv};
 inline constexpr std::array certificate_keys{"cert"sv, "key"sv};
@@ -314,6 +316,7 @@ private:
     void check_listen(const field& f, listeners& out, std::optional<field>& https);
     void check_workers(const field& f, gateway& gw);
     void check_tls(const field& f, tls& out);
+    std::optional<acme> check_acme(const field& f);
     void check_h2(const field& f, h2& out);
     void check_hsts(const field& f, hsts& out);
     void check_pools(const field& f, snapshot& s, std::vector<std::string>& names);

@@ -159,10 +159,34 @@ struct hsts {
     std::string header_value() const;
 };
 
+/// Certificates from an ACME server (RFC 8555), issued and renewed by the
+/// master. Each key type's certificate and key live in one file under
+/// state_dir (`<first name>-<key type>.pem`, mode 0600), which the
+/// configuration's certificate list then names.
+struct acme {
+    std::string directory; ///< the directory URL (https)
+    std::string email;     ///< the account's contact; optional
+    std::vector<std::string> names;
+    std::vector<std::string> key_types{"ecdsa"}; ///< "ecdsa" (P-256), "rsa" (2048)
+    std::string challenge = "http-01";           ///< or "tls-alpn-01"
+    duration renew_before{std::chrono::hours(24 * 30)};
+    std::string ca_file; ///< trusted for the ACME server's HTTPS; empty: the system's roots
+    std::string state_dir = "/var/lib/rampart/acme";
+    duration retry_min{std::chrono::seconds(30)}; ///< first wait after a failure, doubled per failure
+    duration retry_max{std::chrono::hours(6)};
+    location at; ///< where `acme:` is
+
+    /// The file (certificate chain and key) of one key type.
+    std::string file_of(const std::string& key_type) const {
+        return state_dir + "/" + names.front() + "-" + key_type + ".pem";
+    }
+};
+
 struct tls {
     /// Certificates in order; the first one is the default (served when SNI
-    /// matches nothing or is absent).
+    /// matches nothing or is absent). With `acme`, its files come first.
     std::vector<certificate> certificates;
+    std::optional<acme> acme_settings;
     bool session_tickets = true;
     /// How long one session-ticket key encrypts new tickets; tickets stay
     /// valid for two rotation periods.

@@ -244,4 +244,139 @@ std::uint64_t stable_hash(std::string_view text) {
     return mix64(h); // FNV-1a alone mixes the last bytes poorly
 }
 
+// ACME answers: bytes copied through atomic_ref so that a reader racing the
+// master's writer is a retry, not a data race.
+
+namespace {
+
+void store_bytes(char* to, std::size_t capacity, std::string_view from) {
+    for (std::size_t i = 0; i < capacity; ++i) {
+        std::atomic_ref<char>(to[i]).store(i < from.size() ? from[i] : '\0', std::memory_order_relaxed);
+    }
+}
+
+void store_bytes(unsigned char* to, std::size_t capacity, std::string_view from) {
+    store_bytes(reinterpret_cast<char*>(to), capacity, from);
+}
+
+std::string load_text(const char* from, std::size_t capacity) {
+    std::string out;
+    for (std::size_t i = 0; i < capacity; ++i) {
+        const char c = std::atomic_ref<char>(const_cast<char&>(from[i])).load(std::memory_order_relaxed);
+        if (c == '\0') {
+            break;
+        }
+        out += c;
+    }
+    return out;
+}
+
+std::string load_bytes(const unsigned char* from, std::size_t length) {
+    std::string out(length, '\0');
+    for (std::size_t i = 0; i < length; ++i) {
+        out[i] = std::atomic_ref<char>(const_cast<char&>(reinterpret_cast<const char*>(from)[i]))
+                     .load(std::memory_order_relaxed);
+    }
+    return out;
+}
+
+/// Runs `read` between two equal even sequence numbers; nullopt after a few
+/// tries while the master writes (the client asks again).
+template <class Read> auto read_consistent(const acme_answers& a, Read read) -> decltype(read()) {
+    for (int attempt = 0; attempt < 64; ++attempt) {
+        const std::uint64_t before = a.seq.load(std::memory_order_acquire);
+        if ((before & 1) != 0) {
+            continue;
+        }
+        auto value = read();
+        std::atomic_thread_fence(std::memory_order_acquire);
+        if (a.seq.load(std::memory_order_relaxed) == before) {
+            return value;
+        }
+    }
+    return std::nullopt;
+}
+
+} // namespace
+
+bool publish_acme_answers(acme_answers& a, const std::vector<std::pair<std::string, std::string>>& http,
+                          const std::vector<acme_alpn_source>& alpn) {
+    bool all = true;
+    a.seq.fetch_add(1, std::memory_order_acq_rel); // odd: writing
+    std::atomic_thread_fence(std::memory_order_release);
+    std::size_t h = 0;
+    for (const auto& [token, answer] : http) {
+        if (h == max_acme_challenges || token.size() >= sizeof a.http[0].token ||
+            answer.size() >= sizeof a.http[0].key_authorization) {
+            all = false;
+            continue;
+        }
+        store_bytes(a.http[h].token, sizeof a.http[h].token, token);
+        store_bytes(a.http[h].key_authorization, sizeof a.http[h].key_authorization, answer);
+        ++h;
+    }
+    for (; h < max_acme_challenges; ++h) {
+        store_bytes(a.http[h].token, sizeof a.http[h].token, {});
+    }
+    std::size_t n = 0;
+    for (const auto& e : alpn) {
+        auto& slot = a.alpn[n < max_acme_challenges ? n : 0];
+        if (n == max_acme_challenges || e.name.size() >= sizeof slot.name || e.cert_der.size() > sizeof slot.cert_der ||
+            e.key_der.size() > sizeof slot.key_der) {
+            all = false;
+            continue;
+        }
+        store_bytes(slot.name, sizeof slot.name, e.name);
+        std::atomic_ref<std::uint16_t>(slot.cert_length)
+            .store(static_cast<std::uint16_t>(e.cert_der.size()), std::memory_order_relaxed);
+        std::atomic_ref<std::uint16_t>(slot.key_length)
+            .store(static_cast<std::uint16_t>(e.key_der.size()), std::memory_order_relaxed);
+        store_bytes(slot.cert_der, sizeof slot.cert_der, e.cert_der);
+        store_bytes(slot.key_der, sizeof slot.key_der, e.key_der);
+        ++n;
+    }
+    for (; n < max_acme_challenges; ++n) {
+        store_bytes(a.alpn[n].name, sizeof a.alpn[n].name, {});
+    }
+    a.seq.fetch_add(1, std::memory_order_release); // even: done
+    return all;
+}
+
+std::optional<std::string> find_acme_http(const acme_answers& a, std::string_view token) {
+    if (token.empty() || token.size() >= sizeof a.http[0].token) {
+        return std::nullopt;
+    }
+    return read_consistent(a, [&]() -> std::optional<std::string> {
+        for (const auto& e : a.http) {
+            if (load_text(e.token, sizeof e.token) == token) {
+                return load_text(e.key_authorization, sizeof e.key_authorization);
+            }
+        }
+        return std::nullopt;
+    });
+}
+
+std::optional<acme_alpn_source> find_acme_alpn(const acme_answers& a, std::string_view name) {
+    if (name.empty() || name.size() >= sizeof a.alpn[0].name) {
+        return std::nullopt;
+    }
+    return read_consistent(a, [&]() -> std::optional<acme_alpn_source> {
+        for (const auto& e : a.alpn) {
+            if (load_text(e.name, sizeof e.name) != name) {
+                continue;
+            }
+            const auto cert_length = std::atomic_ref<std::uint16_t>(const_cast<std::uint16_t&>(e.cert_length))
+                                         .load(std::memory_order_relaxed);
+            const auto key_length = std::atomic_ref<std::uint16_t>(const_cast<std::uint16_t&>(e.key_length))
+                                        .load(std::memory_order_relaxed);
+            if (cert_length > sizeof e.cert_der || key_length > sizeof e.key_der) {
+                return std::nullopt;
+            }
+            return acme_alpn_source{std::string(name), load_bytes(e.cert_der, cert_length),
+                                    load_bytes(e.key_der, key_length)};
+        }
+        return std::nullopt;
+    });
+}
+
 } // namespace rampart::gateway

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -85,15 +86,16 @@ struct alignas(64) worker_counters {
     std::atomic<std::uint64_t> h2_abuse[h2_abuse_counters]{}; ///< connections closed for abuse, by h2_abuse kind
     std::atomic<std::uint64_t> h2_idle_releases{0};           ///< idle h2 connections' pages handed back to the kernel
     std::atomic<std::uint64_t> proxy_headers{0};              ///< PROXY headers that named a client
-    std::atomic<std::uint64_t> proxy_header_errors{0};   ///< connections closed for a missing or broken PROXY header
-    std::atomic<std::uint64_t> proxy_refused{0};         ///< connections refused: PROXY listener, peer not trusted
-    std::atomic<std::uint64_t> requests_blocked{0};      ///< 403s to clients blocked at layer 7
-    std::atomic<std::uint64_t> access_denied{0};         ///< 403s from a route's allow/deny lists
-    std::atomic<std::uint64_t> auth_results[3]{};        ///< basic_auth: passed, failed, busy (503)
-    std::atomic<std::uint64_t> maintenance_answers{0};   ///< 503s while the site or a route is in maintenance
-    std::atomic<std::uint64_t> compressed_responses{0};  ///< responses sent gzip- or brotli-encoded
-    std::atomic<std::uint64_t> compression_bytes_in{0};  ///< their bytes before ...
-    std::atomic<std::uint64_t> compression_bytes_out{0}; ///< ... and after encoding
+    std::atomic<std::uint64_t> proxy_header_errors{0};      ///< connections closed for a missing or broken PROXY header
+    std::atomic<std::uint64_t> proxy_refused{0};            ///< connections refused: PROXY listener, peer not trusted
+    std::atomic<std::uint64_t> requests_blocked{0};         ///< 403s to clients blocked at layer 7
+    std::atomic<std::uint64_t> access_denied{0};            ///< 403s from a route's allow/deny lists
+    std::atomic<std::uint64_t> auth_results[3]{};           ///< basic_auth: passed, failed, busy (503)
+    std::atomic<std::uint64_t> maintenance_answers{0};      ///< 503s while the site or a route is in maintenance
+    std::atomic<std::uint64_t> acme_challenges_answered{0}; ///< http-01 and tls-alpn-01 validations answered
+    std::atomic<std::uint64_t> compressed_responses{0};     ///< responses sent gzip- or brotli-encoded
+    std::atomic<std::uint64_t> compression_bytes_in{0};     ///< their bytes before ...
+    std::atomic<std::uint64_t> compression_bytes_out{0};    ///< ... and after encoding
 };
 
 /// One client address in the shared client table: open connections, a
@@ -140,6 +142,45 @@ inline std::uint64_t route_name_key(std::string_view name) {
     return stable_hash(name) | 1;
 }
 
+/// ACME challenge answers the master publishes while an order is validated
+/// (gateway/control/acme.cpp): http-01 key authorizations by token for the
+/// port-80 listener, tls-alpn-01 validation certificates by name for the
+/// https listener. Written under a sequence lock: the master bumps `seq` to
+/// odd, writes, bumps it to even; a reader copies, then retries when `seq`
+/// moved (never waiting on the master).
+constexpr std::size_t max_acme_challenges = 16;
+struct acme_http_answer {
+    char token[129];             ///< NUL-terminated; empty: a free entry
+    char key_authorization[200]; ///< token "." thumbprint
+};
+struct acme_alpn_answer {
+    char name[254];
+    std::uint16_t cert_length;
+    std::uint16_t key_length;
+    unsigned char cert_der[2048];
+    unsigned char key_der[512];
+};
+struct acme_answers {
+    std::atomic<std::uint64_t> seq{0};
+    acme_http_answer http[max_acme_challenges];
+    acme_alpn_answer alpn[max_acme_challenges];
+};
+
+/// What the master publishes: http-01 (token, key authorization) and
+/// tls-alpn-01 (name, DER certificate, DER key). Entries beyond
+/// max_acme_challenges or larger than their fields are dropped (false).
+struct acme_alpn_source {
+    std::string name;
+    std::string cert_der;
+    std::string key_der;
+};
+bool publish_acme_answers(acme_answers& a, const std::vector<std::pair<std::string, std::string>>& http,
+                          const std::vector<acme_alpn_source>& alpn);
+/// The key authorization for `token`, if the master published one.
+std::optional<std::string> find_acme_http(const acme_answers& a, std::string_view token);
+/// The validation certificate and key for `name`, if published.
+std::optional<acme_alpn_source> find_acme_alpn(const acme_answers& a, std::string_view name);
+
 struct shared_block {
     server_health servers[max_servers]; ///< indexed like snapshot::servers
     slot_name server_names[max_servers];
@@ -163,6 +204,7 @@ struct shared_block {
     std::atomic<std::uint64_t> maintenance_routes[max_maintenance_routes]{};
     std::atomic<std::uint32_t> maintenance_retry_after{0};
     client_slot clients[client_slots];
+    acme_answers acme;
 };
 
 /// Whether the route whose name has `key` (route_name_key; 0: an unnamed

@@ -37,6 +37,8 @@ packages=(
   # the seed's database tier, real (tests/support/mariadb.py): MariaDB primary and replica in the
   # demo's and the tests' namespaces, each with its own data directory; PyMySQL for the site's app
   mariadb-server mariadb-client python3-pymysql
+  # tests/support/pebble.py: the ACME test server and its DNS (pebble-challtestsrv), run on loopback
+  pebble
 )
 packages+=("$@")
 

@@ -64,6 +64,57 @@ std::string label_value(std::string_view text) {
     return out;
 }
 
+/// The managed certificates' expiry, next attempt and failures.
+void render_acme_metrics(std::ostringstream& out, const std::vector<acme_certificate_status>& certs) {
+    metric(out, "rampart_acme_certificate_expiry_timestamp_seconds", "gauge",
+           "When the certificate ACME manages for a key type expires (0: only the self-signed placeholder so far).");
+    for (const auto& c : certs) {
+        out << "rampart_acme_certificate_expiry_timestamp_seconds{key_type=\"" << c.key_type << "\"} "
+            << (c.placeholder ? 0 : c.not_after) << '\n';
+    }
+    metric(out, "rampart_acme_next_attempt_timestamp_seconds", "gauge",
+           "When the next order (renewal or retry) for a key type is due.");
+    for (const auto& c : certs) {
+        out << "rampart_acme_next_attempt_timestamp_seconds{key_type=\"" << c.key_type << "\"} " << c.next_attempt
+            << '\n';
+    }
+    metric(out, "rampart_acme_failures_total", "counter", "Orders that failed (the log says why).");
+    for (const auto& c : certs) {
+        out << "rampart_acme_failures_total{key_type=\"" << c.key_type << "\"} " << c.failures_total << '\n';
+    }
+    metric(out, "rampart_acme_consecutive_failures", "gauge", "Orders failed since the last success.");
+    for (const auto& c : certs) {
+        out << "rampart_acme_consecutive_failures{key_type=\"" << c.key_type << "\"} " << c.consecutive_failures
+            << '\n';
+    }
+    metric(out, "rampart_acme_certificates_issued_total", "counter", "Certificates issued since start.");
+    for (const auto& c : certs) {
+        out << "rampart_acme_certificates_issued_total{key_type=\"" << c.key_type << "\"} " << c.issued_total << '\n';
+    }
+}
+
+/// /readyz's warning lines: a managed certificate within 7 days of its
+/// end (or still the placeholder) whose renewal has not succeeded.
+std::string acme_warnings(const admin_state& a) {
+    std::string out;
+    if (a.acme == nullptr) {
+        return out;
+    }
+    const auto now =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    for (const auto& c : *a.acme) {
+        if (c.placeholder) {
+            out += "warning: the " + c.key_type + " certificate is a self-signed placeholder: ACME has not issued it" +
+                   (c.last_error.empty() ? std::string() : " (" + c.last_error + ")") + "\n";
+        } else if (c.not_after - now < 7 * 24 * 3600) {
+            out += "warning: the " + c.key_type + " certificate expires in " +
+                   std::to_string(std::max<std::int64_t>(c.not_after - now, 0) / 3600) + " h and is not renewed" +
+                   (c.last_error.empty() ? std::string() : " (" + c.last_error + ")") + "\n";
+        }
+    }
+    return out;
+}
+
 std::string json_escape(std::string_view text) {
     std::string out;
     for (char c : text) {
@@ -424,6 +475,7 @@ net::awaitable<void> serve_admin_connection(tcp_socket socket, admin_state& stat
         res.result(ok ? http::status::ok : http::status::service_unavailable);
         res.set(http::field::content_type, "text/plain");
         res.body() = ok ? "ready\n" : "not ready: a pool that requests go to has no available server\n";
+        res.body() += acme_warnings(state);
     } else if (target == "/status") {
         // The page holds no data and a browser cannot send a bearer token
         // when it opens a URL: it is served without one; the page sends the
@@ -749,6 +801,12 @@ std::string render_metrics(const admin_state& a) {
     out << "rampart_maintenance{scope=\"routes\"} " << a.maintenance.routes.size() << '\n';
     metric(out, "rampart_maintenance_responses_total", "counter", "Requests answered 503 for maintenance.");
     out << "rampart_maintenance_responses_total " << sum(&worker_counters::maintenance_answers) << '\n';
+    if (a.acme != nullptr && !a.acme->empty()) {
+        render_acme_metrics(out, *a.acme);
+    }
+    metric(out, "rampart_acme_challenges_answered_total", "counter",
+           "ACME validation requests answered by the workers (http-01 on port 80, tls-alpn-01).");
+    out << "rampart_acme_challenges_answered_total " << sum(&worker_counters::acme_challenges_answered) << '\n';
     metric(out, "rampart_access_denied_total", "counter", "Requests answered 403 by a route's allow or deny list.");
     out << "rampart_access_denied_total " << sum(&worker_counters::access_denied) << '\n';
     metric(out, "rampart_basic_auth_total", "counter",

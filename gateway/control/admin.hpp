@@ -3,6 +3,7 @@
 // the workers' shared counters). It never touches a client request.
 
 #include "config/config.hpp"
+#include "gateway/control/acme.hpp"
 #include "gateway/control/ha_link.hpp"
 #include "gateway/control/history.hpp"
 #include "gateway/control/status_page.hpp"
@@ -42,6 +43,9 @@ struct admin_state {
     status_extra status;
     /// The HA pair as the master's ha_link knows it.
     vrrp_info vrrp;
+    /// The certificates ACME manages (the master's acme_manager); null
+    /// before it starts.
+    const std::vector<acme_certificate_status>* acme = nullptr;
     /// Session-ticket keys derived from ha.ticket_secret_file (shared by the
     /// pair) rather than made by this process.
     bool ticket_keys_shared = false;

@@ -2,6 +2,7 @@
 
 #include "certs/certs.hpp"
 #include "gateway/control/abuse.hpp"
+#include "gateway/control/acme.hpp"
 #include "gateway/control/admin.hpp"
 #include "gateway/control/health.hpp"
 #include "gateway/control/privileges.hpp"
@@ -279,6 +280,14 @@ public:
             }
         }
         net::co_spawn(io_, watch_certificates(), log_failure{"certificate watcher failed: "});
+        // ACME: only the VIP's holder of a pair orders (the validation
+        // requests reach the VIP); a single gateway always does.
+        acme_ = std::make_unique<acme_manager>(
+            io_, region_.block(), [this](const std::string& why) { return reload(why, current_->cfg); },
+            [this] { return !current_->cfg->ha_pair || admin_.vrrp.vip_held; });
+        acme_->configure(current_->cfg);
+        admin_.acme = &acme_->status();
+        net::co_spawn(io_, acme_->run(stopping_), log_failure{"acme failed: "});
         net::co_spawn(io_, sample_history(), log_failure{"history sampler failed: "});
         for (unsigned i = 0; i < current_->workers; ++i) {
             spawn(*current_, i);
@@ -304,6 +313,9 @@ public:
                 }
             } else if (!stopping_) {
                 stopping_ = true;
+                if (acme_) {
+                    acme_->wake();
+                }
                 log(log_level::info, "stopping: draining workers");
                 notify_systemd("STOPPING=1");
                 ha_->stop();
@@ -362,6 +374,11 @@ private:
         g->workers = cfg->effective_workers();
         const auto& gw = cfg->gw;
         if (gw.listen.https) {
+            if (gw.tls_settings.acme_settings) {
+                // The state directory, and a stand-in for each certificate
+                // not issued yet, before the certificates load.
+                acme_manager::prepare(*gw.tls_settings.acme_settings);
+            }
             const std::string secret_file = cfg->ha_pair ? cfg->ha_pair->ticket_secret_file : "";
             if (!keys_ || keys_->rotation() != gw.tls_settings.ticket_rotation || secret_file != keys_secret_file_) {
                 // Same rotation and secret: the same keys, so tickets issued
@@ -492,6 +509,9 @@ private:
         admin_.last_reload = "ok";
         publish_admin_state();
         ha_->configure(current_->cfg);
+        if (acme_) {
+            acme_->configure(current_->cfg);
+        }
         log(log_level::info, "reload (" + why + "): generation " + std::to_string(current_->id) + " serving with " +
                                  std::to_string(current_->workers) + " workers; generation " + std::to_string(old->id) +
                                  " draining");
@@ -835,6 +855,7 @@ private:
     net::io_context io_{1};
     std::unique_ptr<health_checker> health_;
     std::unique_ptr<abuse_guard> abuse_;
+    std::unique_ptr<acme_manager> acme_;
     std::unique_ptr<ha_link> ha_; ///< kept across reloads: the VRRP state outlives generations
     bool stopping_ = false;
     int exit_code_ = 0;

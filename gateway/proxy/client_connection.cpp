@@ -14,6 +14,8 @@
 
 #include <openssl/ssl.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -69,6 +71,12 @@ private:
             co_return;
         }
         SSL* ssl = stream_.native_handle();
+        if (certs::is_acme_tls(ssl)) {
+            // A tls-alpn-01 validation: the handshake was the answer.
+            w_.counters.acme_challenges_answered.fetch_add(1, std::memory_order_relaxed);
+            finish(true);
+            co_return;
+        }
         facts_.resumed = SSL_session_reused(ssl) == 1;
         facts_.tls_version = SSL_get_version(ssl); // static strings, valid for the process's life
         facts_.cipher = SSL_get_cipher_name(ssl);
@@ -169,6 +177,16 @@ private:
             res = make_error_response(rejected->status, 11, "", true);
         } else if (auto r = validate_request(p.get().base(), w_.cfg->gw.limits_settings.header_count)) {
             res = make_error_response(r->status, p.get().version(), "", true);
+        } else if (auto answer = acme_answer(p.get())) {
+            // An ACME server validating http-01 (RFC 8555 section 8.3): the
+            // key authorization the master published, nothing else.
+            res = http::response<http::string_body>(http::status::ok, p.get().version());
+            res.set(http::field::content_type, "text/plain");
+            res.set(http::field::cache_control, "no-store");
+            res.body() = std::move(*answer);
+            res.keep_alive(false);
+            res.prepare_payload();
+            w_.counters.acme_challenges_answered.fetch_add(1, std::memory_order_relaxed);
         } else {
             auto& req = p.get();
             auto location = https_location(req[http::field::host], req.target(), w_.https_port, w_.cfg->site);
@@ -203,6 +221,21 @@ private:
         }
         close();
         (void)self;
+    }
+
+    /// The key authorization for a GET of /.well-known/acme-challenge/TOKEN
+    /// whose token the master published; any other request is redirected.
+    std::optional<std::string> acme_answer(const http::request<http::empty_body>& req) const {
+        static constexpr std::string_view prefix = "/.well-known/acme-challenge/";
+        const std::string_view target = req.target();
+        if ((req.method() != http::verb::get && req.method() != http::verb::head) || !target.starts_with(prefix)) {
+            return std::nullopt;
+        }
+        const std::string_view token = target.substr(prefix.size());
+        const bool plain = !token.empty() && std::all_of(token.begin(), token.end(), [](unsigned char c) {
+            return std::isalnum(c) != 0 || c == '-' || c == '_';
+        });
+        return plain ? find_acme_http(w_.shared.acme, token) : std::nullopt;
     }
 
     void close() {
