@@ -4,6 +4,7 @@
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -371,6 +372,101 @@ std::string make_placeholder(const private_key& key, const std::vector<std::stri
     add_extension(cert.get(), nullptr, NID_subject_alt_name, san_list(names));
     sign(cert.get(), key.get());
     return pem_of([&](BIO* b) { return PEM_write_bio_X509(b, cert.get()); }, "a certificate");
+}
+
+// ------------------------------------------------------------------ the pair
+
+transfer_key derive_transfer_key(const std::array<unsigned char, 32>& secret) {
+    static constexpr std::string_view label = "rampart acme transfer v1";
+    transfer_key key{};
+    hkdf_sha256(secret.data(), secret.size(), reinterpret_cast<const unsigned char*>(label.data()), label.size(),
+                key.data(), key.size());
+    return key;
+}
+
+namespace {
+
+using cipher_ctx_ptr = std::unique_ptr<EVP_CIPHER_CTX, openssl_deleter<EVP_CIPHER_CTX_free>>;
+constexpr std::size_t gcm_nonce = 12;
+constexpr std::size_t gcm_tag = 16;
+
+std::optional<std::string> base64url_decode(std::string_view text) {
+    std::string b64(text);
+    for (char& c : b64) {
+        if (c == '-') {
+            c = '+';
+        } else if (c == '_') {
+            c = '/';
+        } else if (!(std::isalnum(static_cast<unsigned char>(c)) != 0)) {
+            return std::nullopt;
+        }
+    }
+    while (b64.size() % 4 != 0) {
+        b64 += '=';
+    }
+    std::string out(b64.size() / 4 * 3, '\0');
+    const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                  reinterpret_cast<const unsigned char*>(b64.data()), static_cast<int>(b64.size()));
+    if (n < 0) {
+        return std::nullopt;
+    }
+    // EVP_DecodeBlock counts the padding's zero bytes too.
+    const std::size_t padding =
+        static_cast<std::size_t>(std::count(b64.end() - std::min<std::size_t>(2, b64.size()), b64.end(), '='));
+    out.resize(static_cast<std::size_t>(n) - padding);
+    return out;
+}
+
+} // namespace
+
+std::string seal(const transfer_key& key, std::string_view aad, std::string_view plain) {
+    unsigned char nonce[gcm_nonce];
+    if (RAND_bytes(nonce, sizeof nonce) != 1) {
+        fail("no random bytes for a nonce");
+    }
+    cipher_ctx_ptr ctx{EVP_CIPHER_CTX_new()};
+    int n = 0;
+    std::string out(sizeof nonce + plain.size() + gcm_tag, '\0');
+    auto* o = reinterpret_cast<unsigned char*>(out.data());
+    std::memcpy(o, nonce, sizeof nonce);
+    if (!ctx || EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.data(), nonce) != 1 ||
+        EVP_EncryptUpdate(ctx.get(), nullptr, &n, reinterpret_cast<const unsigned char*>(aad.data()),
+                          static_cast<int>(aad.size())) != 1 ||
+        EVP_EncryptUpdate(ctx.get(), o + sizeof nonce, &n, reinterpret_cast<const unsigned char*>(plain.data()),
+                          static_cast<int>(plain.size())) != 1 ||
+        EVP_EncryptFinal_ex(ctx.get(), o + sizeof nonce + n, &n) != 1 ||
+        EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, gcm_tag, o + sizeof nonce + plain.size()) != 1) {
+        fail("cannot seal");
+    }
+    const std::string text = base64url(out);
+    OPENSSL_cleanse(out.data(), out.size());
+    return text;
+}
+
+std::optional<std::string> open_sealed(const transfer_key& key, std::string_view aad, std::string_view sealed) {
+    auto raw = base64url_decode(sealed);
+    if (!raw || raw->size() < gcm_nonce + gcm_tag) {
+        return std::nullopt;
+    }
+    const auto* r = reinterpret_cast<const unsigned char*>(raw->data());
+    const std::size_t length = raw->size() - gcm_nonce - gcm_tag;
+    std::string plain(length, '\0');
+    auto* p = reinterpret_cast<unsigned char*>(plain.data());
+    cipher_ctx_ptr ctx{EVP_CIPHER_CTX_new()};
+    int n = 0;
+    const bool ok = ctx && EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.data(), r) == 1 &&
+                    EVP_DecryptUpdate(ctx.get(), nullptr, &n, reinterpret_cast<const unsigned char*>(aad.data()),
+                                      static_cast<int>(aad.size())) == 1 &&
+                    EVP_DecryptUpdate(ctx.get(), p, &n, r + gcm_nonce, static_cast<int>(length)) == 1 &&
+                    EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, gcm_tag,
+                                        const_cast<unsigned char*>(r + gcm_nonce + length)) == 1 &&
+                    EVP_DecryptFinal_ex(ctx.get(), p + n, &n) == 1;
+    ERR_clear_error();
+    if (!ok) {
+        OPENSSL_cleanse(plain.data(), plain.size());
+        return std::nullopt;
+    }
+    return plain;
 }
 
 // ------------------------------------------------------------------ files

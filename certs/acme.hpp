@@ -10,7 +10,9 @@
 
 #include <sys/types.h>
 
+#include <array>
 #include <chrono>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -92,6 +94,19 @@ bool key_matches(std::string_view chain_pem, const private_key& key);
 /// that must start before the first certificate is issued; its issuer CN says
 /// so ("Rampart placeholder").
 std::string make_placeholder(const private_key& key, const std::vector<std::string>& names, long days);
+
+/// The key that seals ACME files between the two nodes of a pair:
+/// HKDF-SHA256(the pair's ticket secret, "rampart acme transfer v1"), a
+/// label of its own so that it is never a session-ticket key.
+using transfer_key = std::array<unsigned char, 32>;
+transfer_key derive_transfer_key(const std::array<unsigned char, 32>& secret);
+
+/// AES-256-GCM under `key`: a random 12-byte nonce, then the ciphertext and
+/// its 16-byte tag, base64url; `aad` is authenticated, not sent.
+std::string seal(const transfer_key& key, std::string_view aad, std::string_view plain);
+/// The plaintext, or nullopt when `sealed` was not made by seal() under
+/// `key` with `aad` (tampered, another secret, another header).
+std::optional<std::string> open_sealed(const transfer_key& key, std::string_view aad, std::string_view sealed);
 
 /// Writes `data` to `path` so that a crash leaves either the old file or the
 /// new one, never a part: a temporary file beside it with `mode` from the

@@ -122,6 +122,25 @@ void sign(X509* cert, EVP_PKEY* issuer_key) {
     }
 }
 
+void hkdf_sha256(const unsigned char* secret, std::size_t secret_length, const unsigned char* info,
+                 std::size_t info_length, unsigned char* out, std::size_t out_length) {
+    kdf_ptr kdf{EVP_KDF_fetch(nullptr, "HKDF", nullptr)};
+    kdf_ctx_ptr ctx{kdf ? EVP_KDF_CTX_new(kdf.get()) : nullptr};
+    if (!ctx) {
+        fail("HKDF unavailable");
+    }
+    // OSSL_PARAM is not const-correct; OpenSSL only reads these buffers.
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<unsigned char*>(secret), secret_length),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, const_cast<unsigned char*>(info), info_length),
+        OSSL_PARAM_construct_end(),
+    };
+    if (EVP_KDF_derive(ctx.get(), out, out_length, params) != 1) {
+        fail("HKDF derivation failed");
+    }
+}
+
 } // namespace detail
 
 using namespace detail;
@@ -666,23 +685,8 @@ ticket_key derived_ticket_keys::key_for_epoch(std::uint64_t epoch) const {
         info[ticket_info_label.size() + static_cast<std::size_t>(i)] =
             static_cast<unsigned char>(epoch >> (56 - 8 * i));
     }
-    kdf_ptr kdf{EVP_KDF_fetch(nullptr, "HKDF", nullptr)};
-    kdf_ctx_ptr ctx{kdf ? EVP_KDF_CTX_new(kdf.get()) : nullptr};
-    if (!ctx) {
-        fail("HKDF unavailable");
-    }
-    // OSSL_PARAM is not const-correct; OpenSSL only reads these buffers.
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<unsigned char*>(secret_.data()),
-                                          secret_.size()),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info.data(), info.size()),
-        OSSL_PARAM_construct_end(),
-    };
     std::array<unsigned char, 80> out{};
-    if (EVP_KDF_derive(ctx.get(), out.data(), out.size(), params) != 1) {
-        fail("HKDF derivation failed");
-    }
+    hkdf_sha256(secret_.data(), secret_.size(), info.data(), info.size(), out.data(), out.size());
     ticket_key key;
     const unsigned char* at = out.data();
     std::memcpy(key.name.data(), at, key.name.size());

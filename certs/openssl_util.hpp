@@ -44,5 +44,8 @@ void add_extension(X509* cert, X509* issuer, int nid, const std::string& value);
 x509_ptr make_certificate(EVP_PKEY* key, const std::string& common_name, long days, X509* issuer);
 /// Signs with SHA-256.
 void sign(X509* cert, EVP_PKEY* issuer_key);
+/// HKDF-SHA256 (RFC 5869), no salt: `out_length` bytes from `secret` and `info`.
+void hkdf_sha256(const unsigned char* secret, std::size_t secret_length, const unsigned char* info,
+                 std::size_t info_length, unsigned char* out, std::size_t out_length);
 
 } // namespace rampart::certs::detail

@@ -224,7 +224,7 @@ void checker::check_tls(const field& f, tls& out) {
             std::vector<certificate> managed;
             for (const auto& type : acme->key_types) {
                 const std::string file = acme->file_of(type);
-                managed.push_back(certificate{file, file, acme->at, acme->at});
+                managed.push_back(certificate{file, file, acme->at, acme->at, true});
             }
             out.certificates.insert(out.certificates.begin(), managed.begin(), managed.end());
             out.acme_settings = std::move(acme);

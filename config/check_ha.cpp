@@ -237,6 +237,10 @@ void checker::check_ha(const field& f, snapshot& s) {
     if (const auto p = m->get("peer_check")) {
         check_peer_check(*p, s, out.peer_check);
     }
+    if (s.gw.tls_settings.acme_settings && out.ticket_secret_file.empty() && !m->get("ticket_secret_file")) {
+        fail(f, "gateway.tls.acme in a pair needs ha.ticket_secret_file: the node holding the VIP orders, and its "
+                "certificates reach the other node sealed with a key derived from that secret");
+    }
     // Cross-checks, once every value is known.
     if (out.nodes.size() == 2) {
         const ha_node& a = out.nodes[0];

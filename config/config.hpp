@@ -147,6 +147,7 @@ struct certificate {
     std::string key_file;  ///< PEM private key; must not be readable by group or others
     location cert_at;      ///< where cert_file is named in the file
     location key_at;       ///< where key_file is named
+    bool acme = false;     ///< ACME's file (gateway.tls.acme): made at start when missing
 };
 
 struct hsts {

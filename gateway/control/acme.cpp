@@ -588,7 +588,11 @@ void acme_manager::prepare(const config::acme& settings) {
     }
 }
 
-void acme_manager::configure(const config::snapshot_ptr& cfg) {
+void acme_manager::configure(const config::snapshot_ptr& cfg, std::optional<acme_pair_link> pair) {
+    if (pair_) {
+        OPENSSL_cleanse(pair_->key.data(), pair_->key.size());
+    }
+    pair_ = std::move(pair);
     const auto& next = cfg ? cfg->gw.tls_settings.acme_settings : std::nullopt;
     std::vector<acme_certificate_status> status;
     if (next) {
@@ -704,8 +708,19 @@ net::awaitable<void> acme_manager::attempt(std::size_t index) {
 }
 
 net::awaitable<void> acme_manager::run(const bool& stopping) {
+    net::co_spawn(io_, follow_peer(stopping), [](std::exception_ptr e) {
+        if (e) {
+            try {
+                std::rethrow_exception(e);
+            } catch (const std::exception& x) {
+                log(log_level::error, std::string("acme: following the peer failed: ") + x.what());
+            }
+        }
+    });
     while (!stopping) {
-        std::chrono::seconds wait = std::chrono::seconds(60);
+        // In a pair, look again soon: taking the VIP over makes this node
+        // the one that orders.
+        std::chrono::seconds wait = std::chrono::seconds(pair_ ? 3 : 60);
         if (settings_ && may_order_()) {
             const std::int64_t now = unix_seconds(clock::now());
             std::optional<std::size_t> due;
@@ -725,6 +740,240 @@ net::awaitable<void> acme_manager::run(const bool& stopping) {
         wake_.expires_after(std::max(wait, std::chrono::seconds(1)));
         co_await wake_.async_wait(use_tuple);
     }
+}
+
+// -------------------------------------------------------------------- the pair
+//
+// Each node of a pair asks the other's admin listener every few seconds for
+// the files it has issued (GET /api/ha/acme?have=TYPE:SERIAL,...). The answer
+// is 304 when the asker has them already, else the files sealed with
+// AES-256-GCM under a key derived from ha.ticket_secret_file; the sender's
+// node, the receiver's and the time are authenticated with them. A file is
+// installed only when its chain verifies against its key and names, and it
+// ends later than the one in place: a replayed answer installs nothing.
+
+namespace {
+
+constexpr auto peer_interval = std::chrono::seconds(2);
+constexpr auto peer_timeout = std::chrono::seconds(5);
+constexpr std::int64_t peer_clock_skew = 300;
+constexpr std::size_t max_bundle = 256 * 1024;
+
+std::string transfer_aad(const std::string& sender, const std::string& receiver, std::int64_t time) {
+    return "rampart acme transfer v1\n" + sender + "\n" + receiver + "\n" + std::to_string(time);
+}
+
+bool plain_list(std::string_view text) {
+    return text.size() <= 512 && std::all_of(text.begin(), text.end(), [](unsigned char c) {
+               return std::isalnum(c) != 0 || c == ':' || c == ',';
+           });
+}
+
+} // namespace
+
+std::string acme_manager::have_list() const {
+    std::string out;
+    for (const auto& st : status_) {
+        if (!st.placeholder && !st.serial.empty()) {
+            out += (out.empty() ? "" : ",") + st.key_type + ":" + st.serial;
+        }
+    }
+    return out;
+}
+
+http::response<http::string_body> acme_manager::serve_transfer(const http::request<http::empty_body>& req) const {
+    http::response<http::string_body> res{http::status::not_found, req.version()};
+    res.set(http::field::cache_control, "no-store");
+    res.set(http::field::content_type, "text/plain");
+    if (!pair_ || !settings_ || req.method() != http::verb::get) {
+        return res;
+    }
+    std::string_view target = req.target();
+    std::string_view have;
+    if (const auto q = target.find("?have="); q != std::string_view::npos) {
+        have = target.substr(q + 6);
+    }
+    if (!plain_list(have)) {
+        res.result(http::status::bad_request);
+        return res;
+    }
+    const std::string mine = have_list();
+    if (mine.empty() || mine == have) {
+        res.result(http::status::not_modified);
+        return res;
+    }
+    std::string plain = "rampart-acme 1\n";
+    for (const auto& st : status_) {
+        std::string pem;
+        if (st.placeholder || !acme::read_file(st.file, pem)) {
+            continue;
+        }
+        plain += st.key_type + " " + std::to_string(pem.size()) + "\n" + pem;
+        OPENSSL_cleanse(pem.data(), pem.size());
+    }
+    const std::int64_t now = unix_seconds(clock::now());
+    res.body() = acme::seal(pair_->key, transfer_aad(pair_->node, pair_->peer, now), plain);
+    OPENSSL_cleanse(plain.data(), plain.size());
+    res.set("X-Rampart-Node", pair_->node);
+    res.set("X-Rampart-Time", std::to_string(now));
+    res.result(http::status::ok);
+    return res;
+}
+
+net::awaitable<void> acme_manager::follow_peer(const bool& stopping) {
+    net::steady_timer timer(io_);
+    while (!stopping) {
+        if (pair_ && settings_) {
+            co_await ask_peer(*pair_);
+        }
+        timer.expires_after(peer_interval);
+        co_await timer.async_wait(use_tuple);
+    }
+}
+
+net::awaitable<void> acme_manager::ask_peer(acme_pair_link pair) {
+    error_code ec;
+    const auto address = net::ip::make_address(pair.peer_address, ec);
+    if (ec) {
+        co_return;
+    }
+    tcp_socket socket(io_.get_executor());
+    net::steady_timer deadline(io_);
+    deadline.expires_after(peer_timeout);
+    deadline.async_wait([&](const error_code& e) {
+        if (!e) {
+            error_code ignored;
+            socket.close(ignored);
+        }
+    });
+    struct cancel_on_exit {
+        net::steady_timer& t;
+        ~cancel_on_exit() { t.cancel(); }
+    } cancel{deadline};
+    auto [cec] = co_await socket.async_connect(tcp::endpoint(address, pair.admin_port));
+    if (cec) {
+        ++transfers_.failed;
+        co_return;
+    }
+    http::request<http::empty_body> req{http::verb::get, "/api/ha/acme?have=" + have_list(), 11};
+    req.set(http::field::host, pair.peer_address);
+    req.keep_alive(false);
+    auto [wec, wn] = co_await http::async_write(socket, req, use_tuple);
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(max_bundle);
+    parser.header_limit(8192);
+    auto [rec, rn] = co_await http::async_read(socket, buffer, parser, use_tuple);
+    if (wec || rec) {
+        ++transfers_.failed;
+        co_return;
+    }
+    const auto& res = parser.get();
+    if (res.result() == http::status::not_modified || res.result() == http::status::not_found) {
+        co_return; // the same files, or a peer without ACME
+    }
+    std::string why;
+    std::int64_t time = 0;
+    const std::string time_text(res["X-Rampart-Time"]);
+    if (res.result() != http::status::ok) {
+        why = "status " + std::to_string(res.result_int());
+    } else if (res["X-Rampart-Node"] != pair.peer) {
+        why = "it does not come from node " + pair.peer;
+    } else if (time_text.empty() || time_text.size() > 12 ||
+               !std::all_of(time_text.begin(), time_text.end(), [](unsigned char c) { return std::isdigit(c) != 0; }) ||
+               std::abs((time = std::stoll(time_text)) - unix_seconds(clock::now())) > peer_clock_skew) {
+        why = "its time is not within 5 minutes of this node's";
+    }
+    std::optional<std::string> bundle;
+    if (why.empty()) {
+        bundle = acme::open_sealed(pair.key, transfer_aad(pair.peer, pair.node, time), res.body());
+        if (!bundle) {
+            why = "it does not open with this node's ha.ticket_secret_file (is the file the same on both nodes?)";
+        }
+    }
+    bool installed = false;
+    if (why.empty()) {
+        try {
+            installed = install_from_peer(pair, *bundle);
+        } catch (const std::exception& e) {
+            why = e.what();
+        }
+        OPENSSL_cleanse(bundle->data(), bundle->size());
+    }
+    if (!why.empty()) {
+        ++transfers_.refused;
+        const auto now = std::chrono::steady_clock::now();
+        if (now - refusal_logged_at_ >= std::chrono::minutes(1)) {
+            refusal_logged_at_ = now;
+            log(log_level::warn, "acme: refused the certificates of peer " + pair.peer + ": " + why + " (" +
+                                     std::to_string(transfers_.refused) + " refused so far)");
+        }
+        co_return;
+    }
+    if (installed) {
+        const auto [ok, message] = reload_("ACME certificates from peer " + pair.peer);
+        if (!ok) {
+            log(log_level::error, "acme: the peer's certificate is on disk but the reload failed: " + message);
+        }
+    }
+}
+
+bool acme_manager::install_from_peer(const acme_pair_link& pair, std::string_view bundle) {
+    static constexpr std::string_view magic = "rampart-acme 1\n";
+    if (!bundle.starts_with(magic)) {
+        throw acme_error("not a bundle of this version");
+    }
+    bundle.remove_prefix(magic.size());
+    bool installed = false;
+    while (!bundle.empty()) {
+        const auto eol = bundle.find('\n');
+        const auto space = bundle.find(' ');
+        if (eol == std::string_view::npos || space == std::string_view::npos || space > eol) {
+            throw acme_error("a malformed bundle");
+        }
+        const std::string type(bundle.substr(0, space));
+        const std::string length_text(bundle.substr(space + 1, eol - space - 1));
+        if (length_text.empty() || length_text.size() > 7 ||
+            !std::all_of(length_text.begin(), length_text.end(),
+                         [](unsigned char c) { return std::isdigit(c) != 0; })) {
+            throw acme_error("a malformed bundle");
+        }
+        const std::size_t length = std::stoul(length_text);
+        bundle.remove_prefix(eol + 1);
+        if (length > bundle.size()) {
+            throw acme_error("a truncated bundle");
+        }
+        const std::string_view pem = bundle.substr(0, length);
+        bundle.remove_prefix(length);
+        const auto it = std::find_if(status_.begin(), status_.end(),
+                                     [&](const acme_certificate_status& st) { return st.key_type == type; });
+        if (it == status_.end()) {
+            continue; // a key type this node does not manage
+        }
+        const auto key = acme::private_key::from_pem(pem, "the peer's " + type + " key");
+        const auto facts = acme::inspect_chain(pem);
+        for (const auto& n : settings_->names) {
+            if (std::find(facts.names.begin(), facts.names.end(), n) == facts.names.end()) {
+                throw acme_error("the peer's " + type + " certificate does not name " + n);
+            }
+        }
+        if (!acme::key_matches(pem, key) || (type == "rsa") != (key.type() == acme::key_type::rsa)) {
+            throw acme_error("the peer's " + type + " certificate is not for its key");
+        }
+        if (facts.issuer == "Rampart placeholder" || facts.not_after <= clock::now()) {
+            throw acme_error("the peer's " + type + " certificate is a placeholder or expired");
+        }
+        if (!it->placeholder && unix_seconds(facts.not_after) <= it->not_after) {
+            continue; // not newer than the one in place (a replay, or the same)
+        }
+        acme::write_file_atomic(it->file, pem, 0600);
+        log(log_level::info, "acme: installed the " + type + " certificate of peer " + pair.peer + " (serial " +
+                                 facts.serial + ", issuer " + facts.issuer + ")");
+        ++transfers_.installed;
+        installed = true;
+        refresh_status(static_cast<std::size_t>(it - status_.begin()));
+    }
+    return installed;
 }
 
 } // namespace rampart::gateway

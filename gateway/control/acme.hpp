@@ -14,6 +14,7 @@
 // request has a deadline and a bounded response (1 MiB, 16 KiB of header),
 // and a redirect is an error.
 
+#include "certs/acme.hpp"
 #include "config/config.hpp"
 #include "gateway/net.hpp"
 #include "gateway/shared_state.hpp"
@@ -22,6 +23,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -44,6 +46,23 @@ struct acme_certificate_status {
     std::string last_error; ///< empty after a success
 };
 
+/// The other node of an HA pair: where its admin listener is, and the key
+/// the two nodes' ACME files travel under (derived from ha.ticket_secret_file).
+struct acme_pair_link {
+    std::string node; ///< this node
+    std::string peer; ///< the other node's name
+    std::string peer_address;
+    unsigned short admin_port = 0;
+    certs::acme::transfer_key key{};
+};
+
+/// What came from the peer so far.
+struct acme_transfer_counts {
+    std::uint64_t installed = 0; ///< certificates taken from the peer
+    std::uint64_t refused = 0;   ///< answers that did not open or verify
+    std::uint64_t failed = 0;    ///< no answer (the peer down, a timeout)
+};
+
 class acme_manager {
 public:
     /// `reload` puts new files live (the master's reload); `may_order` says
@@ -61,26 +80,40 @@ public:
     /// Throws std::runtime_error with the reason.
     static void prepare(const config::acme& settings);
 
-    /// The settings to work with from now on (none: stop ordering).
-    void configure(const config::snapshot_ptr& cfg);
+    /// The settings to work with from now on (none: stop ordering), and the
+    /// peer of a pair (none: a single gateway).
+    void configure(const config::snapshot_ptr& cfg, std::optional<acme_pair_link> pair);
+    /// GET /api/ha/acme?have=TYPE:SERIAL,...: this node's issued files,
+    /// sealed for the peer (200), or 304 when the peer has the same ones.
+    http::response<http::string_body> serve_transfer(const http::request<http::empty_body>& req) const;
     /// Orders and renews until `stopping`.
     net::awaitable<void> run(const bool& stopping);
     /// Ends a wait early (a new configuration, the VIP taken over, stop).
     void wake();
 
     const std::vector<acme_certificate_status>& status() const { return status_; }
+    const acme_transfer_counts& transfers() const { return transfers_; }
 
 private:
     struct session;
     net::awaitable<void> attempt(std::size_t index);
     void refresh_status(std::size_t index);
+    /// Asks the peer for newer files every few seconds and installs them.
+    net::awaitable<void> follow_peer(const bool& stopping);
+    net::awaitable<void> ask_peer(acme_pair_link pair);
+    /// Checks the files of a peer's answer; true when one was installed.
+    bool install_from_peer(const acme_pair_link& pair, std::string_view bundle);
+    std::string have_list() const;
 
     net::io_context& io_;
     shared_block& block_;
     std::function<std::pair<bool, std::string>(const std::string&)> reload_;
     std::function<bool()> may_order_;
     std::optional<config::acme> settings_;
+    std::optional<acme_pair_link> pair_;
     std::vector<acme_certificate_status> status_;
+    acme_transfer_counts transfers_;
+    std::chrono::steady_clock::time_point refusal_logged_at_{};
     net::steady_timer wake_;
 };
 

@@ -494,6 +494,15 @@ net::awaitable<void> serve_admin_connection(tcp_socket socket, admin_state& stat
         } else {
             res.body() = status_page_html();
         }
+    } else if (target == "/api/ha/acme" || target.starts_with("/api/ha/acme?")) {
+        // The peer's question: the answer is sealed with the pair's secret,
+        // so no admin token (the peer has none of this node's).
+        if (state.acme_transfer) {
+            res = state.acme_transfer(req);
+        } else {
+            res = make_error_response(http::status::not_found, req.version(), "", true);
+        }
+        res.set(http::field::server, "rampart");
     } else if (target == "/api/ha/peer") {
         res = peer_answer(req, state);
         res.set(http::field::server, "rampart");
@@ -803,6 +812,14 @@ std::string render_metrics(const admin_state& a) {
     out << "rampart_maintenance_responses_total " << sum(&worker_counters::maintenance_answers) << '\n';
     if (a.acme != nullptr && !a.acme->empty()) {
         render_acme_metrics(out, *a.acme);
+    }
+    if (a.acme_transfers != nullptr && a.cfg->ha_pair && a.cfg->gw.tls_settings.acme_settings) {
+        metric(out, "rampart_acme_peer_transfers_total", "counter",
+               "Asking the HA peer for its ACME certificates: installed, refused (did not open or verify), failed "
+               "(no answer).");
+        out << "rampart_acme_peer_transfers_total{result=\"installed\"} " << a.acme_transfers->installed << '\n';
+        out << "rampart_acme_peer_transfers_total{result=\"refused\"} " << a.acme_transfers->refused << '\n';
+        out << "rampart_acme_peer_transfers_total{result=\"failed\"} " << a.acme_transfers->failed << '\n';
     }
     metric(out, "rampart_acme_challenges_answered_total", "counter",
            "ACME validation requests answered by the workers (http-01 on port 80, tls-alpn-01).");

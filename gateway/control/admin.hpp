@@ -46,6 +46,9 @@ struct admin_state {
     /// The certificates ACME manages (the master's acme_manager); null
     /// before it starts.
     const std::vector<acme_certificate_status>* acme = nullptr;
+    const acme_transfer_counts* acme_transfers = nullptr;
+    /// GET /api/ha/acme, the peer's question (acme_manager::serve_transfer).
+    std::function<http::response<http::string_body>(const http::request<http::empty_body>&)> acme_transfer;
     /// Session-ticket keys derived from ha.ticket_secret_file (shared by the
     /// pair) rather than made by this process.
     bool ticket_keys_shared = false;

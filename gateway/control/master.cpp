@@ -217,6 +217,17 @@ struct generation {
     listen_fd access_log;                ///< the access log's descriptor (-1 when off); each worker gets a copy
     std::vector<cert_info> certificates; ///< for the status page
     std::vector<std::pair<std::string, file_stamp>> watched; ///< certificate and key files
+    /// ACME in a pair: the key the nodes' certificates travel under.
+    std::optional<certs::acme::transfer_key> acme_transfer_key;
+
+    generation() = default;
+    generation(const generation&) = delete;
+    generation& operator=(const generation&) = delete;
+    ~generation() {
+        if (acme_transfer_key) {
+            OPENSSL_cleanse(acme_transfer_key->data(), acme_transfer_key->size());
+        }
+    }
 };
 
 class master {
@@ -285,8 +296,12 @@ public:
         acme_ = std::make_unique<acme_manager>(
             io_, region_.block(), [this](const std::string& why) { return reload(why, current_->cfg); },
             [this] { return !current_->cfg->ha_pair || admin_.vrrp.vip_held; });
-        acme_->configure(current_->cfg);
+        acme_->configure(current_->cfg, acme_pair());
         admin_.acme = &acme_->status();
+        admin_.acme_transfers = &acme_->transfers();
+        admin_.acme_transfer = [this](const http::request<http::empty_body>& req) {
+            return acme_->serve_transfer(req);
+        };
         net::co_spawn(io_, acme_->run(stopping_), log_failure{"acme failed: "});
         net::co_spawn(io_, sample_history(), log_failure{"history sampler failed: "});
         for (unsigned i = 0; i < current_->workers; ++i) {
@@ -378,6 +393,11 @@ private:
                 // The state directory, and a stand-in for each certificate
                 // not issued yet, before the certificates load.
                 acme_manager::prepare(*gw.tls_settings.acme_settings);
+                if (cfg->ha_pair && !cfg->ha_pair->ticket_secret_file.empty()) {
+                    auto secret = certs::load_ticket_secret(cfg->ha_pair->ticket_secret_file);
+                    g->acme_transfer_key = certs::acme::derive_transfer_key(secret);
+                    OPENSSL_cleanse(secret.data(), secret.size());
+                }
             }
             const std::string secret_file = cfg->ha_pair ? cfg->ha_pair->ticket_secret_file : "";
             if (!keys_ || keys_->rotation() != gw.tls_settings.ticket_rotation || secret_file != keys_secret_file_) {
@@ -510,7 +530,7 @@ private:
         publish_admin_state();
         ha_->configure(current_->cfg);
         if (acme_) {
-            acme_->configure(current_->cfg);
+            acme_->configure(current_->cfg, acme_pair());
         }
         log(log_level::info, "reload (" + why + "): generation " + std::to_string(current_->id) + " serving with " +
                                  std::to_string(current_->workers) + " workers; generation " + std::to_string(old->id) +
@@ -597,6 +617,21 @@ private:
             timer.expires_at(next);
             co_await timer.async_wait(use_tuple);
         }
+    }
+
+    /// The peer of a pair whose nodes share ACME certificates, once the HA
+    /// link knows which node this is.
+    std::optional<acme_pair_link> acme_pair() const {
+        const config::snapshot& cfg = *current_->cfg;
+        if (!current_->acme_transfer_key || !cfg.ha_pair || !admin_.vrrp.enabled || !cfg.gw.listen.admin) {
+            return std::nullopt;
+        }
+        const config::ha_node* peer = cfg.ha_pair->peer_of(admin_.vrrp.node);
+        if (peer == nullptr) {
+            return std::nullopt;
+        }
+        return acme_pair_link{admin_.vrrp.node, peer->name, peer->address, cfg.gw.listen.admin->port,
+                              *current_->acme_transfer_key};
     }
 
     unsigned live_workers() const {

@@ -106,9 +106,10 @@ def _openssl(*args: str) -> None:
     check(r.returncode == 0, f"openssl {' '.join(args[:2])} failed ({r.returncode}): {r.stderr.strip()}")
 
 
-def make_listener_certificate(directory: Path) -> tuple[Path, Path, Path]:
-    """A development CA and a leaf for 127.0.0.1 and localhost it signed (ECDSA P-256, 30 days),
-    with the openssl command; returns (ca.pem, leaf.pem, leaf.key). Keys are mode 600."""
+def make_listener_certificate(directory: Path, address: str = LOOPBACK) -> tuple[Path, Path, Path]:
+    """A development CA and a leaf for `address` (127.0.0.1 by default) and localhost it signed
+    (ECDSA P-256, 30 days), with the openssl command; returns (ca.pem, leaf.pem, leaf.key). Keys
+    are mode 600."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_pem, ca_key = directory / "ca.pem", directory / "ca.key"
     leaf_pem, leaf_key, leaf_csr = directory / "leaf.pem", directory / "leaf.key", directory / "leaf.csr"
@@ -123,7 +124,7 @@ def make_listener_certificate(directory: Path) -> tuple[Path, Path, Path]:
     ext.write_text("basicConstraints=critical,CA:FALSE\n"
                    "keyUsage=critical,digitalSignature\n"
                    "extendedKeyUsage=serverAuth\n"
-                   "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                   f"subjectAltName=IP:{address},DNS:localhost\n"
                    "subjectKeyIdentifier=hash\n"
                    "authorityKeyIdentifier=keyid\n")
     _openssl("x509", "-req", "-in", str(leaf_csr), "-CA", str(ca_pem), "-CAkey", str(ca_key),
@@ -156,13 +157,17 @@ def _free_dns_port(avoid: set[int]) -> int:
     raise AssertionError("no loopback port free for both UDP and TCP in 50 tries")
 
 
-def dns_query(port: int, name: str, qtype: int = 1, timeout: float = 1.0) -> list[bytes]:
+def _plain_socket(family: int, type_: int) -> socket.socket:
+    return socket.socket(family, type_)
+
+
+def dns_query(port: int, name: str, qtype: int = 1, timeout: float = 1.0, sock=_plain_socket) -> list[bytes]:
     """The answers' RDATA of one query (qtype 1: A, 28: AAAA) to 127.0.0.1:port over UDP.
     Raises OSError (socket.timeout included) when nothing answers."""
     qid = int.from_bytes(os.urandom(2), "big")
     question = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
     question += qtype.to_bytes(2, "big") + b"\0\1"
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    with sock(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
         s.sendto(qid.to_bytes(2, "big") + b"\1\0\0\1\0\0\0\0\0\0" + question, (LOOPBACK, port))
         data, _ = s.recvfrom(4096)
@@ -189,13 +194,19 @@ class Pebble:
     """pebble and pebble-challtestsrv on loopback; see the module docstring."""
 
     def __init__(self, work: Path, http_port: int, tls_port: int, *, validity_s: int | None = None,
-                 nonce_reject: int = 0, authz_reuse: int = 0, strict: bool = False) -> None:
+                 nonce_reject: int = 0, authz_reuse: int = 0, strict: bool = False, host: str = LOOPBACK,
+                 answer: str = LOOPBACK, netns=None) -> None:
+        """host: the address pebble listens on (and its certificate's); answer: the address
+        challtestsrv gives every name (where validations go); netns: (lab, host name) of
+        tests/support/netns.py to run both processes in that host's namespace (probes and requests
+        then go through lab.socket)."""
         check(0 <= nonce_reject <= 100 and 0 <= authz_reuse <= 100, "nonce_reject and authz_reuse are percents")
         check(validity_s is None or validity_s > 0, "validity_s must be positive")
         self.work = Path(work) / f"pebble-{http_port}-{tls_port}"
         self.work.mkdir(parents=True, exist_ok=True)
         self.http_port, self.tls_port = http_port, tls_port
         self.validity_s, self.strict = validity_s, strict
+        self.host, self.answer, self.netns = host, answer, netns
         self.nonce_reject, self.authz_reuse = nonce_reject, authz_reuse
         avoid = {http_port, tls_port}
         for _ in range(20):  # the caller's ports may be free (not yet bound) too: never reuse them
@@ -206,9 +217,9 @@ class Pebble:
             raise AssertionError(f"free_ports kept returning {avoid}")
         self.port, self.management_port, self.challtestsrv_port = ports
         self.dns_port = _free_dns_port(avoid | set(ports))
-        self.directory_url = f"https://{LOOPBACK}:{self.port}/dir"
-        self.management_url = f"https://{LOOPBACK}:{self.management_port}"
-        self.ca_file, self.cert_file, self.key_file = make_listener_certificate(self.work / "tls")
+        self.directory_url = f"https://{host}:{self.port}/dir"
+        self.management_url = f"https://{host}:{self.management_port}"
+        self.ca_file, self.cert_file, self.key_file = make_listener_certificate(self.work / "tls", host)
         self.config_path = self.work / "pebble-config.json"
         self.pebble: Process | None = None
         self.dns: Process | None = None
@@ -219,8 +230,8 @@ class Pebble:
     def config(self) -> dict:
         """pebble's configuration file, as a dict."""
         conf = {
-            "listenAddress": f"{LOOPBACK}:{self.port}",
-            "managementListenAddress": f"{LOOPBACK}:{self.management_port}",
+            "listenAddress": f"{self.host}:{self.port}",
+            "managementListenAddress": f"{self.host}:{self.management_port}",
             "certificate": str(self.cert_file),
             "privateKey": str(self.key_file),
             "httpPort": self.http_port,
@@ -235,7 +246,7 @@ class Pebble:
     def challtestsrv_argv(self) -> list[str]:
         return [CHALLTESTSRV_BIN, "-dns01", f"{LOOPBACK}:{self.dns_port}", "-http01", "", "-https01", "",
                 "-tlsalpn01", "", "-management", f"{LOOPBACK}:{self.challtestsrv_port}",
-                "-defaultIPv4", LOOPBACK, "-defaultIPv6", ""]
+                "-defaultIPv4", self.answer, "-defaultIPv6", ""]
 
     def pebble_argv(self) -> list[str]:
         argv = [PEBBLE_BIN, "-config", str(self.config_path), "-dnsserver", f"{LOOPBACK}:{self.dns_port}"]
@@ -255,11 +266,11 @@ class Pebble:
         check(self.pebble is None and self.dns is None, "Pebble already started")
         self.config_path.write_text(json.dumps(self.config(), indent=2) + "\n")
         try:
-            self.dns = Process(self.challtestsrv_argv(), "pebble-challtestsrv", cwd=self.work).start()
-            self.dns.wait_port(self.challtestsrv_port, timeout)
-            self._wait(self.dns, lambda: dns_query(self.dns_port, "www.foobar.com") == [socket.inet_aton(LOOPBACK)],
-                       timeout, f"challtestsrv's DNS on {LOOPBACK}:{self.dns_port}")
-            self.pebble = _PebbleProcess(self.pebble_argv(), "pebble", env=self.pebble_env(), cwd=self.work).start()
+            self.dns = Process(self._wrap(self.challtestsrv_argv()), "pebble-challtestsrv", cwd=self.work).start()
+            self._wait(self.dns, lambda: dns_query(self.dns_port, "www.foobar.com", sock=self._socket)
+                       == [socket.inet_aton(self.answer)], timeout, f"challtestsrv's DNS on {LOOPBACK}:{self.dns_port}")
+            self.pebble = _PebbleProcess(self._wrap(self.pebble_argv()), "pebble", env=self.pebble_env(),
+                                         cwd=self.work).start()
             self._runs.append(self.pebble)
             # No wait_port: a bare TCP probe makes pebble log a TLS handshake error.
             self._wait(self.pebble, lambda: "newNonce" in self._get_ok(self.port, "/dir", PROBE_TIMEOUT_S),
@@ -342,10 +353,16 @@ class Pebble:
     def _context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
+    def _wrap(self, argv: list[str]) -> list[str]:
+        return self.netns[0].argv(self.netns[1], argv) if self.netns else argv
+
+    def _socket(self, family: int, type_: int) -> socket.socket:
+        return self.netns[0].socket(self.netns[1], family, type_) if self.netns else socket.socket(family, type_)
+
     def request(self, method: str, port: int, path: str, body: bytes | None = None,
                 headers: dict | None = None, timeout: float = HTTP_TIMEOUT_S) -> tuple[int, dict[str, str], bytes]:
-        """One HTTPS request to 127.0.0.1:port verified with ca_file (no proxy); (status, headers, body)."""
-        conn = http.client.HTTPSConnection(LOOPBACK, port, context=self._context(), timeout=timeout)
+        """One HTTPS request to host:port verified with ca_file (no proxy); (status, headers, body)."""
+        conn = _Connection(self.host, port, self._context(), timeout, self._socket)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
@@ -355,7 +372,7 @@ class Pebble:
 
     def _get_ok(self, port: int, path: str, timeout: float = HTTP_TIMEOUT_S) -> str:
         status, _, body = self.request("GET", port, path, timeout=timeout)
-        check(status == 200, f"GET https://{LOOPBACK}:{port}{path}: status {status}: {body[:200]!r}")
+        check(status == 200, f"GET https://{self.host}:{port}{path}: status {status}: {body[:200]!r}")
         return body.decode()
 
     def directory(self) -> dict:
@@ -388,6 +405,24 @@ class Pebble:
         for i, proc in enumerate(self._runs):
             parts.append(f"--- pebble start {i + 1} (pid {proc.pid}) ---\n{proc.read_stdout()}{proc.read_stderr()}")
         return "\n".join(parts)
+
+
+class _Connection(http.client.HTTPSConnection):
+    """An HTTPSConnection whose socket comes from `sock` (a namespace's, say)."""
+
+    def __init__(self, host: str, port: int, context: ssl.SSLContext, timeout: float, sock) -> None:
+        super().__init__(host, port, context=context, timeout=timeout)
+        self._make_socket = sock
+
+    def connect(self) -> None:
+        raw = self._make_socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.settimeout(self.timeout)
+        try:
+            raw.connect((self.host, self.port))
+        except OSError:
+            raw.close()
+            raise
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
 
 
 def _tail(text: str, lines: int = 15) -> str:
