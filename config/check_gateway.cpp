@@ -121,6 +121,11 @@ void checker::check_gateway(const field& f, snapshot& s) {
     if (https && gw.tls_settings.certificates.empty() && !tls_failed) {
         fail(*https, "an https listener needs at least one certificate in gateway.tls.certificates");
     }
+    if (!gw.tls_settings.acme_webroot.empty() && !gw.listen.http) {
+        const auto t = m->get("tls");
+        fail(t->node["acme_webroot"].Mark(), t->path + ".acme_webroot",
+             "is served on port 80: it needs gateway.listen.http");
+    }
     if (const auto& a = gw.tls_settings.acme_settings) {
         if (!https) {
             fail_at(a->at, "gateway.tls.acme needs an https listener (gateway.listen.https) to serve what it issues");
@@ -230,6 +235,7 @@ void checker::check_tls(const field& f, tls& out) {
             out.acme_settings = std::move(acme);
         }
     }
+    optional_value(*m, "acme_webroot", out.acme_webroot, [&](const field& p) { return file_path(p); });
     optional_value(*m, "session_tickets", out.session_tickets, [&](const field& b) { return boolean(b); });
     optional_value(*m, "ticket_rotation", out.ticket_rotation,
                    [&](const field& d) { return duration_value(d, std::chrono::minutes(1)); });

@@ -115,7 +115,8 @@ inline constexpr std::array gateway_keys{"listen"sv,
 inline constexpr std::array compression_keys{"enabled"sv,  "codings"sv, "gzip_level"sv,  "brotli_quality"sv,
                                              "min_size"sv, "types"sv,   "with_cookies"sv};
 inline constexpr std::array listen_keys{"https"sv, "http"sv, "admin"sv, "proxy_protocol"sv};
-inline constexpr std::array tls_keys{"certificates"sv, "session_tickets"sv, "ticket_rotation"sv, "alpn"sv, "acme"sv};
+inline constexpr std::array tls_keys{"certificates"sv, "session_tickets"sv, "ticket_rotation"sv, "alpn"sv,
+                                     "acme"sv,         "acme_webroot"sv};
 inline constexpr std::array acme_keys{"directory"sv,    "email"sv,   "names"sv,     "key_types"sv, "challenge"sv,
                                       "renew_before"sv, "ca_file"sv, "state_dir"sv, "retry_min"sv, "retry_max"sv};
 inline constexpr std::array h2_keys{"max_concurrent_streams"sv, "initial_window"sv, "max_frame_size"sv,

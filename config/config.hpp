@@ -188,6 +188,10 @@ struct tls {
     /// matches nothing or is absent). With `acme`, its files come first.
     std::vector<certificate> certificates;
     std::optional<acme> acme_settings;
+    /// certbot's webroot mode: the port-80 listener serves
+    /// /.well-known/acme-challenge/NAME from <acme_webroot>/.well-known/acme-challenge/NAME
+    /// (what `certbot certonly --webroot -w DIR` writes) before its redirect. "" = off.
+    std::string acme_webroot;
     bool session_tickets = true;
     /// How long one session-ticket key encrypts new tickets; tickets stay
     /// valid for two rotation periods.

@@ -37,8 +37,9 @@ packages=(
   # the seed's database tier, real (tests/support/mariadb.py): MariaDB primary and replica in the
   # demo's and the tests' namespaces, each with its own data directory; PyMySQL for the site's app
   mariadb-server mariadb-client python3-pymysql
-  # tests/support/pebble.py: the ACME test server and its DNS (pebble-challtestsrv), run on loopback
-  pebble
+  # tests/support/pebble.py: the ACME test server and its DNS (pebble-challtestsrv), run on loopback;
+  # certbot's webroot mode through the gateway's port 80 (test_acme.py)
+  pebble certbot
 )
 packages+=("$@")
 

@@ -758,7 +758,9 @@ private:
         if (::getppid() != master_pid) {
             return 0;
         }
-        const bool serve_files = std::any_of(g.cfg->gw.routes.begin(), g.cfg->gw.routes.end(),
+        // Static routes and certbot's webroot open files (read-only).
+        const bool serve_files = !g.cfg->gw.tls_settings.acme_webroot.empty() ||
+                                 std::any_of(g.cfg->gw.routes.begin(), g.cfg->gw.routes.end(),
                                              [](const config::route& r) { return r.files.has_value(); });
         sandbox_worker(g.cfg->gw.seccomp, serve_files); // no capabilities, seccomp: before any connection
         try {

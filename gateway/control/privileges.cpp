@@ -270,7 +270,8 @@ void install_filter(config::seccomp_mode mode, bool serve_files) {
     // it is in the list above whole; RESOLVE_BENEATH in static_files.cpp,
     // not this filter, keeps what it opens under a root. Either way a worker
     // can read what gateway.user can read.
-    // Only a worker whose configuration has a static route opens files.
+    // Only a worker whose configuration has a static route (or
+    // gateway.tls.acme_webroot) opens files.
     if (serve_files) {
         add_rule(filter, allow, SCMP_SYS(openat2));
         add_rule(filter, allow, SCMP_SYS(pread64));

@@ -7,12 +7,15 @@
 #include "gateway/proxy/http1_connection.hpp"
 #include "gateway/proxy/http_rules.hpp"
 #include "gateway/proxy/request_head.hpp"
+#include "gateway/proxy/static_files.hpp"
 #include "gateway/proxy/tls_socket.hpp"
 #include "gateway/proxy/worker.hpp"
 
 #include <boost/beast/http/write.hpp>
 
 #include <openssl/ssl.h>
+
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -235,7 +238,34 @@ private:
         const bool plain = !token.empty() && std::all_of(token.begin(), token.end(), [](unsigned char c) {
             return std::isalnum(c) != 0 || c == '-' || c == '_';
         });
-        return plain ? find_acme_http(w_.shared.acme, token) : std::nullopt;
+        if (!plain) {
+            return std::nullopt;
+        }
+        if (auto published = find_acme_http(w_.shared.acme, token)) {
+            return published;
+        }
+        if (w_.acme_webroot) {
+            return webroot_answer(*w_.acme_webroot, target);
+        }
+        return std::nullopt;
+    }
+
+    /// The file certbot wrote for the token (its answer is a few dozen
+    /// bytes; anything over 4 KiB is not one).
+    static std::optional<std::string> webroot_answer(const static_root& root, std::string_view target) {
+        static_request r;
+        r.method = "GET";
+        r.path = target;
+        static_answer a = serve(root, r);
+        if (a.status != 200 || !a.file || a.length > 4096) {
+            return std::nullopt;
+        }
+        std::string body(static_cast<std::size_t>(a.length), '\0');
+        const ssize_t n = ::pread(a.file.get(), body.data(), body.size(), static_cast<off_t>(a.offset));
+        if (n != static_cast<ssize_t>(body.size())) {
+            return std::nullopt;
+        }
+        return body;
     }
 
     void close() {

@@ -76,6 +76,22 @@ worker_context::worker_context(net::io_context& io_, config::snapshot_ptr cfg_, 
         route_guards.emplace_back(r.access);
         route_guards.back().name_key = r.name.empty() ? 0 : route_name_key(r.name);
     }
+    if (const auto& webroot = cfg->gw.tls_settings.acme_webroot; !webroot.empty()) {
+        // The webroot itself (certbot makes .well-known/acme-challenge in it
+        // when it runs); only /.well-known/acme-challenge/TOKEN reaches it,
+        // hence `hidden` for the ".well-known" segment.
+        config::route_static files;
+        files.root = webroot;
+        files.index.clear();
+        files.hidden = true;
+        files.precompressed = false;
+        try {
+            acme_webroot = std::make_unique<static_root>(files, "/");
+        } catch (const std::exception& e) {
+            log(log_level::error, std::string("gateway.tls.acme_webroot: ") + e.what() +
+                                      "; challenge requests are redirected like any other until a reload finds it");
+        }
+    }
     if (cfg->gw.hsts_settings.enabled) {
         hsts_value = cfg->gw.hsts_settings.header_value();
     }

@@ -62,6 +62,8 @@ struct worker_context {
     router routes; ///< gateway.routes of cfg
     /// Per route of cfg: its static root, opened once (null for other routes).
     std::vector<std::unique_ptr<static_root>> static_roots;
+    /// gateway.tls.acme_webroot, opened once (null: off).
+    std::unique_ptr<static_root> acme_webroot;
     /// Per route of cfg: its allow, deny and basic_auth, prepared once.
     std::vector<route_guard> route_guards;
     /// gateway.error_pages by status (null: the plain-text body).

@@ -16,6 +16,7 @@
 
 import os
 import re
+import shutil
 import stat
 import subprocess
 import time
@@ -209,3 +210,170 @@ def test_check_refuses_what_cannot_work(certs, acme, with_http, message):
     assert r.returncode != 0
     assert message in r.stderr, r.stderr
     assert re.search(rf"{re.escape(str(path))}:\d+:\d+: ", r.stderr), r.stderr
+
+
+# ---------------------------------------------------------------------------
+# Bad input from the ACME server: a server of our own that misbehaves on purpose
+# ---------------------------------------------------------------------------
+
+class FakeAcme:
+    """An HTTPS server on loopback that answers ACME requests the way `mode` says: `malformed` (a
+    directory that is not JSON), `huge` (a 2 MiB directory), `redirect` (the directory moved),
+    `bad_token` (a valid-looking exchange up to an authorization whose http-01 token is a path)."""
+
+    def __init__(self, work) -> None:
+        import http.server
+        import json
+        import ssl
+        import threading
+        self.mode = "malformed"
+        self.requests: list[str] = []
+        ca, leaf, key = pebble_module.make_listener_certificate(work / "fake-acme")
+        self.ca_file = ca
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def send(self, status, body=b"", headers=None):
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Replay-Nonce", "n" + os.urandom(8).hex())
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_HEAD(self):
+                fake.requests.append(f"HEAD {self.path}")
+                self.send(200)
+
+            def do_GET(self):
+                fake.requests.append(f"GET {self.path}")
+                base = f"https://127.0.0.1:{fake.port}"
+                if fake.mode == "malformed":
+                    self.send(200, b'{"newNonce": "https://127.0.0.1/n", oops', {"Content-Type": "application/json"})
+                elif fake.mode == "huge":
+                    self.send(200, b"{" + b" " * (2 * 1024 * 1024) + b"}", {"Content-Type": "application/json"})
+                elif fake.mode == "redirect":
+                    self.send(302, b"", {"Location": "https://127.0.0.1:1/elsewhere"})
+                else:
+                    d = {"newNonce": base + "/nonce", "newAccount": base + "/account", "newOrder": base + "/order"}
+                    self.send(200, json.dumps(d).encode(), {"Content-Type": "application/json"})
+
+            def do_POST(self):
+                fake.requests.append(f"POST {self.path}")
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                base = f"https://127.0.0.1:{fake.port}"
+                if self.path == "/account":
+                    self.send(201, b'{"status": "valid"}', {"Location": base + "/acct/1"})
+                elif self.path == "/order":
+                    body = {"status": "pending", "authorizations": [base + "/authz/1"], "finalize": base + "/fin/1"}
+                    self.send(201, json.dumps(body).encode(), {"Location": base + "/order/1"})
+                elif self.path == "/authz/1":
+                    body = {"status": "pending", "identifier": {"type": "dns", "value": h.SITE},
+                            "challenges": [{"type": "http-01", "url": base + "/chall/1",
+                                            "token": "../../../../etc/passwd"}]}
+                    self.send(200, json.dumps(body).encode())
+                else:
+                    self.send(404, b'{"type": "urn:ietf:params:acme:error:malformed"}')
+
+        self.server = http.server.ThreadingHTTPServer((h.LOOPBACK, 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(leaf, key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+def test_bad_answers_are_refused_and_service_goes_on(certs, app1):
+    fake = FakeAcme(h.temp_dir())
+    try:
+        g = h.Gateway(certs, {"app1": app1}, workers=2)
+        state = h.temp_dir() / f"acme-state-fake-{g.https_port}"
+        g.config["gateway"]["tls"] = {"acme": {
+            "directory": f"https://127.0.0.1:{fake.port}/dir", "names": [h.SITE], "ca_file": str(fake.ca_file),
+            "state_dir": str(state), "retry_min": "1s", "retry_max": "1s"}}
+        gw = g.start()
+        expected = {
+            "malformed": "is not a JSON object",
+            "huge": "larger than 1 MiB",
+            "redirect": "unexpected redirect (HTTP 302)",
+            "bad_token": "refused a challenge token that is not plain base64url",
+        }
+        for mode, message in expected.items():
+            fake.mode = mode
+            before = h.metrics(gw)['rampart_acme_failures_total{key_type="ecdsa"}']
+            h.wait_until(lambda: message in gw.process.read_stderr(), 20, what=f"the log line for {mode}")
+            h.wait_until(lambda: h.metrics(gw)['rampart_acme_failures_total{key_type="ecdsa"}'] > before, 10,
+                         what=f"a failure counted for {mode}")
+            # Still serving, on the placeholder, and the app behind it.
+            r = h.s_client(gw.https_port, "-showcerts")
+            assert "Rampart placeholder" in r.out, r.out[-1500:]
+            r = subprocess.run(["curl", "-sSk", "--resolve", f"{h.SITE}:{gw.https_port}:127.0.0.1", "-o", "/dev/null",
+                                "-w", "%{http_code}", gw.url("/")], capture_output=True, text=True, timeout=30)
+            assert r.stdout == "200", r.stderr
+        # The bad token was never published: port 80 redirects it like any path.
+        r = h.plain_exchange(gw.http_port, f"GET /.well-known/acme-challenge/../../../../etc/passwd HTTP/1.1\r\n"
+                                           f"Host: {h.SITE}\r\nConnection: close\r\n\r\n".encode())
+        assert r.startswith(b"HTTP/1.1 301") or r.startswith(b"HTTP/1.1 400"), r[:200]
+        assert sorted(os.listdir(state)) == ["account.key", f"{h.SITE}-ecdsa.pem"]
+        status, body = h.admin(gw, "/readyz")
+        assert status == 200 and "placeholder" in body and "refused a challenge token" in body, body
+        gw.stop()
+    finally:
+        fake.close()
+
+
+# ---------------------------------------------------------------------------
+# certbot's webroot mode, for operators who keep certbot
+# ---------------------------------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("certbot") is None, reason="certbot missing (Debian certbot; setup.sh installs it)")
+def test_certbot_webroot_through_port_80(certs, app1):
+    webroot = h.temp_dir() / "webroot"
+    webroot.mkdir(exist_ok=True)
+    g = h.Gateway(certs, {"app1": app1}, workers=2)
+    g.config["gateway"]["tls"]["acme_webroot"] = str(webroot)
+    with pebble_module.Pebble(h.temp_dir(), http_port=g.http_port, tls_port=g.https_port) as p:
+        gw = g.start()
+        # A file of the webroot is served; anything else under the prefix is redirected as before.
+        challenges = webroot / ".well-known" / "acme-challenge"
+        challenges.mkdir(parents=True, exist_ok=True)
+        (challenges / "abcdefghijklmnopqrstuvwxyz0123456789_-ABCDE").write_text("answer-text\n")
+        (webroot / "secret.txt").write_text("not for the world\n")
+        def get80(path: str) -> bytes:
+            return h.plain_exchange(gw.http_port, f"GET {path} HTTP/1.1\r\nHost: {h.SITE}\r\n"
+                                                  f"Connection: close\r\n\r\n".encode())
+        r = get80("/.well-known/acme-challenge/abcdefghijklmnopqrstuvwxyz0123456789_-ABCDE")
+        assert r.startswith(b"HTTP/1.1 200") and r.endswith(b"answer-text\n"), r[:300]
+        for path in ("/.well-known/acme-challenge/missing-token-0123456789",
+                     "/.well-known/acme-challenge/..%2F..%2Fsecret.txt",
+                     "/.well-known/acme-challenge/../../secret.txt", "/secret.txt"):
+            r = get80(path)
+            assert r.startswith(b"HTTP/1.1 301") or r.startswith(b"HTTP/1.1 400"), (path, r[:200])
+            assert b"not for the world" not in r
+        # The real certbot, webroot mode, against pebble: its validation comes through port 80.
+        work = h.temp_dir() / "certbot"
+        env = dict(os.environ, REQUESTS_CA_BUNDLE=str(p.ca_file))
+        r = subprocess.run(["certbot", "certonly", "--non-interactive", "--agree-tos",
+                            "--register-unsafely-without-email", "--server", p.directory_url,
+                            "--config-dir", str(work / "config"), "--work-dir", str(work / "work"),
+                            "--logs-dir", str(work / "logs"), "--webroot", "-w", str(webroot), "-d", h.SITE,
+                            "--key-type", "ecdsa"],
+                           capture_output=True, text=True, timeout=180, env=env)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        live = work / "config" / "live" / h.SITE / "fullchain.pem"
+        assert "BEGIN CERTIFICATE" in live.read_text()
+        # The file above, and pebble's validation (three attempts) of certbot's.
+        assert h.metrics(gw).get("rampart_acme_challenges_answered_total", 0) >= 2
+        gw.stop()
