@@ -247,7 +247,7 @@ std::string key_authorization(std::string_view token, const private_key& account
 }
 
 bool valid_token(std::string_view token) {
-    return token.size() >= 16 && token.size() <= 256 && std::all_of(token.begin(), token.end(), [](unsigned char c) {
+    return token.size() >= 16 && token.size() <= 128 && std::all_of(token.begin(), token.end(), [](unsigned char c) {
                return std::isalnum(c) != 0 || c == '-' || c == '_';
            });
 }
@@ -261,9 +261,13 @@ std::string make_csr(const private_key& key, const std::vector<std::string>& nam
     const std::string sans = san_list(names);
     req_ptr req{X509_REQ_new()};
     X509_NAME* subject = req ? X509_REQ_get_subject_name(req.get()) : nullptr;
+    // The CN holds 64 characters at most (RFC 5280); a longer first name is
+    // in the SAN only, which is what clients check anyway.
+    const bool with_cn = names.front().size() <= 64;
     if (!req || X509_REQ_set_version(req.get(), 0) != 1 ||
-        X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8,
-                                   reinterpret_cast<const unsigned char*>(names.front().c_str()), -1, -1, 0) != 1 ||
+        (with_cn &&
+         X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8,
+                                    reinterpret_cast<const unsigned char*>(names.front().c_str()), -1, -1, 0) != 1) ||
         X509_REQ_set_pubkey(req.get(), key.get()) != 1) {
         fail("cannot build a certificate request");
     }
@@ -291,7 +295,8 @@ std::string make_csr(const private_key& key, const std::vector<std::string>& nam
 alpn_certificate make_alpn_certificate(const std::string& name, std::string_view key_authorization) {
     const std::string sans = san_list({name});
     const pkey_ptr key = generate_key(false);
-    x509_ptr cert = make_certificate(key.get(), name, 7, nullptr);
+    // Its CN is not what is validated (the SAN is): a fixed one fits any name.
+    x509_ptr cert = make_certificate(key.get(), "ACME tls-alpn-01 validation", 7, nullptr);
     add_extension(cert.get(), nullptr, NID_subject_alt_name, sans);
     // id-pe-acmeIdentifier (1.3.6.1.5.5.7.1.31), critical; its extnValue is
     // the DER of an OCTET STRING holding SHA-256(key authorization).
@@ -340,14 +345,12 @@ chain_facts inspect_chain(std::string_view pem) {
             OPENSSL_free(hex);
         }
     }
-    const X509_NAME* issuer = X509_get_issuer_name(leaf);
-    char cn[256] = {};
-    if (X509_NAME_get_text_by_NID(const_cast<X509_NAME*>(issuer), NID_commonName, cn, sizeof cn) > 0) {
-        f.issuer = cn;
-    } else if (char* line = X509_NAME_oneline(issuer, nullptr, 0)) {
-        f.issuer = line;
-        OPENSSL_free(line);
-    }
+    f.issuer = issuer_name(leaf);
+    const EVP_PKEY* public_key = X509_get0_pubkey(leaf);
+    f.key_type = public_key == nullptr                              ? "other"
+                 : EVP_PKEY_get_base_id(public_key) == EVP_PKEY_EC  ? "ECDSA"
+                 : EVP_PKEY_get_base_id(public_key) == EVP_PKEY_RSA ? "RSA"
+                                                                    : "other";
     const general_names_ptr sans{
         static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(leaf, NID_subject_alt_name, nullptr, nullptr))};
     for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans.get()); ++i) {
@@ -358,6 +361,20 @@ chain_facts inspect_chain(std::string_view pem) {
         }
     }
     return f;
+}
+
+std::string issuer_name(X509* cert) {
+    const X509_NAME* issuer = X509_get_issuer_name(cert);
+    char cn[256] = {};
+    if (X509_NAME_get_text_by_NID(const_cast<X509_NAME*>(issuer), NID_commonName, cn, sizeof cn) > 0) {
+        return cn;
+    }
+    std::string out;
+    if (char* line = X509_NAME_oneline(issuer, nullptr, 0)) {
+        out = line;
+        OPENSSL_free(line);
+    }
+    return out;
 }
 
 bool key_matches(std::string_view chain_pem, const private_key& key) {
@@ -515,6 +532,7 @@ void write_file_atomic(const std::string& path, std::string_view data, mode_t mo
 }
 
 bool read_file(const std::string& path, std::string& out) {
+    out.clear();
     fd_closer file{::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)};
     if (file.fd < 0) {
         if (errno == ENOENT) {
@@ -522,7 +540,6 @@ bool read_file(const std::string& path, std::string& out) {
         }
         throw cert_error("cannot read " + path + ": " + errno_text());
     }
-    out.clear();
     char buffer[8192];
     for (;;) {
         const ssize_t n = ::read(file.fd, buffer, sizeof buffer);
@@ -535,10 +552,10 @@ bool read_file(const std::string& path, std::string& out) {
         if (n == 0) {
             return true;
         }
+        out.append(buffer, static_cast<std::size_t>(n));
         if (out.size() > 1024 * 1024) {
             throw cert_error(path + " is larger than 1 MiB");
         }
-        out.append(buffer, static_cast<std::size_t>(n));
     }
 }
 

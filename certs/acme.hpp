@@ -59,7 +59,8 @@ std::string sign_request(const private_key& account, std::string_view kid, std::
 std::string key_authorization(std::string_view token, const private_key& account);
 
 /// A challenge token as the server may send it: base64url characters only,
-/// 16..256 of them (RFC 8555 asks for at least 128 bits). Anything else (a
+/// 16..128 of them (RFC 8555 asks for at least 128 bits, 22 characters;
+/// Let's Encrypt sends 43; the shared block holds 128). Anything else (a
 /// '/', a "..") is refused before it reaches a path or a response.
 bool valid_token(std::string_view token);
 
@@ -84,8 +85,12 @@ struct chain_facts {
     std::string issuer;             ///< the issuer's CN (or its whole name when it has none)
     std::vector<std::string> names; ///< SAN DNS names
     std::size_t certificates = 0;   ///< in the chain
+    std::string key_type;           ///< "ECDSA" or "RSA" (or "other")
 };
 chain_facts inspect_chain(std::string_view pem);
+
+/// The issuer's CN of `cert`, else its whole name in one line.
+std::string issuer_name(X509* cert);
 
 /// Whether `key` is the private key of the chain's leaf.
 bool key_matches(std::string_view chain_pem, const private_key& key);
@@ -113,7 +118,8 @@ std::optional<std::string> open_sealed(const transfer_key& key, std::string_view
 /// start, fsync, rename over `path`, fsync of the directory. Throws cert_error.
 void write_file_atomic(const std::string& path, std::string_view data, mode_t mode);
 
-/// The whole file, or nullopt-like empty + false when it does not exist.
+/// The whole file (at most 1 MiB) into `out`; false, `out` empty, when it
+/// does not exist. Throws cert_error for anything else.
 bool read_file(const std::string& path, std::string& out);
 
 } // namespace rampart::certs::acme

@@ -1,4 +1,5 @@
 #include "certs/certs.hpp"
+#include "certs/acme.hpp"
 #include "certs/openssl_util.hpp"
 
 #include <openssl/bn.h>
@@ -191,6 +192,7 @@ std::string asn1_to_string(const ASN1_STRING* s) {
 struct leaf_info {
     std::vector<std::string> names; ///< lower case, in certificate order
     std::string key_type;
+    std::string issuer; ///< the issuer's CN, else its whole name
     std::chrono::system_clock::time_point not_after;
 };
 
@@ -270,6 +272,7 @@ leaf_info read_leaf(const std::string& file) {
                          " (use ECDSA or RSA)");
     }
     info.not_after = to_time_point(X509_get0_notAfter(cert.get()), file);
+    info.issuer = acme::issuer_name(cert.get());
     return info;
 }
 
@@ -829,7 +832,8 @@ server_tls::server_tls(const config::tls& settings, std::shared_ptr<const ticket
         }
         slot = true;
 
-        loaded_.push_back(loaded_certificate{cert_file, std::move(leaf.names), leaf.key_type, leaf.not_after});
+        loaded_.push_back(loaded_certificate{cert_file, std::move(leaf.names), leaf.key_type, leaf.not_after,
+                                             std::move(leaf.issuer)});
     }
 
     for (const auto& e : entries_) {

@@ -96,6 +96,7 @@ struct loaded_certificate {
     std::vector<std::string> names;
     std::string key_type; ///< "ECDSA" or "RSA"
     std::chrono::system_clock::time_point not_after;
+    std::string issuer; ///< the issuer's CN, else its whole name
 };
 
 /// All server-side TLS state of the gateway. Built once by the master before

@@ -75,6 +75,8 @@ commands:
   certs dev --out DIR [--name NAME]...
                             write a development CA and ECDSA + RSA server certificates
                             (default names: www.foobar.com foobar.com)
+  certs status -c FILE      each configured certificate file (ACME's too): key, names, issuer,
+                            serial, expiry; exit 1 if one is unreadable or expired
   firewall plan -c FILE (--host NAME | --role ROLE)
                             print the host's or role's ruleset in nft syntax (lint errors: exit 1)
   firewall apply -c FILE --host NAME [--confirm DURATION] [--state-dir DIR]

@@ -128,10 +128,10 @@ void checker::check_gateway(const field& f, snapshot& s) {
     }
     if (const auto& a = gw.tls_settings.acme_settings) {
         if (!https) {
-            fail_at(a->at, "gateway.tls.acme needs an https listener (gateway.listen.https) to serve what it issues");
+            fail_at(a->at, "gateway.tls.acme: needs an https listener (gateway.listen.https) to serve what it issues");
         } else if (a->challenge == "http-01" && !gw.listen.http) {
-            fail_at(a->at, "the http-01 challenge is answered on port 80: it needs gateway.listen.http (or use "
-                           "challenge: tls-alpn-01)");
+            fail_at(a->at, "gateway.tls.acme: the http-01 challenge is answered on port 80: it needs "
+                           "gateway.listen.http (or use challenge: tls-alpn-01)");
         }
     }
 }
@@ -272,6 +272,12 @@ namespace {
 /// digits, '-' and '.', labels of 1..63, 253 at most.
 bool acme_host_name(std::string_view name) {
     if (name.empty() || name.size() > 253 || name.front() == '.' || name.back() == '.') {
+        return false;
+    }
+    // An address (all digits in the last label) is not a DNS name: IP
+    // identifiers (RFC 8738) are not ordered here.
+    const std::string_view last = name.substr(name.rfind('.') == std::string_view::npos ? 0 : name.rfind('.') + 1);
+    if (std::all_of(last.begin(), last.end(), [](unsigned char c) { return std::isdigit(c) != 0; })) {
         return false;
     }
     std::size_t label = 0;

@@ -280,12 +280,18 @@ std::string load_bytes(const unsigned char* from, std::size_t length) {
     return out;
 }
 
-/// Runs `read` between two equal even sequence numbers; nullopt after a few
-/// tries while the master writes (the client asks again).
+/// Runs `read` between two equal even sequence numbers. The master writes a
+/// few KiB at a time, so this spins (no system call: the worker's filter
+/// and its event loop both want none), bounded: nullopt when the master
+/// stayed in the middle of a write that long (descheduled); the validator
+/// then asks again.
 template <class Read> auto read_consistent(const acme_answers& a, Read read) -> decltype(read()) {
-    for (int attempt = 0; attempt < 64; ++attempt) {
+    for (int attempt = 0; attempt < 100'000; ++attempt) {
         const std::uint64_t before = a.seq.load(std::memory_order_acquire);
         if ((before & 1) != 0) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
             continue;
         }
         auto value = read();

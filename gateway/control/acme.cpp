@@ -463,6 +463,11 @@ struct acme_manager::session {
         std::vector<std::string> waiting{"pending"};
         std::string what = "authorization for " + name;
         json::object done = co_await poll(url, std::move(what), std::move(waiting));
+        // Validated or not, this answer is not needed any more: one answer
+        // is published at a time, however many names the order has.
+        http_answers_.clear();
+        alpn_answers_.clear();
+        publish();
         const std::string final_status = string_of(done, "status");
         if (final_status != "valid") {
             std::string why;

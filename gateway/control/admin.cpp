@@ -168,6 +168,18 @@ void refresh_status(admin_state& state) {
     state.status.worker_restarts = state.worker_restarts;
     state.status.vrrp_state = state.vrrp.enabled ? state.vrrp.state : "unknown";
     state.status.workers = state.worker_slots;
+    // ACME's certificates: their order state, by file.
+    if (state.acme != nullptr) {
+        for (auto& c : state.status.certificates) {
+            for (const auto& a : *state.acme) {
+                if (a.file == c.file) {
+                    c.acme = a.placeholder ? "placeholder" : "issued";
+                    c.acme_next_unix = a.next_attempt;
+                    c.acme_error = a.last_error;
+                }
+            }
+        }
+    }
 }
 
 } // namespace

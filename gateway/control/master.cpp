@@ -418,9 +418,14 @@ private:
             g->tls = std::make_unique<certs::server_tls>(gw.tls_settings, keys_);
             for (const auto& c : g->tls->certificates()) {
                 log(log_level::info, "certificate " + c.cert_file + " (" + c.key_type + ")");
-                g->certificates.push_back(cert_info{
-                    c.cert_file, c.key_type, c.names,
-                    std::chrono::duration_cast<std::chrono::seconds>(c.not_after.time_since_epoch()).count()});
+                cert_info info;
+                info.file = c.cert_file;
+                info.key_type = c.key_type;
+                info.names = c.names;
+                info.not_after_unix =
+                    std::chrono::duration_cast<std::chrono::seconds>(c.not_after.time_since_epoch()).count();
+                info.issuer = c.issuer;
+                g->certificates.push_back(std::move(info));
             }
             for (const auto& c : gw.tls_settings.certificates) {
                 g->watched.emplace_back(c.cert_file, stamp_of(c.cert_file));

@@ -503,6 +503,14 @@ std::string to_json(const status_view& v) {
         j.end_array();
         j.field("not_after", iso8601_utc(c.not_after_unix));
         j.field("days_left", days_between(v.now_unix, c.not_after_unix));
+        j.field("issuer", c.issuer);
+        if (!c.acme.empty()) {
+            j.key("acme").begin_object();
+            j.field("state", c.acme);
+            j.field("next_attempt", iso8601_utc(c.acme_next_unix));
+            j.field("last_error", c.acme_error);
+            j.end_object();
+        }
         j.end_object();
     }
     j.end_array();
@@ -650,7 +658,7 @@ std::string to_html(const status_view& v) {
         o += "</tr>";
     }
     o += "</table><h2>Certificates</h2><table id=\"certs\">";
-    head({"File", "Key", "Names", "Not after", "Days left"});
+    head({"File", "Key", "Names", "Issuer", "Not after", "Days left", "ACME"});
     for (const cert_info& c : extra.certificates) {
         o += "<tr>";
         cell(c.file);
@@ -660,9 +668,13 @@ std::string to_html(const status_view& v) {
             names += (names.empty() ? "" : ", ") + n;
         }
         cell(names);
+        cell(c.issuer);
         cell(iso8601_utc(c.not_after_unix));
         const std::int64_t days = days_between(v.now_unix, c.not_after_unix);
         cell(days < 0 ? "expired" : std::to_string(days), true);
+        cell(c.acme.empty() ? std::string("—")
+                            : c.acme + ", next " + iso8601_utc(c.acme_next_unix) +
+                                  (c.acme_error.empty() ? std::string() : "; last error: " + c.acme_error));
         o += "</tr>";
     }
     o += "</table></body></html>\n";

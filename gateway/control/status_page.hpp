@@ -22,6 +22,11 @@ struct cert_info {
     std::string key_type; ///< "ECDSA" or "RSA"
     std::vector<std::string> names;
     std::int64_t not_after_unix = 0; ///< seconds since 1970, UTC
+    std::string issuer;              ///< the issuer's CN
+    /// An ACME certificate: "issued", "placeholder" (not issued yet); "" otherwise.
+    std::string acme;
+    std::string acme_error;          ///< why the last order failed ("" after a success)
+    std::int64_t acme_next_unix = 0; ///< when the next order is due (ACME only)
 };
 
 /// What the status page shows besides the config and the shared counters:

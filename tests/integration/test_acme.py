@@ -14,6 +14,7 @@
 - `rampart check` refuses what cannot work, at file:line:column.
 """
 
+import json
 import os
 import re
 import shutil
@@ -121,6 +122,18 @@ def test_http01_issues_ecdsa_and_rsa(certs, app1):
             assert stat.S_IMODE(os.stat(state / n).st_mode) == 0o600, n
         status, body = h.admin(gw, "/readyz")
         assert status == 200 and "warning" not in body, body
+        # What the operator sees: rampart certs status, /api/status and the status tables.
+        r = subprocess.run([h.rampart_bin(), "certs", "status", "-c", str(gw.config_path)], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.count("(acme)") == 2 and r.stdout.count("issuer:   Pebble Intermediate CA") == 2, r.stdout
+        assert "key:      RSA" in r.stdout and "key:      ECDSA" in r.stdout and " d " in r.stdout, r.stdout
+        status, body = h.admin(gw, "/api/status")
+        certs_json = json.loads(body)["certificates"]
+        assert [c["acme"]["state"] for c in certs_json] == ["issued", "issued"], certs_json
+        assert all(c["issuer"].startswith("Pebble Intermediate CA") for c in certs_json), certs_json
+        status, body = h.admin(gw, "/status/tables")
+        assert "Pebble Intermediate CA" in body and "issued, next " in body
         m = h.metrics(gw)
         assert m['rampart_acme_failures_total{key_type="ecdsa"}'] == 0
         assert m['rampart_acme_certificate_expiry_timestamp_seconds{key_type="rsa"}'] > time.time() + 86400

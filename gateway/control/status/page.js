@@ -227,7 +227,7 @@
     if (!s.certificates.length) {
       var tr = el("tr");
       var td = el("td", "muted", "No certificates (no HTTPS listener).");
-      td.colSpan = 5;
+      td.colSpan = 7;
       tr.appendChild(td);
       body.appendChild(tr);
       return;
@@ -237,9 +237,18 @@
       tr.appendChild(el("td", null, c.file));
       tr.appendChild(el("td", null, c.key_type));
       tr.appendChild(el("td", "names", c.names.join(", ")));
+      tr.appendChild(el("td", null, c.issuer));
       tr.appendChild(el("td", null, String(c.not_after).replace("T", " ").replace("Z", " UTC")));
       var cls = c.days_left < 0 ? "num bad" : c.days_left < 14 ? "num warn" : "num";
       tr.appendChild(el("td", cls, c.days_left < 0 ? "expired" : num(c.days_left)));
+      var acme = "—";
+      if (c.acme) {
+        acme = c.acme.state + ", next " + String(c.acme.next_attempt).replace("T", " ").replace("Z", " UTC");
+        if (c.acme.last_error) {
+          acme += "; last error: " + c.acme.last_error;
+        }
+      }
+      tr.appendChild(el("td", c.acme && c.acme.last_error ? "warn" : null, acme));
       body.appendChild(tr);
     });
   }

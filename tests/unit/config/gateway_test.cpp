@@ -276,3 +276,268 @@ TEST_CASE("trusted proxies and the PROXY protocol", "[unit][config]") {
     maybe.replace(maybe.find("true"), 4, "maybe");
     CHECK_THAT(only_error(maybe), Contains("config.yaml:5:53: gateway.listen.proxy_protocol: expected"));
 }
+
+namespace {
+
+// An https and an http listener, then `gateway.tls.acme:` on line 8; the
+// acme settings follow, indented six spaces, from line 9.
+const std::string acme_head = R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+gateway:
+  listen: { http: "127.0.0.1:8080", https: "127.0.0.1:8443" }
+  pools: { app: { servers: [app1] } }
+  tls:
+    acme:
+)";
+// The two settings acme requires: line 9 and line 10.
+const std::string acme_directory = "      directory: https://acme.example/dir\n";
+const std::string acme_names = "      names: [www.foobar.com]\n";
+
+std::string acme_file(const std::string& settings) {
+    return acme_head + settings;
+}
+
+} // namespace
+
+TEST_CASE("gateway.tls.acme: the smallest setting, its defaults and its certificate file", "[unit][config][acme]") {
+    CHECK_FALSE(load_ok(minimal)->gw.tls_settings.acme_settings);
+
+    const auto s = load_ok(acme_file(acme_directory + acme_names));
+    const cfg::tls& tls = s->gw.tls_settings;
+    REQUIRE(tls.acme_settings);
+    const cfg::acme& a = *tls.acme_settings;
+    CHECK(a.directory == "https://acme.example/dir");
+    CHECK(a.names == std::vector<std::string>{"www.foobar.com"});
+    CHECK(a.email.empty());
+    CHECK(a.key_types == std::vector<std::string>{"ecdsa"});
+    CHECK(a.challenge == "http-01");
+    CHECK(a.renew_before == std::chrono::hours(24 * 30));
+    CHECK(a.ca_file.empty());
+    CHECK(a.state_dir == "/var/lib/rampart/acme");
+    CHECK(a.retry_min == 30s);
+    CHECK(a.retry_max == std::chrono::hours(6));
+    CHECK(a.at.line == 9);
+    CHECK(a.at.column == 7);
+
+    REQUIRE(tls.certificates.size() == 1);
+    const cfg::certificate& c = tls.certificates[0];
+    CHECK(c.cert_file == "/var/lib/rampart/acme/www.foobar.com-ecdsa.pem");
+    CHECK(c.key_file == c.cert_file); // chain and key in one file
+    CHECK(c.acme);
+    CHECK(a.file_of("ecdsa") == c.cert_file);
+}
+
+TEST_CASE("gateway.tls.acme: every setting, and its files before the configured certificates", "[unit][config][acme]") {
+    const std::string text = R"(site: www.foobar.com
+servers:
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+gateway:
+  listen: { https: "127.0.0.1:8443" }
+  pools: { app: { servers: [app1] } }
+  tls:
+    certificates: [ { cert: /etc/rampart/other.pem, key: /etc/rampart/other.key } ]
+    acme:
+      directory: https://acme.example/directory
+      email: ops@foobar.com
+      names: [foobar.com, www.foobar.com, api-2.foobar.com]
+      key_types: [ecdsa, rsa]
+      challenge: tls-alpn-01
+      renew_before: 20d
+      ca_file: /etc/rampart/acme-ca.pem
+      state_dir: /srv/rampart/acme
+      retry_min: 1m
+      retry_max: 2h
+)";
+    const auto s = load_ok(text);
+    const cfg::tls& tls = s->gw.tls_settings;
+    REQUIRE(tls.acme_settings);
+    const cfg::acme& a = *tls.acme_settings;
+    CHECK(a.directory == "https://acme.example/directory");
+    CHECK(a.email == "ops@foobar.com");
+    CHECK(a.names == std::vector<std::string>{"foobar.com", "www.foobar.com", "api-2.foobar.com"});
+    CHECK(a.key_types == std::vector<std::string>{"ecdsa", "rsa"});
+    CHECK(a.challenge == "tls-alpn-01"); // so no http listener is needed
+    CHECK(a.renew_before == std::chrono::hours(24 * 20));
+    CHECK(a.ca_file == "/etc/rampart/acme-ca.pem");
+    CHECK(a.state_dir == "/srv/rampart/acme");
+    CHECK(a.retry_min == 1min);
+    CHECK(a.retry_max == 2h);
+
+    // ACME's files first (the first one is the default certificate), each
+    // key type in the order given, named after the first name.
+    REQUIRE(tls.certificates.size() == 3);
+    CHECK(tls.certificates[0].cert_file == "/srv/rampart/acme/foobar.com-ecdsa.pem");
+    CHECK(tls.certificates[0].key_file == "/srv/rampart/acme/foobar.com-ecdsa.pem");
+    CHECK(tls.certificates[0].acme);
+    CHECK(tls.certificates[1].cert_file == "/srv/rampart/acme/foobar.com-rsa.pem");
+    CHECK(tls.certificates[1].key_file == "/srv/rampart/acme/foobar.com-rsa.pem");
+    CHECK(tls.certificates[1].acme);
+    CHECK(tls.certificates[2].cert_file == "/etc/rampart/other.pem");
+    CHECK(tls.certificates[2].key_file == "/etc/rampart/other.key");
+    CHECK_FALSE(tls.certificates[2].acme);
+}
+
+TEST_CASE("gateway.tls.acme: key types in the order given", "[unit][config][acme]") {
+    const auto both = load_ok(acme_file(acme_directory + acme_names + "      key_types: [ecdsa, rsa]\n"));
+    const auto& certs = both->gw.tls_settings.certificates;
+    REQUIRE(certs.size() == 2);
+    CHECK(certs[0].cert_file == "/var/lib/rampart/acme/www.foobar.com-ecdsa.pem");
+    CHECK(certs[1].cert_file == "/var/lib/rampart/acme/www.foobar.com-rsa.pem");
+    CHECK(certs[0].acme);
+    CHECK(certs[1].acme);
+
+    const auto reversed = load_ok(acme_file(acme_directory + acme_names + "      key_types: [rsa, ecdsa]\n"));
+    const auto& r = reversed->gw.tls_settings.certificates;
+    REQUIRE(r.size() == 2);
+    CHECK(r[0].cert_file == "/var/lib/rampart/acme/www.foobar.com-rsa.pem");
+    CHECK(r[1].cert_file == "/var/lib/rampart/acme/www.foobar.com-ecdsa.pem");
+
+    const auto rsa = load_ok(acme_file(acme_directory + acme_names + "      key_types: [rsa]\n"));
+    REQUIRE(rsa->gw.tls_settings.certificates.size() == 1);
+    CHECK(rsa->gw.tls_settings.certificates[0].cert_file == "/var/lib/rampart/acme/www.foobar.com-rsa.pem");
+}
+
+TEST_CASE("gateway.tls.acme: a wrong directory or name is named with its position", "[unit][config][acme]") {
+    CHECK(only_error(acme_file("      directory: http://acme.example/dir\n" + acme_names)) ==
+          "config.yaml:9:18: gateway.tls.acme.directory: expected an https:// URL (RFC 8555 servers speak HTTPS "
+          "only), got \"http://acme.example/dir\"");
+    CHECK_THAT(only_error(acme_file("      directory: https://\n" + acme_names)),
+               StartsWith("config.yaml:9:18: gateway.tls.acme.directory: expected an https:// URL"));
+    CHECK_THAT(only_error(acme_file(acme_names)),
+               StartsWith("config.yaml:9:7: gateway.tls.acme: missing required key 'directory'"));
+    CHECK_THAT(only_error(acme_file(acme_directory)),
+               StartsWith("config.yaml:9:7: gateway.tls.acme: missing required key 'names'"));
+
+    // Line 10 is `      names: [`, its first item at column 15.
+    CHECK_THAT(only_error(acme_file(acme_directory + "      names: [www.foobar.com, \"*.foobar.com\"]\n")),
+               StartsWith("config.yaml:10:31: gateway.tls.acme.names[1]: wildcard names need the dns-01 challenge"));
+    CHECK_THAT(only_error(acme_file(acme_directory + "      names: [WWW.foobar.com]\n")),
+               StartsWith("config.yaml:10:15: gateway.tls.acme.names[0]: expected a lower-case host name") &&
+                   Contains("\"WWW.foobar.com\""));
+    CHECK(only_error(acme_file(acme_directory + "      names: [www.foobar.com, www.foobar.com]\n")) ==
+          "config.yaml:10:31: gateway.tls.acme.names[1]: \"www.foobar.com\" is listed twice");
+    CHECK_THAT(only_error(acme_file(acme_directory + "      names: []\n")),
+               StartsWith("config.yaml:10:14: gateway.tls.acme.names: at least one name is needed"));
+    for (const std::string bad : {"foo..com", ".foobar.com", "foobar.com.", "foo_bar.com", "foo bar.com",
+                                  "a.com,DNS:evil.com", "192.0.2.1:80"}) {
+        INFO(bad);
+        CHECK_THAT(only_error(acme_file(acme_directory + "      names: [\"" + bad + "\"]\n")),
+                   StartsWith("config.yaml:10:15: gateway.tls.acme.names[0]: expected a lower-case host name"));
+    }
+    const std::string label63(63, 'a');
+    CHECK(load_ok(acme_file(acme_directory + "      names: [" + label63 + ".foobar.com]\n"))
+              ->gw.tls_settings.acme_settings->names.front() == label63 + ".foobar.com");
+    CHECK_THAT(only_error(acme_file(acme_directory + "      names: [a" + label63 + ".foobar.com]\n")),
+               Contains("expected a lower-case host name"));
+}
+
+TEST_CASE("gateway.tls.acme: key types, challenge and retries", "[unit][config][acme]") {
+    const std::string base = acme_directory + acme_names; // line 11 is free
+    CHECK(only_error(acme_file(base + "      key_types: [ecdsa, dsa]\n")) ==
+          "config.yaml:11:26: gateway.tls.acme.key_types[1]: unknown key type \"dsa\"; expected ecdsa or rsa");
+    CHECK(only_error(acme_file(base + "      key_types: [rsa, rsa]\n")) ==
+          "config.yaml:11:24: gateway.tls.acme.key_types[1]: \"rsa\" is listed twice");
+    CHECK_THAT(only_error(acme_file(base + "      key_types: []\n")),
+               StartsWith("config.yaml:11:18: gateway.tls.acme.key_types: at least one key type is needed"));
+
+    const std::string dns = only_error(acme_file(base + "      challenge: dns-01\n"));
+    CHECK_THAT(dns, StartsWith("config.yaml:11:18: gateway.tls.acme.challenge: expected http-01 or tls-alpn-01, "
+                               "got \"dns-01\""));
+    CHECK_THAT(dns, Contains("dns-01 is not answered"));
+    const std::string other = only_error(acme_file(base + "      challenge: tls-sni-01\n"));
+    CHECK_THAT(other, StartsWith("config.yaml:11:18: gateway.tls.acme.challenge: expected http-01 or tls-alpn-01"));
+    CHECK_THAT(other, !Contains("dns-01 is not answered"));
+
+    CHECK(only_error(acme_file(base + "      retry_min: 2h\n      retry_max: 1h\n")) ==
+          "config.yaml:9:7: gateway.tls.acme: retry_min is longer than retry_max");
+    const auto equal = load_ok(acme_file(base + "      retry_min: 1h\n      retry_max: 1h\n"));
+    CHECK(equal->gw.tls_settings.acme_settings->retry_min == 1h);
+    // The default retry_max (6h) bounds a longer retry_min too.
+    CHECK(only_error(acme_file(base + "      retry_min: 7h\n")) ==
+          "config.yaml:9:7: gateway.tls.acme: retry_min is longer than retry_max");
+    CHECK_THAT(only_error(acme_file(base + "      renew_before: soon\n")),
+               StartsWith("config.yaml:11:21: gateway.tls.acme.renew_before: expected a duration"));
+    CHECK_THAT(only_error(acme_file(base + "      email: not-an-address\n")),
+               StartsWith("config.yaml:11:14: gateway.tls.acme.email: expected an email address"));
+}
+
+TEST_CASE("gateway.tls.acme: unknown keys and a value that is not a map", "[unit][config][acme]") {
+    const std::string base = acme_directory + acme_names;
+    CHECK(only_error(acme_file(base + "      renew_befor: 10d\n")) ==
+          "config.yaml:11:7: gateway.tls.acme.renew_befor: unknown key, did you mean 'renew_before'?");
+    const std::string bogus = only_error(acme_file(base + "      bogus: 1\n"));
+    CHECK_THAT(bogus, StartsWith("config.yaml:11:7: gateway.tls.acme.bogus: unknown key, expected one of directory"));
+    CHECK_THAT(bogus, Contains("retry_max"));
+    // An unknown key makes the whole setting fail: no certificate is added,
+    // and the https listener is not blamed for it.
+    CHECK_THAT(only_error(acme_head.substr(0, acme_head.rfind("    acme:")) + "    acme: letsencrypt\n"),
+               StartsWith("config.yaml:8:11: gateway.tls.acme: expected a map with directory, names and the other "
+                          "acme settings"));
+}
+
+TEST_CASE("gateway.tls.acme: the listeners it needs", "[unit][config][acme]") {
+    const std::string settings = "    acme:\n" + acme_directory + acme_names;
+    const auto file = [&](const std::string& listen, const std::string& extra) {
+        return "site: www.foobar.com\nservers:\n  app1: { address: 192.0.2.21, role: app, port: 8080 }\n"
+               "gateway:\n  listen: " +
+               listen + "\n  pools: { app: { servers: [app1] } }\n  tls:\n" + settings + extra;
+    };
+    // http-01 is answered on port 80: no http listener, no http-01.
+    const std::string no_http = only_error(file("{ https: \"127.0.0.1:8443\" }", ""));
+    CHECK_THAT(no_http, StartsWith("config.yaml:9:7: "));
+    CHECK_THAT(no_http, Contains("http-01") && Contains("gateway.listen.http"));
+    // tls-alpn-01 does without it.
+    CHECK(load_ok(file("{ https: \"127.0.0.1:8443\" }", "      challenge: tls-alpn-01\n"))
+              ->gw.tls_settings.acme_settings->challenge == "tls-alpn-01");
+    // What it issues is served on an https listener.
+    const std::string no_https = only_error(file("{ http: \"127.0.0.1:8080\" }", ""));
+    CHECK_THAT(no_https, StartsWith("config.yaml:9:7: "));
+    CHECK_THAT(no_https, Contains("gateway.listen.https"));
+}
+
+TEST_CASE("gateway.tls.acme in a pair needs the pair's ticket secret", "[unit][config][acme]") {
+    const std::string head = R"(site: www.foobar.com
+servers:
+  gw1: { address: 192.0.2.11, role: gateway }
+  gw2: { address: 192.0.2.12, role: gateway }
+  app1: { address: 192.0.2.21, role: app, port: 8080 }
+gateway:
+  listen: { http: "127.0.0.1:8080", https: "127.0.0.1:8443" }
+  pools: { app: { servers: [app1] } }
+  tls:
+    acme: { directory: "https://acme.example/dir", names: [www.foobar.com] }
+ha:
+  vip: 192.0.2.10/24
+  interface: eth0
+  virtual_router_id: 51
+  nodes: { gw1: { priority: 150 }, gw2: { priority: 100 } }
+)";
+    const std::string e = only_error(head);
+    CHECK_THAT(e, StartsWith("config.yaml:12:3: ha: gateway.tls.acme in a pair needs ha.ticket_secret_file"));
+
+    const auto dir = std::filesystem::temp_directory_path() / ("rampart-acme-pair-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    struct remove_dir {
+        std::filesystem::path path;
+        ~remove_dir() {
+            std::error_code ec;
+            std::filesystem::remove_all(path, ec);
+        }
+    } const cleanup{dir};
+    const auto secret = (dir / "ticket.secret").string();
+    {
+        std::ofstream out(secret);
+        out << std::string(64, 'a') << "\n";
+    }
+    std::filesystem::permissions(secret, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    const auto ok = load_ok(head + "  ticket_secret_file: " + secret + "\n");
+    REQUIRE(ok->ha_pair);
+    CHECK(ok->ha_pair->ticket_secret_file == secret);
+    REQUIRE(ok->gw.tls_settings.acme_settings);
+    // Without acme, a pair needs no ticket secret.
+    std::string plain = head;
+    plain.replace(plain.find("  tls:\n"), plain.find("ha:\n") - plain.find("  tls:\n"),
+                  "  tls: { certificates: [ { cert: /etc/a.pem, key: /etc/a.key } ] }\n");
+    CHECK_FALSE(load_ok(plain)->gw.tls_settings.acme_settings);
+}

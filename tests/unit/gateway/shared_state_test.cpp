@@ -4,8 +4,11 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace rampart;
@@ -256,4 +259,301 @@ TEST_CASE("a network set: prefixes of both families, IPv4 as v4-mapped", "[unit]
     CHECK(v4_all.contains(client_address::parse("198.51.100.1")));
     CHECK_FALSE(v4_all.contains(client_address::parse("2001:db8::1")));
     CHECK_FALSE(gateway::network_set({net("2001:db8::/32")}).contains(client_address::parse("203.0.113.9")));
+}
+
+namespace {
+
+using gateway::acme_alpn_source;
+using gateway::acme_answers;
+using http_answers = std::vector<std::pair<std::string, std::string>>;
+
+/// A 43-character token like the ones ACME servers send, distinct per `i`.
+std::string acme_token(char set, int i) {
+    std::string t = std::string(1, set) + "-token-" + std::to_string(i) + "-";
+    t.resize(43, set == 'a' ? 'x' : 'y');
+    return t;
+}
+
+/// DER-like bytes of `length`, zero bytes included, distinct per `seed`.
+std::string der_bytes(std::size_t length, unsigned seed) {
+    std::string out(length, '\0');
+    for (std::size_t i = 0; i < length; ++i) {
+        out[i] = static_cast<char>(i % 7 == 0 ? 0 : (i * 131 + seed * 17) & 0xff);
+    }
+    return out;
+}
+
+std::unique_ptr<acme_answers> fresh_answers() {
+    return std::make_unique<acme_answers>(); // ~50 KiB: not on the stack
+}
+
+} // namespace
+
+TEST_CASE("acme answers: published http-01 tokens are found, others are not", "[unit][gateway][shared][acme]") {
+    const auto a = fresh_answers();
+    CHECK_FALSE(gateway::find_acme_http(*a, acme_token('a', 0)));
+
+    const std::string thumb(43, 'T');
+    const http_answers published{{acme_token('a', 0), acme_token('a', 0) + "." + thumb},
+                                 {acme_token('a', 1), acme_token('a', 1) + "." + thumb}};
+    CHECK(gateway::publish_acme_answers(*a, published, {}));
+    for (const auto& [token, ka] : published) {
+        INFO(token);
+        CHECK(gateway::find_acme_http(*a, token) == ka);
+    }
+    CHECK_FALSE(gateway::find_acme_http(*a, acme_token('a', 2)));
+    CHECK_FALSE(gateway::find_acme_http(*a, acme_token('a', 0).substr(0, 20))); // a prefix is not the token
+    CHECK_FALSE(gateway::find_acme_http(*a, acme_token('a', 0) + "x"));
+    CHECK_FALSE(gateway::find_acme_http(*a, ""));
+    CHECK_FALSE(gateway::find_acme_http(*a, std::string(300, 'x')));
+
+    // Republishing replaces: the new set only.
+    const http_answers next{{acme_token('b', 7), acme_token('b', 7) + "." + thumb}};
+    CHECK(gateway::publish_acme_answers(*a, next, {}));
+    CHECK(gateway::find_acme_http(*a, acme_token('b', 7)) == next[0].second);
+    CHECK_FALSE(gateway::find_acme_http(*a, acme_token('a', 0)));
+    CHECK_FALSE(gateway::find_acme_http(*a, acme_token('a', 1)));
+
+    // Nothing published: nothing found.
+    CHECK(gateway::publish_acme_answers(*a, {}, {}));
+    CHECK_FALSE(gateway::find_acme_http(*a, acme_token('b', 7)));
+    CHECK(a->seq.load() % 2 == 0); // no writer left it mid-write
+}
+
+TEST_CASE("acme answers: an http-01 entry larger than its field is dropped", "[unit][gateway][shared][acme]") {
+    const auto a = fresh_answers();
+    const std::size_t token_room = sizeof a->http[0].token - 1; // NUL-terminated
+    const std::size_t answer_room = sizeof a->http[0].key_authorization - 1;
+    const std::string longest_token(token_room, 't');
+    const std::string longest_answer(answer_room, 'k');
+    CHECK(gateway::publish_acme_answers(*a, {{longest_token, longest_answer}}, {}));
+    CHECK(gateway::find_acme_http(*a, longest_token) == longest_answer);
+
+    const std::string too_long_token(token_room + 1, 'u');
+    const std::string ok_token = acme_token('a', 3);
+    CHECK_FALSE(gateway::publish_acme_answers(*a,
+                                              {{too_long_token, "answer"},
+                                               {ok_token, ok_token + ".thumb"},
+                                               {acme_token('a', 4), std::string(answer_room + 1, 'k')}},
+                                              {}));
+    CHECK_FALSE(gateway::find_acme_http(*a, too_long_token));
+    CHECK_FALSE(gateway::find_acme_http(*a, too_long_token.substr(0, token_room)));
+    CHECK_FALSE(gateway::find_acme_http(*a, acme_token('a', 4)));
+    CHECK_FALSE(gateway::find_acme_http(*a, longest_token));             // the earlier set is gone
+    CHECK(gateway::find_acme_http(*a, ok_token) == ok_token + ".thumb"); // the rest is published
+}
+
+TEST_CASE("acme answers: at most 16 of each kind, the 17th dropped", "[unit][gateway][shared][acme]") {
+    const auto a = fresh_answers();
+    REQUIRE(gateway::max_acme_challenges == 16);
+    http_answers http;
+    std::vector<acme_alpn_source> alpn;
+    for (int i = 0; i < 17; ++i) {
+        http.emplace_back(acme_token('a', i), acme_token('a', i) + ".thumb");
+        alpn.push_back(acme_alpn_source{"host" + std::to_string(i) + ".foobar.com",
+                                        der_bytes(100 + static_cast<std::size_t>(i), static_cast<unsigned>(i)),
+                                        der_bytes(50, static_cast<unsigned>(i) + 100)});
+    }
+    CHECK_FALSE(gateway::publish_acme_answers(*a, http, {}));
+    for (int i = 0; i < 16; ++i) {
+        INFO(i);
+        CHECK(gateway::find_acme_http(*a, http[static_cast<std::size_t>(i)].first) ==
+              http[static_cast<std::size_t>(i)].second);
+    }
+    CHECK_FALSE(gateway::find_acme_http(*a, http[16].first));
+
+    CHECK_FALSE(gateway::publish_acme_answers(*a, {}, alpn));
+    for (int i = 0; i < 16; ++i) {
+        INFO(i);
+        const auto found = gateway::find_acme_alpn(*a, alpn[static_cast<std::size_t>(i)].name);
+        REQUIRE(found);
+        CHECK(found->cert_der == alpn[static_cast<std::size_t>(i)].cert_der);
+        CHECK(found->key_der == alpn[static_cast<std::size_t>(i)].key_der);
+    }
+    CHECK_FALSE(gateway::find_acme_alpn(*a, alpn[16].name));
+    // The 17th did not overwrite the first slot either.
+    CHECK(gateway::find_acme_alpn(*a, alpn[0].name)->cert_der == alpn[0].cert_der);
+    CHECK_FALSE(gateway::find_acme_http(*a, http[0].first)); // http was republished empty
+
+    // Exactly 16 fit.
+    http.pop_back();
+    alpn.pop_back();
+    CHECK(gateway::publish_acme_answers(*a, http, alpn));
+    CHECK(gateway::find_acme_http(*a, http[15].first) == http[15].second);
+    CHECK(gateway::find_acme_alpn(*a, alpn[15].name)->key_der == alpn[15].key_der);
+}
+
+TEST_CASE("acme answers: tls-alpn-01 certificates come back byte for byte", "[unit][gateway][shared][acme]") {
+    const auto a = fresh_answers();
+    CHECK_FALSE(gateway::find_acme_alpn(*a, "www.foobar.com"));
+    const std::size_t cert_room = sizeof a->alpn[0].cert_der;
+    const std::size_t key_room = sizeof a->alpn[0].key_der;
+    const std::size_t name_room = sizeof a->alpn[0].name - 1;
+    const std::vector<acme_alpn_source> published{
+        {"www.foobar.com", der_bytes(389, 1), der_bytes(121, 2)},
+        {"foobar.com", der_bytes(cert_room, 3), der_bytes(key_room, 4)}, // as large as the fields
+        {std::string(name_room, 'n'), std::string("\0\0\x30\0", 4), std::string(1, '\0')},
+    };
+    REQUIRE(published[0].cert_der.find('\0') != std::string::npos);
+    CHECK(gateway::publish_acme_answers(*a, {}, published));
+    for (const auto& p : published) {
+        INFO(p.name.substr(0, 20));
+        const auto found = gateway::find_acme_alpn(*a, p.name);
+        REQUIRE(found);
+        CHECK(found->name == p.name);
+        CHECK(found->cert_der.size() == p.cert_der.size());
+        CHECK(found->cert_der == p.cert_der);
+        CHECK(found->key_der == p.key_der);
+    }
+    CHECK_FALSE(gateway::find_acme_alpn(*a, "api.foobar.com"));
+    CHECK_FALSE(gateway::find_acme_alpn(*a, "www.foobar.co"));
+    CHECK_FALSE(gateway::find_acme_alpn(*a, ""));
+    CHECK_FALSE(gateway::find_acme_http(*a, "www.foobar.com")); // the kinds are apart
+
+    // Larger than a field: dropped, false, the others still published.
+    const std::vector<acme_alpn_source> too_large{
+        {"big-cert.foobar.com", der_bytes(cert_room + 1, 5), der_bytes(100, 6)},
+        {"big-key.foobar.com", der_bytes(300, 7), der_bytes(key_room + 1, 8)},
+        {std::string(name_room + 1, 'm'), der_bytes(300, 9), der_bytes(100, 10)},
+        {"fits.foobar.com", der_bytes(300, 11), der_bytes(100, 12)},
+    };
+    CHECK_FALSE(gateway::publish_acme_answers(*a, {}, too_large));
+    CHECK_FALSE(gateway::find_acme_alpn(*a, "big-cert.foobar.com"));
+    CHECK_FALSE(gateway::find_acme_alpn(*a, "big-key.foobar.com"));
+    CHECK_FALSE(gateway::find_acme_alpn(*a, std::string(name_room + 1, 'm')));
+    CHECK_FALSE(gateway::find_acme_alpn(*a, "www.foobar.com"));
+    const auto fits = gateway::find_acme_alpn(*a, "fits.foobar.com");
+    REQUIRE(fits);
+    CHECK(fits->cert_der == too_large[3].cert_der);
+    CHECK(fits->key_der == too_large[3].key_der);
+
+    // A shorter certificate after a longer one in the same slot: no tail of the old one.
+    CHECK(gateway::publish_acme_answers(*a, {}, {{"www.foobar.com", der_bytes(2000, 13), der_bytes(500, 14)}}));
+    CHECK(gateway::publish_acme_answers(*a, {}, {{"www.foobar.com", der_bytes(10, 15), der_bytes(5, 16)}}));
+    const auto shorter = gateway::find_acme_alpn(*a, "www.foobar.com");
+    REQUIRE(shorter);
+    CHECK(shorter->cert_der == der_bytes(10, 15));
+    CHECK(shorter->key_der == der_bytes(5, 16));
+
+    CHECK(gateway::publish_acme_answers(*a, {}, {}));
+    CHECK_FALSE(gateway::find_acme_alpn(*a, "www.foobar.com"));
+}
+
+TEST_CASE("acme answers: a reader racing the publisher sees one set or the other, never a mix",
+          "[unit][gateway][shared][acme]") {
+    const auto a = fresh_answers();
+    // Two sets of the same shape: tokens of different lengths in the same
+    // slots, answers that differ in every byte, one token in both (in
+    // different slots), and certificates of different sizes per set.
+    struct set {
+        http_answers http;
+        std::vector<acme_alpn_source> alpn;
+    };
+    const auto make_set = [](char which) {
+        set s;
+        const std::string thumb(43, which == 'a' ? 'A' : 'B');
+        if (which == 'b') {
+            s.http.emplace_back("shared-token-0123456789", "shared-token-0123456789." + thumb);
+        }
+        for (int i = 0; i < 8; ++i) {
+            std::string token = acme_token(which, i);
+            token.resize(which == 'a' ? 43 : 60, which == 'a' ? 'x' : 'y');
+            s.http.emplace_back(token, token + "." + thumb);
+        }
+        if (which == 'a') {
+            s.http.emplace_back("shared-token-0123456789", "shared-token-0123456789." + thumb);
+        }
+        for (int i = 0; i < 4; ++i) {
+            const std::string name = "host" + std::to_string(i) + ".foobar.com";
+            const bool a_set = which == 'a';
+            s.alpn.push_back(acme_alpn_source{name, der_bytes(a_set ? 300 : 900, a_set ? 1 : 2),
+                                              der_bytes(a_set ? 100 : 120, a_set ? 3 : 4)});
+        }
+        return s;
+    };
+    const set sets[2] = {make_set('a'), make_set('b')};
+    std::vector<std::string> tokens;
+    for (const auto& s : sets) {
+        for (const auto& h : s.http) {
+            tokens.push_back(h.first);
+        }
+    }
+    tokens.push_back(acme_token('c', 0)); // in neither set
+    const auto expected_answers = [&](const std::string& token) {
+        std::vector<std::string> out;
+        for (const auto& s : sets) {
+            for (const auto& h : s.http) {
+                if (h.first == token) {
+                    out.push_back(h.second);
+                }
+            }
+        }
+        return out;
+    };
+
+    REQUIRE(gateway::publish_acme_answers(*a, sets[0].http, sets[0].alpn));
+    std::atomic<bool> done{false};
+    std::atomic<bool> publish_failed{false};
+    std::thread writer([&] {
+        for (int i = 0; i < 20000; ++i) {
+            const set& s = sets[i % 2];
+            if (!gateway::publish_acme_answers(*a, s.http, s.alpn)) {
+                publish_failed = true;
+            }
+            if (i % 64 == 0) {
+                std::this_thread::yield(); // some quiet moments for the reader to succeed in
+            }
+        }
+        done = true;
+    });
+
+    std::size_t found = 0;
+    std::size_t mixed = 0;
+    std::size_t lookups = 0;
+    std::string first_mix;
+    for (std::size_t i = 0; i < 2'000'000 && !done.load(); ++i) {
+        ++lookups;
+        if (i % 4 == 3) {
+            const std::string name = "host" + std::to_string(i % 16 / 4) + ".foobar.com";
+            if (const auto cert = gateway::find_acme_alpn(*a, name)) {
+                ++found;
+                const bool one_set =
+                    (cert->cert_der == sets[0].alpn[0].cert_der && cert->key_der == sets[0].alpn[0].key_der) ||
+                    (cert->cert_der == sets[1].alpn[0].cert_der && cert->key_der == sets[1].alpn[0].key_der);
+                if (!one_set || cert->name != name) {
+                    ++mixed;
+                }
+            }
+            continue;
+        }
+        const std::string& token = tokens[i % tokens.size()];
+        if (const auto answer = gateway::find_acme_http(*a, token)) {
+            ++found;
+            const auto expected = expected_answers(token);
+            if (std::find(expected.begin(), expected.end(), *answer) == expected.end()) {
+                ++mixed;
+                if (first_mix.empty()) {
+                    first_mix = token + " -> " + *answer;
+                }
+            }
+        }
+    }
+    writer.join();
+    INFO("lookups " << lookups << ", found " << found << ", first mix: " << first_mix);
+    CHECK_FALSE(publish_failed.load());
+    CHECK(mixed == 0);
+    CHECK(found > 0);
+    CHECK(a->seq.load() == 2 * 20001);
+
+    // Quiet again: the last set published (the 20,000th, index 19999: set b) is whole.
+    for (const auto& [token, answer] : sets[1].http) {
+        CHECK(gateway::find_acme_http(*a, token) == answer);
+    }
+    for (const auto& h : sets[0].http) {
+        if (h.first != "shared-token-0123456789") {
+            CHECK_FALSE(gateway::find_acme_http(*a, h.first));
+        }
+    }
+    CHECK(gateway::find_acme_alpn(*a, "host2.foobar.com")->cert_der == sets[1].alpn[2].cert_der);
+    CHECK_FALSE(gateway::find_acme_http(*a, acme_token('c', 0)));
 }

@@ -244,8 +244,14 @@ TEST_CASE("status_json: the whole document for a small config", "[unit][gateway]
     status_extra extra;
     extra.started_unix = 1'700'000'000;
     extra.workers = 2;
-    extra.certificates.push_back(
-        {"/etc/rampart/ecdsa.pem", "ECDSA", {"www.foobar.com", "foobar.com"}, 1'700'000'000 + 30 * 86400 + 3600});
+    extra.certificates.push_back({"/etc/rampart/ecdsa.pem",
+                                  "ECDSA",
+                                  {"www.foobar.com", "foobar.com"},
+                                  1'700'000'000 + 30 * 86400 + 3600,
+                                  "Test CA",
+                                  "issued",
+                                  "",
+                                  1'700'000'000 + 86400});
 
     const std::string json = gateway::status_json(*cfg, *block, {}, extra, at(1'700'000'000 + 125));
     const std::string expected =
@@ -264,7 +270,8 @@ TEST_CASE("status_json: the whole document for a small config", "[unit][gateway]
         R"("drained":true,"ejected_ms":0,"active":0,"requests":0,"failures":0,"last_check":-1,)"
         R"("checks_passed":0,"checks_failed":4}]}],)"
         R"("certificates":[{"file":"/etc/rampart/ecdsa.pem","key_type":"ECDSA",)"
-        R"("names":["www.foobar.com","foobar.com"],"not_after":"2023-12-14T23:13:20Z","days_left":30}]})"
+        R"("names":["www.foobar.com","foobar.com"],"not_after":"2023-12-14T23:13:20Z","days_left":30,)"
+        R"("issuer":"Test CA","acme":{"state":"issued","next_attempt":"2023-11-15T22:13:20Z","last_error":""}}]})"
         "\n";
     CHECK(json == expected);
     CHECK(json_checker(json).valid());
@@ -307,6 +314,10 @@ TEST_CASE("status_json: certificate paths are escaped", "[unit][gateway][status]
     extra.certificates.push_back({"/etc/rampart/we\"ird\\dir/tab\there\nnew\x01line\x7f.pem",
                                   "RSA",
                                   {"caf\xc3\xa9.example", "bad\xff\xc3(utf8"},
+                                  0,
+                                  "Weird \"CA\"\n\x01",
+                                  "placeholder",
+                                  "failed: \"quoted\" \\ and\ttab",
                                   0});
     const std::string json = gateway::status_json(*cfg, *block, {}, extra, at(86400 * 3 + 1));
     CHECK(json_checker(json).valid());
@@ -380,14 +391,23 @@ TEST_CASE("status tables: the page's tables without script, escaped, under their
     status_extra extra;
     extra.workers = 2;
     extra.vrrp_state = "BACKUP";
-    extra.certificates.push_back(
-        {"/etc/rampart/<script>alert(1)</script>&\"x'.pem", "RSA", {"caf\xc3\xa9.example"}, 86400 * 20});
+    extra.certificates.push_back({"/etc/rampart/<script>alert(1)</script>&\"x'.pem",
+                                  "RSA",
+                                  {"caf\xc3\xa9.example"},
+                                  86400 * 20,
+                                  "<b>Evil CA</b>",
+                                  "issued",
+                                  "<img src=x>",
+                                  86400 * 10});
     const std::string html = gateway::status_tables_html(*cfg, *block, {}, extra, at(86400 * 3 + 1));
     CHECK(html.starts_with("<!DOCTYPE html>"));
     CHECK(html.find("<meta http-equiv=\"refresh\" content=\"10\">") != std::string::npos);
     CHECK(html.find("<script") == std::string::npos); // no script of its own, and none smuggled in
     CHECK(html.find("/etc/rampart/&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;x&#39;.pem") != std::string::npos);
     CHECK(html.find("caf\xc3\xa9.example") != std::string::npos);
+    CHECK(html.find("&lt;b&gt;Evil CA&lt;/b&gt;") != std::string::npos);
+    CHECK(html.find("<img") == std::string::npos);
+    CHECK(html.find("issued, next 1970-01-11T00:00:00Z; last error: &lt;img src=x&gt;") != std::string::npos);
     CHECK(html.find("<tr data-server=\"app1\"><td>app1</td><td>192.0.2.21:8080</td><td>DOWN</td>") !=
           std::string::npos);
     CHECK(html.find("<tr data-server=\"app2\"><td>app2</td><td>[2001:db8::22]:8081</td><td>DRAINED</td>") !=
