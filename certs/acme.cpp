@@ -377,6 +377,30 @@ std::string issuer_name(X509* cert) {
     return out;
 }
 
+std::string normalise_chain(std::string_view pem) {
+    const auto chain = read_chain(pem);
+    if (chain.size() > 10) {
+        throw cert_error("a chain of " + std::to_string(chain.size()) + " certificates (10 at most)");
+    }
+    std::string out;
+    for (const auto& cert : chain) {
+        out += pem_of([&](BIO* b) { return PEM_write_bio_X509(b, cert.get()); }, "a certificate");
+    }
+    return out;
+}
+
+bool chain_links(std::string_view pem) {
+    const auto chain = read_chain(pem);
+    for (std::size_t i = 0; i + 1 < chain.size(); ++i) {
+        EVP_PKEY* issuer_key = X509_get0_pubkey(chain[i + 1].get());
+        if (issuer_key == nullptr || X509_verify(chain[i].get(), issuer_key) != 1) {
+            ERR_clear_error();
+            return false;
+        }
+    }
+    return true;
+}
+
 bool key_matches(std::string_view chain_pem, const private_key& key) {
     const auto chain = read_chain(chain_pem);
     const bool ok = X509_check_private_key(chain.front().get(), key.get()) == 1;
@@ -431,6 +455,11 @@ std::optional<std::string> base64url_decode(std::string_view text) {
     const std::size_t padding =
         static_cast<std::size_t>(std::count(b64.end() - std::min<std::size_t>(2, b64.size()), b64.end(), '='));
     out.resize(static_cast<std::size_t>(n) - padding);
+    // Only the canonical encoding is accepted (a length of 1 mod 4, or
+    // stray bits in the last character, would decode to something).
+    if (base64url(out) != text) {
+        return std::nullopt;
+    }
     return out;
 }
 

@@ -92,6 +92,14 @@ chain_facts inspect_chain(std::string_view pem);
 /// The issuer's CN of `cert`, else its whole name in one line.
 std::string issuer_name(X509* cert);
 
+/// The certificates of a PEM text (at most 10), re-encoded: whatever else it
+/// holds (keys, comments, other blocks) is left out. Throws cert_error when
+/// there is none, or more than 10.
+std::string normalise_chain(std::string_view pem);
+
+/// Whether each certificate of the chain is signed by the next one's key.
+bool chain_links(std::string_view pem);
+
 /// Whether `key` is the private key of the chain's leaf.
 bool key_matches(std::string_view chain_pem, const private_key& key);
 

@@ -299,6 +299,45 @@ bool acme_host_name(std::string_view name) {
 
 } // namespace
 
+namespace {
+
+/// The authority of an https:// URL: a host, then an optional ":port" of
+/// digits (1..65535); "[v6]" allowed.
+bool plain_authority(std::string_view url) {
+    std::string_view rest = url.substr(8);
+    rest = rest.substr(0, rest.find('/'));
+    if (rest.empty()) {
+        return false;
+    }
+    std::string_view port;
+    if (rest.front() == '[') {
+        const auto close = rest.find(']');
+        if (close == std::string_view::npos || close == 1) {
+            return false;
+        }
+        if (close + 1 < rest.size()) {
+            if (rest[close + 1] != ':') {
+                return false;
+            }
+            port = rest.substr(close + 2);
+        } else {
+            return true;
+        }
+    } else if (const auto colon = rest.find(':'); colon != std::string_view::npos) {
+        if (colon == 0) {
+            return false;
+        }
+        port = rest.substr(colon + 1);
+    } else {
+        return true;
+    }
+    unsigned value = 0;
+    const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    return ec == std::errc{} && end == port.data() + port.size() && value >= 1 && value <= 65535;
+}
+
+} // namespace
+
 std::optional<acme> checker::check_acme(const field& f) {
     const auto m = read_map(f, acme_keys, "a map with directory, names and the other acme settings");
     if (!m) {
@@ -310,7 +349,7 @@ std::optional<acme> checker::check_acme(const field& f) {
     if (const auto d = required(*m, "directory", "the ACME directory URL (https://...)")) {
         if (const auto url = scalar(*d, "an https:// URL")) {
             if (!url->starts_with("https://") || url->size() <= 8 || url->size() > 2048 ||
-                url->find_first_of(" \t\r\n\"") != std::string::npos) {
+                url->find_first_of(" \t\r\n\"@") != std::string::npos || !plain_authority(*url)) {
                 fail(*d, "expected an https:// URL (RFC 8555 servers speak HTTPS only), got " + in_quotes(*url));
             } else {
                 out.directory = *url;
@@ -391,8 +430,10 @@ std::optional<acme> checker::check_acme(const field& f) {
     optional_value(*m, "renew_before", out.renew_before, [&](const field& d) { return duration_value(d); });
     optional_value(*m, "ca_file", out.ca_file, [&](const field& p) { return file_path(p); });
     optional_value(*m, "state_dir", out.state_dir, [&](const field& p) { return file_path(p); });
-    optional_value(*m, "retry_min", out.retry_min, [&](const field& d) { return duration_value(d); });
-    optional_value(*m, "retry_max", out.retry_max, [&](const field& d) { return duration_value(d); });
+    optional_value(*m, "retry_min", out.retry_min,
+                   [&](const field& d) { return duration_value(d, std::chrono::seconds(1)); });
+    optional_value(*m, "retry_max", out.retry_max,
+                   [&](const field& d) { return duration_value(d, std::chrono::seconds(1)); });
     if (out.retry_min > out.retry_max) {
         fail(f, "retry_min is longer than retry_max");
     }

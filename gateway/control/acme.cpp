@@ -142,6 +142,9 @@ std::string problem_of(const reply& r) {
         if (!detail.empty()) {
             out += ": " + detail.substr(0, 400);
         }
+        for (char& c : out) {
+            c = static_cast<unsigned char>(c) < 0x20 || c == 0x7f ? '?' : c; // one log line
+        }
     }
     return out;
 }
@@ -169,6 +172,46 @@ std::chrono::seconds retry_after_of(const reply& r, std::chrono::seconds fallbac
 std::string file_name_of(const std::string& path) {
     const auto slash = path.find_last_of('/');
     return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+} // namespace
+
+namespace {
+
+/// What a certificate must be before it replaces one in service: for every
+/// configured name, for `key`, each certificate signed by the next one, and
+/// in date (not before now + 5 minutes of clock skew, not expired).
+void check_chain(const std::string& chain, const acme::private_key& key, const std::vector<std::string>& names,
+                 const std::string& what) {
+    const acme::chain_facts facts = acme::inspect_chain(chain);
+    for (const auto& n : names) {
+        if (std::find(facts.names.begin(), facts.names.end(), n) == facts.names.end()) {
+            throw acme_error(what + " does not name " + n);
+        }
+    }
+    if (!acme::key_matches(chain, key)) {
+        throw acme_error(what + " is not for its key");
+    }
+    if (!acme::chain_links(chain)) {
+        throw acme_error(what + "'s chain does not verify (each certificate signed by the next)");
+    }
+    const auto now = clock::now();
+    if (facts.not_before > now + std::chrono::minutes(5) || facts.not_after <= now) {
+        throw acme_error(what + " is not valid now (not before " + std::to_string(unix_seconds(facts.not_before)) +
+                         ", not after " + std::to_string(unix_seconds(facts.not_after)) + ")");
+    }
+}
+
+/// Text from outside (an ACME server's problem detail, an issuer's name)
+/// fit for one log line: control characters become '?', at most 400 bytes.
+std::string printable(std::string_view text) {
+    std::string out(text.substr(0, 400));
+    for (char& c : out) {
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+            c = '?';
+        }
+    }
+    return out;
 }
 
 } // namespace
@@ -218,29 +261,38 @@ struct acme_manager::session {
     /// One request on a connection of its own, under request_deadline.
     net::awaitable<reply> request(http::verb verb, std::string url, std::string body, std::string accept) {
         const url_parts u = parse_url(url);
-        net::ssl::stream<tcp::socket> stream(io_, tls_);
-        bool expired = false;
+        // What the deadline's handler touches is shared with it: a handler
+        // already queued when the request ends still finds it alive.
+        struct connection {
+            connection(net::io_context& io, net::ssl::context& tls) : stream(io, tls), resolver(io) {}
+            net::ssl::stream<tcp::socket> stream;
+            tcp::resolver resolver;
+            bool expired = false;
+        };
+        auto conn = std::make_shared<connection>(io_, tls_);
+        auto& stream = conn->stream;
         net::steady_timer deadline(io_);
         deadline.expires_after(request_deadline);
-        deadline.async_wait([&](const error_code& ec) {
+        deadline.async_wait([conn](const error_code& ec) {
             if (!ec) {
-                expired = true;
+                conn->expired = true;
+                conn->resolver.cancel();
                 error_code ignored;
-                stream.lowest_layer().close(ignored);
+                conn->stream.lowest_layer().close(ignored);
             }
         });
         struct cancel_on_exit {
             net::steady_timer& t;
             ~cancel_on_exit() { t.cancel(); }
         } cancel{deadline};
+        const bool& expired = conn->expired;
 
-        tcp::resolver resolver(io_);
-        auto [rec, endpoints] = co_await resolver.async_resolve(u.host, u.port, use_tuple);
-        if (rec) {
-            throw acme_error("cannot resolve " + u.host + ": " + rec.message());
+        auto [rec, endpoints] = co_await conn->resolver.async_resolve(u.host, u.port, use_tuple);
+        if (rec || expired) {
+            throw acme_error("cannot resolve " + u.host + ": " + (expired ? std::string("timed out") : rec.message()));
         }
         auto [cec, connected] = co_await net::async_connect(stream.lowest_layer(), endpoints, use_tuple);
-        if (cec) {
+        if (cec || expired) {
             throw acme_error("cannot connect to " + u.host + ":" + u.port + ": " +
                              (expired ? std::string("timed out") : cec.message()));
         }
@@ -253,7 +305,7 @@ struct acme_manager::session {
         }
         stream.set_verify_callback(net::ssl::host_name_verification(u.host));
         auto [hec] = co_await stream.async_handshake(net::ssl::stream_base::client, use_tuple);
-        if (hec) {
+        if (hec || expired) {
             throw acme_error("TLS with " + u.host + ":" + u.port +
                              " failed: " + (expired ? std::string("timed out") : hec.message()));
         }
@@ -270,7 +322,7 @@ struct acme_manager::session {
             req.prepare_payload();
         }
         auto [wec, wn] = co_await http::async_write(stream, req, use_tuple);
-        if (wec) {
+        if (wec || expired) {
             throw acme_error("sending to " + u.host +
                              " failed: " + (expired ? std::string("timed out") : wec.message()));
         }
@@ -278,8 +330,9 @@ struct acme_manager::session {
         http::response_parser<http::string_body> parser;
         parser.header_limit(max_header);
         parser.body_limit(max_body);
+        parser.skip(verb == http::verb::head); // a HEAD's Content-Length announces no body
         auto [rdec, rn] = co_await http::async_read(stream, buffer, parser, use_tuple);
-        if (rdec && !(rdec == http::error::end_of_stream && parser.is_done())) {
+        if (expired || (rdec && !(rdec == http::error::end_of_stream && parser.is_done()))) {
             throw acme_error("reading the answer of " + u.host + " failed: " +
                              (expired                             ? std::string("timed out")
                               : rdec == http::error::body_limit   ? std::string("larger than 1 MiB")
@@ -357,6 +410,7 @@ struct acme_manager::session {
         const std::string key_file = settings_.state_dir + "/account.key";
         std::string pem;
         if (acme::read_file(key_file, pem)) {
+            certs::check_key_permissions(key_file); // not readable by group or others
             account_ = acme::private_key::from_pem(pem, key_file);
             OPENSSL_cleanse(pem.data(), pem.size());
         } else {
@@ -538,20 +592,16 @@ struct acme_manager::session {
         if (c.status != 200) {
             throw acme_error("certificate download: " + problem_of(c));
         }
-        const acme::chain_facts facts = acme::inspect_chain(c.body);
-        for (const auto& n : settings_.names) {
-            if (std::find(facts.names.begin(), facts.names.end(), n) == facts.names.end()) {
-                throw acme_error("the issued certificate does not name " + n);
-            }
-        }
-        if (!acme::key_matches(c.body, key)) {
-            throw acme_error("the issued certificate is not for the key of the request");
-        }
-        if (facts.not_after <= clock::now()) {
-            throw acme_error("the issued certificate has already expired");
-        }
-        std::string pem = key.to_pem();
-        pem += c.body;
+        // Only the certificates go back to disk, re-encoded: nothing else
+        // the server sent ends up in the key's file.
+        const std::string chain = acme::normalise_chain(c.body);
+        check_chain(chain, key, settings_.names, "the issued certificate");
+        std::string key_pem = key.to_pem();
+        std::string pem;
+        pem.reserve(key_pem.size() + chain.size());
+        pem += key_pem;
+        pem += chain;
+        OPENSSL_cleanse(key_pem.data(), key_pem.size());
         co_return pem;
     }
 };
@@ -574,6 +624,9 @@ void acme_manager::prepare(const config::acme& settings) {
         }
     } else if (!S_ISDIR(st.st_mode)) {
         throw std::runtime_error("acme: " + settings.state_dir + " is not a directory");
+    } else if (st.st_uid != ::geteuid()) {
+        throw std::runtime_error("acme: " + settings.state_dir + " belongs to uid " + std::to_string(st.st_uid) +
+                                 ", not to the gateway's (" + std::to_string(::geteuid()) + ")");
     } else if ((st.st_mode & 077) != 0 && ::chmod(settings.state_dir.c_str(), 0700) != 0) {
         throw std::runtime_error("acme: cannot restrict " + settings.state_dir +
                                  " to its owner: " + std::strerror(errno));
@@ -585,7 +638,9 @@ void acme_manager::prepare(const config::acme& settings) {
         }
         const auto type = type_name == "rsa" ? acme::key_type::rsa : acme::key_type::ecdsa;
         const auto key = acme::private_key::generate(type);
-        std::string pem = key.to_pem() + acme::make_placeholder(key, settings.names, placeholder_days);
+        std::string pem = key.to_pem();
+        pem.reserve(pem.size() + 4096);
+        pem += acme::make_placeholder(key, settings.names, placeholder_days);
         acme::write_file_atomic(file, pem, 0600);
         OPENSSL_cleanse(pem.data(), pem.size());
         log(log_level::info, "acme: " + file + " holds a self-signed placeholder until the first " + type_name +
@@ -641,7 +696,7 @@ void acme_manager::refresh_status(std::size_t index) {
         }
         const auto facts = acme::inspect_chain(pem);
         OPENSSL_cleanse(pem.data(), pem.size());
-        s.issuer = facts.issuer;
+        s.issuer = printable(facts.issuer);
         s.serial = facts.serial;
         s.not_after = unix_seconds(facts.not_after);
         s.placeholder = facts.issuer == "Rampart placeholder";
@@ -649,7 +704,12 @@ void acme_manager::refresh_status(std::size_t index) {
         for (const auto& n : settings_->names) {
             covers = covers && std::find(facts.names.begin(), facts.names.end(), n) != facts.names.end();
         }
-        const auto renew_at = facts.not_after - settings_->renew_before;
+        // renew_before, or a third of the lifetime when that is shorter (a
+        // CA of 24-hour certificates must not be asked for one in a loop).
+        const auto lifetime = facts.not_after - facts.not_before;
+        const auto before = std::min<clock::duration>(
+            std::chrono::duration_cast<clock::duration>(settings_->renew_before), lifetime / 3);
+        const auto renew_at = facts.not_after - before;
         const std::int64_t due = s.placeholder || !covers ? 0 : unix_seconds(renew_at);
         if (s.consecutive_failures == 0 || due > s.next_attempt) {
             s.next_attempt = due;
@@ -674,7 +734,7 @@ net::awaitable<void> acme_manager::attempt(std::size_t index) {
         acme::write_file_atomic(file, pem, 0600);
         OPENSSL_cleanse(pem.data(), pem.size());
     } catch (const std::exception& e) {
-        error = e.what();
+        error = printable(e.what());
     }
     // The configuration may have changed while the order ran.
     if (index >= status_.size() || status_[index].file != file) {
@@ -693,17 +753,28 @@ net::awaitable<void> acme_manager::attempt(std::size_t index) {
         wait = std::min(wait, std::chrono::duration_cast<std::chrono::milliseconds>(settings.retry_max));
         static std::minstd_rand jitter{std::random_device{}()};
         wait = wait * (750 + static_cast<long>(jitter() % 251)) / 1000;
-        st.next_attempt = unix_seconds(clock::now() + wait);
+        wait = std::max(wait, std::chrono::milliseconds(1000));
+        st.next_attempt = unix_seconds(clock::now() + wait + std::chrono::milliseconds(999)); // rounded up
+        // Within 7 days of the end, the log says how close it is.
+        const std::int64_t left = st.not_after - unix_seconds(clock::now());
+        const std::string urgency =
+            st.placeholder     ? " (still the self-signed placeholder)"
+            : left < 7 * 86400 ? " (it expires in " + std::to_string(std::max<std::int64_t>(left, 0) / 3600) + " h)"
+                               : "";
         log(log_level::warn, "acme: " + type_name + " certificate for " + settings.names.front() + " failed (" +
                                  std::to_string(st.consecutive_failures) + " in a row), next attempt in " +
                                  std::to_string(std::chrono::duration_cast<std::chrono::seconds>(wait).count()) +
-                                 " s; still serving the current one: " + error);
+                                 " s; still serving the current one" + urgency + ": " + error);
         co_return;
     }
     st.consecutive_failures = 0;
     st.last_error.clear();
     ++st.issued_total;
     refresh_status(index);
+    // Never again at once, whatever the new certificate says.
+    st.next_attempt =
+        std::max(st.next_attempt,
+                 unix_seconds(clock::now() + std::max<clock::duration>(settings.retry_min, std::chrono::seconds(1))));
     log(log_level::info, "acme: issued the " + type_name + " certificate for " + settings.names.front() + " (serial " +
                              st.serial + ", issuer " + st.issuer + ") into " + file_name_of(file));
     const auto [ok, message] = reload_("ACME certificate " + file_name_of(file) + " issued");
@@ -808,12 +879,17 @@ http::response<http::string_body> acme_manager::serve_transfer(const http::reque
         return res;
     }
     std::string plain = "rampart-acme 1\n";
+    plain.reserve(64 * 1024); // the files are a few KiB: no reallocation leaves a copy behind
     for (const auto& st : status_) {
         std::string pem;
         if (st.placeholder || !acme::read_file(st.file, pem)) {
             continue;
         }
-        plain += st.key_type + " " + std::to_string(pem.size()) + "\n" + pem;
+        plain += st.key_type;
+        plain += ' ';
+        plain += std::to_string(pem.size());
+        plain += '\n';
+        plain += pem;
         OPENSSL_cleanse(pem.data(), pem.size());
     }
     const std::int64_t now = unix_seconds(clock::now());
@@ -842,13 +918,16 @@ net::awaitable<void> acme_manager::ask_peer(acme_pair_link pair) {
     if (ec) {
         co_return;
     }
-    tcp_socket socket(io_.get_executor());
+    // Shared with the deadline's handler, which may already be queued
+    // when this coroutine ends.
+    auto shared_socket = std::make_shared<tcp_socket>(io_.get_executor());
+    tcp_socket& socket = *shared_socket;
     net::steady_timer deadline(io_);
     deadline.expires_after(peer_timeout);
-    deadline.async_wait([&](const error_code& e) {
+    deadline.async_wait([shared_socket](const error_code& e) {
         if (!e) {
             error_code ignored;
-            socket.close(ignored);
+            shared_socket->close(ignored);
         }
     });
     struct cancel_on_exit {
@@ -956,24 +1035,25 @@ bool acme_manager::install_from_peer(const acme_pair_link& pair, std::string_vie
             continue; // a key type this node does not manage
         }
         const auto key = acme::private_key::from_pem(pem, "the peer's " + type + " key");
-        const auto facts = acme::inspect_chain(pem);
-        for (const auto& n : settings_->names) {
-            if (std::find(facts.names.begin(), facts.names.end(), n) == facts.names.end()) {
-                throw acme_error("the peer's " + type + " certificate does not name " + n);
-            }
+        if ((type == "rsa") != (key.type() == acme::key_type::rsa)) {
+            throw acme_error("the peer's " + type + " key is of another type");
         }
-        if (!acme::key_matches(pem, key) || (type == "rsa") != (key.type() == acme::key_type::rsa)) {
-            throw acme_error("the peer's " + type + " certificate is not for its key");
-        }
-        if (facts.issuer == "Rampart placeholder" || facts.not_after <= clock::now()) {
-            throw acme_error("the peer's " + type + " certificate is a placeholder or expired");
+        const std::string chain = acme::normalise_chain(pem);
+        check_chain(chain, key, settings_->names, "the peer's " + type + " certificate");
+        const auto facts = acme::inspect_chain(chain);
+        if (facts.issuer == "Rampart placeholder") {
+            throw acme_error("the peer's " + type + " certificate is a placeholder");
         }
         if (!it->placeholder && unix_seconds(facts.not_after) <= it->not_after) {
             continue; // not newer than the one in place (a replay, or the same)
         }
-        acme::write_file_atomic(it->file, pem, 0600);
+        std::string file = key.to_pem();
+        file.reserve(file.size() + chain.size());
+        file += chain;
+        acme::write_file_atomic(it->file, file, 0600);
+        OPENSSL_cleanse(file.data(), file.size());
         log(log_level::info, "acme: installed the " + type + " certificate of peer " + pair.peer + " (serial " +
-                                 facts.serial + ", issuer " + facts.issuer + ")");
+                                 facts.serial + ", issuer " + printable(facts.issuer) + ")");
         ++transfers_.installed;
         installed = true;
         refresh_status(static_cast<std::size_t>(it - status_.begin()));

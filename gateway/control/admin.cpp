@@ -93,8 +93,8 @@ void render_acme_metrics(std::ostringstream& out, const std::vector<acme_certifi
     }
 }
 
-/// /readyz's warning lines: a managed certificate within 7 days of its
-/// end (or still the placeholder) whose renewal has not succeeded.
+/// /readyz's warning lines: a managed certificate still the placeholder, or
+/// within 7 days of its end while its renewal is failing or overdue.
 std::string acme_warnings(const admin_state& a) {
     std::string out;
     if (a.acme == nullptr) {
@@ -106,7 +106,7 @@ std::string acme_warnings(const admin_state& a) {
         if (c.placeholder) {
             out += "warning: the " + c.key_type + " certificate is a self-signed placeholder: ACME has not issued it" +
                    (c.last_error.empty() ? std::string() : " (" + c.last_error + ")") + "\n";
-        } else if (c.not_after - now < 7 * 24 * 3600) {
+        } else if (c.not_after - now < 7 * 24 * 3600 && (c.consecutive_failures > 0 || c.next_attempt + 60 < now)) {
             out += "warning: the " + c.key_type + " certificate expires in " +
                    std::to_string(std::max<std::int64_t>(c.not_after - now, 0) / 3600) + " h and is not renewed" +
                    (c.last_error.empty() ? std::string() : " (" + c.last_error + ")") + "\n";

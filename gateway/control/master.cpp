@@ -294,7 +294,14 @@ public:
         // ACME: only the VIP's holder of a pair orders (the validation
         // requests reach the VIP); a single gateway always does.
         acme_ = std::make_unique<acme_manager>(
-            io_, region_.block(), [this](const std::string& why) { return reload(why, current_->cfg); },
+            io_, region_.block(),
+            [this](const std::string& why) {
+                if (stopping_) {
+                    // Draining: no new generation (its workers would outlive the stop).
+                    return std::pair<bool, std::string>{false, "stopping"};
+                }
+                return reload(why, current_->cfg);
+            },
             [this] { return !current_->cfg->ha_pair || admin_.vrrp.vip_held; });
         acme_->configure(current_->cfg, acme_pair());
         admin_.acme = &acme_->status();

@@ -5,7 +5,7 @@
   answers pebble's validation on port 80 and serves both: openssl verifies each served chain
   against pebble's root, and curl gets the app through it; the state files are 0600 in a 0700
   directory, with no temporary file left;
-- tls-alpn-01: the same through ALPN acme-tls/1 on the https listener (no port 80); a client
+- tls-alpn-01: both again through ALPN acme-tls/1 on the https listener (no port 80); a client
   offering acme-tls/1 for a name with no validation pending is refused;
 - renewal: with 40-second certificates and renew_before 25s the gateway renews before expiry and
   serves the new serial, with no failed request under light load;
@@ -143,10 +143,13 @@ def test_http01_issues_ecdsa_and_rsa(certs, app1):
 def test_tls_alpn01_issues_and_refuses_strangers(certs, app1):
     ports = h.free_ports(2)
     with pebble_module.Pebble(h.temp_dir(), http_port=ports[1], tls_port=ports[0]) as p:
-        gw = acme_gateway(certs, app1, p, challenge="tls-alpn-01", key_types=("ecdsa",), http=False,
-                          ports=ports).start()
+        gw = acme_gateway(certs, app1, p, challenge="tls-alpn-01", http=False, ports=ports).start()
         wait_issued(gw, "ecdsa")
-        served(gw, p)
+        wait_issued(gw, "rsa")
+        ecdsa = served(gw, p, "-sigalgs", "ECDSA+SHA256")
+        rsa = served(gw, p, "-sigalgs", "rsa_pss_rsae_sha256:RSA+SHA256")
+        assert ecdsa["serial"] != rsa["serial"]
+        assert h.metrics(gw)["rampart_acme_challenges_answered_total"] >= 2
         # No validation pending now: acme-tls/1 gets no certificate.
         r = h.s_client(gw.https_port, "-alpn", "acme-tls/1")
         assert r.returncode != 0 and "no application protocol" in r.err, r.out[-1500:]

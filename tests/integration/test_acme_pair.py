@@ -9,7 +9,7 @@ site's clients go. Each gateway reads its own copy of the deployment file, whose
 - gw1, holding the VIP, orders; gw2 gets the same certificate (same serial) from gw1 within seconds,
   sealed with a key derived from ha.ticket_secret_file, and never orders while gw1 holds the VIP;
 - gw1's rampart is killed: gw2 takes the VIP and renews on its own (certificates live 90 s and are
-  renewed 60 s before their end);
+  renewed a third of that, 30 s, before their end: renew_before 60s is longer);
 - gw1 comes back with a ticket secret file that differs: what it asks gw2 for does not open, it is
   refused, counted and logged, and nothing is installed.
 
@@ -131,7 +131,7 @@ def test_new_holder_renews_on_its_own(lab):
     lab.inject("rampart", "gw1")
     h.wait_until(lambda: lab.holders() == ["gw2"], 20, interval=0.2, what="gw2 holding the VIP")
     old = serial_served(lab, "gw2")
-    # Renewal is due 30 s after each issuance; gw2 renews by itself.
+    # Renewal is due 60 s after each issuance; gw2 renews by itself.
     h.wait_until(lambda: metric(lab, "gw2", 'rampart_acme_certificates_issued_total{key_type="ecdsa"}') > before,
                  VALIDITY_S, interval=1.0, what="gw2 renewing after the takeover")
     h.wait_until(lambda: serial_served(lab, "gw2") not in ("", old), 15, interval=0.5,

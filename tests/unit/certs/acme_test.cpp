@@ -805,6 +805,37 @@ TEST_CASE("inspect_chain: the leaf first, every certificate counted", "[unit][ce
     CHECK(acme::inspect_chain(chain + leaf_key.to_pem()).certificates == 2);
 }
 
+TEST_CASE("normalise_chain and chain_links: only the certificates, each signed by the next", "[unit][certs][acme]") {
+    temp_dir dir;
+    certs::make_dev_certificates(dir.path, {"www.foobar.com"});
+    std::string leaf;
+    std::string ca;
+    std::string key;
+    REQUIRE(acme::read_file(dir.path + "/ecdsa.pem", leaf));
+    REQUIRE(acme::read_file(dir.path + "/ca.pem", ca));
+    REQUIRE(acme::read_file(dir.path + "/ecdsa.key", key));
+    // What a server might add around the chain is dropped; the certificates stay, in order.
+    const std::string messy = "junk before\n" + leaf + key + "# a comment\n" + ca + "junk after\n";
+    const std::string chain = acme::normalise_chain(messy);
+    CHECK(chain.find("PRIVATE KEY") == std::string::npos);
+    CHECK(chain.find("junk") == std::string::npos);
+    CHECK(acme::inspect_chain(chain).certificates == 2);
+    CHECK(acme::inspect_chain(chain).names == std::vector<std::string>{"www.foobar.com"});
+    CHECK(acme::normalise_chain(chain) == chain);
+    CHECK(acme::chain_links(chain));
+    CHECK(acme::chain_links(leaf)); // one certificate: nothing to link
+    CHECK_FALSE(acme::chain_links(ca + leaf));
+    const auto other = acme::private_key::generate(acme::key_type::ecdsa);
+    CHECK_FALSE(acme::chain_links(leaf + acme::make_placeholder(other, {"ca.example"}, 30)));
+    CHECK(ERR_peek_error() == 0);
+    std::string eleven;
+    for (int i = 0; i < 11; ++i) {
+        eleven += leaf;
+    }
+    CHECK_THROWS_AS(acme::normalise_chain(eleven), certs::cert_error);
+    CHECK_THROWS_AS(acme::normalise_chain(key), certs::cert_error);
+}
+
 TEST_CASE("inspect_chain and key_matches: no certificate is an error", "[unit][certs][acme]") {
     CHECK_THROWS_AS(acme::inspect_chain(""), certs::cert_error);
     CHECK_THROWS_AS(acme::inspect_chain("garbage, not a certificate"), certs::cert_error);

@@ -425,6 +425,26 @@ TEST_CASE("gateway.tls.acme: a wrong directory or name is named with its positio
         CHECK_THAT(only_error(acme_file(acme_directory + "      names: [\"" + bad + "\"]\n")),
                    StartsWith("config.yaml:10:15: gateway.tls.acme.names[0]: expected a lower-case host name"));
     }
+    // An address is not a name (IP identifiers are not ordered).
+    for (const std::string address : {"192.0.2.1", "10.0.0.255"}) {
+        INFO(address);
+        CHECK_THAT(only_error(acme_file(acme_directory + "      names: [\"" + address + "\"]\n")),
+                   StartsWith("config.yaml:10:15: gateway.tls.acme.names[0]: expected a lower-case host name"));
+    }
+    CHECK(load_ok(acme_file(acme_directory + "      names: [a1.foobar2.com]\n")));
+    // The directory's port must be a port; an authority with a user is refused.
+    for (const std::string bad :
+         {"https://acme.example:abc/dir", "https://acme.example:0/dir", "https://acme.example:70000/dir",
+          "https://user@acme.example/dir", "https://:443/dir", "https://[::1/dir"}) {
+        INFO(bad);
+        CHECK_THAT(only_error(acme_file("      directory: " + bad + "\n" + acme_names)),
+                   StartsWith("config.yaml:9:18: gateway.tls.acme.directory: expected an https:// URL"));
+    }
+    for (const std::string good : {"https://acme.example:14000/dir", "https://[2001:db8::1]:443/dir",
+                                   "https://[2001:db8::1]/dir", "https://192.0.2.100:14000/dir"}) {
+        INFO(good);
+        CHECK(load_ok(acme_file("      directory: " + good + "\n" + acme_names))->gw.tls_settings.acme_settings);
+    }
     const std::string label63(63, 'a');
     CHECK(load_ok(acme_file(acme_directory + "      names: [" + label63 + ".foobar.com]\n"))
               ->gw.tls_settings.acme_settings->names.front() == label63 + ".foobar.com");
@@ -451,6 +471,11 @@ TEST_CASE("gateway.tls.acme: key types, challenge and retries", "[unit][config][
 
     CHECK(only_error(acme_file(base + "      retry_min: 2h\n      retry_max: 1h\n")) ==
           "config.yaml:9:7: gateway.tls.acme: retry_min is longer than retry_max");
+    // Under a second would retry at once (the schedule counts whole seconds).
+    CHECK_THAT(only_error(acme_file(base + "      retry_min: 500ms\n")),
+               StartsWith("config.yaml:11:18: gateway.tls.acme.retry_min:"));
+    CHECK_THAT(only_error(acme_file(base + "      retry_max: 10ms\n")),
+               StartsWith("config.yaml:11:18: gateway.tls.acme.retry_max:"));
     const auto equal = load_ok(acme_file(base + "      retry_min: 1h\n      retry_max: 1h\n"));
     CHECK(equal->gw.tls_settings.acme_settings->retry_min == 1h);
     // The default retry_max (6h) bounds a longer retry_min too.
