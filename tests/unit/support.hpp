@@ -6,10 +6,15 @@
 
 #include <catch2/catch.hpp>
 
+#include <stdlib.h>
+
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 #include <string>
+#include <system_error>
 
 namespace rampart::test {
 
@@ -19,6 +24,25 @@ inline std::string source_dir() {
     REQUIRE(s != nullptr);
     return s;
 }
+
+/// A fresh directory under /tmp, removed with everything in it when it goes,
+/// also when the test fails.
+struct temp_dir {
+    std::string path;
+    explicit temp_dir(const std::string& prefix = "rampart-test") {
+        std::string pattern = "/tmp/" + prefix + "-XXXXXX";
+        if (::mkdtemp(pattern.data()) == nullptr) {
+            throw std::runtime_error("mkdtemp failed");
+        }
+        path = pattern;
+    }
+    ~temp_dir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+    temp_dir(const temp_dir&) = delete;
+    temp_dir& operator=(const temp_dir&) = delete;
+};
 
 inline std::string read_file(const std::string& path) {
     std::ifstream in(path);

@@ -3,6 +3,8 @@
 // the sealed transfer between a pair's nodes, and the atomic file writes.
 
 #include "certs/acme.hpp"
+#include "certs/openssl_util.hpp"
+#include "tests/unit/support.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -40,9 +42,8 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-template <auto Free> struct openssl_deleter {
-    template <typename T> void operator()(T* p) const { Free(p); }
-};
+using rampart::certs::detail::openssl_deleter;
+using rampart::test::temp_dir;
 using pkey_ptr = std::unique_ptr<EVP_PKEY, openssl_deleter<EVP_PKEY_free>>;
 using pkey_ctx_ptr = std::unique_ptr<EVP_PKEY_CTX, openssl_deleter<EVP_PKEY_CTX_free>>;
 using md_ctx_ptr = std::unique_ptr<EVP_MD_CTX, openssl_deleter<EVP_MD_CTX_free>>;
@@ -366,25 +367,6 @@ const acme::private_key& rsa_key() {
     static const acme::private_key key = acme::private_key::generate(acme::key_type::rsa);
     return key;
 }
-
-/// A fresh directory under /tmp, removed with everything in it, even when
-/// the test fails.
-struct temp_dir {
-    std::string path;
-    temp_dir() {
-        std::string pattern = "/tmp/rampart-acme-test-XXXXXX";
-        if (::mkdtemp(pattern.data()) == nullptr) {
-            throw std::runtime_error("mkdtemp failed");
-        }
-        path = pattern;
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path, ec);
-    }
-    temp_dir(const temp_dir&) = delete;
-    temp_dir& operator=(const temp_dir&) = delete;
-};
 
 /// Sets the process umask for one scope.
 struct umask_guard {

@@ -2,7 +2,9 @@
 // ticket keys, and real TLS handshakes between two in-memory SSL objects.
 
 #include "certs/certs.hpp"
+#include "certs/openssl_util.hpp"
 #include "certs/record_pool.hpp"
+#include "tests/unit/support.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -29,31 +31,12 @@ namespace config = rampart::config;
 
 namespace {
 
-template <auto Free> struct openssl_deleter {
-    template <typename T> void operator()(T* p) const { Free(p); }
-};
+using rampart::certs::detail::openssl_deleter;
+using rampart::test::temp_dir;
 using ssl_ptr = std::unique_ptr<SSL, openssl_deleter<SSL_free>>;
 using session_ptr = std::unique_ptr<SSL_SESSION, openssl_deleter<SSL_SESSION_free>>;
 using x509_ptr = std::unique_ptr<X509, openssl_deleter<X509_free>>;
 using bio_ptr = std::unique_ptr<BIO, openssl_deleter<BIO_free_all>>;
-
-/// A fresh directory under /tmp, removed with everything in it.
-struct temp_dir {
-    std::string path;
-    temp_dir() {
-        std::string pattern = "/tmp/rampart-certs-test-XXXXXX";
-        if (::mkdtemp(pattern.data()) == nullptr) {
-            throw std::runtime_error("mkdtemp failed");
-        }
-        path = pattern;
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        std::filesystem::remove_all(path, ec);
-    }
-    temp_dir(const temp_dir&) = delete;
-    temp_dir& operator=(const temp_dir&) = delete;
-};
 
 /// Two development certificate sets, made once: RSA key generation dominates
 /// the run time. Each set has its own CA.
