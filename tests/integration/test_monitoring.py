@@ -2,9 +2,9 @@
 real gateway.
 
 - every metric the rules and the dashboard name is one the gateway exposes:
-  read from a running gateway's /metrics; the HA metrics (a gateway without
-  an `ha` section does not expose them) from the metric declarations of the
-  master's HA block;
+  read from a running gateway's /metrics; the HA and ACME metrics (a gateway
+  without an `ha` or `acme` section does not expose them) from the metric
+  declarations of the master's HA and ACME blocks;
 - a real Prometheus scrapes a running gateway with the shipped rules and
   fires RampartPoolDown once the app servers really stop (and nothing
   fires before).
@@ -66,19 +66,24 @@ def test_every_metric_named_is_one_the_gateway_exposes(gw):
             exposed.add(name)
             if kind == "histogram":
                 exposed.update({name + "_bucket", name + "_sum", name + "_count"})
-    # The HA block's metrics, as the master declares them (admin.cpp).
+    # The HA and ACME blocks' metrics, as the master declares them (admin.cpp).
     source = (ROOT / "gateway" / "control" / "admin.cpp").read_text()
     ha_declared = set(re.findall(r'metric\(out, "((?:rampart_vrrp|rampart_ha)_[a-z0-9_]+)"', source))
     h.check(len(ha_declared) >= 8, f"HA metric declarations not found in admin.cpp: {ha_declared}")
+    acme_declared = set(re.findall(r'metric\(\s*out,\s*"(rampart_acme_[a-z0-9_]+)"', source))
+    h.check({"rampart_acme_consecutive_failures", "rampart_acme_peer_transfers_total"} <= acme_declared,
+            f"ACME metric declarations not found in admin.cpp: {acme_declared}")
+    ha_declared |= acme_declared
     used = _names_used()
     h.check(len(used["rules"]) >= 10 and len(used["dashboard"]) >= 10, f"too few names found: {used}")
     for where, names in used.items():
         unknown = sorted(n for n in names if n not in exposed and n not in ha_declared)
         h.check(not unknown, f"{where} name metrics the gateway does not expose: {unknown}")
-    # The ones that are not HA must be live on this gateway, not only declared.
+    # The ones that are not HA or ACME must be live on this gateway, not only
+    # declared (test_acme.py and test_acme_pair.py read the ACME ones live).
     for where, names in used.items():
         for n in names:
-            if not n.startswith(("rampart_vrrp_", "rampart_ha_")):
+            if not n.startswith(("rampart_vrrp_", "rampart_ha_")) and n not in acme_declared:
                 h.check(n in exposed, f"{where}: {n} not on /metrics")
     print(f"    rules: {len(used['rules'])} metrics, dashboard: {len(used['dashboard'])}, all exposed", flush=True)
     # A gateway without ha.ticket_secret_file makes its own ticket keys: what the
