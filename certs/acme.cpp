@@ -28,11 +28,6 @@ using ecdsa_sig_ptr = std::unique_ptr<ECDSA_SIG, openssl_deleter<ECDSA_SIG_free>
 using octet_ptr = std::unique_ptr<ASN1_OCTET_STRING, openssl_deleter<ASN1_OCTET_STRING_free>>;
 using object_ptr = std::unique_ptr<ASN1_OBJECT, openssl_deleter<ASN1_OBJECT_free>>;
 
-// Without it OpenSSL would prompt on the terminal for an encrypted key.
-int no_password(char*, int, int, void*) {
-    return 0;
-}
-
 std::string sha256(std::string_view data) {
     unsigned char out[32];
     unsigned int n = 0;
@@ -115,19 +110,6 @@ std::vector<x509_ptr> read_chain(std::string_view pem) {
     }
     return chain;
 }
-
-std::string errno_text() {
-    return std::strerror(errno);
-}
-
-struct fd_closer {
-    int fd;
-    ~fd_closer() {
-        if (fd >= 0) {
-            ::close(fd);
-        }
-    }
-};
 
 } // namespace
 
@@ -521,10 +503,10 @@ void write_file_atomic(const std::string& path, std::string_view data, mode_t mo
     std::string temp = path + ".tmp.XXXXXX";
     fd_closer file{::mkostemp(temp.data(), O_CLOEXEC)};
     if (file.fd < 0) {
-        throw cert_error("cannot create a temporary file beside " + path + ": " + errno_text());
+        throw cert_error("cannot create a temporary file beside " + path + ": " + errno_text(errno));
     }
     auto fail_file = [&](const std::string& what) {
-        const std::string reason = errno_text();
+        const std::string reason = errno_text(errno);
         ::unlink(temp.c_str());
         throw cert_error("cannot " + what + " " + path + ": " + reason);
     };
@@ -556,7 +538,7 @@ void write_file_atomic(const std::string& path, std::string_view data, mode_t mo
     const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
     fd_closer d{::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
     if (d.fd < 0 || ::fsync(d.fd) != 0) {
-        throw cert_error("cannot sync the directory of " + path + ": " + errno_text());
+        throw cert_error("cannot sync the directory of " + path + ": " + errno_text(errno));
     }
 }
 
@@ -567,7 +549,7 @@ bool read_file(const std::string& path, std::string& out) {
         if (errno == ENOENT) {
             return false;
         }
-        throw cert_error("cannot read " + path + ": " + errno_text());
+        throw cert_error("cannot read " + path + ": " + errno_text(errno));
     }
     char buffer[8192];
     for (;;) {
@@ -576,7 +558,7 @@ bool read_file(const std::string& path, std::string& out) {
             continue;
         }
         if (n < 0) {
-            throw cert_error("cannot read " + path + ": " + errno_text());
+            throw cert_error("cannot read " + path + ": " + errno_text(errno));
         }
         if (n == 0) {
             return true;

@@ -167,13 +167,6 @@ constexpr const char* groups = "X25519:P-256:P-384";
 constexpr std::string_view session_id_context = "rampart";
 constexpr std::string_view ticket_info_label = "rampart ticket key";
 
-// Without this, OpenSSL's default password callback would prompt on the
-// controlling terminal for an encrypted key and block start-up; we refuse such
-// keys instead (the gateway has nobody to type a passphrase).
-int no_password(char*, int, int, void*) {
-    return 0;
-}
-
 std::string lower(std::string_view s) {
     std::string out(s);
     std::transform(out.begin(), out.end(), out.begin(),
@@ -568,19 +561,6 @@ void configure_context(SSL_CTX* ctx, const config::tls& settings, server_tls* ow
 
 // ---------------------------------------------------------------------------
 // Files
-
-struct fd_closer {
-    int fd;
-    ~fd_closer() {
-        if (fd >= 0) {
-            ::close(fd);
-        }
-    }
-};
-
-std::string errno_text(int error) {
-    return std::strerror(error);
-}
 
 // The file is removed first and recreated exclusively with its final mode, so
 // no reader can hold a descriptor opened under older, wider permissions, and

@@ -10,6 +10,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <unistd.h>
+
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -28,6 +31,28 @@ using pkey_ptr = std::unique_ptr<EVP_PKEY, openssl_deleter<EVP_PKEY_free>>;
 using bignum_ptr = std::unique_ptr<BIGNUM, openssl_deleter<BN_free>>;
 using kdf_ptr = std::unique_ptr<EVP_KDF, openssl_deleter<EVP_KDF_free>>;
 using kdf_ctx_ptr = std::unique_ptr<EVP_KDF_CTX, openssl_deleter<EVP_KDF_CTX_free>>;
+
+/// OpenSSL's password callback that refuses: without it OpenSSL would prompt
+/// on the controlling terminal for an encrypted key and block (the gateway
+/// has nobody to type a passphrase).
+inline int no_password(char*, int, int, void*) {
+    return 0;
+}
+
+/// Closes the descriptor when it goes (-1: none).
+struct fd_closer {
+    int fd;
+    ~fd_closer() {
+        if (fd >= 0) {
+            ::close(fd);
+        }
+    }
+};
+
+/// strerror(error) as a string.
+inline std::string errno_text(int error) {
+    return std::strerror(error);
+}
 
 /// Drains the calling thread's OpenSSL error queue into one line.
 std::string openssl_errors();

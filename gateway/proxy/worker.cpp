@@ -104,10 +104,12 @@ worker::worker(config::snapshot_ptr cfg, SSL_CTX* tls, shared_block& shared, con
                unsigned counter_slot, worker_sockets sockets)
     : ctx_(io_, std::move(cfg), tls, shared, slots, counter_slot) {
     // tls-alpn-01: validation certificates come from this process's shared
-    // block (one worker per process, so one block).
+    // block (one worker per process, so one block). Without that challenge
+    // configured there is none to serve, and a handshake never looks.
     static shared_block* acme_block = nullptr;
     acme_block = &shared;
-    certs::set_acme_alpn_lookup([](const std::string& name, std::string& cert_der, std::string& key_der) {
+    const auto& acme = ctx_.cfg->gw.tls_settings.acme_settings;
+    certs::acme_alpn_lookup lookup = [](const std::string& name, std::string& cert_der, std::string& key_der) {
         auto found = find_acme_alpn(acme_block->acme, name);
         if (!found) {
             return false;
@@ -115,7 +117,8 @@ worker::worker(config::snapshot_ptr cfg, SSL_CTX* tls, shared_block& shared, con
         cert_der = std::move(found->cert_der);
         key_der = std::move(found->key_der);
         return true;
-    });
+    };
+    certs::set_acme_alpn_lookup(acme && acme->challenge == "tls-alpn-01" ? lookup : nullptr);
     if (sockets.access_log >= 0) {
         access_log_ = std::make_unique<access_log>(sockets.access_log, ctx_.cfg->gw.access_log_settings.buffer_bytes,
                                                    ctx_.counters.access_log_dropped, &ctx_.shared.access_log_mid_line,
